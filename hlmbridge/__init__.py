@@ -1,0 +1,46 @@
+"""hlmbridge: multilevel linear models through lme4 and statsmodels, checked against Stata.
+
+``import hlmbridge`` never needs R: the lme4 engine imports rpy2 only when asked for.
+
+Examples
+--------
+>>> import hlmbridge
+>>> spec = hlmbridge.ModelSpec.from_stata("mixed mathach ses || id: ses, cov(unstr)")
+>>> spec.method
+'ml'
+"""
+
+from hlmbridge.errors import (
+    ConvergenceError,
+    DataError,
+    EngineUnavailableError,
+    FitError,
+    FixtureError,
+    HlmbridgeError,
+    SpecError,
+    UnsupportedSpecError,
+    UsageError,
+)
+from hlmbridge.result import FitResult, GroupInfo
+from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceError",
+    "DataError",
+    "EngineUnavailableError",
+    "FitError",
+    "FitResult",
+    "FixtureError",
+    "GroupInfo",
+    "HlmbridgeError",
+    "ModelSpec",
+    "RandomLevel",
+    "SpecError",
+    "Term",
+    "UnsupportedSpecError",
+    "UsageError",
+    "Var",
+    "__version__",
+]

@@ -1,0 +1,267 @@
+"""One result schema for every engine.
+
+A :class:`FitResult` is immutable and JSON-serializable (:meth:`FitResult.to_dict` /
+:meth:`FitResult.from_dict` round-trip). It carries every number Stata's ``mixed``
+prints, whichever engine produced the estimates. Display (Stata-style tables) lives in
+:mod:`hlmbridge.display`; postestimation (``estat icc`` ...) in
+:mod:`hlmbridge.postestimation`.
+
+Tables
+------
+``fixed``: one row per fixed-effect column, columns :data:`FIXED_COLUMNS`.
+``random``: one row per variance parameter (and the residual variance last), columns
+:data:`RANDOM_COLUMNS`; ``kind`` is ``"var"`` or ``"cov"``; ``group`` is the grouping
+variable or ``"Residual"``; ``stata_term`` is ``var(ses)``, ``cov(ses,_cons)``,
+``var(Residual)``; ``term1``/``term2`` use lme4's labels (``(Intercept)``, ``ses``).
+
+Examples
+--------
+>>> from hlmbridge.result import FIXED_COLUMNS
+>>> FIXED_COLUMNS[:3]
+('term', 'stata_term', 'estimate')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hlmbridge.spec import ModelSpec
+
+__all__ = ["FIXED_COLUMNS", "RANDOM_COLUMNS", "FitResult", "GroupInfo"]
+
+FIXED_COLUMNS: tuple[str, ...] = (
+    "term",
+    "stata_term",
+    "estimate",
+    "std_error",
+    "statistic",
+    "p_value",
+    "conf_low",
+    "conf_high",
+)
+RANDOM_COLUMNS: tuple[str, ...] = (
+    "group",
+    "kind",
+    "term1",
+    "term2",
+    "stata_term",
+    "estimate",
+    "std_error",
+    "conf_low",
+    "conf_high",
+)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Group sizes at one grouping level (Stata's ``Obs per group``)."""
+
+    group: str
+    n_groups: int
+    min: int
+    mean: float
+    max: int
+
+
+def _frame(rows: tuple[tuple[Any, ...], ...], columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=list(columns))
+
+
+def _rows(df: pd.DataFrame, columns: tuple[str, ...]) -> tuple[tuple[Any, ...], ...]:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"table is missing columns {missing}")
+    out = []
+    for rec in df[list(columns)].itertuples(index=False, name=None):
+        out.append(tuple(v.item() if isinstance(v, np.generic) else v for v in rec))
+    return tuple(out)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def _unjson(x: Any) -> Any:
+    if x is None:
+        return float("nan")
+    if x == "inf":
+        return float("inf")
+    if x == "-inf":
+        return float("-inf")
+    return x
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The normalized result of one fit (see the module docstring for the tables).
+
+    Scalars follow Stata's ``e()``: ``loglik`` (``e(ll)``; the REML criterion's log
+    likelihood on lme4's scale for REML fits), ``wald_chi2``/``wald_df``/``wald_p``
+    (every fixed effect but ``_cons``), the LR test versus the linear model
+    (``lr_chi2``, ``lr_df``, ``lr_p``, ``lr_kind`` = ``"chibar2"`` or ``"chi2"``),
+    ``aic``/``bic``/``df`` (``estat ic``). ``fixed_vcov`` is the covariance of the fixed
+    effects (rows in ``fixed`` order); ``random_vcov`` the covariance of the variance
+    parameters on the variance scale (rows in ``random`` order, residual included).
+    """
+
+    spec: ModelSpec
+    engine: str
+    fixed_rows: tuple[tuple[Any, ...], ...]
+    random_rows: tuple[tuple[Any, ...], ...]
+    fixed_vcov: tuple[tuple[float, ...], ...]
+    random_vcov: tuple[tuple[float, ...], ...]
+    loglik: float
+    nobs: int
+    groups: tuple[GroupInfo, ...]
+    wald_chi2: float
+    wald_df: int
+    wald_p: float
+    lr_chi2: float
+    lr_df: int
+    lr_p: float
+    lr_kind: str
+    loglik_linear: float
+    aic: float
+    bic: float
+    df: int
+    converged: bool
+    singular: bool
+    n_dropped: int = 0
+    warnings: tuple[str, ...] = ()
+    versions: Mapping[str, str] = field(default_factory=dict)
+    optimizer: str = ""
+    wall_time: float = float("nan")
+    engine_loglik: float = float("nan")
+
+    # ---- tables -------------------------------------------------------------------
+    @property
+    def fixed(self) -> pd.DataFrame:
+        """Fixed effects, one row per column of the design (a fresh copy each call)."""
+        return _frame(self.fixed_rows, FIXED_COLUMNS)
+
+    @property
+    def random(self) -> pd.DataFrame:
+        """Variance parameters on the variance/covariance scale (a fresh copy each call)."""
+        return _frame(self.random_rows, RANDOM_COLUMNS)
+
+    # ---- group sizes of the outermost level -----------------------------------------
+    @property
+    def n_groups(self) -> int:
+        """Number of groups at the outermost level."""
+        return self.groups[0].n_groups
+
+    @property
+    def group_min(self) -> int:
+        """Smallest group at the outermost level."""
+        return self.groups[0].min
+
+    @property
+    def group_mean(self) -> float:
+        """Average group size at the outermost level."""
+        return self.groups[0].mean
+
+    @property
+    def group_max(self) -> int:
+        """Largest group at the outermost level."""
+        return self.groups[0].max
+
+    @property
+    def method(self) -> str:
+        """``"ml"`` or ``"reml"``, as fitted."""
+        return self.spec.method
+
+    # ---- views and postestimation (thin wrappers) -----------------------------------
+    def random_sd(self) -> pd.DataFrame:
+        """The random part on the sd/corr scale (Stata's ``stddev`` option)."""
+        from hlmbridge.postestimation import random_sd
+
+        return random_sd(self)
+
+    def icc(self) -> pd.DataFrame:
+        """Stata's ``estat icc``."""
+        from hlmbridge.postestimation import icc
+
+        return icc(self)
+
+    def recov(self, corr: bool = False) -> dict[str, pd.DataFrame]:
+        """Stata's ``estat recov`` (``corr=True``: ``estat recov, corr``)."""
+        from hlmbridge.postestimation import recov
+
+        return recov(self, corr=corr)
+
+    def ic(self) -> pd.DataFrame:
+        """Stata's ``estat ic``."""
+        from hlmbridge.postestimation import ic
+
+        return ic(self)
+
+    def summary(self) -> str:
+        """Text laid out like Stata's ``mixed`` output."""
+        from hlmbridge.display import summary
+
+        return summary(self)
+
+    def tidy(self) -> pd.DataFrame:
+        """A long table in broom.mixed's vocabulary (sd/cor scale for the random part)."""
+        from hlmbridge.postestimation import tidy
+
+        return tidy(self)
+
+    # ---- serialization -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict; :meth:`from_dict` gives back an equal result."""
+        from hlmbridge.serialize import spec_to_dict
+
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "spec":
+                value = spec_to_dict(value)
+            elif f.name == "groups":
+                value = [g.__dict__ for g in value]
+            out[f.name] = _jsonable(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FitResult:
+        """Rebuild a result from :meth:`to_dict`'s output."""
+        from hlmbridge.serialize import spec_from_dict
+
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            v = d[f.name] if f.name in d else None
+            if f.name == "spec":
+                v = spec_from_dict(v)
+            elif f.name == "groups":
+                v = tuple(GroupInfo(**g) for g in v)
+            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov"):
+                v = tuple(tuple(_unjson(x) for x in row) for row in v)
+            elif f.name == "warnings":
+                v = tuple(v)
+            elif f.name == "versions":
+                v = dict(v)
+            else:
+                v = _unjson(v)
+            kw[f.name] = v
+        return cls(**kw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FitResult):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]

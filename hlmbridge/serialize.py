@@ -1,0 +1,62 @@
+"""Plain-dict (JSON) form of a :class:`~hlmbridge.spec.ModelSpec`.
+
+Examples
+--------
+>>> from hlmbridge.spec import ModelSpec, RandomLevel
+>>> spec = ModelSpec("y", levels=(RandomLevel("g"),))
+>>> spec_from_dict(spec_to_dict(spec)) == spec
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hlmbridge.errors import SpecError
+from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+
+__all__ = ["spec_from_dict", "spec_to_dict"]
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as nested dicts and lists of plain values."""
+    return {
+        "response": spec.response,
+        "fixed": [[{"name": v.name, "factor": v.factor, "base": v.base} for v in t.vars] for t in spec.fixed],
+        "levels": [
+            {
+                "group": lv.group,
+                "slopes": list(lv.slopes),
+                "intercept": lv.intercept,
+                "cov": lv.cov,
+                "nested": lv.nested,
+            }
+            for lv in spec.levels
+        ],
+        "constant": spec.constant,
+        "method": spec.method,
+    }
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
+    """Inverse of :func:`spec_to_dict`."""
+    try:
+        return ModelSpec(
+            response=d["response"],
+            fixed=tuple(Term(tuple(Var(**v) for v in t)) for t in d["fixed"]),
+            levels=tuple(
+                RandomLevel(
+                    group=lv["group"],
+                    slopes=tuple(lv["slopes"]),
+                    intercept=lv["intercept"],
+                    cov=lv["cov"],
+                    nested=lv["nested"],
+                )
+                for lv in d["levels"]
+            ),
+            constant=d["constant"],
+            method=d["method"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"not a serialized ModelSpec: {exc}") from exc

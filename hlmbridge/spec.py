@@ -1,0 +1,272 @@
+"""The engine-neutral model specification.
+
+A :class:`ModelSpec` is immutable and says everything that determines the model:
+response, fixed terms with explicit factor coding, the grouping levels (outermost
+first) with their random terms and covariance structure, and the estimation method.
+Parsers (:meth:`ModelSpec.from_stata`, :meth:`ModelSpec.from_lme4`) and renderers
+(:meth:`ModelSpec.to_lme4`, :meth:`ModelSpec.to_statsmodels`, :meth:`ModelSpec.to_stata`)
+live in their own modules; this one holds only the data model and its validation.
+
+Examples
+--------
+>>> from hlmbridge.spec import ModelSpec, Term, Var, RandomLevel
+>>> spec = ModelSpec(
+...     response="mathach",
+...     fixed=(Term((Var("ses"),)),),
+...     levels=(RandomLevel("id", slopes=("ses",), cov="unstructured"),),
+... )
+>>> spec.method
+'ml'
+>>> [t.stata_name for t in spec.fixed]
+['ses']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
+
+from hlmbridge.errors import SpecError
+
+CovStructure = Literal["identity", "independent", "exchangeable", "unstructured"]
+Method = Literal["ml", "reml"]
+
+COV_STRUCTURES: tuple[str, ...] = get_args(CovStructure)
+METHODS: tuple[str, ...] = get_args(Method)
+
+__all__ = [
+    "COV_STRUCTURES",
+    "METHODS",
+    "CovStructure",
+    "Method",
+    "ModelSpec",
+    "RandomLevel",
+    "Term",
+    "Var",
+]
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or not all(
+        c.isalnum() or c in "_." for c in name
+    ):
+        raise SpecError(f"{what} must be a variable name, got {name!r}")
+
+
+@dataclass(frozen=True)
+class Var:
+    """One variable inside a fixed term.
+
+    ``factor=True`` means Stata's ``i.`` (R's ``factor()``): one indicator column per
+    non-base level. ``base`` is the base level (``ib1.`` gives ``base=1``); ``None``
+    means the lowest level, which is Stata's and R's default.
+    """
+
+    name: str
+    factor: bool = False
+    base: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "a variable")
+        if self.base is not None and not self.factor:
+            raise SpecError(f"a base level is given for {self.name!r}, which is not a factor")
+        if self.base is not None and (isinstance(self.base, bool) or not isinstance(self.base, int)):
+            raise SpecError(f"the base level of {self.name!r} must be an integer, got {self.base!r}")
+
+
+@dataclass(frozen=True)
+class Term:
+    """A fixed-effect term: one variable (main effect) or several (an interaction, Stata ``#``)."""
+
+    vars: tuple[Var, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vars, tuple) or not self.vars:
+            raise SpecError("a term needs at least one variable (as a tuple)")
+        names = [v.name for v in self.vars]
+        if len(set(names)) != len(names):
+            raise SpecError(f"a variable repeats inside the interaction {'#'.join(names)}")
+
+    @property
+    def stata_name(self) -> str:
+        """The term as Stata factor-variable notation writes it (``c.ses#i.sector``, ``ses``)."""
+        if len(self.vars) == 1 and not self.vars[0].factor:
+            return self.vars[0].name
+        parts = []
+        for v in self.vars:
+            if v.factor:
+                parts.append(f"ib{v.base}.{v.name}" if v.base is not None else f"i.{v.name}")
+            else:
+                parts.append(f"c.{v.name}" if len(self.vars) > 1 else v.name)
+        return "#".join(parts)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Names of the variables the term uses."""
+        return tuple(v.name for v in self.vars)
+
+
+@dataclass(frozen=True)
+class RandomLevel:
+    """One grouping level with its random terms.
+
+    ``slopes`` are continuous variables with a random coefficient, in the order written
+    (Stata lists them before ``_cons``). ``intercept=False`` is Stata's ``noconstant``
+    on the random part. ``nested=True`` (the default, Stata's ``||`` semantics) means the
+    groups of this level are identified within the enclosing (previous) level;
+    ``nested=False`` is a crossed factor, lme4's ``(1|a) + (1|b)``.
+    """
+
+    group: str
+    slopes: tuple[str, ...] = ()
+    intercept: bool = True
+    cov: CovStructure | None = None
+    nested: bool = True
+
+    def __post_init__(self) -> None:
+        _check_name(self.group, "a grouping variable")
+        if not isinstance(self.slopes, tuple):
+            raise SpecError("slopes must be a tuple of variable names")
+        for s in self.slopes:
+            _check_name(s, "a random slope")
+        if len(set(self.slopes)) != len(self.slopes):
+            raise SpecError(f"a random slope repeats at level {self.group!r}")
+        if not self.slopes and not self.intercept:
+            raise SpecError(f"level {self.group!r} has no random terms")
+        cov = self.cov
+        if cov is None:
+            # Stata's defaults: identity for a lone random term, independent otherwise.
+            cov = "identity" if self.n_terms == 1 else "independent"
+            object.__setattr__(self, "cov", cov)
+        if cov not in COV_STRUCTURES:
+            raise SpecError(f"unknown covariance structure {cov!r}; choose one of {', '.join(COV_STRUCTURES)}")
+        if self.n_terms == 1 and cov != "identity":
+            # With one random term every structure is the same model: keep one spelling.
+            object.__setattr__(self, "cov", "identity")
+
+    @property
+    def n_terms(self) -> int:
+        """Number of random coefficients per group."""
+        return len(self.slopes) + int(self.intercept)
+
+    @property
+    def stata_terms(self) -> tuple[str, ...]:
+        """Random terms in Stata's order: slopes as written, then ``_cons``."""
+        return self.slopes + (("_cons",) if self.intercept else ())
+
+    @property
+    def lme4_terms(self) -> tuple[str, ...]:
+        """Random terms in lme4's order: ``(Intercept)`` first, then slopes."""
+        return (("(Intercept)",) if self.intercept else ()) + self.slopes
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An engine-neutral linear mixed model.
+
+    Parameters
+    ----------
+    response
+        The dependent variable.
+    fixed
+        Fixed terms in the order written (Stata's table order; ``_cons`` is implicit).
+    levels
+        Grouping levels, outermost first.
+    constant
+        ``False`` is Stata's ``noconstant`` / lme4's ``0 +`` in the fixed part.
+    method
+        ``"ml"`` or ``"reml"``.
+    """
+
+    response: str
+    fixed: tuple[Term, ...] = ()
+    levels: tuple[RandomLevel, ...] = ()
+    constant: bool = True
+    method: Method = "ml"
+    _source: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.response, "the response")
+        if not isinstance(self.fixed, tuple) or not all(isinstance(t, Term) for t in self.fixed):
+            raise SpecError("fixed must be a tuple of Term")
+        if not isinstance(self.levels, tuple) or not all(isinstance(lv, RandomLevel) for lv in self.levels):
+            raise SpecError("levels must be a tuple of RandomLevel")
+        if not self.levels:
+            raise SpecError("a mixed model needs at least one grouping level")
+        if self.method not in METHODS:
+            raise SpecError(f"unknown method {self.method!r}; choose 'ml' or 'reml'")
+        keys = [tuple(sorted(t.variables)) for t in self.fixed]
+        if len(set(keys)) != len(keys):
+            raise SpecError("a fixed term is listed twice")
+        if not self.fixed and not self.constant:
+            raise SpecError("the fixed part is empty (no terms and no constant)")
+        groups = [lv.group for lv in self.levels]
+        if len(set(groups)) != len(groups):
+            raise SpecError(f"a grouping variable is listed twice: {groups}")
+        if not self.levels[0].nested:
+            # The outermost level encloses nothing: nested/crossed only means something below it.
+            object.__setattr__(self, "levels", (replace(self.levels[0], nested=True),) + self.levels[1:])
+        for name in self.variables:
+            _check_name(name, "a variable")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Every data column the model uses (response, fixed, slopes, groups), no repeats."""
+        seen: dict[str, None] = {self.response: None}
+        for t in self.fixed:
+            for v in t.variables:
+                seen.setdefault(v)
+        for lv in self.levels:
+            for s in lv.slopes:
+                seen.setdefault(s)
+            seen.setdefault(lv.group)
+        return tuple(seen)
+
+    @property
+    def reml(self) -> bool:
+        """True when the method is REML."""
+        return self.method == "reml"
+
+    def with_method(self, method: Method) -> ModelSpec:
+        """The same model with another estimation method."""
+        return ModelSpec(self.response, self.fixed, self.levels, self.constant, method)
+
+    # Parsers and renderers live in their own modules; imported lazily to keep this one small.
+    @classmethod
+    def from_stata(cls, command: str) -> ModelSpec:
+        """Parse a Stata ``mixed`` command (see :mod:`hlmbridge.syntax.stata`)."""
+        from hlmbridge.syntax.stata import parse_stata
+
+        return parse_stata(command)
+
+    @classmethod
+    def from_lme4(cls, formula: str, *, reml: bool = True) -> ModelSpec:
+        """Parse an lme4 formula; REML unless ``reml=False`` (see :mod:`hlmbridge.syntax.lme4`)."""
+        from hlmbridge.syntax.lme4 import parse_lme4
+
+        return parse_lme4(formula, reml=reml)
+
+    @classmethod
+    def parse(cls, text: str, *, reml: bool | None = None) -> ModelSpec:
+        """A Stata command when ``text`` starts with ``mixed`` (after ``qui``), else an lme4 formula."""
+        from hlmbridge.syntax import parse_any
+
+        return parse_any(text, reml=reml)
+
+    def to_lme4(self):  # -> hlmbridge.render.Lme4Model
+        """Render for lme4 (see :func:`hlmbridge.render.to_lme4`)."""
+        from hlmbridge.render import to_lme4
+
+        return to_lme4(self)
+
+    def to_statsmodels(self):  # -> hlmbridge.render.StatsmodelsModel
+        """Render ``MixedLM.from_formula`` arguments (see :func:`hlmbridge.render.to_statsmodels`)."""
+        from hlmbridge.render import to_statsmodels
+
+        return to_statsmodels(self)
+
+    def to_stata(self) -> str:
+        """Render a Stata ``mixed`` command that parses back to an equal spec."""
+        from hlmbridge.render import to_stata
+
+        return to_stata(self)
