@@ -1,0 +1,52 @@
+"""The engine registry: ``lme4`` (R through rpy2) and ``statsmodels``.
+
+Engines are created on first use; nothing here imports rpy2.
+
+Examples
+--------
+>>> from hlmbridge.engines import ENGINES, get_engine
+>>> ENGINES
+('lme4', 'statsmodels')
+>>> get_engine("statsmodels").name
+'statsmodels'
+"""
+
+from __future__ import annotations
+
+from hlmbridge.engines.base import Engine, EngineFit
+from hlmbridge.errors import EngineUnavailableError, UsageError
+
+__all__ = ["ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
+
+ENGINES: tuple[str, ...] = ("lme4", "statsmodels")
+_INSTANCES: dict[str, Engine] = {}
+
+
+def get_engine(name: str) -> Engine:
+    """The adapter for ``name`` (an unknown name raises UsageError listing the engines)."""
+    if name not in ENGINES:
+        raise UsageError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    if name not in _INSTANCES:
+        if name == "lme4":
+            from hlmbridge.engines.lme4 import Lme4Engine
+
+            _INSTANCES[name] = Lme4Engine()
+        else:
+            from hlmbridge.engines.statsmodels import StatsmodelsEngine
+
+            _INSTANCES[name] = StatsmodelsEngine()
+    return _INSTANCES[name]
+
+
+def require_engine(name: str) -> Engine:
+    """Like :func:`get_engine`, but raise EngineUnavailableError when it cannot run here."""
+    engine = get_engine(name)
+    ok, why = engine.available()
+    if not ok:
+        raise EngineUnavailableError(why)
+    return engine
+
+
+def available_engines() -> list[str]:
+    """Names of the engines that can run on this machine."""
+    return [name for name in ENGINES if get_engine(name).available()[0]]

@@ -1,0 +1,65 @@
+"""What every engine adapter provides, and the raw estimates it hands back.
+
+An engine turns a :class:`~hlmbridge.design.Design` into point estimates; everything
+Stata prints beyond them (SEs of variance components, CIs, tests) is computed once, for
+every engine alike, by :mod:`hlmbridge.inference` and :mod:`hlmbridge.fit`.
+
+Examples
+--------
+>>> from hlmbridge.engines.base import Engine
+>>> hasattr(Engine, "fit_design")
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from hlmbridge.design import Design
+from hlmbridge.spec import ModelSpec
+
+__all__ = ["Engine", "EngineFit"]
+
+
+@dataclass(frozen=True, eq=False)
+class EngineFit:
+    """Point estimates from one engine, in hlmbridge's order.
+
+    ``beta`` follows ``design.fixed_stata``; ``theta`` follows
+    :func:`hlmbridge.inference.variance_parameters` (residual variance last).
+    ``fixed_vcov`` is the engine's own covariance of ``beta`` when it has one.
+    """
+
+    beta: np.ndarray
+    theta: np.ndarray
+    loglik: float
+    converged: bool
+    singular: bool
+    optimizer: str
+    versions: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+    fixed_vcov: np.ndarray | None = None
+    engine_seconds: float = float("nan")
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """An engine adapter."""
+
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the engine can run here, and if not, what to install (one line)."""
+        ...
+
+    def unsupported(self, spec: ModelSpec) -> list[str]:
+        """Reasons this engine cannot fit ``spec`` exactly (empty when it can)."""
+        ...
+
+    def fit_design(self, design: Design, **options: Any) -> EngineFit:
+        """Fit ``design`` and return the estimates (raises FitError on failure)."""
+        ...

@@ -1,0 +1,192 @@
+"""The statsmodels engine: ``MixedLM`` on hlmbridge's own design matrices.
+
+statsmodels gets exactly the X, Z and groups the other engines get (no formula
+re-parsing). Optimizer strategy: Powell with tight tolerances — statsmodels' default
+chain stops short or fails on the seed's models (and ``lbfgs`` alone is broken on
+random-intercept ML fits, statsmodels issue 10239); when Powell does not report
+convergence, Nelder–Mead is tried as well. BFGS then polishes the better answer, judged
+on the gradient; the polish is kept only when it converged to a higher log likelihood.
+
+Examples
+--------
+>>> from hlmbridge.engines.statsmodels import StatsmodelsEngine
+>>> StatsmodelsEngine().available()
+(True, '')
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from hlmbridge.design import Design
+from hlmbridge.engines.base import EngineFit
+from hlmbridge.errors import ConvergenceError, FitError
+from hlmbridge.inference import theta_from_matrices
+from hlmbridge.spec import ModelSpec
+
+__all__ = ["StatsmodelsEngine"]
+
+_POWELL = {"ftol": 1e-12, "maxiter": 50_000}
+_NELDER_MEAD = {"maxiter": 50_000}
+_POLISH = {"gtol": 1e-9, "maxiter": 2_000}
+
+
+class StatsmodelsEngine:
+    """Fits through ``statsmodels.regression.mixed_linear_model.MixedLM``."""
+
+    name = "statsmodels"
+
+    def available(self) -> tuple[bool, str]:
+        """statsmodels is a hard dependency, so always available."""
+        return True, ""
+
+    def unsupported(self, spec: ModelSpec) -> list[str]:
+        """Constructs MixedLM cannot fit exactly."""
+        reasons = []
+        for i, lv in enumerate(spec.levels):
+            where = f"level {lv.group!r}"
+            if lv.cov == "exchangeable":
+                reasons.append(f"covariance(exchangeable) at {where}: MixedLM has no exchangeable structure")
+            if lv.cov == "identity" and lv.n_terms > 1:
+                reasons.append(f"covariance(identity) over several terms at {where}: MixedLM cannot tie variances")
+            if i > 0 and not lv.nested:
+                reasons.append(f"crossed random effects at {where}: MixedLM nests variance components in groups")
+            if i > 0 and lv.cov == "unstructured" and lv.n_terms > 1:
+                reasons.append(f"correlated random slopes below the top level ({where})")
+        return reasons
+
+    def fit_design(self, design: Design, **_: Any) -> EngineFit:
+        """Fit the design; raises ConvergenceError when no strategy converges."""
+        import statsmodels
+        from statsmodels.regression.mixed_linear_model import MixedLM
+
+        top = design.levels[0]
+        exog_re, vc_names, exog_vc = self._random_design(design)
+        model = MixedLM(
+            design.y, design.X, groups=top.codes, exog_re=exog_re,
+            exog_vc=exog_vc if exog_vc else None,
+        )
+        tried: list[str] = []
+        t0 = time.perf_counter()
+        best = self._run(model, design.spec.reml, "powell", _POWELL, None, tried)
+        if best is None or not best[0].converged:
+            alt = self._run(model, design.spec.reml, "nm", _NELDER_MEAD, None, tried)
+            best = _better(best, alt)
+        if best is not None:
+            # Powell stops on a relative change in the objective; a BFGS step from its
+            # answer, judged on the gradient, reaches the optimum itself.
+            polished = self._run(model, design.spec.reml, "bfgs", _POLISH, best[0].params_object, tried)
+            if polished is not None and polished[0].converged:
+                best = _better(best, (polished[0], best[1] + "+bfgs", polished[2]))
+        seconds = time.perf_counter() - t0
+        if best is None:
+            raise FitError("statsmodels failed with every optimizer: " + "; ".join(tried), engine=self.name)
+        res, method, msgs = best
+        if not res.converged:
+            raise ConvergenceError(
+                "statsmodels MixedLM did not converge (" + "; ".join(tried) + ")", engine=self.name
+            )
+        return self._estimates(design, res, method, msgs, vc_names, seconds, statsmodels.__version__)
+
+    @staticmethod
+    def _run(model: Any, reml: bool, method: str, kw: dict[str, Any], start: Any,
+             tried: list[str]) -> tuple[Any, str, tuple[str, ...]] | None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = model.fit(reml=reml, method=[method], start_params=start, **kw)
+            except (np.linalg.LinAlgError, ValueError) as exc:
+                tried.append(f"{method}: {exc}")
+                return None
+        tried.append(f"{method}: llf={res.llf:.6f} converged={res.converged}")
+        if not np.isfinite(res.llf):
+            return None
+        return res, method, tuple(dict.fromkeys(str(w.message) for w in caught))
+
+    @staticmethod
+    def _random_design(design: Design) -> tuple[np.ndarray, list[tuple[int, list[int]]], dict[str, dict]]:
+        """exog_re for the top level's correlated block; variance components for the rest."""
+        top = design.levels[0]
+        lv = top.level
+        q = top.Z.shape[1]
+        if lv.cov == "unstructured" or q == 1:
+            re_cols = list(range(q))
+        else:  # independent: the first term as the 1x1 'random effect', the others as components
+            re_cols = [0]
+        exog_re = top.Z[:, re_cols]
+        vc_names: list[tuple[int, list[int]]] = []  # (level, term columns) per component
+        exog_vc: dict[str, dict] = {}
+        groups = top.codes
+        order = np.argsort(groups, kind="stable")
+        splits = np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
+        components: list[tuple[int, int]] = [(0, j) for j in range(q) if j not in re_cols]
+        for li, ld in enumerate(design.levels[1:], start=1):
+            components += [(li, j) for j in range(ld.Z.shape[1])]
+        for ci, (li, j) in enumerate(components):
+            ld = design.levels[li]
+            name = f"vc{ci}"
+            mats = {}
+            for g, rows in enumerate(splits):
+                if li == 0:
+                    mats[g] = ld.Z[rows, j : j + 1]
+                else:
+                    codes = ld.codes[rows]
+                    uniq = np.unique(codes)
+                    mats[g] = (codes[:, None] == uniq[None, :]) * ld.Z[rows, j : j + 1]
+            exog_vc[name] = mats
+            vc_names.append((li, [j]))
+        return exog_re, vc_names, exog_vc
+
+    def _estimates(self, design: Design, res: Any, method: str, msgs: tuple[str, ...],
+                   vc_names: list[tuple[int, list[int]]], seconds: float, version: str) -> EngineFit:
+        top = design.levels[0]
+        q = top.Z.shape[1]
+        covs = [np.zeros((ld.Z.shape[1], ld.Z.shape[1])) for ld in design.levels]
+        cov_re = np.asarray(res.cov_re)
+        re_cols = list(range(q)) if (top.level.cov == "unstructured" or q == 1) else [0]
+        covs[0][np.ix_(re_cols, re_cols)] = cov_re
+        vcomp = np.atleast_1d(np.asarray(res.vcomp, dtype=float))
+        for value, (li, cols) in zip(vcomp, vc_names, strict=True):
+            covs[li][cols[0], cols[0]] = value
+        sigma2 = float(res.scale)
+        theta = theta_from_matrices(design, covs, sigma2)
+        singular = _is_singular(covs)
+        return EngineFit(
+            beta=np.asarray(res.fe_params, dtype=float),
+            theta=theta,
+            loglik=float(res.llf),
+            converged=bool(res.converged),
+            singular=singular,
+            optimizer=f"statsmodels MixedLM {method}",
+            versions={"statsmodels": version},
+            warnings=msgs,
+            fixed_vcov=None,
+            engine_seconds=seconds,
+        )
+
+
+def _better(a: Any, b: Any) -> Any:
+    """The attempt with the higher log likelihood (converged attempts first)."""
+    if a is None or b is None:
+        return a if b is None else b
+    if bool(a[0].converged) != bool(b[0].converged):
+        return a if a[0].converged else b
+    return b if b[0].llf > a[0].llf + 1e-9 else a
+
+
+def _is_singular(covs: list[np.ndarray], tol: float = 1e-6) -> bool:
+    """A variance at zero or a correlation within ``tol`` of +-1."""
+    for g in covs:
+        d = np.diag(g)
+        if np.any(d <= tol * max(1.0, float(np.max(np.abs(d))) if d.size else 1.0)):
+            return True
+        sd = np.sqrt(d)
+        corr = g / np.outer(sd, sd)
+        off = corr[~np.eye(len(d), dtype=bool)]
+        if off.size and np.any(np.abs(off) > 1 - tol):
+            return True
+    return False

@@ -1,0 +1,167 @@
+"""``hlmbridge.fit``: one spec, any engine, one result with everything Stata prints.
+
+Examples
+--------
+>>> import hlmbridge
+>>> df = hlmbridge.datasets.hsb("combined")
+>>> res = hlmbridge.fit("mixed mathach ses || id:", df, engine="statsmodels")
+>>> res.fixed["stata_term"].tolist()
+['ses', '_cons']
+>>> res.lr_kind
+'chibar2'
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hlmbridge.design import Design, build_design
+from hlmbridge.engines import require_engine
+from hlmbridge.engines.base import EngineFit
+from hlmbridge.errors import SpecError, UnsupportedSpecError
+from hlmbridge.inference import evaluate, linear_loglik, variance_parameters
+from hlmbridge.result import FitResult, GroupInfo
+from hlmbridge.spec import ModelSpec
+
+__all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
+
+Z_95 = float(stats.norm.ppf(0.975))
+
+
+def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:
+    """A ModelSpec from a spec or a string (Stata command or lme4 formula)."""
+    if isinstance(model, ModelSpec):
+        if reml is None:
+            return model
+        return model.with_method("reml" if reml else "ml")
+    if isinstance(model, str):
+        return ModelSpec.parse(model, reml=reml)
+    raise SpecError(f"expected a ModelSpec or a string, got {type(model).__name__}")
+
+
+def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
+        **options: Any) -> FitResult:
+    """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").
+
+    A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
+    says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
+    ``data`` is never modified; rows with missing values in model variables are dropped
+    (the count is in ``result.n_dropped``).
+    """
+    t0 = time.perf_counter()
+    spec = as_spec(model, reml)
+    adapter = require_engine(engine)
+    reasons = adapter.unsupported(spec)
+    if reasons:
+        raise UnsupportedSpecError(reasons[0].split(":")[0], engine, "; ".join(reasons))
+    design = build_design(spec, data)
+    estimates = adapter.fit_design(design, data=data, **options)
+    return result_from_estimates(design, estimates, engine, wall_start=t0)
+
+
+def _group_info(design: Design) -> tuple[GroupInfo, ...]:
+    out = []
+    for ld in design.levels:
+        sizes = ld.sizes
+        out.append(GroupInfo(ld.level.group, int(ld.n_groups), int(sizes.min()), float(sizes.mean()), int(sizes.max())))
+    return tuple(out)
+
+
+def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_start: float | None = None) -> FitResult:
+    """Turn an engine's point estimates into a FitResult with Stata's inference."""
+    spec = design.spec
+    inf = evaluate(design, est.beta, est.theta)
+    fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
+    se = np.sqrt(np.diag(fixed_vcov))
+    z = est.beta / se
+    p = 2 * stats.norm.sf(np.abs(z))
+    fixed_rows = tuple(
+        (lme4, stata, float(b), float(s), float(zz), float(pp), float(b - Z_95 * s), float(b + Z_95 * s))
+        for lme4, stata, b, s, zz, pp in zip(design.fixed_lme4, design.fixed_stata, est.beta, se, z, p, strict=True)
+    )
+
+    params = variance_parameters(design)
+    rvar = np.diag(inf.random_vcov)
+    random_rows = []
+    for k, prm in enumerate(params):
+        value = float(est.theta[k])
+        s = float(np.sqrt(rvar[k])) if rvar[k] > 0 else float("nan")
+        if prm.kind == "var":
+            if value > 0 and np.isfinite(s):
+                half = Z_95 * s / value  # log scale: se(log var) = se(var) / var
+                lo, hi = value * np.exp(-half), value * np.exp(half)
+            else:
+                lo = hi = float("nan")
+        else:
+            lo, hi = value - Z_95 * s, value + Z_95 * s
+        group = "Residual" if prm.level is None else design.levels[prm.level].level.group
+        random_rows.append((group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi)))
+
+    # Wald test of every fixed effect but the constant.
+    keep = [j for j, name in enumerate(design.fixed_stata) if name != "_cons"]
+    if keep:
+        b = est.beta[keep]
+        wald = float(b @ np.linalg.solve(fixed_vcov[np.ix_(keep, keep)], b))
+        wald_p = float(stats.chi2.sf(wald, len(keep)))
+    else:
+        wald, wald_p = float("nan"), float("nan")
+
+    n_theta = len(params) - 1
+    ll_lin = linear_loglik(design)
+    lr = max(0.0, 2.0 * (inf.loglik - ll_lin))
+    if n_theta == 1:
+        lr_kind, lr_p = "chibar2", float(0.5 * stats.chi2.sf(lr, 1))
+    else:
+        lr_kind, lr_p = "chi2", float(stats.chi2.sf(lr, n_theta))
+    df = design.n_fixed + len(params)
+    aic = -2 * inf.loglik + 2 * df
+    bic = -2 * inf.loglik + df * np.log(design.nobs)
+
+    warns = list(est.warnings)
+    singletons = [ld.level.group for ld in design.levels if np.any(ld.sizes == 1)]
+    for g in singletons:
+        n1 = int(np.sum(design.levels[[ld.level.group for ld in design.levels].index(g)].sizes == 1))
+        warns.append(f"{n1} group(s) of {g!r} have a single observation")
+    if design.n_dropped:
+        warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
+    if abs(inf.loglik - est.loglik) > 1e-4 * max(1.0, abs(est.loglik)) and not spec.reml:
+        warns.append(
+            f"the engine's log likelihood ({est.loglik:.6f}) differs from hlmbridge's evaluation "
+            f"at its estimates ({inf.loglik:.6f})"
+        )
+    wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
+    return FitResult(
+        spec=spec,
+        engine=engine,
+        fixed_rows=fixed_rows,
+        random_rows=tuple(random_rows),
+        fixed_vcov=tuple(map(tuple, np.asarray(fixed_vcov, dtype=float).tolist())),
+        random_vcov=tuple(map(tuple, np.asarray(inf.random_vcov, dtype=float).tolist())),
+        loglik=inf.loglik,
+        nobs=design.nobs,
+        groups=_group_info(design),
+        wald_chi2=wald,
+        wald_df=len(keep),
+        wald_p=wald_p,
+        lr_chi2=lr,
+        lr_df=n_theta,
+        lr_p=lr_p,
+        lr_kind=lr_kind,
+        loglik_linear=ll_lin,
+        aic=float(aic),
+        bic=float(bic),
+        df=int(df),
+        converged=bool(est.converged),
+        singular=bool(est.singular),
+        n_dropped=design.n_dropped,
+        warnings=tuple(warns),
+        versions=dict(est.versions),
+        optimizer=est.optimizer,
+        wall_time=wall,
+        engine_loglik=float(est.loglik),
+    )

@@ -1,0 +1,34 @@
+## Runs in R alone: Rscript r/tests/test_hlmbridge.R  (from the repository root)
+args <- commandArgs(trailingOnly = FALSE)
+here <- dirname(normalizePath(sub("^--file=", "", args[grep("^--file=", args)])))
+env <- new.env()
+sys.source(file.path(here, "..", "hlmbridge.R"), envir = env)
+
+data("sleepstudy", package = "lme4")
+d <- env$hlmbridge_frame(list(
+  Reaction = sleepstudy$Reaction, Days = sleepstudy$Days,
+  Subject = env$hlmbridge_codes_factor(as.integer(sleepstudy$Subject) - 1L, levels(sleepstudy$Subject))
+))
+stopifnot(is.data.frame(d), nrow(d) == 180L, is.factor(d$Subject))
+
+res <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml = TRUE)
+stopifnot(is.null(res$error), res$nobs == 180L, identical(names(res$fixef), c("(Intercept)", "Days")))
+ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = TRUE,
+                  control = lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12)))
+stopifnot(abs(res$loglik - as.numeric(logLik(ref))) < 1e-7)
+stopifnot(max(abs(res$fixef - lme4::fixef(ref))) < 1e-6)
+stopifnot(identical(res$re_groups, "Subject"), all(dim(res$re[[1]]) == c(2L, 2L)))
+
+## An lme4 error comes back as data, not as an R error; warnings are captured, not printed.
+bad <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 | nosuchgroup)", reml = TRUE)
+stopifnot(is.character(bad$error), nchar(bad$error) > 0)
+
+## Factor coding with an explicit base level.
+d2 <- d
+d2$hi <- as.numeric(sleepstudy$Days >= 5)
+res2 <- env$hlmbridge_fit(d2, "Reaction ~ 1 + hi + (1 | Subject)", reml = FALSE, factors = list(hi = 1))
+stopifnot(identical(names(res2$fixef), c("(Intercept)", "hi0")))
+
+## The global environment is untouched.
+stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
+cat("r/tests/test_hlmbridge.R: all checks passed\n")
