@@ -1,0 +1,467 @@
+"""Render a :class:`~hlmbridge.spec.ModelSpec` for lme4, statsmodels and Stata.
+
+Each renderer gives exactly the model the spec describes, or raises
+:class:`~hlmbridge.errors.UnsupportedSpecError` naming the construct and the engine —
+never a silently different model.
+
+=========================  ============================  ===================================
+spec                       lme4                          statsmodels MixedLM
+=========================  ============================  ===================================
+unstructured (top level)   ``(1 + ses | id)``            ``re_formula="1 + ses"``
+independent (top level)    ``(1 | id) + (0 + ses | id)``  ``re_formula="1"``, vc ``{"ses": "0 + ses"}``
+identity, one term         ``(1 | id)``                  ``re_formula="1"``
+nested level ``class``     ``(1 | school:class)``        vc ``{"class": "0 + C(class)"}``
+crossed ``(1|a) + (1|b)``  ``(1 | a) + (1 | b)``         groups ``_all`` (a constant column the
+                                                         caller adds), vc per level
+identity, several terms    not expressible               not expressible
+exchangeable               not expressible               not expressible
+=========================  ============================  ===================================
+
+Examples
+--------
+>>> from hlmbridge.syntax.stata import parse_stata
+>>> spec = parse_stata("mixed mathach c.ses##i.sector || id: ses, cov(unstr)")
+>>> to_lme4(spec).formula
+'mathach ~ 1 + ses + sector + ses:sector + (1 + ses | id)'
+>>> to_statsmodels(spec).formula
+'mathach ~ 1 + ses + C(sector) + ses:C(sector)'
+>>> to_stata(spec)
+'mixed mathach ses i.sector c.ses#i.sector || id: ses, cov(unstructured)'
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from hlmbridge.errors import UnsupportedSpecError
+from hlmbridge.spec import ModelSpec, RandomLevel
+from hlmbridge.syntax.lme4 import R_RESERVED
+from hlmbridge.syntax.stata import STATA_RESERVED
+
+__all__ = [
+    "ALL_GROUP",
+    "Lme4Model",
+    "StatsmodelsModel",
+    "level_paths",
+    "to_lme4",
+    "to_stata",
+    "to_statsmodels",
+]
+
+#: Column name of the one all-encompassing group statsmodels uses for crossed designs.
+ALL_GROUP = "_all"
+
+_R_SYNTACTIC = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*")
+_STATA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def level_paths(spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
+    """The grouping path of every level: nested levels extend the previous level's path.
+
+    Examples
+    --------
+    >>> from hlmbridge.spec import ModelSpec, RandomLevel
+    >>> spec = ModelSpec("y", levels=(RandomLevel("school"), RandomLevel("class"),
+    ...                               RandomLevel("rater", nested=False)))
+    >>> level_paths(spec)
+    (('school',), ('school', 'class'), ('rater',))
+    """
+    paths: list[tuple[str, ...]] = []
+    for i, lv in enumerate(spec.levels):
+        paths.append(paths[-1] + (lv.group,) if i > 0 and lv.nested else (lv.group,))
+    return tuple(paths)
+
+
+def _default_cov(lv: RandomLevel) -> str:
+    return "identity" if lv.n_terms == 1 else "independent"
+
+
+# ----------------------------------------------------------------------------- lme4
+
+
+def _r_name(name: str) -> str:
+    if _R_SYNTACTIC.fullmatch(name) and name not in R_RESERVED:
+        return name
+    return f"`{name}`"
+
+
+def _r_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Lme4Model:
+    """An lme4 model: formula, factor columns and method.
+
+    ``formula`` writes every fixed term explicitly in the spec's order (R itself orders
+    model-matrix columns by degree: main effects, then interactions). Factor variables
+    appear by their plain column name; ``factors`` lists ``(column, base level)`` (``None``
+    = lowest) and the lme4 adapter converts those columns to R factors with the base
+    level first, so lme4 labels the columns ``sector1``, ``ses:sector1``.
+
+    Examples
+    --------
+    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> m = to_lme4(parse_stata("mixed y c.x#ib2.s || g:, reml"))
+    >>> m.formula, m.factors, m.reml
+    ('y ~ 1 + x:s + (1 | g)', (('s', 2),), True)
+    >>> print(m.r_code())
+    data$s <- relevel(factor(data$s), ref = "2")
+    fit <- lme4::lmer(y ~ 1 + x:s + (1 | g), data = data, REML = TRUE)
+    >>> m.explicit_formula
+    'y ~ 1 + x:relevel(factor(s), ref = "2") + (1 | g)'
+    """
+
+    formula: str
+    factors: tuple[tuple[str, int | None], ...]
+    reml: bool
+    explicit_formula: str = field(default="", compare=False)
+
+    def r_code(self, data: str = "data") -> str:
+        """Runnable R: factor conversions, then ``lme4::lmer(...)`` assigned to ``fit``."""
+        lines = []
+        for name, base in self.factors:
+            col = f"{data}${name}" if _r_name(name) == name else f"{data}[[{_r_string(name)}]]"
+            if base is None:
+                lines.append(f"{col} <- factor({col})")
+            else:
+                lines.append(f"{col} <- relevel(factor({col}), ref = {_r_string(str(base))})")
+        lines.append(f"fit <- lme4::lmer({self.formula}, data = {data}, REML = {'TRUE' if self.reml else 'FALSE'})")
+        return "\n".join(lines)
+
+
+def _factor_coding(spec: ModelSpec, engine: str) -> dict[str, int | None]:
+    coding: dict[str, tuple[bool, int | None]] = {}
+    for t in spec.fixed:
+        for v in t.vars:
+            if v.name in coding and coding[v.name] != (v.factor, v.base):
+                raise UnsupportedSpecError(
+                    f"variable {v.name!r} coded two ways in the fixed part",
+                    engine,
+                    "the lme4 adapter converts whole columns to factors, so a column is either a "
+                    "factor (with one base level) or a number throughout",
+                )
+            coding[v.name] = (v.factor, v.base)
+    factors = {n: b for n, (f, b) in coding.items() if f}
+    others = {spec.response} | {s for lv in spec.levels for s in lv.slopes}
+    for name in factors:
+        if name in others:
+            raise UnsupportedSpecError(
+                f"factor variable {name!r} also used as the response or a random slope",
+                engine,
+                "the lme4 adapter converts the whole column to a factor",
+            )
+    return factors
+
+
+def _lme4_random(spec: ModelSpec) -> list[str]:
+    parts = []
+    for lv, path in zip(spec.levels, level_paths(spec)):
+        g = ":".join(_r_name(p) for p in path)
+        slopes = [_r_name(s) for s in lv.slopes]
+        if lv.n_terms == 1 or lv.cov == "unstructured":
+            lhs = " + ".join((["1"] if lv.intercept else ["0"]) + slopes)
+            parts.append(f"({lhs} | {g})")
+        elif lv.cov == "independent":
+            if lv.intercept:
+                parts.append(f"(1 | {g})")
+            parts.extend(f"(0 + {s} | {g})" for s in slopes)
+        else:
+            raise UnsupportedSpecError(
+                f"covariance({lv.cov}) at level {lv.group!r}",
+                "lme4",
+                "lmer has no "
+                + (
+                    "equal-variances (identity) structure for several random terms"
+                    if lv.cov == "identity"
+                    else "exchangeable (one common variance and covariance) structure"
+                )
+                + "; use unstructured or independent",
+            )
+    return parts
+
+
+def to_lme4(spec: ModelSpec) -> Lme4Model:
+    """Render the spec as an lme4 formula.
+
+    Raises
+    ------
+    UnsupportedSpecError
+        For identity with several terms, exchangeable, or a column coded as a factor in
+        one term and as a number in another.
+
+    Examples
+    --------
+    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> to_lme4(parse_stata("mixed y x || school: || class:")).formula
+    'y ~ 1 + x + (1 | school) + (1 | school:class)'
+    >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
+    'y ~ 1 + x + (0 + x | id)'
+    """
+    factors = _factor_coding(spec, "lme4")
+    random = _lme4_random(spec)
+    plain = ["1" if spec.constant else "0"]
+    explicit = list(plain)
+    for t in spec.fixed:
+        plain.append(":".join(_r_name(v.name) for v in t.vars))
+        exp = []
+        for v in t.vars:
+            if not v.factor:
+                exp.append(_r_name(v.name))
+            elif v.base is None:
+                exp.append(f"factor({_r_name(v.name)})")
+            else:
+                exp.append(f"relevel(factor({_r_name(v.name)}), ref = {_r_string(str(v.base))})")
+        explicit.append(":".join(exp))
+    resp = _r_name(spec.response)
+    return Lme4Model(
+        formula=f"{resp} ~ {' + '.join(plain + random)}",
+        factors=tuple(factors.items()),
+        reml=spec.reml,
+        explicit_formula=f"{resp} ~ {' + '.join(explicit + random)}",
+    )
+
+
+# ----------------------------------------------------------------------- statsmodels
+
+
+def _py_name(name: str) -> str:
+    if name.isidentifier() and not keyword.iskeyword(name) and name.isascii():
+        return name
+    return f"Q({name!r})"
+
+
+def _patsy_var(name: str, factor: bool, base: int | None) -> str:
+    if not factor:
+        return _py_name(name)
+    if base is None:
+        return f"C({_py_name(name)})"
+    return f"C({_py_name(name)}, Treatment({base}))"
+
+
+@dataclass(frozen=True)
+class StatsmodelsModel:
+    """Arguments for ``statsmodels`` ``MixedLM.from_formula(formula, data, groups=...,
+    re_formula=..., vc_formula=...)`` and ``.fit(**fit_kwargs)``.
+
+    ``vc_formula`` is a read-only mapping (pass ``dict(model.vc_formula)`` or ``None``
+    when empty). When ``all_group`` is true (crossed designs), ``groups`` names a constant
+    column (:data:`ALL_GROUP`) the caller must add to the data (``data.assign(_all=1)``):
+    every level is then a variance component of that one group.
+
+    Examples
+    --------
+    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> m = to_statsmodels(parse_stata("mixed y x || id: x"))
+    >>> m.formula, m.groups, m.re_formula, dict(m.vc_formula), m.fit_kwargs["reml"]
+    ('y ~ 1 + x', 'id', '1', {'x': '0 + x'}, False)
+    """
+
+    formula: str
+    groups: str
+    re_formula: str
+    vc_formula: Mapping[str, str]
+    fit_kwargs: Mapping[str, object]
+    all_group: bool = False
+
+    def python_code(self, data: str = "df") -> str:
+        """Runnable Python that fits the model with statsmodels (result in ``result``)."""
+        lines = ["import statsmodels.formula.api as smf"]
+        if self.all_group:
+            lines.append(f"{data} = {data}.assign({self.groups}=1)  # one group holding every row")
+        vc = repr(dict(self.vc_formula)) if self.vc_formula else "None"
+        lines.append(
+            f"model = smf.mixedlm({self.formula!r}, {data}, groups={self.groups!r}, "
+            f"re_formula={self.re_formula!r}, vc_formula={vc})"
+        )
+        kw = ", ".join(f"{k}={v!r}" for k, v in self.fit_kwargs.items())
+        # Powell first: lbfgs alone can stop at a wrong optimum (see STATA_PARITY.md).
+        lines.append(f"result = model.fit({kw}, method=['powell', 'lbfgs'])")
+        return "\n".join(lines)
+
+
+def _sm_unsupported(construct: str, detail: str) -> UnsupportedSpecError:
+    return UnsupportedSpecError(construct, "statsmodels", detail)
+
+
+def _vc_level(lv: RandomLevel, path: tuple[str, ...], where: str) -> dict[str, str]:
+    """Variance components for one level whose groups are the cells of ``path``."""
+    if lv.n_terms > 1 and lv.cov != "independent":
+        raise _sm_unsupported(
+            f"covariance({lv.cov}) at {where} level {lv.group!r}",
+            "MixedLM variance components are independent with one variance each; correlated or "
+            "equal-variance random terms exist only at the top grouping level (re_formula)",
+        )
+    cells = ":".join(f"C({_py_name(p)})" for p in path)
+    out = {}
+    if lv.intercept:
+        out[lv.group] = f"0 + {cells}"
+    for s in lv.slopes:
+        out[f"{lv.group}:{s}"] = f"0 + {cells}:{_py_name(s)}"
+    return out
+
+
+def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
+    """Render ``MixedLM.from_formula`` arguments.
+
+    The outermost level is ``groups``: an unstructured or single random-term top level
+    goes into ``re_formula``; independent top-level slopes become one variance component
+    each. Nested lower levels are variance components within the outer groups. A spec
+    with crossed levels uses one all-encompassing group (:data:`ALL_GROUP`) with every
+    level as variance components.
+
+    Raises
+    ------
+    UnsupportedSpecError
+        Correlated (unstructured) random terms below the top level or in a crossed design,
+        identity with several terms (equal variances), exchangeable.
+
+    Examples
+    --------
+    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> m = to_statsmodels(parse_stata("mixed y x || school: || room:, reml"))
+    >>> m.groups, m.re_formula, dict(m.vc_formula), dict(m.fit_kwargs)
+    ('school', '1', {'room': '0 + C(room)'}, {'reml': True})
+    >>> m = to_statsmodels(parse_stata("mixed y || _all: R.a || b:"))
+    >>> m.groups, m.re_formula, dict(m.vc_formula), m.all_group
+    ('_all', '0', {'a': '0 + C(a)', 'b': '0 + C(b)'}, True)
+    """
+    fixed = ["1" if spec.constant else "0"]
+    for t in spec.fixed:
+        fixed.append(":".join(_patsy_var(v.name, v.factor, v.base) for v in t.vars))
+    formula = f"{_py_name(spec.response)} ~ {' + '.join(fixed)}"
+    paths = level_paths(spec)
+    crossed = any(not lv.nested for lv in spec.levels[1:])
+    vc: dict[str, str] = {}
+
+    def add(parts: dict[str, str]) -> None:
+        for k, v in parts.items():
+            if k in vc:
+                raise _sm_unsupported(
+                    f"two variance components named {k!r}",
+                    "a random slope and a grouping variable share a name",
+                )
+            vc[k] = v
+
+    for lv in spec.levels:
+        if lv.cov == "exchangeable" or (lv.cov == "identity" and lv.n_terms > 1):
+            raise _sm_unsupported(
+                f"covariance({lv.cov}) at level {lv.group!r}",
+                "MixedLM has no "
+                + ("exchangeable" if lv.cov == "exchangeable" else "equal-variances (identity)")
+                + " structure for several random terms",
+            )
+    if crossed:
+        if ALL_GROUP in spec.variables:
+            raise _sm_unsupported("a data column named '_all'", "the crossed-design group column needs that name")
+        for lv, path in zip(spec.levels, paths):
+            if lv.cov == "unstructured" and lv.n_terms > 1:
+                raise _sm_unsupported(
+                    f"covariance(unstructured) at crossed level {lv.group!r}",
+                    "crossed levels are fitted as independent variance components of one group; "
+                    "correlated random terms cannot be expressed",
+                )
+            add(_vc_level(lv, path, "crossed"))
+        return StatsmodelsModel(
+            formula=formula,
+            groups=ALL_GROUP,
+            re_formula="0",
+            vc_formula=MappingProxyType(vc),
+            fit_kwargs=MappingProxyType({"reml": spec.reml}),
+            all_group=True,
+        )
+    top = spec.levels[0]
+    slopes = [_py_name(s) for s in top.slopes]
+    if top.n_terms == 1 or top.cov == "unstructured":
+        re_formula = " + ".join((["1"] if top.intercept else ["0"]) + slopes)
+    else:  # independent
+        re_formula = "1" if top.intercept else "0"
+        add({s: f"0 + {_py_name(s)}" for s in top.slopes})
+    for lv, path in zip(spec.levels[1:], paths[1:]):
+        add(_vc_level(lv, path[1:], "nested"))
+    return StatsmodelsModel(
+        formula=formula,
+        groups=top.group,
+        re_formula=re_formula,
+        vc_formula=MappingProxyType(vc),
+        fit_kwargs=MappingProxyType({"reml": spec.reml}),
+        all_group=False,
+    )
+
+
+# ----------------------------------------------------------------------------- Stata
+
+
+def _stata_name(name: str) -> str:
+    if not _STATA_NAME.fullmatch(name) or name in STATA_RESERVED:
+        raise UnsupportedSpecError(
+            f"variable name {name!r}",
+            "Stata",
+            "Stata names are letters, digits and '_' (at most 32, not starting with a digit) "
+            "and not reserved words",
+        )
+    return name
+
+
+def to_stata(spec: ModelSpec) -> str:
+    """Render a Stata ``mixed`` command that :func:`~hlmbridge.syntax.stata.parse_stata`
+    parses back to an equal spec.
+
+    ``reml`` is printed when the method is REML; ``cov(...)`` only when it is not Stata's
+    default. Crossed levels are written in Stata's form ``|| _all: R.a || b:``; that needs
+    the levels before the last crossed one to be crossed random intercepts.
+
+    Raises
+    ------
+    UnsupportedSpecError
+        A name Stata cannot hold, or a crossed structure Stata's ``_all: R.`` form cannot
+        write.
+
+    Examples
+    --------
+    >>> from hlmbridge.syntax.lme4 import parse_lme4
+    >>> to_stata(parse_lme4("y ~ x + (1 | a) + (1 | b)"))
+    'mixed y x || _all: R.a || b:, reml'
+    >>> to_stata(parse_lme4("y ~ 0 + x + (x || g)", reml=False))
+    'mixed y x, noconstant || g: x'
+    """
+    for name in spec.variables:
+        _stata_name(name)
+    head = ["mixed", spec.response] + [t.stata_name for t in spec.fixed]
+    out = " ".join(head)
+    if not spec.constant:
+        out += ", noconstant"
+    crossed_at = [i for i, lv in enumerate(spec.levels) if i > 0 and not lv.nested]
+    k = crossed_at[-1] if crossed_at else 0
+    for i in range(k):
+        lv = spec.levels[i]
+        if lv.slopes or not lv.intercept or (i > 0 and lv.nested):
+            raise UnsupportedSpecError(
+                f"crossed structure around level {lv.group!r}",
+                "Stata",
+                "Stata writes crossed effects as '|| _all: R.a || b:', which needs every level "
+                "before the last crossed one to be a crossed random intercept",
+            )
+    equations = []
+    for i, lv in enumerate(spec.levels):
+        if i < k:
+            equations.append([f"_all: R.{lv.group}", []])
+            continue
+        body = f"{lv.group}:" + "".join(f" {s}" for s in lv.slopes)
+        opts = []
+        if not lv.intercept:
+            opts.append("noconstant")
+        if lv.cov != _default_cov(lv):
+            opts.append(f"cov({lv.cov})")
+        equations.append([body, opts])
+    if spec.reml:
+        equations[-1][1].append("reml")
+    for body, opts in equations:
+        out += f" || {body}"
+        if opts:
+            out += ", " + " ".join(opts)
+    return out
