@@ -1,0 +1,165 @@
+"""The ``hlmbridge`` command line.
+
+Subcommands: ``validate`` (the main job), ``fit``, ``translate``, ``import-stata``,
+``summarize``. Exit status: 0 all good; 1 a mismatch or missing number; 2 a usage or
+set-up error (one line on stderr, no traceback).
+
+Examples
+--------
+>>> from hlmbridge.cli import build_parser
+>>> build_parser().parse_args(["validate", "--engine", "statsmodels"]).engine
+['statsmodels']
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hlmbridge.errors import HlmbridgeError, UsageError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="hlmbridge", description="Multilevel models through lme4 and statsmodels, "
+                                "checked against Stata mixed.")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="cross-check every reference case against every engine")
+    v.add_argument("--fixtures", help="fixture directory or file (default: fixtures/stata)")
+    v.add_argument("--data", help="data file (.dta/.csv; default: the bundled HSB data)")
+    v.add_argument("--engine", action="append", help="engine (repeatable; default: every available engine)")
+    v.add_argument("--case", action="append", help="case name or shell pattern (repeatable; default: all)")
+    v.add_argument("--format", default="text", choices=["text", "json", "markdown", "junit"])
+    v.add_argument("--out", help="write the report here instead of stdout")
+    v.add_argument("--jobs", type=int, default=None, help="parallel fits (through hlmbridge.fit_many)")
+    v.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    f = sub.add_parser("fit", help="fit a model with each engine and show Stata-style output")
+    f.add_argument("model", help="Stata mixed command or lme4 formula")
+    f.add_argument("--data", required=True, help="data file (.dta or .csv)")
+    f.add_argument("--engine", action="append", help="engine (repeatable; default: every available engine)")
+    f.add_argument("--reml", action="store_true", help="fit by REML")
+    t = sub.add_parser("translate", help="show a model in every syntax")
+    t.add_argument("model")
+    t.add_argument("--reml", action="store_true", default=None)
+    i = sub.add_parser("import-stata", help="write reference fixtures from a Stata log")
+    i.add_argument("logfile")
+    i.add_argument("--out", required=True, help="output directory")
+    i.add_argument("--lenient", action="store_true", help="list unparseable blocks instead of stopping")
+    i.add_argument("--overrides", help="per-row tolerance overrides (TOML, see fixtures/README.md)")
+    s = sub.add_parser("summarize", help="Stata-style summarize of a data file")
+    s.add_argument("file")
+    s.add_argument("--by", help="one row per group of this variable (egen tag ... if tag==1)")
+    return p
+
+
+def _check_out(path: str | None) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"cannot write the report to {path}")
+
+
+def _validate(a: argparse.Namespace) -> int:
+    from hlmbridge.report import render
+    from hlmbridge.validate import _stderr_progress, validate
+
+    _check_out(a.out)
+    report = validate(a.fixtures, a.data, a.engine, a.case, jobs=a.jobs,
+                      progress=None if a.quiet else _stderr_progress)
+    text = render(report, a.format)
+    if a.out:
+        try:
+            Path(a.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {a.out}: {exc.strerror}") from exc
+        print(("OK: " if report.ok else "FAIL: ") + report.summary_line())
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        if a.format != "text":
+            sys.stderr.write(("OK: " if report.ok else "FAIL: ") + report.summary_line() + "\n")
+    return 0 if report.ok else 1
+
+
+def _fit(a: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import hlmbridge
+    from hlmbridge.validate import load_data, resolve_engines
+
+    data = load_data(a.data)
+    engines = resolve_engines(a.engine)
+    results = {}
+    for eng in engines:
+        res = hlmbridge.fit(a.model, data, engine=eng, reml=True if a.reml else None)
+        results[eng] = res
+        print(f"== {eng} ==")
+        print(res.summary())
+        print()
+    parts = []
+    for eng, res in results.items():
+        fx = res.fixed.set_index("stata_term")[["estimate", "std_error"]]
+        rn = res.random.set_index("stata_term")[["estimate", "std_error"]]
+        parts.append(pd.concat([fx, rn]).add_prefix(f"{eng}:"))
+    side = pd.concat(parts, axis=1)
+    ll = {f"{e}:estimate": r.loglik for e, r in results.items()}
+    side.loc["loglik"] = pd.Series(ll)
+    print(side.to_string(float_format=lambda x: f"{x:.7g}"))
+    return 0
+
+
+def _translate(a: argparse.Namespace) -> int:
+    from hlmbridge.syntax import translate
+
+    print(translate(a.model, reml=a.reml))
+    return 0
+
+
+def _import(a: argparse.Namespace) -> int:
+    from hlmbridge.fixtures import import_stata
+
+    paths, parsed = import_stata(a.logfile, a.out, lenient=a.lenient, overrides=a.overrides)
+    print(f"wrote {len(paths)} fixture files to {a.out}")
+    for bad in parsed.invalid:
+        print(f"note: line {bad.line} `{bad.command}`: {bad.reason}; the estimation context is unchanged")
+    for prob in parsed.problems:
+        print(f"problem: {prob}", file=sys.stderr)
+    return 1 if parsed.problems else 0
+
+
+def _summarize(a: argparse.Namespace) -> int:
+    from hlmbridge.data import summarize
+    from hlmbridge.validate import load_data
+
+    table = summarize(load_data(a.file), by_group=a.by)
+    try:
+        from hlmbridge.display_data import format_summary  # type: ignore[attr-defined]
+
+        print(format_summary(table))
+    except (ImportError, AttributeError):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.7g}"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    handler = {"validate": _validate, "fit": _fit, "translate": _translate, "import-stata": _import,
+               "summarize": _summarize}[a.command]
+    try:
+        return handler(a)
+    except HlmbridgeError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"hlmbridge {a.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,785 @@
+"""Reference fixtures: TOML files of Stata's printed numbers <-> :class:`Reference` objects.
+
+One file per case (one Stata output block). Each file has ``[case]`` (name, kind, notes),
+``[source]`` (log, line, command, program), ``[[models]]`` (the model commands the
+numbers refer to, by the name Stata knew them), ``[meta]``, ``[tolerance.<class>]``
+defaults with their reason, then the numbers, keyed by label::
+
+    [fixed."ses"]
+    estimate = { printed = "2.391499", value = 2.391499, line = 397 }
+
+A number's key is its table path, written ``fixed."ses".estimate``. A cell may carry a
+per-row override (``rtol``/``se``/``atol`` with a mandatory ``reason``), an
+``explain_when = "singular"`` with its ``reason`` (a difference on a boundary fit is then
+*explained*, a named cause), or ``engine = false`` with a ``reason`` (recorded, but no
+engine computes it). Files without a ``[case]`` table are not case fixtures and are
+ignored by :func:`load_references` (e.g. the data layer's ``data_summaries.toml``).
+
+Examples
+--------
+>>> from hlmbridge.fixtures import format_key, parse_key
+>>> format_key(("random", "var(_cons)", "std_error"))
+'random."var(_cons)".std_error'
+>>> parse_key('recov."id"."ses"."_cons"')
+('recov', 'id', 'ses', '_cons')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from hlmbridge.errors import FixtureError, HlmbridgeError
+from hlmbridge.stata_log import LogBlock, ModelRef, ParsedLog, parse_log, parse_number
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "FIXTURE_ROOT",
+    "RefValue",
+    "Reference",
+    "Source",
+    "Tolerance",
+    "block_to_toml",
+    "case_name",
+    "format_key",
+    "import_stata",
+    "load_reference",
+    "load_references",
+    "parse_key",
+    "quantity_class",
+]
+
+#: ``fixtures/stata`` of the source tree (resolved from this file, never the cwd).
+FIXTURE_ROOT: Path = Path(__file__).resolve().parent.parent / "fixtures" / "stata"
+
+_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# --------------------------------------------------------------------------------------
+# keys
+def format_key(path: Sequence[str]) -> str:
+    """The dotted key of a table path; labels (middle parts) are always quoted."""
+    out = []
+    for k, part in enumerate(path):
+        middle = 0 < k < len(path) - 1
+        out.append(part if (_BARE.match(part) and not middle) else '"' + part.replace('"', '\\"') + '"')
+    return ".".join(out)
+
+
+def parse_key(key: str) -> tuple[str, ...]:
+    """Inverse of :func:`format_key`."""
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"|([^.]+)', key)
+    return tuple(q.replace('\\"', '"') if q else b for q, b in parts)
+
+
+# --------------------------------------------------------------------------------------
+# schema: section -> (number of label levels, allowed field names or None for a label leaf)
+_FIXED = ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
+_RANDOM = ("estimate", "std_error", "conf_low", "conf_high")
+SECTIONS: Mapping[str, tuple[int, tuple[str, ...] | None]] = {
+    "header": (0, ("nobs", "n_groups", "group_min", "group_mean", "group_max", "wald_chi2", "wald_df",
+                   "wald_p", "loglik")),
+    "fixed": (1, _FIXED),
+    "random": (1, _RANDOM),
+    "lr": (0, ("df", "chi2", "p_value")),
+    "icc": (1, _RANDOM),
+    "ic": (0, ("N", "ll_null", "ll_model", "df", "aic", "bic")),
+    "recov": (2, None),
+    "recov_corr": (2, None),
+    "lrtest": (0, ("df", "chi2", "p_value")),
+    "eb": (0, None),
+    "ereturn": (0, None),
+    "di": (0, ("value",)),
+    "derived": (0, None),
+    "summarize": (1, ("obs", "mean", "sd", "min", "max")),
+    "tab": (1, ("freq", "percent", "cum")),
+}
+KIND_SECTIONS: Mapping[str, tuple[str, ...]] = {
+    "mixed": ("header", "fixed", "random", "lr"),
+    "estat_icc": ("icc",),
+    "estat_ic": ("ic",),
+    "estat_recov": (),
+    "lrtest": ("lrtest",),
+    "matlist": ("eb",),
+    "ereturn": ("ereturn",),
+    "di": ("di",),
+    "summarize": ("summarize",),
+    "tab": ("tab",),
+    "prose": ("derived",),
+}
+#: e() scalars an engine result determines, and those it does not (with the reason).
+ERETURN_ENGINE = (
+    "e(rank)", "e(k_f)", "e(k_r)", "e(k)", "e(k_rs)", "e(k_rc)", "e(k_res)", "e(converged)", "e(ll)",
+    "e(ll_c)", "e(df_c)", "e(chi2_c)", "e(p_c)", "e(N)", "e(df_m)", "e(p)", "e(chi2)",
+)
+ERETURN_NOT_ENGINE: Mapping[str, str] = {
+    "e(ic)": "iteration count of Stata's optimizer; not a property of the model",
+    "e(rc)": "Stata's return code of the estimation command (0 = success)",
+    "e(small)": "Stata flag for small-sample statistics (always 0 for mixed ML)",
+    "e(nrgroups)": "Stata's count of residual-structure groups (by() option); bookkeeping",
+}
+_COUNTS = {
+    ("header", "nobs"), ("header", "n_groups"), ("header", "group_min"), ("header", "group_max"),
+    ("header", "wald_df"), ("lr", "df"), ("ic", "N"), ("ic", "df"), ("lrtest", "df"),
+}
+_ERET_CLASS = {"e(ll)": "estimate", "e(ll_c)": "estimate", "e(chi2_c)": "statistic", "e(chi2)": "statistic",
+               "e(p_c)": "p_value", "e(p)": "p_value"}
+
+QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "count")
+
+
+def quantity_class(path: Sequence[str]) -> str:
+    """The tolerance class of a key path (one of :data:`QUANTITY_CLASSES`).
+
+    Examples
+    --------
+    >>> quantity_class(("fixed", "ses", "conf_low")), quantity_class(("header", "nobs"))
+    ('ci', 'count')
+    """
+    sec, last = path[0], path[-1]
+    if (sec, last) in _COUNTS or (sec, last) in (("summarize", "obs"), ("tab", "freq")):
+        return "count"
+    if sec == "ereturn":
+        return _ERET_CLASS.get(last, "count")
+    if last == "std_error":
+        return "std_error"
+    if last in ("conf_low", "conf_high"):
+        return "ci"
+    if last in ("p_value", "wald_p"):
+        return "p_value"
+    if last in ("statistic", "wald_chi2", "chi2"):
+        return "statistic"
+    return "estimate"
+
+
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """How close is close enough, and why.
+
+    ``within`` when ``|diff| <= rtol*|expected|`` (rule ``rtol``), or ``|diff| <= se*SE``
+    of the estimate when an SE exists (rule ``se``), or ``|diff| <= atol``. ``match``
+    (equal at the printed digits) is always tried first.
+    """
+
+    rtol: float = 0.0
+    se: float | None = None
+    atol: float = 0.0
+    reason: str = ""
+    explain_when: str | None = None
+    explain_reason: str | None = None
+
+
+DEFAULT_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
+    "estimate": Tolerance(1e-4, 1e-3, 0.0, "default: relative difference 1e-4, or 1e-3 standard errors of the estimate"),
+    "std_error": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4"),
+    "ci": Tolerance(1e-4, 1e-3, 0.0, "default: relative difference 1e-4, or 1e-3 standard errors of the estimate"),
+    "statistic": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4"),
+    "p_value": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4 (p printed as 0.0000 match at printed digits)"),
+    "count": Tolerance(0.0, None, 0.0, "counts and degrees of freedom are exact"),
+})
+
+
+@dataclass(frozen=True)
+class Source:
+    """Provenance of a case."""
+
+    log: str
+    line: int
+    command: str
+    program: str
+
+
+@dataclass(frozen=True)
+class RefValue:
+    """One reference number with its provenance and tolerance settings."""
+
+    key: str
+    path: tuple[str, ...]
+    value: float
+    printed: str
+    log_line: int
+    fixture_line: int | None
+    qclass: str
+    override: Tolerance | None = None
+    explain_when: str | None = None
+    explain_reason: str | None = None
+    engine: bool = True
+    reason: str | None = None
+    quantity: str | None = None
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One case: provenance, the models it refers to, its numbers and tolerances."""
+
+    case: str
+    path: str
+    kind: str
+    source: Source
+    models: tuple[ModelRef, ...]
+    values: tuple[RefValue, ...]
+    tolerances: Mapping[str, Tolerance]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tolerances", MappingProxyType(dict(self.tolerances)))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    @property
+    def checked(self) -> tuple[RefValue, ...]:
+        """The numbers an engine is expected to reproduce (``engine`` true)."""
+        return tuple(v for v in self.values if v.engine)
+
+    def get(self, key: str) -> RefValue | None:
+        """The value under ``key``, or None."""
+        return next((v for v in self.values if v.key == key), None)
+
+    def model(self, name: str) -> ModelRef:
+        """The model command this case knows as ``name`` (``.`` = the active model)."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise FixtureError(f"case {self.case} names no model {name!r}", path=self.path)
+
+    def tolerance(self, value: RefValue) -> Tolerance:
+        """The tolerance that applies to ``value`` (its override, else its class default)."""
+        base = self.tolerances.get(value.qclass, DEFAULT_TOLERANCES[value.qclass])
+        if value.override is not None:
+            base = value.override
+        if value.explain_when:
+            return Tolerance(base.rtol, base.se, base.atol, base.reason, value.explain_when, value.explain_reason)
+        return base
+
+
+# --------------------------------------------------------------------------------------
+# writing
+def _toml_str(s: str) -> str:
+    out = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{out}"'
+
+
+def _toml_val(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_val(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_val(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE.match(k) else _toml_str(k)
+
+
+def case_name(block: LogBlock) -> str:
+    """The case name of a block: ``L<line>_<kind>`` (e.g. ``L0174_mixed``)."""
+    return f"L{block.line:04d}_{block.kind}"
+
+
+BOUNDARY_REASON = (
+    "boundary fit: the ML optimum has corr(ses,_cons) = +1 (singular covariance); Stata stops on a flat "
+    "ridge and its variance-component SEs and CIs there are numerical artefacts (the ib1.sector rerun of the "
+    "same model prints different ones); not comparable (STATA_PARITY.md, 'Boundary fits')"
+)
+_DI_NOT_ENGINE = "arithmetic on constants typed from the prose, not on an estimation result: not an engine quantity"
+
+
+def _is_boundary(block: LogBlock) -> bool:
+    """True when the printed var/cov imply a correlation within 1e-3 of +-1."""
+    cells = {c.path: c for c in block.cells}
+    for path, c in cells.items():
+        if len(path) != 3 or path[0] != "random" or path[2] != "estimate":
+            continue
+        m = re.fullmatch(r"cov\(([^,]+),([^)]+)\)", path[1])
+        if not m:
+            continue
+        va = cells.get(("random", f"var({m.group(1)})", "estimate"))
+        vb = cells.get(("random", f"var({m.group(2)})", "estimate"))
+        if va and vb and va.value > 0 and vb.value > 0:
+            if abs(c.value) / math.sqrt(va.value * vb.value) >= 1 - 1e-3:
+                return True
+    return False
+
+
+def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise FixtureError(str(exc), path=str(path), line=getattr(exc, "lineno", None)) from exc
+    except OSError as exc:
+        raise FixtureError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    out = data.get("override", [])
+    for k, o in enumerate(out):
+        missing = [f for f in ("case", "keys", "reason") if f not in o]
+        if missing:
+            raise FixtureError(f"override #{k + 1} is missing {missing}", path=str(path))
+    return out
+
+
+def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Render one parsed block as a fixture file (deterministic text)."""
+    from hlmbridge.quantities import DI_TABLE, normalize_expression
+
+    name = case_name(block)
+    boundary = block.kind == "mixed" and _is_boundary(block)
+    per_key: dict[str, dict[str, Any]] = {}
+    for o in overrides:
+        if o["case"] == name:
+            for k in o["keys"]:
+                per_key[k] = {x: o[x] for x in ("rtol", "se", "atol", "explain_when", "reason") if x in o}
+    notes = list(block.notes)
+    di_entry: tuple[str, tuple[str, ...]] | None = None
+    di_not_engine = False
+    if block.kind == "di":
+        expr = normalize_expression(block.meta["expression"])
+        if not block.models:
+            di_not_engine = True
+            notes.append(f"`di {block.meta['expression']}`: {_DI_NOT_ENGINE}")
+        elif expr in DI_TABLE:
+            di_entry = (DI_TABLE[expr][0], DI_TABLE[expr][1])
+        else:
+            raise FixtureError(f"no derived quantity is known for `di {block.meta['expression']}`",
+                               path=log_name, line=block.line)
+    if boundary:
+        notes.append("boundary (singular) fit: variance-component SEs and CIs are explained, not compared")
+    out = [
+        f"# hlmbridge reference fixture, generated by `hlmbridge import-stata` from {log_name}.",
+        "# Do not edit by hand: change the log or seed_overrides.toml and re-import.",
+        "# Each number: printed = Stata's text, value = that number, line = its line in the log.",
+        "",
+        "[case]",
+        f"name = {_toml_str(name)}",
+        f"kind = {_toml_str(block.kind)}",
+    ]
+    if notes:
+        out.append(f"notes = {_toml_val(notes)}")
+    out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
+            f"command = {_toml_str(block.command)}", 'program = "Stata"']
+    for m in block.models:
+        out += ["", "[[models]]", f"name = {_toml_str(m.name)}", f"command = {_toml_str(m.command)}",
+                f"line = {m.line}"]
+    meta = {k: v for k, v in block.meta.items() if k not in ("names",)}
+    if block.kind == "summarize" and " if " in f" {block.command} ":
+        meta["condition"] = block.command.split(" if ", 1)[1].strip()
+    if meta:
+        out += ["", "[meta]"] + [f"{_toml_key(k)} = {_toml_val(v)}" for k, v in meta.items()]
+    for cls in QUANTITY_CLASSES:
+        t = DEFAULT_TOLERANCES[cls]
+        out += ["", f"[tolerance.{cls}]", f"rtol = {_toml_val(t.rtol)}"]
+        if t.se is not None:
+            out.append(f"se = {_toml_val(t.se)}")
+        out.append(f"reason = {_toml_str(t.reason)}")
+    current: tuple[str, ...] | None = None
+    for c in block.cells:
+        table, leaf = c.path[:-1], c.path[-1]
+        if table != current:
+            out += ["", "[" + ".".join(_toml_key(p) if k == 0 else _toml_str(p) for k, p in enumerate(table)) + "]"]
+            current = table
+        cell: dict[str, Any] = {"printed": c.printed, "value": c.value, "line": c.line}
+        key = format_key(c.path)
+        if boundary and c.path[0] == "random" and c.path[-1] in ("std_error", "conf_low", "conf_high"):
+            cell.update(explain_when="singular", reason=BOUNDARY_REASON)
+        if key in per_key:
+            cell.update(per_key.pop(key))
+        if block.kind == "ereturn" and leaf in ERETURN_NOT_ENGINE:
+            cell.update(engine=False, reason=ERETURN_NOT_ENGINE[leaf])
+        if di_not_engine:
+            cell.update(engine=False, reason=_DI_NOT_ENGINE)
+        if di_entry:
+            cell.update(quantity=di_entry[0], args=list(di_entry[1]))
+        out.append(f"{_toml_key(leaf)} = {_toml_val(cell)}")
+    if per_key:
+        raise FixtureError(f"overrides for {name} name keys the block does not have: {sorted(per_key)}")
+    return "\n".join(out) + "\n"
+
+
+def import_stata(
+    log_path: str | Path,
+    out_dir: str | Path,
+    *,
+    lenient: bool = False,
+    overrides: str | Path | None = None,
+) -> tuple[list[Path], ParsedLog]:
+    """Parse a Stata log and write one fixture file per block into ``out_dir``.
+
+    Returns the written paths and the parsed log (whose ``problems`` are non-empty only
+    when ``lenient``).
+    """
+    parsed = parse_log(log_path, lenient=lenient)
+    ov = _load_overrides(Path(overrides) if overrides is not None else None)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FixtureError(f"cannot create the output directory: {exc.strerror}", path=str(out)) from exc
+    written = []
+    for block in parsed.blocks:
+        p = out / f"{case_name(block)}.toml"
+        p.write_text(block_to_toml(block, parsed.name, ov), encoding="utf-8")
+        written.append(p)
+    return written, parsed
+
+
+# --------------------------------------------------------------------------------------
+# loading
+def _find_line(text_lines: list[str], path: Sequence[str]) -> int | None:
+    """The fixture line that defines ``path`` (its table header, then the leaf)."""
+    if not path:
+        return None
+    for depth in range(len(path) - 1, -1, -1):
+        table = path[:depth]
+        if table:
+            pattern = re.compile(
+                r"^\s*\[\s*" + r"\s*\.\s*".join(rf'(?:{re.escape(p)}|"{re.escape(p)}")' for p in table) + r"\s*\]\s*$"
+            )
+            start = next((i for i, t in enumerate(text_lines) if pattern.match(t)), None)
+            if start is None:
+                continue
+        else:
+            start = -1
+        rest = path[depth:]
+        key_rx = re.compile(
+            r"^\s*" + r"\s*\.\s*".join(rf'(?:{re.escape(p)}|"{re.escape(p)}")' for p in rest) + r"\s*="
+        )
+        for i in range(start + 1, len(text_lines)):
+            if text_lines[i].lstrip().startswith("[") and i > start + 0 and table:
+                break
+            if key_rx.match(text_lines[i]):
+                return i + 1
+        if table:
+            return start + 1
+    return None
+
+
+def _spec_for(command: str, err) -> Any:
+    from hlmbridge.spec import ModelSpec
+
+    try:
+        return ModelSpec.parse(command)
+    except ImportError as exc:
+        raise err(f"cannot check labels against {command!r}: the model-syntax parser is unavailable ({exc})") from exc
+    except HlmbridgeError as exc:
+        raise err(f"model command {command!r} does not parse: {exc}") from exc
+
+
+def _allowed(spec: Any) -> dict[str, Any]:
+    """What labels a spec's design can have."""
+    fixed_patterns = []
+    for t in spec.fixed:
+        parts = []
+        for v in t.vars:
+            if v.factor:
+                parts.append((rf"(\d+)b?\.{re.escape(v.name)}", v.base))
+            else:
+                parts.append(((rf"c\.{re.escape(v.name)}" if len(t.vars) > 1 else re.escape(v.name)), None))
+        fixed_patterns.append(parts)
+    levels = {}
+    for lv in spec.levels:
+        terms = lv.stata_terms
+        rnd = {f"var({t})" for t in terms}
+        if lv.cov in ("unstructured", "exchangeable"):
+            rnd |= {f"cov({a},{b})" for i, a in enumerate(terms) for b in terms[i + 1:]}
+        levels[lv.group] = (terms, rnd)
+    return {"fixed": fixed_patterns, "levels": levels, "constant": spec.constant, "response": spec.response}
+
+
+def _fixed_ok(label: str, allowed: dict[str, Any]) -> bool:
+    if label == "_cons":
+        return allowed["constant"]
+    got = label.split("#")
+    for parts in allowed["fixed"]:
+        if len(parts) != len(got):
+            continue
+        remaining = list(got)
+        ok = True
+        for rx, base in parts:
+            hit = next((g for g in remaining if re.fullmatch(rx, g)), None)
+            if hit is None:
+                ok = False
+                break
+            m = re.fullmatch(rx, hit)
+            if base is not None and m and m.groups() and int(m.group(1)) == base and "b." not in hit:
+                ok = False
+                break
+            remaining.remove(hit)
+        if ok:
+            return True
+    return False
+
+
+def _check_label(path: tuple[str, ...], allowed: dict[str, Any]) -> str | None:
+    """None when a model can produce ``path``, else why not."""
+    sec = path[0]
+    levels = allowed["levels"]
+    if sec == "fixed" and not _fixed_ok(path[1], allowed):
+        return f"fixed-effect label {path[1]!r} is not a column of the model's design"
+    if sec == "random":
+        known = {"var(Residual)"}.union(*(r for _, r in levels.values()))
+        if path[1] not in known:
+            return f"random-effects label {path[1]!r} is not one of {sorted(known)}"
+    if sec in ("icc", "recov", "recov_corr") and path[1] not in levels:
+        return f"level {path[1]!r} is not a grouping level of the model ({sorted(levels)})"
+    if sec in ("recov", "recov_corr"):
+        terms = levels[path[1]][0]
+        for lab in path[2:]:
+            if lab not in terms:
+                return f"{lab!r} is not a random term at level {path[1]!r} ({list(terms)})"
+    if sec == "eb":
+        eq, _, col = path[1].partition(":")
+        nlev = len(levels)
+        if eq == allowed["response"]:
+            if not _fixed_ok(col, allowed):
+                return f"e(b) column {path[1]!r} is not a fixed effect of the model"
+        elif eq == "lnsig_e" and col == "_cons":
+            pass
+        else:
+            m = re.fullmatch(r"lns(\d+)_(\d+)_(\d+)", eq) or re.fullmatch(r"atr(\d+)_(\d+)_(\d+)_(\d+)", eq)
+            terms_n = [len(t) for t, _ in levels.values()]
+            if not m or col != "_cons" or int(m.group(1)) > nlev or any(
+                int(g) > terms_n[int(m.group(1)) - 1] for g in m.groups()[2:]
+            ):
+                return f"e(b) column {path[1]!r} is not a parameter of the model"
+    return None
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def load_reference(path: str | Path) -> Reference:
+    """Load and validate one fixture file.
+
+    Raises
+    ------
+    FixtureError
+        Naming the file and line: TOML syntax error, a missing field, a non-numeric value,
+        an unknown section or quantity, a label no engine can produce for the case's model.
+
+    Examples
+    --------
+    >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0174_mixed.toml")
+    >>> ref.get('fixed."_cons".estimate').printed
+    '12.63707'
+    """
+    p = Path(path)
+    spath = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FixtureError(f"cannot read: {exc.strerror}", path=spath) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FixtureError(f"TOML syntax error: {exc}", path=spath, line=getattr(exc, "lineno", None)) from exc
+    lines = text.splitlines()
+
+    def err(msg: str, where: Sequence[str] = ()) -> FixtureError:
+        return FixtureError(msg, path=spath, line=_find_line(lines, where) if where else None)
+
+    def need(table: Mapping[str, Any], fld: str, where: Sequence[str], typ: type | tuple[type, ...]) -> Any:
+        if fld not in table:
+            raise err(f"missing field {format_key([*where, fld])}", where)
+        v = table[fld]
+        if not isinstance(v, typ) or isinstance(v, bool) and typ is int:
+            raise err(f"field {format_key([*where, fld])} must be {getattr(typ, '__name__', typ)}", [*where, fld])
+        return v
+
+    for sect in ("case", "source"):
+        if not isinstance(data.get(sect), dict):
+            raise err(f"missing table [{sect}]")
+    case = data["case"]
+    name = need(case, "name", ["case"], str)
+    kind = need(case, "kind", ["case"], str)
+    if kind not in KIND_SECTIONS:
+        raise err(f"unknown case kind {kind!r} (known: {', '.join(KIND_SECTIONS)})", ["case", "kind"])
+    src = data["source"]
+    source = Source(need(src, "log", ["source"], str), need(src, "line", ["source"], int),
+                    need(src, "command", ["source"], str), need(src, "program", ["source"], str))
+    models = []
+    for k, m in enumerate(data.get("models", [])):
+        where = ["models"]
+        models.append(ModelRef(need(m, "name", where, str), need(m, "command", where, str), need(m, "line", where, int)))
+    tolerances: dict[str, Tolerance] = {}
+    for cls, t in data.get("tolerance", {}).items():
+        if cls not in QUANTITY_CLASSES:
+            raise err(f"unknown tolerance class {cls!r} (known: {', '.join(QUANTITY_CLASSES)})", ["tolerance", cls])
+        tolerances[cls] = _tolerance(t, ["tolerance", cls], err, need)
+    specs: dict[str, Any] = {}
+    values: list[RefValue] = []
+    for sec in KIND_SECTIONS[kind]:
+        if sec not in data:
+            raise err(f"missing table [{sec}] for a {kind} case")
+    if kind == "estat_recov" and not ({"recov", "recov_corr"} & set(data)):
+        raise err("missing table [recov] or [recov_corr]")
+    known_top = {"case", "source", "models", "meta", "tolerance"}
+    for sec, body in data.items():
+        if sec in known_top:
+            continue
+        if sec not in SECTIONS:
+            raise err(f"unknown quantity section [{sec}] (known: {', '.join(SECTIONS)})", [sec])
+        depth, fields = SECTIONS[sec]
+        for vpath, cell in _walk(body, (sec,), depth + 1, err):
+            if fields is not None and vpath[-1] not in fields:
+                raise err(f"unknown quantity {format_key(vpath)} (a {sec} row has {', '.join(fields)})", vpath)
+            values.append(_cell(vpath, cell, err, need, name, lines))
+    if not values:
+        raise err("the case holds no numbers")
+    if kind not in ("summarize", "tab", "prose") and not models and any(v.engine for v in values):
+        raise err("missing [[models]]: the numbers must name the model command(s) they refer to", ["case"])
+    # labels vs. the models' specs
+    for v in values:
+        if v.path[0] in ("summarize", "tab", "ereturn", "di", "derived", "header", "lr", "ic", "lrtest"):
+            if v.path[0] == "ereturn" and v.path[1] not in ERETURN_ENGINE and v.engine:
+                raise err(f"unknown e() scalar {v.path[1]!r} (engine quantities: {', '.join(ERETURN_ENGINE)})", v.path)
+            if v.path[0] in ("di", "derived") and v.engine:
+                _check_derived(v, models, err)
+            continue
+        model_name = "e(b)" if v.path[0] == "eb" and any(m.name == "e(b)" for m in models) else None
+        ref = next((m for m in models if m.name == model_name), models[0]) if models else None
+        if ref is None:
+            raise err(f"{v.key} needs a model", v.path)
+        if ref.command not in specs:
+            specs[ref.command] = _allowed(_spec_for(ref.command, lambda msg: err(msg, ["models"])))
+        why = _check_label(v.path, specs[ref.command])
+        if why:
+            raise err(why, v.path)
+    return Reference(name, spath, kind, source, tuple(models), tuple(values), tolerances,
+                     data.get("meta", {}), tuple(case.get("notes", ())))
+
+
+def _tolerance(t: Any, where: list[str], err, need) -> Tolerance:
+    if not isinstance(t, dict):
+        raise err(f"{format_key(where)} must be a table", where)
+    for f in ("rtol", "se", "atol"):
+        if f in t and (not _num(t[f]) or t[f] < 0):
+            raise err(f"{format_key([*where, f])} must be a non-negative number", where)
+    reason = need(t, "reason", where, str)
+    ew = t.get("explain_when")
+    if ew is not None and ew != "singular":
+        raise err(f"explain_when must be 'singular', got {ew!r}", where)
+    return Tolerance(float(t.get("rtol", 0.0)), float(t["se"]) if "se" in t else None, float(t.get("atol", 0.0)),
+                     reason, ew, reason if ew else None)
+
+
+def _walk(body: Any, prefix: tuple[str, ...], depth: int, err):
+    """Yield (path, cell) for every leaf cell ``depth`` levels under a section."""
+    if not isinstance(body, dict):
+        raise err(f"{format_key(prefix)} must be a table", prefix)
+    for k, v in body.items():
+        path = (*prefix, k)
+        if depth == 1:
+            yield path, v
+        else:
+            yield from _walk(v, path, depth - 1, err)
+
+
+_CELL_FIELDS = {"printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
+                "args", "text"}
+
+
+def _cell(vpath, cell, err, need, case, lines) -> RefValue:
+    key = format_key(vpath)
+    if not isinstance(cell, dict):
+        raise err(f"{key} must be a table {{ printed = ..., value = ..., line = ... }}", vpath)
+    unknown = set(cell) - _CELL_FIELDS
+    if unknown:
+        raise err(f"{key} has unknown fields {sorted(unknown)}", vpath)
+    printed = need(cell, "printed", vpath, str)
+    if "value" not in cell:
+        raise err(f"missing field {key}.value", vpath)
+    value = cell["value"]
+    if not _num(value):
+        raise err(f"{key}.value is not numeric: {value!r}", vpath)
+    try:
+        pv = parse_number(printed)
+    except ValueError:
+        raise err(f"{key}.printed is not a number as Stata prints it: {printed!r}", vpath) from None
+    if not (math.isnan(pv) and math.isnan(value)) and pv != value:
+        raise err(f"{key}: value {value!r} is not the printed {printed!r}", vpath)
+    line = need(cell, "line", vpath, int)
+    override = None
+    if any(f in cell for f in ("rtol", "se", "atol")):
+        if "reason" not in cell:
+            raise err(f"{key} overrides its tolerance without a reason", vpath)
+        override = _tolerance({k: cell[k] for k in ("rtol", "se", "atol", "reason") if k in cell}, list(vpath), err, need)
+    ew = cell.get("explain_when")
+    if ew is not None:
+        if ew != "singular":
+            raise err(f"{key}.explain_when must be 'singular', got {ew!r}", vpath)
+        if "reason" not in cell:
+            raise err(f"{key} has explain_when without a reason", vpath)
+    engine = cell.get("engine", True)
+    if not isinstance(engine, bool):
+        raise err(f"{key}.engine must be true or false", vpath)
+    if not engine and "reason" not in cell:
+        raise err(f"{key} is marked engine = false without a reason", vpath)
+    args = cell.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise err(f"{key}.args must be a list of model names", vpath)
+    return RefValue(key, tuple(vpath), float(value), printed, line, _find_line(lines, vpath), quantity_class(vpath),
+                    override, ew, cell.get("reason") if ew else None, engine,
+                    cell.get("reason"), cell.get("quantity"), tuple(args))
+
+
+def _check_derived(v: RefValue, models: Sequence[ModelRef], err) -> None:
+    from hlmbridge.quantities import DERIVED
+
+    if v.quantity is None:
+        raise err(f"{v.key} needs quantity = one of {', '.join(DERIVED)}", v.path)
+    if v.quantity not in DERIVED:
+        raise err(f"unknown derived quantity {v.quantity!r} (known: {', '.join(DERIVED)})", v.path)
+    if len(v.args) != DERIVED[v.quantity][0]:
+        raise err(f"{v.quantity} takes {DERIVED[v.quantity][0]} model(s), got {list(v.args)}", v.path)
+    names = {m.name for m in models}
+    for a in v.args:
+        if a not in names:
+            raise err(f"{v.key} names model {a!r}, which [[models]] does not define", v.path)
+
+
+def load_references(directory: str | Path | None = None) -> list[Reference]:
+    """Load every case fixture under ``directory`` (recursively; default :data:`FIXTURE_ROOT`).
+
+    Files without a ``[case]`` table are not case fixtures and are passed over (their
+    names are in no result); every case file is validated and the first error raised.
+    Cases are sorted by name; a repeated case name is an error.
+    """
+    root = Path(directory) if directory is not None else FIXTURE_ROOT
+    if root.is_file():
+        return [load_reference(root)]
+    if not root.is_dir():
+        raise FixtureError("no such fixture directory", path=str(root))
+    refs: dict[str, Reference] = {}
+    for p in sorted(root.rglob("*.toml")):
+        try:
+            head = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError:
+            head = {"case": None}  # let load_reference report the syntax error with its line
+        if "case" not in head:
+            continue
+        ref = load_reference(p)
+        if ref.case in refs:
+            raise FixtureError(f"case {ref.case!r} is also defined in {refs[ref.case].path}", path=str(p))
+        refs[ref.case] = ref
+    return [refs[k] for k in sorted(refs)]

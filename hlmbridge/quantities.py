@@ -1,0 +1,361 @@
+"""Turn fitted results (and data summaries) into the keyed numbers a :class:`Reference` holds.
+
+:func:`quantities_for` computes, for every number of a reference that an engine can
+produce, an :class:`Actual` (value and, where one exists, the standard error of the
+estimate). Models are looked up by the command the fixture names
+(``results_by_command``). Stata ``di`` expressions are never evaluated: each known
+expression maps, through the explicit :data:`DI_TABLE`, to a named derived quantity in
+:data:`DERIVED`, and the e(b) columns it reads are checked against the model.
+
+Examples
+--------
+>>> normalize_expression("exp(base[1,2])^2 ")
+'exp(base[1,2])^2'
+>>> DI_TABLE[normalize_expression("exp(base[1,2])^2")][0]
+'var_cons'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hlmbridge.errors import FixtureError, UsageError
+
+__all__ = ["DERIVED", "DI_TABLE", "Actual", "eb_vector", "normalize_expression", "quantities_for"]
+
+
+@dataclass(frozen=True)
+class Actual:
+    """A computed number: value, the SE of the estimate when one exists, boundary flag."""
+
+    value: float
+    std_error: float | None = None
+    singular: bool = False
+
+
+def normalize_expression(expr: str) -> str:
+    """A ``di`` expression without whitespace (the key of :data:`DI_TABLE`)."""
+    return re.sub(r"\s+", "", expr)
+
+
+# --------------------------------------------------------------------------------------
+# e(b) in Stata's metric
+def eb_vector(res: Any) -> dict[str, tuple[float, float | None]]:
+    """Stata's e(b) from a FitResult: ``{"eq:col": (value, se)}`` in Stata's order.
+
+    Fixed effects (``<depvar>:<term>``), then per level ``lns<L>_1_<k>`` (log SD of random
+    term k, slopes as written then ``_cons``), ``atr<L>_1_<j>_<k>`` (atanh correlation,
+    unstructured only), and ``lnsig_e`` (log residual SD). SEs by the delta method from
+    the variance-scale SEs (``se(lns) = se(var)/(2 var)``); none for ``atr``.
+    """
+    out: dict[str, tuple[float, float | None]] = {}
+    fx = res.fixed
+    resp = res.spec.response
+    for r in fx.itertuples(index=False):
+        out[f"{resp}:{r.stata_term}"] = (float(r.estimate), float(r.std_error))
+    rnd = res.random
+    by_term = {r.stata_term: r for r in rnd.itertuples(index=False)}
+
+    def lns(label: str) -> tuple[float, float | None]:
+        r = by_term[label]
+        v = float(r.estimate)
+        se = float(r.std_error) / (2 * v) if v > 0 and r.std_error == r.std_error else None
+        return 0.5 * math.log(v), se
+
+    for li, lv in enumerate(res.spec.levels, start=1):
+        terms = lv.stata_terms
+        # Stata's parameter names per level: level index, 1, term index (all levels use _1_ for one block)
+        for k, t in enumerate(terms, start=1):
+            out[f"lns{li}_1_{k}:_cons"] = lns(f"var({t})")
+        if lv.cov in ("unstructured", "exchangeable"):
+            for j in range(len(terms)):
+                for k in range(j + 1, len(terms)):
+                    cov = by_term.get(f"cov({terms[j]},{terms[k]})")
+                    if cov is None:
+                        continue
+                    va = float(by_term[f"var({terms[j]})"].estimate)
+                    vb = float(by_term[f"var({terms[k]})"].estimate)
+                    corr = float(cov.estimate) / math.sqrt(va * vb)
+                    val = math.atanh(corr) if abs(corr) < 1 else math.copysign(math.inf, corr)
+                    out[f"atr{li}_1_{j + 1}_{k + 1}:_cons"] = (val, None)
+    out["lnsig_e:_cons"] = lns("var(Residual)")
+    return out
+
+
+def _var_of(res: Any, label: str) -> tuple[float, float | None]:
+    for r in res.random.itertuples(index=False):
+        if r.stata_term == label:
+            return float(r.estimate), float(r.std_error)
+    raise FixtureError(f"the {res.engine} result has no {label}")
+
+
+def _var_cons(res: Any) -> Actual:
+    v, se = _var_of(res, "var(_cons)")
+    return Actual(v, se, bool(res.singular))
+
+
+def _icc(res: Any) -> Actual:
+    t, _ = _var_of(res, "var(_cons)")
+    s, _ = _var_of(res, "var(Residual)")
+    return Actual(t / (t + s), None, bool(res.singular))
+
+
+def _ve(part: str) -> Callable[[Any, Any], Actual]:
+    def f(base: Any, model: Any) -> Actual:
+        from hlmbridge import variance_explained  # provided by the postestimation layer
+
+        ve = variance_explained(base, model)
+        return Actual(float(getattr(ve, part)), None, bool(base.singular or model.singular))
+
+    return f
+
+
+#: derived quantity -> (number of models it takes, function of those FitResults)
+DERIVED: Mapping[str, tuple[int, Callable[..., Actual]]] = {
+    "var_cons": (1, _var_cons),
+    "icc": (1, _icc),
+    "variance_explained.level2": (2, _ve("level2")),
+    "variance_explained.level1": (2, _ve("level1")),
+    "variance_explained.total": (2, _ve("total")),
+}
+
+#: normalized ``di`` expression -> (derived quantity, model names in argument order,
+#: the e(b) column each ``NAME[1,k]`` must be for the expression to mean that quantity)
+DI_TABLE: Mapping[str, tuple[str, tuple[str, ...], Mapping[str, str]]] = {
+    normalize_expression(k): v
+    for k, v in {
+        "exp(e(b)[1,2])^2": ("var_cons", ("e(b)",), {"e(b)[1,2]": "lns1_1_1:_cons"}),
+        "exp(e(b)[1,2])^2/(exp(e(b)[1,2])^2 + exp(e(b)[1,3])^2)": (
+            "icc", ("e(b)",), {"e(b)[1,2]": "lns1_1_1:_cons", "e(b)[1,3]": "lnsig_e:_cons"}),
+        "exp(base[1,2])^2": ("var_cons", ("base",), {"base[1,2]": "lns1_1_1:_cons"}),
+        "(exp(base[1,2])^2 - exp(ses[1,3])^2)/exp(base[1,2])^2": (
+            "variance_explained.level2", ("base", "ses"),
+            {"base[1,2]": "lns1_1_1:_cons", "ses[1,3]": "lns1_1_1:_cons"}),
+        "(exp(base[1,3])^2 - exp(ses[1,4])^2)/exp(base[1,3])^2": (
+            "variance_explained.level1", ("base", "ses"),
+            {"base[1,3]": "lnsig_e:_cons", "ses[1,4]": "lnsig_e:_cons"}),
+        "(exp(base[1,2])^2+ exp(base[1,3])^2 - exp(ses[1,3])^2 - exp(ses[1,4])^2)"
+        "/(exp(base[1,2])^2 + exp(base[1,3])^2)": (
+            "variance_explained.total", ("base", "ses"),
+            {"base[1,2]": "lns1_1_1:_cons", "base[1,3]": "lnsig_e:_cons",
+             "ses[1,3]": "lns1_1_1:_cons", "ses[1,4]": "lnsig_e:_cons"}),
+        "(exp(base[1,2])^2 - exp(e(b)[1,3])^2)/exp(base[1,2])^2": (
+            "variance_explained.level2", ("base", "e(b)"),
+            {"base[1,2]": "lns1_1_1:_cons", "e(b)[1,3]": "lns1_1_1:_cons"}),
+    }.items()
+}
+
+# --------------------------------------------------------------------------------------
+_HEADER = {
+    "nobs": "nobs", "n_groups": "n_groups", "group_min": "group_min", "group_mean": "group_mean",
+    "group_max": "group_max", "wald_chi2": "wald_chi2", "wald_df": "wald_df", "wald_p": "wald_p",
+    "loglik": "loglik",
+}
+_LR = {"df": "lr_df", "chi2": "lr_chi2", "p_value": "lr_p"}
+_HSB_FILES = {"hsb1.dta": "students", "hsb2.dta": "schools", "hsb.dta": "combined"}
+
+
+def _ereturn(res: Any, name: str) -> float:
+    rnd = res.random
+    n_var = int((rnd["kind"] == "var").sum())
+    n_cov = int((rnd["kind"] == "cov").sum())
+    k_f = len(res.fixed)
+    table = {
+        "e(rank)": k_f + len(rnd), "e(k_f)": k_f, "e(k_r)": len(rnd), "e(k)": k_f + len(rnd),
+        "e(k_rs)": n_var, "e(k_rc)": n_cov, "e(k_res)": 0, "e(converged)": int(bool(res.converged)),
+        "e(ll)": res.loglik, "e(ll_c)": res.loglik_linear, "e(df_c)": res.lr_df, "e(chi2_c)": res.lr_chi2,
+        "e(p_c)": res.lr_p, "e(N)": res.nobs, "e(df_m)": res.wald_df, "e(p)": res.wald_p,
+        "e(chi2)": res.wald_chi2,
+    }
+    return float(table[name])
+
+
+def _lookup(res_by_cmd: Mapping[str, Any], command: str, case: str) -> Any:
+    try:
+        return res_by_cmd[command]
+    except KeyError:
+        raise UsageError(f"case {case}: no result for the model {command!r}") from None
+
+
+def _frame_row(df: Any, col: str, label: str) -> Any:
+    hit = df[df[col] == label]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _mixed_like(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual | None:
+    from hlmbridge import postestimation as pe
+
+    sec, sing = v.path[0], bool(res.singular)
+    if sec == "header":
+        return Actual(float(getattr(res, _HEADER[v.path[1]])), None, sing)
+    if sec == "lr":
+        return Actual(float(getattr(res, _LR[v.path[1]])), None, sing)
+    if sec in ("fixed", "random"):
+        df = cache.setdefault(f"{sec}:{id(res)}", res.fixed if sec == "fixed" else res.random)
+        row = _frame_row(df, "stata_term", v.path[1])
+        if row is None:
+            return None
+        se = float(row["std_error"]) if v.path[2] in ("estimate", "conf_low", "conf_high") else None
+        return Actual(float(row[v.path[2]]), se, sing)
+    if sec == "icc":
+        df = cache.setdefault(f"icc:{id(res)}", pe.icc(res))
+        row = _frame_row(df, "level", v.path[1])
+        if row is None:
+            return None
+        se = float(row["std_error"]) if v.path[2] != "std_error" else None
+        return Actual(float(row[v.path[2]]), se, sing)
+    if sec == "ic":
+        df = cache.setdefault(f"ic:{id(res)}", pe.ic(res))
+        return Actual(float(df.iloc[0][v.path[1]]), None, sing)
+    if sec in ("recov", "recov_corr"):
+        mats = cache.setdefault(f"{sec}:{id(res)}", pe.recov(res, corr=sec == "recov_corr"))
+        m = mats.get(v.path[1])
+        if m is None or v.path[2] not in m.index or v.path[3] not in m.columns:
+            return None
+        return Actual(float(m.loc[v.path[2], v.path[3]]), None, sing)
+    if sec == "eb":
+        eb = cache.setdefault(f"eb:{id(res)}", eb_vector(res))
+        if v.path[1] not in eb:
+            return None
+        val, se = eb[v.path[1]]
+        return Actual(val, se, sing)
+    if sec == "ereturn":
+        return Actual(_ereturn(res, v.path[1]), None, sing)
+    raise FixtureError(f"no engine computes {v.key}", path=ref.path, line=v.fixture_line)
+
+
+def _check_di_columns(ref: Any, v: Any, models: Mapping[str, Any], cache: dict[str, Any]) -> None:
+    expr = normalize_expression(str(ref.meta.get("expression", "")))
+    entry = DI_TABLE.get(expr)
+    if entry is None:
+        raise FixtureError(f"`di {ref.meta.get('expression')}` is not in DI_TABLE", path=ref.path, line=v.fixture_line)
+    for cell, want in entry[2].items():
+        name, k = re.fullmatch(r"(.+)\[1,(\d+)\]", cell).groups()  # type: ignore[union-attr]
+        res = models[name]
+        labels = list(cache.setdefault(f"eb:{id(res)}", eb_vector(res)))
+        got = labels[int(k) - 1] if int(k) <= len(labels) else None
+        if got != want:
+            raise FixtureError(
+                f"`di {ref.meta.get('expression')}` reads {cell} as {want}, but that column of the model is {got}",
+                path=ref.path, line=v.fixture_line)
+
+
+def _data_quantity(ref: Any, v: Any, cache: dict[str, Any]) -> Actual | None:
+    from hlmbridge import data as hdata
+    from hlmbridge import datasets
+
+    dataset = str(ref.meta.get("dataset", ""))
+    if dataset not in _HSB_FILES:
+        raise FixtureError(f"unknown dataset {dataset!r} (known: {', '.join(_HSB_FILES)})", path=ref.path)
+    df = cache.get(f"data:{dataset}")
+    if df is None:
+        df = cache.setdefault(f"data:{dataset}", datasets.hsb(_HSB_FILES[dataset]))
+    steps = list(ref.meta.get("data_steps", []))
+    by = None
+    for s in steps:
+        m = re.fullmatch(r"egen\s+(\w+)\s*=\s*tag\((\w+)\)", s.strip())
+        if not m:
+            raise FixtureError(f"unsupported data step {s!r}", path=ref.path)
+        by = (m.group(1), m.group(2))
+    if v.path[0] == "summarize":
+        cond = ref.meta.get("condition")
+        group = None
+        if cond:
+            if by is None or normalize_expression(str(cond)) != f"{by[0]}==1":
+                raise FixtureError(f"unsupported summarize condition {cond!r}", path=ref.path)
+            group = by[1]
+        key = f"sum:{dataset}:{group}"
+        table = cache.get(key)
+        if table is None:
+            table = cache.setdefault(key, hdata.summarize(df, by_group=group))
+        row = _frame_row(table, "Variable", v.path[1])
+        if row is None:
+            return None
+        col = {"obs": "Obs", "mean": "Mean", "sd": "Std. dev.", "min": "Min", "max": "Max"}[v.path[2]]
+        return Actual(float(row[col]))
+    # one-way tab of an egen tag variable
+    if by is None or ref.meta.get("variable") != by[0]:
+        raise FixtureError(f"cannot rebuild the tabulated variable {ref.meta.get('variable')!r}", path=ref.path)
+    tag = hdata.tag_first(df, by[1])
+    n = len(tag)
+    counts = tag.value_counts().sort_index()
+    if v.path[1] == "Total":
+        return Actual(float(n) if v.path[2] == "freq" else 100.0)
+    try:
+        level = int(v.path[1])
+    except ValueError:
+        return None
+    if level not in counts.index:
+        return None
+    freq = float(counts[level])
+    if v.path[2] == "freq":
+        return Actual(freq)
+    if v.path[2] == "percent":
+        return Actual(100.0 * freq / n)
+    return Actual(100.0 * float(counts[counts.index <= level].sum()) / n)
+
+
+def quantities_for(
+    reference: Any,
+    results_by_command: Mapping[str, Any],
+    *,
+    cache: dict[str, Any] | None = None,
+) -> dict[str, Actual]:
+    """Every engine number of ``reference`` computed from fitted results.
+
+    Parameters
+    ----------
+    reference
+        A :class:`hlmbridge.fixtures.Reference`.
+    results_by_command
+        ``{model command as the fixture names it: FitResult}`` for one engine.
+    cache
+        Optional dict reused across calls (data sets, postestimation tables).
+
+    Returns
+    -------
+    dict
+        ``{key: Actual}``; a key the results cannot produce is left out (it then shows
+        as *missing* in the cross-check).
+
+    Examples
+    --------
+    >>> from hlmbridge.fixtures import FIXTURE_ROOT, load_reference
+    >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0945_di.toml")
+    >>> quantities_for(ref, {})   # arithmetic on constants: nothing for an engine to compute
+    {}
+    """
+    cache = {} if cache is None else cache
+    out: dict[str, Actual] = {}
+    models = {m.name: _lookup(results_by_command, m.command, reference.case) for m in reference.models
+              if any(v.engine for v in reference.values)}
+    for v in reference.values:
+        if not v.engine:
+            continue
+        sec = v.path[0]
+        if sec in ("summarize", "tab"):
+            a = _data_quantity(reference, v, cache)
+        elif sec in ("di", "derived"):
+            if sec == "di":
+                _check_di_columns(reference, v, models, cache)
+            a = DERIVED[v.quantity][1](*(models[n] for n in v.args))
+        elif sec == "lrtest":
+            from hlmbridge import lrtest
+
+            key = f"lrtest:{reference.case}:{id(models)}"
+            t = cache.get(key)
+            if t is None:
+                ms = [models[m.name] for m in reference.models]
+                t = cache.setdefault(key, lrtest(ms[0], ms[1]))
+            val = {"chi2": t.chi2, "df": t.df, "p_value": t.p_value}[v.path[1]]
+            a = Actual(float(val), None, any(bool(models[m.name].singular) for m in reference.models))
+        else:
+            res = models.get("e(b)") if sec == "eb" and "e(b)" in models else next(iter(models.values()))
+            a = _mixed_like(reference, v, res, cache)
+        if a is not None:
+            out[v.key] = a
+    return out

@@ -1,0 +1,790 @@
+"""Parse a Stata log (plain text, as the seed prints it) into blocks of reference numbers.
+
+A log is a sequence of commands (lines starting with ``. ``, sometimes indented) and
+their output, with prose in between. :func:`parse_log_text` walks the commands, keeps
+the estimation context (the last ``mixed`` command, ``est store`` names, ``mat NAME=e(b)``
+copies, the dataset in memory) and turns every output it knows into a :class:`LogBlock`:
+the command, its line, the model command(s) it refers to and its numbers as
+:class:`Cell` objects keyed by label (never by position).
+
+Known outputs: ``mixed``, ``estat icc``, ``estat ic``, ``estat recov`` (and ``, corr``),
+``lrtest``, ``mat list``, ``ereturn list``, ``di``, ``summarize``, one-way ``tab``. A block
+that cannot be parsed raises :class:`~hlmbridge.errors.FixtureError` naming the log and
+line; ``lenient=True`` collects those errors in :attr:`ParsedLog.problems` instead.
+An invalid command (e.g. the seed's ``qui mathach ...``) does not change the context and
+is recorded in :attr:`ParsedLog.invalid`.
+
+Examples
+--------
+>>> text = '''. di 1/8
+...
+... .125
+... '''
+>>> log = parse_log_text(text, name="demo.log")
+>>> [(b.kind, b.line, b.cells[0].printed) for b in log.blocks]
+[('di', 1, '.125')]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from hlmbridge.errors import FixtureError
+
+__all__ = [
+    "Cell",
+    "InvalidCommand",
+    "LogBlock",
+    "ModelRef",
+    "ParsedLog",
+    "is_mixed_command",
+    "parse_log",
+    "parse_log_text",
+    "parse_number",
+]
+
+NUM = r"(?:[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|\.)"
+_NUM_RE = re.compile(NUM)
+_CMD_RE = re.compile(r"^\s?\.\s+(\S.*?)\s*$")
+_RULE_RE = re.compile(r"^\s*-{10,}(?:\+-+)?\s*$")
+_QUI_RE = re.compile(r"^(?:qui(?:e(?:t(?:l(?:y)?)?)?)?\s*:?\s+)", re.IGNORECASE)
+_MIXED_RE = re.compile(r"^(?:qui(?:e(?:t(?:l(?:y)?)?)?)?\s*:?\s+)?(?:xt)?mixed\s", re.IGNORECASE)
+
+# Stata commands the parser knows produce no output worth keeping (or none at all).
+_SILENT = ("use", "egen", "gen", "generate", "replace", "set", "clear", "sort", "keep", "drop")
+# Commands Stata accepts whose output, if any, is not reference material.
+_KNOWN_OTHER = ("est", "estimates", "mat", "matrix", "qui", "quietly", "estat", "lrtest", "di", "display")
+
+
+def parse_number(printed: str) -> float:
+    """The value of a number as Stata prints it (``7,185``, ``.1793119``, ``.`` = missing).
+
+    Examples
+    --------
+    >>> parse_number("7,185"), parse_number("-.1558654"), parse_number(".")
+    (7185.0, -0.1558654, nan)
+    """
+    s = printed.strip()
+    if s == ".":
+        return float("nan")
+    if not _NUM_RE.fullmatch(s):
+        raise ValueError(f"not a number: {printed!r}")
+    return float(s.replace(",", ""))
+
+
+def is_mixed_command(command: str) -> bool:
+    """True when ``command`` runs ``mixed`` (quietly or not).
+
+    Examples
+    --------
+    >>> is_mixed_command("qui mixed y || g:"), is_mixed_command("qui mathach ses || id:")
+    (True, False)
+    """
+    return bool(_MIXED_RE.match(command.strip() + " "))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One printed number: its key path (``("fixed", "ses", "estimate")``), text and log line."""
+
+    path: tuple[str, ...]
+    printed: str
+    line: int
+
+    @property
+    def value(self) -> float:
+        """The number (NaN for Stata's missing ``.``)."""
+        return parse_number(self.printed)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model command a block refers to, under the name Stata knows it by (``.`` = active)."""
+
+    name: str
+    command: str
+    line: int
+
+
+@dataclass(frozen=True)
+class InvalidCommand:
+    """A command Stata would reject; it leaves the estimation context unchanged."""
+
+    line: int
+    command: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LogBlock:
+    """One command's output: kind, command, lines, the models it refers to, its numbers."""
+
+    kind: str
+    command: str
+    line: int
+    end_line: int
+    cells: tuple[Cell, ...]
+    models: tuple[ModelRef, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    """Everything :func:`parse_log_text` found in one log."""
+
+    name: str
+    blocks: tuple[LogBlock, ...]
+    invalid: tuple[InvalidCommand, ...] = ()
+    problems: tuple[FixtureError, ...] = ()
+
+
+# --------------------------------------------------------------------------------------
+# low-level line helpers
+class _Lines:
+    """The log's lines (1-based access) and where each command starts."""
+
+    def __init__(self, text: str, name: str):
+        self.name = name
+        self.lines = text.splitlines()
+
+    def __getitem__(self, lineno: int) -> str:
+        return self.lines[lineno - 1]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def error(self, message: str, lineno: int) -> FixtureError:
+        return FixtureError(message, path=self.name, line=lineno)
+
+
+def _command_of(line: str) -> str | None:
+    m = _CMD_RE.match(line)
+    return m.group(1) if m else None
+
+
+def _nonblank(lines: _Lines, start: int, stop: int) -> Iterator[tuple[int, str]]:
+    for i in range(start, stop):
+        if lines[i].strip():
+            yield i, lines[i]
+
+
+def _nums(text: str, lines: _Lines, lineno: int, count: int | None = None) -> list[str]:
+    toks = text.split()
+    for t in toks:
+        if not _NUM_RE.fullmatch(t):
+            raise lines.error(f"expected a number, found {t!r}", lineno)
+    if count is not None and len(toks) != count:
+        raise lines.error(f"expected {count} numbers, found {len(toks)}", lineno)
+    return toks
+
+
+# --------------------------------------------------------------------------------------
+# block parsers: each gets the lines from the command to the next command (exclusive)
+_FIXED_FIELDS = ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
+_RANDOM_FIELDS = ("estimate", "std_error", "conf_low", "conf_high")
+_HEADER_PATTERNS = (
+    ("nobs", re.compile(r"Number of obs\s+=\s+(" + NUM + r")\s*$")),
+    ("n_groups", re.compile(r"Number of groups\s+=\s+(" + NUM + r")\s*$")),
+    ("group_min", re.compile(r"^\s+min\s+=\s+(" + NUM + r")\s*$")),
+    ("group_mean", re.compile(r"^\s+avg\s+=\s+(" + NUM + r")\s*$")),
+    ("group_max", re.compile(r"^\s+max\s+=\s+(" + NUM + r")\s*$")),
+    ("wald_chi2", re.compile(r"Wald chi2\((\d+)\)\s+=\s+(" + NUM + r")\s*$")),
+    ("loglik", re.compile(r"^Log (?:restricted-)?likelihood\s+=\s+(" + NUM + r")")),
+    ("wald_p", re.compile(r"Prob > chi2\s+=\s+(" + NUM + r")\s*$")),
+)
+_LR_RE = re.compile(
+    r"^LR test vs\. linear model:\s+(chibar2|chi2)\((\d+)\)\s+=\s+(" + NUM + r")\s+Prob\s*>=?\s*(?:chibar2|chi2)\s+=\s+(" + NUM + r")\s*$"
+)
+_TITLE_RE = re.compile(r"^(Mixed-effects (ML|REML) regression)\s")
+_GROUPVAR_RE = re.compile(r"^Group variable:\s+(\S+)")
+
+
+def _table_row(line: str) -> tuple[str, str] | None:
+    """``label | rest`` split, or None when the line is not a table row."""
+    if "|" not in line or _RULE_RE.match(line):
+        return None
+    label, _, rest = line.partition("|")
+    return label.strip(), rest.strip()
+
+
+def _factor_label(subheader: str, level: str) -> str:
+    """Combine a factor sub-header (``sector#c.ses``) and its level row (``1``) into a label."""
+    parts = subheader.split("#")
+    levels = level.split()
+    out, k = [], 0
+    for p in parts:
+        if p.startswith("c."):
+            out.append(p)
+        else:
+            if k >= len(levels):
+                return ""
+            out.append(f"{levels[k]}.{p}")
+            k += 1
+    return "#".join(out) if k == len(levels) else ""
+
+
+def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    cells: list[Cell] = []
+    meta: dict[str, Any] = {}
+    it = list(_nonblank(lines, start + 1, stop))
+    pos = 0
+    # header: up to the first rule
+    while pos < len(it) and not _RULE_RE.match(it[pos][1]):
+        i, text = it[pos]
+        m = _TITLE_RE.match(text)
+        if m:
+            meta["title"] = m.group(1)
+            meta["method"] = m.group(2).lower()
+        g = _GROUPVAR_RE.match(text)
+        if g:
+            meta["group"] = g.group(1)
+        for key, rx in _HEADER_PATTERNS:
+            hit = rx.search(text)
+            if hit:
+                if key == "wald_chi2":
+                    cells.append(Cell(("header", "wald_df"), hit.group(1), i))
+                    cells.append(Cell(("header", key), hit.group(2), i))
+                else:
+                    cells.append(Cell(("header", key), hit.group(1), i))
+        pos += 1
+    found = {c.path[1] for c in cells}
+    need = {"nobs", "n_groups", "group_min", "group_mean", "group_max", "wald_chi2", "wald_p", "loglik"}
+    if "title" not in meta or need - found:
+        line = it[pos][0] if pos < len(it) else start
+        raise lines.error(f"mixed output header incomplete (missing {sorted(need - found) or 'title'})", line)
+
+    def expect_rule() -> int:
+        nonlocal pos
+        if pos >= len(it) or not _RULE_RE.match(it[pos][1]):
+            raise lines.error("expected a table rule", it[pos][0] if pos < len(it) else stop - 1)
+        pos += 1
+        return it[pos - 1][0]
+
+    # fixed-effects table
+    expect_rule()
+    if pos >= len(it) or "Coefficient" not in it[pos][1]:
+        raise lines.error("expected the fixed-effects table header", it[min(pos, len(it) - 1)][0])
+    meta["response"] = it[pos][1].partition("|")[0].strip()
+    pos += 1
+    expect_rule()
+    sub = ""
+    while pos < len(it) and not _RULE_RE.match(it[pos][1]):
+        i, text = it[pos]
+        row = _table_row(text)
+        if row is None:
+            raise lines.error("not a fixed-effects row", i)
+        label, rest = row
+        if not rest:
+            sub = label  # factor sub-header, or a blank separator row
+        else:
+            if sub and label and not label.startswith("_cons") and re.fullmatch(r"[\d\s]+", label):
+                label = _factor_label(sub, label)
+                if not label:
+                    raise lines.error("factor level row does not fit its sub-header", i)
+            else:
+                sub = ""
+            toks = _nums(rest, lines, i, 6)
+            cells.extend(Cell(("fixed", label, f), t, i) for f, t in zip(_FIXED_FIELDS, toks))
+        pos += 1
+    expect_rule()
+    # random-effects table
+    expect_rule()
+    if pos >= len(it) or "Random-effects parameters" not in it[pos][1]:
+        raise lines.error("expected the random-effects table header", it[min(pos, len(it) - 1)][0])
+    pos += 1
+    expect_rule()
+    levels: dict[str, str] = {}
+    while pos < len(it):
+        i, text = it[pos]
+        if _RULE_RE.match(text) and "+" not in text:
+            break
+        pos += 1
+        if _RULE_RE.match(text):
+            continue
+        row = _table_row(text)
+        if row is None:
+            raise lines.error("not a random-effects row", i)
+        label, rest = row
+        lv = re.fullmatch(r"(\S+):\s+(\w+)", label)
+        if lv and not rest:
+            levels[lv.group(1)] = lv.group(2)
+            continue
+        if not re.fullmatch(r"(var|cov|sd|corr)\([^()]+\)", label):
+            raise lines.error(f"unrecognized random-effects row {label!r}", i)
+        toks = _nums(rest, lines, i, 4)
+        cells.extend(Cell(("random", label, f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
+    meta["levels"] = levels
+    expect_rule()
+    # LR test vs linear model
+    if pos >= len(it):
+        raise lines.error("missing 'LR test vs. linear model' line", stop - 1)
+    i, text = it[pos]
+    m = _LR_RE.match(text.strip())
+    if not m:
+        raise lines.error("expected 'LR test vs. linear model: ...'", i)
+    meta["lr_kind"] = m.group(1)
+    cells.append(Cell(("lr", "df"), m.group(2), i))
+    cells.append(Cell(("lr", "chi2"), m.group(3), i))
+    cells.append(Cell(("lr", "p_value"), m.group(4), i))
+    end = i
+    if pos + 1 < len(it) and it[pos + 1][1].startswith("Note: LR test is conservative"):
+        meta["lr_note"] = it[pos + 1][1].strip()
+        end = it[pos + 1][0]
+    return cells, meta, end
+
+
+def _parse_icc(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    if not it or it[0][1].strip() not in ("Intraclass correlation", "Residual intraclass correlation"):
+        raise lines.error("expected 'Intraclass correlation' title", it[0][0] if it else start)
+    meta = {"title": it[0][1].strip()}
+    cells: list[Cell] = []
+    end = it[0][0]
+    state = 0  # 0 before table, 1 header seen, 2 rows
+    for i, text in it[1:]:
+        if _RULE_RE.match(text):
+            if state == 2 and "+" not in text:
+                end = i
+                break
+            continue
+        row = _table_row(text)
+        if row is None:
+            raise lines.error("not an ICC table row", i)
+        label, rest = row
+        if label == "Level":
+            state = 1
+            continue
+        toks = _nums(rest, lines, i, 4)
+        cells.extend(Cell(("icc", label, f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
+        state = 2
+    if not cells:
+        raise lines.error("no ICC rows found", start)
+    return cells, meta, end
+
+
+def _parse_ic(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    if not it or not it[0][1].startswith("Akaike's information criterion"):
+        raise lines.error("expected the estat ic title", it[0][0] if it else start)
+    cells: list[Cell] = []
+    meta: dict[str, Any] = {}
+    end = it[0][0]
+    for k, (i, text) in enumerate(it[1:], start=1):
+        if _RULE_RE.match(text):
+            continue
+        if text.startswith("Note: BIC"):
+            end = i
+            break
+        row = _table_row(text)
+        if row is None:
+            raise lines.error("not an estat ic row", i)
+        label, rest = row
+        if label == "Model":
+            continue
+        toks = _nums(rest, lines, i, 6)
+        meta["row"] = label
+        for f, t in zip(("N", "ll_null", "ll_model", "df", "aic", "bic"), toks):
+            cells.append(Cell(("ic", f), t, i))
+        end = i
+    if not cells:
+        raise lines.error("no estat ic row found", start)
+    return cells, meta, end
+
+
+def _parse_recov(lines: _Lines, start: int, stop: int, corr: bool) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    word = "correlation" if corr else "covariance"
+    m = re.match(rf"^Random-effects {word} matrix for level (\S+)\s*$", it[0][1]) if it else None
+    if not m:
+        raise lines.error(f"expected 'Random-effects {word} matrix for level ...'", it[0][0] if it else start)
+    level = m.group(1)
+    sec = "recov_corr" if corr else "recov"
+    if len(it) < 2 or _table_row(it[1][1]) is None:
+        raise lines.error("expected the matrix column header", it[1][0] if len(it) > 1 else start)
+    cols = it[1][1].partition("|")[2].split()
+    cells: list[Cell] = []
+    rows_seen = 0
+    end = it[1][0]
+    for i, text in it[2:]:
+        if rows_seen == len(cols):
+            break
+        if _RULE_RE.match(text):
+            continue
+        row = _table_row(text)
+        if row is None:
+            raise lines.error("not a matrix row", i)
+        label, rest = row
+        toks = _nums(rest, lines, i)
+        if label != cols[rows_seen] or len(toks) != rows_seen + 1:
+            raise lines.error(f"matrix row {label!r} does not fit the columns {cols}", i)
+        cells.extend(Cell((sec, level, label, c), t, i) for c, t in zip(cols, toks))
+        rows_seen += 1
+        end = i
+    if rows_seen != len(cols):
+        raise lines.error("matrix has fewer rows than columns", end)
+    return cells, {"level": level, "columns": cols}, end
+
+
+_LRT_CHI = re.compile(r"LR chi2\((\d+)\)\s+=\s+(" + NUM + r")")
+_LRT_P = re.compile(r"Prob > chi2\s+=\s+(" + NUM + r")")
+_LRT_ASSUME = re.compile(r"^Assumption:\s+(\S+) nested within (\S+)\s*$")
+
+
+def _parse_lrtest(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    if not it or not it[0][1].strip().startswith("Likelihood-ratio test"):
+        raise lines.error("expected 'Likelihood-ratio test'", it[0][0] if it else start)
+    cells: list[Cell] = []
+    meta: dict[str, Any] = {}
+    end = it[0][0]
+    note: list[str] = []
+    for i, text in it:
+        a = _LRT_ASSUME.match(text.strip())
+        if a:
+            meta["nested"], meta["within"] = a.group(1), a.group(2)
+            end = i
+        c = _LRT_CHI.search(text)
+        if c:
+            cells.append(Cell(("lrtest", "df"), c.group(1), i))
+            cells.append(Cell(("lrtest", "chi2"), c.group(2), i))
+            end = i
+        p = _LRT_P.search(text)
+        if p:
+            cells.append(Cell(("lrtest", "p_value"), p.group(1), i))
+            end = i
+        if text.startswith("Note: The reported degrees") or (note and not note[-1].rstrip().endswith(".")):
+            note.append(text.strip())
+            end = i
+    if {c.path[1] for c in cells} != {"df", "chi2", "p_value"} or "nested" not in meta:
+        raise lines.error("lrtest output incomplete (need Assumption, LR chi2(df), Prob > chi2)", end)
+    if note:
+        meta["note"] = " ".join(note)
+    return cells, meta, end
+
+
+def _parse_matlist(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    m = re.match(r"^(\S+)\[(\d+),(\d+)\]\s*$", it[0][1]) if it else None
+    if not m or len(it) < 4:
+        raise lines.error("expected 'NAME[r,c]' and a matrix", it[0][0] if it else start)
+    name, ncol = m.group(1), int(m.group(3))
+    eqs = it[1][1].split()
+    cols = it[2][1].split()
+    i, text = it[3]
+    row = text.split()
+    if len(eqs) != ncol or len(cols) != ncol or len(row) != ncol + 1 or not all(e.endswith(":") for e in eqs):
+        raise lines.error(f"matrix {name} does not have {ncol} labelled columns", i)
+    toks = _nums(" ".join(row[1:]), lines, i, ncol)
+    cells = [Cell(("eb", f"{e}{c}"), t, i) for e, c, t in zip(eqs, cols, toks)]
+    return cells, {"matrix": name}, i
+
+
+_ERET_RE = re.compile(r"^\s*(e\(\w+\))\s+([=:])\s+(.*?)\s*$")
+
+
+def _parse_ereturn(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    cells: list[Cell] = []
+    meta: dict[str, Any] = {}
+    section = ""
+    end = start
+    for i, text in _nonblank(lines, start + 1, stop):
+        s = text.strip()
+        if s in ("scalars:", "macros:", "matrices:", "functions:"):
+            section = s[:-1]
+            end = i
+            continue
+        if not section:
+            raise lines.error("expected 'scalars:'", i)
+        m = _ERET_RE.match(text)
+        if m and section == "scalars":
+            if m.group(2) != "=":
+                raise lines.error("expected 'e(name) = number'", i)
+            _nums(m.group(3), lines, i, 1)
+            cells.append(Cell(("ereturn", m.group(1)), m.group(3), i))
+        elif m and section == "macros" and m.group(1) == "e(cmdline)":
+            meta["cmdline"] = m.group(3).strip('"')
+        elif m or (section == "functions" and re.fullmatch(r"e\(\w+\)", s)):
+            pass
+        else:
+            break  # prose after the listing
+        end = i
+    if not cells:
+        raise lines.error("ereturn list without scalars", start)
+    return cells, meta, end
+
+
+def _parse_di(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    for i, text in _nonblank(lines, start + 1, stop):
+        _nums(text.strip(), lines, i, 1)
+        return [Cell(("di", "value"), text.strip(), i)], {}, i
+    raise lines.error("di without a result", start)
+
+
+def _parse_summarize(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    if not it or not re.match(r"^\s*Variable \|\s+Obs\s+Mean\s+Std\. dev\.\s+Min\s+Max\s*$", it[0][1]):
+        raise lines.error("expected the summarize header", it[0][0] if it else start)
+    cells: list[Cell] = []
+    end = it[0][0]
+    for i, text in it[1:]:
+        if _RULE_RE.match(text):
+            continue
+        row = _table_row(text)
+        if row is None:
+            break
+        label, rest = row
+        toks = rest.split()
+        if len(toks) not in (1, 5):
+            raise lines.error("a summarize row has 1 or 5 numbers", i)
+        _nums(rest, lines, i)
+        for f, t in zip(("obs", "mean", "sd", "min", "max"), toks):
+            cells.append(Cell(("summarize", label, f), t, i))
+        end = i
+    if not cells:
+        raise lines.error("summarize table without rows", start)
+    return cells, {}, end
+
+
+def _parse_tab(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    it = list(_nonblank(lines, start + 1, stop))
+    head = _table_row(it[0][1]) if it else None
+    if head is None or head[1].split() != ["Freq.", "Percent", "Cum."]:
+        raise lines.error("expected a one-way tab header", it[0][0] if it else start)
+    cells: list[Cell] = []
+    end = it[0][0]
+    for i, text in it[1:]:
+        if _RULE_RE.match(text):
+            continue
+        row = _table_row(text)
+        if row is None:
+            break
+        label, rest = row
+        toks = _nums(rest, lines, i)
+        fields = ("freq", "percent", "cum") if label != "Total" else ("freq", "percent")
+        if len(toks) != len(fields):
+            raise lines.error(f"a tab row has {len(fields)} numbers", i)
+        cells.extend(Cell(("tab", label, f), t, i) for f, t in zip(fields, toks))
+        end = i
+        if label == "Total":
+            break
+    if not cells:
+        raise lines.error("tab table without rows", start)
+    return cells, {"variable_label": head[0]}, end
+
+
+# --------------------------------------------------------------------------------------
+def _classify(command: str) -> tuple[str, dict[str, Any]] | None:
+    """The kind of output a command prints, or None when it prints nothing we keep."""
+    c = command.strip()
+    if _QUI_RE.match(c):
+        return None
+    words = c.split()
+    w0 = words[0].lower()
+    rest = c[len(words[0]):].strip()
+    if w0 in ("mixed", "xtmixed"):
+        return "mixed", {}
+    if w0 == "estat" and rest:
+        sub = rest.split(",")[0].strip()
+        opts = rest.partition(",")[2].strip()
+        if sub == "icc":
+            return "estat_icc", {}
+        if sub == "ic":
+            return "estat_ic", {}
+        if sub in ("recov", "recovariance"):
+            return "estat_recov", {"corr": opts.startswith("corr")}
+    if w0 == "lrtest":
+        return "lrtest", {"names": rest.split(",")[0].split()}
+    if w0 in ("mat", "matrix") and len(words) >= 3 and words[1] in ("list", "li", "l"):
+        return "matlist", {"matrix": words[2]}
+    if w0 in ("ereturn", "eret") and len(words) > 1 and words[1] in ("list", "li"):
+        return "ereturn", {}
+    if w0 in ("di", "dis", "disp", "display"):
+        return "di", {"expression": rest}
+    if w0 in ("sum", "summ", "summa", "summar", "summari", "summariz", "summarize"):
+        return "summarize", {}
+    if w0 in ("tab", "tabulate", "tab1"):
+        return "tab", {"variable": rest.split()[0] if rest else ""}
+    return None
+
+
+_PARSERS = {
+    "mixed": _parse_mixed,
+    "estat_icc": _parse_icc,
+    "estat_ic": _parse_ic,
+    "lrtest": _parse_lrtest,
+    "matlist": _parse_matlist,
+    "ereturn": _parse_ereturn,
+    "di": _parse_di,
+    "summarize": _parse_summarize,
+    "tab": _parse_tab,
+}
+
+_MATREF_RE = re.compile(r"\b(e\(b\)|[A-Za-z_]\w*)\[\d+,\d+\]")
+
+
+def _is_valid_command(command: str) -> tuple[bool, str]:
+    c = _QUI_RE.sub("", command.strip())
+    word = c.split()[0].lower() if c.split() else ""
+    known = ("mixed", "xtmixed") + _SILENT + _KNOWN_OTHER + (
+        "sum", "summarize", "tab", "tabulate", "ereturn", "eret", "dis", "disp", "lrtest",
+    )
+    if word in known:
+        return True, ""
+    return False, f"'{word}' is not a Stata command (Stata: command {word} is unrecognized, r(199))"
+
+
+def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> ParsedLog:
+    """Parse a Stata log given as text; see the module docstring.
+
+    Parameters
+    ----------
+    text
+        The log, one output line per text line (blank lines anywhere are fine).
+    name
+        The log's name used in errors and provenance.
+    lenient
+        Collect unparseable blocks in ``problems`` instead of raising.
+
+    Returns
+    -------
+    ParsedLog
+
+    Examples
+    --------
+    >>> log = parse_log_text(". qui mixed y x || g:\\n. est store a\\n. di 2\\n2\\n", name="t")
+    >>> log.blocks[0].models
+    (ModelRef(name='.', command='qui mixed y x || g:', line=1),)
+    """
+    lines = _Lines(text, name)
+    starts = [(i, cmd) for i in range(1, len(lines) + 1) if (cmd := _command_of(lines[i])) is not None]
+    current: ModelRef | None = None
+    stored: dict[str, ModelRef] = {}
+    matrices: dict[str, ModelRef] = {}
+    dataset: tuple[str, int] | None = None
+    data_steps: list[str] = []
+    blocks: list[LogBlock] = []
+    invalid: list[InvalidCommand] = []
+    problems: list[FixtureError] = []
+    invalid_since: list[InvalidCommand] = []
+
+    for k, (line, cmd) in enumerate(starts):
+        stop = starts[k + 1][0] if k + 1 < len(starts) else len(lines) + 1
+        bare = _QUI_RE.sub("", cmd.strip())
+        words = bare.split()
+        ok, why = _is_valid_command(cmd)
+        if not ok:
+            bad = InvalidCommand(line, cmd, why)
+            invalid.append(bad)
+            invalid_since.append(bad)
+            continue
+        w0 = words[0].lower()
+        if is_mixed_command(cmd):
+            current = ModelRef(".", cmd, line)
+            invalid_since = []
+        elif w0 == "use":
+            dataset = (words[1].rstrip(","), line)
+            data_steps = []
+        elif w0 in ("egen", "gen", "generate", "replace"):
+            data_steps.append(bare)
+        elif w0 in ("est", "estimates") and len(words) >= 3 and words[1].startswith("sto"):
+            if current is None:
+                problems_or_raise = lines.error("est store without an active model", line)
+                if not lenient:
+                    raise problems_or_raise
+                problems.append(problems_or_raise)
+            else:
+                stored[words[2]] = ModelRef(words[2], current.command, current.line)
+        elif w0 in ("mat", "matrix") and re.fullmatch(r"\w+\s*=\s*e\(b\)", bare.partition(" ")[2].strip()):
+            mname = bare.partition(" ")[2].split("=")[0].strip()
+            if current is None:
+                err = lines.error("mat NAME=e(b) without an active model", line)
+                if not lenient:
+                    raise err
+                problems.append(err)
+            else:
+                matrices[mname] = ModelRef(mname, current.command, current.line)
+        kind = _classify(cmd)
+        if kind is None:
+            continue
+        kname, kmeta = kind
+        try:
+            if kname == "estat_recov":
+                cells, meta, end = _parse_recov(lines, line, stop, kmeta["corr"])
+            else:
+                cells, meta, end = _PARSERS[kname](lines, line, stop)
+            meta = {**kmeta, **meta}
+            models: list[ModelRef] = []
+            notes: list[str] = []
+            if kname == "mixed":
+                models = [current] if current else []
+            elif kname in ("estat_icc", "estat_ic", "estat_recov", "ereturn"):
+                if current is None:
+                    raise lines.error(f"{cmd!r} without an active model", line)
+                models = [current]
+            elif kname == "lrtest":
+                for nm in kmeta["names"]:
+                    ref = current if nm == "." else stored.get(nm)
+                    if ref is None:
+                        raise lines.error(f"lrtest names {nm!r}, which no 'est store' defined", line)
+                    models.append(ModelRef(nm, ref.command, ref.line))
+            elif kname in ("matlist", "di"):
+                names = [kmeta["matrix"]] if kname == "matlist" else list(
+                    dict.fromkeys(m.group(1) for m in _MATREF_RE.finditer(kmeta["expression"]))
+                )
+                for nm in names:
+                    ref = current if nm == "e(b)" else matrices.get(nm)
+                    if ref is None:
+                        raise lines.error(f"matrix {nm!r} is not defined at this point", line)
+                    models.append(ModelRef(nm, ref.command, ref.line))
+            elif kname in ("summarize", "tab"):
+                if dataset is None:
+                    raise lines.error(f"{cmd!r} before any 'use'", line)
+                meta["dataset"] = dataset[0]
+                meta["dataset_line"] = dataset[1]
+                meta["data_steps"] = list(data_steps)
+            if kname != "mixed" and models and invalid_since and any(m.name == "." for m in models):
+                for bad in invalid_since:
+                    notes.append(
+                        f"line {bad.line} `{bad.command}` is not a valid command ({bad.reason}); "
+                        f"the active model is still the one from line {current.line if current else '?'}"
+                    )
+            if kname == "ereturn" and "cmdline" in meta and current is not None:
+                if _QUI_RE.sub("", current.command) != meta["cmdline"]:
+                    raise lines.error(
+                        f"e(cmdline) {meta['cmdline']!r} is not the active model {current.command!r}", line
+                    )
+            blocks.append(LogBlock(kname, cmd, line, end, tuple(cells), tuple(models), meta, tuple(notes)))
+        except FixtureError as exc:
+            if not lenient:
+                raise
+            problems.append(exc)
+    return ParsedLog(name, tuple(blocks), tuple(invalid), tuple(problems))
+
+
+def parse_log(path: str | Path, *, lenient: bool = False) -> ParsedLog:
+    """Parse the Stata log at ``path`` (see :func:`parse_log_text`).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+    ...     _ = f.write(". di 3\\n3\\n")
+    >>> [b.kind for b in parse_log(f.name).blocks]
+    ['di']
+    >>> os.unlink(f.name)
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FixtureError(f"cannot read the log: {exc.strerror}", path=str(p)) from exc
+    return parse_log_text(text, name=p.name, lenient=lenient)

@@ -1,0 +1,201 @@
+"""The main job: every reference case on the bundled data, every engine, one report.
+
+Each distinct (model spec, engine) is fitted once and reused by every case that names
+that model (parsed specs are compared, so ``qui mixed ...`` and ``mixed ...`` share a
+fit). A fit that fails turns that case's numbers into *missing* rows carrying the
+engine's message.
+
+Examples
+--------
+>>> from hlmbridge.validate import select_cases
+>>> from hlmbridge.fixtures import load_references
+>>> [r.case for r in select_cases(load_references(), ["L0174_mixed"])]
+['L0174_mixed']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hlmbridge.crosscheck import CheckReport, CheckRow, crosscheck, merge_reports
+from hlmbridge.errors import EngineUnavailableError, HlmbridgeError, UsageError
+from hlmbridge.fixtures import Reference, load_references
+
+__all__ = ["load_data", "resolve_engines", "select_cases", "validate"]
+
+Progress = Callable[[int, int, str], None]
+
+
+def select_cases(refs: Sequence[Reference], cases: Sequence[str] | None) -> list[Reference]:
+    """The references named by ``cases`` (exact names or shell patterns); all when None."""
+    if not cases:
+        return list(refs)
+    names = [r.case for r in refs]
+    chosen: dict[str, Reference] = {}
+    for c in cases:
+        hits = [r for r in refs if r.case == c or fnmatch.fnmatchcase(r.case, c)]
+        if not hits:
+            raise UsageError(f"unknown case {c!r}; valid cases: {', '.join(names)}")
+        chosen.update((r.case, r) for r in hits)
+    return [r for r in refs if r.case in chosen]
+
+
+def resolve_engines(engines: Sequence[str] | None) -> list[str]:
+    """The engines to run: the named ones (checked), else every available one."""
+    from hlmbridge.engines import ENGINES, available_engines
+
+    known = list(ENGINES)
+    if engines:
+        unknown = [e for e in engines if e not in known]
+        if unknown:
+            raise UsageError(f"unknown engine {unknown[0]!r}; valid engines: {', '.join(known)}")
+        return list(dict.fromkeys(engines))
+    avail = available_engines()
+    if not avail:
+        raise EngineUnavailableError(
+            "no engine is available: install statsmodels (pip install statsmodels) or R with lme4 plus rpy2 "
+            "(pip install 'hlmbridge[r]')"
+        )
+    return avail
+
+
+def load_data(data: str | Path | pd.DataFrame | None) -> pd.DataFrame:
+    """The data the models are fitted to: a frame, a .dta/.csv path, or the bundled HSB data."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if data is None:
+        from hlmbridge.datasets import hsb
+
+        return hsb("combined")
+    p = Path(data)
+    from hlmbridge.errors import DataError
+
+    if not p.is_file():
+        raise DataError(f"no such data file: {p}")
+    if p.suffix.lower() == ".dta":
+        from hlmbridge.data import read_dta
+
+        return read_dta(p)
+    if p.suffix.lower() == ".csv":
+        return pd.read_csv(p)
+    raise DataError(f"unsupported data file type {p.suffix!r} (use .dta or .csv)")
+
+
+def _stderr_progress(done: int, total: int, label: str) -> None:
+    width = 24
+    filled = int(width * done / total) if total else width
+    sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}\n")
+    sys.stderr.flush()
+
+
+def _fit_all(jobs_list: list[tuple[Any, str]], data: pd.DataFrame, jobs: int | None,
+             progress: Progress | None) -> dict[tuple[Any, str], Any]:
+    """Fit every (spec, engine); values are FitResults or the HlmbridgeError raised."""
+    import hlmbridge
+
+    out: dict[tuple[Any, str], Any] = {}
+    total = len(jobs_list)
+    fit_many = getattr(hlmbridge, "fit_many", None)
+    if jobs and jobs > 1 and fit_many is not None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            results = fit_many([(spec, data, eng) for spec, eng in jobs_list], executor=ex)
+        for k, (job, res) in enumerate(zip(jobs_list, results), start=1):
+            out[job] = res
+            if progress:
+                progress(k, total, f"{job[1]}: {job[0].to_stata() if hasattr(job[0], 'to_stata') else job[0]}")
+        return out
+    for k, (spec, eng) in enumerate(jobs_list, start=1):
+        t0 = time.perf_counter()
+        try:
+            out[(spec, eng)] = hlmbridge.fit(spec, data, engine=eng)
+        except HlmbridgeError as exc:
+            out[(spec, eng)] = exc
+        if progress:
+            label = getattr(spec, "_source", None) or spec
+            progress(k, total, f"{eng}: {label} ({time.perf_counter() - t0:.1f}s)")
+    return out
+
+
+def _missing(ref: Reference, engine: str, why: str) -> CheckReport:
+    rows = tuple(
+        CheckRow(ref.case, v.key, engine, v.value, math.nan, v.printed, math.nan, math.nan, math.nan, math.nan,
+                 "", "", "missing", why)
+        for v in ref.checked
+    )
+    return CheckReport(rows, (ref.case,), (engine,))
+
+
+def validate(
+    fixtures: str | Path | None = None,
+    data: str | Path | pd.DataFrame | None = None,
+    engines: Sequence[str] | None = None,
+    cases: Sequence[str] | None = None,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> CheckReport:
+    """Cross-check reference cases against engine fits; see the module docstring.
+
+    Parameters
+    ----------
+    fixtures
+        Fixture directory or file (default: ``fixtures/stata``).
+    data
+        Data for the model fits (default: the bundled HSB data, combined file).
+    engines
+        Engine names (default: every available engine).
+    cases
+        Case names or shell patterns (default: all).
+    jobs
+        Parallel fits through ``hlmbridge.fit_many`` when it exists (else serial).
+    progress
+        ``callback(done, total, label)`` after each fit.
+    """
+    from hlmbridge.quantities import quantities_for
+    from hlmbridge.spec import ModelSpec
+
+    refs = select_cases(load_references(fixtures), cases)
+    engs = resolve_engines(engines)
+    frame: pd.DataFrame | None = None
+    specs: dict[str, Any] = {}
+    for ref in refs:
+        if not any(v.engine and v.path[0] not in ("summarize", "tab") for v in ref.values):
+            continue
+        for m in ref.models:
+            if m.command not in specs:
+                specs[m.command] = ModelSpec.parse(m.command)
+    unique: list[Any] = list(dict.fromkeys(specs.values()))
+    fits: dict[tuple[Any, str], Any] = {}
+    if unique:
+        frame = load_data(data)
+        fits = _fit_all([(s, e) for s in unique for e in engs], frame, jobs, progress)
+    reports: list[CheckReport] = []
+    cache: dict[str, Any] = {}
+    for ref in refs:
+        for eng in engs:
+            by_cmd = {}
+            failed = None
+            for m in ref.models:
+                if m.command in specs:
+                    res = fits[(specs[m.command], eng)]
+                    if isinstance(res, BaseException):
+                        failed = f"{m.command}: {res}"
+                        break
+                    by_cmd[m.command] = res
+            if failed:
+                reports.append(_missing(ref, eng, f"fit failed: {failed}"))
+                continue
+            if not ref.checked:
+                continue
+            reports.append(crosscheck(ref, {eng: quantities_for(ref, by_cmd, cache=cache)}))
+    return merge_reports(reports)
