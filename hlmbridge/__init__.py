@@ -44,3 +44,8 @@ __all__ = [
     "Var",
     "__version__",
 ]
+
+from hlmbridge import datasets  # noqa: E402
+from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first  # noqa: E402
+
+__all__ += ["center", "datasets", "merge_levels", "read_dta", "summarize", "tag_first"]
