@@ -49,3 +49,8 @@ from hlmbridge import datasets  # noqa: E402
 from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first  # noqa: E402
 
 __all__ += ["center", "datasets", "merge_levels", "read_dta", "summarize", "tag_first"]
+
+from hlmbridge.fit import fit  # noqa: E402
+from hlmbridge.postestimation import LRTest, VarianceExplained, lrtest, variance_explained  # noqa: E402
+
+__all__ += ["LRTest", "VarianceExplained", "fit", "lrtest", "variance_explained"]

@@ -79,7 +79,7 @@ hlmbridge_summarise <- function(fit, warns = character(), msgs = character(), el
     vcov = as.matrix(stats::vcov(fit)),
     re = unname(re),
     re_groups = names(vc),
-    re_terms = lapply(re, rownames),
+    re_terms = unname(lapply(re, rownames)),
     sigma2 = stats::sigma(fit)^2,
     loglik = as.numeric(stats::logLik(fit)),
     singular = lme4::isSingular(fit),

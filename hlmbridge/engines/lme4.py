@@ -61,13 +61,11 @@ class _RSession:
                 warnings.simplefilter("ignore")  # rpy2 warns about LD_LIBRARY_PATH on start-up
                 import rpy2.rinterface as ri
                 import rpy2.robjects as ro
-
-                ri.initr()
         except Exception as exc:  # ImportError, or R itself failing to start
             raise EngineUnavailableError(f"{INSTALL_HINT} (rpy2/R failed: {exc})") from exc
         self.ro = ro
         self.ri = ri
-        ok = ro.r('requireNamespace("lme4", quietly = TRUE)')[0]
+        ok = ro.r('isTRUE(suppressMessages(requireNamespace("lme4", quietly = TRUE)))')[0]
         if not ok:
             raise EngineUnavailableError(f"{INSTALL_HINT} (R found, but not the lme4 package)")
         self.env = ro.r("new.env(parent = baseenv())")

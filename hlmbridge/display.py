@@ -1,0 +1,122 @@
+"""Stata-style text for a FitResult (display only; the numbers live in the result).
+
+Examples
+--------
+>>> import hlmbridge, hlmbridge.datasets
+>>> res = hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="statsmodels")
+>>> print(summary(res).splitlines()[0])
+Mixed-effects ML regression                     Number of obs     =      7,185
+"""
+
+from __future__ import annotations
+
+import math
+
+from hlmbridge.result import FitResult
+
+__all__ = ["format_g", "summary"]
+
+_RULE = "-" * 78
+
+
+def format_g(x: float, width: int = 10) -> str:
+    """A number the way Stata's %9.0g-style columns show it (7 significant digits)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ".".rjust(width)
+    if x == 0:
+        return "0".rjust(width)
+    digits = 7 - max(0, int(math.floor(math.log10(abs(x)))) + 1)
+    text = f"{x:.{max(digits, 0)}f}" if abs(x) >= 1e-4 else f"{x:.3e}"
+    if "." in text and "e" not in text:
+        text = text.rstrip("0").rstrip(".")
+        if text.startswith("0."):
+            text = text[1:]
+        elif text.startswith("-0."):
+            text = "-" + text[2:]
+    return text.rjust(width)
+
+
+def _p(x: float) -> str:
+    return "." if math.isnan(x) else f"{x:.4f}"
+
+
+def summary(res: FitResult) -> str:
+    """The fit laid out like Stata's ``mixed`` output (header, fixed table, random table, LR test)."""
+    method = "REML" if res.method == "reml" else "ML"
+    lines = []
+    left = f"Mixed-effects {method} regression"
+    lines.append(f"{left:<48}Number of obs     = {res.nobs:>10,}")
+    if len(res.groups) == 1:
+        g = res.groups[0]
+        lines.append(f"{'Group variable: ' + g.group:<48}Number of groups  = {g.n_groups:>10,}")
+        lines.append(f"{'':48}Obs per group:")
+        lines.append(f"{'':62}min = {g.min:>10,}")
+        lines.append(f"{'':62}avg = {g.mean:>10.1f}")
+        lines.append(f"{'':62}max = {g.max:>10,}")
+    else:
+        lines.append("-" * 61)
+        lines.append(f"{'':16}|     No. of       Observations per group")
+        lines.append(f" Group variable |     groups    Minimum    Average    Maximum")
+        lines.append("-" * 16 + "+" + "-" * 44)
+        for g in res.groups:
+            lines.append(f"{g.group:>15} | {g.n_groups:>10,} {g.min:>10,} {g.mean:>10.1f} {g.max:>10,}")
+        lines.append("-" * 61)
+    chi = "." if math.isnan(res.wald_chi2) else f"{res.wald_chi2:.2f}"
+    lines.append(f"{'':48}{'Wald chi2(' + str(res.wald_df) + ')':<18}= {chi:>10}")
+    lines.append(f"{'Log likelihood = ' + f'{res.loglik:.3f}':<48}Prob > chi2       = {_p(res.wald_p):>10}")
+    lines.append("")
+    lines.append(_RULE)
+    lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]")
+    lines.append("-" * 13 + "+" + "-" * 64)
+    header = None
+    for r in res.fixed.itertuples(index=False):
+        label = r.stata_term
+        if "#" in label and label.split("#")[0].split(".")[0].isdigit():
+            # Stata's factor-variable layout: a header naming the interaction, then the level.
+            level, _, rest = label.partition(".")
+            if rest != header:
+                lines.append(f"{'':12} |")
+                lines.append(f"{rest[-12:]:>12} |")
+                header = rest
+            label = f"{level}  "
+        else:
+            if header is not None:
+                lines.append(f"{'':12} |")
+            header = None
+        lines.append(
+            f"{label[-12:]:>12} | {format_g(r.estimate)} {format_g(r.std_error)} {r.statistic:8.2f}   "
+            f"{r.p_value:.3f}  {format_g(r.conf_low, 11)}  {format_g(r.conf_high)}"
+        )
+    lines.append(_RULE)
+    lines.append("")
+    lines.append(_RULE)
+    lines.append("  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]")
+    lines.append("-" * 29 + "+" + "-" * 48)
+    rnd = res.random
+    for level in res.spec.levels:
+        title = {"unstructured": "Unstructured", "independent": "Independent", "identity": "Identity",
+                 "exchangeable": "Exchangeable"}[level.cov or "identity"]
+        lines.append(f"{level.group + ': ' + title:<29}|")
+        for r in rnd[rnd["group"] == level.group].itertuples(index=False):
+            lines.append(f"{r.stata_term:>28} | {format_g(r.estimate)} {format_g(r.std_error)}    "
+                         f"{format_g(r.conf_low)}  {format_g(r.conf_high)}")
+        lines.append("-" * 29 + "+" + "-" * 48)
+    for r in rnd[rnd["group"] == "Residual"].itertuples(index=False):
+        lines.append(f"{r.stata_term:>28} | {format_g(r.estimate)} {format_g(r.std_error)}    "
+                     f"{format_g(r.conf_low)}  {format_g(r.conf_high)}")
+    lines.append(_RULE)
+    if res.lr_kind == "chibar2":
+        lines.append(f"LR test vs. linear model: chibar2(01) = {res.lr_chi2:.2f}        "
+                     f"Prob >= chibar2 = {res.lr_p:.4f}")
+    else:
+        lines.append(f"LR test vs. linear model: chi2({res.lr_df}) = {res.lr_chi2:.2f}                "
+                     f"Prob > chi2 = {res.lr_p:.4f}")
+        lines.append("")
+        lines.append("Note: LR test is conservative and provided only for reference.")
+    if res.singular:
+        lines.append("Note: boundary (singular) fit: a variance is at zero or a correlation at +-1; the "
+                     "variance-component SEs and CIs are not reliable.")
+    lines.append(f"[{res.engine}: {res.optimizer}; converged={res.converged}]")
+    for w in res.warnings:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""Stata's postestimation for mixed models, computed from a FitResult alone.
+
+``icc`` (``estat icc``), ``recov`` (``estat recov``), ``ic`` (``estat ic``),
+``lrtest`` (``lrtest``), ``variance_explained`` (the proportional reduction in
+variance the seed computes with ``di``), and the sd/corr and broom.mixed views.
+
+Examples
+--------
+>>> import hlmbridge, hlmbridge.datasets
+>>> df = hlmbridge.datasets.hsb("combined")
+>>> m0 = hlmbridge.fit("mixed mathach || id:", df, engine="statsmodels")
+>>> m1 = hlmbridge.fit("mixed mathach ses || id:", df, engine="statsmodels")
+>>> round(float(m0.icc()["estimate"].iloc[0]), 2)
+0.18
+>>> round(variance_explained(m0, m1).level2, 2)
+0.45
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hlmbridge.errors import UsageError
+from hlmbridge.result import FitResult
+
+__all__ = ["LRTest", "VarianceExplained", "ic", "icc", "lrtest", "random_sd", "recov", "tidy", "variance_explained"]
+
+_Z = float(stats.norm.ppf(0.975))
+BOUNDARY_NOTE = (
+    "The reported degrees of freedom assumes the null hypothesis is not on the boundary of the "
+    "parameter space. If this is not true, then the reported test is conservative."
+)
+
+
+def _vcov(res: FitResult) -> np.ndarray:
+    return np.asarray(res.random_vcov, dtype=float)
+
+
+def _index(res: FitResult, group: str, stata_term: str) -> int:
+    rnd = res.random
+    hit = np.flatnonzero((rnd["group"] == group).to_numpy() & (rnd["stata_term"] == stata_term).to_numpy())
+    if hit.size == 0:
+        raise UsageError(f"the model has no {stata_term} at level {group!r}")
+    return int(hit[0])
+
+
+def icc(res: FitResult) -> pd.DataFrame:
+    """Stata's ``estat icc``: intraclass correlation per level, delta-method SE, logit-scale CI.
+
+    With covariates in the fixed part it is the residual ICC (Stata's title says so);
+    random slopes are conditioned at zero (only ``var(_cons)`` enters).
+    """
+    rnd = res.random
+    theta = rnd["estimate"].to_numpy()
+    V = _vcov(res)
+    res_i = _index(res, "Residual", "var(Residual)")
+    cons = []
+    for g in res.groups:
+        try:
+            cons.append(_index(res, g.group, "var(_cons)"))
+        except UsageError as exc:
+            raise UsageError(f"estat icc needs a random intercept at every level ({g.group!r} has none)") from exc
+    total_idx = cons + [res_i]
+    rows = []
+    label = []
+    for depth, _ in enumerate(res.groups):
+        label.append(res.groups[depth].group)
+        num_idx = cons[: depth + 1]
+        total = float(theta[total_idx].sum())
+        num = float(theta[num_idx].sum())
+        rho = num / total
+        grad = np.zeros(len(theta))
+        for i in total_idx:
+            grad[i] = ((total if i in num_idx else 0.0) - num) / total**2
+        se = float(np.sqrt(grad @ V @ grad))
+        half = _Z * se / (rho * (1 - rho))
+        logit = np.log(rho / (1 - rho))
+        lo, hi = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+        rows.append(("|".join(label), rho, se, lo, hi))
+    out = pd.DataFrame(rows, columns=["level", "estimate", "std_error", "conf_low", "conf_high"])
+    has_covariates = any(t != "_cons" for t in res.fixed["stata_term"])
+    out.attrs["title"] = "Residual intraclass correlation" if has_covariates else "Intraclass correlation"
+    return out
+
+
+def recov(res: FitResult, corr: bool = False) -> dict[str, pd.DataFrame]:
+    """Stata's ``estat recov``: each level's random-effects covariance (or correlation) matrix."""
+    rnd = res.random
+    out: dict[str, pd.DataFrame] = {}
+    for level in res.spec.levels:
+        terms = list(level.stata_terms)
+        mat = pd.DataFrame(0.0, index=terms, columns=terms)
+        sub = rnd[rnd["group"] == level.group]
+        for row in sub.itertuples(index=False):
+            inner = row.stata_term[4:-1]
+            if row.kind == "var" and inner in terms:
+                mat.loc[inner, inner] = row.estimate
+            elif row.kind == "var":  # a variance shared by several terms (identity/exchangeable)
+                for t in inner.split():
+                    mat.loc[t, t] = row.estimate
+            elif "," in inner:
+                a, b = inner.split(",")
+                mat.loc[a, b] = mat.loc[b, a] = row.estimate
+            else:
+                names = inner.split()
+                for a in names:
+                    for b in names:
+                        if a != b:
+                            mat.loc[a, b] = row.estimate
+        if corr:
+            sd = np.sqrt(np.diag(mat.to_numpy()))
+            mat = mat / np.outer(sd, sd)
+        out[level.group] = mat
+    return out
+
+
+def ic(res: FitResult) -> pd.DataFrame:
+    """Stata's ``estat ic`` (BIC with N = number of observations)."""
+    return pd.DataFrame(
+        [(res.nobs, float("nan"), res.loglik, res.df, res.aic, res.bic)],
+        columns=["N", "ll_null", "ll_model", "df", "aic", "bic"],
+    )
+
+
+@dataclass(frozen=True)
+class LRTest:
+    """A likelihood-ratio test of a nested model (``restricted``) against a fuller one."""
+
+    chi2: float
+    df: int
+    p_value: float
+    restricted: str
+    unrestricted: str
+    note: str | None = None
+
+
+def lrtest(a: FitResult, b: FitResult) -> LRTest:
+    """Stata's ``lrtest a b``: LR chi2 with the difference in df, and the boundary note.
+
+    The model with fewer parameters is taken as nested in the other, as Stata does.
+    """
+    if a.nobs != b.nobs:
+        raise UsageError(f"the models were fitted on different samples ({a.nobs} vs {b.nobs} observations)")
+    if a.method != b.method:
+        raise UsageError("the models were fitted with different methods (ML vs REML)")
+    small, big = (a, b) if a.df <= b.df else (b, a)
+    if a.method == "reml" and list(small.fixed["term"]) != list(big.fixed["term"]):
+        raise UsageError("REML likelihoods are not comparable across different fixed effects; refit with ML")
+    if small.df == big.df:
+        raise UsageError("the models have the same number of parameters: not nested")
+    chi2 = max(0.0, 2.0 * (big.loglik - small.loglik))
+    df = big.df - small.df
+    n_var_small = len(small.random_rows)
+    n_var_big = len(big.random_rows)
+    note = BOUNDARY_NOTE if n_var_small != n_var_big else None
+    return LRTest(chi2, df, float(stats.chi2.sf(chi2, df)), small.spec.to_stata(), big.spec.to_stata(), note)
+
+
+@dataclass(frozen=True)
+class VarianceExplained:
+    """Proportional reduction in variance from ``base`` to ``model`` (Raudenbush & Bryk).
+
+    ``by_level`` maps each grouping level (and ``Residual``) to its reduction.
+    """
+
+    level2: float
+    level1: float
+    total: float
+    by_level: dict[str, float] = field(default_factory=dict)
+
+
+def variance_explained(base: FitResult, model: FitResult) -> VarianceExplained:
+    """Reduction of the intercept variances and the residual variance, and of their sum."""
+    def parts(res: FitResult) -> dict[str, float]:
+        out = {}
+        for g in res.groups:
+            out[g.group] = float(res.random["estimate"].iloc[_index(res, g.group, "var(_cons)")])
+        out["Residual"] = float(res.random["estimate"].iloc[_index(res, "Residual", "var(Residual)")])
+        return out
+
+    pb, pm = parts(base), parts(model)
+    if set(pb) != set(pm):
+        raise UsageError("the two models have different grouping levels")
+    by = {k: (pb[k] - pm[k]) / pb[k] for k in pb}
+    total = (sum(pb.values()) - sum(pm.values())) / sum(pb.values())
+    return VarianceExplained(by[base.groups[0].group], by["Residual"], total, by)
+
+
+def random_sd(res: FitResult) -> pd.DataFrame:
+    """The random part on the sd/corr scale with Stata's CIs (log sd, atanh corr)."""
+    rnd = res.random
+    theta = rnd["estimate"].to_numpy()
+    V = _vcov(res)
+    rows = []
+    for i, row in enumerate(rnd.itertuples(index=False)):
+        inner = row.stata_term[4:-1]
+        if row.kind == "var":
+            sd = float(np.sqrt(theta[i]))
+            se = float(np.sqrt(V[i, i]) / (2 * sd)) if sd > 0 else float("nan")
+            half = _Z * se / sd if sd > 0 else float("nan")
+            rows.append((row.group, "sd", f"sd({inner})", sd, se, sd * np.exp(-half), sd * np.exp(half)))
+        else:
+            a, b = (inner.split(",") + [None])[:2] if "," in inner else (inner, None)
+            ia = _index(res, row.group, f"var({a})") if b else _index(res, row.group, f"var({inner})")
+            ib = _index(res, row.group, f"var({b})") if b else ia
+            va, vb, c = theta[ia], theta[ib], theta[i]
+            r = c / np.sqrt(va * vb)
+            grad = np.zeros(len(theta))
+            grad[i] = 1 / np.sqrt(va * vb)
+            grad[ia] += -0.5 * r / va
+            grad[ib] += -0.5 * r / vb
+            se = float(np.sqrt(grad @ V @ grad))
+            if abs(r) < 1:
+                half = _Z * se / (1 - r**2)
+                lo, hi = np.tanh(np.arctanh(r) - half), np.tanh(np.arctanh(r) + half)
+            else:
+                lo = hi = float("nan")
+            rows.append((row.group, "corr", f"corr({inner})", float(r), se, float(lo), float(hi)))
+    return pd.DataFrame(rows, columns=["group", "kind", "stata_term", "estimate", "std_error", "conf_low", "conf_high"])
+
+
+def tidy(res: FitResult) -> pd.DataFrame:
+    """A long table in broom.mixed's vocabulary: fixed rows, then ``ran_pars`` on the sd/cor scale."""
+    cols = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
+    fx = res.fixed
+    rows = [
+        ("fixed", None, r.term, r.estimate, r.std_error, r.statistic, r.p_value, r.conf_low, r.conf_high)
+        for r in fx.itertuples(index=False)
+    ]
+    sd = random_sd(res)
+    rnd = res.random
+    for r, s in zip(rnd.itertuples(index=False), sd.itertuples(index=False), strict=True):
+        if r.group == "Residual":
+            term = "sd__Observation"
+        elif r.kind == "var":
+            term = f"sd__{r.term1}"
+        else:
+            term = f"cor__{r.term1}.{r.term2}"
+        rows.append(("ran_pars", r.group, term, s.estimate, s.std_error, np.nan, np.nan, s.conf_low, s.conf_high))
+    return pd.DataFrame(rows, columns=cols)
