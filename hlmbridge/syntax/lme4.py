@@ -427,6 +427,7 @@ def _parse(formula: str, reml: bool, factors: Mapping[str, int | None]) -> Model
 
     # Apply factor declarations, then drop repeated terms as R does.
     fixed: list[Term] = []
+    fixed_pos: list[int] = []
     seen: dict[tuple[str, ...], Term] = {}
     for vs, pos in raw_terms:
         vs = tuple(
@@ -441,11 +442,12 @@ def _parse(formula: str, reml: bool, factors: Mapping[str, int | None]) -> Model
             continue  # a repeated term, dropped as R does
         seen[key] = term
         fixed.append(term)
+        fixed_pos.append(pos)
     coding: dict[str, tuple[bool, int | None]] = {}
-    for term in fixed:
+    for term, pos in zip(fixed, fixed_pos):
         for v in term.vars:
             if v.name in coding and coding[v.name] != (v.factor, v.base):
-                raise _err(f"{v.name!r} is used both as a factor and as a number (or with two bases)", formula, None)
+                raise _err(f"{v.name!r} is used both as a factor and as a number (or with two bases)", formula, pos)
             coding[v.name] = (v.factor, v.base)
 
     if not blocks:
