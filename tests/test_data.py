@@ -379,3 +379,43 @@ def test_bundled_files_match_checksums_in_fixtures_readme():
     for name, digest in listed.items():
         actual = hashlib.sha256((REPO / "fixtures" / "data" / name).read_bytes()).hexdigest()
         assert actual == digest, f"fixtures/data/{name} changed; rerun scripts/make_hsb_data.py"
+
+
+# ---------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.lists(
+    st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)), min_size=0, max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_values)
+def test_summarize_matches_plain_formulas(values):
+    x = pd.Series([np.nan if v is None else v for v in values], dtype="float64")
+    row = summarize(pd.DataFrame({"x": x})).iloc[0]
+    present = x.dropna().to_numpy()
+    assert row["Obs"] == present.size
+    if present.size == 0:
+        assert np.isnan(row["Mean"]) and np.isnan(row["Min"])
+    else:
+        assert row["Mean"] == pytest.approx(present.mean(), rel=1e-12, abs=1e-9)
+        assert (row["Min"], row["Max"]) == (present.min(), present.max())
+    if present.size > 1:
+        assert row["Std. dev."] == pytest.approx(present.std(ddof=1), rel=1e-9, abs=1e-9)
+    else:
+        assert np.isnan(row["Std. dev."])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), min_size=1, max_size=30))
+def test_merge_levels_then_tag_first_agree_with_groups(ids):
+    l1 = pd.DataFrame({"id": ids, "y": np.arange(len(ids), dtype=float)})
+    l2 = pd.DataFrame({"id": list("dcba"), "z": [4, 3, 2, 1]})
+    before = l1.copy()
+    merged = merge_levels(l1, l2)
+    _assert_unchanged(before, l1)
+    assert merged["z"].tolist() == [{"a": 1, "b": 2, "c": 3, "d": 4}[i] for i in ids]
+    assert int(tag_first(merged, "id").sum()) == len(set(ids))
