@@ -54,3 +54,4 @@ from hlmbridge.fit import fit  # noqa: E402
 from hlmbridge.postestimation import LRTest, VarianceExplained, lrtest, variance_explained  # noqa: E402
 
 __all__ += ["LRTest", "VarianceExplained", "fit", "lrtest", "variance_explained"]
+from hlmbridge.crosscheck import crosscheck, CheckReport  # noqa: E402,F401

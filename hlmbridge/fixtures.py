@@ -321,13 +321,22 @@ def _is_boundary(block: LogBlock) -> bool:
     return False
 
 
+def _toml_lineno(exc: Exception) -> int | None:
+    """The line of a tomllib error (``lineno`` on 3.14+, else from the message)."""
+    n = getattr(exc, "lineno", None)
+    if n is None:
+        m = re.search(r"at line (\d+)", str(exc))
+        n = int(m.group(1)) if m else None
+    return n
+
+
 def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
     if path is None:
         return []
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise FixtureError(str(exc), path=str(path), line=getattr(exc, "lineno", None)) from exc
+        raise FixtureError(str(exc), path=str(path), line=_toml_lineno(exc)) from exc
     except OSError as exc:
         raise FixtureError(f"cannot read: {exc.strerror}", path=str(path)) from exc
     out = data.get("override", [])
@@ -592,7 +601,7 @@ def load_reference(path: str | Path) -> Reference:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise FixtureError(f"TOML syntax error: {exc}", path=spath, line=getattr(exc, "lineno", None)) from exc
+        raise FixtureError(f"TOML syntax error: {exc}", path=spath, line=_toml_lineno(exc)) from exc
     lines = text.splitlines()
 
     def err(msg: str, where: Sequence[str] = ()) -> FixtureError:

@@ -118,8 +118,9 @@ def _fit_all(jobs_list: list[tuple[Any, str]], data: pd.DataFrame, jobs: int | N
         t0 = time.perf_counter()
         try:
             out[(spec, eng)] = hlmbridge.fit(spec, data, engine=eng)
-        except HlmbridgeError as exc:
-            out[(spec, eng)] = exc
+        except Exception as exc:  # an engine bug must not hide the other engines' verdicts
+            out[(spec, eng)] = exc if isinstance(exc, HlmbridgeError) else HlmbridgeError(
+                f"{type(exc).__name__}: {exc}")
         if progress:
             label = getattr(spec, "_source", None) or spec
             progress(k, total, f"{eng}: {label} ({time.perf_counter() - t0:.1f}s)")

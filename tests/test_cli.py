@@ -1,0 +1,97 @@
+"""The hlmbridge command line, run as a subprocess (engines are real, never mocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_DIR = ROOT / "fixtures" / "stata" / "seed"
+M0 = "L0174_mixed"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hlmbridge.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+def _need_engine(name: str) -> None:
+    from hlmbridge.engines import available_engines
+
+    if name not in available_engines():
+        pytest.skip(f"engine {name} is not available here")
+
+
+def test_validate_model0_statsmodels():
+    _need_engine("statsmodels")
+    p = run("validate", "--case", M0, "--engine", "statsmodels", "--quiet")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip().splitlines()[-1].startswith("OK:")
+
+
+@pytest.mark.requires_r
+def test_validate_model0_lme4():
+    _need_engine("lme4")
+    p = run("validate", "--case", M0, "--engine", "lme4", "--quiet")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_nudged_fixture_exits_1_and_names_the_number(tmp_path):
+    _need_engine("statsmodels")
+    text = (SEED_DIR / f"{M0}.toml").read_text()
+    nudged = text.replace('printed = "12.63707", value = 12.63707', 'printed = "12.73707", value = 12.73707')
+    assert nudged != text
+    (tmp_path / f"{M0}.toml").write_text(nudged)
+    p = run("validate", "--fixtures", str(tmp_path), "--engine", "statsmodels", "--quiet")
+    assert p.returncode == 1
+    assert 'fixed."_cons".estimate' in p.stdout and "mismatch" in p.stdout
+
+
+def test_unknown_case_and_engine_exit_2():
+    p = run("validate", "--case", "no_such_case")
+    assert p.returncode == 2 and "L0174_mixed" in p.stderr and "Traceback" not in p.stderr
+    p = run("validate", "--engine", "spss")
+    assert p.returncode == 2 and "statsmodels" in p.stderr
+
+
+def test_unwritable_out_exits_2(tmp_path):
+    p = run("validate", "--case", M0, "--out", str(tmp_path / "no" / "such" / "dir" / "r.txt"))
+    assert p.returncode == 2 and "cannot write" in p.stderr
+
+
+def test_json_and_junit_parse(tmp_path):
+    _need_engine("statsmodels")
+    out = tmp_path / "r.xml"
+    p = run("validate", "--case", M0, "--engine", "statsmodels", "--format", "junit", "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuite" and root.find("testcase").get("name") == M0
+    p = run("validate", "--case", "L0353_estat_icc", "--engine", "statsmodels", "--format", "json", "--quiet")
+    doc = json.loads(p.stdout)
+    assert doc["ok"] is True and {r["key"] for r in doc["rows"]} >= {'icc."id".estimate'}
+
+
+def test_import_stata_and_translate(tmp_path):
+    seed = Path("/work/shared/seeds/000_b67aa17e87dadab7.txt")
+    if not seed.is_file():
+        pytest.skip("seed log not present")
+    p = run("import-stata", str(seed), "--out", str(tmp_path),
+            "--overrides", str(ROOT / "fixtures" / "stata" / "seed_overrides.toml"))
+    assert p.returncode == 0, p.stderr
+    assert "line 592" in p.stdout
+    assert (tmp_path / f"{M0}.toml").read_bytes() == (SEED_DIR / f"{M0}.toml").read_bytes()
+    p = run("translate", "mixed mathach ses || id: ses, cov(unstr)")
+    assert p.returncode == 0 and "|" in p.stdout
+
+
+def test_bad_log_exits_2(tmp_path):
+    bad = tmp_path / "bad.log"
+    bad.write_text(". estat icc\n\nIntraclass correlation\n\n  Level |  ICC\n    id |   x  y  z  w\n")
+    p = run("import-stata", str(bad), "--out", str(tmp_path / "o"))
+    assert p.returncode == 2 and "bad.log:" in p.stderr
