@@ -178,7 +178,7 @@ def crosscheck(reference: Reference, actuals_by_engine: Mapping[str, Mapping[str
     >>> from hlmbridge.fixtures import FIXTURE_ROOT, load_reference
     >>> from hlmbridge.quantities import Actual
     >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0344_di.toml")
-    >>> crosscheck(ref, {"demo": {"di.value": Actual(8.55352)}}).rows[0].status
+    >>> crosscheck(ref, {"demo": {"di.value": Actual(8.5535197)}}).rows[0].status
     'match'
     """
     rows: list[CheckRow] = []

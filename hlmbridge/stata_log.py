@@ -660,9 +660,9 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
 
     Examples
     --------
-    >>> log = parse_log_text(". qui mixed y x || g:\\n. est store a\\n. di 2\\n2\\n", name="t")
+    >>> log = parse_log_text(". qui mixed y x || g:\\n. mat m=e(b)\\n. di m[1,1]\\n2\\n", name="t")
     >>> log.blocks[0].models
-    (ModelRef(name='.', command='qui mixed y x || g:', line=1),)
+    (ModelRef(name='m', command='qui mixed y x || g:', line=1),)
     """
     lines = _Lines(text, name)
     starts = [(i, cmd) for i in range(1, len(lines) + 1) if (cmd := _command_of(lines[i])) is not None]
