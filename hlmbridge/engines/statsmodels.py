@@ -59,8 +59,13 @@ class StatsmodelsEngine:
                 reasons.append(f"correlated random slopes below the top level ({where})")
         return reasons
 
-    def fit_design(self, design: Design, **_: Any) -> EngineFit:
-        """Fit the design; raises ConvergenceError when no strategy converges."""
+    def fit_design(self, design: Design, *, max_iterations: int | None = None, **_: Any) -> EngineFit:
+        """Fit the design; raises ConvergenceError when no strategy converges.
+
+        ``max_iterations`` caps every optimizer's iterations (default: 50,000 for
+        Powell and Nelder-Mead, 2,000 for the BFGS polish).
+        """
+        cap = {} if max_iterations is None else {"maxiter": int(max_iterations)}
         import statsmodels
         from statsmodels.regression.mixed_linear_model import MixedLM
 
@@ -72,14 +77,14 @@ class StatsmodelsEngine:
         )
         tried: list[str] = []
         t0 = time.perf_counter()
-        best = self._run(model, design.spec.reml, "powell", _POWELL, None, tried)
+        best = self._run(model, design.spec.reml, "powell", {**_POWELL, **cap}, None, tried)
         if best is None or not best[0].converged:
-            alt = self._run(model, design.spec.reml, "nm", _NELDER_MEAD, None, tried)
+            alt = self._run(model, design.spec.reml, "nm", {**_NELDER_MEAD, **cap}, None, tried)
             best = _better(best, alt)
         if best is not None:
             # Powell stops on a relative change in the objective; a BFGS step from its
             # answer, judged on the gradient, reaches the optimum itself.
-            polished = self._run(model, design.spec.reml, "bfgs", _POLISH, best[0].params_object, tried)
+            polished = self._run(model, design.spec.reml, "bfgs", {**_POLISH, **cap}, best[0].params_object, tried)
             if polished is not None and polished[0].converged:
                 best = _better(best, (polished[0], best[1] + "+bfgs", polished[2]))
         seconds = time.perf_counter() - t0
