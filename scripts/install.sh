@@ -28,10 +28,12 @@ as_root() {
     fi
 }
 
-# One Rscript call: prints "R_VERSION LME4_VERSION" when lme4 loads, fails otherwise.
+# One quick Rscript call: prints "R_VERSION LME4_VERSION" when lme4 is installed, fails
+# otherwise. (packageVersion reads lme4's DESCRIPTION without loading it; that R really
+# loads lme4 is checked through rpy2 after every (re)install, below.)
 r_probe() {
     command -v Rscript >/dev/null 2>&1 &&
-        Rscript -e 'suppressPackageStartupMessages(library(lme4)); cat(paste(R.version$major, R.version$minor, sep="."), as.character(packageVersion("lme4")))' 2>/dev/null
+        Rscript --vanilla -e 'cat(paste(R.version$major, R.version$minor, sep="."), as.character(packageVersion("lme4")))' 2>/dev/null
 }
 
 # ---------------------------------------------------------------- R with lme4
