@@ -54,4 +54,8 @@ from hlmbridge.fit import fit  # noqa: E402
 from hlmbridge.postestimation import LRTest, VarianceExplained, lrtest, variance_explained  # noqa: E402
 
 __all__ += ["LRTest", "VarianceExplained", "fit", "lrtest", "variance_explained"]
+
+from hlmbridge.parallel import fit_many  # noqa: E402
+
+__all__ += ["fit_many"]
 from hlmbridge.crosscheck import crosscheck, CheckReport  # noqa: E402,F401
