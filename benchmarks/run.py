@@ -1,0 +1,527 @@
+"""hlmbridge benchmarks (issue 6): one command, one run, one machine; times and ratios.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--json OUT] [--only SECTION ...]
+
+Sections (each pure-R or pure-statsmodels baseline is measured in the same run):
+
+1. ``seed_lme4``: each seed model, ``lme4::lmer`` timed by R itself (``Rscript
+   benchmarks/bench_r.R``, hlmbridge's own ``hlmbridge_control()``: bobyqa, rhoend 1e-12,
+   maxfun 1e5, calc.derivs FALSE) vs a warm ``hlmbridge.fit(..., engine="lme4")``
+   (everything the result carries). Medians of several repetitions.
+2. ``seed_statsmodels``: ``MixedLM.from_formula`` with hlmbridge's optimizer strategy
+   (Powell, Nelder-Mead if Powell does not converge, BFGS polish) vs hlmbridge's engine.
+3. ``push``: a 1,000,000 x (6 numeric + string group id, 10,000 groups) frame into R:
+   hlmbridge's column path vs rpy2's pandas converter.
+4. ``scale``: random intercept and slope, 1,000,000 rows, 10,000 groups: hlmbridge (in a
+   fresh process) vs lme4 in R (a fresh Rscript); times and peak resident memory.
+5. ``cold``: ``hlmbridge fit ... --engine lme4`` and ``hlmbridge validate`` as whole processes.
+6. ``memory``: resident memory growth over 500 warm lme4 fits of seed model 2 (fresh process).
+
+``--quick``: 100,000 rows / 1,000 groups, fewer repetitions, 50 fits for the memory check.
+JSON goes to ``benchmarks/results/latest.json`` unless ``--json`` says otherwise.
+Nothing here sets BLAS threading variables: numbers are for the machine as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+SEED_DATA = ROOT / "fixtures" / "data" / "hsb.dta"
+
+# The seed's distinct `mixed` commands, in order of first appearance
+# (seed 000_b67aa17e87dadab7.txt, lines 174, 373, 510, 646, 702, 779, 815, 879, 970).
+SEED_MODELS = (
+    "mixed mathach || id:",
+    "mixed mathach ses || id:",
+    "mixed mathach ses || id: ses, cov(unstructured)",
+    "mixed mathach sector || id:",
+    "mixed mathach ses sector || id: ses, cov(unstr)",
+    "mixed mathach ses sector || id:",
+    "mixed mathach c.ses##i.sector || id: ses, cov(unstr)",
+    "mixed mathach c.ses##ib1.sector || id: ses, cov(unstr)",
+    "mixed mathach c.ses##i.sector || id:",
+)
+# "Seed model 2" of the issue: the model its cold-start command fits.
+SEED_MODEL_2 = "mixed mathach ses || id: ses, cov(unstructured)"
+SCALE_MODEL = "mixed y x || g: x, cov(unstructured)"
+
+TARGETS = {
+    "seed_lme4_ratio_max": 1.3,
+    "push_speedup_min": 20.0,
+    "push_seconds_max": 0.5,
+    "scale_ratio_max": 1.2,
+    "memory_growth_mb_max": 50.0,
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def median_time(fn: Any, reps: int, warm: int = 1) -> tuple[float, list[float]]:
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def proc_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+# ------------------------------------------------------------------ data for R
+
+
+def write_columns(dirpath: Path, columns: dict[str, np.ndarray], groups: set[str]) -> None:
+    dirpath.mkdir(parents=True, exist_ok=True)
+    with open(dirpath / "columns", "w") as fh:
+        for name, values in columns.items():
+            np.ascontiguousarray(values, dtype="<f8").tofile(dirpath / f"{name}.f64")
+            fh.write(f"{name}\t{'group' if name in groups else 'num'}\n")
+
+
+def write_models(dirpath: Path, models: list[tuple[str, str, bool, str]]) -> None:
+    with open(dirpath / "models", "w") as fh:
+        for name, formula, reml, factors in models:
+            fh.write(f"{name}\t{formula}\t{'TRUE' if reml else 'FALSE'}\t{factors}\n")
+
+
+def run_r(dirpath: Path, reps: int) -> tuple[dict[str, dict[str, Any]], int]:
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        raise RuntimeError("Rscript not found")
+    out = subprocess.run([rscript, str(BENCH / "bench_r.R"), str(dirpath), str(reps)], capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench_r.R failed:\n{out.stderr}")
+    res: dict[str, dict[str, Any]] = {}
+    hwm = -1
+    for line in out.stdout.splitlines():
+        parts = line.split("\t")
+        if parts[0] == "VmHWM":
+            hwm = int(parts[1])
+            continue
+        name, med, mn, times, peak = parts
+        res[name] = {"median": float(med), "min": float(mn), "times": [float(t) for t in times.split(",")],
+                     "gc_max_used_mb": float(peak)}
+    return res, hwm
+
+
+def r_model_line(name: str, spec: Any, design: Any) -> tuple[str, str, bool, str]:
+    model = spec.to_lme4()
+    factors = ";".join(f"{v}={'NA' if b is None or (isinstance(b, float) and np.isnan(b)) else _lab(b)}"
+                       for v, b in design.factor_bases) or "-"
+    return name, model.formula, model.reml, factors
+
+
+def _lab(b: Any) -> str:
+    return str(int(b)) if float(b).is_integer() else str(b)
+
+
+def hsb_numeric() -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    import hlmbridge
+
+    df = hlmbridge.datasets.hsb("combined")
+    cols = {}
+    for c in ("mathach", "ses", "sector"):
+        cols[c] = df[c].to_numpy(dtype=float)
+    codes, _ = pd.factorize(df["id"], sort=True)
+    cols["id"] = codes.astype(float)
+    return df, cols
+
+
+# ------------------------------------------------------------------ sections
+
+
+def bench_seed_lme4(reps: int, tmp: Path) -> dict[str, Any]:
+    import hlmbridge
+    from hlmbridge.design import build_design
+
+    df, cols = hsb_numeric()
+    d = tmp / "seed"
+    write_columns(d, cols, {"id"})
+    lines = []
+    for k, m in enumerate(SEED_MODELS, start=1):
+        spec = hlmbridge.ModelSpec.parse(m)
+        lines.append(r_model_line(f"m{k}", spec, build_design(spec, df)))
+    write_models(d, lines)
+    log("seed_lme4: lme4 in R ...")
+    r_times, _ = run_r(d, reps)
+    rows = []
+    hlmbridge.fit(SEED_MODELS[0], df, engine="lme4")  # start R
+    for k, m in enumerate(SEED_MODELS, start=1):
+        log(f"seed_lme4: hlmbridge {m}")
+        last: list[Any] = []
+        med, times = median_time(lambda: last.append(hlmbridge.fit(m, df, engine="lme4")), reps)
+        res = last[-1]
+        r = r_times[f"m{k}"]["median"]
+        rows.append({"model": m, "r_lmer_s": r, "hlmbridge_s": med, "ratio": med / r, "hlmbridge_times": times,
+                     "r_times": r_times[f"m{k}"]["times"], "r_call_s": None, "converged": res.converged})
+    return {"rows": rows, "reps": reps}
+
+
+def _sm_direct(m: str, df: pd.DataFrame) -> Any:
+    """statsmodels MixedLM from a formula, with hlmbridge's optimizer strategy (see engines/statsmodels.py)."""
+    import warnings
+
+    import hlmbridge
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    spec = hlmbridge.ModelSpec.parse(m)
+    lm = spec.to_lme4()
+    fixed = lm.explicit_formula.split("+ (")[0].strip()
+    lv = spec.levels[0]
+    re_formula = "~" + " + ".join(lv.slopes) if lv.slopes else "1"
+    if lv.slopes and not lv.intercept:
+        re_formula += " - 1"
+    fixed = fixed.replace('relevel(factor(sector), ref = "1")', 'C(sector, Treatment(reference=1))')
+    fixed = fixed.replace("factor(sector)", "C(sector)")
+    if lv.cov == "independent" and lv.slopes:
+        vc = {s: f"0 + {s}" for s in lv.slopes}
+        model = MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula="1", vc_formula=vc)
+    else:
+        model = MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula=re_formula if lv.slopes else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = model.fit(reml=spec.reml, method=["powell"], ftol=1e-12, maxiter=50_000)
+        if not best.converged:
+            alt = model.fit(reml=spec.reml, method=["nm"], maxiter=50_000)
+            if alt.converged and (not best.converged or alt.llf > best.llf):
+                best = alt
+        pol = model.fit(reml=spec.reml, method=["bfgs"], start_params=best.params_object, gtol=1e-9, maxiter=2_000)
+        if pol.converged and pol.llf > best.llf + 1e-9:
+            best = pol
+    return best
+
+
+def bench_seed_statsmodels(reps: int, models: tuple[str, ...]) -> dict[str, Any]:
+    import hlmbridge
+
+    df = hlmbridge.datasets.hsb("combined")
+    df = df.assign(id=df["id"].astype(object))
+    rows = []
+    for m in models:
+        log(f"seed_statsmodels: {m}")
+        last: list[Any] = []
+        direct, dt = median_time(lambda: last.append(_sm_direct(m, df)), reps, warm=0)
+        hb: list[Any] = []
+        med, ht = median_time(lambda: hb.append(hlmbridge.fit(m, df, engine="statsmodels")), reps, warm=0)
+        rows.append({"model": m, "statsmodels_s": direct, "hlmbridge_s": med, "ratio": med / direct,
+                     "statsmodels_times": dt, "hlmbridge_times": ht,
+                     "loglik_direct": float(last[-1].llf), "loglik_hlmbridge": hb[-1].loglik})
+    return {"rows": rows, "reps": reps}
+
+
+def make_push_frame(n: int, groups: int, seed: int = 20240601) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cols = {f"x{j}": rng.normal(size=n) for j in range(1, 7)}
+    g = rng.integers(0, groups, size=n)
+    labels = np.array([f"school{k:05d}" for k in range(groups)], dtype=object)
+    cols["school"] = pd.array(labels[g], dtype="string")
+    return pd.DataFrame(cols)
+
+
+def bench_push(n: int, groups: int, reps: int) -> dict[str, Any]:
+    import rpy2.robjects as ro
+    from rpy2.robjects import pandas2ri
+    from rpy2.robjects.conversion import localconverter
+
+    from hlmbridge.engines import lme4 as eng
+
+    session = eng._session()
+    df = make_push_frame(n, groups)
+    names = list(df.columns)
+
+    def hlmbridge_push() -> Any:
+        eng._PUSHED.clear()
+        cols = {c: eng._PUSHED.get(session, df, c, as_factor=(c == "school")) for c in names}
+        return session.frame(ro.ListVector(cols))
+
+    def pandas_push() -> Any:
+        with localconverter(ro.default_converter + pandas2ri.converter):
+            return ro.conversion.py2rpy(df)
+
+    log(f"push: hlmbridge path, {n:,} rows")
+    hb, ht = median_time(hlmbridge_push, reps)
+    check = hlmbridge_push()
+    nrow = int(ro.r["nrow"](check)[0])
+    nlev = int(ro.r["nlevels"](check.rx2("school"))[0])
+    log("push: rpy2 pandas converter")
+    pc_reps = max(1, min(reps, 2))
+    try:
+        pc, pt = median_time(pandas_push, pc_reps, warm=0)
+        err = None
+    except Exception as exc:  # noqa: BLE001 - a converter that cannot convert is a result too
+        pc, pt, err = float("nan"), [], f"{type(exc).__name__}: {exc}"
+    eng._PUSHED.clear()
+    return {"rows": n, "groups": groups, "hlmbridge_s": hb, "pandas_converter_s": pc, "speedup": pc / hb,
+            "hlmbridge_times": ht, "pandas_converter_times": pt, "r_nrow": nrow, "r_nlevels": nlev,
+            "pandas_converter_error": err, "rpy2": __import__("rpy2").__version__}
+
+
+def simulate_scale(n: int, groups: int, seed: int = 12345) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), n // groups)
+    rng.shuffle(g)
+    x = rng.normal(size=n)
+    cov = np.array([[4.0, 0.5], [0.5, 1.0]])
+    u = rng.multivariate_normal([0.0, 0.0], cov, size=groups)
+    y = 10.0 + 2.0 * x + u[g, 0] + u[g, 1] * x + rng.normal(scale=3.0, size=n)
+    return {"y": y, "x": x, "g": g.astype(float)}
+
+
+SCALE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd
+def hwm(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+d = Path(sys.argv[1]); reps = int(sys.argv[2])
+import hlmbridge
+df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c in ("y", "x", "g")})
+df["g"] = df["g"].astype(np.int64)
+hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
+before = hwm("VmHWM"); rss0 = hwm("VmRSS")
+times = []; parts = []
+for _ in range(reps):
+    t0 = time.perf_counter()
+    res = hlmbridge.fit(sys.argv[3], df, engine="lme4")
+    times.append(time.perf_counter() - t0)
+print(json.dumps({"times": times, "hwm_before_kb": before, "hwm_after_kb": hwm("VmHWM"), "rss_before_kb": rss0,
+                  "loglik": res.loglik, "converged": res.converged, "nobs": res.nobs}))
+"""
+
+
+def bench_scale(n: int, groups: int, reps: int, tmp: Path) -> dict[str, Any]:
+    import hlmbridge
+    from hlmbridge.design import build_design
+
+    d = tmp / "scale"
+    cols = simulate_scale(n, groups)
+    write_columns(d, cols, {"g"})
+    spec = hlmbridge.ModelSpec.parse(SCALE_MODEL)
+    small = pd.DataFrame({k: v[:1000] for k, v in cols.items()})
+    write_models(d, [r_model_line("scale", spec, build_design(spec, small))])
+    log(f"scale: lme4 in R, {n:,} rows, {groups:,} groups")
+    r_res, r_hwm = run_r(d, reps)
+    log("scale: hlmbridge (fresh process)")
+    out = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(d), str(reps), SCALE_MODEL], capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"scale child failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    hb = statistics.median(child["times"])
+    r = r_res["scale"]["median"]
+    return {"rows": n, "groups": groups, "model": SCALE_MODEL, "r_lmer_s": r, "hlmbridge_s": hb, "ratio": hb / r,
+            "r_times": r_res["scale"]["times"], "hlmbridge_times": child["times"],
+            "r_peak_rss_mb": r_hwm / 1024, "r_gc_max_used_mb": r_res["scale"]["gc_max_used_mb"],
+            "hlmbridge_peak_rss_mb": child["hwm_after_kb"] / 1024,
+            "hlmbridge_peak_rss_before_fit_mb": child["hwm_before_kb"] / 1024,
+            "converged": child["converged"], "loglik": child["loglik"]}
+
+
+def _timed_process(argv: list[str]) -> tuple[float, int, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    return time.perf_counter() - t0, out.returncode, (out.stderr or "")[-500:]
+
+
+def bench_cold() -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("hlmbridge")
+    res: dict[str, Any] = {}
+    fit_cmd = [str(exe), "fit", SEED_MODEL_2, "--data", str(SEED_DATA), "--engine", "lme4"]
+    log("cold: hlmbridge fit")
+    t, rc, err = _timed_process(fit_cmd)
+    res["fit"] = {"command": " ".join(fit_cmd[1:]), "seconds": t, "returncode": rc, "stderr_tail": err if rc else ""}
+    py = [sys.executable, "-c", "import hlmbridge; hlmbridge.fit(%r, hlmbridge.read_dta(%r), engine='lme4')"
+          % (SEED_MODEL_2, str(SEED_DATA))]
+    t, rc, err = _timed_process(py)
+    res["python_fit"] = {"command": "python -c 'import hlmbridge; hlmbridge.fit(...)'", "seconds": t, "returncode": rc}
+    t, rc, err = _timed_process([sys.executable, "-c", "import hlmbridge"])
+    res["import"] = {"seconds": t, "returncode": rc}
+    log("cold: hlmbridge validate")
+    t, rc, err = _timed_process([str(exe), "validate", "--quiet"])
+    res["validate"] = {"command": "validate --quiet", "seconds": t, "returncode": rc, "stderr_tail": err if rc else ""}
+    return res
+
+
+MEMORY_CHILD = r"""
+import json, sys
+from pathlib import Path
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+import hlmbridge
+df = hlmbridge.datasets.hsb("combined")
+m, n = sys.argv[1], int(sys.argv[2])
+for _ in range(10):
+    hlmbridge.fit(m, df, engine="lme4")
+start = rss(); trace = []
+for i in range(1, n + 1):
+    hlmbridge.fit(m, df, engine="lme4")
+    if i % max(1, n // 10) == 0:
+        trace.append((i, rss()))
+print(json.dumps({"rss_start_mb": start, "rss_end_mb": rss(), "trace": trace}))
+"""
+
+
+def bench_memory(n: int) -> dict[str, Any]:
+    log(f"memory: {n} warm lme4 fits of {SEED_MODEL_2}")
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, SEED_MODEL_2, str(n)], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    child.update({"fits": n, "model": SEED_MODEL_2, "growth_mb": child["rss_end_mb"] - child["rss_start_mb"]})
+    return child
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    r = subprocess.run(["Rscript", "-e", "cat(R.version.string)"], capture_output=True, text=True, check=False)
+    import numpy
+    import statsmodels
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(), "cpu": cpu,
+            "python": platform.python_version(), "numpy": numpy.__version__, "statsmodels": statsmodels.__version__,
+            "R": r.stdout.strip(), "platform": platform.platform(),
+            "blas_threads_env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    add = lines.append
+    if "seed_lme4" in results:
+        add("1. seed models, lme4: hlmbridge.fit (warm, full result) vs lmer in R (median s)")
+        add(f"   {'model':55s} {'R lmer':>8s} {'hlmbridge':>10s} {'ratio':>7s}")
+        for r in results["seed_lme4"]["rows"]:
+            add(f"   {r['model']:55s} {r['r_lmer_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}")
+    if "seed_statsmodels" in results:
+        add("2. seed models, statsmodels: hlmbridge.fit vs MixedLM.from_formula, same optimizer chain (median s)")
+        add(f"   {'model':55s} {'direct':>8s} {'hlmbridge':>10s} {'ratio':>7s}")
+        for r in results["seed_statsmodels"]["rows"]:
+            add(f"   {r['model']:55s} {r['statsmodels_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}")
+    if "push" in results:
+        p = results["push"]
+        add(f"3. push {p['rows']:,} rows x 7 columns ({p['groups']:,} groups) into R: hlmbridge {p['hlmbridge_s']:.3f} s, "
+            f"pandas converter {p['pandas_converter_s']:.3f} s, speed-up {p['speedup']:.1f}x")
+    if "scale" in results:
+        s = results["scale"]
+        add(f"4. fit at scale ({s['rows']:,} rows, {s['groups']:,} groups, {s['model']}): R lmer {s['r_lmer_s']:.2f} s, "
+            f"hlmbridge {s['hlmbridge_s']:.2f} s, ratio {s['ratio']:.2f}; peak RSS R {s['r_peak_rss_mb']:.0f} MB, "
+            f"hlmbridge {s['hlmbridge_peak_rss_mb']:.0f} MB")
+    if "cold" in results:
+        c = results["cold"]
+        add(f"5. cold start: `hlmbridge fit` {c['fit']['seconds']:.2f} s (exit {c['fit']['returncode']}), python -c fit "
+            f"{c['python_fit']['seconds']:.2f} s, import {c['import']['seconds']:.2f} s, `hlmbridge validate` "
+            f"{c['validate']['seconds']:.1f} s (exit {c['validate']['returncode']})")
+    if "memory" in results:
+        m = results["memory"]
+        add(f"6. memory: RSS {m['rss_start_mb']:.0f} -> {m['rss_end_mb']:.0f} MB over {m['fits']} warm fits "
+            f"(growth {m['growth_mb']:.1f} MB)")
+    if "targets" in results:
+        add("targets:")
+        for k, v in results["targets"].items():
+            add(f"   {k:40s} {'HOLDS' if v['holds'] else 'MISSED'} ({v['value']:.3g} vs {v['target']})")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    t: dict[str, Any] = {}
+    if "seed_lme4" in results:
+        worst = max(r["ratio"] for r in results["seed_lme4"]["rows"])
+        t["warm lme4 fit / lmer in R (worst model)"] = {"value": worst, "target": "<= 1.3", "holds": worst <= 1.3}
+    if "push" in results:
+        p = results["push"]
+        t["push speed-up over pandas converter"] = {"value": p["speedup"], "target": ">= 20",
+                                                    "holds": p["speedup"] >= 20}
+        if p["rows"] >= 1_000_000:
+            t["push seconds, 1M rows"] = {"value": p["hlmbridge_s"], "target": "< 0.5", "holds": p["hlmbridge_s"] < 0.5}
+    if "scale" in results:
+        s = results["scale"]
+        t["fit at scale / lmer in R"] = {"value": s["ratio"], "target": "<= 1.2", "holds": s["ratio"] <= 1.2}
+    if "memory" in results:
+        m = results["memory"]
+        t[f"RSS growth over {m['fits']} fits (MB)"] = {"value": m["growth_mb"], "target": "< 50",
+                                                       "holds": m["growth_mb"] < 50}
+    return t
+
+
+SECTIONS = ("seed_lme4", "seed_statsmodels", "push", "scale", "cold", "memory")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and few repetitions (smoke run)")
+    ap.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    args = ap.parse_args(argv)
+    q = args.quick
+    sections = args.only or SECTIONS
+    n, groups = (100_000, 1_000) if q else (1_000_000, 10_000)
+    results: dict[str, Any] = {"machine": machine(), "quick": q}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hlmbridge-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if "seed_lme4" in sections:
+            results["seed_lme4"] = bench_seed_lme4(3 if q else 7, tmp)
+        if "seed_statsmodels" in sections:
+            results["seed_statsmodels"] = bench_seed_statsmodels(1 if q else 3, SEED_MODELS[:3] if q else SEED_MODELS)
+        if "push" in sections:
+            results["push"] = bench_push(n, groups, 3 if q else 5)
+        if "scale" in sections:
+            results["scale"] = bench_scale(n, groups, 1 if q else 2, tmp)
+        if "cold" in sections:
+            results["cold"] = bench_cold()
+        if "memory" in sections:
+            results["memory"] = bench_memory(50 if q else 500)
+    results["targets"] = targets(results)
+    results["total_seconds"] = time.perf_counter() - t0
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float))
+    print(f"hlmbridge benchmarks ({'quick' if q else 'full'}), {results['machine']['date']}, "
+          f"{results['machine']['cores']} cores, {results['machine']['cpu']}")
+    print(table(results))
+    print(f"JSON: {out}  (total {results['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""``hlmbridge.fit_many``: many fits in worker processes, on one machine or a cluster.
+
+Embedded R is one per process and not thread-safe, so fits run in worker *processes*.
+By default they run in a :class:`concurrent.futures.ProcessPoolExecutor` started with
+the ``spawn`` context (never ``fork`` of a process that may already run R); any other
+:class:`concurrent.futures.Executor` can be passed instead, e.g. a Dask distributed
+client's ``client.get_executor()``, and nothing else changes.
+
+Each distinct data frame is pickled once in the caller; workers keep the last few frames
+they received (by content hash), so repeated jobs on the same frame in one worker reuse
+the same frame object and hence the lme4 engine's cached R copies of its columns.
+
+A failed job's :class:`~hlmbridge.errors.HlmbridgeError` is rebuilt in the caller with
+its class, message and attributes (any other exception is wrapped in a
+:class:`~hlmbridge.errors.FitError` that names its type and carries the worker's
+traceback text in ``remote_traceback``).
+
+Examples
+--------
+>>> import hlmbridge
+>>> df = hlmbridge.datasets.hsb("combined")
+>>> jobs = [("mixed mathach || id:", df, "statsmodels"), ("mixed mathach ses || id:", df, "statsmodels")]
+>>> [r.nobs for r in hlmbridge.fit_many(jobs, progress=False)]
+[7185, 7185]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pandas as pd
+
+from hlmbridge.errors import FitError, HlmbridgeError, UsageError
+from hlmbridge.result import FitResult
+from hlmbridge.spec import ModelSpec
+
+__all__ = ["FitJob", "clean_child_env", "default_executor", "fit_many"]
+
+_FRAME_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One fit: a spec (or model string), its data, the engine and an optional REML flag."""
+
+    model: ModelSpec | str
+    data: pd.DataFrame
+    engine: str = "lme4"
+    reml: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """A pickled data frame and its content hash (the worker-side cache key)."""
+
+    token: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An exception raised in a worker, in a form that always pickles."""
+
+    module: str
+    qualname: str
+    message: str
+    attrs: dict[str, Any]
+    remote_traceback: str
+
+    def rebuild(self) -> HlmbridgeError:
+        cls = _find_class(self.module, self.qualname)
+        if cls is None or not (isinstance(cls, type) and issubclass(cls, HlmbridgeError)):
+            exc: HlmbridgeError = FitError(f"{self.qualname}: {self.message}")
+        else:
+            exc = cls.__new__(cls)
+            Exception.__init__(exc, self.message)
+            exc.__dict__.update(self.attrs)
+        exc.remote_traceback = self.remote_traceback  # type: ignore[attr-defined]
+        return exc
+
+
+def _find_class(module: str, qualname: str) -> Any:
+    mod = sys.modules.get(module)
+    if mod is None:
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except Exception:  # noqa: BLE001 - an unknown module just means "not ours"
+            return None
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _failure(exc: BaseException) -> _Failure:
+    attrs = {}
+    for k, v in vars(exc).items():
+        try:
+            pickle.dumps(v)
+        except Exception:  # noqa: BLE001 - drop what cannot travel
+            continue
+        attrs[k] = v
+    if isinstance(exc, HlmbridgeError):
+        cls = type(exc)
+        message = str(exc)
+    else:
+        cls = FitError
+        message = f"{type(exc).__name__}: {exc}"
+    return _Failure(cls.__module__, cls.__qualname__, message, attrs, traceback.format_exc())
+
+
+# ---------------------------------------------------------------- worker side
+
+_WORKER_FRAMES: OrderedDict[str, pd.DataFrame] = OrderedDict()
+
+
+def _worker_frame(frame: _Frame) -> pd.DataFrame:
+    data = _WORKER_FRAMES.get(frame.token)
+    if data is None:
+        data = pickle.loads(frame.payload)
+        _WORKER_FRAMES[frame.token] = data
+        while len(_WORKER_FRAMES) > _FRAME_CACHE_SIZE:
+            _WORKER_FRAMES.popitem(last=False)
+    else:
+        _WORKER_FRAMES.move_to_end(frame.token)
+    return data
+
+
+def _r_conversion(engine: str) -> contextlib.AbstractContextManager[Any]:
+    """rpy2's default conversion rules, set in the current context.
+
+    rpy2 keeps its conversion rules in a ``contextvars.ContextVar``; executors that run
+    each task in a fresh context on a worker thread (Dask does) would otherwise see none
+    and every R call fails with "Conversion rules for `rpy2.robjects` appear to be missing".
+    """
+    if engine != "lme4":
+        return contextlib.nullcontext()
+    from hlmbridge.engines import get_engine
+
+    ok, _ = get_engine("lme4").available()  # starts R (quietly) the first time
+    if not ok:
+        return contextlib.nullcontext()  # the fit itself raises EngineUnavailableError
+    import rpy2.robjects as ro
+    from rpy2.robjects.conversion import localconverter
+
+    return localconverter(ro.default_converter)
+
+
+def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | None) -> tuple[bool, Any]:
+    """Fit one job in a worker: ``(True, FitResult)`` or ``(False, _Failure)``; never raises."""
+    try:
+        from hlmbridge.fit import fit
+
+        data = _worker_frame(frame)
+        with _r_conversion(engine):
+            return True, fit(model, data, engine=engine, reml=reml)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return False, _failure(exc)
+
+
+# ---------------------------------------------------------------- caller side
+
+
+def _as_job(job: Any, k: int) -> FitJob:
+    if isinstance(job, FitJob):
+        return job
+    if isinstance(job, Mapping):
+        extra = set(job) - {"model", "spec", "data", "engine", "reml"}
+        if extra:
+            raise UsageError(f"job {k}: unknown key(s) {sorted(extra)}; use spec/model, data, engine, reml")
+        model = job.get("spec", job.get("model"))
+        if model is None or "data" not in job:
+            raise UsageError(f"job {k}: a dict job needs 'spec' (or 'model') and 'data'")
+        return FitJob(model, job["data"], job.get("engine", "lme4"), job.get("reml"))
+    if isinstance(job, Sequence) and not isinstance(job, str) and len(job) in (2, 3, 4):
+        return FitJob(*job)
+    raise UsageError(f"job {k}: expected a (spec, data, engine) triple, a dict or a FitJob, got {type(job).__name__}")
+
+
+def _frames(jobs: list[FitJob]) -> list[_Frame]:
+    by_id: dict[int, _Frame] = {}
+    out = []
+    for k, job in enumerate(jobs):
+        if not isinstance(job.data, pd.DataFrame):
+            raise UsageError(f"job {k}: data must be a pandas DataFrame, got {type(job.data).__name__}")
+        frame = by_id.get(id(job.data))
+        if frame is None:
+            payload = pickle.dumps(job.data, protocol=pickle.HIGHEST_PROTOCOL)
+            frame = by_id[id(job.data)] = _Frame(hashlib.blake2b(payload, digest_size=16).hexdigest(), payload)
+        out.append(frame)
+    return out
+
+
+# The environment before R started: starting embedded R sets R_HOME and prepends R's
+# library directories (and the system's, e.g. /usr/lib/x86_64-linux-gnu) to
+# LD_LIBRARY_PATH; a Python started with that environment can load another build's
+# libpython (seen here: Dask workers failing on `import _ssl`). `hlmbridge` never imports
+# rpy2 on import, so this snapshot normally predates R.
+_LAUNCH_ENV = {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "R_HOME")}
+
+
+@contextlib.contextmanager
+def clean_child_env() -> Iterator[None]:
+    """Start worker processes inside this block with the environment from before R started.
+
+    Use it around creating a process pool or a Dask ``LocalCluster`` in a process that
+    has already run an lme4 fit. Outside such processes it changes nothing.
+
+    Examples
+    --------
+    >>> from hlmbridge.parallel import clean_child_env
+    >>> with clean_child_env():
+    ...     pass
+    """
+    saved = {k: os.environ.get(k) for k in _LAUNCH_ENV}
+    changed = saved != _LAUNCH_ENV
+    if changed:
+        _set_env(_LAUNCH_ENV)
+    try:
+        yield
+    finally:
+        if changed:
+            _set_env(saved)
+
+
+def _set_env(values: Mapping[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def default_executor(max_workers: int | None = None) -> ProcessPoolExecutor:
+    """A process pool of ``os.cpu_count()`` workers started with ``spawn`` (R-safe)."""
+    return ProcessPoolExecutor(max_workers=max_workers or os.cpu_count() or 1,
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+class _Progress:
+    """A plain-text progress line on a stream (``\\r``-updated on a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total = total
+        self.stream = stream
+        self.t0 = time.perf_counter()
+        self.failed = 0
+        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def update(self, done: int) -> None:
+        if self.stream is None:
+            return
+        width = 30
+        fill = int(width * done / self.total) if self.total else width
+        bar = "#" * fill + "." * (width - fill)
+        failed = f", {self.failed} failed" if self.failed else ""
+        line = f"fit_many [{bar}] {done}/{self.total} fits{failed}, {time.perf_counter() - self.t0:.1f}s"
+        end = "\n" if (not self.tty or done == self.total) else ""
+        self.stream.write(("\r" if self.tty else "") + line + end)
+        self.stream.flush()
+
+
+def fit_many(
+    jobs: Iterable[Any],
+    executor: Executor | None = None,
+    *,
+    progress: bool | TextIO = True,
+    return_exceptions: bool = False,
+    max_workers: int | None = None,
+) -> list[FitResult | HlmbridgeError]:
+    """Fit many models in worker processes; results in job order.
+
+    Parameters
+    ----------
+    jobs
+        ``(spec, data, engine)`` triples (``spec`` a ModelSpec, Stata command or lme4
+        formula; a fourth item is ``reml``), dicts with keys ``spec`` (or ``model``),
+        ``data``, ``engine``, ``reml``, or :class:`FitJob` objects.
+    executor
+        Any :class:`concurrent.futures.Executor` whose workers are separate processes
+        (a ``ProcessPoolExecutor``, a Dask client's ``get_executor()`` ...). It is used,
+        not shut down. Default: a ``spawn`` process pool of ``max_workers`` (default
+        ``os.cpu_count()``) workers, shut down afterwards.
+    progress
+        True: a plain-text progress bar on stderr; False: silent; a text stream: there.
+    return_exceptions
+        False (default): the first job to fail raises
+        its HlmbridgeError here and the pending jobs are cancelled. True: a failed job's
+        error is returned in its place.
+    max_workers
+        Workers of the default pool (ignored when ``executor`` is given).
+
+    Returns
+    -------
+    list
+        One :class:`~hlmbridge.result.FitResult` per job (or its error, see
+        ``return_exceptions``), in job order.
+
+    Examples
+    --------
+    >>> import hlmbridge
+    >>> df = hlmbridge.datasets.hsb("combined")
+    >>> out = hlmbridge.fit_many([{"spec": "mixed mathach || id:", "data": df, "engine": "statsmodels"},
+    ...                           ("mixed mathach || nosuchvar:", df, "statsmodels")],
+    ...                          progress=False, return_exceptions=True, max_workers=2)
+    >>> type(out[0]).__name__, isinstance(out[1], hlmbridge.HlmbridgeError)
+    ('FitResult', True)
+    """
+    job_list = [_as_job(j, k) for k, j in enumerate(jobs)]
+    if not job_list:
+        return []
+    frames = _frames(job_list)
+    stream: TextIO | None
+    if progress is True:
+        stream = sys.stderr
+    elif progress is False or progress is None:
+        stream = None
+    else:
+        stream = progress  # type: ignore[assignment]
+    bar = _Progress(len(job_list), stream)
+    own = executor is None
+    ex = default_executor(min(max_workers or os.cpu_count() or 1, len(job_list))) if own else executor
+    results: list[Any] = [None] * len(job_list)
+    futures: dict[Future, int] = {}
+    try:
+        with clean_child_env():  # a process pool starts its workers on submit
+            for k, (job, frame) in enumerate(zip(job_list, frames, strict=True)):
+                futures[ex.submit(_run_job, job.model, frame, job.engine, job.reml)] = k
+        bar.update(0)
+        for done, fut in enumerate(as_completed(futures), start=1):
+            k = futures[fut]
+            ok, value = fut.result()
+            if not ok:
+                value = value.rebuild()
+                bar.failed += 1
+                if not return_exceptions:
+                    for other in futures:
+                        other.cancel()
+                    bar.update(done)
+                    raise value
+            results[k] = value
+            bar.update(done)
+    finally:
+        if own:
+            ex.shutdown(wait=True, cancel_futures=True)
+    return results
