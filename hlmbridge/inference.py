@@ -34,14 +34,12 @@ from dataclasses import dataclass
 import weakref
 
 import numpy as np
-import scipy.linalg as sla
 
 from hlmbridge.design import Design
 from hlmbridge.errors import FitError
 
 __all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "theta_from_matrices", "variance_parameters"]
 
-DENSE_LIMIT = 6000  # crossed designs are evaluated as one dense block up to this many rows
 
 
 @dataclass(frozen=True)
@@ -127,51 +125,101 @@ class Inference:
     information: np.ndarray
 
 
-@dataclass(frozen=True)
-class _Block:
-    rows: np.ndarray
-    Z: np.ndarray  # all random columns of all levels for these rows
-    owner: tuple[tuple[int, int], ...]  # per column block: (level, width) in order
+@dataclass(frozen=True, eq=False)
+class _Blocks:
+    """Per-block cross-products of the design, the only data the likelihood needs.
+
+    A block is an outermost group (the whole sample when some level is crossed). Its
+    random-effects columns (all levels, inner groups expanded) are padded with zero
+    columns to a common width ``Q``; ``patterns[k]`` is dD/dtheta_k placed in each block.
+    """
+
+    n: np.ndarray  # (B,) rows per block
+    M: np.ndarray  # (B, Q, Q)  Z'Z
+    ZX: np.ndarray  # (B, Q, p)  Z'X
+    XX: np.ndarray  # (B, p, p)  X'X
+    Zy: np.ndarray  # (B, Q)     Z'y
+    Xy: np.ndarray  # (B, p)     X'y
+    yy: np.ndarray  # (B,)       y'y
+    patterns: np.ndarray  # (K_random, B, Q, Q)
 
 
-_BLOCKS: weakref.WeakKeyDictionary[Design, tuple[_Block, ...]] = weakref.WeakKeyDictionary()
+_BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary()
 
 
-def _make_blocks(design: Design) -> tuple[_Block, ...]:
+def _make_blocks(design: Design) -> _Blocks:
     levels = design.levels
+    n, p = design.X.shape
     crossed = any(not ld.level.nested for ld in levels[1:])
-    if crossed:
-        if design.nobs > DENSE_LIMIT:
-            raise FitError(
-                f"Stata-parity inference for crossed random effects is computed densely and is limited "
-                f"to {DENSE_LIMIT} observations (this model has {design.nobs})"
-            )
-        groups = [np.arange(design.nobs)]
-    else:
-        order = np.argsort(levels[0].codes, kind="stable")
-        bounds = np.flatnonzero(np.diff(levels[0].codes[order])) + 1
-        groups = np.split(order, bounds)
-    blocks = []
-    for rows in groups:
-        cols = []
-        owner = []
-        for li, ld in enumerate(levels):
-            codes = ld.codes[rows]
-            uniq = np.unique(codes)
-            for u in uniq:
-                ind = (codes == u).astype(float)[:, None]
-                cols.append(ld.Z[rows] * ind)
-                owner.append((li, ld.Z.shape[1]))
-        blocks.append(_Block(rows, np.hstack(cols), tuple(owner)))
-    return tuple(blocks)
+    block = np.zeros(n, dtype=np.int64) if crossed else levels[0].codes
+    B = int(block.max()) + 1
+    # Column layout: per block, level by level, each group of the level gets q_l columns.
+    offsets = np.zeros(B, dtype=np.int64)
+    row_cols = []  # per level: (first column of the row's group within its block, q_l)
+    group_place = []  # per level: (block of each group, first column of each group)
+    for ld in levels:
+        q = ld.Z.shape[1]
+        g_block = np.zeros(ld.n_groups, dtype=np.int64)
+        g_block[ld.codes] = block
+        # Local index of each group within its block, in code order.
+        order = np.argsort(g_block, kind="stable")
+        counts = np.bincount(g_block, minlength=B)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        local = np.empty(ld.n_groups, dtype=np.int64)
+        local[order] = np.arange(ld.n_groups) - np.repeat(starts, counts)
+        g_first = offsets[g_block] + local * q
+        row_cols.append((g_first[ld.codes], q))
+        group_place.append((g_block, g_first, q))
+        offsets = offsets + counts * q
+    Q = int(offsets.max())
+    if Q * Q * B > 50_000_000:
+        raise FitError(
+            f"the random-effects design is too large for Stata-parity inference ({B} blocks of width {Q})"
+        )
+    cols = np.concatenate([first[:, None] + np.arange(q)[None, :] for first, q in row_cols], axis=1)  # (n, m)
+    vals = np.concatenate([ld.Z for ld in levels], axis=1)  # (n, m)
+    m = cols.shape[1]
+    X, y = design.X, design.y
+    bQ = block * Q
+    M = np.bincount(
+        ((bQ[:, None, None] + cols[:, :, None]) * Q + cols[:, None, :]).ravel(),
+        weights=(vals[:, :, None] * vals[:, None, :]).ravel(),
+        minlength=B * Q * Q,
+    ).reshape(B, Q, Q)
+    ZX = np.bincount(
+        ((bQ[:, None, None] + cols[:, :, None]) * p + np.arange(p)[None, None, :]).ravel(),
+        weights=(vals[:, :, None] * X[:, None, :]).ravel(),
+        minlength=B * Q * p,
+    ).reshape(B, Q, p)
+    Zy = np.bincount((bQ[:, None] + cols).ravel(), weights=(vals * y[:, None]).ravel(), minlength=B * Q).reshape(B, Q)
+    XX = np.zeros((B, p, p))
+    for j in range(p):
+        XX[:, j, :] = np.column_stack([np.bincount(block, weights=X[:, j] * X[:, i], minlength=B) for i in range(p)])
+    Xy = np.column_stack([np.bincount(block, weights=X[:, j] * y, minlength=B) for j in range(p)]) if p else np.zeros((B, 0))
+    yy = np.bincount(block, weights=y * y, minlength=B)
+    nb = np.bincount(block, minlength=B).astype(float)
+    params = [prm for prm in variance_parameters(design) if prm.level is not None]
+    patterns = np.zeros((len(params), B, Q, Q))
+    for k, prm in enumerate(params):
+        g_block, g_first, q = group_place[prm.level]
+        ii, jj = np.nonzero(prm.pattern)
+        rows_ix = g_first[:, None] + ii[None, :]
+        cols_ix = g_first[:, None] + jj[None, :]
+        patterns[k, g_block[:, None], rows_ix, cols_ix] = prm.pattern[ii, jj][None, :]
+    del m
+    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns)
 
 
-def _blocks(design: Design) -> tuple[_Block, ...]:
-    """Per-outermost-group row blocks of a design, computed once per design."""
+def _blocks(design: Design) -> _Blocks:
+    """The cross-products of a design, computed once per design."""
     blocks = _BLOCKS.get(design)
     if blocks is None:
         blocks = _BLOCKS[design] = _make_blocks(design)
     return blocks
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
 
 
 def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool | None = None) -> Inference:
@@ -180,112 +228,109 @@ def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool 
     ``theta`` is in :func:`variance_parameters` order. For ML the log likelihood is
     evaluated at ``beta``; for REML (``reml`` defaults to the spec's method) it is the
     restricted log likelihood on lme4's scale, which depends on ``theta`` only.
+
+    Everything is computed from per-block cross-products with the Woodbury identity
+    ``V^-1 = s^-2 (I - Z W Z')``, ``W = D (s^2 I + Z'Z D)^-1`` (no n-by-n matrix, no D^-1,
+    so singular D at a boundary fit is fine), batched over blocks.
     """
     reml = design.spec.reml if reml is None else reml
-    params = variance_parameters(design)
-    K = len(params)
-    p = design.n_fixed
+    bl = _blocks(design)
     n = design.nobs
+    p = design.n_fixed
     beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
-    sigma2 = theta[-1]
-    G = []
-    for li, ld in enumerate(design.levels):
-        q = ld.Z.shape[1]
-        g = np.zeros((q, q))
-        for k, prm in enumerate(params):
-            if prm.level == li:
-                g += theta[k] * prm.pattern
-        G.append(g)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    tr = theta[:-1]
+    Kr = len(tr)
+    K = Kr + 1
+    E = bl.patterns
+    D = np.einsum("k,kbij->bij", tr, E)
+    M, ZX, XX = bl.M, bl.ZX, bl.XX
+    XZ = _t(ZX)
+    Q = M.shape[-1]
+    eye = np.eye(Q)
+    A = s2 * eye + M @ D
+    sign, logdetA = np.linalg.slogdet(A)
+    if np.any(sign <= 0):
+        raise FitError("the marginal covariance is not positive definite at these estimates")
+    W = _t(np.linalg.solve(_t(A), D))  # D A^-1 (symmetric)
+    logdet = float(np.sum(bl.n * np.log(s2) + logdetA - Q * np.log(s2)))
 
-    blocks = _blocks(design)
-    XtVX = np.zeros((p, p))
-    XtVy = np.zeros(p)
-    logdet = 0.0
-    per_block = []
-    for b in blocks:
-        Zb = b.Z
-        D = sla.block_diag(*[G[li] for li, _ in b.owner]) if b.owner else np.zeros((0, 0))
-        V = Zb @ D @ Zb.T
-        V[np.diag_indices_from(V)] += sigma2
-        try:
-            cf = sla.cho_factor(V, lower=True, check_finite=False)
-        except np.linalg.LinAlgError as exc:
-            raise FitError(f"the marginal covariance is not positive definite at these estimates: {exc}") from exc
-        logdet += 2.0 * np.log(np.diag(cf[0])).sum()
-        Xb = design.X[b.rows]
-        yb = design.y[b.rows]
-        ViX = sla.cho_solve(cf, Xb, check_finite=False)
-        XtVX += Xb.T @ ViX
-        XtVy += ViX.T @ yb
-        per_block.append((b, D, cf, ViX))
+    XtVX = (XX - XZ @ W @ ZX).sum(axis=0) / s2
+    XtVy = (bl.Xy - np.einsum("bpq,bq->bp", XZ @ W, bl.Zy)).sum(axis=0) / s2
     try:
         fixed_vcov = np.linalg.inv(XtVX)
     except np.linalg.LinAlgError as exc:
         raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
     beta_gls = fixed_vcov @ XtVy
-    beta_used = beta_gls if reml else beta
+    b = beta_gls if reml else beta
+    Zr = bl.Zy - ZX @ b
+    Xr = bl.Xy - XX @ b
+    rr = bl.yy - 2 * bl.Xy @ b + np.einsum("p,bpq,q->b", b, XX, b)
 
-    quad = 0.0
-    S = np.zeros((K, K))  # sum tr(Vi Vk Vi Vl)
-    Bq = np.zeros((K, K))  # sum (Vk w)' Vi (Vl w)
-    Xb_k = np.zeros((K, p))  # sum X' Vi Vk w
-    C = np.zeros((K, p, p))  # sum Q' Vk Q   (REML)
-    T = np.zeros((K, K, p, p))  # sum (Vk Q)' Vi (Vl Q)   (REML)
-    for b, D, cf, ViX in per_block:
-        Zb = b.Z
-        r = design.y[b.rows] - design.X[b.rows] @ beta_used
-        w = sla.cho_solve(cf, r, check_finite=False)
-        quad += r @ w
-        Vk = []
-        col = 0
-        slices = []
-        for li, width in b.owner:
-            slices.append((li, col, col + width))
-            col += width
-        for prm in params:
-            if prm.level is None:
-                Vk.append(None)  # identity
-                continue
-            dD = np.zeros_like(D)
-            for li, a, e in slices:
-                if li == prm.level:
-                    dD[a:e, a:e] = prm.pattern
-            Vk.append(Zb @ dD @ Zb.T)
-        nb = len(b.rows)
-        ident = np.eye(nb)
-        Vk = [ident if m is None else m for m in Vk]
-        Vi = sla.cho_solve(cf, ident, check_finite=False)
-        A = [Vi @ m for m in Vk]
-        bk = np.array([m @ w for m in Vk])  # K x nb
-        ck = bk @ Vi  # rows: Vi Vk w  (Vi symmetric)
-        Xb = design.X[b.rows]
-        for k in range(K):
-            for l in range(k, K):
-                S[k, l] += np.sum(A[k] * A[l].T)
-        Bq += bk @ ck.T
-        Xb_k += ck @ Xb
-        if reml:
-            H = [m @ ViX for m in Vk]  # Vk Q
-            for k in range(K):
-                C[k] += ViX.T @ H[k]
-                ViH = Vi @ H[k]
-                for l in range(K):
-                    T[k, l] += H[l].T @ ViH
-    S = np.triu(S) + np.triu(S, 1).T
+    def quad_form(Wm: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return np.einsum("bi,bij,bj->b", a, Wm, c)
+
+    quad = float(np.sum(rr - quad_form(W, Zr, Zr)) / s2)
+
+    MW = M @ W
+    W2 = 2 * W - W @ MW
+    W3 = W + W2 - W2 @ MW
+    Pzz = (M - MW @ M) / s2
+    Pzx = (ZX - MW @ ZX) / s2
+    u = (Zr - np.einsum("bij,bj->bi", MW, Zr)) / s2
+    MW2 = M @ W2
+    Szz = (M - MW2 @ M) / s2**2
+    Szx = (ZX - MW2 @ ZX) / s2**2
+    Sxx = (XX - XZ @ W2 @ ZX) / s2**2
+    su = (Zr - np.einsum("bij,bj->bi", MW2, Zr)) / s2**2
+    sx = (Xr - np.einsum("bpq,bq->bp", XZ @ W2, Zr)) / s2**2
+    trV2 = float(np.sum(bl.n - np.einsum("bij,bji->b", W2, M)) / s2**2)
+    wVw = float(np.sum(rr - quad_form(W3, Zr, Zr)) / s2**3)
+    Txx3 = (XX - XZ @ W3 @ ZX).sum(axis=0) / s2**3
+
+    PE = [Pzz @ E[k] for k in range(Kr)]
+    e = [np.einsum("bij,bj->bi", E[k], u) for k in range(Kr)]
+    PzxT = _t(Pzx)
+    S = np.zeros((K, K))
+    Bq = np.zeros((K, K))
+    Xb = np.zeros((K, p))
+    for k in range(Kr):
+        for l in range(k, Kr):
+            S[k, l] = S[l, k] = float(np.sum(PE[k] * _t(PE[l])))
+            Bq[k, l] = Bq[l, k] = float(np.einsum("bi,bij,bj->", e[k], Pzz, e[l]))
+        S[k, Kr] = S[Kr, k] = float(np.sum(E[k] * Szz))
+        Bq[k, Kr] = Bq[Kr, k] = float(np.sum(e[k] * su))
+        Xb[k] = np.einsum("bpq,bq->p", PzxT, e[k])
+    S[Kr, Kr] = trV2
+    Bq[Kr, Kr] = wVw
+    Xb[Kr] = sx.sum(axis=0)
+
     if reml:
+        C = np.zeros((K, p, p))
+        T = np.zeros((K, K, p, p))
+        EPzx = [E[k] @ Pzx for k in range(Kr)]
+        for k in range(Kr):
+            C[k] = (PzxT @ EPzx[k]).sum(axis=0)
+            for l in range(Kr):
+                T[k, l] = (PzxT @ E[k] @ Pzz @ EPzx[l]).sum(axis=0)
+            T[k, Kr] = (PzxT @ E[k] @ Szx).sum(axis=0)
+            T[Kr, k] = T[k, Kr].T
+        C[Kr] = Sxx.sum(axis=0)
+        T[Kr, Kr] = Txx3
         info = np.empty((K, K))
         Av = fixed_vcov
         for k in range(K):
             for l in range(K):
                 tr_pp = S[k, l] - 2.0 * np.trace(Av @ T[k, l]) + np.trace(Av @ C[k] @ Av @ C[l])
-                quad_p = Bq[k, l] - Xb_k[k] @ Av @ Xb_k[l]
+                quad_p = Bq[k, l] - Xb[k] @ Av @ Xb[l]
                 info[k, l] = -0.5 * tr_pp + quad_p
-        sign, logdet_x = np.linalg.slogdet(XtVX)
+        _, logdet_x = np.linalg.slogdet(XtVX)
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
     else:
-        full = -0.5 * S + Bq
-        info = full - Xb_k @ fixed_vcov @ Xb_k.T
+        info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
     info = 0.5 * (info + info.T)
     try:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from hlmbridge.crosscheck import CheckReport, CheckRow, crosscheck, merge_reports
+from hlmbridge.crosscheck import CheckReport, CheckRow, compare_engines, crosscheck, merge_reports
 from hlmbridge.errors import EngineUnavailableError, HlmbridgeError, UsageError
 from hlmbridge.fixtures import Reference, load_references
 
@@ -144,6 +144,7 @@ def validate(
     *,
     jobs: int | None = None,
     progress: Progress | None = None,
+    compare: bool = True,
 ) -> CheckReport:
     """Cross-check reference cases against engine fits; see the module docstring.
 
@@ -161,6 +162,9 @@ def validate(
         Parallel fits through ``hlmbridge.fit_many`` when it exists (else serial).
     progress
         ``callback(done, total, label)`` after each fit.
+    compare
+        Also judge the engines against each other (rows named ``"statsmodels vs lme4"``)
+        when more than one engine ran.
     """
     from hlmbridge.quantities import quantities_for
     from hlmbridge.spec import ModelSpec
@@ -183,6 +187,7 @@ def validate(
     reports: list[CheckReport] = []
     cache: dict[str, Any] = {}
     for ref in refs:
+        actuals_by_engine: dict[str, Any] = {}
         for eng in engs:
             by_cmd = {}
             failed = None
@@ -198,5 +203,10 @@ def validate(
                 continue
             if not ref.checked:
                 continue
-            reports.append(crosscheck(ref, {eng: quantities_for(ref, by_cmd, cache=cache)}))
+            actuals = quantities_for(ref, by_cmd, cache=cache)
+            actuals_by_engine[eng] = actuals
+            reports.append(crosscheck(ref, {eng: actuals}))
+        if compare and len(actuals_by_engine) > 1 and by_cmd:
+            # Engine against engine on every number the case holds (the first engine is the yardstick).
+            reports.append(compare_engines(actuals_by_engine, ref))
     return merge_reports(reports)

@@ -215,9 +215,11 @@ class Lme4Engine:
             seconds = time.perf_counter() - t0
         if "error" in out:
             raise FitError(f"lme4 failed: {out['error'][0]}", engine=self.name)
-        return self._estimates(design, out, session.versions, seconds)
+        settings = f"rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
+        return self._estimates(design, out, session.versions, seconds, settings)
 
-    def _estimates(self, design: Design, out: dict[str, Any], versions: dict[str, str], seconds: float) -> EngineFit:
+    def _estimates(self, design: Design, out: dict[str, Any], versions: dict[str, str], seconds: float,
+                   settings: str) -> EngineFit:
         fixef = out["fixef"]
         if set(fixef) != set(design.fixed_lme4):
             raise FitError(
@@ -251,7 +253,7 @@ class Lme4Engine:
             loglik=float(np.asarray(out["loglik"]).ravel()[0]),
             converged=conv_code == 0 and not conv_msgs,
             singular=bool(np.asarray(out["singular"]).ravel()[0]),
-            optimizer=f"lme4 {out['optimizer'][0]} (rhoend=1e-12, maxfun=1e5, calc.derivs=FALSE)",
+            optimizer=f"lme4 {out['optimizer'][0]} ({settings})",
             versions=dict(versions),
             warnings=warns,
             fixed_vcov=fixed_vcov,
