@@ -58,4 +58,8 @@ __all__ += ["LRTest", "VarianceExplained", "fit", "lrtest", "variance_explained"
 from hlmbridge.parallel import fit_many  # noqa: E402
 
 __all__ += ["fit_many"]
-from hlmbridge.crosscheck import crosscheck, CheckReport  # noqa: E402,F401
+
+from hlmbridge.crosscheck import CheckReport, crosscheck  # noqa: E402
+from hlmbridge.syntax import parse_any, translate  # noqa: E402
+
+__all__ += ["CheckReport", "crosscheck", "parse_any", "translate"]
