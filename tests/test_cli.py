@@ -78,9 +78,7 @@ def test_json_and_junit_parse(tmp_path):
 
 
 def test_import_stata_and_translate(tmp_path):
-    seed = Path("/work/shared/seeds/000_b67aa17e87dadab7.txt")
-    if not seed.is_file():
-        pytest.skip("seed log not present")
+    seed = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"
     p = run("import-stata", str(seed), "--out", str(tmp_path),
             "--overrides", str(ROOT / "fixtures" / "stata" / "seed_overrides.toml"))
     assert p.returncode == 0, p.stderr

@@ -9,14 +9,13 @@ import pytest
 from hlmbridge.errors import FixtureError
 from hlmbridge.fixtures import FIXTURE_ROOT, format_key, import_stata, load_reference, load_references, parse_key
 
-SEED = Path("/work/shared/seeds/000_b67aa17e87dadab7.txt")
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"
 SEED_DIR = FIXTURE_ROOT / "seed"
 OVERRIDES = FIXTURE_ROOT / "seed_overrides.toml"
 
 
 def test_reimport_reproduces_committed_fixtures(tmp_path):
-    if not SEED.is_file():
-        pytest.skip(f"seed log not found at {SEED}")
+    assert SEED.is_file(), f"the committed seed log is missing: {SEED}"
     paths, _ = import_stata(SEED, tmp_path, overrides=OVERRIDES)
     committed = sorted(p.name for p in SEED_DIR.glob("*.toml"))
     assert sorted(p.name for p in paths) == committed

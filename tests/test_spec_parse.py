@@ -51,19 +51,9 @@ def test_seed_typo_is_not_a_mixed_command() -> None:
         parse_any(command)
 
 
-def _seed_path() -> Path | None:
-    here = Path(__file__).resolve()
-    for root in [here.parents[1], *here.parents[1].parents]:
-        for cand in (root / "seeds" / SEED_FILE, root / "shared" / "seeds" / SEED_FILE):
-            if cand.is_file():
-                return cand
-    return None
-
-
 def test_case_table_covers_every_mixed_line_of_the_seed() -> None:
-    path = _seed_path()
-    if path is None:
-        pytest.skip(f"the seed {SEED_FILE} is not available next to the repository")
+    # The seed handout is committed beside the fixtures it produces.
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / SEED_FILE
     found = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if re.match(r"\s*\. (qui )?mixed ", line) or n == SEED_TYPO[0]:

@@ -10,15 +10,13 @@ import pytest
 from hlmbridge.errors import FixtureError
 from hlmbridge.stata_log import parse_log, parse_log_text
 
-SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds" / "000_b67aa17e87dadab7.txt"
-if not SEED.is_file():
-    SEED = Path("/work/shared/seeds/000_b67aa17e87dadab7.txt")
+# The seed handout, committed beside the fixtures it produces (a copy of shared/seeds/...).
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"
 
 
 @pytest.fixture(scope="module")
 def seed_text() -> str:
-    if not SEED.is_file():
-        pytest.skip(f"seed log not found at {SEED}")
+    assert SEED.is_file(), f"the committed seed log is missing: {SEED}"
     return SEED.read_text(encoding="utf-8")
 
 
