@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
 
 from hlmbridge.fixtures import DEFAULT_TOLERANCES, Reference, Tolerance, quantity_class
 
-__all__ = ["STATUSES", "CheckReport", "CheckRow", "compare_engines", "crosscheck", "merge_reports",
+__all__ = ["ENGINE_TOLERANCES", "STATUSES", "CheckReport", "CheckRow", "compare_engines", "crosscheck", "merge_reports",
            "printed_half_unit"]
 
 STATUSES = ("mismatch", "missing", "explained", "within", "unexpected", "match")
@@ -204,6 +205,18 @@ def crosscheck(reference: Reference, actuals_by_engine: Mapping[str, Mapping[str
     return CheckReport(tuple(rows), (reference.case,), tuple(actuals_by_engine))
 
 
+#: Engine-vs-engine tolerances: the default classes, except that p-values also agree when
+#: they differ by less than 1e-8 in absolute terms.
+ENGINE_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
+    **DEFAULT_TOLERANCES,
+    "p_value": Tolerance(
+        1e-4, None, 1e-8,
+        "relative difference 1e-4, or 1e-8 absolute: a tail area that small says nothing its statistic "
+        "does not, and its relative difference grows like z^2 times the statistic's",
+    ),
+})
+
+
 def compare_engines(
     actuals_by_engine: Mapping[str, Mapping[str, Any]],
     reference: Reference | None = None,
@@ -212,8 +225,8 @@ def compare_engines(
 ) -> CheckReport:
     """Judge engines against each other: the first engine is the yardstick.
 
-    Tolerances come from ``reference``'s classes and overrides when given, else from
-    :data:`~hlmbridge.fixtures.DEFAULT_TOLERANCES`. There are no printed digits here, so
+    Tolerances are :data:`ENGINE_TOLERANCES` by quantity class (a row's documented
+    ``explain_when`` from ``reference`` is kept). There are no printed digits here, so
     ``match`` means exactly equal. Engine rows are named ``"<other> vs <first>"``.
 
     Examples
@@ -235,11 +248,14 @@ def compare_engines(
         label = f"{other} vs {first}"
         act = actuals_by_engine[other]
         for key in sorted(set(base) | set(act)):
+            tol = ENGINE_TOLERANCES[quantity_class(parse_key(key))]
             ref_value = reference.get(key) if reference is not None else None
             if ref_value is not None:
-                tol = reference.tolerance(ref_value)  # type: ignore[union-attr]
-            else:
-                tol = DEFAULT_TOLERANCES[quantity_class(parse_key(key))]
+                # Keep a documented boundary-fit explanation; the numeric tolerance is the
+                # engine-vs-engine one (the fixture's may be digits-only, e.g. prose figures).
+                ref_tol = reference.tolerance(ref_value)  # type: ignore[union-attr]
+                if ref_tol.explain_when:
+                    tol = replace(tol, explain_when=ref_tol.explain_when, explain_reason=ref_tol.explain_reason)
             if key not in act or key not in base:
                 status = "missing" if key not in act else "unexpected"
                 v = _actual_parts(base[key])[0] if key in base else math.nan

@@ -103,16 +103,18 @@ def _fit_all(jobs_list: list[tuple[Any, str]], data: pd.DataFrame, jobs: int | N
 
     out: dict[tuple[Any, str], Any] = {}
     total = len(jobs_list)
-    fit_many = getattr(hlmbridge, "fit_many", None)
-    if jobs and jobs > 1 and fit_many is not None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            results = fit_many([(spec, data, eng) for spec, eng in jobs_list], executor=ex)
-        for k, (job, res) in enumerate(zip(jobs_list, results), start=1):
-            out[job] = res
-            if progress:
-                progress(k, total, f"{job[1]}: {job[0].to_stata() if hasattr(job[0], 'to_stata') else job[0]}")
+    if jobs and jobs > 1:
+        # Worker processes (spawned, never forked from a process running R); one failed fit
+        # comes back as its error and does not stop the others.
+        results = hlmbridge.fit_many(
+            [(spec, data, eng) for spec, eng in jobs_list],
+            max_workers=jobs,
+            return_exceptions=True,
+            progress=progress is not None,
+        )
+        for job, res in zip(jobs_list, results, strict=True):
+            out[job] = res if not isinstance(res, BaseException) or isinstance(res, HlmbridgeError) else (
+                HlmbridgeError(f"{type(res).__name__}: {res}"))
         return out
     for k, (spec, eng) in enumerate(jobs_list, start=1):
         t0 = time.perf_counter()

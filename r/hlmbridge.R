@@ -31,7 +31,7 @@ hlmbridge_codes_factor <- function(codes, levels) {
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows).
 ## Returns a plain list; an lme4 error comes back as list(error = message), never as an R error.
 hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
-                          rhoend = 1e-12, maxfun = 1e5) {
+                          rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE) {
   warns <- character()
   msgs <- character()
   d <- if (is.null(rows)) data else data[rows, , drop = FALSE]
@@ -61,36 +61,47 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
-  hlmbridge_summarise(fit, warns, msgs, elapsed)
+  hlmbridge_summarise(fit, warns, msgs, elapsed, with_vcov)
 }
 
-## Everything Python needs from a fitted merMod, as plain vectors and lists.
-hlmbridge_summarise <- function(fit, warns = character(), msgs = character(), elapsed = NA_real_) {
+## Everything Python needs from a fitted merMod, flattened into four plain vectors so that
+## the Python side reads it with a handful of buffer copies (no per-element R calls):
+##   num    double: loglik, sigma^2, isSingular, optimizer code, fevals, lmer seconds, nobs,
+##          then the fixed effects, then each random-effects block's covariance (column-major),
+##          then (with_vcov) the fixed-effects covariance (column-major)
+##   chr    character: optimizer name, fixed-effect names, block group names, block term names,
+##          warnings, messages, optimizer convergence messages
+##   counts integer: n fixed, n blocks, the size of each block, n warnings, n messages, n conv
+hlmbridge_summarise <- function(fit, warns = character(), msgs = character(), elapsed = NA_real_,
+                                with_vcov = FALSE) {
   vc <- lme4::VarCorr(fit)
-  re <- lapply(vc, function(m) {
+  blocks <- lapply(vc, function(m) {
     x <- unclass(m)
     attr(x, "stddev") <- NULL
     attr(x, "correlation") <- NULL
     x
   })
   opt <- fit@optinfo
+  beta <- lme4::fixef(fit)
+  conv <- as.character(unlist(opt$conv$lme4$messages))
+  warns <- c(warns, as.character(unlist(opt$warnings)))
   list(
-    fixef = lme4::fixef(fit),
-    vcov = as.matrix(stats::vcov(fit)),
-    re = unname(re),
-    re_groups = names(vc),
-    re_terms = unname(lapply(re, rownames)),
-    sigma2 = stats::sigma(fit)^2,
-    loglik = as.numeric(stats::logLik(fit)),
-    singular = lme4::isSingular(fit),
-    nobs = stats::nobs(fit),
-    optimizer = opt$optimizer,
-    conv_code = if (is.null(opt$conv$opt)) 0L else as.integer(opt$conv$opt),
-    conv_messages = as.character(unlist(opt$conv$lme4$messages)),
-    feval = if (is.null(opt$feval)) NA_integer_ else as.integer(opt$feval),
-    warnings = c(warns, as.character(unlist(opt$warnings))),
-    messages = msgs,
-    elapsed = elapsed
+    num = c(
+      as.numeric(stats::logLik(fit)), stats::sigma(fit)^2, as.numeric(lme4::isSingular(fit)),
+      if (is.null(opt$conv$opt)) 0 else as.numeric(opt$conv$opt),
+      if (is.null(opt$feval)) NA_real_ else as.numeric(opt$feval),
+      elapsed, stats::nobs(fit), unname(beta),
+      unlist(lapply(blocks, as.numeric), use.names = FALSE),
+      if (with_vcov) as.numeric(as.matrix(stats::vcov(fit))) else numeric()
+    ),
+    chr = c(
+      as.character(opt$optimizer), names(beta), names(vc),
+      unlist(lapply(blocks, rownames), use.names = FALSE), warns, msgs, conv
+    ),
+    counts = c(
+      length(beta), length(blocks), vapply(blocks, nrow, 1L, USE.NAMES = FALSE),
+      length(warns), length(msgs), length(conv)
+    )
   )
 }
 

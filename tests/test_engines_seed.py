@@ -20,24 +20,37 @@ ENGINES = [pytest.param("lme4", marks=pytest.mark.requires_r), "statsmodels"]
 SEED_DIR = "fixtures/stata"
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def seed_report(request: pytest.FixtureRequest):
-    return request.param, validate(engines=[request.param])
+@pytest.fixture(scope="module")
+def full_report():
+    """One validate run over every seed case with every available engine (fits shared)."""
+    return validate()
 
 
-def test_every_seed_number_matches_or_is_explained(seed_report) -> None:
-    engine, report = seed_report
-    frame = report.to_frame()
-    assert report.ok, report.render()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_seed_number_matches_or_is_explained(engine: str, full_report) -> None:
+    frame = full_report.to_frame()
+    frame = frame[frame["engine"] == engine]
+    assert len(frame), f"no rows for {engine}"
+    bad = frame[~frame["status"].isin(["match", "within", "explained"])]
+    assert bad.empty, full_report.render()
     # Every case with engine quantities was checked for this engine.
     engine_cases = {r.case for r in load_references() if any(v.engine for v in r.checked)}
-    assert engine_cases <= set(frame.loc[frame["engine"] == engine, "case"])
+    assert engine_cases <= set(frame["case"])
     # The only explained numbers are variance-component SEs/CIs of boundary fits.
     explained = frame[frame["status"] == "explained"]
     assert set(explained["case"]) == {"L0815_mixed", "L0879_mixed"}
     assert explained["key"].str.startswith("random.").all()
     assert not explained["key"].str.endswith(".estimate").any()
     assert explained["reason"].str.contains("boundary").all()
+
+
+@pytest.mark.requires_r
+def test_engines_agree_with_each_other_on_every_seed_number(full_report) -> None:
+    frame = full_report.to_frame()
+    pair = frame[frame["engine"] == "statsmodels vs lme4"]
+    assert len(pair) > 400
+    assert pair["status"].isin(["match", "within", "explained"]).all(), full_report.render()
+    assert full_report.ok
 
 
 def _printed_point(case: str, res: hlmbridge.FitResult) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,18 @@ d <- env$hlmbridge_frame(list(
 ))
 stopifnot(is.data.frame(d), nrow(d) == 180L, is.factor(d$Subject))
 
-res <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml = TRUE)
-stopifnot(is.null(res$error), res$nobs == 180L, identical(names(res$fixef), c("(Intercept)", "Days")))
+res <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml = TRUE, with_vcov = TRUE)
+stopifnot(is.null(res$error), res$num[7] == 180)
+## counts: 2 fixed effects, 1 block of size 2, no warnings/messages/convergence messages
+stopifnot(identical(as.integer(res$counts), c(2L, 1L, 2L, 0L, 0L, 0L)))
+stopifnot(identical(res$chr[2:6], c("(Intercept)", "Days", "Subject", "(Intercept)", "Days")))
 ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = TRUE,
                   control = lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12)))
-stopifnot(abs(res$loglik - as.numeric(logLik(ref))) < 1e-7)
-stopifnot(max(abs(res$fixef - lme4::fixef(ref))) < 1e-6)
-stopifnot(identical(res$re_groups, "Subject"), all(dim(res$re[[1]]) == c(2L, 2L)))
+stopifnot(abs(res$num[1] - as.numeric(logLik(ref))) < 1e-7)
+stopifnot(max(abs(res$num[8:9] - lme4::fixef(ref))) < 1e-6)
+G <- unclass(lme4::VarCorr(ref))$Subject
+stopifnot(max(abs(res$num[10:13] - as.numeric(G))) < 1e-3)
+stopifnot(max(abs(res$num[14:17] - as.numeric(as.matrix(vcov(ref))))) < 1e-6)
 
 ## An lme4 error comes back as data, not as an R error; warnings are captured, not printed.
 bad <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 | nosuchgroup)", reml = TRUE)
@@ -27,7 +32,7 @@ stopifnot(is.character(bad$error), nchar(bad$error) > 0)
 d2 <- d
 d2$hi <- as.numeric(sleepstudy$Days >= 5)
 res2 <- env$hlmbridge_fit(d2, "Reaction ~ 1 + hi + (1 | Subject)", reml = FALSE, factors = list(hi = 1))
-stopifnot(identical(names(res2$fixef), c("(Intercept)", "hi0")))
+stopifnot(identical(res2$chr[2:3], c("(Intercept)", "hi0")))
 
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
