@@ -78,10 +78,13 @@ def test_lme4_vcov_equals_the_closed_form_fixed_covariance(hsb: pd.DataFrame) ->
     from hlmbridge.design import build_design
     from hlmbridge.inference import evaluate
 
-    res = hlmbridge.fit(MODEL2, hsb, engine="lme4")
+    # engine_vcov=True: the fixed-effects covariance is lme4's own vcov(), not hlmbridge's.
+    res = hlmbridge.fit(MODEL2, hsb, engine="lme4", engine_vcov=True)
     design = build_design(res.spec, hsb)
     inf = evaluate(design, res.fixed["estimate"].to_numpy(), res.random["estimate"].to_numpy())
     np.testing.assert_allclose(np.asarray(res.fixed_vcov), inf.fixed_vcov, rtol=1e-7)
+    default = hlmbridge.fit(MODEL2, hsb, engine="lme4")
+    np.testing.assert_allclose(np.asarray(default.fixed_vcov), np.asarray(res.fixed_vcov), rtol=1e-7)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
