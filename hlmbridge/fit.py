@@ -23,7 +23,8 @@ from scipy import stats
 from hlmbridge.design import Design, build_design
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import EngineFit
-from hlmbridge.errors import SpecError, UnsupportedSpecError
+from hlmbridge.errors import DataError, SpecError, UnsupportedSpecError
+from hlmbridge.framecache import FrameCache
 from hlmbridge.inference import evaluate, linear_loglik, variance_parameters
 from hlmbridge.result import FitResult, GroupInfo
 from hlmbridge.spec import ModelSpec
@@ -59,9 +60,29 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     reasons = adapter.unsupported(spec)
     if reasons:
         raise UnsupportedSpecError(reasons[0].split(":")[0], engine, "; ".join(reasons))
-    design = build_design(spec, data)
-    estimates = adapter.fit_design(design, data=data, **options)
+    view = _model_frame(data, spec)
+    design = _DESIGNS.get(data, ("design", spec), view, spec.variables, lambda: build_design(spec, view))
+    estimates = adapter.fit_design(design, data=data, frame=view, **options)
     return result_from_estimates(design, estimates, engine, wall_start=t0)
+
+
+_DESIGNS = FrameCache()
+
+
+def _model_frame(data: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The model's columns of ``data`` as a new frame without ``attrs``.
+
+    pandas deep-copies ``attrs`` (variable and value labels of a .dta file) on every
+    column access; the fit reads only values.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [v for v in spec.variables if v not in data.columns]
+    if missing:
+        raise DataError(f"variable(s) not in the data: {', '.join(missing)}")
+    view = data[list(spec.variables)]
+    view.attrs = {}
+    return view
 
 
 def _group_info(design: Design) -> tuple[GroupInfo, ...]:

@@ -232,3 +232,14 @@ def test_postestimation_shapes(engine: str, model2_fits: dict) -> None:
     assert "Mixed-effects ML regression" in text and "cov(ses,_cons)" in text
     assert isinstance(res, hlmbridge.FitResult)
     assert issubclass(DataError, HlmbridgeError)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_frame_changed_in_place_is_refitted_not_served_from_cache(engine: str, hsb: pd.DataFrame) -> None:
+    df = hsb[["mathach", "ses", "id"]].copy()
+    first = hlmbridge.fit("mixed mathach ses || id:", df, engine=engine)
+    df.loc[df.index[:500], "mathach"] += 3.0  # same frame object, new content
+    second = hlmbridge.fit("mixed mathach ses || id:", df, engine=engine)
+    fresh = hlmbridge.fit("mixed mathach ses || id:", df.copy(), engine=engine)
+    assert second.loglik != pytest.approx(first.loglik, abs=1e-3)
+    assert second.loglik == pytest.approx(fresh.loglik, abs=1e-8)

@@ -21,7 +21,6 @@ import re
 import threading
 import time
 import warnings
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import pandas as pd
 from hlmbridge.design import Design
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import EngineUnavailableError, FitError, UnsupportedSpecError
+from hlmbridge.framecache import FrameCache
 from hlmbridge.inference import theta_from_matrices
 from hlmbridge.spec import ModelSpec
 
@@ -165,31 +165,6 @@ def _read_fit(out: Any) -> _RFit | str:
     )
 
 
-class _PushedColumns:
-    """R copies of a data frame's columns, made once and reused while the column is unchanged."""
-
-    def __init__(self) -> None:
-        self._by_frame: dict[int, dict[str, tuple[Any, Any]]] = {}
-
-    def get(self, session: _RSession, data: pd.DataFrame, name: str, as_factor: bool) -> Any:
-        key = id(data)
-        cols = self._by_frame.get(key)
-        if cols is None:
-            cols = self._by_frame[key] = {}
-            weakref.finalize(data, self._by_frame.pop, key, None)
-        column = data[name]
-        stamp = (as_factor, len(column), str(column.dtype), int(pd.util.hash_pandas_object(column, index=False).sum()))
-        hit = cols.get(name)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        vector = _to_r(session, column, as_factor)
-        cols[name] = (stamp, vector)
-        return vector
-
-    def clear(self) -> None:
-        self._by_frame.clear()
-
-
 def _label(value: Any) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
@@ -206,7 +181,7 @@ def _to_r(session: _RSession, column: pd.Series, as_factor: bool) -> Any:
     return ro.FloatVector(column.to_numpy(dtype=float, na_value=np.nan))
 
 
-_PUSHED = _PushedColumns()
+_PUSHED = FrameCache()  # R copies of columns, per data frame, checked against their content
 _SUFFIX = re.compile(r"\.\d+$")
 
 
@@ -231,9 +206,11 @@ class Lme4Engine:
             return [str(exc)]
         return []
 
-    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, rhoend: float = 1e-12,
-                   maxfun: int = 100_000, engine_vcov: bool = False, **_: Any) -> EngineFit:
-        """Fit with lme4. ``data`` is the caller's frame (its columns are pushed once and reused).
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+                   rhoend: float = 1e-12, maxfun: int = 100_000, engine_vcov: bool = False,
+                   **_: Any) -> EngineFit:
+        """Fit with lme4. ``data`` is the caller's frame: its columns are pushed to R once and
+        reused while unchanged; ``frame`` (optional) is a view of it to read the columns from.
 
         ``engine_vcov=True`` also takes lme4's own ``vcov()`` for the fixed effects (by
         default hlmbridge computes the same matrix itself, which saves lme4 ~2 ms a fit).
@@ -249,8 +226,11 @@ class Lme4Engine:
 
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
         with session.lock, localconverter(session.converter):
+            source = frame if frame is not None else data
             columns = {
-                v: _PUSHED.get(session, data, v, as_factor=v in group_vars) for v in spec.variables
+                v: _PUSHED.get(data, ("r", v, v in group_vars), source, [v],
+                               lambda v=v: _to_r(session, source[v], v in group_vars))
+                for v in spec.variables
             }
             frame = session.frame(ro.ListVector(columns))
             factors = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
