@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from hlmbridge.framecache import FrameCache
 from hlmbridge.inference import theta_from_matrices
 from hlmbridge.spec import ModelSpec
 
-__all__ = ["INSTALL_HINT", "Lme4Engine", "r_source_path"]
+__all__ = ["INSTALL_HINT", "Lme4Engine", "push_frame", "r_source_path"]
 
 INSTALL_HINT = (
     "the lme4 engine needs R (>= 4.2) with the lme4 package, and the Python package rpy2 "
@@ -182,6 +183,30 @@ def _to_r(session: _RSession, column: pd.Series, as_factor: bool) -> Any:
 
 
 _PUSHED = FrameCache()  # R copies of columns, per data frame, checked against their content
+
+
+def _push(session: _RSession, data: pd.DataFrame, names: Sequence[str], group_columns: Collection[str],
+          view: pd.DataFrame | None = None) -> Any:
+    source = view if view is not None else data
+    columns = {
+        v: _PUSHED.get(data, ("r", v, v in group_columns), source, [v],
+                       lambda v=v: _to_r(session, source[v], v in group_columns))
+        for v in names
+    }
+    return session.frame(session.ro.ListVector(columns))
+
+
+def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_columns: Collection[str] = ()) -> Any:
+    """hlmbridge's data path into R: an R data.frame of ``names`` (default: all columns).
+
+    Numeric columns go over as double vectors, ``group_columns`` as factors built from
+    integer codes; each column is sent once per data frame and reused while unchanged.
+    """
+    session = _session()
+    from rpy2.robjects.conversion import localconverter
+
+    with session.lock, localconverter(session.converter):
+        return _push(session, data, list(data.columns) if names is None else list(names), set(group_columns))
 _SUFFIX = re.compile(r"\.\d+$")
 
 
@@ -226,18 +251,12 @@ class Lme4Engine:
 
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
         with session.lock, localconverter(session.converter):
-            source = frame if frame is not None else data
-            columns = {
-                v: _PUSHED.get(data, ("r", v, v in group_vars), source, [v],
-                               lambda v=v: _to_r(session, source[v], v in group_vars))
-                for v in spec.variables
-            }
-            frame = session.frame(ro.ListVector(columns))
+            rframe = _push(session, data, spec.variables, group_vars, frame)
             factors = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
             all_rows = design.n_dropped == 0 and np.array_equal(design.rows, np.arange(len(data)))
             rows = ro.NULL if all_rows else ro.IntVector((design.rows + 1).tolist())
             t0 = time.perf_counter()
-            out = _read_fit(session.fit(frame, model.formula, model.reml, factors, rows, rhoend, maxfun,
+            out = _read_fit(session.fit(rframe, model.formula, model.reml, factors, rows, rhoend, maxfun,
                                         engine_vcov))
             seconds = time.perf_counter() - t0
         if isinstance(out, str):
