@@ -44,19 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 SEED_DATA = ROOT / "fixtures" / "data" / "hsb.dta"
 
-# The seed's distinct `mixed` commands, in order of first appearance
-# (seed 000_b67aa17e87dadab7.txt, lines 174, 373, 510, 646, 702, 779, 815, 879, 970).
-SEED_MODELS = (
-    "mixed mathach || id:",
-    "mixed mathach ses || id:",
-    "mixed mathach ses || id: ses, cov(unstructured)",
-    "mixed mathach sector || id:",
-    "mixed mathach ses sector || id: ses, cov(unstr)",
-    "mixed mathach ses sector || id:",
-    "mixed mathach c.ses##i.sector || id: ses, cov(unstr)",
-    "mixed mathach c.ses##ib1.sector || id: ses, cov(unstr)",
-    "mixed mathach c.ses##i.sector || id:",
-)
+# The seed's distinct models, read from its reference fixtures (in log order).
+from hlmbridge.fixtures import model_commands  # noqa: E402
+
+SEED_MODELS = model_commands()
 # "Seed model 2" of the issue: the model its cold-start command fits.
 SEED_MODEL_2 = "mixed mathach ses || id: ses, cov(unstructured)"
 SCALE_MODEL = "mixed y x || g: x, cov(unstructured)"

@@ -51,6 +51,7 @@ __all__ = [
     "import_stata",
     "load_reference",
     "load_references",
+    "model_commands",
     "parse_key",
     "quantity_class",
 ]
@@ -765,6 +766,25 @@ def _check_derived(v: RefValue, models: Sequence[ModelRef], err) -> None:
     for a in v.args:
         if a not in names:
             raise err(f"{v.key} names model {a!r}, which [[models]] does not define", v.path)
+
+
+def model_commands(references: Sequence[Reference] | None = None) -> tuple[str, ...]:
+    """The distinct models the references fit (one command each, ``qui`` dropped), in log order.
+
+    Examples
+    --------
+    >>> model_commands()[:2]
+    ('mixed mathach || id:', 'mixed mathach ses || id:')
+    """
+    from hlmbridge.spec import ModelSpec
+
+    refs = sorted(load_references() if references is None else references, key=lambda r: r.source.line)
+    seen: dict[ModelSpec, str] = {}
+    for ref in refs:
+        for m in ref.models:
+            spec = ModelSpec.parse(m.command)
+            seen.setdefault(spec, m.command.removeprefix("quietly ").removeprefix("qui "))
+    return tuple(seen.values())
 
 
 def load_references(directory: str | Path | None = None) -> list[Reference]:

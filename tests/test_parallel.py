@@ -18,20 +18,11 @@ import pytest
 
 import hlmbridge
 from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
+from hlmbridge.fixtures import model_commands
 from hlmbridge.parallel import FitJob, _as_job, _frames, clean_child_env
 
-# The seed's distinct `mixed` commands (seed 000_b67aa17e87dadab7.txt, lines 174-1004).
-SEED_MODELS = (
-    "mixed mathach || id:",
-    "mixed mathach ses || id:",
-    "mixed mathach ses || id: ses, cov(unstructured)",
-    "mixed mathach sector || id:",
-    "mixed mathach ses sector || id: ses, cov(unstr)",
-    "mixed mathach ses sector || id:",
-    "mixed mathach c.ses##i.sector || id: ses, cov(unstr)",
-    "mixed mathach c.ses##ib1.sector || id: ses, cov(unstr)",
-    "mixed mathach c.ses##i.sector || id:",
-)
+# The seed's distinct models, read from its reference fixtures (in log order).
+SEED_MODELS = model_commands()
 # statsmodels fits of the random-slope models take many seconds each: the quick ones here.
 SM_MODELS = ("mixed mathach || id:", "mixed mathach sector || id:", "mixed mathach c.ses##i.sector || id:")
 

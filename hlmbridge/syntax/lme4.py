@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hlmbridge.syntax.common import check_parens, spec_error
 from hlmbridge.errors import SpecError
 from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
 
@@ -74,8 +75,7 @@ class _Node:
     keys: tuple[str | None, ...] = ()
 
 
-def _err(message: str, text: str, position: int | None) -> SpecError:
-    return SpecError(message, text=text, position=position)
+_err = spec_error
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -371,16 +371,7 @@ def _parse(formula: str, reml: bool, factors: Mapping[str, int | None]) -> Model
         raise SpecError(f"an lme4 formula must be a string, got {type(formula).__name__}")
     if not formula.strip():
         raise _err("empty formula: expected 'y ~ x + (1 | g)'", formula, 0)
-    stack: list[int] = []
-    for i, ch in enumerate(formula):
-        if ch == "(":
-            stack.append(i)
-        elif ch == ")":
-            if not stack:
-                raise _err("unbalanced parenthesis: ')' has no matching '('", formula, i)
-            stack.pop()
-    if stack:
-        raise _err("unbalanced parenthesis: '(' is never closed", formula, stack[-1])
+    check_parens(formula)
     toks = _tokenize(formula)
     tilde = [t for t in toks if t.kind == "op" and t.value == "~"]
     if not tilde:

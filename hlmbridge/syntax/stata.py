@@ -38,6 +38,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from hlmbridge.syntax.common import check_parens, spec_error
 from hlmbridge.errors import SpecError
 from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
 
@@ -99,8 +100,7 @@ _OPTIONS: tuple[tuple[str, int, str], ...] = (
 _VALID_OPTIONS_TEXT = "covariance(vartype), noconstant, reml, mle (and display options such as variance, nolog)"
 
 
-def _err(message: str, text: str, position: int | None) -> SpecError:
-    return SpecError(message, text=text, position=position)
+_err = spec_error
 
 
 @dataclass(frozen=True)
@@ -130,20 +130,6 @@ def _skip_ws(text: str, i: int, end: int) -> int:
     while i < end and text[i].isspace():
         i += 1
     return i
-
-
-def _check_parens(text: str, start: int) -> None:
-    stack: list[int] = []
-    for i in range(start, len(text)):
-        ch = text[i]
-        if ch == "(":
-            stack.append(i)
-        elif ch == ")":
-            if not stack:
-                raise _err("unbalanced parenthesis: ')' has no matching '('", text, i)
-            stack.pop()
-    if stack:
-        raise _err("unbalanced parenthesis: '(' is never closed", text, stack[-1])
 
 
 def _split_top(text: str, start: int, end: int, sep: str) -> list[tuple[int, int]]:
@@ -451,7 +437,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None]:
             i,
         )
     i = m.end()
-    _check_parens(text, i)
+    check_parens(text, i)
     equations = _split_top(text, i, len(text), "||")
     for s, e in equations:
         for span_s, _ in _split_top(text, s, e, "|")[1:]:
