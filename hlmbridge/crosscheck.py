@@ -19,7 +19,7 @@ against each other. Status, in order of precedence:
 Examples
 --------
 >>> from hlmbridge.crosscheck import printed_half_unit
->>> printed_half_unit(".1793119"), printed_half_unit("7,185")
+>>> printed_half_unit(".1234567"), printed_half_unit("1,234")
 (5e-08, 0.5)
 """
 

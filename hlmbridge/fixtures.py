@@ -6,7 +6,7 @@ numbers refer to, by the name Stata knew them), ``[meta]``, ``[tolerance.<class>
 defaults with their reason, then the numbers, keyed by label::
 
     [fixed."ses"]
-    estimate = { printed = "2.391499", value = 2.391499, line = 397 }
+    estimate = { printed = "1.234567", value = 1.234567, line = 100 }
 
 A number's key is its table path, written ``fixed."ses".estimate``. A cell may carry a
 per-row override (``rtol``/``se``/``atol`` with a mandatory ``reason``), an
@@ -590,8 +590,8 @@ def load_reference(path: str | Path) -> Reference:
     Examples
     --------
     >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0174_mixed.toml")
-    >>> ref.get('fixed."_cons".estimate').printed
-    '12.63707'
+    >>> ref.source.command, ref.get('fixed."_cons".estimate').log_line
+    ('mixed mathach || id:', 198)
     """
     p = Path(path)
     spath = str(p)

@@ -62,12 +62,12 @@ _KNOWN_OTHER = ("est", "estimates", "mat", "matrix", "qui", "quietly", "estat", 
 
 
 def parse_number(printed: str) -> float:
-    """The value of a number as Stata prints it (``7,185``, ``.1793119``, ``.`` = missing).
+    """The value of a number as Stata prints it (``1,234``, ``.1234567``, ``.`` = missing).
 
     Examples
     --------
-    >>> parse_number("7,185"), parse_number("-.1558654"), parse_number(".")
-    (7185.0, -0.1558654, nan)
+    >>> parse_number("1,234"), parse_number("-.1234567"), parse_number(".")
+    (1234.0, -0.1234567, nan)
     """
     s = printed.strip()
     if s == ".":
