@@ -144,10 +144,10 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     bic = -2 * inf.loglik + df * np.log(design.nobs)
 
     warns = list(est.warnings)
-    singletons = [ld.level.group for ld in design.levels if np.any(ld.sizes == 1)]
-    for g in singletons:
-        n1 = int(np.sum(design.levels[[ld.level.group for ld in design.levels].index(g)].sizes == 1))
-        warns.append(f"{n1} group(s) of {g!r} have a single observation")
+    for ld in design.levels:
+        n1 = int(np.sum(ld.sizes == 1))
+        if n1:
+            warns.append(f"{n1} group(s) of {ld.level.group!r} have a single observation")
     if design.n_dropped:
         warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
     if abs(inf.loglik - est.loglik) > 1e-4 * max(1.0, abs(est.loglik)) and not spec.reml:
