@@ -28,7 +28,7 @@ import pandas as pd
 from hlmbridge.errors import DataError
 from hlmbridge.spec import ModelSpec, RandomLevel, Term
 
-__all__ = ["Design", "LevelDesign", "build_design", "factor_levels"]
+__all__ = ["Design", "LevelDesign", "build_design", "factor_levels", "require_columns"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,17 +137,22 @@ def _term_columns(
     return cols, stata, lme4
 
 
+def require_columns(spec: ModelSpec, data: pd.DataFrame) -> None:
+    """Raise DataError unless ``data`` is a DataFrame holding every variable of ``spec``."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [v for v in spec.variables if v not in data.columns]
+    if missing:
+        raise DataError(f"variable(s) not in the data: {', '.join(missing)}")
+
+
 def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     """Build y, X and the Z blocks of ``spec`` on ``data`` (never modifies ``data``).
 
     Rows with a missing value in any model variable are dropped (Stata's listwise
     deletion); how many is recorded in ``n_dropped``.
     """
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    missing = [v for v in spec.variables if v not in data.columns]
-    if missing:
-        raise DataError(f"variable(s) not in the data: {', '.join(missing)}")
+    require_columns(spec, data)
     group_names = {lv.group for lv in spec.levels}
     numeric_vars = [v for v in spec.variables if v not in group_names]
     values = {v: _numeric(data, v, "response" if v == spec.response else "predictor") for v in numeric_vars}

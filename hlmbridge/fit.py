@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hlmbridge.design import Design, build_design
+from hlmbridge.design import Design, build_design, require_columns
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import EngineFit
-from hlmbridge.errors import DataError, SpecError, UnsupportedSpecError
-from hlmbridge.framecache import FrameCache
+from hlmbridge.errors import SpecError, UnsupportedSpecError
+from hlmbridge.framecache import FrameCache, fingerprints
 from hlmbridge.inference import evaluate, linear_loglik, variance_parameters
 from hlmbridge.result import FitResult, GroupInfo
 from hlmbridge.spec import ModelSpec
@@ -61,8 +61,9 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     if reasons:
         raise UnsupportedSpecError(reasons[0].split(":")[0], engine, "; ".join(reasons))
     view = _model_frame(data, spec)
-    design = _DESIGNS.get(data, ("design", spec), view, spec.variables, lambda: build_design(spec, view))
-    estimates = adapter.fit_design(design, data=data, frame=view, **options)
+    prints = fingerprints(view, spec.variables)  # once per fit, shared by every cache below
+    design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()), lambda: build_design(spec, view))
+    estimates = adapter.fit_design(design, data=data, frame=view, column_prints=prints, **options)
     return result_from_estimates(design, estimates, engine, wall_start=t0)
 
 
@@ -75,11 +76,7 @@ def _model_frame(data: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     pandas deep-copies ``attrs`` (variable and value labels of a .dta file) on every
     column access; the fit reads only values.
     """
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    missing = [v for v in spec.variables if v not in data.columns]
-    if missing:
-        raise DataError(f"variable(s) not in the data: {', '.join(missing)}")
+    require_columns(spec, data)
     view = data[list(spec.variables)]
     view.attrs = {}
     return view
@@ -120,8 +117,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
                 lo = hi = float("nan")
         else:
             lo, hi = value - Z_95 * s, value + Z_95 * s
-        group = "Residual" if prm.level is None else design.levels[prm.level].level.group
-        random_rows.append((group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi)))
+        random_rows.append((prm.group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi)))
 
     # Wald test of every fixed effect but the constant.
     keep = [j for j, name in enumerate(design.fixed_stata) if name != "_cons"]

@@ -10,10 +10,11 @@ Examples
 >>> import pandas as pd
 >>> cache = FrameCache()
 >>> df = pd.DataFrame({"x": [1.0, 2.0]})
->>> cache.get(df, "sum", df, ["x"], lambda: float(df["x"].sum()))
+>>> stamp = lambda: tuple(fingerprints(df, ["x"]).values())
+>>> cache.get(df, "sum", stamp(), lambda: float(df["x"].sum()))
 3.0
 >>> df.loc[0, "x"] = 5.0
->>> cache.get(df, "sum", df, ["x"], lambda: float(df["x"].sum()))
+>>> cache.get(df, "sum", stamp(), lambda: float(df["x"].sum()))
 7.0
 """
 
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-__all__ = ["FrameCache", "column_fingerprint"]
+__all__ = ["FrameCache", "column_fingerprint", "fingerprints"]
 
 T = TypeVar("T")
 
@@ -43,23 +44,27 @@ def column_fingerprint(column: pd.Series) -> tuple[Any, ...]:
     return (len(column), str(column.dtype), digest)
 
 
+def fingerprints(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """:func:`column_fingerprint` of each of ``columns``."""
+    return {c: column_fingerprint(frame[c]) for c in columns}
+
+
 class FrameCache:
     """Values computed from a data frame, reused while the columns they came from are unchanged."""
 
     def __init__(self) -> None:
         self._by_frame: dict[int, dict[Hashable, tuple[tuple[Any, ...], Any]]] = {}
 
-    def get(self, owner: pd.DataFrame, key: Hashable, frame: pd.DataFrame, columns: Sequence[str],
-            make: Callable[[], T]) -> T:
-        """The value for ``key`` on ``owner``, made by ``make()`` unless cached for these columns.
+    def get(self, owner: pd.DataFrame, key: Hashable, stamp: tuple[Any, ...], make: Callable[[], T]) -> T:
+        """The value for ``key`` on ``owner``, made by ``make()`` unless cached with this ``stamp``.
 
-        ``frame`` is where the columns are read (``owner`` itself or a view of it).
+        ``stamp`` is the fingerprint of the columns the value is made from (see
+        :func:`fingerprints`); a different stamp means the columns changed.
         """
         entries = self._by_frame.get(id(owner))
         if entries is None:
             entries = self._by_frame[id(owner)] = {}
             weakref.finalize(owner, self._by_frame.pop, id(owner), None)
-        stamp = tuple(column_fingerprint(frame[c]) for c in columns)
         hit = entries.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]

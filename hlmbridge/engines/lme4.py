@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pandas as pd
 from hlmbridge.design import Design
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import EngineUnavailableError, FitError, UnsupportedSpecError
-from hlmbridge.framecache import FrameCache
+from hlmbridge.framecache import FrameCache, fingerprints
 from hlmbridge.inference import theta_from_matrices
 from hlmbridge.spec import ModelSpec
 
@@ -186,10 +186,12 @@ _PUSHED = FrameCache()  # R copies of columns, per data frame, checked against t
 
 
 def _push(session: _RSession, data: pd.DataFrame, names: Sequence[str], group_columns: Collection[str],
-          view: pd.DataFrame | None = None) -> Any:
+          view: pd.DataFrame | None = None, prints: Mapping[str, tuple[Any, ...]] | None = None) -> Any:
     source = view if view is not None else data
+    if prints is None:
+        prints = fingerprints(source, names)
     columns = {
-        v: _PUSHED.get(data, ("r", v, v in group_columns), source, [v],
+        v: _PUSHED.get(data, ("r", v, v in group_columns), (prints[v],),
                        lambda v=v: _to_r(session, source[v], v in group_columns))
         for v in names
     }
@@ -232,10 +234,11 @@ class Lme4Engine:
         return []
 
     def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
-                   rhoend: float = 1e-12, maxfun: int = 100_000, engine_vcov: bool = False,
-                   **_: Any) -> EngineFit:
+                   column_prints: Mapping[str, tuple[Any, ...]] | None = None, rhoend: float = 1e-12,
+                   maxfun: int = 100_000, engine_vcov: bool = False, **_: Any) -> EngineFit:
         """Fit with lme4. ``data`` is the caller's frame: its columns are pushed to R once and
-        reused while unchanged; ``frame`` (optional) is a view of it to read the columns from.
+        reused while unchanged; ``frame`` (optional) is a view of it to read the columns from,
+        ``column_prints`` (optional) its columns' fingerprints when the caller has them already.
 
         ``engine_vcov=True`` also takes lme4's own ``vcov()`` for the fixed effects (by
         default hlmbridge computes the same matrix itself, which saves lme4 ~2 ms a fit).
@@ -251,7 +254,7 @@ class Lme4Engine:
 
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
         with session.lock, localconverter(session.converter):
-            rframe = _push(session, data, spec.variables, group_vars, frame)
+            rframe = _push(session, data, spec.variables, group_vars, frame, column_prints)
             factors = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
             all_rows = design.n_dropped == 0 and np.array_equal(design.rows, np.arange(len(data)))
             rows = ro.NULL if all_rows else ro.IntVector((design.rows + 1).tolist())
