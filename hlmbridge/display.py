@@ -11,6 +11,7 @@ Mixed-effects ML regression                     Number of obs     =      7,185
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from hlmbridge.result import FitResult
 
@@ -38,6 +39,12 @@ def format_g(x: float, width: int = 10) -> str:
 
 def _p(x: float) -> str:
     return "." if math.isnan(x) else f"{x:.4f}"
+
+
+def _random_line(r: Any) -> str:
+    """One row of the random-effects table."""
+    return (f"{r.stata_term:>28} | {format_g(r.estimate)} {format_g(r.std_error)}    "
+            f"{format_g(r.conf_low)}  {format_g(r.conf_high)}")
 
 
 def summary(res: FitResult) -> str:
@@ -97,13 +104,9 @@ def summary(res: FitResult) -> str:
         title = {"unstructured": "Unstructured", "independent": "Independent", "identity": "Identity",
                  "exchangeable": "Exchangeable"}[level.cov or "identity"]
         lines.append(f"{level.group + ': ' + title:<29}|")
-        for r in rnd[rnd["group"] == level.group].itertuples(index=False):
-            lines.append(f"{r.stata_term:>28} | {format_g(r.estimate)} {format_g(r.std_error)}    "
-                         f"{format_g(r.conf_low)}  {format_g(r.conf_high)}")
+        lines += [_random_line(r) for r in rnd[rnd["group"] == level.group].itertuples(index=False)]
         lines.append("-" * 29 + "+" + "-" * 48)
-    for r in rnd[rnd["group"] == "Residual"].itertuples(index=False):
-        lines.append(f"{r.stata_term:>28} | {format_g(r.estimate)} {format_g(r.std_error)}    "
-                     f"{format_g(r.conf_low)}  {format_g(r.conf_high)}")
+    lines += [_random_line(r) for r in rnd[rnd["group"] == "Residual"].itertuples(index=False)]
     lines.append(_RULE)
     if res.lr_kind == "chibar2":
         lines.append(f"LR test vs. linear model: chibar2(01) = {res.lr_chi2:.2f}        "

@@ -51,18 +51,12 @@ class VarianceParam:
     """
 
     level: int | None
+    group: str  # the level's grouping variable, or "Residual"
     kind: str  # "var" or "cov"
     stata_term: str
     term1: str
     term2: str | None
     pattern: np.ndarray
-
-    @property
-    def group(self) -> str:
-        """The level's grouping variable (lme4 key for nested levels), or ``Residual``."""
-        return "Residual" if self.level is None else self.term_group
-
-    term_group: str = ""
 
 
 def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
@@ -81,7 +75,7 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
             return e
 
         def add(kind: str, label: str, t1: str, t2: str | None, pattern: np.ndarray) -> None:
-            out.append(VarianceParam(li, kind, label, t1, t2, pattern, ld.key))
+            out.append(VarianceParam(li, lv.group, kind, label, t1, t2, pattern))
 
         if lv.cov in ("unstructured", "independent") or q == 1:
             for s in stata_terms:
@@ -96,7 +90,7 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
             add("var", f"var({joined})", lme4_terms[0], None, np.eye(q))
             if lv.cov == "exchangeable":
                 add("cov", f"cov({joined})", lme4_terms[0], lme4_terms[1], np.ones((q, q)) - np.eye(q))
-    out.append(VarianceParam(None, "var", "var(Residual)", "Residual", None, np.ones((1, 1)), "Residual"))
+    out.append(VarianceParam(None, "Residual", "var", "var(Residual)", "Residual", None, np.ones((1, 1))))
     return tuple(out)
 
 
@@ -178,7 +172,6 @@ def _make_blocks(design: Design) -> _Blocks:
         )
     cols = np.concatenate([first[:, None] + np.arange(q)[None, :] for first, q in row_cols], axis=1)  # (n, m)
     vals = np.concatenate([ld.Z for ld in levels], axis=1)  # (n, m)
-    m = cols.shape[1]
     X, y = design.X, design.y
     bQ = block * Q
     M = np.bincount(
@@ -206,7 +199,6 @@ def _make_blocks(design: Design) -> _Blocks:
         rows_ix = g_first[:, None] + ii[None, :]
         cols_ix = g_first[:, None] + jj[None, :]
         patterns[k, g_block[:, None], rows_ix, cols_ix] = prm.pattern[ii, jj][None, :]
-    del m
     return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns)
 
 

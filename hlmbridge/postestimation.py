@@ -40,8 +40,8 @@ def _vcov(res: FitResult) -> np.ndarray:
     return np.asarray(res.random_vcov, dtype=float)
 
 
-def _index(res: FitResult, group: str, stata_term: str) -> int:
-    rnd = res.random
+def _index(rnd: pd.DataFrame, group: str, stata_term: str) -> int:
+    """Row of ``stata_term`` at level ``group`` in a result's ``random`` table."""
     hit = np.flatnonzero((rnd["group"] == group).to_numpy() & (rnd["stata_term"] == stata_term).to_numpy())
     if hit.size == 0:
         raise UsageError(f"the model has no {stata_term} at level {group!r}")
@@ -57,11 +57,11 @@ def icc(res: FitResult) -> pd.DataFrame:
     rnd = res.random
     theta = rnd["estimate"].to_numpy()
     V = _vcov(res)
-    res_i = _index(res, "Residual", "var(Residual)")
+    res_i = _index(rnd, "Residual", "var(Residual)")
     cons = []
     for g in res.groups:
         try:
-            cons.append(_index(res, g.group, "var(_cons)"))
+            cons.append(_index(rnd, g.group, "var(_cons)"))
         except UsageError as exc:
             raise UsageError(f"estat icc needs a random intercept at every level ({g.group!r} has none)") from exc
     total_idx = cons + [res_i]
@@ -176,10 +176,11 @@ class VarianceExplained:
 def variance_explained(base: FitResult, model: FitResult) -> VarianceExplained:
     """Reduction of the intercept variances and the residual variance, and of their sum."""
     def parts(res: FitResult) -> dict[str, float]:
+        rnd = res.random
         out = {}
         for g in res.groups:
-            out[g.group] = float(res.random["estimate"].iloc[_index(res, g.group, "var(_cons)")])
-        out["Residual"] = float(res.random["estimate"].iloc[_index(res, "Residual", "var(Residual)")])
+            out[g.group] = float(rnd["estimate"].iloc[_index(rnd, g.group, "var(_cons)")])
+        out["Residual"] = float(rnd["estimate"].iloc[_index(rnd, "Residual", "var(Residual)")])
         return out
 
     pb, pm = parts(base), parts(model)
@@ -205,8 +206,8 @@ def random_sd(res: FitResult) -> pd.DataFrame:
             rows.append((row.group, "sd", f"sd({inner})", sd, se, sd * np.exp(-half), sd * np.exp(half)))
         else:
             a, b = (inner.split(",") + [None])[:2] if "," in inner else (inner, None)
-            ia = _index(res, row.group, f"var({a})") if b else _index(res, row.group, f"var({inner})")
-            ib = _index(res, row.group, f"var({b})") if b else ia
+            ia = _index(rnd, row.group, f"var({a})") if b else _index(rnd, row.group, f"var({inner})")
+            ib = _index(rnd, row.group, f"var({b})") if b else ia
             va, vb, c = theta[ia], theta[ib], theta[i]
             r = c / np.sqrt(va * vb)
             grad = np.zeros(len(theta))

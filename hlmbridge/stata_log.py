@@ -529,19 +529,24 @@ def _parse_di(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[st
     raise lines.error("di without a result", start)
 
 
+def _simple_rows(it: list[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
+    """(line, label, rest) of a simple table's rows: rules skipped, stopping at the first non-row."""
+    for i, text in it:
+        if _RULE_RE.match(text):
+            continue
+        row = _table_row(text)
+        if row is None:
+            return
+        yield i, row[0], row[1]
+
+
 def _parse_summarize(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
     it = list(_nonblank(lines, start + 1, stop))
     if not it or not re.match(r"^\s*Variable \|\s+Obs\s+Mean\s+Std\. dev\.\s+Min\s+Max\s*$", it[0][1]):
         raise lines.error("expected the summarize header", it[0][0] if it else start)
     cells: list[Cell] = []
     end = it[0][0]
-    for i, text in it[1:]:
-        if _RULE_RE.match(text):
-            continue
-        row = _table_row(text)
-        if row is None:
-            break
-        label, rest = row
+    for i, label, rest in _simple_rows(it[1:]):
         toks = rest.split()
         if len(toks) not in (1, 5):
             raise lines.error("a summarize row has 1 or 5 numbers", i)
@@ -561,13 +566,7 @@ def _parse_tab(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[s
         raise lines.error("expected a one-way tab header", it[0][0] if it else start)
     cells: list[Cell] = []
     end = it[0][0]
-    for i, text in it[1:]:
-        if _RULE_RE.match(text):
-            continue
-        row = _table_row(text)
-        if row is None:
-            break
-        label, rest = row
+    for i, label, rest in _simple_rows(it[1:]):
         toks = _nums(rest, lines, i)
         fields = ("freq", "percent", "cum") if label != "Total" else ("freq", "percent")
         if len(toks) != len(fields):

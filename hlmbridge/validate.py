@@ -113,20 +113,23 @@ def _fit_all(jobs_list: list[tuple[Any, str]], data: pd.DataFrame, jobs: int | N
             progress=progress is not None,
         )
         for job, res in zip(jobs_list, results, strict=True):
-            out[job] = res if not isinstance(res, BaseException) or isinstance(res, HlmbridgeError) else (
-                HlmbridgeError(f"{type(res).__name__}: {res}"))
+            out[job] = _as_error(res) if isinstance(res, BaseException) else res
         return out
     for k, (spec, eng) in enumerate(jobs_list, start=1):
         t0 = time.perf_counter()
         try:
             out[(spec, eng)] = hlmbridge.fit(spec, data, engine=eng)
         except Exception as exc:  # an engine bug must not hide the other engines' verdicts
-            out[(spec, eng)] = exc if isinstance(exc, HlmbridgeError) else HlmbridgeError(
-                f"{type(exc).__name__}: {exc}")
+            out[(spec, eng)] = _as_error(exc)
         if progress:
             label = getattr(spec, "_source", None) or spec
             progress(k, total, f"{eng}: {label} ({time.perf_counter() - t0:.1f}s)")
     return out
+
+
+def _as_error(exc: BaseException) -> HlmbridgeError:
+    """A failed fit as an HlmbridgeError (other exceptions wrapped, naming their type)."""
+    return exc if isinstance(exc, HlmbridgeError) else HlmbridgeError(f"{type(exc).__name__}: {exc}")
 
 
 def _missing(ref: Reference, engine: str, why: str) -> CheckReport:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hlmbridge.design import Design
+from hlmbridge.design import Design, LevelDesign
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import ConvergenceError, FitError
 from hlmbridge.inference import theta_from_matrices
@@ -118,10 +118,7 @@ class StatsmodelsEngine:
         top = design.levels[0]
         lv = top.level
         q = top.Z.shape[1]
-        if lv.cov == "unstructured" or q == 1:
-            re_cols = list(range(q))
-        else:  # independent: the first term as the 1x1 'random effect', the others as components
-            re_cols = [0]
+        re_cols = _re_columns(top)
         exog_re = top.Z[:, re_cols]
         vc_names: list[tuple[int, list[int]]] = []  # (level, term columns) per component
         exog_vc: dict[str, dict] = {}
@@ -152,7 +149,7 @@ class StatsmodelsEngine:
         q = top.Z.shape[1]
         covs = [np.zeros((ld.Z.shape[1], ld.Z.shape[1])) for ld in design.levels]
         cov_re = np.asarray(res.cov_re)
-        re_cols = list(range(q)) if (top.level.cov == "unstructured" or q == 1) else [0]
+        re_cols = _re_columns(top)
         covs[0][np.ix_(re_cols, re_cols)] = cov_re
         vcomp = np.atleast_1d(np.asarray(res.vcomp, dtype=float))
         for value, (li, cols) in zip(vcomp, vc_names, strict=True):
@@ -172,6 +169,16 @@ class StatsmodelsEngine:
             fixed_vcov=None,
             engine_seconds=seconds,
         )
+
+
+def _re_columns(top: LevelDesign) -> list[int]:
+    """Top-level terms in MixedLM's correlated ``exog_re`` block (the rest are variance components).
+
+    Unstructured (or a lone term): all of them. Independent: the first term alone, as a
+    1x1 block; the others become separate components.
+    """
+    q = top.Z.shape[1]
+    return list(range(q)) if (top.level.cov == "unstructured" or q == 1) else [0]
 
 
 def _better(a: Any, b: Any) -> Any:
