@@ -45,7 +45,7 @@ BENCH = Path(__file__).resolve().parent
 SEED_DATA = ROOT / "fixtures" / "data" / "hsb.dta"
 
 # The seed's distinct models, read from its reference fixtures (in log order).
-from hlmbridge.fixtures import model_commands  # noqa: E402
+from hlmbridge.reference.fixtures import model_commands  # noqa: E402
 
 SEED_MODELS = model_commands()
 # "Seed model 2" of the issue: the model its cold-start command fits.
@@ -149,7 +149,7 @@ def hsb_numeric() -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 def bench_seed_lme4(reps: int, tmp: Path) -> dict[str, Any]:
     import hlmbridge
-    from hlmbridge.design import build_design
+    from hlmbridge.design.build import build_design
 
     df, cols = hsb_numeric()
     d = tmp / "seed"
@@ -309,7 +309,7 @@ print(json.dumps({"times": times, "hwm_before_kb": before, "hwm_after_kb": hwm("
 
 def bench_scale(n: int, groups: int, reps: int, tmp: Path) -> dict[str, Any]:
     import hlmbridge
-    from hlmbridge.design import build_design
+    from hlmbridge.design.build import build_design
 
     d = tmp / "scale"
     cols = simulate_scale(n, groups)

@@ -67,8 +67,8 @@ def _check_out(path: str | None) -> None:
 
 
 def _validate(a: argparse.Namespace) -> int:
-    from hlmbridge.report import render
-    from hlmbridge.validate import _stderr_progress, validate
+    from hlmbridge.check.report import render
+    from hlmbridge.check.validate import _stderr_progress, validate
 
     _check_out(a.out)
     report = validate(a.fixtures, a.data, a.engine, a.case, jobs=a.jobs,
@@ -91,7 +91,7 @@ def _fit(a: argparse.Namespace) -> int:
     import pandas as pd
 
     import hlmbridge
-    from hlmbridge.validate import load_data, resolve_engines
+    from hlmbridge.check.validate import load_data, resolve_engines
 
     data = load_data(a.data)
     engines = resolve_engines(a.engine)
@@ -115,14 +115,14 @@ def _fit(a: argparse.Namespace) -> int:
 
 
 def _translate(a: argparse.Namespace) -> int:
-    from hlmbridge.syntax import translate
+    from hlmbridge.spec.translate import translate
 
     print(translate(a.model, reml=a.reml))
     return 0
 
 
 def _import(a: argparse.Namespace) -> int:
-    from hlmbridge.fixtures import import_stata
+    from hlmbridge.reference.fixtures import import_stata
 
     paths, parsed = import_stata(a.logfile, a.out, lenient=a.lenient, overrides=a.overrides)
     print(f"wrote {len(paths)} fixture files to {a.out}")
@@ -135,7 +135,7 @@ def _import(a: argparse.Namespace) -> int:
 
 def _summarize(a: argparse.Namespace) -> int:
     from hlmbridge.data import summarize
-    from hlmbridge.validate import load_data
+    from hlmbridge.check.validate import load_data
 
     table = summarize(load_data(a.file), by_group=a.by)
     try:

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hlmbridge.design import Design, build_design, require_columns
+from hlmbridge.design.build import Design, build_design, require_columns
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import SpecError, UnsupportedSpecError
-from hlmbridge.framecache import FrameCache, fingerprints
-from hlmbridge.inference import evaluate, linear_loglik, variance_parameters
-from hlmbridge.result import FitResult, GroupInfo
-from hlmbridge.spec import ModelSpec
+from hlmbridge.design.cache import FrameCache, fingerprints
+from hlmbridge.inference.stata_parity import evaluate, linear_loglik, variance_parameters
+from hlmbridge.results.fit_result import FitResult, GroupInfo
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 

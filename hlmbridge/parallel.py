@@ -43,8 +43,8 @@ from typing import Any, TextIO
 import pandas as pd
 
 from hlmbridge.errors import FitError, HlmbridgeError, UsageError
-from hlmbridge.result import FitResult
-from hlmbridge.spec import ModelSpec
+from hlmbridge.results.fit_result import FitResult
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["FitJob", "clean_child_env", "default_executor", "fit_many"]
 
@@ -309,7 +309,7 @@ def fit_many(
     Returns
     -------
     list
-        One :class:`~hlmbridge.result.FitResult` per job (or its error, see
+        One :class:`~hlmbridge.results.fit_result.FitResult` per job (or its error, see
         ``return_exceptions``), in job order.
 
     Examples

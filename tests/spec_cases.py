@@ -7,7 +7,7 @@ as printed there. Everything else is a construct case written for these tests.
 
 from __future__ import annotations
 
-from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 
 SEED_FILE = "000_b67aa17e87dadab7.txt"
 

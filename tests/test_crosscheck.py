@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from hlmbridge.crosscheck import compare_engines, crosscheck, printed_half_unit
-from hlmbridge.fixtures import FIXTURE_ROOT, load_reference
-from hlmbridge.quantities import Actual
-from hlmbridge.report import render
+from hlmbridge.check.crosscheck import compare_engines, crosscheck, printed_half_unit
+from hlmbridge.reference.fixtures import FIXTURE_ROOT, load_reference
+from hlmbridge.reference.quantities import Actual
+from hlmbridge.check.report import render
 
 SEED = FIXTURE_ROOT / "seed"
 

@@ -75,8 +75,8 @@ def test_balanced_reml_sleepstudy_engines_agree() -> None:
 
 @pytest.mark.requires_r
 def test_lme4_vcov_equals_the_closed_form_fixed_covariance(hsb: pd.DataFrame) -> None:
-    from hlmbridge.design import build_design
-    from hlmbridge.inference import evaluate
+    from hlmbridge.design.build import build_design
+    from hlmbridge.inference.stata_parity import evaluate
 
     # engine_vcov=True: the fixed-effects covariance is lme4's own vcov(), not hlmbridge's.
     res = hlmbridge.fit(MODEL2, hsb, engine="lme4", engine_vcov=True)

@@ -11,10 +11,10 @@ import pytest
 
 import hlmbridge
 from hlmbridge import datasets
-from hlmbridge.design import build_design
-from hlmbridge.fixtures import load_reference, load_references
-from hlmbridge.inference import evaluate
-from hlmbridge.validate import validate
+from hlmbridge.design.build import build_design
+from hlmbridge.reference.fixtures import load_reference, load_references
+from hlmbridge.inference.stata_parity import evaluate
+from hlmbridge.check.validate import validate
 
 ENGINES = [pytest.param("lme4", marks=pytest.mark.requires_r), "statsmodels"]
 SEED_DIR = "fixtures/stata"

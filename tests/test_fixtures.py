@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hlmbridge.errors import FixtureError
-from hlmbridge.fixtures import FIXTURE_ROOT, format_key, import_stata, load_reference, load_references, parse_key
+from hlmbridge.reference.fixtures import FIXTURE_ROOT, format_key, import_stata, load_reference, load_references, parse_key
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"
 SEED_DIR = FIXTURE_ROOT / "seed"

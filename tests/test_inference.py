@@ -4,7 +4,7 @@ Stata's e(V) for the variance part is the inverse of minus the Hessian of the lo
 likelihood in (log sd, atanh corr, log residual sd), with the fixed effects profiled out
 (ML) or integrated out (REML). Here that Hessian is taken numerically from
 hlmbridge's own likelihood, independently of the closed forms in
-``hlmbridge.inference``, at estimates fitted by statsmodels (no R needed).
+``hlmbridge.inference.stata_parity``, at estimates fitted by statsmodels (no R needed).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 import hlmbridge
-from hlmbridge.design import build_design
-from hlmbridge.inference import evaluate, variance_parameters
+from hlmbridge.design.build import build_design
+from hlmbridge.inference.stata_parity import evaluate, variance_parameters
 
 
 def _simulated(seed: int = 7, groups: int = 40, size: int = 12) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def test_loglik_matches_engine_and_fixed_vcov_is_gls() -> None:
     design = build_design(res.spec, df)
     X = design.X
     theta = res.random["estimate"].to_numpy()
-    # Dense V for the whole sample, built independently of hlmbridge.inference.
+    # Dense V for the whole sample, built independently of hlmbridge.inference.stata_parity.
     n = design.nobs
     V = np.eye(n) * theta[3]
     codes = design.levels[0].codes

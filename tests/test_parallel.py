@@ -18,7 +18,7 @@ import pytest
 
 import hlmbridge
 from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
-from hlmbridge.fixtures import model_commands
+from hlmbridge.reference.fixtures import model_commands
 from hlmbridge.parallel import FitJob, _as_job, _frames, clean_child_env
 
 # The seed's distinct models, read from its reference fixtures (in log order).

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from hlmbridge.errors import SpecError
-from hlmbridge.spec import ModelSpec
-from hlmbridge.syntax import parse_any
-from hlmbridge.syntax.lme4 import parse_lme4
-from hlmbridge.syntax.stata import parse_stata, parse_stata_method
+from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.translate import parse_any
+from hlmbridge.spec.parse_lme4 import parse_lme4
+from hlmbridge.spec.parse_stata import parse_stata, parse_stata_method
 from tests.spec_cases import (
     BAD_LME4,
     BAD_STATA,

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hlmbridge.errors import SpecError, UnsupportedSpecError
-from hlmbridge.render import to_lme4, to_stata, to_statsmodels
-from hlmbridge.spec import COV_STRUCTURES, ModelSpec, RandomLevel, Term, Var
-from hlmbridge.syntax import parse_any, translate
-from hlmbridge.syntax.lme4 import R_RESERVED, parse_lme4
-from hlmbridge.syntax.stata import STATA_RESERVED, parse_stata
+from hlmbridge.spec.render import to_lme4, to_stata, to_statsmodels
+from hlmbridge.spec.model import COV_STRUCTURES, ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.translate import parse_any, translate
+from hlmbridge.spec.parse_lme4 import R_RESERVED, parse_lme4
+from hlmbridge.spec.parse_stata import STATA_RESERVED, parse_stata
 from tests.spec_cases import SEED_COMMANDS, SEED_TYPO, STATA_CASES
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from hlmbridge.errors import SpecError, UnsupportedSpecError
-from hlmbridge.render import ALL_GROUP, Lme4Model, level_paths, to_lme4, to_stata, to_statsmodels
-from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
-from hlmbridge.syntax import parse_any, translate
-from hlmbridge.syntax.lme4 import parse_lme4
-from hlmbridge.syntax.stata import parse_stata
+from hlmbridge.spec.render import ALL_GROUP, Lme4Model, level_paths, to_lme4, to_stata, to_statsmodels
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.translate import parse_any, translate
+from hlmbridge.spec.parse_lme4 import parse_lme4
+from hlmbridge.spec.parse_stata import parse_stata
 from tests.spec_cases import LME4_CASES, SEED_COMMANDS, SEED_SPECS, STATA_CASES
 
 ALL_SPECS = list(SEED_SPECS.values()) + list(STATA_CASES.values()) + list(LME4_CASES.values())

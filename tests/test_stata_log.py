@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hlmbridge.errors import FixtureError
-from hlmbridge.stata_log import parse_log, parse_log_text
+from hlmbridge.reference.stata_log import parse_log, parse_log_text
 
 # The seed handout, committed beside the fixtures it produces (a copy of shared/seeds/...).
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"

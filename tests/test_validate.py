@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hlmbridge.errors import UsageError
-from hlmbridge.fixtures import load_references
-from hlmbridge.validate import select_cases, validate
+from hlmbridge.reference.fixtures import load_references
+from hlmbridge.check.validate import select_cases, validate
 
 
 def test_select_cases_patterns_and_errors():

@@ -1,6 +1,6 @@
 """The cross-check: reference numbers vs. engine numbers (pure: no engine, no R).
 
-:func:`crosscheck` joins a :class:`~hlmbridge.fixtures.Reference` to each engine's
+:func:`crosscheck` joins a :class:`~hlmbridge.reference.fixtures.Reference` to each engine's
 ``{key: Actual}`` by key and judges every number; :func:`compare_engines` judges engines
 against each other. Status, in order of precedence:
 
@@ -18,7 +18,7 @@ against each other. Status, in order of precedence:
 
 Examples
 --------
->>> from hlmbridge.crosscheck import printed_half_unit
+>>> from hlmbridge.check.crosscheck import printed_half_unit
 >>> printed_half_unit(".1234567"), printed_half_unit("1,234")
 (5e-08, 0.5)
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from hlmbridge.fixtures import DEFAULT_TOLERANCES, Reference, Tolerance, quantity_class
+from hlmbridge.reference.fixtures import DEFAULT_TOLERANCES, Reference, Tolerance, quantity_class
 
 __all__ = ["ENGINE_TOLERANCES", "STATUSES", "CheckReport", "CheckRow", "compare_engines", "crosscheck", "merge_reports",
            "printed_half_unit"]
@@ -153,7 +153,7 @@ class CheckReport:
 
     def render(self, limit: int | None = None) -> str:
         """A readable table, worst first, then the summary line."""
-        from hlmbridge.report import render_text
+        from hlmbridge.check.report import render_text
 
         return render_text(self, limit=limit)
 
@@ -176,8 +176,8 @@ def crosscheck(reference: Reference, actuals_by_engine: Mapping[str, Mapping[str
 
     Examples
     --------
-    >>> from hlmbridge.fixtures import FIXTURE_ROOT, load_reference
-    >>> from hlmbridge.quantities import Actual
+    >>> from hlmbridge.reference.fixtures import FIXTURE_ROOT, load_reference
+    >>> from hlmbridge.reference.quantities import Actual
     >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0344_di.toml")
     >>> crosscheck(ref, {"demo": {"di.value": Actual(8.5535197)}}).rows[0].status
     'match'
@@ -231,12 +231,12 @@ def compare_engines(
 
     Examples
     --------
-    >>> from hlmbridge.quantities import Actual
+    >>> from hlmbridge.reference.quantities import Actual
     >>> rep = compare_engines({"a": {"header.loglik": Actual(-10.0)}, "b": {"header.loglik": Actual(-10.00001)}})
     >>> rep.rows[0].status, rep.rows[0].engine
     ('within', 'b vs a')
     """
-    from hlmbridge.fixtures import parse_key
+    from hlmbridge.reference.fixtures import parse_key
 
     engines = list(actuals_by_engine)
     name = case or (reference.case if reference is not None else "engines")

@@ -1,8 +1,8 @@
-"""Render a :class:`~hlmbridge.crosscheck.CheckReport` as text, JSON, Markdown or JUnit XML.
+"""Render a :class:`~hlmbridge.check.crosscheck.CheckReport` as text, JSON, Markdown or JUnit XML.
 
 Examples
 --------
->>> from hlmbridge.crosscheck import CheckReport
+>>> from hlmbridge.check.crosscheck import CheckReport
 >>> render(CheckReport(()), "text").splitlines()[-1]
 '0 numbers · 0 mismatch'
 """
@@ -82,7 +82,7 @@ def render_markdown(report: Any) -> str:
 
 def render_junit(report: Any) -> str:
     """JUnit XML: one testcase per (case, engine); each mismatch/missing number a <failure>."""
-    suite = ET.Element("testsuite", name="hlmbridge.validate")
+    suite = ET.Element("testsuite", name="hlmbridge.check.validate")
     groups: dict[tuple[str, str], list[Any]] = {}
     for r in report.rows:
         groups.setdefault((r.case, r.engine), []).append(r)

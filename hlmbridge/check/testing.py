@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from hlmbridge.testing import assert_matches
+>>> from hlmbridge.check.testing import assert_matches
 >>> callable(assert_matches)
 True
 """
@@ -24,7 +24,7 @@ def assert_matches(result_or_results: Any, reference: Any, engine: str | None = 
         A FitResult (used for every model the reference names), a sequence of FitResults
         (matched to the reference's models in order), or ``{model command: FitResult}``.
     reference
-        A :class:`~hlmbridge.fixtures.Reference` or a path to a fixture file.
+        A :class:`~hlmbridge.reference.fixtures.Reference` or a path to a fixture file.
     engine
         Name used in the report (default: the result's ``engine``).
 
@@ -33,9 +33,9 @@ def assert_matches(result_or_results: Any, reference: Any, engine: str | None = 
     CheckReport
         The report, when it is ok.
     """
-    from hlmbridge.crosscheck import crosscheck
-    from hlmbridge.fixtures import Reference, load_reference
-    from hlmbridge.quantities import quantities_for
+    from hlmbridge.check.crosscheck import crosscheck
+    from hlmbridge.reference.fixtures import Reference, load_reference
+    from hlmbridge.reference.quantities import quantities_for
 
     ref = reference if isinstance(reference, Reference) else load_reference(reference)
     if isinstance(result_or_results, Mapping):

@@ -7,8 +7,8 @@ engine's message.
 
 Examples
 --------
->>> from hlmbridge.validate import select_cases
->>> from hlmbridge.fixtures import load_references
+>>> from hlmbridge.check.validate import select_cases
+>>> from hlmbridge.reference.fixtures import load_references
 >>> [r.case for r in select_cases(load_references(), ["L0174_mixed"])]
 ['L0174_mixed']
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from hlmbridge.crosscheck import CheckReport, CheckRow, compare_engines, crosscheck, merge_reports
+from hlmbridge.check.crosscheck import CheckReport, CheckRow, compare_engines, crosscheck, merge_reports
 from hlmbridge.errors import EngineUnavailableError, HlmbridgeError, UsageError
-from hlmbridge.fixtures import Reference, load_references
+from hlmbridge.reference.fixtures import Reference, load_references
 
 __all__ = ["load_data", "resolve_engines", "select_cases", "validate"]
 
@@ -171,8 +171,8 @@ def validate(
         Also judge the engines against each other (rows named ``"statsmodels vs lme4"``)
         when more than one engine ran.
     """
-    from hlmbridge.quantities import quantities_for
-    from hlmbridge.spec import ModelSpec
+    from hlmbridge.reference.quantities import quantities_for
+    from hlmbridge.spec.model import ModelSpec
 
     refs = select_cases(load_references(fixtures), cases)
     engs = resolve_engines(engines)

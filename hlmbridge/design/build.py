@@ -7,7 +7,7 @@ term. Factor variables use treatment coding with the spec's base level.
 Examples
 --------
 >>> import pandas as pd
->>> from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+>>> from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 >>> df = pd.DataFrame({"y": [1.0, 2, 3, 4, 5, 7], "x": [0.0, 1, 0, 1, 0, 2], "g": list("aabbcc")})
 >>> spec = ModelSpec("y", (Term((Var("x"),)),), (RandomLevel("g"),))
 >>> d = build_design(spec, df)
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hlmbridge.errors import DataError
-from hlmbridge.spec import ModelSpec, RandomLevel, Term
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term
 
 __all__ = ["Design", "LevelDesign", "build_design", "factor_levels", "require_columns"]
 

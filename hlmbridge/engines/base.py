@@ -1,8 +1,8 @@
 """What every engine adapter provides, and the raw estimates it hands back.
 
-An engine turns a :class:`~hlmbridge.design.Design` into point estimates; everything
+An engine turns a :class:`~hlmbridge.design.build.Design` into point estimates; everything
 Stata prints beyond them (SEs of variance components, CIs, tests) is computed once, for
-every engine alike, by :mod:`hlmbridge.inference` and :mod:`hlmbridge.fit`.
+every engine alike, by :mod:`hlmbridge.inference.stata_parity` and :mod:`hlmbridge.fit`.
 
 Examples
 --------
@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hlmbridge.design import Design
-from hlmbridge.spec import ModelSpec
+from hlmbridge.design.build import Design
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["Engine", "EngineFit"]
 
@@ -30,7 +30,7 @@ class EngineFit:
     """Point estimates from one engine, in hlmbridge's order.
 
     ``beta`` follows ``design.fixed_stata``; ``theta`` follows
-    :func:`hlmbridge.inference.variance_parameters` (residual variance last).
+    :func:`hlmbridge.inference.stata_parity.variance_parameters` (residual variance last).
     ``fixed_vcov`` is the engine's own covariance of ``beta`` when it has one.
     """
 

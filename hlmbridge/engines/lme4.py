@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hlmbridge.design import Design
+from hlmbridge.design.build import Design
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import EngineUnavailableError, FitError, UnsupportedSpecError
-from hlmbridge.framecache import FrameCache, fingerprints
-from hlmbridge.inference import theta_from_matrices
-from hlmbridge.spec import ModelSpec
+from hlmbridge.design.cache import FrameCache, fingerprints
+from hlmbridge.inference.stata_parity import theta_from_matrices
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["INSTALL_HINT", "Lme4Engine", "push_frame", "r_source_path"]
 

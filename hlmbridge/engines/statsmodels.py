@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from hlmbridge.design import Design, LevelDesign
+from hlmbridge.design.build import Design, LevelDesign
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import ConvergenceError, FitError
-from hlmbridge.inference import theta_from_matrices
-from hlmbridge.spec import ModelSpec
+from hlmbridge.inference.stata_parity import theta_from_matrices
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["StatsmodelsEngine"]
 

@@ -15,8 +15,8 @@ reparametrization, and at the optimum the delta method maps one to the other exa
 Examples
 --------
 >>> import numpy as np, pandas as pd
->>> from hlmbridge.spec import ModelSpec, RandomLevel
->>> from hlmbridge.design import build_design
+>>> from hlmbridge.spec.model import ModelSpec, RandomLevel
+>>> from hlmbridge.design.build import build_design
 >>> rng = np.random.default_rng(1)
 >>> g = np.repeat(np.arange(20), 5)
 >>> df = pd.DataFrame({"y": rng.normal(size=100) + rng.normal(size=20)[g], "g": g})
@@ -35,7 +35,7 @@ import weakref
 
 import numpy as np
 
-from hlmbridge.design import Design
+from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
 
 __all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "theta_from_matrices", "variance_parameters"]

@@ -17,7 +17,7 @@ ignored by :func:`load_references` (e.g. the data layer's ``data_summaries.toml`
 
 Examples
 --------
->>> from hlmbridge.fixtures import format_key, parse_key
+>>> from hlmbridge.reference.fixtures import format_key, parse_key
 >>> format_key(("random", "var(_cons)", "std_error"))
 'random."var(_cons)".std_error'
 >>> parse_key('recov."id"."ses"."_cons"')
@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hlmbridge.errors import FixtureError, HlmbridgeError
-from hlmbridge.stata_log import LogBlock, ModelRef, ParsedLog, parse_log, parse_number
+from hlmbridge.reference.stata_log import LogBlock, ModelRef, ParsedLog, parse_log, parse_number
 
 __all__ = [
     "DEFAULT_TOLERANCES",
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: ``fixtures/stata`` of the source tree (resolved from this file, never the cwd).
-FIXTURE_ROOT: Path = Path(__file__).resolve().parent.parent / "fixtures" / "stata"
+FIXTURE_ROOT: Path = Path(__file__).resolve().parents[2] / "fixtures" / "stata"
 
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -350,7 +350,7 @@ def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
 
 def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]] = ()) -> str:
     """Render one parsed block as a fixture file (deterministic text)."""
-    from hlmbridge.quantities import DI_TABLE, normalize_expression
+    from hlmbridge.reference.quantities import DI_TABLE, normalize_expression
 
     name = case_name(block)
     boundary = block.kind == "mixed" and _is_boundary(block)
@@ -484,7 +484,7 @@ def _find_line(text_lines: list[str], path: Sequence[str]) -> int | None:
 
 
 def _spec_for(command: str, err) -> Any:
-    from hlmbridge.spec import ModelSpec
+    from hlmbridge.spec.model import ModelSpec
 
     try:
         return ModelSpec.parse(command)
@@ -754,7 +754,7 @@ def _cell(vpath, cell, err, need, case, lines) -> RefValue:
 
 
 def _check_derived(v: RefValue, models: Sequence[ModelRef], err) -> None:
-    from hlmbridge.quantities import DERIVED
+    from hlmbridge.reference.quantities import DERIVED
 
     if v.quantity is None:
         raise err(f"{v.key} needs quantity = one of {', '.join(DERIVED)}", v.path)
@@ -776,7 +776,7 @@ def model_commands(references: Sequence[Reference] | None = None) -> tuple[str, 
     >>> model_commands()[:2]
     ('mixed mathach || id:', 'mixed mathach ses || id:')
     """
-    from hlmbridge.spec import ModelSpec
+    from hlmbridge.spec.model import ModelSpec
 
     refs = sorted(load_references() if references is None else references, key=lambda r: r.source.line)
     seen: dict[ModelSpec, str] = {}

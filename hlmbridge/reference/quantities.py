@@ -187,7 +187,7 @@ def _frame_row(df: Any, col: str, label: str) -> Any:
 
 
 def _mixed_like(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual | None:
-    from hlmbridge import postestimation as pe
+    from hlmbridge.results import postestimation as pe
 
     sec, sing = v.path[0], bool(res.singular)
     if sec == "header":
@@ -310,7 +310,7 @@ def quantities_for(
     Parameters
     ----------
     reference
-        A :class:`hlmbridge.fixtures.Reference`.
+        A :class:`hlmbridge.reference.fixtures.Reference`.
     results_by_command
         ``{model command as the fixture names it: FitResult}`` for one engine.
     cache
@@ -324,7 +324,7 @@ def quantities_for(
 
     Examples
     --------
-    >>> from hlmbridge.fixtures import FIXTURE_ROOT, load_reference
+    >>> from hlmbridge.reference.fixtures import FIXTURE_ROOT, load_reference
     >>> ref = load_reference(FIXTURE_ROOT / "seed" / "L0945_di.toml")
     >>> quantities_for(ref, {})   # arithmetic on constants: nothing for an engine to compute
     {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hlmbridge.result import FitResult
+from hlmbridge.results.fit_result import FitResult
 
 __all__ = ["format_g", "summary"]
 

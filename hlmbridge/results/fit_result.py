@@ -3,8 +3,8 @@
 A :class:`FitResult` is immutable and JSON-serializable (:meth:`FitResult.to_dict` /
 :meth:`FitResult.from_dict` round-trip). It carries every number Stata's ``mixed``
 prints, whichever engine produced the estimates. Display (Stata-style tables) lives in
-:mod:`hlmbridge.display`; postestimation (``estat icc`` ...) in
-:mod:`hlmbridge.postestimation`.
+:mod:`hlmbridge.results.display`; postestimation (``estat icc`` ...) in
+:mod:`hlmbridge.results.postestimation`.
 
 Tables
 ------
@@ -16,7 +16,7 @@ variable or ``"Residual"``; ``stata_term`` is ``var(ses)``, ``cov(ses,_cons)``,
 
 Examples
 --------
->>> from hlmbridge.result import FIXED_COLUMNS
+>>> from hlmbridge.results.fit_result import FIXED_COLUMNS
 >>> FIXED_COLUMNS[:3]
 ('term', 'stata_term', 'estimate')
 """
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hlmbridge.spec import ModelSpec
+from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["FIXED_COLUMNS", "RANDOM_COLUMNS", "FitResult", "GroupInfo"]
 
@@ -187,44 +187,44 @@ class FitResult:
     # ---- views and postestimation (thin wrappers) -----------------------------------
     def random_sd(self) -> pd.DataFrame:
         """The random part on the sd/corr scale (Stata's ``stddev`` option)."""
-        from hlmbridge.postestimation import random_sd
+        from hlmbridge.results.postestimation import random_sd
 
         return random_sd(self)
 
     def icc(self) -> pd.DataFrame:
         """Stata's ``estat icc``."""
-        from hlmbridge.postestimation import icc
+        from hlmbridge.results.postestimation import icc
 
         return icc(self)
 
     def recov(self, corr: bool = False) -> dict[str, pd.DataFrame]:
         """Stata's ``estat recov`` (``corr=True``: ``estat recov, corr``)."""
-        from hlmbridge.postestimation import recov
+        from hlmbridge.results.postestimation import recov
 
         return recov(self, corr=corr)
 
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``."""
-        from hlmbridge.postestimation import ic
+        from hlmbridge.results.postestimation import ic
 
         return ic(self)
 
     def summary(self) -> str:
         """Text laid out like Stata's ``mixed`` output."""
-        from hlmbridge.display import summary
+        from hlmbridge.results.display import summary
 
         return summary(self)
 
     def tidy(self) -> pd.DataFrame:
         """A long table in broom.mixed's vocabulary (sd/cor scale for the random part)."""
-        from hlmbridge.postestimation import tidy
+        from hlmbridge.results.postestimation import tidy
 
         return tidy(self)
 
     # ---- serialization -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict; :meth:`from_dict` gives back an equal result."""
-        from hlmbridge.serialize import spec_to_dict
+        from hlmbridge.spec.serialize import spec_to_dict
 
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -239,7 +239,7 @@ class FitResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FitResult:
         """Rebuild a result from :meth:`to_dict`'s output."""
-        from hlmbridge.serialize import spec_from_dict
+        from hlmbridge.spec.serialize import spec_from_dict
 
         kw: dict[str, Any] = {}
         for f in fields(cls):

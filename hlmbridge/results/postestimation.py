@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from hlmbridge.errors import UsageError
-from hlmbridge.result import FitResult
+from hlmbridge.results.fit_result import FitResult
 
 __all__ = ["LRTest", "VarianceExplained", "ic", "icc", "lrtest", "random_sd", "recov", "tidy", "variance_explained"]
 

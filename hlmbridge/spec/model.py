@@ -9,7 +9,7 @@ live in their own modules; this one holds only the data model and its validation
 
 Examples
 --------
->>> from hlmbridge.spec import ModelSpec, Term, Var, RandomLevel
+>>> from hlmbridge.spec.model import ModelSpec, Term, Var, RandomLevel
 >>> spec = ModelSpec(
 ...     response="mathach",
 ...     fixed=(Term((Var("ses"),)),),
@@ -234,39 +234,39 @@ class ModelSpec:
     # Parsers and renderers live in their own modules; imported lazily to keep this one small.
     @classmethod
     def from_stata(cls, command: str) -> ModelSpec:
-        """Parse a Stata ``mixed`` command (see :mod:`hlmbridge.syntax.stata`)."""
-        from hlmbridge.syntax.stata import parse_stata
+        """Parse a Stata ``mixed`` command (see :mod:`hlmbridge.spec.parse_stata`)."""
+        from hlmbridge.spec.parse_stata import parse_stata
 
         return parse_stata(command)
 
     @classmethod
     def from_lme4(cls, formula: str, *, reml: bool = True) -> ModelSpec:
-        """Parse an lme4 formula; REML unless ``reml=False`` (see :mod:`hlmbridge.syntax.lme4`)."""
-        from hlmbridge.syntax.lme4 import parse_lme4
+        """Parse an lme4 formula; REML unless ``reml=False`` (see :mod:`hlmbridge.spec.parse_lme4`)."""
+        from hlmbridge.spec.parse_lme4 import parse_lme4
 
         return parse_lme4(formula, reml=reml)
 
     @classmethod
     def parse(cls, text: str, *, reml: bool | None = None) -> ModelSpec:
         """A Stata command when ``text`` starts with ``mixed`` (after ``qui``), else an lme4 formula."""
-        from hlmbridge.syntax import parse_any
+        from hlmbridge.spec.translate import parse_any
 
         return parse_any(text, reml=reml)
 
-    def to_lme4(self):  # -> hlmbridge.render.Lme4Model
-        """Render for lme4 (see :func:`hlmbridge.render.to_lme4`)."""
-        from hlmbridge.render import to_lme4
+    def to_lme4(self):  # -> hlmbridge.spec.render.Lme4Model
+        """Render for lme4 (see :func:`hlmbridge.spec.render.to_lme4`)."""
+        from hlmbridge.spec.render import to_lme4
 
         return to_lme4(self)
 
-    def to_statsmodels(self):  # -> hlmbridge.render.StatsmodelsModel
-        """Render ``MixedLM.from_formula`` arguments (see :func:`hlmbridge.render.to_statsmodels`)."""
-        from hlmbridge.render import to_statsmodels
+    def to_statsmodels(self):  # -> hlmbridge.spec.render.StatsmodelsModel
+        """Render ``MixedLM.from_formula`` arguments (see :func:`hlmbridge.spec.render.to_statsmodels`)."""
+        from hlmbridge.spec.render import to_statsmodels
 
         return to_statsmodels(self)
 
     def to_stata(self) -> str:
         """Render a Stata ``mixed`` command that parses back to an equal spec."""
-        from hlmbridge.render import to_stata
+        from hlmbridge.spec.render import to_stata
 
         return to_stata(self)

@@ -1,4 +1,4 @@
-"""Parse an lme4 model formula into a :class:`~hlmbridge.spec.ModelSpec`.
+"""Parse an lme4 model formula into a :class:`~hlmbridge.spec.model.ModelSpec`.
 
 What is read
 ------------
@@ -17,7 +17,7 @@ What is read
 
 Examples
 --------
->>> from hlmbridge.syntax.lme4 import parse_lme4
+>>> from hlmbridge.spec.parse_lme4 import parse_lme4
 >>> spec = parse_lme4("mathach ~ ses * factor(sector) + (ses | id)", reml=False)
 >>> [t.stata_name for t in spec.fixed]
 ['ses', 'i.sector', 'c.ses#i.sector']
@@ -31,9 +31,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from hlmbridge.syntax.common import check_parens, spec_error
+from hlmbridge.spec.common import check_parens, spec_error
 from hlmbridge.errors import SpecError
-from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 
 __all__ = ["parse_lme4", "R_RESERVED"]
 
@@ -523,7 +523,7 @@ def parse_lme4(
         lme4's default is REML (``True``); the method is always recorded in the spec.
     factors
         Columns to treat as factors with their base level (``None`` = lowest), as in
-        :attr:`hlmbridge.render.Lme4Model.factors`: lme4 formulas written with plain
+        :attr:`hlmbridge.spec.render.Lme4Model.factors`: lme4 formulas written with plain
         column names do not say which columns are factors.
 
     Returns

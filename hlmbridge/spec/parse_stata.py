@@ -1,4 +1,4 @@
-"""Parse a Stata ``mixed`` command into a :class:`~hlmbridge.spec.ModelSpec`.
+"""Parse a Stata ``mixed`` command into a :class:`~hlmbridge.spec.model.ModelSpec`.
 
 What is read
 ------------
@@ -24,7 +24,7 @@ so the message points at the spot.
 
 Examples
 --------
->>> from hlmbridge.syntax.stata import parse_stata
+>>> from hlmbridge.spec.parse_stata import parse_stata
 >>> spec = parse_stata(". qui mixed mathach c.ses##i.sector || id: ses, cov(unstr)")
 >>> [t.stata_name for t in spec.fixed]
 ['ses', 'i.sector', 'c.ses#i.sector']
@@ -38,9 +38,9 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from hlmbridge.syntax.common import check_parens, spec_error
+from hlmbridge.spec.common import check_parens, spec_error
 from hlmbridge.errors import SpecError
-from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 
 __all__ = ["parse_stata", "parse_stata_method", "STATA_RESERVED", "COVARIANCE_NAMES"]
 

@@ -1,4 +1,4 @@
-"""Render a :class:`~hlmbridge.spec.ModelSpec` for lme4, statsmodels and Stata.
+"""Render a :class:`~hlmbridge.spec.model.ModelSpec` for lme4, statsmodels and Stata.
 
 Each renderer gives exactly the model the spec describes, or raises
 :class:`~hlmbridge.errors.UnsupportedSpecError` naming the construct and the engine —
@@ -19,7 +19,7 @@ exchangeable               not expressible               not expressible
 
 Examples
 --------
->>> from hlmbridge.syntax.stata import parse_stata
+>>> from hlmbridge.spec.parse_stata import parse_stata
 >>> spec = parse_stata("mixed mathach c.ses##i.sector || id: ses, cov(unstr)")
 >>> to_lme4(spec).formula
 'mathach ~ 1 + ses + sector + ses:sector + (1 + ses | id)'
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from hlmbridge.errors import UnsupportedSpecError
-from hlmbridge.spec import ModelSpec, RandomLevel
-from hlmbridge.syntax.lme4 import R_RESERVED
-from hlmbridge.syntax.stata import STATA_RESERVED
+from hlmbridge.spec.model import ModelSpec, RandomLevel
+from hlmbridge.spec.parse_lme4 import R_RESERVED
+from hlmbridge.spec.parse_stata import STATA_RESERVED
 
 __all__ = [
     "ALL_GROUP",
@@ -64,7 +64,7 @@ def level_paths(spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
 
     Examples
     --------
-    >>> from hlmbridge.spec import ModelSpec, RandomLevel
+    >>> from hlmbridge.spec.model import ModelSpec, RandomLevel
     >>> spec = ModelSpec("y", levels=(RandomLevel("school"), RandomLevel("class"),
     ...                               RandomLevel("rater", nested=False)))
     >>> level_paths(spec)
@@ -105,7 +105,7 @@ class Lme4Model:
 
     Examples
     --------
-    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> from hlmbridge.spec.parse_stata import parse_stata
     >>> m = to_lme4(parse_stata("mixed y c.x#ib2.s || g:, reml"))
     >>> m.formula, m.factors, m.reml
     ('y ~ 1 + x:s + (1 | g)', (('s', 2),), True)
@@ -196,7 +196,7 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
 
     Examples
     --------
-    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> from hlmbridge.spec.parse_stata import parse_stata
     >>> to_lme4(parse_stata("mixed y x || school: || class:")).formula
     'y ~ 1 + x + (1 | school) + (1 | school:class)'
     >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
@@ -255,7 +255,7 @@ class StatsmodelsModel:
 
     Examples
     --------
-    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> from hlmbridge.spec.parse_stata import parse_stata
     >>> m = to_statsmodels(parse_stata("mixed y x || id: x"))
     >>> m.formula, m.groups, m.re_formula, dict(m.vc_formula), m.fit_kwargs["reml"]
     ('y ~ 1 + x', 'id', '1', {'x': '0 + x'}, False)
@@ -322,7 +322,7 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
 
     Examples
     --------
-    >>> from hlmbridge.syntax.stata import parse_stata
+    >>> from hlmbridge.spec.parse_stata import parse_stata
     >>> m = to_statsmodels(parse_stata("mixed y x || school: || room:, reml"))
     >>> m.groups, m.re_formula, dict(m.vc_formula), dict(m.fit_kwargs)
     ('school', '1', {'room': '0 + C(room)'}, {'reml': True})
@@ -408,7 +408,7 @@ def _stata_name(name: str) -> str:
 
 
 def to_stata(spec: ModelSpec) -> str:
-    """Render a Stata ``mixed`` command that :func:`~hlmbridge.syntax.stata.parse_stata`
+    """Render a Stata ``mixed`` command that :func:`~hlmbridge.spec.parse_stata.parse_stata`
     parses back to an equal spec.
 
     ``reml`` is printed when the method is REML; ``cov(...)`` only when it is not Stata's
@@ -423,7 +423,7 @@ def to_stata(spec: ModelSpec) -> str:
 
     Examples
     --------
-    >>> from hlmbridge.syntax.lme4 import parse_lme4
+    >>> from hlmbridge.spec.parse_lme4 import parse_lme4
     >>> to_stata(parse_lme4("y ~ x + (1 | a) + (1 | b)"))
     'mixed y x || _all: R.a || b:, reml'
     >>> to_stata(parse_lme4("y ~ 0 + x + (x || g)", reml=False))

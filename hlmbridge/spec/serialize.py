@@ -1,8 +1,8 @@
-"""Plain-dict (JSON) form of a :class:`~hlmbridge.spec.ModelSpec`.
+"""Plain-dict (JSON) form of a :class:`~hlmbridge.spec.model.ModelSpec`.
 
 Examples
 --------
->>> from hlmbridge.spec import ModelSpec, RandomLevel
+>>> from hlmbridge.spec.model import ModelSpec, RandomLevel
 >>> spec = ModelSpec("y", levels=(RandomLevel("g"),))
 >>> spec_from_dict(spec_to_dict(spec)) == spec
 True
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hlmbridge.errors import SpecError
-from hlmbridge.spec import ModelSpec, RandomLevel, Term, Var
+from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 
 __all__ = ["spec_from_dict", "spec_to_dict"]
 

@@ -5,7 +5,7 @@
 
 Examples
 --------
->>> from hlmbridge.syntax import parse_any
+>>> from hlmbridge.spec.translate import parse_any
 >>> parse_any("mixed mathach ses || id:").method
 'ml'
 >>> parse_any("mathach ~ ses + (1 | id)").method
@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 
 from hlmbridge.errors import SpecError, UnsupportedSpecError
-from hlmbridge.spec import ModelSpec
-from hlmbridge.syntax.lme4 import parse_lme4
-from hlmbridge.syntax.stata import parse_stata, parse_stata_method
+from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.parse_lme4 import parse_lme4
+from hlmbridge.spec.parse_stata import parse_stata, parse_stata_method
 
 __all__ = ["parse_any", "parse_lme4", "parse_stata", "translate"]
 
@@ -108,7 +108,7 @@ def translate(text: str, *, reml: bool | None = None) -> str:
                   model = smf.mixedlm('mathach ~ 1 + ses', df, groups='id', re_formula='1 + ses', vc_formula=None)
                   result = model.fit(reml=False, method=['powell', 'lbfgs'])
     """
-    from hlmbridge.render import to_lme4, to_stata, to_statsmodels
+    from hlmbridge.spec.render import to_lme4, to_stata, to_statsmodels
 
     spec = parse_any(text, reml=reml)
     out = _indent("model:", text.strip())
