@@ -23,13 +23,36 @@ from scipy import stats
 from hlmbridge.design.build import Design, build_design, require_columns
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import EngineFit
-from hlmbridge.errors import SpecError, UnsupportedSpecError
+from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
 from hlmbridge.design.cache import FrameCache, fingerprints
 from hlmbridge.inference.stata_parity import evaluate, linear_loglik, variance_parameters
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
 
-__all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
+__all__ = ["ENGINE_OPTIONS", "Z_95", "as_spec", "fit", "result_from_estimates"]
+
+#: The keyword options each engine's fit takes; any other keyword is refused, never ignored.
+ENGINE_OPTIONS: dict[str, frozenset[str]] = {
+    "lme4": frozenset({"rhoend", "maxfun", "engine_vcov"}),
+    "statsmodels": frozenset({"max_iterations"}),
+}
+
+# lmer() arguments hlmbridge does not apply yet: refused with a reason instead of fitting
+# a different model than R would.
+_LMER_ARGUMENTS_NOT_APPLIED = ("weights", "offset", "subset", "na_action", "na.action", "contrasts",
+                               "control", "start", "verbose", "devFunOnly")
+
+
+def _check_options(engine: str, options: dict[str, Any]) -> None:
+    allowed = ENGINE_OPTIONS.get(engine, frozenset())
+    for name in options:
+        if name in allowed:
+            continue
+        if name in _LMER_ARGUMENTS_NOT_APPLIED:
+            raise UsageError(f"fit() does not apply lmer's {name}= argument yet, so it is refused "
+                             f"rather than ignored (the fit would differ from R's).")
+        known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
+        raise UsageError(f"fit() got an unknown keyword {name}= for engine {engine!r} (it takes: {known}).")
 
 Z_95 = float(stats.norm.ppf(0.975))
 
@@ -52,11 +75,20 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
     says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
     ``data`` is never modified; rows with missing values in model variables are dropped
-    (the count is in ``result.n_dropped``).
+    (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
+    the only other keywords are the engine's options (``ENGINE_OPTIONS``); anything else,
+    including lmer arguments that are not applied yet (``weights=``, ``subset=`` ...), is a
+    ``UsageError`` naming it.
     """
     t0 = time.perf_counter()
-    spec = as_spec(model, reml)
+    if "REML" in options:  # R's spelling
+        r_reml = options.pop("REML")
+        if reml is not None and bool(reml) != bool(r_reml):
+            raise UsageError("fit() got both reml= and REML= with different values.")
+        reml = bool(r_reml)
     adapter = require_engine(engine)
+    _check_options(engine, options)
+    spec = as_spec(model, reml)
     reasons = adapter.unsupported(spec)
     if reasons:
         raise UnsupportedSpecError(reasons[0].split(":")[0], engine, "; ".join(reasons))

@@ -214,4 +214,8 @@ def validate(
         if compare and len(actuals_by_engine) > 1 and by_cmd:
             # Engine against engine on every number the case holds (the first engine is the yardstick).
             reports.append(compare_engines(actuals_by_engine, ref))
-    return merge_reports(reports)
+    merged = merge_reports(reports)
+    if not merged.rows:
+        raise UsageError(f"validate compared nothing: no reference numbers in {fixtures or 'the bundled fixtures'}"
+                         f"{' for cases ' + ', '.join(cases) if cases else ''}.")
+    return merged
