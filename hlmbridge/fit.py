@@ -21,21 +21,15 @@ import pandas as pd
 from scipy import stats
 
 from hlmbridge.design.build import Design, build_design, require_columns
-from hlmbridge.engines import require_engine
-from hlmbridge.engines.base import EngineFit
-from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
 from hlmbridge.design.cache import FrameCache, fingerprints
+from hlmbridge.engines import require_engine
+from hlmbridge.engines.base import Engine, EngineFit, tuning_options
+from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
 from hlmbridge.inference.stata_parity import evaluate, linear_loglik, variance_parameters
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
 
-__all__ = ["ENGINE_OPTIONS", "Z_95", "as_spec", "fit", "result_from_estimates"]
-
-#: The keyword options each engine's fit takes; any other keyword is refused, never ignored.
-ENGINE_OPTIONS: dict[str, frozenset[str]] = {
-    "lme4": frozenset({"rhoend", "maxfun", "engine_vcov"}),
-    "statsmodels": frozenset({"max_iterations"}),
-}
+__all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 
 # lmer() arguments hlmbridge does not apply yet: refused with a reason instead of fitting
 # a different model than R would.
@@ -43,8 +37,9 @@ _LMER_ARGUMENTS_NOT_APPLIED = ("weights", "offset", "subset", "na_action", "na.a
                                "control", "start", "verbose", "devFunOnly")
 
 
-def _check_options(engine: str, options: dict[str, Any]) -> None:
-    allowed = ENGINE_OPTIONS.get(engine, frozenset())
+def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
+    """Refuse every keyword that is not one of the engine's own tuning options."""
+    allowed = set(tuning_options(adapter))
     for name in options:
         if name in allowed:
             continue
@@ -52,7 +47,7 @@ def _check_options(engine: str, options: dict[str, Any]) -> None:
             raise UsageError(f"fit() does not apply lmer's {name}= argument yet, so it is refused "
                              f"rather than ignored (the fit would differ from R's).")
         known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
-        raise UsageError(f"fit() got an unknown keyword {name}= for engine {engine!r} (it takes: {known}).")
+        raise UsageError(f"fit() got an unknown keyword {name}= for engine {adapter.name!r} (it takes: {known}).")
 
 Z_95 = float(stats.norm.ppf(0.975))
 
@@ -76,7 +71,7 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
     ``data`` is never modified; rows with missing values in model variables are dropped
     (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
-    the only other keywords are the engine's options (``ENGINE_OPTIONS``); anything else,
+    the only other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
     including lmer arguments that are not applied yet (``weights=``, ``subset=`` ...), is a
     ``UsageError`` naming it.
     """
@@ -87,7 +82,7 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
             raise UsageError("fit() got both reml= and REML= with different values.")
         reml = bool(r_reml)
     adapter = require_engine(engine)
-    _check_options(engine, options)
+    _check_options(adapter, options)
     spec = as_spec(model, reml)
     reasons = adapter.unsupported(spec)
     if reasons:

@@ -18,11 +18,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from hlmbridge.design.build import Design
 from hlmbridge.spec.model import ModelSpec
 
-__all__ = ["Engine", "EngineFit"]
+__all__ = ["FIT_CONTEXT", "Engine", "EngineFit", "tuning_options"]
+
+#: Keywords ``fit`` passes to every engine's ``fit_design``: reuse hints, not model inputs.
+FIT_CONTEXT: tuple[str, ...] = ("data", "frame", "column_prints")
+
+
+def tuning_options(engine: Engine) -> tuple[str, ...]:
+    """The engine's own keyword options: the keyword-only parameters of its ``fit_design``
+    other than ``FIT_CONTEXT``. An engine takes no catch-all ``**kwargs``.
+
+    >>> from hlmbridge.engines.statsmodels import StatsmodelsEngine
+    >>> tuning_options(StatsmodelsEngine())
+    ('max_iterations',)
+    """
+    import inspect
+
+    params = inspect.signature(engine.fit_design).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in FIT_CONTEXT)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +78,13 @@ class Engine(Protocol):
         """Reasons this engine cannot fit ``spec`` exactly (empty when it can)."""
         ...
 
-    def fit_design(self, design: Design, **options: Any) -> EngineFit:
-        """Fit ``design`` and return the estimates (raises FitError on failure)."""
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+                   column_prints: Mapping[str, tuple[Any, ...]] | None = None, **options: Any) -> EngineFit:
+        """Fit ``design`` and return the estimates (raises FitError on failure).
+
+        ``data``, ``frame`` and ``column_prints`` (``FIT_CONTEXT``) are the caller's frame, the
+        model's view of it and its column fingerprints: hints an engine may use to reuse work,
+        never inputs that change the model. Every other keyword is the engine's own tuning
+        option and is named in its signature (no catch-all), so ``fit`` can refuse the rest.
+        """
         ...

@@ -235,7 +235,7 @@ class Lme4Engine:
 
     def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
                    column_prints: Mapping[str, tuple[Any, ...]] | None = None, rhoend: float = 1e-12,
-                   maxfun: int = 100_000, engine_vcov: bool = False, **_: Any) -> EngineFit:
+                   maxfun: int = 100_000, engine_vcov: bool = False) -> EngineFit:
         """Fit with lme4. ``data`` is the caller's frame: its columns are pushed to R once and
         reused while unchanged; ``frame`` (optional) is a view of it to read the columns from,
         ``column_prints`` (optional) its columns' fingerprints when the caller has them already.

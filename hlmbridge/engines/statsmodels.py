@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hlmbridge.design.build import Design, LevelDesign
 from hlmbridge.engines.base import EngineFit
@@ -59,8 +61,13 @@ class StatsmodelsEngine:
                 reasons.append(f"correlated random slopes below the top level ({where})")
         return reasons
 
-    def fit_design(self, design: Design, *, max_iterations: int | None = None, **_: Any) -> EngineFit:
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+                   column_prints: Mapping[str, tuple[Any, ...]] | None = None,
+                   max_iterations: int | None = None) -> EngineFit:
         """Fit the design; raises ConvergenceError when no strategy converges.
+
+        ``data``, ``frame`` and ``column_prints`` are the reuse hints every engine is given
+        (``engines.base.FIT_CONTEXT``); this engine fits the design's arrays and needs none.
 
         ``max_iterations`` caps every optimizer's iterations (default: 50,000 for
         Powell and Nelder-Mead, 2,000 for the BFGS polish).
