@@ -2,7 +2,9 @@
 
 Subcommands: ``validate`` (the main job), ``fit``, ``translate``, ``import-stata``,
 ``summarize``. Exit status: 0 all good; 1 a mismatch or missing number; 2 a usage or
-set-up error (one line on stderr, no traceback).
+set-up error (one line on stderr, no traceback): nothing compared, an engine asked for or
+named by the fixtures that cannot run, a fixture that is unused (not a case and no known
+format), truncated or not UTF-8, an empty or unreadable data file, a log with no output.
 
 Examples
 --------
@@ -125,6 +127,8 @@ def _import(a: argparse.Namespace) -> int:
     from hlmbridge.reference.fixtures import import_stata
 
     paths, parsed = import_stata(a.logfile, a.out, lenient=a.lenient, overrides=a.overrides)
+    if parsed.encoding != "utf-8":
+        print(f"note: {a.logfile} is not UTF-8; read it as {parsed.encoding} (recorded in each fixture's [source])")
     print(f"wrote {len(paths)} fixture files to {a.out}")
     for bad in parsed.invalid:
         print(f"note: line {bad.line} `{bad.command}`: {bad.reason}; the estimation context is unchanged")

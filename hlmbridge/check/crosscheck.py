@@ -7,8 +7,10 @@ against each other. Status, in order of precedence:
 ``match``
     equal at the digits Stata printed (within half a unit of the last printed digit).
 ``within``
-    relative difference <= ``rtol`` (rule ``rtol``), or difference <= ``se`` standard
-    errors of the estimate when an SE exists (rule ``se``), or <= ``atol``.
+    difference <= ``se`` standard errors of the estimate when the tolerance has ``se`` and
+    the number has an SE (rule ``se``), else relative difference <= ``rtol`` (rule
+    ``rtol``); or difference <= ``atol`` (rule ``atol``: log likelihoods, chi2, AIC, BIC
+    and p-values are judged on an absolute scale).
 ``explained``
     otherwise, when the row's ``explain_when`` condition holds (``singular``: the fit is
     at a boundary); the reason is recorded.
@@ -71,7 +73,7 @@ class CheckRow:
 
 
 def _fmt_tol(t: Tolerance) -> str:
-    parts = [f"rtol={t.rtol:g}"]
+    parts = [f"rtol={t.rtol:g}"] if t.rtol or not t.atol else []
     if t.se is not None:
         parts.append(f"se={t.se:g}")
     if t.atol:
@@ -93,10 +95,13 @@ def _judge(expected: float, actual: float, printed: str | None, se: float | None
         return "match", "printed digits", d, rel, digits, dse, ""
     if printed is None and d == 0:
         return "match", "equal", d, rel, digits, dse, ""
-    if tol.rtol and rel <= tol.rtol:
-        return "within", f"rtol={tol.rtol:g}", d, rel, digits, dse, tol.reason if not tol.reason.startswith("default") else ""
-    if tol.se is not None and not math.isnan(dse) and dse <= tol.se:
-        return "within", f"se={tol.se:g}", d, rel, digits, dse, ""
+    why = tol.reason if not tol.reason.startswith("default") else ""
+    if tol.se is not None and not math.isnan(dse):
+        # A number with a standard error is judged against it, never relative to its size.
+        if dse <= tol.se:
+            return "within", f"se={tol.se:g}", d, rel, digits, dse, why
+    elif tol.rtol and rel <= tol.rtol:
+        return "within", f"rtol={tol.rtol:g}", d, rel, digits, dse, why
     if tol.atol and d <= tol.atol:
         return "within", f"atol={tol.atol:g}", d, rel, digits, dse, ""
     if tol.explain_when == "singular" and singular:
@@ -205,16 +210,9 @@ def crosscheck(reference: Reference, actuals_by_engine: Mapping[str, Mapping[str
     return CheckReport(tuple(rows), (reference.case,), tuple(actuals_by_engine))
 
 
-#: Engine-vs-engine tolerances: the default classes, except that p-values also agree when
-#: they differ by less than 1e-8 in absolute terms.
-ENGINE_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
-    **DEFAULT_TOLERANCES,
-    "p_value": Tolerance(
-        1e-4, None, 1e-8,
-        "relative difference 1e-4, or 1e-8 absolute: a tail area that small says nothing its statistic "
-        "does not, and its relative difference grows like z^2 times the statistic's",
-    ),
-})
+#: Engine-vs-engine tolerances: the default classes (each judged on the scale where a
+#: difference could change a conclusion; see ``DEFAULT_TOLERANCES``' reasons).
+ENGINE_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType(dict(DEFAULT_TOLERANCES))
 
 
 def compare_engines(

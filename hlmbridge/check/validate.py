@@ -5,6 +5,14 @@ that model (parsed specs are compared, so ``qui mixed ...`` and ``mixed ...`` sh
 fit). A fit that fails turns that case's numbers into *missing* rows carrying the
 engine's message.
 
+Validate cannot pass without checking: it fails when it compares nothing; when an engine
+asked for (``engines``) or named by the fixtures (``[case] engines``; all of them when no
+``engines`` are given) cannot run here (:class:`~hlmbridge.errors.EngineUnavailableError`,
+never a silent fallback to the engines that can); when a fixture file is not a case and
+declares no other format (a misspelled ``[case]``), is truncated, or is not UTF-8
+(:class:`~hlmbridge.errors.FixtureError`); and when any number a fixture holds for an
+engine got no verdict (a *missing* row).
+
 Examples
 --------
 >>> from hlmbridge.check.validate import select_cases
@@ -48,16 +56,33 @@ def select_cases(refs: Sequence[Reference], cases: Sequence[str] | None) -> list
     return [r for r in refs if r.case in chosen]
 
 
-def resolve_engines(engines: Sequence[str] | None) -> list[str]:
-    """The engines to run: the named ones (checked), else every available one."""
-    from hlmbridge.engines import ENGINES, available_engines
+def resolve_engines(engines: Sequence[str] | None, required: Sequence[str] = ()) -> list[str]:
+    """The engines to run: the named ones, else ``required``, else every available one.
+
+    Every engine named or required must be able to run here: an unavailable one is an
+    :class:`~hlmbridge.errors.EngineUnavailableError` saying why, never skipped.
+    """
+    from hlmbridge.engines import ENGINES, available_engines, get_engine
 
     known = list(ENGINES)
     if engines:
         unknown = [e for e in engines if e not in known]
         if unknown:
             raise UsageError(f"unknown engine {unknown[0]!r}; valid engines: {', '.join(known)}")
+        for e in dict.fromkeys(engines):
+            ok, why = get_engine(e).available()
+            if not ok:
+                raise EngineUnavailableError(f"engine {e} was asked for but cannot run here. Why: {_first_line(why)}")
         return list(dict.fromkeys(engines))
+    if required:
+        names = [e for e in known if e in required]
+        for e in names:
+            ok, why = get_engine(e).available()
+            if not ok:
+                raise EngineUnavailableError(
+                    f"engine {e} cannot run here, and the fixtures name it ([case] engines); install it, or choose "
+                    f"the engines to check with --engine. Why: {_first_line(why)}")
+        return names
     avail = available_engines()
     if not avail:
         raise EngineUnavailableError(
@@ -65,6 +90,10 @@ def resolve_engines(engines: Sequence[str] | None) -> list[str]:
             "(pip install 'hlmbridge[r]')"
         )
     return avail
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 def load_data(data: str | Path | pd.DataFrame | None) -> pd.DataFrame:
@@ -85,8 +114,28 @@ def load_data(data: str | Path | pd.DataFrame | None) -> pd.DataFrame:
 
         return read_dta(p)
     if p.suffix.lower() == ".csv":
-        return pd.read_csv(p)
+        return _read_csv(p)
     raise DataError(f"unsupported data file type {p.suffix!r} (use .dta or .csv)")
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    """A CSV file as a frame; an empty, unreadable or malformed file is a DataError (one line)."""
+    from hlmbridge.errors import DataError
+
+    try:
+        frame = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p}: the CSV file is empty (no header, no rows)") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "re-save the CSV as UTF-8") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{p}: not a well-formed CSV file: {_first_line(str(exc))}") from None
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc.strerror}") from None
+    if frame.empty:
+        raise DataError(f"{p}: the CSV file has no data rows (columns: {', '.join(map(str, frame.columns))})")
+    return frame
 
 
 def _stderr_progress(done: int, total: int, label: str) -> None:
@@ -175,25 +224,31 @@ def validate(
     from hlmbridge.spec.model import ModelSpec
 
     refs = select_cases(load_references(fixtures), cases)
-    engs = resolve_engines(engines)
+    engs = resolve_engines(engines, sorted({e for r in refs if r.needs_engine for e in r.engines}))
     frame: pd.DataFrame | None = None
     specs: dict[str, Any] = {}
+    wanted: dict[tuple[Any, str], None] = {}
     for ref in refs:
-        if not any(v.engine and v.path[0] not in ("summarize", "tab") for v in ref.values):
+        if not ref.needs_engine:
             continue
         for m in ref.models:
             if m.command not in specs:
                 specs[m.command] = ModelSpec.parse(m.command)
-    unique: list[Any] = list(dict.fromkeys(specs.values()))
+            wanted.update(((specs[m.command], e), None) for e in _engines_for(ref, engs))
     fits: dict[tuple[Any, str], Any] = {}
-    if unique:
+    if wanted:
         frame = load_data(data)
-        fits = _fit_all([(s, e) for s in unique for e in engs], frame, jobs, progress)
+        fits = _fit_all(list(wanted), frame, jobs, progress)
     reports: list[CheckReport] = []
     cache: dict[str, Any] = {}
     for ref in refs:
         actuals_by_engine: dict[str, Any] = {}
-        for eng in engs:
+        ref_engines = _engines_for(ref, engs)
+        if not ref_engines and ref.checked:
+            reports.append(_missing(ref, "/".join(ref.engines), f"not compared: the case names engines "
+                                    f"{', '.join(ref.engines)}, and none of them was chosen ({', '.join(engs)})"))
+        by_cmd: dict[str, Any] = {}
+        for eng in ref_engines:
             by_cmd = {}
             failed = None
             for m in ref.models:
@@ -218,4 +273,25 @@ def validate(
     if not merged.rows:
         raise UsageError(f"validate compared nothing: no reference numbers in {fixtures or 'the bundled fixtures'}"
                          f"{' for cases ' + ', '.join(cases) if cases else ''}.")
-    return merged
+    unjudged = _not_judged(refs, engs, merged)
+    return merge_reports([merged, unjudged]) if unjudged.rows else merged
+
+
+def _engines_for(ref: Reference, engines: Sequence[str]) -> list[str]:
+    """The chosen engines that judge ``ref``: those its ``[case] engines`` names (all for data cases)."""
+    return [e for e in engines if not ref.needs_engine or e in ref.engines]
+
+
+def _not_judged(refs: Sequence[Reference], engines: Sequence[str], report: CheckReport) -> CheckReport:
+    """A *missing* row for every number a fixture holds that got no verdict for an engine.
+
+    Guards the count: validate never compares fewer numbers than the fixtures hold.
+    """
+    judged = {(r.case, r.key, r.engine) for r in report.rows if r.status != "unexpected"}
+    rows = tuple(
+        CheckRow(ref.case, v.key, eng, v.value, math.nan, v.printed, math.nan, math.nan, math.nan, math.nan,
+                 "", "", "missing", "no verdict: validate did not compare this number")
+        for ref in refs for eng in _engines_for(ref, engines) for v in ref.checked
+        if (ref.case, v.key, eng) not in judged
+    )
+    return CheckReport(rows, tuple(dict.fromkeys(r.case for r in rows)), tuple(dict.fromkeys(r.engine for r in rows)))

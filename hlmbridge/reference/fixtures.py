@@ -1,9 +1,11 @@
 """Reference fixtures: TOML files of Stata's printed numbers <-> :class:`Reference` objects.
 
-One file per case (one Stata output block). Each file has ``[case]`` (name, kind, notes),
-``[source]`` (log, line, command, program), ``[[models]]`` (the model commands the
-numbers refer to, by the name Stata knew them), ``[meta]``, ``[tolerance.<class>]``
-defaults with their reason, then the numbers, keyed by label::
+One file per case (one Stata output block), named ``<case name>.toml``. Each file has
+``[case]`` (name, kind, ``numbers`` = how many numbers the file holds, ``engines`` = the
+engines that must reproduce them, notes), ``[source]`` (log, line, command, program, and
+``encoding`` when the log was not UTF-8), ``[[models]]`` (the model commands the numbers
+refer to, by the name Stata knew them), ``[meta]``, ``[tolerance.<class>]`` defaults with
+their reason, then the numbers, keyed by label::
 
     [fixed."ses"]
     estimate = { printed = "1.234567", value = 1.234567, line = 100 }
@@ -12,8 +14,10 @@ A number's key is its table path, written ``fixed."ses".estimate``. A cell may c
 per-row override (``rtol``/``se``/``atol`` with a mandatory ``reason``), an
 ``explain_when = "singular"`` with its ``reason`` (a difference on a boundary fit is then
 *explained*, a named cause), or ``engine = false`` with a ``reason`` (recorded, but no
-engine computes it). Files without a ``[case]`` table are not case fixtures and are
-ignored by :func:`load_references` (e.g. the data layer's ``data_summaries.toml``).
+engine computes it). A TOML file without a ``[case]`` table must say what it is with a
+top-level ``format = "overrides"`` or ``format = "data_summaries"``; any other TOML file
+under a fixture directory is an error (a misspelled ``[case]`` is never passed over).
+Fixture files are UTF-8; a file that is not is refused with its line.
 
 Examples
 --------
@@ -36,11 +40,13 @@ from types import MappingProxyType
 from typing import Any
 
 from hlmbridge.errors import FixtureError, HlmbridgeError
-from hlmbridge.reference.stata_log import LogBlock, ModelRef, ParsedLog, parse_log, parse_number
+from hlmbridge.reference.stata_log import CONTROL_RE, LogBlock, ModelRef, ParsedLog, parse_log, parse_number
 
 __all__ = [
+    "ABSOLUTE_CLASSES",
     "DEFAULT_TOLERANCES",
     "FIXTURE_ROOT",
+    "OTHER_FORMATS",
     "RefValue",
     "Reference",
     "Source",
@@ -129,10 +135,20 @@ _COUNTS = {
     ("header", "nobs"), ("header", "n_groups"), ("header", "group_min"), ("header", "group_max"),
     ("header", "wald_df"), ("lr", "df"), ("ic", "N"), ("ic", "df"), ("lrtest", "df"),
 }
-_ERET_CLASS = {"e(ll)": "estimate", "e(ll_c)": "estimate", "e(chi2_c)": "statistic", "e(chi2)": "statistic",
+_ERET_CLASS = {"e(ll)": "loglik", "e(ll_c)": "loglik", "e(chi2_c)": "chi2", "e(chi2)": "chi2",
                "e(p_c)": "p_value", "e(p)": "p_value"}
+_LOGLIK = {("header", "loglik"), ("ic", "ll_null"), ("ic", "ll_model")}
+_CHI2 = {("header", "wald_chi2"), ("lr", "chi2"), ("lrtest", "chi2"), ("ic", "aic"), ("ic", "bic")}
 
-QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "count")
+QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "loglik", "chi2", "count")
+#: Classes judged on an absolute scale only: a relative tolerance there grows with the sample
+#: size (log likelihood, AIC, BIC, chi2), so the loader refuses ``rtol`` for them.
+ABSOLUTE_CLASSES = ("loglik", "chi2")
+#: What a TOML file without ``[case]`` may declare itself to be (top-level ``format = ...``).
+OTHER_FORMATS: Mapping[str, str] = MappingProxyType({
+    "overrides": "per-row tolerance overrides read by `hlmbridge import-stata --overrides`",
+    "data_summaries": "the data layer's summarize/tab reference (tests/test_data.py)",
+})
 
 
 def quantity_class(path: Sequence[str]) -> str:
@@ -142,12 +158,18 @@ def quantity_class(path: Sequence[str]) -> str:
     --------
     >>> quantity_class(("fixed", "ses", "conf_low")), quantity_class(("header", "nobs"))
     ('ci', 'count')
+    >>> quantity_class(("header", "loglik")), quantity_class(("ic", "aic")), quantity_class(("lr", "chi2"))
+    ('loglik', 'chi2', 'chi2')
     """
     sec, last = path[0], path[-1]
     if (sec, last) in _COUNTS or (sec, last) in (("summarize", "obs"), ("tab", "freq")):
         return "count"
     if sec == "ereturn":
         return _ERET_CLASS.get(last, "count")
+    if (sec, last) in _LOGLIK:
+        return "loglik"
+    if (sec, last) in _CHI2:
+        return "chi2"
     if last == "std_error":
         return "std_error"
     if last in ("conf_low", "conf_high"):
@@ -164,9 +186,10 @@ def quantity_class(path: Sequence[str]) -> str:
 class Tolerance:
     """How close is close enough, and why.
 
-    ``within`` when ``|diff| <= rtol*|expected|`` (rule ``rtol``), or ``|diff| <= se*SE``
-    of the estimate when an SE exists (rule ``se``), or ``|diff| <= atol``. ``match``
-    (equal at the printed digits) is always tried first.
+    ``match`` (equal at the printed digits) is always tried first. Then ``within`` when
+    ``|diff| <= se*SE`` of the estimate if ``se`` is set and the number has an SE (rule
+    ``se``; ``rtol`` is then not used: a coefficient is judged against its standard error),
+    else ``|diff| <= rtol*|expected|`` (rule ``rtol``); or ``|diff| <= atol`` (rule ``atol``).
     """
 
     rtol: float = 0.0
@@ -177,12 +200,23 @@ class Tolerance:
     explain_reason: str | None = None
 
 
+#: Each class is judged on the scale where a difference could change a conclusion.
 DEFAULT_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
-    "estimate": Tolerance(1e-4, 1e-3, 0.0, "default: relative difference 1e-4, or 1e-3 standard errors of the estimate"),
-    "std_error": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4"),
-    "ci": Tolerance(1e-4, 1e-3, 0.0, "default: relative difference 1e-4, or 1e-3 standard errors of the estimate"),
-    "statistic": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4"),
-    "p_value": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4 (p printed as 0.0000 match at printed digits)"),
+    "estimate": Tolerance(1e-4, 1e-3, 0.0, "default: 1e-3 standard errors of the estimate, the scale of any "
+                          "conclusion about it; relative difference 1e-4 only for a number without a standard error"),
+    "std_error": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4; a standard error is a scale, and its "
+                           "relative error is that of every CI width and z built on it"),
+    "ci": Tolerance(1e-4, 1e-3, 0.0, "default: 1e-3 standard errors of the estimate the interval is for; relative "
+                    "difference 1e-4 only without a standard error"),
+    "statistic": Tolerance(1e-4, None, 0.0, "default: relative difference 1e-4 of z; it moves a two-sided p-value by "
+                           "at most 2*z*phi(z)*1e-4 < 4.9e-5, inside the p-value tolerance"),
+    "p_value": Tolerance(0.0, None, 1e-4, "default: absolute difference 1e-4; a p-value is read against thresholds "
+                         "such as 0.05 on its own scale, and tiny tail areas (1e-216 vs 2e-216) say the same thing"),
+    "loglik": Tolerance(0.0, None, 0.01, "default: absolute 0.01 on the log-likelihood scale = an LR chi2 shift of "
+                        "0.02, far below any conclusion; a relative tolerance would grow with the sample "
+                        "(1e-4 of -23,557 is 2.4, an LR chi2 shift of 4.7)"),
+    "chi2": Tolerance(0.0, None, 0.02, "default: absolute 0.02 on the chi2 / -2 log-likelihood scale (LR and Wald "
+                      "chi2, AIC, BIC) = 0.01 of log likelihood; a relative tolerance would grow with the statistic"),
     "count": Tolerance(0.0, None, 0.0, "counts and degrees of freedom are exact"),
 })
 
@@ -195,6 +229,7 @@ class Source:
     line: int
     command: str
     program: str
+    encoding: str = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -230,10 +265,16 @@ class Reference:
     tolerances: Mapping[str, Tolerance]
     meta: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    engines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tolerances", MappingProxyType(dict(self.tolerances)))
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    @property
+    def needs_engine(self) -> bool:
+        """True when some checked number comes from a model fit (not the data layer)."""
+        return any(v.engine and v.path[0] not in ("summarize", "tab") for v in self.values)
 
     @property
     def checked(self) -> tuple[RefValue, ...]:
@@ -265,6 +306,8 @@ class Reference:
 # writing
 def _toml_str(s: str) -> str:
     out = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    # Never a raw control character: TOML refuses them in strings (the file would not load).
+    out = CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", out.replace("\r", "\\r"))
     return f'"{out}"'
 
 
@@ -331,28 +374,78 @@ def _toml_lineno(exc: Exception) -> int | None:
     return n
 
 
+def _read_utf8(path: Path, what: str = "fixture") -> str:
+    """The text of a UTF-8 file; a FixtureError naming the line of the first bad byte otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FixtureError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise FixtureError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); a {what} file must be UTF-8: re-save it as UTF-8",
+            path=str(path), line=line,
+        ) from None
+
+
+_OVERRIDE_FIELDS = ("case", "keys", "rtol", "se", "atol", "explain_when", "reason")
+
+
 def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
     if path is None:
         return []
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_utf8(path, "overrides"))
     except tomllib.TOMLDecodeError as exc:
         raise FixtureError(str(exc), path=str(path), line=_toml_lineno(exc)) from exc
-    except OSError as exc:
-        raise FixtureError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    unknown = sorted(set(data) - {"override", "format"})
+    if unknown or data.get("format", "overrides") != "overrides":
+        raise FixtureError(f"an overrides file holds [[override]] tables and `format = \"overrides\"` only; "
+                           f"found {unknown or data.get('format')!r}", path=str(path))
     out = data.get("override", [])
     for k, o in enumerate(out):
         missing = [f for f in ("case", "keys", "reason") if f not in o]
         if missing:
             raise FixtureError(f"override #{k + 1} is missing {missing}", path=str(path))
+        extra = sorted(set(o) - set(_OVERRIDE_FIELDS))
+        if extra:
+            raise FixtureError(f"override #{k + 1} has unknown fields {extra} (known: {', '.join(_OVERRIDE_FIELDS)})",
+                               path=str(path))
+        if not any(f in o for f in ("rtol", "se", "atol", "explain_when")):
+            raise FixtureError(f"override #{k + 1} ({o['case']}) sets no tolerance (rtol, se, atol or explain_when)",
+                               path=str(path))
     return out
 
 
-def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]] = ()) -> str:
+def _no_control(text: str, what: str, log_name: str, line: int) -> None:
+    """Refuse a control character in text the importer would write into a fixture."""
+    m = CONTROL_RE.search(text)
+    if m:
+        raise FixtureError(f"control character U+{ord(m.group()):04X} in {what} {text!r}: a Stata log prints none "
+                           "(is the file damaged or binary?)", path=log_name, line=line)
+
+
+def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]] = (),
+                  encoding: str = "utf-8") -> str:
     """Render one parsed block as a fixture file (deterministic text)."""
+    return _render_block(block, log_name, overrides, encoding)[0]
+
+
+def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]],
+                  encoding: str) -> tuple[str, dict[int, int]]:
+    """The fixture text and, for each fixture line holding a number, that number's log line."""
+    from hlmbridge.engines import ENGINES
     from hlmbridge.reference.quantities import DI_TABLE, normalize_expression
 
     name = case_name(block)
+    _no_control(block.command, "the command", log_name, block.line)
+    for m in block.models:
+        _no_control(m.command, "the model command", log_name, m.line)
+    for c in block.cells:
+        for part in c.path:
+            _no_control(part, "the label", log_name, c.line)
     boundary = block.kind == "mixed" and _is_boundary(block)
     per_key: dict[str, dict[str, Any]] = {}
     for o in overrides:
@@ -382,11 +475,16 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         "[case]",
         f"name = {_toml_str(name)}",
         f"kind = {_toml_str(block.kind)}",
+        f"numbers = {len(block.cells)}",
     ]
+    if block.models:  # numbers from model fits: every engine must reproduce them
+        out.append(f"engines = {_toml_val(list(ENGINES))}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
             f"command = {_toml_str(block.command)}", 'program = "Stata"']
+    if encoding != "utf-8":
+        out.append(f"encoding = {_toml_str(encoding)}")
     for m in block.models:
         out += ["", "[[models]]", f"name = {_toml_str(m.name)}", f"command = {_toml_str(m.command)}",
                 f"line = {m.line}"]
@@ -397,15 +495,21 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         out += ["", "[meta]"] + [f"{_toml_key(k)} = {_toml_val(v)}" for k, v in meta.items()]
     for cls in QUANTITY_CLASSES:
         t = DEFAULT_TOLERANCES[cls]
-        out += ["", f"[tolerance.{cls}]", f"rtol = {_toml_val(t.rtol)}"]
+        out += ["", f"[tolerance.{cls}]"]
+        if t.rtol or not (t.se or t.atol):  # rtol = 0.0 alone: exact
+            out.append(f"rtol = {_toml_val(t.rtol)}")
         if t.se is not None:
             out.append(f"se = {_toml_val(t.se)}")
+        if t.atol:
+            out.append(f"atol = {_toml_val(t.atol)}")
         out.append(f"reason = {_toml_str(t.reason)}")
     current: tuple[str, ...] | None = None
+    log_lines: dict[int, int] = {}
     for c in block.cells:
         table, leaf = c.path[:-1], c.path[-1]
         if table != current:
             out += ["", "[" + ".".join(_toml_key(p) if k == 0 else _toml_str(p) for k, p in enumerate(table)) + "]"]
+            log_lines[len(out)] = c.line
             current = table
         cell: dict[str, Any] = {"printed": c.printed, "value": c.value, "line": c.line}
         key = format_key(c.path)
@@ -420,9 +524,10 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         if di_entry:
             cell.update(quantity=di_entry[0], args=list(di_entry[1]))
         out.append(f"{_toml_key(leaf)} = {_toml_val(cell)}")
+        log_lines[len(out)] = c.line
     if per_key:
         raise FixtureError(f"overrides for {name} name keys the block does not have: {sorted(per_key)}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n", log_lines
 
 
 def import_stata(
@@ -435,19 +540,50 @@ def import_stata(
     """Parse a Stata log and write one fixture file per block into ``out_dir``.
 
     Returns the written paths and the parsed log (whose ``problems`` are non-empty only
-    when ``lenient``).
+    when ``lenient``). Nothing is written unless every fixture would load back
+    (:func:`load_reference`: labels against the model, TOML syntax); the first that would
+    not is a FixtureError naming the log line. A log with no known output, or overrides
+    naming a case or key the log does not have, are errors too.
     """
     parsed = parse_log(log_path, lenient=lenient)
-    ov = _load_overrides(Path(overrides) if overrides is not None else None)
+    opath = Path(overrides) if overrides is not None else None
+    ov = _load_overrides(opath)
+    if not parsed.blocks:
+        raise FixtureError("no Stata output the importer knows (mixed, estat, lrtest, mat list, ereturn list, di, "
+                           "summarize, tab) was found: 0 fixtures", path=str(log_path))
+    names = {case_name(b) for b in parsed.blocks}
+    for k, o in enumerate(ov):
+        if o["case"] not in names:
+            raise FixtureError(f"override #{k + 1} names case {o['case']!r}, which this log does not produce "
+                               f"(cases: {', '.join(sorted(names))})", path=str(opath))
+    texts: list[tuple[Path, str]] = []
     out = Path(out_dir)
+    for block in parsed.blocks:
+        p = out / f"{case_name(block)}.toml"
+        try:
+            text, log_lines = _render_block(block, parsed.name, ov, parsed.encoding)
+        except FixtureError as exc:
+            if exc.path is None and opath is not None:
+                raise FixtureError(str(exc), path=str(opath)) from None
+            raise
+        try:
+            _reference_from_text(text, p)
+        except FixtureError as exc:
+            line = log_lines.get(exc.line or 0, block.line)
+            why = str(exc).removeprefix(f"{exc.path}:{exc.line}: " if exc.line is not None else f"{exc.path}: ")
+            raise FixtureError(f"`{block.command}`: the fixture {p.name} would not load: {why}",
+                               path=parsed.name, line=line) from None
+        texts.append((p, text))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FixtureError(f"cannot create the output directory: {exc.strerror}", path=str(out)) from exc
     written = []
-    for block in parsed.blocks:
-        p = out / f"{case_name(block)}.toml"
-        p.write_text(block_to_toml(block, parsed.name, ov), encoding="utf-8")
+    for p, text in texts:
+        try:
+            p.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise FixtureError(f"cannot write: {exc.strerror}", path=str(p)) from exc
         written.append(p)
     return written, parsed
 
@@ -584,8 +720,11 @@ def load_reference(path: str | Path) -> Reference:
     Raises
     ------
     FixtureError
-        Naming the file and line: TOML syntax error, a missing field, a non-numeric value,
-        an unknown section or quantity, a label no engine can produce for the case's model.
+        Naming the file and line: not UTF-8, TOML syntax error, a missing field, a
+        non-numeric value, an unknown section or quantity, a label no engine can produce for
+        the case's model, a case name that is not the file's name, fewer or more numbers than
+        ``[case] numbers`` says (a truncated file), a relative tolerance on the log-likelihood
+        or chi2 scale.
 
     Examples
     --------
@@ -594,11 +733,14 @@ def load_reference(path: str | Path) -> Reference:
     ('mixed mathach || id:', 198)
     """
     p = Path(path)
+    return _reference_from_text(_read_utf8(p), p)
+
+
+def _reference_from_text(text: str, p: Path) -> Reference:
+    """:func:`load_reference` on the text of a file at ``p`` (which need not exist yet)."""
+    from hlmbridge.engines import ENGINES
+
     spath = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FixtureError(f"cannot read: {exc.strerror}", path=spath) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -621,12 +763,20 @@ def load_reference(path: str | Path) -> Reference:
             raise err(f"missing table [{sect}]")
     case = data["case"]
     name = need(case, "name", ["case"], str)
+    if name != p.stem:
+        raise err(f"case name {name!r} is not the file's name {p.stem!r} (a case file is <name>.toml): "
+                  "a misspelled name?", ["case", "name"])
     kind = need(case, "kind", ["case"], str)
     if kind not in KIND_SECTIONS:
         raise err(f"unknown case kind {kind!r} (known: {', '.join(KIND_SECTIONS)})", ["case", "kind"])
+    n_numbers = need(case, "numbers", ["case"], int)
+    unknown_case = sorted(set(case) - {"name", "kind", "numbers", "engines", "notes"})
+    if unknown_case:
+        raise err(f"[case] has unknown fields {unknown_case}", ["case"])
     src = data["source"]
     source = Source(need(src, "log", ["source"], str), need(src, "line", ["source"], int),
-                    need(src, "command", ["source"], str), need(src, "program", ["source"], str))
+                    need(src, "command", ["source"], str), need(src, "program", ["source"], str),
+                    need(src, "encoding", ["source"], str) if "encoding" in src else "utf-8")
     models = []
     for k, m in enumerate(data.get("models", [])):
         where = ["models"]
@@ -636,6 +786,8 @@ def load_reference(path: str | Path) -> Reference:
         if cls not in QUANTITY_CLASSES:
             raise err(f"unknown tolerance class {cls!r} (known: {', '.join(QUANTITY_CLASSES)})", ["tolerance", cls])
         tolerances[cls] = _tolerance(t, ["tolerance", cls], err, need)
+        if cls in ABSOLUTE_CLASSES and tolerances[cls].rtol:
+            raise err(_ABSOLUTE_MSG.format(where=f"[tolerance.{cls}]"), ["tolerance", cls])
     specs: dict[str, Any] = {}
     values: list[RefValue] = []
     for sec in KIND_SECTIONS[kind]:
@@ -656,6 +808,19 @@ def load_reference(path: str | Path) -> Reference:
             values.append(_cell(vpath, cell, err, need, name, lines))
     if not values:
         raise err("the case holds no numbers")
+    if len(values) != n_numbers:
+        raise err(f"the file holds {len(values)} numbers but [case] numbers = {n_numbers}: "
+                  f"{'truncated' if len(values) < n_numbers else 'numbers added'} after import?", ["case", "numbers"])
+    for v in values:
+        if v.override is not None and v.override.rtol and v.qclass in ABSOLUTE_CLASSES:
+            raise err(_ABSOLUTE_MSG.format(where=v.key), v.path)
+    needs_engine = any(v.engine and v.path[0] not in ("summarize", "tab") for v in values)
+    engines = case.get("engines", list(ENGINES) if needs_engine else [])
+    if not isinstance(engines, list) or not all(isinstance(e, str) and e in ENGINES for e in engines):
+        raise err(f"[case] engines must be a list of engine names ({', '.join(ENGINES)}), got {engines!r}",
+                  ["case", "engines"])
+    if needs_engine and not engines:
+        raise err("[case] engines is empty, but the case holds numbers from model fits", ["case", "engines"])
     if kind not in ("summarize", "tab", "prose") and not models and any(v.engine for v in values):
         raise err("missing [[models]]: the numbers must name the model command(s) they refer to", ["case"])
     # labels vs. the models' specs
@@ -676,7 +841,11 @@ def load_reference(path: str | Path) -> Reference:
         if why:
             raise err(why, v.path)
     return Reference(name, spath, kind, source, tuple(models), tuple(values), tolerances,
-                     data.get("meta", {}), tuple(case.get("notes", ())))
+                     data.get("meta", {}), tuple(case.get("notes", ())), tuple(engines))
+
+
+_ABSOLUTE_MSG = ("{where}: a relative tolerance (rtol) on the log-likelihood or chi2 scale grows with the "
+                 "sample size; state an absolute one (atol) with its reason")
 
 
 def _tolerance(t: Any, where: list[str], err, need) -> Tolerance:
@@ -790,9 +959,12 @@ def model_commands(references: Sequence[Reference] | None = None) -> tuple[str, 
 def load_references(directory: str | Path | None = None) -> list[Reference]:
     """Load every case fixture under ``directory`` (recursively; default :data:`FIXTURE_ROOT`).
 
-    Files without a ``[case]`` table are not case fixtures and are passed over (their
-    names are in no result); every case file is validated and the first error raised.
-    Cases are sorted by name; a repeated case name is an error.
+    Every ``*.toml`` file is accounted for: a case fixture (``[case]`` table), or a file
+    declaring another known kind with a top-level ``format`` (:data:`OTHER_FORMATS`).
+    Any other TOML file is an error, so a misspelled ``[case]`` is never passed over. An
+    overrides file in the directory must name only cases and keys that exist, and each
+    must be applied in its fixture (re-imported). Every case file is validated and the
+    first error raised. Cases are sorted by name; a repeated case name is an error.
     """
     root = Path(directory) if directory is not None else FIXTURE_ROOT
     if root.is_file():
@@ -800,15 +972,42 @@ def load_references(directory: str | Path | None = None) -> list[Reference]:
     if not root.is_dir():
         raise FixtureError("no such fixture directory", path=str(root))
     refs: dict[str, Reference] = {}
+    override_files: list[Path] = []
     for p in sorted(root.rglob("*.toml")):
+        text = _read_utf8(p)
         try:
-            head = tomllib.loads(p.read_text(encoding="utf-8"))
+            head = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             head = {"case": None}  # let load_reference report the syntax error with its line
         if "case" not in head:
+            fmt = head.get("format")
+            if fmt not in OTHER_FORMATS:
+                tables = ", ".join(f"[{k}]" for k in head) or "none"
+                raise FixtureError(
+                    "not a case fixture (no [case] table) and no top-level `format = ...` naming another known kind "
+                    f"({', '.join(OTHER_FORMATS)}); its tables: {tables}. A misspelled [case]?", path=str(p))
+            if fmt == "overrides":
+                override_files.append(p)
             continue
-        ref = load_reference(p)
+        ref = _reference_from_text(text, p)
         if ref.case in refs:
             raise FixtureError(f"case {ref.case!r} is also defined in {refs[ref.case].path}", path=str(p))
         refs[ref.case] = ref
+    for op in override_files:
+        _check_overrides_applied(op, refs)
     return [refs[k] for k in sorted(refs)]
+
+
+def _check_overrides_applied(path: Path, refs: Mapping[str, Reference]) -> None:
+    """Every override in ``path`` names a case and keys in ``refs``, and the fixture carries it."""
+    for k, o in enumerate(_load_overrides(path), start=1):
+        ref = refs.get(o["case"])
+        if ref is None:
+            raise FixtureError(f"override #{k} names case {o['case']!r}, which no fixture here defines", path=str(path))
+        for key in o["keys"]:
+            v = ref.get(key)
+            if v is None:
+                raise FixtureError(f"override #{k} names {key!r}, which case {ref.case} does not hold", path=str(path))
+            if v.override is None and v.explain_when is None:
+                raise FixtureError(f"override #{k} for {ref.case} {key} is not in {ref.path}: re-import the log",
+                                   path=str(path))

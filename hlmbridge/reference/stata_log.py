@@ -10,7 +10,11 @@ the command, its line, the model command(s) it refers to and its numbers as
 Known outputs: ``mixed``, ``estat icc``, ``estat ic``, ``estat recov`` (and ``, corr``),
 ``lrtest``, ``mat list``, ``ereturn list``, ``di``, ``summarize``, one-way ``tab``. A block
 that cannot be parsed raises :class:`~hlmbridge.errors.FixtureError` naming the log and
-line; ``lenient=True`` collects those errors in :attr:`ParsedLog.problems` instead.
+line; ``lenient=True`` collects those errors in :attr:`ParsedLog.problems` instead. A row
+whose label Stata abbreviated (``~``) or wrapped onto the line above (numbers without a
+label) is such an error: the label cannot be recovered. :func:`parse_log` reads UTF-8 and
+falls back to Windows-1252, then Latin-1 (Stata logs from Windows), recording which in
+:attr:`ParsedLog.encoding`.
 An invalid command (e.g. the seed's ``qui mathach ...``) does not change the context and
 is recorded in :attr:`ParsedLog.invalid`.
 
@@ -37,17 +41,21 @@ from typing import Any
 from hlmbridge.errors import FixtureError
 
 __all__ = [
+    "CONTROL_RE",
     "Cell",
     "InvalidCommand",
     "LogBlock",
     "ModelRef",
     "ParsedLog",
+    "decode_log",
     "is_mixed_command",
     "parse_log",
     "parse_log_text",
     "parse_number",
 ]
 
+#: A control character other than tab and newline (never in a Stata log's text).
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 NUM = r"(?:[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|\.)"
 _NUM_RE = re.compile(NUM)
 _CMD_RE = re.compile(r"^\s?\.\s+(\S.*?)\s*$")
@@ -145,6 +153,7 @@ class ParsedLog:
     blocks: tuple[LogBlock, ...]
     invalid: tuple[InvalidCommand, ...] = ()
     problems: tuple[FixtureError, ...] = ()
+    encoding: str = "utf-8"
 
 
 # --------------------------------------------------------------------------------------
@@ -154,7 +163,12 @@ class _Lines:
 
     def __init__(self, text: str, name: str):
         self.name = name
-        self.lines = text.splitlines()
+        # Split at newlines only (str.splitlines also splits at form feeds and other control
+        # characters, which would move a damaged row's text to a line of its own).
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        self.lines = [t[:-1] if t.endswith("\r") else t for t in lines]
 
     def __getitem__(self, lineno: int) -> str:
         return self.lines[lineno - 1]
@@ -164,6 +178,18 @@ class _Lines:
 
     def error(self, message: str, lineno: int) -> FixtureError:
         return FixtureError(message, path=self.name, line=lineno)
+
+
+def _check_label(label: str, lines: _Lines, lineno: int) -> str:
+    """``label`` when it is a full label; an error for an abbreviated or a wrapped one."""
+    if not label:
+        raise lines.error("a row of numbers without a label: a wrapped row (its label is on the line above, or "
+                          "missing); use names that fit Stata's column (12 characters) and re-run", lineno)
+    if "~" in label:
+        raise lines.error(f"abbreviated label {label!r}: Stata shortened a long name with '~' to fit its column "
+                          "and the full name cannot be recovered; use names of 12 characters or fewer and re-run",
+                          lineno)
+    return label
 
 
 def _command_of(line: str) -> str | None:
@@ -292,6 +318,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
                     raise lines.error("factor level row does not fit its sub-header", i)
             else:
                 sub = ""
+            _check_label(label, lines, i)
             toks = _nums(rest, lines, i, 6)
             cells.extend(Cell(("fixed", label, f), t, i) for f, t in zip(_FIXED_FIELDS, toks))
         pos += 1
@@ -318,6 +345,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         if lv and not rest:
             levels[lv.group(1)] = lv.group(2)
             continue
+        _check_label(label, lines, i)
         if not re.fullmatch(r"(var|cov|sd|corr)\([^()]+\)", label):
             raise lines.error(f"unrecognized random-effects row {label!r}", i)
         toks = _nums(rest, lines, i, 4)
@@ -363,6 +391,7 @@ def _parse_icc(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[s
         if label == "Level":
             state = 1
             continue
+        _check_label(label, lines, i)
         toks = _nums(rest, lines, i, 4)
         cells.extend(Cell(("icc", label, f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
         state = 2
@@ -411,6 +440,8 @@ def _parse_recov(lines: _Lines, start: int, stop: int, corr: bool) -> tuple[list
     if len(it) < 2 or _table_row(it[1][1]) is None:
         raise lines.error("expected the matrix column header", it[1][0] if len(it) > 1 else start)
     cols = it[1][1].partition("|")[2].split()
+    for c in cols:
+        _check_label(c, lines, it[1][0])
     cells: list[Cell] = []
     rows_seen = 0
     end = it[1][0]
@@ -479,6 +510,10 @@ def _parse_matlist(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], di
     name, ncol = m.group(1), int(m.group(3))
     eqs = it[1][1].split()
     cols = it[2][1].split()
+    for lab in eqs:
+        _check_label(lab, lines, it[1][0])
+    for lab in cols:
+        _check_label(lab, lines, it[2][0])
     i, text = it[3]
     row = text.split()
     if len(eqs) != ncol or len(cols) != ncol or len(row) != ncol + 1 or not all(e.endswith(":") for e in eqs):
@@ -547,6 +582,7 @@ def _parse_summarize(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], 
     cells: list[Cell] = []
     end = it[0][0]
     for i, label, rest in _simple_rows(it[1:]):
+        _check_label(label, lines, i)
         toks = rest.split()
         if len(toks) not in (1, 5):
             raise lines.error("a summarize row has 1 or 5 numbers", i)
@@ -567,6 +603,7 @@ def _parse_tab(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[s
     cells: list[Cell] = []
     end = it[0][0]
     for i, label, rest in _simple_rows(it[1:]):
+        _check_label(label, lines, i)
         toks = _nums(rest, lines, i)
         fields = ("freq", "percent", "cum") if label != "Total" else ("freq", "percent")
         if len(toks) != len(fields):
@@ -769,6 +806,31 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
     return ParsedLog(name, tuple(blocks), tuple(invalid), tuple(problems))
 
 
+def decode_log(raw: bytes) -> tuple[str, str]:
+    """The text of a log and the encoding it was read with.
+
+    UTF-8 (a byte-order mark is dropped; UTF-16 with its mark is read too), else
+    Windows-1252 (Stata logs written on Windows), else Latin-1, which reads any bytes.
+
+    Examples
+    --------
+    >>> decode_log("r\u00e9sum\u00e9".encode("cp1252"))
+    ('résumé', 'cp1252')
+    >>> decode_log("r\u00e9sum\u00e9".encode("utf-8"))[1]
+    'utf-8'
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16"), "utf-16"
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
 def parse_log(path: str | Path, *, lenient: bool = False) -> ParsedLog:
     """Parse the Stata log at ``path`` (see :func:`parse_log_text`).
 
@@ -783,7 +845,13 @@ def parse_log(path: str | Path, *, lenient: bool = False) -> ParsedLog:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise FixtureError(f"cannot read the log: {exc.strerror}", path=str(p)) from exc
-    return parse_log_text(text, name=p.name, lenient=lenient)
+    if b"\x00" in raw and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise FixtureError("NUL byte: not a text log (a binary file, or UTF-16 without its byte-order mark?)", path=str(p),
+                           line=line)
+    text, encoding = decode_log(raw)
+    parsed = parse_log_text(text, name=p.name, lenient=lenient)
+    return ParsedLog(parsed.name, parsed.blocks, parsed.invalid, parsed.problems, encoding)

@@ -21,13 +21,26 @@ _RULE = "-" * 78
 
 
 def format_g(x: float, width: int = 10) -> str:
-    """A number the way Stata's %9.0g-style columns show it (7 significant digits)."""
+    """A number the way Stata's %9.0g-style columns show it (7 significant digits).
+
+    Missing is ``.``; an infinite number prints as ``inf``/``-inf`` and a very large one
+    in e-notation (never a 300-digit integer).
+
+    Examples
+    --------
+    >>> format_g(2.3914991), format_g(float("inf"), 5), format_g(float("nan"), 3), format_g(-1e300)
+    ('  2.391499', '  inf', '  .', '-1.000e+300')
+    """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ".".rjust(width)
+    if math.isinf(x):
+        return ("inf" if x > 0 else "-inf").rjust(width)
     if x == 0:
         return "0".rjust(width)
+    if abs(x) >= 1e9 or abs(x) < 1e-4:
+        return f"{x:.3e}".rjust(width)
     digits = 7 - max(0, int(math.floor(math.log10(abs(x)))) + 1)
-    text = f"{x:.{max(digits, 0)}f}" if abs(x) >= 1e-4 else f"{x:.3e}"
+    text = f"{x:.{max(digits, 0)}f}"
     if "." in text and "e" not in text:
         text = text.rstrip("0").rstrip(".")
         if text.startswith("0."):
@@ -100,9 +113,10 @@ def summary(res: FitResult) -> str:
     lines.append("  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]")
     lines.append("-" * 29 + "+" + "-" * 48)
     rnd = res.random
-    for level in res.spec.levels:
+    for level in res.groups:
         title = {"unstructured": "Unstructured", "independent": "Independent", "identity": "Identity",
-                 "exchangeable": "Exchangeable"}[level.cov or "identity"]
+                 "exchangeable": "Exchangeable", "blocks": "Block diagonal"}.get(level.cov or "identity",
+                                                                                  level.cov.title())
         lines.append(f"{level.group + ': ' + title:<29}|")
         lines += [_random_line(r) for r in rnd[rnd["group"] == level.group].itertuples(index=False)]
         lines.append("-" * 29 + "+" + "-" * 48)
