@@ -53,13 +53,13 @@ class SpecError(HlmbridgeError, ValueError):
 class UnsupportedSpecError(SpecError):
     """A valid model that a given engine cannot fit exactly (names construct and engine)."""
 
-    def __init__(self, construct: str, engine: str, detail: str = ""):
+    def __init__(self, construct: str, engine: str, detail: str = "", *, message: str | None = None):
         self.construct = construct
         self.engine = engine
         msg = f"{engine} cannot fit {construct} exactly"
         if detail:
             msg += f": {detail}"
-        super().__init__(msg)
+        super().__init__(message if message is not None else msg)
 
 
 class EngineUnavailableError(HlmbridgeError, RuntimeError):

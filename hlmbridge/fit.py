@@ -33,8 +33,9 @@ __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 
 # lmer() arguments hlmbridge does not apply yet: refused with a reason instead of fitting
 # a different model than R would.
-_LMER_ARGUMENTS_NOT_APPLIED = ("weights", "offset", "subset", "na_action", "na.action", "contrasts",
-                               "control", "start", "verbose", "devFunOnly")
+_LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "contrasts", "control", "start", "verbose", "devFunOnly")
+#: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
+ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -43,8 +44,10 @@ def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
     for name in options:
         if name in allowed:
             continue
+        if name == "na.action":
+            raise UsageError("fit() takes lmer's na.action as na_action= ('na.omit', 'na.exclude' or 'na.fail').")
         if name in _LMER_ARGUMENTS_NOT_APPLIED:
-            raise UsageError(f"fit() does not apply lmer's {name}= argument yet, so it is refused "
+            raise UsageError(f"fit() does not apply lmer's {name}= argument, so it is refused "
                              f"rather than ignored (the fit would differ from R's).")
         known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
         raise UsageError(f"fit() got an unknown keyword {name}= for engine {adapter.name!r} (it takes: {known}).")
@@ -81,15 +84,24 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
         if reml is not None and bool(reml) != bool(r_reml):
             raise UsageError("fit() got both reml= and REML= with different values.")
         reml = bool(r_reml)
+    rows_args = {k: options.pop(k) for k in ROW_ARGUMENTS if k in options}
     adapter = require_engine(engine)
     _check_options(adapter, options)
     spec = as_spec(model, reml)
     reasons = adapter.unsupported(spec)
-    if reasons:
-        raise UnsupportedSpecError(reasons[0].split(":")[0], engine, "; ".join(reasons))
+    if reasons:  # each reason is a whole sentence naming the construct and the engine
+        raise UnsupportedSpecError(reasons[0], engine, message=reasons[0])
     view = _model_frame(data, spec)
     prints = fingerprints(view, spec.variables)  # once per fit, shared by every cache below
-    design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()), lambda: build_design(spec, view))
+    if any(v is not None for v in rows_args.values()):
+        for k, v in rows_args.items():  # a column name refers to the caller's frame, as in lmer
+            if isinstance(v, str) and k != "na_action":
+                if v not in data.columns:
+                    raise UsageError(f"{k}= names a column that is not in the data: {v!r}")
+                rows_args[k] = data[v]
+        design = build_design(spec, view, **rows_args)  # per-call arrays: never cached
+    else:
+        design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()), lambda: build_design(spec, view))
     estimates = adapter.fit_design(design, data=data, frame=view, column_prints=prints, **options)
     return result_from_estimates(design, estimates, engine, wall_start=t0)
 
@@ -113,7 +125,11 @@ def _group_info(design: Design) -> tuple[GroupInfo, ...]:
     out = []
     for ld in design.levels:
         sizes = ld.sizes
-        out.append(GroupInfo(ld.level.group, int(ld.n_groups), int(sizes.min()), float(sizes.mean()), int(sizes.max())))
+        q = len(ld.terms_lme4)
+        order = [j for j in range(q) if ld.terms_lme4[j] != "(Intercept)"] + \
+                [j for j in range(q) if ld.terms_lme4[j] == "(Intercept)"]
+        out.append(GroupInfo(ld.name, int(ld.n_groups), int(sizes.min()), float(sizes.mean()), int(sizes.max()),
+                             tuple(ld.terms_stata[j] for j in order), ld.cov))
     return tuple(out)
 
 
@@ -139,7 +155,8 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
         if prm.kind == "var":
             if value > 0 and np.isfinite(s):
                 half = Z_95 * s / value  # log scale: se(log var) = se(var) / var
-                lo, hi = value * np.exp(-half), value * np.exp(half)
+                with np.errstate(over="ignore"):  # a variance at the boundary: the CI is (0, inf)
+                    lo, hi = value * np.exp(-half), value * np.exp(half)
             else:
                 lo = hi = float("nan")
         else:
@@ -166,11 +183,11 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     aic = -2 * inf.loglik + 2 * df
     bic = -2 * inf.loglik + df * np.log(design.nobs)
 
-    warns = list(est.warnings)
+    warns = list(spec.notes) + list(est.warnings)
     for ld in design.levels:
         n1 = int(np.sum(ld.sizes == 1))
         if n1:
-            warns.append(f"{n1} group(s) of {ld.level.group!r} have a single observation")
+            warns.append(f"{n1} group(s) of {ld.name!r} have a single observation")
     if design.n_dropped:
         warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
     if abs(inf.loglik - est.loglik) > 1e-4 * max(1.0, abs(est.loglik)) and not spec.reml:

@@ -27,14 +27,24 @@ hlmbridge_codes_factor <- function(codes, levels) {
   structure(as.integer(codes) + 1L, levels = as.character(levels), class = "factor")
 }
 
+## The same as an ordered factor (hlmbridge passes a pandas ordered Categorical this way).
+hlmbridge_ordered <- function(f) {
+  class(f) <- c("ordered", "factor")
+  f
+}
+
 ## Fit one model. `factors` is a named list: variable -> base level (NA = lowest level);
-## `rows` are 1-based row numbers of the estimation sample (NULL = all rows).
+## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
+## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
+## own `weights=` and `offset=` arguments. The rows are given to lmer as `subset=`, so R
+## evaluates the formula's variables on the whole data as R itself would.
 ## Returns a plain list; an lme4 error comes back as list(error = message), never as an R error.
 hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
-                          rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE) {
+                          rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE,
+                          weights = NULL, offset = NULL) {
   warns <- character()
   msgs <- character()
-  d <- if (is.null(rows)) data else data[rows, , drop = FALSE]
+  d <- data
   for (nm in names(factors)) {
     f <- factor(d[[nm]])
     base <- factors[[nm]]
@@ -42,12 +52,25 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     d[[nm]] <- f
   }
   ctrl <- hlmbridge_control(rhoend = rhoend, maxfun = maxfun)
+  call <- quote(lme4::lmer(form, data = d, REML = reml, control = ctrl))
+  if (!is.null(rows)) {
+    keep <- logical(nrow(d))
+    keep[rows] <- TRUE
+    d[[".hlmbridge_keep"]] <- keep
+    call$subset <- as.name(".hlmbridge_keep")
+  }
+  if (!is.null(weights)) {
+    d[[".hlmbridge_weights"]] <- weights
+    call$weights <- as.name(".hlmbridge_weights")
+  }
+  if (!is.null(offset)) {
+    d[[".hlmbridge_offset"]] <- offset
+    call$offset <- as.name(".hlmbridge_offset")
+  }
+  form <- stats::as.formula(formula, env = environment())
   t0 <- proc.time()[["elapsed"]]
   fit <- withCallingHandlers(
-    tryCatch(
-      lme4::lmer(stats::as.formula(formula), data = d, REML = reml, control = ctrl),
-      error = function(e) e
-    ),
+    tryCatch(eval(call), error = function(e) e),
     warning = function(w) {
       warns <<- c(warns, conditionMessage(w))
       invokeRestart("muffleWarning")
@@ -62,6 +85,14 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
   hlmbridge_summarise(fit, warns, msgs, elapsed, with_vcov)
+}
+
+## Checksums of R's fixed-effects model matrix, to compare with hlmbridge's own design:
+## column sums, sums of squares and X'y (y the response, before any offset).
+hlmbridge_design_check <- function(fit) {
+  X <- lme4::getME(fit, "X")
+  y <- lme4::getME(fit, "y")
+  c(colSums(X), colSums(X * X), as.numeric(crossprod(X, y)))
 }
 
 ## Everything Python needs from a fitted merMod, flattened into four plain vectors so that
@@ -94,6 +125,7 @@ hlmbridge_summarise <- function(fit, warns = character(), msgs = character(), el
       unlist(lapply(blocks, as.numeric), use.names = FALSE),
       if (with_vcov) as.numeric(as.matrix(stats::vcov(fit))) else numeric()
     ),
+    design = hlmbridge_design_check(fit),
     chr = c(
       as.character(opt$optimizer), names(beta), names(vc),
       unlist(lapply(blocks, rownames), use.names = FALSE), warns, msgs, conv

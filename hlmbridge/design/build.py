@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,17 +34,35 @@ __all__ = ["Design", "LevelDesign", "build_design", "factor_levels", "require_co
 
 @dataclass(frozen=True, eq=False)
 class LevelDesign:
-    """One grouping level: group codes per row and the random-effects columns.
+    """One grouping factor: group codes per row and its random-effects columns.
 
-    ``key`` is the level's name in lme4's vocabulary (``school:class`` for a level
-    nested in ``school``); ``Z`` holds the random terms in lme4 order (intercept first).
+    ``key`` is the factor's name in lme4's vocabulary (``id``; ``school:class`` for a
+    Stata level nested in ``school``; ``cask:batch`` for lme4's ``(1 | batch/cask)``).
+    ``Z`` holds the columns in lme4's order (intercept first) named ``terms_lme4``
+    (Stata's names in ``terms_stata``). ``blocks`` partitions the columns into correlated
+    blocks (one per lme4 random-effects term); ``cov`` names the structure: Stata's
+    ``identity``/``independent``/``exchangeable``/``unstructured``, or ``blocks`` for a
+    block-diagonal one. ``nested`` says whether every group lies inside one group of the
+    first level (decides how inference blocks the computation, never the model).
+    ``level`` is the Stata-style spec level, None for an lme4 formula.
     """
 
-    level: RandomLevel
+    level: RandomLevel | None
     key: str
     codes: np.ndarray
     n_groups: int
     Z: np.ndarray
+    terms_lme4: tuple[str, ...] = ()
+    terms_stata: tuple[str, ...] = ()
+    cov: str = "identity"
+    blocks: tuple[tuple[int, ...], ...] = ()
+    nested: bool = True
+    group_labels: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The level's label in results: the spec's grouping variable, or lme4's factor name."""
+        return self.level.group if self.level is not None else self.key
 
     @property
     def sizes(self) -> np.ndarray:
@@ -53,7 +72,11 @@ class LevelDesign:
 
 @dataclass(frozen=True, eq=False)
 class Design:
-    """The numeric design of ``spec`` on the complete cases of a data set."""
+    """The numeric design of ``spec`` on the complete cases of a data set.
+
+    ``weights`` (lme4's precision weights) and ``offset`` are None when not given;
+    ``n_data`` is the number of rows of the caller's frame (``rows`` index into it).
+    """
 
     spec: ModelSpec
     y: np.ndarray
@@ -64,6 +87,10 @@ class Design:
     rows: np.ndarray  # positions (0-based) of the rows used, in the caller's frame
     n_dropped: int
     factor_bases: tuple[tuple[str, float], ...]  # factor variable -> base level used
+    weights: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    n_data: int = -1
+    n_subset_out: int = 0
 
     @property
     def nobs(self) -> int:
@@ -80,9 +107,16 @@ class Design:
         """Column of ``_cons`` in X, or None for a model without constant."""
         return self.fixed_stata.index("_cons") if "_cons" in self.fixed_stata else None
 
+    @property
+    def y_fit(self) -> np.ndarray:
+        """The response the likelihood sees: y minus the offset."""
+        return self.y if self.offset is None else self.y - self.offset
+
 
 def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
     col = data[name]
+    if pd.api.types.is_complex_dtype(col):
+        raise DataError(f"the {role} {name!r} holds complex numbers; a model needs real ones")
     if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
         raise DataError(f"the {role} {name!r} is not numeric (dtype {col.dtype})")
     return col.to_numpy(dtype=float, na_value=np.nan)
@@ -144,26 +178,50 @@ def require_columns(spec: ModelSpec, data: pd.DataFrame) -> None:
     missing = [v for v in spec.variables if v not in data.columns]
     if missing:
         raise DataError(f"variable(s) not in the data: {', '.join(missing)}")
+    if not data.columns.is_unique:
+        dup = [c for c in spec.variables if int((data.columns == c).sum()) > 1]
+        if dup:
+            raise DataError(f"the data have several columns named {dup[0]!r}: a model variable must be one column")
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
+def build_design(spec: ModelSpec, data: pd.DataFrame, *, subset: Any = None, weights: Any = None,
+                 offset: Any = None, na_action: str | None = None) -> Design:
     """Build y, X and the Z blocks of ``spec`` on ``data`` (never modifies ``data``).
 
-    Rows with a missing value in any model variable are dropped (Stata's listwise
-    deletion); how many is recorded in ``n_dropped``.
+    A spec read from an lme4 formula is built by R's ``model.matrix`` rules
+    (:mod:`hlmbridge.design.formula_design`); a Stata-style spec by Stata's. ``subset``,
+    ``weights``, ``offset`` and ``na_action`` are lmer's arguments
+    (:func:`hlmbridge.design.rows.row_plan`). Rows with a missing value in any model
+    variable are dropped (Stata's listwise deletion, R's ``na.omit``); how many is
+    recorded in ``n_dropped``.
     """
+    from hlmbridge.design.rows import row_plan
+
     require_columns(spec, data)
+    plan = row_plan(data, subset=subset, weights=weights, offset=offset, na_action=na_action)
+    if spec.formula is not None:
+        from hlmbridge.design.formula_design import build_formula_design
+
+        return build_formula_design(spec, data, plan)
+    return _build_stata_design(spec, data, plan)
+
+
+def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Design:
+    from hlmbridge.design.rows import select_rows
+
     group_names = {lv.group for lv in spec.levels}
     numeric_vars = [v for v in spec.variables if v not in group_names]
     values = {v: _numeric(data, v, "response" if v == spec.response else "predictor") for v in numeric_vars}
-    complete = np.ones(len(data), dtype=bool)
+    missing = np.zeros(len(data), dtype=bool)
     for arr in values.values():
-        complete &= ~np.isnan(arr)
+        missing |= np.isnan(arr)
     for g in group_names:
-        complete &= data[g].notna().to_numpy()
-    rows = np.flatnonzero(complete)
-    if rows.size == 0:
-        raise DataError("no complete observations: every row has a missing value in a model variable")
+        missing |= data[g].isna().to_numpy()
+    rows, n_out = select_rows(plan, missing)
+    for v in numeric_vars:
+        if np.isinf(values[v][rows]).any():
+            raise DataError(f"the variable {v!r} is infinite in {int(np.isinf(values[v][rows]).sum())} row(s); "
+                            "a model needs finite values")
     sub = data.iloc[rows][list(spec.variables)].reset_index(drop=True)
     for v in numeric_vars:
         sub[v] = values[v][rows]
@@ -197,11 +255,11 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         lme4.append("(Intercept)")
     X = np.column_stack(cols) if cols else np.empty((len(sub), 0))
     y = sub[spec.response].to_numpy(dtype=float)
-    _check_columns(X, stata, y, spec.response)
 
     levels: list[LevelDesign] = []
     chain: list[str] = []
     outer_codes: np.ndarray | None = None
+    label_parts: list[np.ndarray] = []
     for lv in spec.levels:
         raw = sub[lv.group]
         if lv.nested and outer_codes is not None:
@@ -211,19 +269,24 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         else:
             codes = pd.factorize(raw, sort=True)[0]
             chain = [lv.group]
+            label_parts = []
+        label_parts.append(raw.to_numpy())
         key = ":".join(chain)
         n_groups = int(codes.max()) + 1
         if n_groups < 2:
             raise DataError(f"the grouping variable {lv.group!r} has only one group: a mixed model needs several")
+        first = np.full(n_groups, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]
+        glabels = tuple(":".join(_label(p[i]) for p in label_parts) for i in first.tolist())
         zcols = ([np.ones(len(sub))] if lv.intercept else []) + [sub[s].to_numpy(dtype=float) for s in lv.slopes]
-        levels.append(LevelDesign(lv, key, codes.astype(np.int64), n_groups, np.column_stack(zcols)))
+        q = len(zcols)
+        blocks = (tuple(range(q)),) if lv.cov == "unstructured" else tuple((j,) for j in range(q))
+        levels.append(LevelDesign(lv, key, codes.astype(np.int64), n_groups, np.column_stack(zcols),
+                                  tuple(lv.lme4_terms), tuple("_cons" if t == "(Intercept)" else t
+                                                              for t in lv.lme4_terms),
+                                  lv.cov or "identity", blocks, bool(lv.nested), glabels))
         outer_codes = codes
-    if levels[-1].n_groups >= len(sub):
-        raise DataError(
-            f"every group of {spec.levels[-1].group!r} has a single observation: the random effect "
-            "cannot be told apart from the residual"
-        )
-    return Design(
+    design = Design(
         spec=spec,
         y=y,
         X=X,
@@ -231,19 +294,54 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         fixed_lme4=tuple(lme4),
         levels=tuple(levels),
         rows=rows,
-        n_dropped=int(len(data) - rows.size),
+        n_dropped=int(len(data) - rows.size - n_out),
         factor_bases=tuple(bases.items()),
+        weights=plan.weights[rows] if plan.weights is not None else None,
+        offset=plan.offset[rows] if plan.offset is not None else None,
+        n_data=len(data),
+        n_subset_out=n_out,
     )
+    check_design(design, spec.response)
+    return design
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_design(design: Design, response: str) -> None:
+    """Refuse designs no engine can fit: constant response or column, collinear columns,
+    a last level whose groups are all single observations."""
+    _check_columns(design.X, list(design.fixed_lme4 if design.spec.formula is not None else design.fixed_stata),
+                   design.y, response)
+    if not np.all(np.isfinite(design.X)):
+        raise DataError("the fixed-effects design has non-finite values")
+    for ld in design.levels:
+        if not np.all(np.isfinite(ld.Z)):
+            raise DataError(f"the random-effects design of {ld.name} has non-finite values")
+    if max(ld.n_groups for ld in design.levels) >= design.nobs:
+        worst = max(design.levels, key=lambda ld: ld.n_groups)
+        raise DataError(
+            f"every group of {worst.name!r} has a single observation: the random effect "
+            "cannot be told apart from the residual"
+        )
 
 
 def _check_columns(X: np.ndarray, labels: list[str], y: np.ndarray, response: str) -> None:
     if np.nanstd(y) == 0:
         raise DataError(f"the response {response!r} is constant")
+    has_constant = any(label in ("_cons", "(Intercept)") for label in labels)
     for j, label in enumerate(labels):
-        if label != "_cons" and np.ptp(X[:, j]) == 0:
+        if has_constant and label not in ("_cons", "(Intercept)") and np.ptp(X[:, j]) == 0:
             raise DataError(f"the predictor column {label!r} is constant in the estimation sample")
     if X.shape[1] == 0:
         return
+    # Rank relative to each column's own size (as R's pivoted QR judges it), so a column in
+    # other units is not mistaken for a collinear one.
+    norms = np.linalg.norm(X, axis=0)
+    X = X / np.where(norms > 0, norms, 1.0)
     rank = np.linalg.matrix_rank(X)
     if rank < X.shape[1]:
         # Name the first column that is a linear combination of the ones before it.

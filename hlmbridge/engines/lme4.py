@@ -31,7 +31,7 @@ import pandas as pd
 
 from hlmbridge.design.build import Design
 from hlmbridge.engines.base import EngineFit
-from hlmbridge.errors import EngineUnavailableError, FitError, UnsupportedSpecError
+from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
 from hlmbridge.design.cache import FrameCache, fingerprints
 from hlmbridge.inference.stata_parity import theta_from_matrices
 from hlmbridge.spec.model import ModelSpec
@@ -86,6 +86,8 @@ class _RSession:
         self.fit = self.env["hlmbridge_fit"]
         self.frame = self.env["hlmbridge_frame"]
         self.codes_factor = self.env["hlmbridge_codes_factor"]
+        self.ordered = self.env["hlmbridge_ordered"]
+        self.as_logical = ro.r["as.logical"]
         versions = self.env["hlmbridge_versions"]()
         self.versions = dict(zip(versions.names, versions, strict=True))
         import rpy2
@@ -129,6 +131,8 @@ class _RFit:
     messages: tuple[str, ...]
     conv_messages: tuple[str, ...]
     vcov: np.ndarray | None
+    fixed_names: tuple[str, ...] = ()
+    design_check: np.ndarray | None = None
 
 
 def _read_fit(out: Any) -> _RFit | str:
@@ -162,7 +166,8 @@ def _read_fit(out: Any) -> _RFit | str:
         loglik=float(num[0]), sigma2=float(num[1]), singular=bool(num[2]), conv_code=int(num[3]),
         feval=int(num[4]) if np.isfinite(num[4]) else -1, elapsed=float(num[5]), nobs=int(num[6]),
         optimizer=chr_[0], fixef=dict(zip(fixed_names, beta.tolist(), strict=True)), blocks=blocks,
-        warnings=warns, messages=msgs, conv_messages=conv, vcov=vcov,
+        warnings=warns, messages=msgs, conv_messages=conv, vcov=vcov, fixed_names=tuple(fixed_names),
+        design_check=np.asarray(out[names.index("design")], dtype=float) if "design" in names else None,
     )
 
 
@@ -172,27 +177,63 @@ def _label(value: Any) -> str:
     return str(value)
 
 
+def _r_factor(session: _RSession, codes: np.ndarray, labels: Sequence[str], name: str, ordered: bool = False) -> Any:
+    """An R factor from 0-based codes (-1 = NA) and level labels, refusing labels R would merge."""
+    labels = [str(lab) for lab in labels]
+    if any("\x00" in lab for lab in labels):
+        raise DataError(f"a level of {name!r} contains a NUL character, which R cannot hold: R would merge "
+                        "levels that differ only after it")
+    if len(set(labels)) != len(labels):
+        raise DataError(f"the column {name!r} has distinct values with the same text label; R would merge them")
+    ro = session.ro
+    fcodes = codes.astype(float)
+    fcodes[codes < 0] = np.nan
+    out = session.codes_factor(ro.FloatVector(fcodes), ro.StrVector(labels))
+    if ordered:
+        out = session.ordered(out)
+    return out
+
+
 def _to_r(session: _RSession, column: pd.Series, as_factor: bool) -> Any:
+    """A Stata-style spec's column: numeric, or a grouping factor from sorted codes."""
     ro = session.ro
     if as_factor:
         codes, uniques = pd.factorize(column, sort=True)
-        codes = codes.astype(float)
-        codes[codes < 0] = np.nan
-        return session.codes_factor(ro.FloatVector(codes), ro.StrVector([_label(u) for u in uniques]))
+        return _r_factor(session, codes, [_label(u) for u in uniques], str(column.name))
+    if pd.api.types.is_integer_dtype(column.dtype) and column.notna().all() and (
+            len(column) == 0 or np.abs(column.to_numpy()).max() < 2**31 - 1):
+        return ro.IntVector(column.to_numpy(dtype=np.int32))
     return ro.FloatVector(column.to_numpy(dtype=float, na_value=np.nan))
+
+
+def _to_r_as_r_reads(session: _RSession, data: pd.DataFrame, name: str) -> Any:
+    """An lme4-formula spec's column, as hlmbridge's evaluator reads it (so R sees the same
+    levels in the same order): numbers (integers as R integers), logicals, factors."""
+    from hlmbridge.design.evaluate import Factor, column_value
+
+    value = column_value(data, name)
+    ro = session.ro
+    if isinstance(value, Factor):
+        if value.logical:
+            return session.as_logical(ro.IntVector(np.where(value.codes < 0, -(2**31), value.codes).astype(np.int32)))
+        return _r_factor(session, value.codes, value.levels, name, value.ordered)
+    return _to_r(session, data[name], False)
 
 
 _PUSHED = FrameCache()  # R copies of columns, per data frame, checked against their content
 
 
 def _push(session: _RSession, data: pd.DataFrame, names: Sequence[str], group_columns: Collection[str],
-          view: pd.DataFrame | None = None, prints: Mapping[str, tuple[Any, ...]] | None = None) -> Any:
+          view: pd.DataFrame | None = None, prints: Mapping[str, tuple[Any, ...]] | None = None,
+          as_r_reads: bool = False) -> Any:
     source = view if view is not None else data
     if prints is None:
         prints = fingerprints(source, names)
     columns = {
-        v: _PUSHED.get(data, ("r", v, v in group_columns), (prints[v],),
+        v: _PUSHED.get(data, ("r", v, "group" if v in group_columns else "value"), (prints[v],),
                        lambda v=v: _to_r(session, source[v], v in group_columns))
+        if not as_r_reads else
+        _PUSHED.get(data, ("r", v, "formula"), (prints[v],), lambda v=v: _to_r_as_r_reads(session, source, v))
         for v in names
     }
     return session.frame(session.ro.ListVector(columns))
@@ -210,6 +251,41 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
     with session.lock, localconverter(session.converter):
         return _push(session, data, list(data.columns) if names is None else list(names), set(group_columns))
 _SUFFIX = re.compile(r"\.\d+$")
+
+
+def _check_design_parity(design: Design, out: _RFit) -> None:
+    """R's fixed-effects model matrix must be hlmbridge's: same names in the same order, the
+    same number of rows, and the same column sums, sums of squares and X'y.
+
+    Raises FitError naming the differing columns: a fit of another model is never kept,
+    and a fit is never thrown away for a naming detail only.
+    """
+    ours = list(design.fixed_lme4)
+    theirs = list(out.fixed_names)
+    if out.nobs != design.nobs:
+        raise FitError(f"R used {out.nobs} observations where hlmbridge's design has {design.nobs}", engine="lme4")
+    # A Stata-style spec lists _cons last (Stata's order); an lme4 formula keeps R's order.
+    same_order = theirs == ours if design.spec.formula is not None else sorted(theirs) == sorted(ours)
+    if not same_order or len(set(theirs)) != len(theirs):
+        only_r = [c for c in theirs if c not in ours]
+        only_h = [c for c in ours if c not in theirs]
+        detail = (f"R has {only_r} and hlmbridge has {only_h}" if only_r or only_h
+                  else f"in another order (R: {theirs})")
+        raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}", engine="lme4")
+    if out.design_check is None:
+        return
+    X, y = design.X, design.y
+    mine = np.concatenate([X.sum(axis=0), (X * X).sum(axis=0), X.T @ y])
+    p = len(theirs)
+    perm = np.array([theirs.index(c) for c in ours], dtype=int)
+    r = np.concatenate([out.design_check[k * p + perm] for k in range(3)])
+    scale = np.concatenate([np.abs(X).sum(axis=0), (X * X).sum(axis=0), np.abs(X).T @ np.abs(y)])
+    bad = np.abs(mine - r) > 1e-9 * np.maximum(scale, 1e-300) + 1e-12
+    if bad.any():
+        p = len(ours)
+        cols = sorted({ours[i % p] for i in np.flatnonzero(bad)}, key=ours.index)
+        raise FitError(f"R's values of the fixed-effects column(s) {', '.join(cols)} differ from hlmbridge's "
+                       "design (column sums or X'y)", engine="lme4")
 
 
 class Lme4Engine:
@@ -247,35 +323,46 @@ class Lme4Engine:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
         session = _session()
         spec = design.spec
-        model = spec.to_lme4()
         ro = session.ro
-        group_vars = {lv.group for lv in spec.levels}
+        if spec.formula is not None:
+            formula, reml = spec.formula.r_formula(offsets=False), spec.reml
+            group_vars: set[str] = set()
+        else:
+            model = spec.to_lme4()
+            formula, reml = model.formula, model.reml
+            group_vars = {lv.group for lv in spec.levels}
+        n_data = design.n_data if design.n_data >= 0 else len(data)
         from rpy2.robjects.conversion import localconverter
 
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
         with session.lock, localconverter(session.converter):
-            rframe = _push(session, data, spec.variables, group_vars, frame, column_prints)
+            rframe = _push(session, data, spec.variables, group_vars, frame, column_prints,
+                           as_r_reads=spec.formula is not None)
             factors = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
-            all_rows = design.n_dropped == 0 and np.array_equal(design.rows, np.arange(len(data)))
+            all_rows = design.nobs == n_data
             rows = ro.NULL if all_rows else ro.IntVector((design.rows + 1).tolist())
+            weights = offset = ro.NULL
+            if design.weights is not None:
+                full = np.ones(n_data)
+                full[design.rows] = design.weights
+                weights = ro.FloatVector(full)
+            if design.offset is not None:
+                full = np.zeros(n_data)
+                full[design.rows] = design.offset
+                offset = ro.FloatVector(full)
             t0 = time.perf_counter()
-            out = _read_fit(session.fit(rframe, model.formula, model.reml, factors, rows, rhoend, maxfun,
-                                        engine_vcov))
+            out = _read_fit(session.fit(rframe, formula, reml, factors, rows, rhoend, maxfun, engine_vcov,
+                                        weights, offset))
             seconds = time.perf_counter() - t0
         if isinstance(out, str):
             raise FitError(f"lme4 failed: {out}", engine=self.name)
         settings = f"rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
+        _check_design_parity(design, out)
         return self._estimates(design, out, session.versions, seconds, settings)
 
     def _estimates(self, design: Design, out: _RFit, versions: dict[str, str], seconds: float,
                    settings: str) -> EngineFit:
         fixef = out.fixef
-        if set(fixef) != set(design.fixed_lme4):
-            raise FitError(
-                f"lme4 built other fixed-effect columns ({list(fixef)}) than hlmbridge's design "
-                f"({list(design.fixed_lme4)})",
-                engine=self.name,
-            )
         beta = np.array([fixef[t] for t in design.fixed_lme4])
         fixed_vcov = None
         if out.vcov is not None:
@@ -283,16 +370,24 @@ class Lme4Engine:
             fixed_vcov = out.vcov[np.ix_(idx, idx)]
 
         covs = [np.zeros((ld.Z.shape[1], ld.Z.shape[1])) for ld in design.levels]
-        keys = {ld.key: i for i, ld in enumerate(design.levels)}
+        seen = [np.zeros(ld.Z.shape[1], dtype=bool) for ld in design.levels]
+        keys: dict[str, list[int]] = {}
+        for i, ld in enumerate(design.levels):
+            keys.setdefault(ld.key, []).append(i)
         for group, terms, mat in out.blocks:
-            level = keys.get(group)
+            candidates = keys.get(group) or keys.get(_SUFFIX.sub("", group)) or []
+            level = next((i for i in candidates if set(terms) <= set(design.levels[i].terms_lme4)), None)
             if level is None:
-                level = keys.get(_SUFFIX.sub("", group))
-            if level is None:
-                raise FitError(f"lme4 returned a random-effects block for unknown group {group!r}", engine=self.name)
-            order = list(design.levels[level].level.lme4_terms)
+                raise FitError(f"lme4 returned a random-effects term ({' + '.join(terms)} | {group}) that "
+                               "hlmbridge's design does not have", engine=self.name)
+            order = list(design.levels[level].terms_lme4)
             pos = [order.index(t) for t in terms]
             covs[level][np.ix_(pos, pos)] = mat
+            seen[level][pos] = True
+        for ld, got in zip(design.levels, seen):
+            if not got.all():
+                missing = [t for t, g in zip(ld.terms_lme4, got) if not g]
+                raise FitError(f"lme4 returned no variance for {', '.join(missing)} | {ld.key}", engine=self.name)
         theta = theta_from_matrices(design, covs, out.sigma2)
         return EngineFit(
             beta=beta,

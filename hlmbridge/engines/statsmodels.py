@@ -48,18 +48,44 @@ class StatsmodelsEngine:
 
     def unsupported(self, spec: ModelSpec) -> list[str]:
         """Constructs MixedLM cannot fit exactly."""
-        reasons = []
+        reasons: list[str] = []
+
+        def refuse(construct: str, detail: str) -> None:
+            reasons.append(f"statsmodels cannot fit {construct} exactly: {detail}.")
+
         for i, lv in enumerate(spec.levels):
             where = f"level {lv.group!r}"
             if lv.cov == "exchangeable":
-                reasons.append(f"covariance(exchangeable) at {where}: MixedLM has no exchangeable structure")
+                refuse(f"covariance(exchangeable) at {where}", "MixedLM has no exchangeable structure")
             if lv.cov == "identity" and lv.n_terms > 1:
-                reasons.append(f"covariance(identity) over several terms at {where}: MixedLM cannot tie variances")
+                refuse(f"covariance(identity) over several terms at {where}", "MixedLM cannot tie variances")
             if i > 0 and not lv.nested:
-                reasons.append(f"crossed random effects at {where}: MixedLM nests variance components in groups")
+                refuse(f"crossed random effects at {where}", "MixedLM nests variance components in groups; "
+                       "use engine='lme4'")
             if i > 0 and lv.cov == "unstructured" and lv.n_terms > 1:
-                reasons.append(f"correlated random slopes below the top level ({where})")
+                refuse(f"correlated random slopes below the top level ({where})",
+                       "MixedLM correlates random terms only at the top grouping level; use engine='lme4'")
         return reasons
+
+    @staticmethod
+    def refusal(design: Design) -> str | None:
+        """Why MixedLM cannot fit this design exactly (for lme4-formula designs, whose
+        nesting is read from the data), or None."""
+        levels = design.levels
+        top = levels[0]
+        multi = [b for b in top.blocks if len(b) > 1]
+        if len(multi) > 1:
+            return (f"statsmodels cannot fit a block-diagonal covariance at {top.name} exactly: MixedLM has one "
+                    "correlated block per group; use engine='lme4'.")
+        for ld in levels[1:]:
+            if not ld.nested:
+                return (f"statsmodels cannot fit the grouping factor {ld.name} exactly: its groups are not nested "
+                        f"in those of {top.name} (crossed effects), and MixedLM nests variance components in "
+                        "groups; use engine='lme4'.")
+            if any(len(b) > 1 for b in ld.blocks):
+                return (f"statsmodels cannot fit correlated random terms for {ld.name} exactly: MixedLM correlates "
+                        f"random terms only at the top grouping factor ({top.name}); use engine='lme4'.")
+        return None
 
     def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
                    column_prints: Mapping[str, tuple[Any, ...]] | None = None,
@@ -76,12 +102,28 @@ class StatsmodelsEngine:
         import statsmodels
         from statsmodels.regression.mixed_linear_model import MixedLM
 
+        why = self.refusal(design)
+        if why:
+            from hlmbridge.errors import UnsupportedSpecError
+
+            raise UnsupportedSpecError(why, self.name, message=why)
         top = design.levels[0]
         exog_re, vc_names, exog_vc = self._random_design(design)
-        model = MixedLM(
-            design.y, design.X, groups=top.codes, exog_re=exog_re,
-            exog_vc=exog_vc if exog_vc else None,
-        )
+        y, X = design.y_fit, design.X
+        if design.weights is not None:
+            # Precision weights: fit the row-scaled model (exact); its log likelihood lacks
+            # sum(log w) / 2, added back in _estimates.
+            sw = np.sqrt(design.weights)
+            y, X = y * sw, X * sw[:, None]
+        with warnings.catch_warnings():
+            # hlmbridge passes variance components as per-group matrices (exact, no formula
+            # re-parsing); statsmodels calls that format deprecated, not wrong.
+            warnings.filterwarnings("ignore", message="Using deprecated variance components format",
+                                    category=FutureWarning)
+            model = MixedLM(
+                y, X, groups=top.codes, exog_re=exog_re,
+                exog_vc=exog_vc if exog_vc else None,
+            )
         tried: list[str] = []
         t0 = time.perf_counter()
         best = self._run(model, design.spec.reml, "powell", {**_POWELL, **cap}, None, tried)
@@ -123,10 +165,14 @@ class StatsmodelsEngine:
     def _random_design(design: Design) -> tuple[np.ndarray, list[tuple[int, list[int]]], dict[str, dict]]:
         """exog_re for the top level's correlated block; variance components for the rest."""
         top = design.levels[0]
-        lv = top.level
+        sw = np.sqrt(design.weights) if design.weights is not None else None
+
+        def scaled(Z: np.ndarray) -> np.ndarray:
+            return Z if sw is None else Z * sw[:, None]
+
         q = top.Z.shape[1]
         re_cols = _re_columns(top)
-        exog_re = top.Z[:, re_cols]
+        exog_re = scaled(top.Z)[:, re_cols]
         vc_names: list[tuple[int, list[int]]] = []  # (level, term columns) per component
         exog_vc: dict[str, dict] = {}
         groups = top.codes
@@ -139,13 +185,14 @@ class StatsmodelsEngine:
             ld = design.levels[li]
             name = f"vc{ci}"
             mats = {}
+            Zs = scaled(ld.Z)
             for g, rows in enumerate(splits):
                 if li == 0:
-                    mats[g] = ld.Z[rows, j : j + 1]
+                    mats[g] = Zs[rows, j : j + 1]
                 else:
                     codes = ld.codes[rows]
                     uniq = np.unique(codes)
-                    mats[g] = (codes[:, None] == uniq[None, :]) * ld.Z[rows, j : j + 1]
+                    mats[g] = (codes[:, None] == uniq[None, :]) * Zs[rows, j : j + 1]
             exog_vc[name] = mats
             vc_names.append((li, [j]))
         return exog_re, vc_names, exog_vc
@@ -167,7 +214,8 @@ class StatsmodelsEngine:
         return EngineFit(
             beta=np.asarray(res.fe_params, dtype=float),
             theta=theta,
-            loglik=float(res.llf),
+            loglik=float(res.llf) + (0.5 * float(np.sum(np.log(design.weights)))
+                                     if design.weights is not None else 0.0),
             converged=bool(res.converged),
             singular=singular,
             optimizer=f"statsmodels MixedLM {method}",
@@ -185,7 +233,10 @@ def _re_columns(top: LevelDesign) -> list[int]:
     1x1 block; the others become separate components.
     """
     q = top.Z.shape[1]
-    return list(range(q)) if (top.level.cov == "unstructured" or q == 1) else [0]
+    if q == 1 or top.cov == "unstructured":
+        return list(range(q))
+    multi = [b for b in top.blocks if len(b) > 1]
+    return list(multi[0]) if multi else [0]
 
 
 def _better(a: Any, b: Any) -> Any:

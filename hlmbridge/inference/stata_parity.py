@@ -60,14 +60,21 @@ class VarianceParam:
 
 
 def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
-    """The free variance parameters in Stata's display order, the residual last."""
+    """The free variance parameters in Stata's display order, the residual last.
+
+    Per level: a variance for every random term (slopes in order, the intercept last, as
+    Stata lists them), then the covariances of the pairs in one correlated block; Stata's
+    identity and exchangeable structures share one variance (and one covariance).
+    """
     out: list[VarianceParam] = []
     for li, ld in enumerate(design.levels):
-        lv = ld.level
-        lme4_terms = list(lv.lme4_terms)
-        stata_terms = list(lv.stata_terms)
+        lme4_terms = list(ld.terms_lme4)
         q = len(lme4_terms)
-        pos = {s: lme4_terms.index("(Intercept)" if s == "_cons" else s) for s in stata_terms}
+        # Stata order: every term but the intercept as in lme4's order, then the intercept.
+        order = [j for j in range(q) if lme4_terms[j] != "(Intercept)"] + \
+                [j for j in range(q) if lme4_terms[j] == "(Intercept)"]
+        stata = {j: ld.terms_stata[j] for j in range(q)}
+        block_of = {j: b for b, cols in enumerate(ld.blocks) for j in cols} if ld.blocks else {j: 0 for j in range(q)}
 
         def unit(i: int, j: int) -> np.ndarray:
             e = np.zeros((q, q))
@@ -75,20 +82,20 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
             return e
 
         def add(kind: str, label: str, t1: str, t2: str | None, pattern: np.ndarray) -> None:
-            out.append(VarianceParam(li, lv.group, kind, label, t1, t2, pattern))
+            out.append(VarianceParam(li, ld.name, kind, label, t1, t2, pattern))
 
-        if lv.cov in ("unstructured", "independent") or q == 1:
-            for s in stata_terms:
-                add("var", f"var({s})", lme4_terms[pos[s]], None, unit(pos[s], pos[s]))
-            if lv.cov == "unstructured":
-                for a in range(q):
-                    for b in range(a + 1, q):
-                        sa, sb = stata_terms[a], stata_terms[b]
-                        add("cov", f"cov({sa},{sb})", lme4_terms[pos[sa]], lme4_terms[pos[sb]], unit(pos[sa], pos[sb]))
+        if ld.cov in ("unstructured", "independent", "blocks") or q == 1:
+            for j in order:
+                add("var", f"var({stata[j]})", lme4_terms[j], None, unit(j, j))
+            for a in range(q):
+                for b in range(a + 1, q):
+                    ja, jb = order[a], order[b]
+                    if block_of[ja] == block_of[jb]:
+                        add("cov", f"cov({stata[ja]},{stata[jb]})", lme4_terms[ja], lme4_terms[jb], unit(ja, jb))
         else:  # identity or exchangeable over several terms: shared parameters
-            joined = " ".join(stata_terms)
+            joined = " ".join(stata[j] for j in order)
             add("var", f"var({joined})", lme4_terms[0], None, np.eye(q))
-            if lv.cov == "exchangeable":
+            if ld.cov == "exchangeable":
                 add("cov", f"cov({joined})", lme4_terms[0], lme4_terms[1], np.ones((q, q)) - np.eye(q))
     out.append(VarianceParam(None, "Residual", "var", "var(Residual)", "Residual", None, np.ones((1, 1))))
     return tuple(out)
@@ -136,6 +143,7 @@ class _Blocks:
     Xy: np.ndarray  # (B, p)     X'y
     yy: np.ndarray  # (B,)       y'y
     patterns: np.ndarray  # (K_random, B, Q, Q)
+    b0: np.ndarray  # (p,) least-squares coefficients taken out of y (y above is y - X b0)
 
 
 _BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary()
@@ -144,7 +152,7 @@ _BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary(
 def _make_blocks(design: Design) -> _Blocks:
     levels = design.levels
     n, p = design.X.shape
-    crossed = any(not ld.level.nested for ld in levels[1:])
+    crossed = any(not ld.nested for ld in levels[1:])
     block = np.zeros(n, dtype=np.int64) if crossed else levels[0].codes
     B = int(block.max()) + 1
     # Column layout: per block, level by level, each group of the level gets q_l columns.
@@ -172,7 +180,12 @@ def _make_blocks(design: Design) -> _Blocks:
         )
     cols = np.concatenate([first[:, None] + np.arange(q)[None, :] for first, q in row_cols], axis=1)  # (n, m)
     vals = np.concatenate([ld.Z for ld in levels], axis=1)  # (n, m)
-    X, y = design.X, design.y
+    X, y = design.X, design.y_fit
+    if design.weights is not None:
+        # Precision weights: Var(e_i) = s2 / w_i. Scaling row i by sqrt(w_i) gives the
+        # unweighted model; the log likelihood then gains sum(log w) / 2 (see evaluate).
+        sw = np.sqrt(design.weights)
+        X, y, vals = X * sw[:, None], y * sw, vals * sw[:, None]
     bQ = block * Q
     M = np.bincount(
         ((bQ[:, None, None] + cols[:, :, None]) * Q + cols[:, None, :]).ravel(),
@@ -184,6 +197,11 @@ def _make_blocks(design: Design) -> _Blocks:
         weights=(vals[:, :, None] * X[:, None, :]).ravel(),
         minlength=B * Q * p,
     ).reshape(B, Q, p)
+    # Work with y - X b0 (b0 by least squares): the likelihood at beta equals that of
+    # y - X b0 at beta - b0 exactly, and the cross-products no longer carry y's mean, whose
+    # cancellation cost digits (a response near 1e8 moved the log likelihood by 0.3).
+    b0 = np.linalg.lstsq(X, y, rcond=None)[0] if p else np.zeros(0)
+    y = y - X @ b0 if p else y
     Zy = np.bincount((bQ[:, None] + cols).ravel(), weights=(vals * y[:, None]).ravel(), minlength=B * Q).reshape(B, Q)
     XX = np.zeros((B, p, p))
     for j in range(p):
@@ -199,7 +217,7 @@ def _make_blocks(design: Design) -> _Blocks:
         rows_ix = g_first[:, None] + ii[None, :]
         cols_ix = g_first[:, None] + jj[None, :]
         patterns[k, g_block[:, None], rows_ix, cols_ix] = prm.pattern[ii, jj][None, :]
-    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns)
+    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0)
 
 
 def _blocks(design: Design) -> _Blocks:
@@ -256,8 +274,9 @@ def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool 
         fixed_vcov = np.linalg.inv(XtVX)
     except np.linalg.LinAlgError as exc:
         raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
-    beta_gls = fixed_vcov @ XtVy
-    b = beta_gls if reml else beta
+    beta_gls0 = fixed_vcov @ XtVy  # GLS estimate for y - X b0
+    beta_gls = beta_gls0 + bl.b0
+    b = beta_gls0 if reml else beta - bl.b0
     Zr = bl.Zy - ZX @ b
     Xr = bl.Xy - XX @ b
     rr = bl.yy - 2 * bl.Xy @ b + np.einsum("p,bpq,q->b", b, XX, b)
@@ -324,6 +343,8 @@ def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool 
     else:
         info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
+    if design.weights is not None:
+        loglik += 0.5 * float(np.sum(np.log(design.weights)))
     info = 0.5 * (info + info.T)
     try:
         random_vcov = np.linalg.inv(info)
@@ -335,12 +356,17 @@ def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool 
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:
     """Log likelihood of the linear regression of y on X (Stata's ``e(ll_c)``)."""
     reml = design.spec.reml if reml is None else reml
-    X, y = design.X, design.y
+    X, y = design.X, design.y_fit
+    extra = 0.0
+    if design.weights is not None:
+        sw = np.sqrt(design.weights)
+        X, y = X * sw[:, None], y * sw
+        extra = 0.5 * float(np.sum(np.log(design.weights)))
     n, p = X.shape
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     rss = float(np.sum((y - X @ coef) ** 2))
     if not reml:
-        return -0.5 * n * (np.log(2 * np.pi * rss / n) + 1.0)
+        return -0.5 * n * (np.log(2 * np.pi * rss / n) + 1.0) + extra
     s2 = rss / (n - p)
     _, logdet_x = np.linalg.slogdet(X.T @ X)
-    return -0.5 * ((n - p) * (np.log(2 * np.pi * s2) + 1.0) + logdet_x)
+    return -0.5 * ((n - p) * (np.log(2 * np.pi * s2) + 1.0) + logdet_x) + extra

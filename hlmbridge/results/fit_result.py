@@ -67,6 +67,11 @@ class GroupInfo:
     min: int
     mean: float
     max: int
+    terms: tuple[str, ...] = ()  # random terms in Stata's names and order (slopes, then _cons)
+    cov: str = ""  # identity, independent, exchangeable, unstructured or blocks
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "terms", tuple(self.terms))
 
 
 def _frame(rows: tuple[tuple[Any, ...], ...], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -232,7 +237,7 @@ class FitResult:
             if f.name == "spec":
                 value = spec_to_dict(value)
             elif f.name == "groups":
-                value = [g.__dict__ for g in value]
+                value = [{**g.__dict__, "terms": list(g.terms)} for g in value]
             out[f.name] = _jsonable(value)
         return out
 

@@ -91,8 +91,8 @@ def recov(res: FitResult, corr: bool = False) -> dict[str, pd.DataFrame]:
     """Stata's ``estat recov``: each level's random-effects covariance (or correlation) matrix."""
     rnd = res.random
     out: dict[str, pd.DataFrame] = {}
-    for level in res.spec.levels:
-        terms = list(level.stata_terms)
+    for level in res.groups:
+        terms = list(level.terms)
         mat = pd.DataFrame(0.0, index=terms, columns=terms)
         sub = rnd[rnd["group"] == level.group]
         for row in sub.itertuples(index=False):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from hlmbridge.errors import SpecError
+from hlmbridge.spec.rformula import Formula
 
 CovStructure = Literal["identity", "independent", "exchangeable", "unstructured"]
 Method = Literal["ml", "reml"]
@@ -184,8 +185,20 @@ class ModelSpec:
     constant: bool = True
     method: Method = "ml"
     _source: str | None = field(default=None, compare=False, repr=False)
+    formula: Formula | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SpecError(f"unknown method {self.method!r}; choose 'ml' or 'reml'")
+        if self.formula is not None:
+            # An lme4 formula carries its whole meaning (R's rules); the Stata-style
+            # fields stay empty so that a model has one description only.
+            if self.fixed or self.levels:
+                raise SpecError("a spec read from an lme4 formula takes no Stata-style fixed terms or levels")
+            object.__setattr__(self, "response", self.formula.response.deparse())
+            object.__setattr__(self, "constant", self.formula.fixed.intercept)
+            return
         _check_name(self.response, "the response")
         if not isinstance(self.fixed, tuple) or not all(isinstance(t, Term) for t in self.fixed):
             raise SpecError("fixed must be a tuple of Term")
@@ -212,6 +225,8 @@ class ModelSpec:
     @property
     def variables(self) -> tuple[str, ...]:
         """Every data column the model uses (response, fixed, slopes, groups), no repeats."""
+        if self.formula is not None:
+            return self.formula.columns()
         seen: dict[str, None] = {self.response: None}
         for t in self.fixed:
             for v in t.variables:
@@ -229,7 +244,8 @@ class ModelSpec:
 
     def with_method(self, method: Method) -> ModelSpec:
         """The same model with another estimation method."""
-        return ModelSpec(self.response, self.fixed, self.levels, self.constant, method)
+        return ModelSpec(self.response, self.fixed, self.levels, self.constant, method, self._source, self.formula,
+                         self.notes)
 
     # Parsers and renderers live in their own modules; imported lazily to keep this one small.
     @classmethod

@@ -202,6 +202,9 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
     'y ~ 1 + x + (0 + x | id)'
     """
+    if spec.formula is not None:
+        text = spec.formula.r_formula(offsets=True)
+        return Lme4Model(formula=text, factors=(), reml=spec.reml, explicit_formula=text)
     factors = _factor_coding(spec, "lme4")
     random = _lme4_random(spec)
     plain = ["1" if spec.constant else "0"]
@@ -330,6 +333,8 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
     >>> m.groups, m.re_formula, dict(m.vc_formula), m.all_group
     ('_all', '0', {'a': '0 + C(a)', 'b': '0 + C(b)'}, True)
     """
+    if spec.formula is not None:
+        spec = stata_like(spec, "statsmodels")
     fixed = ["1" if spec.constant else "0"]
     for t in spec.fixed:
         fixed.append(":".join(_patsy_var(v.name, v.factor, v.base) for v in t.vars))
@@ -396,6 +401,98 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
 # ----------------------------------------------------------------------------- Stata
 
 
+def stata_like(spec: ModelSpec, target: str) -> ModelSpec:
+    """The Stata-style spec that means the same model as an lme4-formula spec, when there is one.
+
+    That needs plain column names (taken as numeric) and ``factor(x)`` coded by treatment
+    contrasts in every term, an intercept where factors appear, no transforms or offsets,
+    and random terms of plain names grouped by a name or a nesting chain.
+
+    Raises
+    ------
+    UnsupportedSpecError
+        Naming what ``target`` cannot say.
+
+    Examples
+    --------
+    >>> from hlmbridge.spec.parse_lme4 import parse_lme4
+    >>> stata_like(parse_lme4("y ~ x * factor(s) + (x | g)"), "Stata").fixed[2].stata_name
+    'c.x#i.s'
+    """
+    from hlmbridge.design.model_matrix import term_codes
+    from hlmbridge.spec.model import Term, Var
+
+    f = spec.formula
+    assert f is not None
+
+    def refuse(what: str, why: str) -> UnsupportedSpecError:
+        return UnsupportedSpecError(what, target, why)
+
+    if f.response.kind != "name":
+        raise refuse(f"the response {f.response.deparse()}", "generate the transformed variable first")
+    if f.fixed.offsets:
+        raise refuse("offset()", f"{target} has no offset term here")
+    variables: list[Var] = []
+    for v in f.fixed.variables:
+        if v.kind == "name":
+            variables.append(Var(v.value))
+        elif v.kind == "call" and v.value in ("factor", "as.factor") and len(v.args) == 1 and v.args[0].kind == "name":
+            variables.append(Var(v.args[0].value, factor=True))
+        else:
+            raise refuse(f"the formula term {v.deparse()}",
+                         f"{target} cannot express it in the model; generate the variable first")
+    is_factor = [var.factor for var in variables]
+    codes = term_codes(f.fixed, is_factor)
+    for t, row in zip(f.fixed.terms, codes):
+        for i in t:
+            if is_factor[i] and row[i] != 1:
+                raise refuse(f"indicator coding of {f.fixed.variables[i].deparse()} in "
+                             f"{':'.join(f.fixed.variables[j].deparse() for j in t)}",
+                             f"R codes this factor by one column per level here; {target}'s i. notation "
+                             "always omits a base level")
+    fixed = tuple(Term(tuple(variables[i] for i in t)) for t in f.fixed.terms)
+    by_label: dict[tuple[str, ...], list] = {}
+    for bar in f.random:
+        for v in bar.lhs.variables:
+            if v.kind != "name":
+                raise refuse(f"the random term {v.deparse()}", "random slopes must be plain numeric variables")
+        if any(len(t) > 1 for t in bar.lhs.terms):
+            raise refuse("an interaction as a random slope", "generate the product variable first")
+        by_label.setdefault(bar.group, []).append(bar)
+    levels: list[RandomLevel] = []
+    done: list[tuple[str, ...]] = []
+    for names in sorted(by_label, key=len):
+        bars = by_label[names]
+        terms: list[str] = []
+        for b in bars:
+            terms += (["(Intercept)"] if b.lhs.intercept else []) + [v.value for v in b.lhs.variables]
+        if len(set(terms)) != len(terms):
+            raise refuse(f"a random term repeated for {':'.join(names)}", "each random term once per level")
+        if len(bars) == 1:
+            cov = "unstructured" if len(terms) > 1 else "identity"
+        elif all(len(b.lhs.terms) + int(b.lhs.intercept) == 1 for b in bars):
+            cov = "independent"
+        else:
+            raise refuse(f"a block-diagonal covariance for {':'.join(names)}",
+                         "Stata's covariance structures are identity, independent, exchangeable, unstructured")
+        if len(names) == 1:
+            group, nested = names[0], not done
+        else:
+            outer = [d for d in done if len(d) == len(names) - 1 and set(d) <= set(names)]
+            if not outer or done[-1] != outer[0]:
+                raise refuse(f"the grouping factor {bars[0].label}",
+                             f"{target} nests a level right inside the level before it; write the "
+                             "enclosing level's term next to it")
+            group, nested = [n for n in names if n not in outer[0]][0], True
+        levels.append(RandomLevel(group, slopes=tuple(t for t in terms if t != "(Intercept)"),
+                                  intercept="(Intercept)" in terms, cov=cov,  # type: ignore[arg-type]
+                                  nested=nested))
+        done.append(names)
+    if not f.fixed.intercept and any(is_factor):
+        raise refuse("a model without intercept that has factors", f"{target} and R code such factors differently")
+    return ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+
+
 def _stata_name(name: str) -> str:
     if not _STATA_NAME.fullmatch(name) or name in STATA_RESERVED:
         raise UnsupportedSpecError(
@@ -429,6 +526,8 @@ def to_stata(spec: ModelSpec) -> str:
     >>> to_stata(parse_lme4("y ~ 0 + x + (x || g)", reml=False))
     'mixed y x, noconstant || g: x'
     """
+    if spec.formula is not None:
+        spec = stata_like(spec, "Stata")
     for name in spec.variables:
         _stata_name(name)
     head = ["mixed", spec.response] + [t.stata_name for t in spec.fixed]

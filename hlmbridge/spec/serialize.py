@@ -20,7 +20,9 @@ __all__ = ["spec_from_dict", "spec_to_dict"]
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
-    """The spec as nested dicts and lists of plain values."""
+    """The spec as nested dicts and lists of plain values (an lme4-formula spec as its formula)."""
+    if spec.formula is not None:
+        return {"lme4_formula": spec.formula.r_formula(offsets=True), "method": spec.method}
     return {
         "response": spec.response,
         "fixed": [[{"name": v.name, "factor": v.factor, "base": v.base} for v in t.vars] for t in spec.fixed],
@@ -41,6 +43,10 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
 
 def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
     """Inverse of :func:`spec_to_dict`."""
+    if isinstance(d, Mapping) and "lme4_formula" in d:
+        from hlmbridge.spec.parse_lme4 import parse_lme4
+
+        return parse_lme4(d["lme4_formula"], reml=d.get("method") == "reml")
     try:
         return ModelSpec(
             response=d["response"],

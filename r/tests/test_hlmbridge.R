@@ -34,6 +34,22 @@ d2$hi <- as.numeric(sleepstudy$Days >= 5)
 res2 <- env$hlmbridge_fit(d2, "Reaction ~ 1 + hi + (1 | Subject)", reml = FALSE, factors = list(hi = 1))
 stopifnot(identical(res2$chr[2:3], c("(Intercept)", "hi0")))
 
+## lmer's own weights=, offset= and subset= arguments, passed through unchanged.
+w <- sleepstudy$Days + 1
+off <- sleepstudy$Days / 10
+rows <- which(sleepstudy$Days != 3)
+res3 <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml = TRUE, rows = rows,
+                          weights = w, offset = off)
+ref3 <- lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = TRUE, weights = Days + 1,
+                   offset = Days / 10, subset = Days != 3,
+                   control = lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12)))
+stopifnot(is.null(res3$error), res3$num[7] == length(rows))
+stopifnot(abs(res3$num[1] - as.numeric(logLik(ref3))) < 1e-7)
+
+## The design checksums: column sums, sums of squares and X'y of R's own model matrix.
+X <- lme4::getME(ref3, "X")
+stopifnot(max(abs(res3$design - c(colSums(X), colSums(X * X), crossprod(X, lme4::getME(ref3, "y"))))) < 1e-8)
+
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
 cat("r/tests/test_hlmbridge.R: all checks passed\n")
