@@ -295,7 +295,7 @@ def _check_varname(name: str, text: str, pos: int) -> None:
         raise _err(f"{name!r} is a reserved name in Stata, not a variable", text, pos)
 
 
-def _fixed_terms(toks: list[_Atom], text: str) -> list[Term]:
+def _fixed_terms(toks: list[_Atom], text: str) -> tuple[list[Term], list[str]]:
     # Group atoms into expressions joined by # / ##.
     exprs: list[list[_Atom]] = []
     cur: list[_Atom] = []
@@ -337,13 +337,24 @@ def _fixed_terms(toks: list[_Atom], text: str) -> list[Term]:
                 if len(set(names)) != len(names):
                     raise _err(f"a variable repeats inside the interaction {'#'.join(names)}", text, expr[0].pos)
                 terms.append(Term(vs))
-    seen: dict[tuple[str, ...], None] = {}
+    seen: dict[tuple[str, ...], Term] = {}
+    kept: list[Term] = []
+    notes: list[str] = []
     for term in terms:
         key = tuple(sorted(term.variables))
         if key in seen:
-            raise _err(f"the fixed term {term.stata_name} is listed twice", text, exprs[0][0].pos)
-        seen[key] = None
-    return terms
+            if set(seen[key].vars) != set(term.vars):
+                raise _err(f"the fixed term {term.stata_name} is listed twice with different coding", text,
+                           exprs[0][0].pos)
+            # Stata fits the model and omits the repeat (its coefficient shows as "(omitted)").
+            note = (f"the fixed term {term.stata_name} is listed twice; the repeat is omitted, as Stata "
+                    "omits it")
+            if note not in notes:
+                notes.append(note)
+            continue
+        seen[key] = term
+        kept.append(term)
+    return kept, notes
 
 
 def _parse_options(text: str, start: int, end: int) -> list[_Option]:
@@ -477,7 +488,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None]:
     _check_varname(dep.text, command, dep.pos)
     if len(toks) > 1 and toks[1].text in ("#", "##"):
         raise _err("the dependent variable cannot be part of an interaction", command, toks[1].pos)
-    terms = _fixed_terms(toks[1:], command)
+    terms, notes = _fixed_terms(toks[1:], command)
     if len(fparts) == 2:
         for opt in _parse_options(text, fparts[1][0], fparts[1][1]):
             if opt.name == "noconstant":
@@ -613,6 +624,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None]:
         constant=constant,
         method=method or "ml",  # type: ignore[arg-type]
         _source=command,
+        notes=tuple(notes),
     )
     return spec, method
 
