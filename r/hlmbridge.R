@@ -33,6 +33,14 @@ hlmbridge_ordered <- function(f) {
   f
 }
 
+## The environment a formula is evaluated in: base R plus the stats functions hlmbridge's
+## formulas may call (poly, relevel, offset); nothing from the global environment.
+hlmbridge_formula_env <- function() {
+  e <- new.env(parent = baseenv())
+  for (fn in c("poly", "relevel", "offset")) assign(fn, get(fn, envir = asNamespace("stats")), envir = e)
+  e
+}
+
 ## Fit one model. `factors` is a named list: variable -> base level (NA = lowest level);
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
@@ -67,7 +75,7 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     d[[".hlmbridge_offset"]] <- offset
     call$offset <- as.name(".hlmbridge_offset")
   }
-  form <- stats::as.formula(formula, env = environment())
+  form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   t0 <- proc.time()[["elapsed"]]
   fit <- withCallingHandlers(
     tryCatch(eval(call), error = function(e) e),

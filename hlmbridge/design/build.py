@@ -133,14 +133,25 @@ def factor_levels(values: np.ndarray, name: str) -> np.ndarray:
     return levels
 
 
+def _r(name: str) -> str:
+    """A column name as R's model.matrix writes it (backticks around non-syntactic names)."""
+    from hlmbridge.spec.rformula import Expr
+
+    return Expr("name", name).deparse()
+
+
 def _fmt_level(v: float) -> str:
     return str(int(v))
 
 
 def _term_columns(
-    term: Term, data: pd.DataFrame, bases: dict[str, float]
+    term: Term, data: pd.DataFrame, bases: dict[str, float], first_seen: dict[str, int] | None = None
 ) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Columns of one term, with Stata and lme4 labels, in Stata's order."""
+    """Columns of one term, with Stata and lme4 labels, in Stata's order.
+
+    lme4's label joins the variables in the order they first appear in the model (R's
+    ``terms()`` rule), given by ``first_seen``.
+    """
     pieces: list[list[tuple[np.ndarray, str, str]]] = []  # per variable: (column, stata piece, lme4 piece)
     for var in term.vars:
         x = data[var.name].to_numpy(dtype=float)
@@ -149,14 +160,14 @@ def _term_columns(
             base = bases[var.name]
             pieces.append(
                 [
-                    ((x == lv).astype(float), f"{_fmt_level(lv)}.{var.name}", f"{var.name}{_fmt_level(lv)}")
+                    ((x == lv).astype(float), f"{_fmt_level(lv)}.{var.name}", f"{_r(var.name)}{_fmt_level(lv)}")
                     for lv in levels
                     if lv != base
                 ]
             )
         else:
             label = f"c.{var.name}" if len(term.vars) > 1 else var.name
-            pieces.append([(x, label, var.name)])
+            pieces.append([(x, label, _r(var.name))])
     # Stata names factors first, then continuous variables; lme4 keeps the written order.
     order = sorted(range(len(term.vars)), key=lambda i: 0 if term.vars[i].factor else 1)
     cols, stata, lme4 = [], [], []
@@ -166,7 +177,8 @@ def _term_columns(
             col = col * c
         cols.append(col)
         stata.append("#".join(s for _, s, _ in combo))
-        by_written = sorted(zip(order, combo), key=lambda t: t[0])
+        rank = (lambda i: first_seen.get(term.vars[i].name, i)) if first_seen else (lambda i: i)
+        by_written = sorted(zip(order, combo), key=lambda t: rank(t[0]))
         lme4.append(":".join(piece[2] for _, piece in by_written))
     return cols, stata, lme4
 
@@ -244,8 +256,12 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
     cols: list[np.ndarray] = []
     stata: list[str] = []
     lme4: list[str] = []
+    first_seen: dict[str, int] = {}
     for term in spec.fixed:
-        c, s, r = _term_columns(term, sub, bases)
+        for v in term.variables:
+            first_seen.setdefault(v, len(first_seen))
+    for term in spec.fixed:
+        c, s, r = _term_columns(term, sub, bases, first_seen)
         cols += c
         stata += s
         lme4 += r
@@ -282,8 +298,8 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
         q = len(zcols)
         blocks = (tuple(range(q)),) if lv.cov == "unstructured" else tuple((j,) for j in range(q))
         levels.append(LevelDesign(lv, key, codes.astype(np.int64), n_groups, np.column_stack(zcols),
-                                  tuple(lv.lme4_terms), tuple("_cons" if t == "(Intercept)" else t
-                                                              for t in lv.lme4_terms),
+                                  tuple(t if t == "(Intercept)" else _r(t) for t in lv.lme4_terms),
+                                  tuple("_cons" if t == "(Intercept)" else t for t in lv.lme4_terms),
                                   lv.cov or "identity", blocks, bool(lv.nested), glabels))
         outer_codes = codes
     design = Design(

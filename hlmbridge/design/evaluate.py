@@ -92,8 +92,8 @@ Value = Numeric | Factor
 def _r_label(value: object, integer: bool) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, (int, np.integer)) and integer:
-        return str(int(value))
+    if integer and isinstance(value, (int, np.integer, float, np.floating)) and float(value).is_integer():
+        return str(int(value))  # an R integer column prints without exponent
     if isinstance(value, (float, np.floating, int, np.integer)):
         return format_r_number(float(value))
     return str(value)

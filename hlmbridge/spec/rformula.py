@@ -260,7 +260,11 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     while i < len(text):
         m = _TOKEN_RE.match(text, i)
         if not m:
-            raise spec_error(f"unexpected character {text[i]!r} in the formula", text, i)
+            hint = ""
+            if text[i] == "_" or (text[i].isdigit() and i + 1 < len(text) and text[i + 1].isalpha()):
+                word = re.match(r"[\w.]+", text[i:])
+                hint = f" (R needs backticks around a name like that: `{word.group(0) if word else text[i]}`)"
+            raise spec_error(f"unexpected character {text[i]!r} in the formula{hint}", text, i)
         kind = m.lastgroup
         assert kind is not None
         if kind != "ws":
@@ -323,7 +327,7 @@ class _Parser:
             raise spec_error(f"expected a term, found {what}", self.text, pos)
         while True:
             kind, val, pos = self.peek()
-            if kind != "op":
+            if kind != "op" or val == "(":
                 if kind == "end":
                     return left
                 raise spec_error(f"expected an operator before {val!r}", self.text, pos)
@@ -402,6 +406,8 @@ class _Encoder:
             if e.value == "offset":
                 if not self.allow_offset:
                     raise spec_error("offset() is not allowed inside a random-effects term", self.text, e.pos)
+                if len(e.args) != 1:
+                    raise spec_error("offset() takes one expression: offset(x)", self.text, e.pos)
                 self.offsets.append(e.args[0])
                 return []
             return [1 << self.install(e)]
