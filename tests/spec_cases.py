@@ -437,7 +437,7 @@ BAD_LME4: tuple[tuple[str, str, str | int | None], ...] = (
     ("y ~ x + (1|g/h/g)", "a variable repeats in the grouping factor", "/g)"),
     # Found by the fuzz tests (they crashed with KeyError / IndexError before).
     ("y ~ x +5(1 | a)", "expected an operator before '('", "(1 | a)"),  # R: attempt to apply non-function
-    ("y ~ offset() + (1|g)", "offset() takes one expression", "offset"),  # lme4: subscript out of bounds
+    ("y ~ offset() + (1|g)", "offset() needs an argument", "offset"),  # lme4: subscript out of bounds
 )
 
 

@@ -204,13 +204,7 @@ function(formulas, path) {
 """
 
 #: spec.variables puts a logical constant among the data columns (R's all.vars() does not).
-_LOGICAL_AS_COLUMN = pytest.mark.xfail(
-    strict=True, reason="bug: Expr.columns() counts TRUE/FALSE as data columns, so build_design "
-    "asks the data for a column 'TRUE' (DataError 'variable(s) not in the data: TRUE')"
-)
-_COLUMN_CASES = [
-    pytest.param(f, marks=_LOGICAL_AS_COLUMN) if ("TRUE" in f or "FALSE" in f) else f for f in LME4_READINGS
-]
+_COLUMN_CASES = list(LME4_READINGS)
 
 
 def _reading(spec: ModelSpec) -> Reading:

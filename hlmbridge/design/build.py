@@ -91,6 +91,7 @@ class Design:
     offset: np.ndarray | None = None
     n_data: int = -1
     n_subset_out: int = 0
+    offset_argument: np.ndarray | None = None  # the part of ``offset`` given as fit(offset=...)
 
     @property
     def nobs(self) -> int:
@@ -316,6 +317,7 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
         offset=plan.offset[rows] if plan.offset is not None else None,
         n_data=len(data),
         n_subset_out=n_out,
+        offset_argument=plan.offset[rows] if plan.offset is not None else None,
     )
     check_design(design, spec.response)
     return design

@@ -174,7 +174,7 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
     design = Design(
         spec=spec, y=y, X=mm.X, fixed_stata=mm.stata_names, fixed_lme4=mm.names, levels=tuple(final), rows=rows,
         n_dropped=int(n_all - rows.size - n_out), factor_bases=(), weights=weights, offset=offset, n_data=n_all,
-        n_subset_out=n_out,
+        n_subset_out=n_out, offset_argument=plan.offset[rows] if plan.offset is not None else None,
     )
     check_design(design, f.response.deparse())
     return design

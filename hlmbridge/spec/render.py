@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from hlmbridge.errors import UnsupportedSpecError
+from hlmbridge.errors import SpecError, UnsupportedSpecError
 from hlmbridge.spec.model import ModelSpec, RandomLevel
 from hlmbridge.spec.parse_lme4 import R_RESERVED
 from hlmbridge.spec.parse_stata import STATA_RESERVED
@@ -106,14 +106,14 @@ class Lme4Model:
     Examples
     --------
     >>> from hlmbridge.spec.parse_stata import parse_stata
-    >>> m = to_lme4(parse_stata("mixed y c.x#ib2.s || g:, reml"))
+    >>> m = to_lme4(parse_stata("mixed y c.x##ib2.s || g:, reml"))
     >>> m.formula, m.factors, m.reml
-    ('y ~ 1 + x:s + (1 | g)', (('s', 2),), True)
+    ('y ~ 1 + x + s + x:s + (1 | g)', (('s', 2),), True)
     >>> print(m.r_code())
     data$s <- relevel(factor(data$s), ref = "2")
-    fit <- lme4::lmer(y ~ 1 + x:s + (1 | g), data = data, REML = TRUE)
+    fit <- lme4::lmer(y ~ 1 + x + s + x:s + (1 | g), data = data, REML = TRUE)
     >>> m.explicit_formula
-    'y ~ 1 + x:relevel(factor(s), ref = "2") + (1 | g)'
+    'y ~ 1 + x + relevel(factor(s), ref = "2") + x:relevel(factor(s), ref = "2") + (1 | g)'
     """
 
     formula: str
@@ -156,6 +156,33 @@ def _factor_coding(spec: ModelSpec, engine: str) -> dict[str, int | None]:
                 "the lme4 adapter converts the whole column to a factor",
             )
     return factors
+
+
+def _check_r_codes_like_stata(spec: ModelSpec) -> None:
+    """Stata's i. always omits a base level; R codes a factor by one column per level where
+    the term without it is not in the model (or there is no intercept). Such a spec has no
+    lme4 formula with the same meaning."""
+    from hlmbridge.design.model_matrix import term_codes
+    from hlmbridge.spec.rformula import Expr, Terms
+
+    names: list[str] = []
+    for t in spec.fixed:
+        for v in t.variables:
+            if v not in names:
+                names.append(v)
+    is_factor = [any(v.factor for t in spec.fixed for v in t.vars if v.name == n) for n in names]
+    terms = Terms(tuple(Expr("name", n) for n in names),
+                  tuple(tuple(sorted(names.index(v) for v in t.variables))
+                        for t in sorted(spec.fixed, key=lambda t: len(t.vars))), spec.constant)
+    for t, row in zip(terms.terms, term_codes(terms, is_factor)):
+        for i in t:
+            if is_factor[i] and row[i] == 2:
+                term = "#".join(names[j] for j in t)
+                raise UnsupportedSpecError(
+                    f"the factor {names[i]} in {term}", "lme4",
+                    "R codes it with one column per level here (no lower-order term without it"
+                    + ("" if spec.constant else ", or no constant") + "), where Stata omits a base level; "
+                    "add the missing main effect or the constant")
 
 
 def _lme4_random(spec: ModelSpec) -> list[str]:
@@ -203,9 +230,10 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     'y ~ 1 + x + (0 + x | id)'
     """
     if spec.formula is not None:
-        text = spec.formula.r_formula(offsets=True)
+        text = spec.formula.r_formula()
         return Lme4Model(formula=text, factors=(), reml=spec.reml, explicit_formula=text)
     factors = _factor_coding(spec, "lme4")
+    _check_r_codes_like_stata(spec)
     random = _lme4_random(spec)
     plain = ["1" if spec.constant else "0"]
     explicit = list(plain)
@@ -419,6 +447,15 @@ def stata_like(spec: ModelSpec, target: str) -> ModelSpec:
     >>> stata_like(parse_lme4("y ~ x * factor(s) + (x | g)"), "Stata").fixed[2].stata_name
     'c.x#i.s'
     """
+    try:
+        return _stata_like(spec, target)
+    except UnsupportedSpecError:
+        raise
+    except SpecError as exc:  # a name Stata cannot hold, a spec with no fixed part ...
+        raise UnsupportedSpecError("this model", target, str(exc)) from None
+
+
+def _stata_like(spec: ModelSpec, target: str) -> ModelSpec:
     from hlmbridge.design.model_matrix import term_codes
     from hlmbridge.spec.model import Term, Var
 
@@ -435,7 +472,10 @@ def stata_like(spec: ModelSpec, target: str) -> ModelSpec:
     variables: list[Var] = []
     for v in f.fixed.variables:
         if v.kind == "name":
-            variables.append(Var(v.value))
+            try:
+                variables.append(Var(v.value))
+            except SpecError as exc:
+                raise refuse(f"the variable name {v.value!r}", str(exc)) from None
         elif v.kind == "call" and v.value in ("factor", "as.factor") and len(v.args) == 1 and v.args[0].kind == "name":
             variables.append(Var(v.args[0].value, factor=True))
         else:
@@ -490,7 +530,10 @@ def stata_like(spec: ModelSpec, target: str) -> ModelSpec:
         done.append(names)
     if not f.fixed.intercept and any(is_factor):
         raise refuse("a model without intercept that has factors", f"{target} and R code such factors differently")
-    return ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+    try:
+        return ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+    except SpecError as exc:  # e.g. a name Stata cannot hold, or no fixed part at all
+        raise refuse("this model", str(exc)) from None
 
 
 def _stata_name(name: str) -> str:

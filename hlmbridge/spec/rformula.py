@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from hlmbridge.errors import SpecError
 from hlmbridge.spec.common import check_parens, spec_error
@@ -162,8 +162,14 @@ class Expr:
         """The data columns the expression reads, in order of appearance."""
         if self.kind == "name":
             return (self.value,)
+        args = self.args
+        if self.kind == "call" and self.value != "I":
+            # Only a call's data argument reads columns (raw = TRUE, ref = "a", 2 are values).
+            keyed = [a for a, k in zip(self.args, self.keys) if k in ("x", "object")]
+            positional = [a for a, k in zip(self.args, self.keys) if k is None]
+            args = tuple(keyed or positional[:1])
         out: dict[str, None] = {}
-        for a in self.args:
+        for a in args:
             for c in a.columns():
                 out.setdefault(c)
         return tuple(out)
@@ -182,6 +188,15 @@ class Terms:
     terms: tuple[tuple[int, ...], ...]
     intercept: bool
     offsets: tuple[Expr, ...] = ()
+    expr: Expr | None = field(default=None, compare=False)  # the right-hand side as written
+
+    def rhs(self) -> list[str]:
+        """The right-hand side for R: as written (so that R's own algebra makes the same
+        variables, in the same order, and the same terms), or term by term when it was
+        built by an expansion (lme4's ``||``)."""
+        if self.expr is not None:
+            return [self.expr.deparse()]
+        return ["1" if self.intercept else "0"] + list(self.labels)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -235,18 +250,13 @@ class Formula:
                 out.setdefault(c)
         return tuple(out)
 
-    def r_formula(self, *, offsets: bool = False) -> str:
-        """The formula hlmbridge hands to R: every term written out in R's order.
-
-        ``offsets=False`` leaves ``offset()`` terms out (hlmbridge passes their sum as
-        lmer's ``offset`` argument).
-        """
-        fixed = ["1" if self.fixed.intercept else "0"] + list(self.fixed.labels)
-        if offsets:
-            fixed += [f"offset({o.deparse()})" for o in self.fixed.offsets]
+    def r_formula(self) -> str:
+        """The formula hlmbridge hands to R, written from the parsed (checked) expression:
+        the fixed part as written, lme4's random-effects terms after its expansions."""
+        fixed = self.fixed.rhs()
         bars = []
         for bar in self.random:
-            lhs = ["1" if bar.lhs.intercept else "0"] + list(bar.lhs.labels)
+            lhs = bar.lhs.rhs()
             bars.append(f"({' + '.join(lhs)} | {bar.group_r})")
         return f"{self.response.deparse()} ~ {' + '.join(fixed + bars)}"
 
@@ -474,6 +484,8 @@ def _check_call(e: Expr, text: str) -> None:
     if e.value not in FUNCTIONS:
         known = ", ".join(f"{k}()" for k in FUNCTIONS)
         raise spec_error(f"unknown function {e.value}() in the formula (hlmbridge evaluates: {known})", text, e.pos)
+    if not e.args:
+        raise spec_error(f"{e.value}() needs an argument: {FUNCTIONS[e.value]}", text, e.pos)
     for a in e.args:
         _check_inner(a, text)
 
@@ -503,7 +515,7 @@ def _rhs_terms(node: Expr | None, text: str, *, allow_offset: bool = True, respo
         # The response is variable 0 in R's terms; it is never a term on the right.
         bits = [b >> 1 for b in bits if not b & 1]
         enc.variables.pop(0)
-    return _terms(enc, bits)
+    return replace(_terms(enc, bits), expr=node)
 
 
 def _split_bars(node: Expr) -> tuple[Expr | None, list[Expr]]:

@@ -22,7 +22,7 @@ __all__ = ["spec_from_dict", "spec_to_dict"]
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     """The spec as nested dicts and lists of plain values (an lme4-formula spec as its formula)."""
     if spec.formula is not None:
-        return {"lme4_formula": spec.formula.r_formula(offsets=True), "method": spec.method}
+        return {"lme4_formula": spec.formula.r_formula(), "method": spec.method}
     return {
         "response": spec.response,
         "fixed": [[{"name": v.name, "factor": v.factor, "base": v.base} for v in t.vars] for t in spec.fixed],
