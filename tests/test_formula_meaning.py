@@ -152,3 +152,16 @@ def test_unknown_function_is_named():
     with pytest.raises(HlmbridgeError, match=r"unknown function ns\(\)") as info:
         hlmbridge.ModelSpec.from_lme4("y ~ ns(x, 3) + (1 | g)")
     assert "log()" in str(info.value)
+
+
+def test_statsmodels_false_convergence_is_an_error():
+    # MixedLM's Powell reported convergence 19 log-likelihood units below lme4's optimum on this
+    # boundary fit (a 3x3 correlated block, 6 groups); a silently wrong answer before.
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"Block": np.repeat(["I", "II", "III", "IV", "V", "VI"], 12),
+                       "Variety": np.tile(np.repeat(["Golden", "Marvel", "Victory"], 4), 6),
+                       "nitro": np.tile([0, 0.2, 0.4, 0.6], 18)})
+    df["yield"] = rng.normal(size=72) * 10 + 100 + df["nitro"] * 60
+    with pytest.raises(hlmbridge.errors.ConvergenceError, match="still rises") as info:
+        hlmbridge.fit("yield ~ I(nitro^2) + Variety + (Variety | Block)", df, engine="statsmodels")
+    _one_sentence(info.value)

@@ -144,7 +144,17 @@ class StatsmodelsEngine:
             raise ConvergenceError(
                 "statsmodels MixedLM did not converge (" + "; ".join(tried) + ")", engine=self.name
             )
-        return self._estimates(design, res, method, msgs, vc_names, seconds, statsmodels.__version__)
+        est = self._estimates(design, res, method, msgs, vc_names, seconds, statsmodels.__version__)
+        # MixedLM can report convergence where the likelihood still rises (seen on boundary
+        # fits with a correlated block): check the answer on hlmbridge's own likelihood.
+        from hlmbridge.inference.optimum import likelihood_gain
+
+        gain = likelihood_gain(design, est.theta)
+        if gain > 1e-3:
+            raise ConvergenceError(
+                f"statsmodels MixedLM reported convergence ({method}) where the log likelihood still rises by "
+                f"{gain:.3g} nearby, so its estimates are not the optimum; use engine='lme4'", engine=self.name)
+        return est
 
     @staticmethod
     def _run(model: Any, reml: bool, method: str, kw: dict[str, Any], start: Any,
