@@ -187,7 +187,9 @@ def _lex_varlist(text: str, start: int, end: int) -> list[_Atom]:
                 i += 1
             continue
         if ch in ":|[],=":
-            what = {"[": "weights ('[fw=...]', '[pw=...]') are not supported", "]": "unexpected ']'"}.get(
+            what = {"[": "weights are refused: Stata's [fw=] counts each row w times and [pw=] fits a "
+                    "pseudo-likelihood with sampling weights at each level, and neither is lme4's precision "
+                    "weights (fit(..., weights=)) nor any statsmodels model", "]": "unexpected ']'"}.get(
                 ch, f"unexpected {ch!r} in a variable list"
             )
             raise _err(what, text, i)
