@@ -45,9 +45,15 @@ class SpecError(HlmbridgeError, ValueError):
         self.text = text
         self.position = position
         if text is not None and position is not None:
-            pointer = " " * position + "^"
-            message = f"{message} (at position {position})\n  {text}\n  {pointer}"
+            message = f"{message} (at position {position})"
         super().__init__(message)
+
+    @property
+    def pointer(self) -> str:
+        """The text with a caret under the position (empty when there is none)."""
+        if self.text is None or self.position is None or "\n" in self.text:
+            return ""
+        return f"  {self.text}\n  {' ' * self.position}^"
 
 
 class UnsupportedSpecError(SpecError):

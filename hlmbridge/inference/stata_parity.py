@@ -38,7 +38,8 @@ import numpy as np
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
 
-__all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "theta_from_matrices", "variance_parameters"]
+__all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "lme4_block_name", "theta_from_matrices",
+           "variance_parameters"]
 
 
 
@@ -99,6 +100,17 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
                 add("cov", f"cov({joined})", lme4_terms[0], lme4_terms[1], np.ones((q, q)) - np.eye(q))
     out.append(VarianceParam(None, "Residual", "var", "var(Residual)", "Residual", None, np.ones((1, 1))))
     return tuple(out)
+
+
+def lme4_block_name(design: Design, param: VarianceParam) -> str:
+    """lme4's ``VarCorr`` name of the term a parameter belongs to: the factor's name for its
+    first term, ``name.1``, ``name.2`` ... for the next ones (R's ``make.unique``)."""
+    if param.level is None:
+        return "Residual"
+    ld = design.levels[param.level]
+    col = list(ld.terms_lme4).index(param.term1)
+    block = next((b for b, cols in enumerate(ld.blocks) if col in cols), 0)
+    return ld.key if block == 0 else f"{ld.key}.{block}"
 
 
 def theta_from_matrices(design: Design, covariances: list[np.ndarray], sigma2: float) -> np.ndarray:
