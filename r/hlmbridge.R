@@ -54,9 +54,14 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   msgs <- character()
   d <- data
   for (nm in names(factors)) {
-    f <- factor(d[[nm]])
+    x <- d[[nm]]
+    ## Stata's factor values are whole numbers: label them as integers (200000, not R's
+    ## 2e+05 for a double), as hlmbridge's design does.
+    if (is.double(x) && all(x == round(x), na.rm = TRUE) && max(abs(x), 0, na.rm = TRUE) < .Machine$integer.max)
+      x <- as.integer(round(x))
+    f <- factor(x)
     base <- factors[[nm]]
-    if (!is.na(base)) f <- stats::relevel(f, ref = as.character(base))
+    if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
     d[[nm]] <- f
   }
   ctrl <- hlmbridge_control(rhoend = rhoend, maxfun = maxfun)

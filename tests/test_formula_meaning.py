@@ -165,3 +165,13 @@ def test_statsmodels_false_convergence_is_an_error():
     with pytest.raises(hlmbridge.errors.ConvergenceError, match="still rises") as info:
         hlmbridge.fit("yield ~ I(nitro^2) + Variety + (Variety | Block)", df, engine="statsmodels")
     _one_sentence(info.value)
+
+
+@pytest.mark.requires_r
+def test_stata_factor_with_large_whole_values_in_a_float_column(ss):
+    # R labels the double 200000 '2e+05'; Stata's i.big and hlmbridge's design say 200000.
+    df = ss.assign(big=np.where(ss["Days"] > 4, 100000.0, 200000.0), g=pd.factorize(ss["Subject"])[0])
+    res = hlmbridge.fit("mixed Reaction i.big || g:", df, engine="lme4")
+    assert list(res.fixed["term"]) == ["big200000", "(Intercept)"]
+    ref = hlmbridge.fit("mixed Reaction i.big || g:", df, engine="statsmodels")
+    assert res.loglik == pytest.approx(ref.loglik, abs=1e-6)
