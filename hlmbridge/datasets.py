@@ -1,8 +1,10 @@
 """Bundled example data: High School and Beyond (HSB) and lme4's sleepstudy.
 
-The files live in ``fixtures/data/`` at the repository root (the package is installed
-editable) and are built by ``scripts/make_hsb_data.py`` from R's nlme and lme4; see
-``fixtures/README.md`` for provenance and checksums.
+The files live in ``fixtures/data/`` at the repository root (the source of truth) and are
+built by ``scripts/make_hsb_data.py`` from R's nlme and lme4; see ``fixtures/README.md`` for
+provenance and checksums. A built wheel carries copies of them (and of ``r/hlmbridge.R`` and
+the seed fixtures) in ``hlmbridge/_bundled/``; :func:`resource_path` looks there first, then
+in the source tree (an editable install or a checkout).
 
 Examples
 --------
@@ -24,10 +26,48 @@ import pandas as pd
 
 from hlmbridge.errors import DataError, UsageError
 
-__all__ = ["DATA_DIR", "HSB_LEVELS", "hsb", "hsb_path", "sleepstudy", "sleepstudy_path"]
+__all__ = ["BUNDLE_DIR", "DATA_DIR", "HSB_LEVELS", "SOURCE_ROOT", "hsb", "hsb_path", "resource_path",
+           "sleepstudy", "sleepstudy_path"]
 
-#: Directory holding the bundled data files (repo_root/fixtures/data).
-DATA_DIR: Path = Path(__file__).resolve().parent.parent / "fixtures" / "data"
+#: Copies of ``r/`` and ``fixtures/`` that the wheel build puts inside the package.
+BUNDLE_DIR: Path = Path(__file__).resolve().parent / "_bundled"
+#: The source tree's root (holds ``r/`` and ``fixtures/`` in a checkout or editable install).
+SOURCE_ROOT: Path = Path(__file__).resolve().parent.parent
+
+
+def resource_path(*parts: str, required: bool = True) -> Path:
+    """A file or folder shipped with hlmbridge, e.g. ``resource_path("r", "hlmbridge.R")``.
+
+    Looks inside the installed package first (``hlmbridge/_bundled/``, present in a wheel),
+    then in the source tree (``r/``, ``fixtures/`` next to the package). With
+    ``required=False`` a path found in neither place is returned as the source tree's
+    (for defaults that are reported as missing only when used).
+
+    Raises
+    ------
+    DataError
+        ``required`` and neither place has it (names both, and how to reinstall).
+
+    Examples
+    --------
+    >>> resource_path("fixtures", "data", "hsb.dta").name
+    'hsb.dta'
+    """
+    places = [BUNDLE_DIR.joinpath(*parts), SOURCE_ROOT.joinpath(*parts)]
+    for path in places:
+        if path.exists():
+            return path
+    if not required:
+        return places[1]
+    raise DataError(
+        f"bundled file missing: {'/'.join(parts)} is neither in the installed package ({places[0]}) nor in "
+        f"a source tree ({places[1]}); reinstall hlmbridge (pip install .) or regenerate the data with "
+        "scripts/make_hsb_data.py"
+    )
+
+
+#: Directory holding the bundled data files (the package's copy, else repo_root/fixtures/data).
+DATA_DIR: Path = resource_path("fixtures", "data", required=False)
 
 #: HSB level name -> file name.
 HSB_LEVELS: dict[str, str] = {

@@ -15,6 +15,14 @@ its class, message and attributes (any other exception is wrapped in a
 :class:`~hlmbridge.errors.FitError` that names its type and carries the worker's
 traceback text in ``remote_traceback``).
 
+A worker process that dies (killed, out of memory, a crash in native code) takes its job
+with it, and a process pool that loses a worker fails every job it holds
+(``BrokenProcessPool``). The default pool keeps at most one job per worker in flight, so
+such a break touches only the jobs then running: each is retried once, alone in a fresh
+worker; a job whose worker dies again is reported as a
+:class:`~hlmbridge.errors.FitError` naming the job (never ``BrokenProcessPool``).
+Jobs on a caller's executor are retried once on it when it still works, else reported.
+
 Examples
 --------
 >>> import hlmbridge
@@ -36,7 +44,9 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -333,30 +343,128 @@ def fit_many(
         stream = None
     else:
         stream = progress  # type: ignore[assignment]
-    bar = _Progress(len(job_list), stream)
-    own = executor is None
-    ex = default_executor(min(max_workers or os.cpu_count() or 1, len(job_list))) if own else executor
-    results: list[Any] = [None] * len(job_list)
-    futures: dict[Future, int] = {}
-    try:
+    run = _Run(job_list, frames, _Progress(len(job_list), stream), return_exceptions)
+    run.bar.update(0)
+    note = ""
+    if executor is None:
+        workers = min(max_workers or os.cpu_count() or 1, len(job_list))
+        died = run.on_own_pools(workers)
+        if died:  # the one retry: each alone in a fresh worker process
+            died = run.isolated(died, workers)
+        note = "retried once alone in a fresh worker process, it died again"
+    else:
+        died = run.on_executor(executor, list(range(len(job_list))))
+        if any(isinstance(e, BrokenExecutor) for e in died.values()):
+            note = "the executor is broken (a worker died), so it was not retried"
+        elif died:
+            died = run.on_executor(executor, sorted(died))
+            note = "retried once on the same executor, it failed again"
+    for k in sorted(died):
+        run.settle(k, False, _died_error(k, job_list[k], died[k], note))
+    return run.results
+
+
+def _died_error(k: int, job: FitJob, exc: BaseException, note: str) -> FitError:
+    label = job.model if isinstance(job.model, str) else getattr(job.model, "_source", None) or repr(job.model)
+    return FitError(f"job {k} ({job.engine}: {label}): the worker process running it died "
+                    f"({type(exc).__name__}: {exc}); {note}", engine=job.engine)
+
+
+class _Run:
+    """The state of one fit_many call: results in job order, progress, the submit loops."""
+
+    def __init__(self, jobs: list[FitJob], frames: list[_Frame], bar: _Progress, return_exceptions: bool) -> None:
+        self.jobs = jobs
+        self.frames = frames
+        self.bar = bar
+        self.return_exceptions = return_exceptions
+        self.results: list[Any] = [None] * len(jobs)
+        self.done = 0
+
+    def submit(self, ex: Executor, k: int) -> Future:
+        job = self.jobs[k]
         with clean_child_env():  # a process pool starts its workers on submit
-            for k, (job, frame) in enumerate(zip(job_list, frames, strict=True)):
-                futures[ex.submit(_run_job, job.model, frame, job.engine, job.reml)] = k
-        bar.update(0)
-        for done, fut in enumerate(as_completed(futures), start=1):
-            k = futures[fut]
+            return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml)
+
+    def settle(self, k: int, ok: bool, value: Any) -> None:
+        """Record job ``k``'s result or error (raised here unless return_exceptions)."""
+        self.done += 1
+        if not ok:
+            value = value.rebuild() if isinstance(value, _Failure) else value
+            self.bar.failed += 1
+            if not self.return_exceptions:
+                self.bar.update(self.done)
+                raise value
+        self.results[k] = value
+        self.bar.update(self.done)
+
+    def collect(self, fut: Future, k: int, died: dict[int, BaseException]) -> None:
+        """Settle a finished future, or note that its worker died."""
+        try:
             ok, value = fut.result()
-            if not ok:
-                value = value.rebuild()
-                bar.failed += 1
-                if not return_exceptions:
-                    for other in futures:
-                        other.cancel()
-                    bar.update(done)
-                    raise value
-            results[k] = value
-            bar.update(done)
-    finally:
-        if own:
-            ex.shutdown(wait=True, cancel_futures=True)
-    return results
+        except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, a lost Dask worker, ...
+            died[k] = exc
+            return
+        self.settle(k, ok, value)
+
+    def on_own_pools(self, workers: int) -> dict[int, BaseException]:
+        """Every job on default pools, one job per worker in flight; a broken pool is replaced."""
+        queue = deque(range(len(self.jobs)))
+        died: dict[int, BaseException] = {}
+        while queue:
+            pool = default_executor(workers)
+            inflight: dict[Future, int] = {}
+            try:
+                while queue or inflight:
+                    while queue and len(inflight) < workers:
+                        k = queue.popleft()
+                        inflight[self.submit(pool, k)] = k
+                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    broken = False
+                    for fut in finished:
+                        self.collect(fut, inflight.pop(fut), died)
+                        broken = broken or isinstance(fut.exception(), BrokenExecutor)
+                    if broken:  # the pool fails every job it holds: settle them, start another
+                        for fut in wait(inflight).done:
+                            self.collect(fut, inflight.pop(fut), died)
+                        break
+            finally:
+                for fut in inflight:
+                    fut.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+        return died
+
+    def isolated(self, jobs: dict[int, BaseException], workers: int) -> dict[int, BaseException]:
+        """Run each of ``jobs`` alone in its own fresh one-worker pool, ``workers`` at a time."""
+        died: dict[int, BaseException] = {}
+        keys = sorted(jobs)
+        for start in range(0, len(keys), workers):
+            pools: list[ProcessPoolExecutor] = []
+            try:
+                futures: dict[Future, int] = {}
+                for k in keys[start:start + workers]:
+                    pools.append(default_executor(1))
+                    futures[self.submit(pools[-1], k)] = k
+                for fut in as_completed(futures):
+                    self.collect(fut, futures[fut], died)
+            finally:
+                for pool in pools:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        return died
+
+    def on_executor(self, ex: Executor, keys: list[int]) -> dict[int, BaseException]:
+        """``keys`` on a caller's executor (used, never shut down)."""
+        died: dict[int, BaseException] = {}
+        futures: dict[Future, int] = {}
+        try:
+            for k in keys:
+                try:
+                    futures[self.submit(ex, k)] = k
+                except BrokenExecutor as exc:
+                    died[k] = exc
+            for fut in as_completed(futures):
+                self.collect(fut, futures[fut], died)
+        finally:
+            for fut in futures:
+                fut.cancel()
+        return died

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (no-op when up to date), then run the test suite. Extra arguments go to pytest:
+# Install (no-op when up to date), run the test suite, then the wheel smoke test
+# (scripts/smoke_wheel.sh, about a minute). Extra arguments go to pytest:
 #   bash scripts/test.sh -q -k data
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,4 +12,12 @@ if [ "$status" -eq 5 ]; then
     echo "test: ERROR: pytest collected no tests (exit 5) - check the arguments or tests/" >&2
     exit 1
 fi
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+# The installed wheel (not the checkout) works: build it, install it into a fresh venv
+# outside the checkout, fit on both engines, validate. Runs on a full run and always in CI;
+# a run with pytest arguments (a selection) skips it and says so.
+if [ "$#" -eq 0 ] || [ "${CI:-}" = true ]; then
+    bash scripts/smoke_wheel.sh
+else
+    echo "test: wheel smoke test not run (pytest arguments given); run: bash scripts/smoke_wheel.sh" >&2
+fi

@@ -46,19 +46,61 @@ INSTALL_HINT = (
 
 
 def r_source_path() -> Path:
-    """Where ``hlmbridge.R`` lives (the repository's ``r/`` folder)."""
-    path = Path(__file__).resolve().parents[2] / "r" / "hlmbridge.R"
-    if not path.is_file():
-        raise EngineUnavailableError(
-            f"cannot find {path}: install hlmbridge from its source tree (pip install -e .)"
-        )
-    return path
+    """Where ``hlmbridge.R`` lives: the installed package's copy (a wheel carries one), else the
+    source tree's ``r/`` folder (see :func:`hlmbridge.datasets.resource_path`)."""
+    from hlmbridge.datasets import resource_path
+
+    try:
+        return resource_path("r", "hlmbridge.R")
+    except DataError as exc:
+        raise EngineUnavailableError(str(exc)) from None
+
+
+def _check_r_starts() -> None:
+    """Start R once in a child process before R is loaded into this one.
+
+    An embedded R that cannot start (a wrong ``R_HOME``, a broken installation) ends the
+    whole Python process ("Fatal error: unable to open the base package"); in a child that
+    is an exit status, reported here as an EngineUnavailableError saying what to fix. Costs
+    one child start (about half a second), once per process, and nothing when R runs already.
+    """
+    import subprocess
+    import sys
+
+    if not sys.executable:  # embedded Python without an interpreter to start: nothing to check with
+        return
+    if "rpy2.rinterface" in sys.modules:
+        from rpy2.rinterface_lib import embedded
+
+        if embedded.isready():
+            return
+    code = ("import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n    import rpy2.rinterface as ri\n"
+            "except ImportError:\n    sys.exit(3)\nri.initr_simple()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EngineUnavailableError(f"could not start R in a child process to check it ({exc}); {INSTALL_HINT}") from exc
+    if proc.returncode in (0, 3):  # 3: no rpy2, which the import in this process reports
+        return
+    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    said = "; ".join(lines[-3:]) or "no message"
+    status = f"signal {-proc.returncode}" if proc.returncode < 0 else f"status {proc.returncode}"
+    r_home = os.environ.get("R_HOME")
+    if r_home is not None:
+        fix = (f"the environment variable R_HOME is {r_home!r}: unset it, or set it to the folder that "
+               "`R RHOME` prints")
+    else:
+        fix = "check that `R RHOME` prints R's home folder and that `Rscript -e 1` runs"
+    raise EngineUnavailableError(f"R does not start (a child process starting it ended with {status}: {said}); "
+                                 f"{fix} (otherwise: {INSTALL_HINT})")
 
 
 class _RSession:
     """The embedded R, with hlmbridge's functions in a private environment."""
 
     def __init__(self) -> None:
+        _check_r_starts()  # a wrong R_HOME would otherwise abort this process
         saved_ld_path = os.environ.get("LD_LIBRARY_PATH")
         try:
             with warnings.catch_warnings():
@@ -78,18 +120,22 @@ class _RSession:
         self.ro = ro
         self.converter = ro.default_converter
         self.ri = ri
-        ok = ro.r('isTRUE(suppressMessages(requireNamespace("lme4", quietly = TRUE)))')[0]
-        if not ok:
-            raise EngineUnavailableError(f"{INSTALL_HINT} (R found, but not the lme4 package)")
-        self.env = ro.r("new.env(parent = baseenv())")
-        ro.r["sys.source"](str(r_source_path()), envir=self.env)
-        self.fit = self.env["hlmbridge_fit"]
-        self.frame = self.env["hlmbridge_frame"]
-        self.codes_factor = self.env["hlmbridge_codes_factor"]
-        self.ordered = self.env["hlmbridge_ordered"]
-        self.as_logical = ro.r["as.logical"]
-        versions = self.env["hlmbridge_versions"]()
-        self.versions = dict(zip(versions.names, versions, strict=True))
+        from rpy2.robjects.conversion import localconverter
+
+        # rpy2 keeps its conversion rules per thread (a ContextVar): any thread may start R.
+        with localconverter(ro.default_converter):
+            ok = ro.r('isTRUE(suppressMessages(requireNamespace("lme4", quietly = TRUE)))')[0]
+            if not ok:
+                raise EngineUnavailableError(f"{INSTALL_HINT} (R found, but not the lme4 package)")
+            self.env = ro.r("new.env(parent = baseenv())")
+            ro.r["sys.source"](str(r_source_path()), envir=self.env)
+            self.fit = _Interruptible(self.env["hlmbridge_fit"])  # Ctrl-C stops a long fit
+            self.frame = self.env["hlmbridge_frame"]
+            self.codes_factor = self.env["hlmbridge_codes_factor"]
+            self.ordered = self.env["hlmbridge_ordered"]
+            self.as_logical = ro.r["as.logical"]
+            versions = self.env["hlmbridge_versions"]()
+            self.versions = dict(zip(versions.names, versions, strict=True))
         import rpy2
 
         self.versions["rpy2"] = rpy2.__version__
@@ -100,17 +146,72 @@ _SESSION: _RSession | None = None
 _SESSION_ERROR: EngineUnavailableError | None = None
 
 
+_SESSION_LOCK = threading.Lock()
+
+
 def _session() -> _RSession:
+    """The process's R session, started on first use; thread-safe (one thread starts R,
+    threads arriving meanwhile wait for it)."""
     global _SESSION, _SESSION_ERROR
-    if _SESSION is None:
-        if _SESSION_ERROR is not None:
-            raise _SESSION_ERROR
+    session = _SESSION
+    if session is not None:
+        return session
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            if _SESSION_ERROR is not None:
+                raise _SESSION_ERROR
+            try:
+                _SESSION = _RSession()
+            except EngineUnavailableError as exc:
+                _SESSION_ERROR = exc
+                raise
+        return _SESSION
+
+
+class _Interruptible:
+    """An R function called so that Ctrl-C (SIGINT) stops R and raises KeyboardInterrupt.
+
+    rpy2 3.5 puts Python's own SIGINT handler back after starting R (R's handlers are off).
+    While R computes, that handler runs only inside rpy2's ``R_ProcessEvents`` callback, where
+    its KeyboardInterrupt is swallowed ("Exception ignored from cffi callback") and R never
+    hears of it: the fit runs to its end. For the length of the call (main thread, default
+    handler only) SIGINT instead sets R's ``R_interrupts_pending``: R stops at its next
+    interrupt check, unwinds to top level (R stays usable) and the call raises
+    KeyboardInterrupt. In other threads Python delivers SIGINT to the main thread anyway.
+    """
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import signal
+
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return self.function(*args, **kwargs)
+        from rpy2.rinterface_lib import openrlib
+
+        rlib = openrlib.rlib
+        hits: list[int] = []
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            hits.append(signum)
+            rlib.R_interrupts_pending = 1
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            _SESSION = _RSession()
-        except EngineUnavailableError as exc:
-            _SESSION_ERROR = exc
+            out = self.function(*args, **kwargs)
+        except Exception as exc:
+            if hits:
+                raise KeyboardInterrupt("the lme4 fit was interrupted") from exc
             raise
-    return _SESSION
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if hits:
+                rlib.R_interrupts_pending = 0
+        if hits:  # SIGINT came while R was not checking: the call ended, the interrupt still counts
+            raise KeyboardInterrupt("the lme4 fit was interrupted")
+        return out
 
 
 @dataclass(frozen=True)
@@ -325,7 +426,7 @@ class Lme4Engine:
         spec = design.spec
         ro = session.ro
         if spec.formula is not None:
-            formula, reml = spec.formula.r_formula(offsets=False), spec.reml
+            formula, reml = spec.formula.r_formula(), spec.reml
             group_vars: set[str] = set()
         else:
             model = spec.to_lme4()
@@ -346,9 +447,9 @@ class Lme4Engine:
                 full = np.ones(n_data)
                 full[design.rows] = design.weights
                 weights = ro.FloatVector(full)
-            if design.offset is not None:
+            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
                 full = np.zeros(n_data)
-                full[design.rows] = design.offset
+                full[design.rows] = design.offset_argument
                 offset = ro.FloatVector(full)
             t0 = time.perf_counter()
             out = _read_fit(session.fit(rframe, formula, reml, factors, rows, rhoend, maxfun, engine_vcov,

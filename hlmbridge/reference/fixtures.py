@@ -39,6 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from hlmbridge.datasets import resource_path
 from hlmbridge.errors import FixtureError, HlmbridgeError
 from hlmbridge.reference.stata_log import CONTROL_RE, LogBlock, ModelRef, ParsedLog, parse_log, parse_number
 
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 #: ``fixtures/stata`` of the source tree (resolved from this file, never the cwd).
-FIXTURE_ROOT: Path = Path(__file__).resolve().parents[2] / "fixtures" / "stata"
+FIXTURE_ROOT: Path = resource_path("fixtures", "stata", required=False)  # the wheel's copy, else the source tree
 
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
