@@ -66,6 +66,20 @@ def _vector(value: Any, data: pd.DataFrame, what: str) -> np.ndarray:
     return arr
 
 
+def _numbers(value: Any, data: pd.DataFrame, what: str) -> np.ndarray | None:
+    """A finite-or-missing number per row (None when not given)."""
+    if value is None:
+        return None
+    arr = _vector(value, data, what)
+    try:
+        out = pd.to_numeric(pd.Series(arr), errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what}= must be numbers: {exc}") from None
+    if np.any(np.isinf(out)):
+        raise DataError(f"{what}= has infinite values")
+    return out
+
+
 def row_plan(data: pd.DataFrame, *, subset: Any = None, weights: Any = None, offset: Any = None,
              na_action: str | None = None) -> RowPlan:
     """Check and align lmer's row arguments with ``data``.
@@ -85,28 +99,13 @@ def row_plan(data: pd.DataFrame, *, subset: Any = None, weights: Any = None, off
         sub = arr
         if not sub.any():
             raise DataError("subset= selects no rows")
-    w = None
-    if weights is not None:
-        arr = _vector(weights, data, "weights")
-        try:
-            w = pd.to_numeric(pd.Series(arr), errors="raise").to_numpy(dtype=float, na_value=np.nan)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"weights= must be numbers: {exc}") from None
+    w = _numbers(weights, data, "weights")
+    if w is not None:
         ok = ~np.isnan(w)
-        if np.any(np.isinf(w[ok])):
-            raise DataError("weights= has infinite values")
         if np.any(w[ok] <= 0):
             raise DataError("weights= must be positive (lme4's precision weights); drop rows with subset= instead "
                             "of giving them weight 0")
-    off = None
-    if offset is not None:
-        arr = _vector(offset, data, "offset")
-        try:
-            off = pd.to_numeric(pd.Series(arr), errors="raise").to_numpy(dtype=float, na_value=np.nan)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"offset= must be numbers: {exc}") from None
-        if np.any(np.isinf(off)):
-            raise DataError("offset= has infinite values")
+    off = _numbers(offset, data, "offset")
     action = "omit"
     if na_action is not None:
         if not isinstance(na_action, str) or na_action not in NA_ACTIONS:
