@@ -24,8 +24,8 @@ from hlmbridge.design.build import Design, build_design, require_columns
 from hlmbridge.design.cache import FrameCache, fingerprints
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
-from hlmbridge.errors import SpecError, UnsupportedSpecError, UsageError
-from hlmbridge.inference.stata_parity import evaluate, linear_loglik, variance_parameters
+from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
+from hlmbridge.inference.stata_parity import evaluate, linear_loglik, lme4_block_name, variance_parameters
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
 
@@ -67,7 +67,7 @@ def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:
 
 
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
-        **options: Any) -> FitResult:
+        df_method: str | None = None, **options: Any) -> FitResult:
     """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").
 
     A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
@@ -77,6 +77,9 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     the only other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
     including lmer arguments that are not applied yet (``weights=``, ``subset=`` ...), is a
     ``UsageError`` naming it.
+
+    ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
+    ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
     """
     t0 = time.perf_counter()
     if "REML" in options:  # R's spelling
@@ -88,6 +91,7 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     adapter = require_engine(engine)
     _check_options(adapter, options)
     spec = as_spec(model, reml)
+    df_method = _df_method(model, spec, df_method)
     reasons = adapter.unsupported(spec)
     if reasons:  # each reason is a whole sentence naming the construct and the engine
         raise UnsupportedSpecError(reasons[0], engine, message=reasons[0])
@@ -102,8 +106,31 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
         design = build_design(spec, view, **rows_args)  # per-call arrays: never cached
     else:
         design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()), lambda: build_design(spec, view))
+    if df_method == "kenward-roger" and not spec.reml:
+        raise UsageError("df_method='kenward-roger' needs a REML fit (as pbkrtest and Stata's dfmethod(kroger)); "
+                         "pass reml=True or use df_method='satterthwaite'")
     estimates = adapter.fit_design(design, data=data, frame=view, column_prints=prints, **options)
-    return result_from_estimates(design, estimates, engine, wall_start=t0)
+    result = result_from_estimates(design, estimates, engine, wall_start=t0)
+    return result.with_df(df_method) if df_method else result
+
+
+def _df_method(model: ModelSpec | str, spec: ModelSpec, df_method: str | None) -> str | None:
+    """The df method from fit()'s keyword or the Stata command's ``dfmethod()`` (never both, differing)."""
+    from hlmbridge.results.small_sample import resolve_df_method
+
+    stated = None
+    if isinstance(model, str) and spec.formula is None:  # a Stata command
+        from hlmbridge.spec.parse_stata import parse_stata_df_method
+
+        stated = parse_stata_df_method(model, reml=spec.reml)
+    if df_method is None:
+        return stated
+    label = resolve_df_method(df_method)
+    if stated is None:
+        return label
+    if stated.split(" (")[0] != label.split(" (")[0]:
+        raise UsageError(f"fit() got df_method={df_method!r} but the Stata command says dfmethod() = {stated!r}")
+    return stated
 
 
 _DESIGNS = FrameCache()
@@ -136,7 +163,12 @@ def _group_info(design: Design) -> tuple[GroupInfo, ...]:
 def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_start: float | None = None) -> FitResult:
     """Turn an engine's point estimates into a FitResult with Stata's inference."""
     spec = design.spec
+    if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
+        raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik}); the data are "
+                       "probably too large in magnitude: rescale the response or the predictors", engine=engine)
     inf = evaluate(design, est.beta, est.theta)
+    if not np.isfinite(inf.loglik):
+        raise FitError("the log likelihood at the engine's estimates is not finite; rescale the data", engine=engine)
     fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
     se = np.sqrt(np.diag(fixed_vcov))
     z = est.beta / se
@@ -161,7 +193,8 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
                 lo = hi = float("nan")
         else:
             lo, hi = value - Z_95 * s, value + Z_95 * s
-        random_rows.append((prm.group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi)))
+        random_rows.append((prm.group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi),
+                            lme4_block_name(design, prm)))
 
     # Wald test of every fixed effect but the constant.
     keep = [j for j, name in enumerate(design.fixed_stata) if name != "_cons"]
@@ -225,4 +258,5 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
         optimizer=est.optimizer,
         wall_time=wall,
         engine_loglik=float(est.loglik),
+        design=design,
     )

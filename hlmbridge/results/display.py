@@ -81,12 +81,23 @@ def summary(res: FitResult) -> str:
         for g in res.groups:
             lines.append(f"{g.group:>15} | {g.n_groups:>10,} {g.min:>10,} {g.mean:>10.1f} {g.max:>10,}")
         lines.append("-" * 61)
+    if res.df_method:  # Stata's header for dfmethod(): the method and the range of the df
+        dfs = [d for d in res.fixed_df if not math.isnan(d)] or [float("nan")]
+        name = {"residual": "Residual", "kenward-roger": "Kenward-Roger"}.get(res.df_method, res.df_method.capitalize())
+        lines.append(f"{'DF method: ' + name:<48}DF:           min = {min(dfs):>10.2f}")
+        lines.append(f"{'':62}avg = {sum(dfs) / len(dfs):>10.2f}")
+        lines.append(f"{'':62}max = {max(dfs):>10.2f}")
     chi = "." if math.isnan(res.wald_chi2) else f"{res.wald_chi2:.2f}"
     lines.append(f"{'':48}{'Wald chi2(' + str(res.wald_df) + ')':<18}= {chi:>10}")
     lines.append(f"{'Log likelihood = ' + f'{res.loglik:.3f}':<48}Prob > chi2       = {_p(res.wald_p):>10}")
     lines.append("")
     lines.append(_RULE)
-    lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]")
+    small = bool(res.df_method)  # t tests on a df method: a df column, t and P>|t|
+    if small:
+        lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.        df      t    P>|t|     "
+                     "[95% conf. interval]")
+    else:
+        lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]")
     lines.append("-" * 13 + "+" + "-" * 64)
     header = None
     for r in res.fixed.itertuples(index=False):
@@ -104,7 +115,8 @@ def summary(res: FitResult) -> str:
                 lines.append(f"{'':12} |")
             header = None
         lines.append(
-            f"{label[-12:]:>12} | {format_g(r.estimate)} {format_g(r.std_error)} {r.statistic:8.2f}   "
+            f"{label[-12:]:>12} | {format_g(r.estimate)} {format_g(r.std_error)}"
+            f"{f' {r.df:9.2f}' if small else ''} {r.statistic:8.2f}   "
             f"{r.p_value:.3f}  {format_g(r.conf_low, 11)}  {format_g(r.conf_high)}"
         )
     lines.append(_RULE)

@@ -12,7 +12,9 @@ Tables
 ``random``: one row per variance parameter (and the residual variance last), columns
 :data:`RANDOM_COLUMNS`; ``kind`` is ``"var"`` or ``"cov"``; ``group`` is the grouping
 variable or ``"Residual"``; ``stata_term`` is ``var(ses)``, ``cov(ses,_cons)``,
-``var(Residual)``; ``term1``/``term2`` use lme4's labels (``(Intercept)``, ``ses``).
+``var(Residual)``; ``term1``/``term2`` use lme4's labels (``(Intercept)``, ``ses``);
+``lme4_group`` is the name lme4's ``VarCorr`` gives the row's random-effects term (``id``,
+``id.1`` for a second term of the same factor, as in ``(1 | id) + (0 + ses | id)``).
 
 Examples
 --------
@@ -55,6 +57,7 @@ RANDOM_COLUMNS: tuple[str, ...] = (
     "std_error",
     "conf_low",
     "conf_high",
+    "lme4_group",
 )
 
 
@@ -151,12 +154,28 @@ class FitResult:
     optimizer: str = ""
     wall_time: float = float("nan")
     engine_loglik: float = float("nan")
+    # Small-sample inference (hlmbridge.results.small_sample): the df method of the fixed table
+    # ("" for Stata's default z tests), each coefficient's df, and the covariance the table's
+    # SEs come from when it differs from fixed_vcov (Kenward-Roger's adjusted one).
+    df_method: str = ""
+    fixed_df: tuple[float, ...] = ()
+    fixed_vcov_adjusted: tuple[tuple[float, ...], ...] = ()
+    # The design the estimates belong to (not serialized, not compared): what post-fit
+    # computations (df methods, predictions) need without a refit. None after from_dict.
+    design: Any = field(default=None, compare=False, repr=False)
 
     # ---- tables -------------------------------------------------------------------
     @property
     def fixed(self) -> pd.DataFrame:
-        """Fixed effects, one row per column of the design (a fresh copy each call)."""
-        return _frame(self.fixed_rows, FIXED_COLUMNS)
+        """Fixed effects, one row per column of the design (a fresh copy each call).
+
+        With a df method (:meth:`with_df`) ``statistic`` is a t statistic, p-values and CIs
+        come from the t distribution, and a ``df`` column follows ``std_error``.
+        """
+        out = _frame(self.fixed_rows, FIXED_COLUMNS)
+        if self.df_method:
+            out.insert(out.columns.get_loc("std_error") + 1, "df", list(self.fixed_df))
+        return out
 
     @property
     def random(self) -> pd.DataFrame:
@@ -220,25 +239,86 @@ class FitResult:
 
         return summary(self)
 
-    def tidy(self) -> pd.DataFrame:
-        """A long table in broom.mixed's vocabulary (sd/cor scale for the random part)."""
+    def with_df(self, method: str, *, information: str | None = None) -> FitResult:
+        """The same fit with t tests on ``method``'s df (``"residual"``, ``"satterthwaite"``,
+        ``"kenward-roger"``): no refit (see :mod:`hlmbridge.results.small_sample`)."""
+        from hlmbridge.results.small_sample import with_df
+
+        return with_df(self, method, information=information)
+
+    def anova(self, df_method: str | None = None) -> pd.DataFrame:
+        """Type III F tests of every fixed term (lmerTest's ``anova(fit, type = 3)``)."""
+        from hlmbridge.results.small_sample import anova
+
+        return anova(self, df_method)
+
+    def test(self, L: Any, rhs: Any = None, df_method: str | None = None) -> pd.DataFrame:
+        """The F test of ``L beta = rhs`` for a contrast matrix ``L`` (one column per fixed effect)."""
+        from hlmbridge.results.small_sample import f_test
+
+        return f_test(self, L, rhs, df_method)
+
+    def tidy(self, effects: str | tuple[str, ...] = ("fixed", "ran_pars")) -> pd.DataFrame:
+        """A long table in broom.mixed's vocabulary (sd/cor scale for the random part);
+        ``effects`` picks ``"fixed"``, ``"ran_pars"`` and/or ``"ran_vals"`` (random effects)."""
         from hlmbridge.results.postestimation import tidy
 
-        return tidy(self)
+        return tidy(self, effects=effects)
+
+    # ---- after the fit (need the design: a result read from JSON has none) ----------
+    def ranef(self, level: float = 0.95) -> pd.DataFrame:
+        """Random effects (conditional modes) with conditional SDs and intervals, one row per
+        grouping factor, group and term (lme4's ``ranef(condVar = TRUE)``)."""
+        from hlmbridge.results.random_effects import ranef_frame
+
+        return ranef_frame(self, level)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Each group's coefficients, fixed plus random, per grouping factor (lme4's ``coef``)."""
+        from hlmbridge.results.random_effects import coef_frames
+
+        return coef_frames(self)
+
+    def fitted(self, level: int | None = None) -> pd.Series:
+        """Fitted values (``level=0``: population level; see :mod:`hlmbridge.results.prediction`)."""
+        from hlmbridge.results.prediction import fitted
+
+        return fitted(self, level)
+
+    def residuals(self, kind: str = "response", level: int | None = None) -> pd.Series:
+        """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`)."""
+        from hlmbridge.results.prediction import residuals
+
+        return residuals(self, kind, level)
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> Any:
+        """Predictions on new data, with (``re_form=None``) or without (``"~0"``) the random
+        effects: a :class:`hlmbridge.results.prediction.Prediction`."""
+        from hlmbridge.results.prediction import predict
+
+        return predict(self, newdata, re_form)
 
     # ---- serialization -------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict; :meth:`from_dict` gives back an equal result."""
+    def to_dict(self, ranef: bool = False) -> dict[str, Any]:
+        """A JSON-serializable dict; :meth:`from_dict` gives back an equal result.
+
+        ``ranef=True`` adds the random effects (:meth:`ranef`, a list of records) under
+        ``"ranef"``; :meth:`from_dict` does not read them back.
+        """
         from hlmbridge.spec.serialize import spec_to_dict
 
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.name == "design":
+                continue  # arrays of the data: never serialized
             value = getattr(self, f.name)
             if f.name == "spec":
                 value = spec_to_dict(value)
             elif f.name == "groups":
                 value = [{**g.__dict__, "terms": list(g.terms)} for g in value]
             out[f.name] = _jsonable(value)
+        if ranef:
+            out["ranef"] = _jsonable(self.ranef().to_dict(orient="records"))
         return out
 
     @classmethod
@@ -248,12 +328,16 @@ class FitResult:
 
         kw: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "design" or (f.name in ("df_method", "fixed_df", "fixed_vcov_adjusted") and f.name not in d):
+                continue  # not serialized / absent from results written before df methods existed
             v = d[f.name] if f.name in d else None
             if f.name == "spec":
                 v = spec_from_dict(v)
             elif f.name == "groups":
                 v = tuple(GroupInfo(**g) for g in v)
-            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov"):
+            elif f.name == "fixed_df":
+                v = tuple(_unjson(x) for x in v)
+            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
             elif f.name == "warnings":
                 v = tuple(v)

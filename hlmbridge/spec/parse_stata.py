@@ -14,6 +14,9 @@ What is read
   ``cov(ariance)(vartype)`` with ``ind(ependent)``, ``exc(hangeable)``, ``id(entity)``,
   ``un(structured)``; ``nocon(stant)`` (Stata documents ``nocons``; the older ``xtmixed``
   accepted shorter forms, so ``nocon`` is accepted too); ``ml(e)``; ``reml``.
+  ``dfm(ethod)(residual|satterthwaite [, eim|oim]|kroger)`` is read by
+  :func:`parse_stata_df_method` (it does not change the model; ``repeated`` and ``anova``
+  are refused).
   Global options (``reml``, ``mle``, display options) may follow any equation's comma.
   Display-only options (``variance``, ``stddeviations``, ``nolog``, ``noheader``, ...) are
   accepted and ignored, since they do not change the model;
@@ -42,7 +45,7 @@ from hlmbridge.spec.common import check_parens, spec_error
 from hlmbridge.errors import SpecError
 from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
 
-__all__ = ["parse_stata", "parse_stata_method", "STATA_RESERVED", "COVARIANCE_NAMES"]
+__all__ = ["parse_stata", "parse_stata_df_method", "parse_stata_method", "STATA_RESERVED", "COVARIANCE_NAMES"]
 
 #: Names Stata reserves; they cannot be variable names.
 STATA_RESERVED: frozenset[str] = frozenset(
@@ -87,7 +90,7 @@ _OPTIONS: tuple[tuple[str, int, str], ...] = (
     ("coeflegend", 10, "display"),
     ("matsqrt", 7, "display"),
     ("vce", 3, "refuse"),
-    ("dfmethod", 3, "refuse"),
+    ("dfmethod", 3, "df"),
     ("residuals", 3, "refuse"),
     ("pwscale", 7, "refuse"),
     ("fweight", 2, "refuse"),
@@ -411,6 +414,41 @@ def _covariance(opt: _Option, text: str) -> str:
     return full
 
 
+#: Stata's dfmethod() names (shortest abbreviation) and hlmbridge's method for each.
+_DF_METHODS: tuple[tuple[str, int, str | None], ...] = (
+    ("residual", 3, "residual"),
+    ("repeated", 3, None),
+    ("anova", 3, None),
+    ("satterthwaite", 3, "satterthwaite"),
+    ("kroger", 2, "kenward-roger"),
+)
+
+
+def _df_method(opt: _Option, text: str) -> str:
+    """hlmbridge's df method for ``dfmethod(...)``: Satterthwaite on the expected information
+    (Stata's default, suboption ``eim``) unless the suboption says ``oim``."""
+    arg = (opt.arg or "").strip()
+    name, _, sub = arg.partition(",")
+    name, sub = name.strip(), sub.strip()
+    full = _match_abbrev(name, tuple((n, k) for n, k, _ in _DF_METHODS)) if name else None
+    if full is None:
+        valid = ", ".join(n for n, _, _ in _DF_METHODS)
+        raise _err(f"unknown dfmethod {name!r}; Stata's methods are {valid}", text, opt.arg_pos)
+    method = dict((n, m) for n, _, m in _DF_METHODS)[full]
+    if method is None:
+        raise _err(f"dfmethod({full}) is not supported by hlmbridge; supported: residual, satterthwaite, kroger",
+                   text, opt.arg_pos)
+    if method != "satterthwaite":
+        if sub:
+            raise _err(f"dfmethod({full}) takes no suboptions, got {sub!r}", text, opt.arg_pos)
+        return method
+    if sub in ("", "eim"):
+        return "satterthwaite (expected information)"
+    if sub == "oim":
+        return "satterthwaite"
+    raise _err(f"unknown dfmethod(satterthwaite) suboption {sub!r}; Stata's are eim and oim", text, opt.arg_pos)
+
+
 @dataclass
 class _Level:
     group: str
@@ -421,7 +459,7 @@ class _Level:
     crossed_factor: bool = False  # an ``_all: R.x`` level
 
 
-def _parse(command: str) -> tuple[ModelSpec, str | None]:
+def _parse(command: str) -> tuple[ModelSpec, str | None, str | None]:
     if not isinstance(command, str):
         raise SpecError(f"a Stata command must be a string, got {type(command).__name__}")
     text = _strip_comments(command)
@@ -458,12 +496,18 @@ def _parse(command: str) -> tuple[ModelSpec, str | None]:
 
     method: str | None = None
     method_pos = -1
+    df_method: str | None = None
     constant = True
     levels: list[_Level] = []
 
     def apply_global(opt: _Option) -> None:
-        nonlocal method, method_pos
-        if opt.kind == "global":
+        nonlocal method, method_pos, df_method
+        if opt.kind == "df":
+            new_df = _df_method(opt, command)
+            if df_method is not None and df_method != new_df:
+                raise _err(f"conflicting options: {opt.written!r} and an earlier dfmethod({df_method})", command, opt.pos)
+            df_method = new_df
+        elif opt.kind == "global":
             new = "reml" if opt.name == "reml" else "ml"
             if method is not None and method != new:
                 raise _err(f"conflicting options: {opt.written!r} and an earlier {method!r}", command, opt.pos)
@@ -628,7 +672,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None]:
         _source=command,
         notes=tuple(notes),
     )
-    return spec, method
+    return spec, method, df_method
 
 
 def parse_stata(command: str) -> ModelSpec:
@@ -676,4 +720,30 @@ def parse_stata_method(command: str) -> tuple[ModelSpec, str | None]:
     >>> parse_stata_method("mixed y || id:, mle")[1]
     'ml'
     """
-    return _parse(command)
+    return _parse(command)[:2]
+
+
+def parse_stata_df_method(command: str, *, reml: bool | None = None) -> str | None:
+    """The df method a ``mixed`` command's ``dfmethod()`` asks for, or None.
+
+    ``"residual"``, ``"kenward-roger"``, ``"satterthwaite (expected information)"`` (Stata's
+    default ``eim``) or ``"satterthwaite"`` (``dfmethod(satterthwaite, oim)``). As in Stata,
+    Satterthwaite and Kenward-Roger need REML (the command's ``reml``, or ``reml=True``);
+    otherwise, and for an unknown or unsupported method, a :class:`SpecError`.
+
+    Examples
+    --------
+    >>> parse_stata_df_method("mixed y x || id:, reml dfmethod(kroger)")
+    'kenward-roger'
+    >>> parse_stata_df_method("mixed y x || id:, reml dfm(sat, oim)")
+    'satterthwaite'
+    >>> parse_stata_df_method("mixed y x || id:") is None
+    True
+    """
+    spec, _, df_method = _parse(command)
+    is_reml = spec.reml if reml is None else reml
+    if df_method not in (None, "residual") and not is_reml:
+        stata_name = {"kenward-roger": "kroger"}.get(df_method, df_method.split(" (")[0])
+        raise SpecError(f"dfmethod({stata_name}) needs REML, as in Stata: add the reml option "
+                        f"({command.strip()!r})")
+    return df_method

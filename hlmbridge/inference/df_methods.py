@@ -1,0 +1,395 @@
+"""Small-sample inference for the fixed effects: residual, Satterthwaite and Kenward-Roger df.
+
+Everything is computed once in hlmbridge from the design and the variance parameters
+(``theta`` in :func:`~hlmbridge.inference.stata_parity.variance_parameters` order, on the
+variance/covariance scale, the residual variance last), whichever engine estimated them.
+``V(theta) = Z D(theta) Z' + theta_r I`` is linear in ``theta``, so with ``V_k = dV/dtheta_k``:
+
+- ``Phi = (X' V^-1 X)^-1`` and ``dPhi/dtheta_k = Phi C_k Phi`` with ``C_k = X'V^-1 V_k V^-1 X``;
+- Satterthwaite (as lmerTest): ``df = 2 (c'Phi c)^2 / (g' A g)``, ``g_k = c' dPhi/dtheta_k c``,
+  ``A`` the inverse of the observed information of ``theta`` (REML: of the restricted
+  likelihood; ML: with the fixed effects profiled out). lmerTest differentiates numerically in
+  lme4's (theta, sigma); at the optimum ``g' A g`` does not depend on the parametrization.
+  F tests follow lmerTest's ``contestMD`` (eigen-decomposition of ``L Phi L'``);
+- Kenward-Roger (as pbkrtest's ``vcovAdj`` and ``KRmodcomp``): ``P_k = -C_k``,
+  ``Q_kl = X'V^-1 V_k V^-1 V_l V^-1 X``, ``R_kl = 0`` (V is linear in theta),
+  ``W = 2 IE2^-1`` (the inverse expected REML information), the adjusted covariance
+  ``Phi_A = Phi + 2 Phi U Phi``, ``U = sum_kl W_kl (Q_kl - P_k Phi P_l)``, then pbkrtest's
+  scaling and denominator df for each contrast matrix. REML fits only (as pbkrtest and Stata);
+- residual: ``n - p`` for every test (Stata's ``dfmethod(residual)``).
+
+Every ``V^-1``-product is summed over per-block cross-products (the outermost groups; the
+whole sample when a level is crossed) with the Woodbury identity, never an n-by-n matrix.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from hlmbridge.spec.model import ModelSpec, RandomLevel, Term, Var
+>>> from hlmbridge.design.build import build_design
+>>> rng = np.random.default_rng(3)
+>>> g = np.repeat(np.arange(6), 4)
+>>> x = rng.normal(size=24)
+>>> df = pd.DataFrame({"y": x + rng.normal(size=6)[g] + rng.normal(size=24), "x": x, "g": g})
+>>> spec = ModelSpec("y", (Term((Var("x"),)),), (RandomLevel("g"),), method="reml")
+>>> d = build_design(spec, df)
+>>> a = df_analysis(d, np.array([1.0, 0.0]), np.array([1.0, 1.0]), "satterthwaite")
+>>> a.method, a.df.shape
+('satterthwaite', (2,))
+>>> kr = df_analysis(d, np.array([1.0, 0.0]), np.array([1.0, 1.0]), "kroger")
+>>> bool(np.all(np.diag(kr.vcov_adjusted) >= np.diag(kr.vcov)))
+True
+>>> normalize_df_method("Kenward-Roger"), normalize_df_method("sat")
+('kenward-roger', 'satterthwaite')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from hlmbridge.design.build import Design
+from hlmbridge.errors import FitError, UsageError
+
+__all__ = [
+    "DF_METHODS",
+    "ContrastTest",
+    "DfAnalysis",
+    "df_analysis",
+    "kr_ddf",
+    "normalize_df_method",
+]
+
+#: The df methods hlmbridge computes (canonical names).
+DF_METHODS: tuple[str, ...] = ("residual", "satterthwaite", "kenward-roger")
+
+_ALIASES = {
+    "residual": "residual",
+    "resid": "residual",
+    "satterthwaite": "satterthwaite",
+    "satt": "satterthwaite",
+    "sat": "satterthwaite",
+    "kenward-roger": "kenward-roger",
+    "kenward_roger": "kenward-roger",
+    "kenwardroger": "kenward-roger",
+    "kenward roger": "kenward-roger",
+    "kroger": "kenward-roger",
+    "kr": "kenward-roger",
+}
+
+
+def normalize_df_method(name: object) -> str:
+    """The canonical name of a df method (case-insensitive; ``kroger``/``KR`` for Kenward-Roger).
+
+    Raises :class:`~hlmbridge.errors.UsageError` for anything else.
+    """
+    if isinstance(name, str) and name.strip().lower() in _ALIASES:
+        return _ALIASES[name.strip().lower()]
+    raise UsageError(
+        f"unknown df method {name!r}; choose one of {', '.join(DF_METHODS)} "
+        "('kroger' and 'KR' mean Kenward-Roger)"
+    )
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+@dataclass(frozen=True, eq=False)
+class _Derivatives:
+    """First- and second-order quantities of ``V`` at one ``theta`` (see the module docstring)."""
+
+    phi: np.ndarray  # (p, p)
+    C: np.ndarray  # (K, p, p)   X'V^-1 V_k V^-1 X
+    Q: np.ndarray  # (K, K, p, p) X'V^-1 V_k V^-1 V_l V^-1 X
+    S: np.ndarray  # (K, K)  tr(V^-1 V_k V^-1 V_l)
+
+
+def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
+    # The block cross-products are shared with the Stata-parity inference (computed once per design).
+    from hlmbridge.inference.stata_parity import _blocks
+
+    bl = _blocks(design)
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    tr = theta[:-1]
+    Kr = len(tr)
+    K = Kr + 1
+    E = bl.patterns
+    D = np.einsum("k,kbij->bij", tr, E)
+    M, ZX, XX = bl.M, bl.ZX, bl.XX
+    XZ = _t(ZX)
+    Q = M.shape[-1]
+    A = s2 * np.eye(Q) + M @ D
+    W = _t(np.linalg.solve(_t(A), D))  # D A^-1;  V^-1 = (I - Z W Z') / s2
+    MW = M @ W
+    W2 = 2 * W - W @ MW  # V^-2 = (I - Z W2 Z') / s2^2
+    W3 = W + W2 - W2 @ MW  # V^-3 = (I - Z W3 Z') / s2^3
+    Pzz = (M - MW @ M) / s2  # Z'V^-1 Z
+    Pzx = (ZX - MW @ ZX) / s2  # Z'V^-1 X
+    XtVX = (XX - XZ @ W @ ZX).sum(axis=0) / s2
+    try:
+        phi = np.linalg.inv(XtVX)
+    except np.linalg.LinAlgError as exc:
+        raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
+    MW2 = M @ W2
+    Szz = (M - MW2 @ M) / s2**2  # Z'V^-2 Z
+    Szx = (ZX - MW2 @ ZX) / s2**2  # Z'V^-2 X
+    Sxx = (XX - XZ @ W2 @ ZX).sum(axis=0) / s2**2  # X'V^-2 X
+    Txx = (XX - XZ @ W3 @ ZX).sum(axis=0) / s2**3  # X'V^-3 X
+    trV2 = float(np.sum(bl.n - np.einsum("bij,bji->b", W2, M)) / s2**2)
+
+    p = phi.shape[0]
+    EP = [E[k] @ Pzx for k in range(Kr)]  # E_k Z'V^-1 X per block
+    PzzEP = [Pzz @ EP[k] for k in range(Kr)]
+    PE = [Pzz @ E[k] for k in range(Kr)]
+    C = np.zeros((K, p, p))
+    Qm = np.zeros((K, K, p, p))
+    S = np.zeros((K, K))
+    for k in range(Kr):
+        C[k] = np.einsum("bqi,bqj->ij", Pzx, EP[k])
+        for l in range(Kr):
+            Qm[k, l] = np.einsum("bqi,bqj->ij", EP[k], PzzEP[l])
+            if l >= k:
+                S[k, l] = S[l, k] = float(np.sum(PE[k] * _t(PE[l])))
+        Qm[k, Kr] = np.einsum("bqi,bqj->ij", EP[k], Szx)
+        Qm[Kr, k] = Qm[k, Kr].T
+        S[k, Kr] = S[Kr, k] = float(np.sum(E[k] * Szz))
+    C[Kr] = Sxx
+    Qm[Kr, Kr] = Txx
+    S[Kr, Kr] = trV2
+    C = 0.5 * (C + _t(C))
+    return _Derivatives(phi, C, Qm, S)
+
+
+@dataclass(frozen=True)
+class ContrastTest:
+    """An F test of ``L beta = rhs`` (one row of ``L``: the square of a t test)."""
+
+    f_value: float
+    ndf: int
+    ddf: float
+    p_value: float
+    method: str
+    f_scaling: float = 1.0  # Kenward-Roger's scale factor (1 otherwise)
+
+
+@dataclass(frozen=True, eq=False)
+class DfAnalysis:
+    """The df method's view of one fit: per-coefficient df and t tests, F tests of contrasts.
+
+    ``vcov`` is ``(X'V^-1X)^-1`` at ``theta``; ``vcov_adjusted`` is Kenward-Roger's ``Phi_A``
+    (``vcov`` for the other methods). ``jacobian[k] = dvcov/dtheta_k``; ``vcov_varpar`` is the
+    covariance of ``theta`` the Satterthwaite df use; ``kr_P``/``kr_W`` are pbkrtest's ``P``
+    and ``W``.
+    """
+
+    method: str
+    reml: bool
+    beta: np.ndarray
+    vcov: np.ndarray
+    vcov_adjusted: np.ndarray
+    df_residual: int
+    jacobian: np.ndarray | None = None
+    vcov_varpar: np.ndarray | None = None
+    kr_P: np.ndarray | None = None
+    kr_W: np.ndarray | None = None
+
+    # ---- single contrasts ------------------------------------------------------------
+    def contrast_df(self, c: Sequence[float] | np.ndarray) -> float:
+        """The df of the t test of ``c' beta``."""
+        c = np.asarray(c, dtype=float).ravel()
+        if c.shape != self.beta.shape:
+            raise UsageError(f"a contrast needs {self.beta.size} coefficients, got {c.size}")
+        if self.method == "residual":
+            return float(self.df_residual)
+        if self.method == "satterthwaite":
+            assert self.jacobian is not None and self.vcov_varpar is not None
+            var = float(c @ self.vcov @ c)
+            g = np.einsum("i,kij,j->k", c, self.jacobian, c)
+            return float(2.0 * var**2 / (g @ self.vcov_varpar @ g))
+        return kr_ddf(self, c[None, :])
+
+    def contrast_se(self, c: Sequence[float] | np.ndarray) -> float:
+        """Standard error of ``c' beta`` (Kenward-Roger: from the adjusted covariance)."""
+        c = np.asarray(c, dtype=float).ravel()
+        return float(np.sqrt(c @ self.vcov_adjusted @ c))
+
+    @property
+    def df(self) -> np.ndarray:
+        """The df of every coefficient's t test, in the order of the fixed effects."""
+        eye = np.eye(self.beta.size)
+        return np.array([self.contrast_df(eye[j]) for j in range(self.beta.size)])
+
+    def coefficients(self, level: float = 0.95) -> np.ndarray:
+        """Rows ``(estimate, std_error, df, t, p, conf_low, conf_high)`` per coefficient."""
+        se = np.sqrt(np.diag(self.vcov_adjusted))
+        df = self.df
+        t = self.beta / se
+        p = 2.0 * stats.t.sf(np.abs(t), df)
+        q = stats.t.ppf(0.5 + level / 2.0, df)
+        return np.column_stack([self.beta, se, df, t, p, self.beta - q * se, self.beta + q * se])
+
+    # ---- F tests ---------------------------------------------------------------------
+    def test(self, L: Sequence[Sequence[float]] | np.ndarray, rhs: Sequence[float] | float | None = None) -> ContrastTest:
+        """The F test of ``L beta = rhs`` (``rhs`` 0 by default), as lmerTest/pbkrtest compute it."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        if L.ndim != 2 or L.shape[1] != self.beta.size or L.shape[0] == 0:
+            raise UsageError(f"L must be a matrix with {self.beta.size} columns and at least one row; got shape {L.shape}")
+        if not np.all(np.isfinite(L)):
+            raise UsageError("L must be finite")
+        r = np.zeros(L.shape[0]) if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
+        if rhs is not None and np.asarray(rhs).size not in (1, L.shape[0]):
+            raise UsageError(f"rhs must have one value per row of L ({L.shape[0]})")
+        q = int(np.linalg.matrix_rank(L))
+        if q < L.shape[0]:
+            raise UsageError(f"L has rank {q} < {L.shape[0]} rows: drop the redundant rows")
+        # beta - beta_H with L beta_H = rhs (the minimum-norm solution, as lmerTest/pbkrtest)
+        diff = self.beta - np.linalg.pinv(L) @ r
+        if self.method == "kenward-roger":
+            wald = float(diff @ L.T @ np.linalg.solve(L @ self.vcov_adjusted @ L.T, L @ diff))
+            ddf, scaling = _kr_terms(self, L)
+            f = scaling * wald / q
+            return ContrastTest(f, q, ddf, float(stats.f.sf(f, q, ddf)), self.method, scaling)
+        if self.method == "residual":
+            wald = float(diff @ L.T @ np.linalg.solve(L @ self.vcov @ L.T, L @ diff))
+            ddf = float(self.df_residual)
+            return ContrastTest(wald / q, q, ddf, float(stats.f.sf(wald / q, q, ddf)), self.method)
+        # Satterthwaite: lmerTest's contestMD.
+        VL = L @ self.vcov @ L.T
+        d, P = np.linalg.eigh(VL)
+        order = np.argsort(d)[::-1]
+        d, P = d[order], P[:, order]
+        PtL = P.T @ L
+        Lb = PtL @ diff
+        t2 = Lb**2 / d
+        f = float(np.sum(t2) / q)
+        nu = np.array([self.contrast_df(PtL[m]) for m in range(q)])
+        ddf = _fstat_ddf(nu)
+        return ContrastTest(f, q, ddf, float(stats.f.sf(f, q, ddf)), self.method)
+
+
+def _fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """lmerTest's ``get_Fstat_ddf``: the F denominator df from the t dfs of the eigen-directions."""
+    if nu.size == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    e = float(np.sum(nu / (nu - 2.0)))
+    return 2.0 * e / (e - nu.size)
+
+
+def _kr_terms(a: DfAnalysis, L: np.ndarray) -> tuple[float, float]:
+    """pbkrtest's ``.KR_adjust``: (denominator df, F scaling) for the rows of ``L``."""
+    assert a.kr_P is not None and a.kr_W is not None
+    phi = a.vcov
+    theta = L.T @ np.linalg.solve(L @ phi @ L.T, L)
+    tp = theta @ phi
+    u = np.array([tp @ Pk @ phi for Pk in a.kr_P])  # (K, p, p)
+    tr_u = np.einsum("kii->k", u)
+    W = a.kr_W
+    A1 = float(tr_u @ W @ tr_u)
+    A2 = float(np.einsum("kl,kij,lji->", W, u, u))
+    q = float(np.linalg.matrix_rank(L))
+    B = (A1 + 6.0 * A2) / (2.0 * q)
+    g = ((q + 1.0) * A1 - (q + 4.0) * A2) / ((q + 2.0) * A2)
+    den = 3.0 * q + 2.0 * (1.0 - g)
+    c1, c2, c3 = g / den, (q - g) / den, (q + 2.0 - g) / den
+    V0 = 1.0 + c1 * B
+    V1 = 1.0 - c2 * B
+    V2 = 1.0 - c3 * B
+    if abs(V0) < 1e-10:
+        V0 = 0.0
+    x = 1.0 - A2 / q
+    ratio = 1.0 if (abs(x) < 1e-14 and abs(V1) < 1e-14) else x / V1
+    rho = ratio**2 * V0 / V2 / q
+    ddf = 4.0 + (q + 2.0) / (q * rho - 1.0)
+    scaling = 1.0 if abs(ddf - 2.0) < 1e-2 else ddf * (1.0 - A2 / q) / (ddf - 2.0)
+    return float(ddf), float(scaling)
+
+
+def kr_ddf(a: DfAnalysis, L: np.ndarray) -> float:
+    """Kenward-Roger denominator df for the rows of ``L`` (pbkrtest's ``Lb_ddf``)."""
+    if a.method != "kenward-roger":
+        raise UsageError("kr_ddf needs a Kenward-Roger analysis")
+    return _kr_terms(a, np.atleast_2d(np.asarray(L, dtype=float)))[0]
+
+
+def _inverse_information(info: np.ndarray) -> np.ndarray:
+    """2 * pseudo-inverse of the deviance Hessian, as lmerTest (eigenvalues below 1e-8 dropped)."""
+    h = 2.0 * info  # the Hessian of the deviance (-2 log likelihood)
+    vals, vecs = np.linalg.eigh(0.5 * (h + h.T))
+    pos = vals > 1e-8
+    return 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+
+
+def df_analysis(
+    design: Design,
+    beta: np.ndarray,
+    theta: np.ndarray,
+    method: str,
+    *,
+    reml: bool | None = None,
+    information: str = "observed",
+) -> DfAnalysis:
+    """Everything a df method needs at the estimates ``beta``, ``theta`` of ``design``.
+
+    ``method``: ``"residual"``, ``"satterthwaite"`` or ``"kenward-roger"`` (aliases in
+    :func:`normalize_df_method`). ``reml`` defaults to the spec's method. ``information``
+    (Satterthwaite only): ``"observed"`` (lmerTest's; the default) or ``"expected"``.
+    Kenward-Roger needs a REML fit (a :class:`~hlmbridge.errors.UsageError` otherwise,
+    where pbkrtest would silently refit with REML).
+    """
+    method = normalize_df_method(method)
+    reml = design.spec.reml if reml is None else bool(reml)
+    beta = np.asarray(beta, dtype=float)
+    theta = np.asarray(theta, dtype=float)
+    n, p = design.X.shape
+    if information not in ("observed", "expected"):
+        raise UsageError(f"information must be 'observed' or 'expected', got {information!r}")
+    if method == "kenward-roger" and not reml:
+        raise UsageError(
+            "Kenward-Roger df are defined for REML fits only (as in pbkrtest and Stata's "
+            "dfmethod(kroger)); refit with reml=True, or use df_method='satterthwaite'"
+        )
+    dv = _derivatives(design, theta)
+    phi = dv.phi
+    if method == "residual":
+        return DfAnalysis(method, reml, beta, phi, phi, n - p)
+    jac = np.einsum("ij,kjl,lm->kim", phi, dv.C, phi)  # dPhi/dtheta_k
+    # Expected information: REML 1/2 tr(P V_k P V_l); ML 1/2 tr(V^-1 V_k V^-1 V_l).
+    K = dv.S.shape[0]
+    ie2 = np.empty((K, K))
+    for k in range(K):
+        for l in range(k, K):
+            if reml:
+                val = dv.S[k, l] - 2.0 * np.sum(phi * dv.Q[k, l]) + np.sum((phi @ dv.C[k]) * (dv.C[l] @ phi))  # tr(C_k Phi C_l Phi)
+            else:
+                val = dv.S[k, l]
+            ie2[k, l] = ie2[l, k] = val
+    if method == "satterthwaite":
+        if information == "observed":
+            from hlmbridge.inference.stata_parity import evaluate
+
+            info = evaluate(design, beta, theta, reml=reml).information
+        else:
+            info = 0.5 * ie2
+        return DfAnalysis(method, reml, beta, phi, phi, n - p, jacobian=jac, vcov_varpar=_inverse_information(info))
+    # Kenward-Roger (pbkrtest's vcovAdj16_internal).
+    eig = np.linalg.eigvalsh(ie2)
+    W = 2.0 * (np.linalg.inv(ie2) if np.min(np.abs(eig)) > 1e-10 else np.linalg.pinv(ie2))
+    W = 0.5 * (W + W.T)
+    P = -dv.C
+    U = np.zeros((p, p))
+    for k in range(K):
+        for l in range(K):
+            U += W[k, l] * (dv.Q[k, l] - P[k] @ phi @ P[l])
+    phi_a = phi + 2.0 * phi @ U @ phi
+    phi_a = 0.5 * (phi_a + phi_a.T)
+    return DfAnalysis(method, reml, beta, phi, phi_a, n - p, jacobian=jac, kr_P=P, kr_W=W)

@@ -1,0 +1,71 @@
+## Reference numbers for hlmbridge's df methods (tests/test_df_methods.py), computed by
+## lmerTest (Satterthwaite) and pbkrtest (Kenward-Roger) on an lmer fit with tight bobyqa
+## settings, so that R and hlmbridge sit at the same optimum.
+##
+## Sourced into a private environment through rpy2; nothing is written to R's global
+## environment. Needs lme4, lmerTest and pbkrtest (r-cran-lmertest, r-cran-pbkrtest).
+
+df_reference_control <- function() {
+  lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5),
+                    calc.derivs = FALSE)
+}
+
+## The lme4 example data sets the tests use, as plain data frames.
+df_reference_data <- function(name) {
+  e <- new.env()
+  utils::data(list = name, package = "lme4", envir = e)
+  as.data.frame(get(name, envir = e))
+}
+
+## One fit and everything lmerTest and pbkrtest say about it.
+##   data     a data frame
+##   formula  an lme4 formula (string)
+##   reml     TRUE/FALSE
+##   Ls       a list of contrast matrices (each with one column per fixed effect)
+## Returns a named list of numeric vectors/matrices (matrices keep their dim).
+df_reference_fit <- function(data, formula, reml = TRUE, Ls = list()) {
+  fit <- lmerTest::lmer(stats::as.formula(formula), data = data, REML = reml,
+                        control = df_reference_control())
+  p <- length(lme4::fixef(fit))
+  vc <- as.data.frame(lme4::VarCorr(fit), order = "lower.tri")
+  out <- list(
+    beta = unname(lme4::fixef(fit)),
+    names = names(lme4::fixef(fit)),
+    vcov = unname(as.matrix(stats::vcov(fit))),
+    varcomp = vc$vcov,
+    singular = as.numeric(lme4::isSingular(fit)),
+    loglik = as.numeric(stats::logLik(fit))
+  )
+  ## Satterthwaite (lmerTest): coefficient table and type III F tests.
+  co <- summary(fit, ddf = "Satterthwaite")$coefficients
+  out$satt_df <- unname(co[, "df"])
+  out$satt_t <- unname(co[, "t value"])
+  out$satt_p <- unname(co[, "Pr(>|t|)"])
+  av <- stats::anova(fit, type = 3, ddf = "Satterthwaite")
+  out$satt_anova_terms <- rownames(av)
+  out$satt_anova <- unname(as.matrix(av[, c("F value", "NumDF", "DenDF", "Pr(>F)")]))
+  out$satt_L <- do.call(rbind, lapply(Ls, function(L) {
+    r <- lmerTest::contest(fit, L, ddf = "Satterthwaite", joint = TRUE)
+    c(r[["F value"]], r[["NumDF"]], r[["DenDF"]], r[["Pr(>F)"]])
+  }))
+  if (reml) {
+    ## Kenward-Roger (pbkrtest): adjusted covariance, per-coefficient df, F tests.
+    adj <- pbkrtest::vcovAdj(fit)
+    out$kr_vcov <- unname(as.matrix(adj))
+    out$kr_df <- vapply(seq_len(p), function(j) {
+      L <- matrix(0, 1, p); L[1, j] <- 1
+      pbkrtest::Lb_ddf(L, stats::vcov(fit), adj)
+    }, numeric(1))
+    co <- summary(fit, ddf = "Kenward-Roger")$coefficients
+    out$kr_t <- unname(co[, "t value"])
+    out$kr_p <- unname(co[, "Pr(>|t|)"])
+    out$kr_L <- do.call(rbind, lapply(Ls, function(L) {
+      kr <- pbkrtest::KRmodcomp(fit, L)
+      s <- kr$stats
+      c(s$Fstat, s$ndf, s$ddf, s$p.value, s$F.scaling)
+    }))
+    av <- stats::anova(fit, type = 3, ddf = "Kenward-Roger")
+    out$kr_anova <- unname(as.matrix(av[, c("F value", "NumDF", "DenDF", "Pr(>F)")]))
+  }
+  out
+}
