@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="data file (.dta or .csv)")
     f.add_argument("--engine", action="append", help="engine (repeatable; default: every available engine)")
     f.add_argument("--reml", action="store_true", help="fit by REML")
+    f.add_argument("--plot", metavar="DIR", help="write caterpillar, residual and QQ plots (PNG) per engine "
+                   "into DIR (needs matplotlib: pip install 'hlmbridge[plot]')")
     t = sub.add_parser("translate", help="show a model in every syntax")
     t.add_argument("model")
     t.add_argument("--reml", action="store_true", default=None)
@@ -103,6 +105,11 @@ def _fit(a: argparse.Namespace) -> int:
         results[eng] = res
         print(f"== {eng} ==")
         print(res.summary())
+        if a.plot:
+            from hlmbridge.results.plots import save_plots
+
+            for path in save_plots(res, a.plot, prefix=f"{eng}_"):
+                print(f"wrote {path}")
         print()
     parts = []
     for eng, res in results.items():
@@ -162,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HlmbridgeError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"hlmbridge {a.command}: error: {msg}", file=sys.stderr)
+        pointer = getattr(exc, "pointer", "")
+        if pointer:
+            print(pointer, file=sys.stderr)
         return 2
 
 

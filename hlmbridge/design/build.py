@@ -92,6 +92,7 @@ class Design:
     n_data: int = -1
     n_subset_out: int = 0
     offset_argument: np.ndarray | None = None  # the part of ``offset`` given as fit(offset=...)
+    predvars: tuple[Any, ...] = ()  # what formula variables learned on the fit data (design.newdata)
 
     @property
     def nobs(self) -> int:

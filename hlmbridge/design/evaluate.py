@@ -36,7 +36,7 @@ import pandas as pd
 from hlmbridge.errors import DataError, SpecError
 from hlmbridge.spec.rformula import Expr, format_r_number
 
-__all__ = ["Factor", "Numeric", "column_value", "evaluate"]
+__all__ = ["Factor", "Numeric", "column_value", "evaluate", "evaluate_learned"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -386,3 +386,39 @@ def evaluate(expr: Expr, data: pd.DataFrame) -> Value:
         codes = np.where(inner.codes >= 0, remap[np.maximum(inner.codes, 0)], -1)
         return Factor(codes, tuple(inner.levels[i] for i in order))
     raise SpecError(f"unknown function {fn}()")
+
+
+def evaluate_learned(expr: Expr, data: pd.DataFrame, params: dict) -> Value:
+    """Evaluate ``expr`` on new data with what it learned on the fit data (R's ``predict``
+    through ``makepredictcall``): a top-level ``scale()`` uses the fit's centre and scale,
+    a top-level ``poly()`` the fit's coefficients (``predict.poly``); anything else is
+    evaluated afresh, as R does.
+
+    >>> from hlmbridge.spec.rformula import parse_formula
+    >>> e = parse_formula("y ~ scale(x) + (1 | g)").fixed.variables[0]
+    >>> evaluate_learned(e, pd.DataFrame({"x": [3.0]}), {"center": 1.0, "scale": 2.0}).values.tolist()
+    [[1.0]]
+    """
+    if expr.kind == "call" and expr.value == "scale" and params:
+        x = _arith(_args(expr, ("x", "center", "scale"))["x"], data)
+        if "center" in params:
+            x = x - params["center"]
+        if "scale" in params:
+            x = x / params["scale"]
+        return Numeric(x[:, None], None, matrix=True, params=dict(params))
+    if expr.kind == "call" and expr.value == "poly" and params:
+        a = _args(expr, ("x", "degree", "coefs", "raw", "simple"))
+        x = _arith(a["x"], data)
+        if params.get("raw"):
+            degree = int(_scalar(a["degree"], "poly()'s degree")) if "degree" in a else 1
+            cols = [x**i for i in range(1, degree + 1)]
+        else:
+            alpha, norm2 = params["alpha"], params["norm2"]
+            degree = len(alpha)
+            Z = [np.ones_like(x), x - alpha[0]]
+            for i in range(1, degree):
+                Z.append((x - alpha[i]) * Z[i] - (norm2[i + 1] / norm2[i]) * Z[i - 1])
+            cols = [Z[i] / np.sqrt(norm2[i + 1]) for i in range(1, degree + 1)]
+        return Numeric(np.column_stack(cols), tuple(str(i) for i in range(1, degree + 1)), matrix=True,
+                       params=dict(params))
+    return evaluate(expr, data)

@@ -175,9 +175,18 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         spec=spec, y=y, X=mm.X, fixed_stata=mm.stata_names, fixed_lme4=mm.names, levels=tuple(final), rows=rows,
         n_dropped=int(n_all - rows.size - n_out), factor_bases=(), weights=weights, offset=offset, n_data=n_all,
         n_subset_out=n_out, offset_argument=plan.offset[rows] if plan.offset is not None else None,
+        predvars=_learned(f, fixed_vals, bar_vals, rows),
     )
     check_design(design, f.response.deparse())
     return design
+
+
+def _learned(f, fixed_vals: list[Value], bar_vals: list[list[Value]], rows: np.ndarray) -> tuple:
+    """What each variable learned on the fit rows, for prediction on new data."""
+    from hlmbridge.design.newdata import learned_variables
+
+    exprs = list(f.fixed.variables) + [e for bar in f.random for e in bar.lhs.variables]
+    return learned_variables(exprs, fixed_vals + [v for vals in bar_vals for v in vals], rows)
 
 
 def _nested_in(codes: np.ndarray, n_groups: int, outer: np.ndarray) -> bool:

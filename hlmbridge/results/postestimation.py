@@ -224,22 +224,43 @@ def random_sd(res: FitResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "kind", "stata_term", "estimate", "std_error", "conf_low", "conf_high"])
 
 
-def tidy(res: FitResult) -> pd.DataFrame:
-    """A long table in broom.mixed's vocabulary: fixed rows, then ``ran_pars`` on the sd/cor scale."""
+_EFFECTS = ("fixed", "ran_pars", "ran_vals")
+
+
+def tidy(res: FitResult, effects: str | tuple[str, ...] | list[str] = ("fixed", "ran_pars")) -> pd.DataFrame:
+    """A long table in broom.mixed's vocabulary: ``fixed`` rows, ``ran_pars`` on the sd/cor
+    scale, and on request ``ran_vals`` (the random effects: ``group``, ``level``, ``term``,
+    ``estimate``, ``std_error`` = conditional SD, and the interval), as broom.mixed's
+    ``tidy(fit, effects = ...)``. A ``level`` column is added when ``ran_vals`` is asked for."""
+    wanted = (effects,) if isinstance(effects, str) else tuple(effects)
+    bad = [e for e in wanted if e not in _EFFECTS]
+    if bad or not wanted:
+        raise UsageError(f"effects must be among {', '.join(_EFFECTS)}; got {effects!r}")
     cols = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
-    fx = res.fixed
-    rows = [
-        ("fixed", None, r.term, r.estimate, r.std_error, r.statistic, r.p_value, r.conf_low, r.conf_high)
-        for r in fx.itertuples(index=False)
-    ]
-    sd = random_sd(res)
-    rnd = res.random
-    for r, s in zip(rnd.itertuples(index=False), sd.itertuples(index=False), strict=True):
-        if r.group == "Residual":
-            term = "sd__Observation"
-        elif r.kind == "var":
-            term = f"sd__{r.term1}"
-        else:
-            term = f"cor__{r.term1}.{r.term2}"
-        rows.append(("ran_pars", r.group, term, s.estimate, s.std_error, np.nan, np.nan, s.conf_low, s.conf_high))
-    return pd.DataFrame(rows, columns=cols)
+    rows = []
+    if "fixed" in wanted:
+        rows += [
+            ("fixed", None, r.term, r.estimate, r.std_error, r.statistic, r.p_value, r.conf_low, r.conf_high)
+            for r in res.fixed.itertuples(index=False)
+        ]
+    if "ran_pars" in wanted:
+        sd = random_sd(res)
+        rnd = res.random
+        for r, s in zip(rnd.itertuples(index=False), sd.itertuples(index=False), strict=True):
+            if r.group == "Residual":
+                term = "sd__Observation"
+            elif r.kind == "var":
+                term = f"sd__{r.term1}"
+            else:
+                term = f"cor__{r.term1}.{r.term2}"
+            rows.append(("ran_pars", r.group, term, s.estimate, s.std_error, np.nan, np.nan, s.conf_low,
+                         s.conf_high))
+    out = pd.DataFrame(rows, columns=cols)
+    if "ran_vals" not in wanted:
+        return out
+    re = res.ranef()
+    vals = pd.DataFrame({"effect": "ran_vals", "group": re["group"], "level": re["level"], "term": re["term"],
+                         "estimate": re["estimate"], "std_error": re["std_error"], "statistic": np.nan,
+                         "p_value": np.nan, "conf_low": re["conf_low"], "conf_high": re["conf_high"]})
+    out.insert(2, "level", None)
+    return pd.concat([out, vals], ignore_index=True) if len(out) else vals
