@@ -34,6 +34,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import hashlib
 import multiprocessing
@@ -177,7 +179,10 @@ def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | No
 
         data = _worker_frame(frame)
         with _r_conversion(engine):
-            return True, fit(model, data, engine=engine, reml=reml)
+            res = fit(model, data, engine=engine, reml=reml)
+        # The design (y, X, Z: as large as the data) stays in the worker; post-fit methods
+        # on the returned result ask for a refit with hlmbridge.fit.
+        return True, dataclasses.replace(res, design=None)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -320,7 +325,9 @@ def fit_many(
     -------
     list
         One :class:`~hlmbridge.results.fit_result.FitResult` per job (or its error, see
-        ``return_exceptions``), in job order.
+        ``return_exceptions``), in job order. The results carry every number but not the
+        design (as large as the data, it stays in the worker): ``ranef()``, ``predict()``,
+        ``with_df()`` ... on them ask for a refit with :func:`hlmbridge.fit`.
 
     Examples
     --------
