@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hlmbridge.design.build import Design, build_design, require_columns
 from hlmbridge.design.cache import FrameCache, fingerprints
@@ -52,7 +51,21 @@ def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
         known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
         raise UsageError(f"fit() got an unknown keyword {name}= for engine {adapter.name!r} (it takes: {known}).")
 
-Z_95 = float(stats.norm.ppf(0.975))
+#: The normal 97.5% quantile, scipy.stats.norm.ppf(0.975) (a literal: import hlmbridge stays
+#: light; scipy.stats costs half a second to import).
+Z_95 = 1.959963984540054
+
+
+def _norm_sf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr  # scipy.stats.norm.sf, without importing scipy.stats
+
+    return ndtr(-x)
+
+
+def _chi2_sf(x: float, df: float) -> float:
+    from scipy.special import chdtrc  # scipy.stats.chi2.sf
+
+    return float(chdtrc(df, x))
 
 
 def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:
@@ -172,7 +185,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
     se = np.sqrt(np.diag(fixed_vcov))
     z = est.beta / se
-    p = 2 * stats.norm.sf(np.abs(z))
+    p = 2 * _norm_sf(np.abs(z))
     fixed_rows = tuple(
         (lme4, stata, float(b), float(s), float(zz), float(pp), float(b - Z_95 * s), float(b + Z_95 * s))
         for lme4, stata, b, s, zz, pp in zip(design.fixed_lme4, design.fixed_stata, est.beta, se, z, p, strict=True)
@@ -201,7 +214,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     if keep:
         b = est.beta[keep]
         wald = float(b @ np.linalg.solve(fixed_vcov[np.ix_(keep, keep)], b))
-        wald_p = float(stats.chi2.sf(wald, len(keep)))
+        wald_p = _chi2_sf(wald, len(keep))
     else:
         wald, wald_p = float("nan"), float("nan")
 
@@ -209,9 +222,9 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     ll_lin = linear_loglik(design)
     lr = max(0.0, 2.0 * (inf.loglik - ll_lin))
     if n_theta == 1:
-        lr_kind, lr_p = "chibar2", float(0.5 * stats.chi2.sf(lr, 1))
+        lr_kind, lr_p = "chibar2", 0.5 * _chi2_sf(lr, 1)
     else:
-        lr_kind, lr_p = "chi2", float(stats.chi2.sf(lr, n_theta))
+        lr_kind, lr_p = "chi2", _chi2_sf(lr, n_theta)
     df = design.n_fixed + len(params)
     aic = -2 * inf.loglik + 2 * df
     bic = -2 * inf.loglik + df * np.log(design.nobs)

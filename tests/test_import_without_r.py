@@ -67,3 +67,13 @@ def test_plain_import_does_not_load_rpy2():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_import_stays_light():
+    # Cold start (issue 13): scipy.stats (0.5 s), statsmodels, rpy2 and matplotlib load only
+    # when a fit, a test or a plot needs them.
+    code = ("import sys, hlmbridge; heavy = [m for m in ('scipy.stats', 'statsmodels', 'rpy2', 'matplotlib') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hlmbridge.errors import UsageError
 from hlmbridge.results.fit_result import FitResult
 
 __all__ = ["LRTest", "VarianceExplained", "ic", "icc", "lrtest", "random_sd", "recov", "tidy", "variance_explained"]
 
-_Z = float(stats.norm.ppf(0.975))
+_Z = 1.959963984540054  # scipy.stats.norm.ppf(0.975); scipy.stats is imported only when needed
 BOUNDARY_NOTE = (
     "The reported degrees of freedom assumes the null hypothesis is not on the boundary of the "
     "parameter space. If this is not true, then the reported test is conservative."
@@ -157,7 +156,9 @@ def lrtest(a: FitResult, b: FitResult) -> LRTest:
     n_var_small = len(small.random_rows)
     n_var_big = len(big.random_rows)
     note = BOUNDARY_NOTE if n_var_small != n_var_big else None
-    return LRTest(chi2, df, float(stats.chi2.sf(chi2, df)), small.spec.to_stata(), big.spec.to_stata(), note)
+    from scipy.special import chdtrc  # scipy.stats.chi2.sf
+
+    return LRTest(chi2, df, float(chdtrc(df, chi2)), small.spec.to_stata(), big.spec.to_stata(), note)
 
 
 @dataclass(frozen=True)
