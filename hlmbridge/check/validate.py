@@ -269,6 +269,16 @@ def validate(
         if compare and len(actuals_by_engine) > 1 and by_cmd:
             # Engine against engine on every number the case holds (the first engine is the yardstick).
             reports.append(compare_engines(actuals_by_engine, ref))
+    if compare and frame is not None and len(engs) > 1:
+        # Engine against engine on the random effects of every model (no Stata reference).
+        from hlmbridge.check.random_effects_check import compare_random_effects
+
+        by_command: dict[str, dict[str, Any]] = {}
+        for (spec, eng), res in fits.items():
+            if not isinstance(res, BaseException):
+                by_command.setdefault(spec.to_stata(), {})[eng] = res
+        ordered = {c: {e: by_command[c][e] for e in engs if e in by_command[c]} for c in by_command}
+        reports.append(compare_random_effects(ordered, frame))
     merged = merge_reports(reports)
     if not merged.rows:
         raise UsageError(f"validate compared nothing: no reference numbers in {fixtures or 'the bundled fixtures'}"
