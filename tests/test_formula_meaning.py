@@ -175,3 +175,19 @@ def test_stata_factor_with_large_whole_values_in_a_float_column(ss):
     assert list(res.fixed["term"]) == ["big200000", "(Intercept)"]
     ref = hlmbridge.fit("mixed Reaction i.big || g:", df, engine="statsmodels")
     assert res.loglik == pytest.approx(ref.loglik, abs=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nullable_integer_factor_with_missing_values(ss, engine):
+    big = pd.array(np.where(ss["Days"] > 4, 100000, 200000), dtype="Int64")
+    big[3] = pd.NA
+    res = hlmbridge.fit("Reaction ~ factor(big) + (1 | Subject)", ss.assign(big=big), engine=engine)
+    assert list(res.fixed["term"]) == ["(Intercept)", "factor(big)200000"]
+    assert res.nobs == len(ss) - 1
+
+
+def test_stata_one_level_factor_is_refused(ss):
+    # Before: i.one with a single level silently lost its term on statsmodels.
+    df = ss.assign(one=1, g=pd.factorize(ss["Subject"])[0])
+    with pytest.raises(DataError, match="single level"):
+        hlmbridge.fit("mixed Reaction i.one || g:", df, engine="statsmodels")

@@ -245,6 +245,9 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
         for var in term.vars:
             if var.factor and var.name not in bases:
                 levels = factor_levels(sub[var.name].to_numpy(dtype=float), var.name)
+                if len(levels) < 2:
+                    raise DataError(f"the factor variable {var.name!r} has a single level in the estimation sample, "
+                                    "so its term has no column (Stata omits it, R refuses it)")
                 if var.base is None:
                     bases[var.name] = float(levels[0])
                 elif var.base in levels:

@@ -301,9 +301,16 @@ def _to_r(session: _RSession, column: pd.Series, as_factor: bool) -> Any:
     if as_factor:
         codes, uniques = pd.factorize(column, sort=True)
         return _r_factor(session, codes, [_label(u) for u in uniques], str(column.name))
-    if pd.api.types.is_integer_dtype(column.dtype) and column.notna().all() and (
-            len(column) == 0 or np.abs(column.to_numpy()).max() < 2**31 - 1):
-        return ro.IntVector(column.to_numpy(dtype=np.int32))
+    if pd.api.types.is_integer_dtype(column.dtype):
+        values = column.to_numpy(dtype=float, na_value=np.nan)
+        ok = ~np.isnan(values)
+        if not ok.any() or np.abs(values[ok]).max() < 2**31 - 1:
+            # An R integer, as R would read the column (factor labels 100000, not 1e+05);
+            # a pandas nullable integer's NA becomes R's NA_integer_.
+            ints = np.where(ok, values, 0).astype(np.int32)
+            if ok.all():
+                return ro.IntVector(ints)
+            return ro.IntVector([int(v) if k else ro.NA_Integer for v, k in zip(ints.tolist(), ok.tolist())])
     return ro.FloatVector(column.to_numpy(dtype=float, na_value=np.nan))
 
 
