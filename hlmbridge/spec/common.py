@@ -7,6 +7,10 @@ Examples
 Traceback (most recent call last):
 ...
 hlmbridge.errors.SpecError: unbalanced parenthesis: '(' is never closed (at position 4)
+>>> try:
+...     check_parens("y ~ (1 | g")
+... except Exception as err:
+...     print(err.pointer)
   y ~ (1 | g
       ^
 """
