@@ -239,6 +239,23 @@ class FitResult:
 
         return summary(self)
 
+    def profile_ci(self, level: float = 0.95, which: str | list[str] | None = None) -> pd.DataFrame:
+        """Profile-likelihood intervals (lme4's ``confint(method = "profile")``), sd/cor and
+        variance scales; needs the design (see :mod:`hlmbridge.inference.profile`)."""
+        from hlmbridge.inference.profile import profile_ci
+
+        return profile_ci(self, level, which)
+
+    def bootstrap(self, data: pd.DataFrame, n: int = 200, seed: int | None = None, executor: Any = None,
+                  progress: Any = True, level: float = 0.95, max_workers: int | None = None) -> Any:
+        """Parametric bootstrap: ``n`` refits by the same engine on ``data`` (the fit's frame) with
+        the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile
+        intervals for every number (a :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
+        from hlmbridge.inference.bootstrap import bootstrap
+
+        return bootstrap(self, data, n=n, seed=seed, executor=executor, progress=progress, level=level,
+                         max_workers=max_workers)
+
     def with_df(self, method: str, *, information: str | None = None) -> FitResult:
         """The same fit with t tests on ``method``'s df (``"residual"``, ``"satterthwaite"``,
         ``"kenward-roger"``): no refit (see :mod:`hlmbridge.results.small_sample`)."""
