@@ -2,7 +2,9 @@
 
 Each distinct (model spec, engine) is fitted once and reused by every case that names
 that model (parsed specs are compared, so ``qui mixed ...`` and ``mixed ...`` share a
-fit). A fit that fails turns that case's numbers into *missing* rows carrying the
+fit). A model command with ``dfmethod()`` gets that df method on its fit
+(``result.with_df``, no refit), so a table Stata printed with t and df is judged against t
+and df. A fit that fails turns that case's numbers into *missing* rows carrying the
 engine's message.
 
 Validate cannot pass without checking: it fails when it compares nothing; when an engine
@@ -222,11 +224,14 @@ def validate(
     """
     from hlmbridge.reference.quantities import quantities_for
     from hlmbridge.spec.model import ModelSpec
+    from hlmbridge.spec.parse_stata import parse_stata_df_method
 
     refs = select_cases(load_references(fixtures), cases)
     engs = resolve_engines(engines, sorted({e for r in refs if r.needs_engine for e in r.engines}))
     frame: pd.DataFrame | None = None
     specs: dict[str, Any] = {}
+    df_methods: dict[str, str | None] = {}  # a command's dfmethod(): applied to its fit (no refit)
+    small: dict[tuple[str, str], Any] = {}
     wanted: dict[tuple[Any, str], None] = {}
     for ref in refs:
         if not ref.needs_engine:
@@ -234,6 +239,7 @@ def validate(
         for m in ref.models:
             if m.command not in specs:
                 specs[m.command] = ModelSpec.parse(m.command)
+                df_methods[m.command] = parse_stata_df_method(m.command)
             wanted.update(((specs[m.command], e), None) for e in _engines_for(ref, engs))
     fits: dict[tuple[Any, str], Any] = {}
     if wanted:
@@ -257,6 +263,16 @@ def validate(
                     if isinstance(res, BaseException):
                         failed = f"{m.command}: {res}"
                         break
+                    if df_methods.get(m.command):
+                        if (m.command, eng) not in small:
+                            try:
+                                small[(m.command, eng)] = res.with_df(df_methods[m.command])
+                            except HlmbridgeError as exc:
+                                small[(m.command, eng)] = exc
+                        res = small[(m.command, eng)]
+                        if isinstance(res, BaseException):
+                            failed = f"{m.command}: df method: {res}"
+                            break
                     by_cmd[m.command] = res
             if failed:
                 reports.append(_missing(ref, eng, f"fit failed: {failed}"))

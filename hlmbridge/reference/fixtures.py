@@ -47,13 +47,16 @@ __all__ = [
     "ABSOLUTE_CLASSES",
     "DEFAULT_TOLERANCES",
     "FIXTURE_ROOT",
+    "OPTIONAL_CLASSES",
     "OTHER_FORMATS",
     "RefValue",
     "Reference",
+    "STATA_DF_METHODS",
     "Source",
     "Tolerance",
     "block_to_toml",
     "case_name",
+    "df_method_family",
     "format_key",
     "import_stata",
     "load_reference",
@@ -88,11 +91,15 @@ def parse_key(key: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------
 # schema: section -> (number of label levels, allowed field names or None for a label leaf)
-_FIXED = ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
+#: ``t`` and ``df`` come from a table printed with ``dfmethod()`` (``statistic`` is a z).
+_FIXED = ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high", "t", "df")
+#: Header numbers of a ``mixed ..., dfmethod()`` table: the df range and the F test of the
+#: fixed effects (``F(f_df1, f_df2) = f_stat``, ``Prob > F = f_p``).
+_DF_HEADER = ("df_min", "df_avg", "df_max", "f_stat", "f_df1", "f_df2", "f_p")
 _RANDOM = ("estimate", "std_error", "conf_low", "conf_high")
 SECTIONS: Mapping[str, tuple[int, tuple[str, ...] | None]] = {
     "header": (0, ("nobs", "n_groups", "group_min", "group_mean", "group_max", "wald_chi2", "wald_df",
-                   "wald_p", "loglik")),
+                   "wald_p", "loglik", *_DF_HEADER)),
     "fixed": (1, _FIXED),
     "random": (1, _RANDOM),
     "lr": (0, ("df", "chi2", "p_value")),
@@ -134,14 +141,18 @@ ERETURN_NOT_ENGINE: Mapping[str, str] = {
 }
 _COUNTS = {
     ("header", "nobs"), ("header", "n_groups"), ("header", "group_min"), ("header", "group_max"),
-    ("header", "wald_df"), ("lr", "df"), ("ic", "N"), ("ic", "df"), ("lrtest", "df"),
+    ("header", "wald_df"), ("lr", "df"), ("ic", "N"), ("ic", "df"), ("lrtest", "df"), ("header", "f_df1"),
 }
+#: Small-sample (t and F) degrees of freedom: estimated, not counted.
+_DF = {("fixed", "df"), ("header", "df_min"), ("header", "df_avg"), ("header", "df_max"), ("header", "f_df2")}
 _ERET_CLASS = {"e(ll)": "loglik", "e(ll_c)": "loglik", "e(chi2_c)": "chi2", "e(chi2)": "chi2",
                "e(p_c)": "p_value", "e(p)": "p_value"}
 _LOGLIK = {("header", "loglik"), ("ic", "ll_null"), ("ic", "ll_model")}
 _CHI2 = {("header", "wald_chi2"), ("lr", "chi2"), ("lrtest", "chi2"), ("ic", "aic"), ("ic", "bic")}
 
-QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "loglik", "chi2", "count")
+QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "loglik", "chi2", "count", "df")
+#: Classes a generated fixture declares only when it holds such a number (the seed holds none).
+OPTIONAL_CLASSES = ("df",)
 #: Classes judged on an absolute scale only: a relative tolerance there grows with the sample
 #: size (log likelihood, AIC, BIC, chi2), so the loader refuses ``rtol`` for them.
 ABSOLUTE_CLASSES = ("loglik", "chi2")
@@ -161,8 +172,12 @@ def quantity_class(path: Sequence[str]) -> str:
     ('ci', 'count')
     >>> quantity_class(("header", "loglik")), quantity_class(("ic", "aic")), quantity_class(("lr", "chi2"))
     ('loglik', 'chi2', 'chi2')
+    >>> quantity_class(("fixed", "ses", "t")), quantity_class(("fixed", "ses", "df")), quantity_class(("header", "f_p"))
+    ('statistic', 'df', 'p_value')
     """
     sec, last = path[0], path[-1]
+    if (sec, last) in _DF:
+        return "df"
     if (sec, last) in _COUNTS or (sec, last) in (("summarize", "obs"), ("tab", "freq")):
         return "count"
     if sec == "ereturn":
@@ -175,9 +190,9 @@ def quantity_class(path: Sequence[str]) -> str:
         return "std_error"
     if last in ("conf_low", "conf_high"):
         return "ci"
-    if last in ("p_value", "wald_p"):
+    if last in ("p_value", "wald_p", "f_p"):
         return "p_value"
-    if last in ("statistic", "wald_chi2", "chi2"):
+    if last in ("statistic", "wald_chi2", "chi2", "t", "f_stat"):
         return "statistic"
     return "estimate"
 
@@ -219,6 +234,11 @@ DEFAULT_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
     "chi2": Tolerance(0.0, None, 0.02, "default: absolute 0.02 on the chi2 / -2 log-likelihood scale (LR and Wald "
                       "chi2, AIC, BIC) = 0.01 of log likelihood; a relative tolerance would grow with the statistic"),
     "count": Tolerance(0.0, None, 0.0, "counts and degrees of freedom are exact"),
+    "df": Tolerance(1e-3, None, 0.0, "default: relative difference 1e-3 of a small-sample (Kenward-Roger, "
+                    "Satterthwaite) df; it moves a two-sided t p-value by < 1e-4 for df >= 3 (2e-4 at df = 1) and "
+                    "the 97.5% t quantile by < 6e-4 relative; Stata's df differ from pbkrtest's/lmerTest's only "
+                    "through optimizer noise in the variance parameters, which the df amplify (they are built "
+                    "from derivatives of the covariance), so 1e-4 would judge the optimizer, not the method"),
 })
 
 
@@ -494,7 +514,10 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         meta["condition"] = block.command.split(" if ", 1)[1].strip()
     if meta:
         out += ["", "[meta]"] + [f"{_toml_key(k)} = {_toml_val(v)}" for k, v in meta.items()]
+    used = {quantity_class(c.path) for c in block.cells}
     for cls in QUANTITY_CLASSES:
+        if cls in OPTIONAL_CLASSES and cls not in used:
+            continue
         t = DEFAULT_TOLERANCES[cls]
         out += ["", f"[tolerance.{cls}]"]
         if t.rtol or not (t.se or t.atol):  # rtol = 0.0 alone: exact
@@ -841,8 +864,59 @@ def _reference_from_text(text: str, p: Path) -> Reference:
         why = _check_label(v.path, specs[ref.command])
         if why:
             raise err(why, v.path)
+    _check_df_method(kind, data.get("meta", {}), values, models, err)
     return Reference(name, spath, kind, source, tuple(models), tuple(values), tolerances,
                      data.get("meta", {}), tuple(case.get("notes", ())), tuple(engines))
+
+
+#: Stata's ``DF method:`` header name -> hlmbridge's df method (without ``(expected information)``).
+STATA_DF_METHODS: Mapping[str, str] = MappingProxyType({
+    "Residual": "residual", "Satterthwaite": "satterthwaite", "Kenward-Roger": "kenward-roger",
+})
+
+
+def df_method_family(method: str | None) -> str | None:
+    """A df method without its information suffix (``"satterthwaite (expected information)"`` ->
+    ``"satterthwaite"``); None stays None.
+
+    Examples
+    --------
+    >>> df_method_family("satterthwaite (expected information)"), df_method_family("kenward-roger")
+    ('satterthwaite', 'kenward-roger')
+    """
+    return method.split(" (")[0] if method else None
+
+
+def _check_df_method(kind: str, meta: Mapping[str, Any], values: Sequence[RefValue], models: Sequence[ModelRef],
+                     err) -> None:
+    """Numbers of a ``dfmethod()`` table need a model command whose ``dfmethod()`` is the printed method."""
+    small = [v for v in values if v.path[0] == "fixed" and v.path[-1] in ("t", "df")
+             or v.path[0] == "header" and v.path[-1] in _DF_HEADER]
+    printed = meta.get("df_method")
+    if not small and printed is None:
+        return
+    where = ["meta"] if printed is not None else list(small[0].path)
+    if kind != "mixed":
+        raise err(f"df-method numbers belong to a mixed case, not {kind!r}", where)
+    if printed is None:
+        raise err(f"{small[0].key} is a dfmethod() number, but [meta] has no df_method (the 'DF method:' line)",
+                  small[0].path)
+    if printed not in STATA_DF_METHODS:
+        raise err(f"[meta] df_method {printed!r} is not a method hlmbridge computes "
+                  f"({', '.join(STATA_DF_METHODS)})", ["meta"])
+    if any(v.path[0] == "fixed" and v.path[-1] == "statistic" for v in values):
+        raise err("a dfmethod() case holds z statistics (fixed.<term>.statistic); its table prints t", ["meta"])
+    from hlmbridge.spec.parse_stata import parse_stata_df_method
+
+    for m in models:
+        try:
+            got = parse_stata_df_method(m.command)
+        except HlmbridgeError as exc:
+            raise err(f"model command {m.command!r}: {exc}", ["models"]) from exc
+        if df_method_family(got) != STATA_DF_METHODS[printed]:
+            raise err(f"the table was printed with DF method {printed!r}, but the model command {m.command!r} "
+                      f"asks for {f'dfmethod() = {got}' if got else 'no dfmethod()'}: a different model output",
+                      ["models"])
 
 
 _ABSOLUTE_MSG = ("{where}: a relative tolerance (rtol) on the log-likelihood or chi2 scale grows with the "

@@ -190,6 +190,14 @@ def _mixed_like(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual | N
     from hlmbridge.results import postestimation as pe
 
     sec, sing = v.path[0], bool(res.singular)
+    if ref.meta.get("df_method") is not None and sec in ("header", "fixed"):
+        _check_df_method(ref, v, res)  # t-based p-values and CIs too: never judged against a z table
+    if sec == "header" and v.path[1] in _DF_HEADER:
+        return _df_header(ref, v, res, cache)
+    if sec == "fixed" and v.path[2] in ("t", "df"):
+        df = cache.setdefault(f"fixed:{id(res)}", res.fixed)
+        row = _frame_row(df, "stata_term", v.path[1])
+        return None if row is None else Actual(float(row["statistic" if v.path[2] == "t" else "df"]), None, sing)
     if sec == "header":
         return Actual(float(getattr(res, _HEADER[v.path[1]])), None, sing)
     if sec == "lr":
@@ -226,6 +234,46 @@ def _mixed_like(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual | N
     if sec == "ereturn":
         return Actual(_ereturn(res, v.path[1]), None, sing)
     raise FixtureError(f"no engine computes {v.key}", path=ref.path, line=v.fixture_line)
+
+
+_DF_HEADER = ("df_min", "df_avg", "df_max", "f_stat", "f_df1", "f_df2", "f_p")
+
+
+def _check_df_method(ref: Any, v: Any, res: Any) -> None:
+    """The result carries the df method the reference table was printed with."""
+    from hlmbridge.reference.fixtures import STATA_DF_METHODS, df_method_family
+
+    printed = ref.meta.get("df_method")
+    want = STATA_DF_METHODS.get(str(printed))
+    if not res.df_method or df_method_family(res.df_method) != want:
+        raise FixtureError(f"{v.key} was printed with DF method {printed!r}, but the {res.engine} result carries "
+                           f"{res.df_method or 'no df method'}: fit the model with its dfmethod()",
+                           path=ref.path, line=v.fixture_line)
+
+
+def _df_header(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual:
+    """The ``dfmethod()`` header numbers: the range of the fixed effects' df, and Stata's F test of
+    every fixed effect but ``_cons`` (``F(k, ddf)``) on the result's df method."""
+    sing = bool(res.singular)
+    name = v.path[1]
+    if name in ("df_min", "df_avg", "df_max"):
+        dfs = [d for d in res.fixed_df if not math.isnan(d)]
+        if not dfs:
+            raise FixtureError(f"the {res.engine} result has no finite fixed-effect df", path=ref.path,
+                               line=v.fixture_line)
+        value = {"df_min": min(dfs), "df_max": max(dfs), "df_avg": sum(dfs) / len(dfs)}[name]
+        return Actual(float(value), None, sing)
+    key = f"ftest:{id(res)}"
+    test = cache.get(key)
+    if test is None:
+        terms = list(res.fixed["stata_term"])
+        rows = [[1.0 if j == k else 0.0 for j in range(len(terms))] for k, t in enumerate(terms) if t != "_cons"]
+        if not rows:
+            raise FixtureError(f"{v.key}: the model has no fixed effect but _cons, so Stata prints no F test",
+                               path=ref.path, line=v.fixture_line)
+        test = cache.setdefault(key, res.test(rows).iloc[0])
+    col = {"f_stat": "f_value", "f_df1": "num_df", "f_df2": "den_df", "f_p": "p_value"}[name]
+    return Actual(float(test[col]), None, sing)
 
 
 def _check_di_columns(ref: Any, v: Any, models: Mapping[str, Any], cache: dict[str, Any]) -> None:

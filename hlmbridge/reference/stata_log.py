@@ -8,7 +8,10 @@ the command, its line, the model command(s) it refers to and its numbers as
 :class:`Cell` objects keyed by label (never by position).
 
 Known outputs: ``mixed``, ``estat icc``, ``estat ic``, ``estat recov`` (and ``, corr``),
-``lrtest``, ``mat list``, ``ereturn list``, ``di``, ``summarize``, one-way ``tab``. A block
+``lrtest``, ``mat list``, ``ereturn list``, ``di``, ``summarize``, one-way ``tab``. A ``mixed``
+table printed with ``dfmethod()`` (``DF method:`` header with the df range, ``F(k, ddf)`` and
+``Prob > F``; t and P>|t| columns, a DF column with ``dftable()``) gives ``header.df_min``/
+``df_avg``/``df_max``, ``header.f_*`` and ``fixed.<term>.t``/``df`` keys. A block
 that cannot be parsed raises :class:`~hlmbridge.errors.FixtureError` naming the log and
 line; ``lenient=True`` collects those errors in :attr:`ParsedLog.problems` instead. A row
 whose label Stata abbreviated (``~``) or wrapped onto the line above (numbers without a
@@ -42,6 +45,7 @@ from hlmbridge.errors import FixtureError
 
 __all__ = [
     "CONTROL_RE",
+    "DF_METHOD_NAMES",
     "Cell",
     "InvalidCommand",
     "LogBlock",
@@ -215,7 +219,6 @@ def _nums(text: str, lines: _Lines, lineno: int, count: int | None = None) -> li
 
 # --------------------------------------------------------------------------------------
 # block parsers: each gets the lines from the command to the next command (exclusive)
-_FIXED_FIELDS = ("estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
 _RANDOM_FIELDS = ("estimate", "std_error", "conf_low", "conf_high")
 _HEADER_PATTERNS = (
     ("nobs", re.compile(r"Number of obs\s+=\s+(" + NUM + r")\s*$")),
@@ -226,6 +229,30 @@ _HEADER_PATTERNS = (
     ("wald_chi2", re.compile(r"Wald chi2\((\d+)\)\s+=\s+(" + NUM + r")\s*$")),
     ("loglik", re.compile(r"^Log (?:restricted-)?likelihood\s+=\s+(" + NUM + r")")),
     ("wald_p", re.compile(r"Prob > chi2\s+=\s+(" + NUM + r")\s*$")),
+)
+# ``mixed ..., dfmethod()`` (Stata 14+): the method and the range of the fixed effects' df on
+# the left and right of one line, then ``avg``/``max`` lines, and an F test of the fixed
+# effects (``F(k, ddf)``, ``Prob > F``) in place of the Wald chi2 lines.
+_DF_METHOD_RE = re.compile(r"^DF method:\s+(\S(?:.*?\S)?)\s{2,}DF:\s+min\s+=\s+(" + NUM + r")\s*$")
+_DF_AVG_RE = re.compile(r"^\s+avg\s+=\s+(" + NUM + r")\s*$")
+_DF_MAX_RE = re.compile(r"^\s+max\s+=\s+(" + NUM + r")\s*$")
+_F_RE = re.compile(r"\bF\(\s*(\d+)\s*,\s*(" + NUM + r")\s*\)\s+=\s+(" + NUM + r")\s*$")
+_F_P_RE = re.compile(r"Prob > F\s+=\s+(" + NUM + r")\s*$")
+#: Stata's name of each df method in the ``DF method:`` header line.
+DF_METHOD_NAMES = ("Residual", "Repeated", "ANOVA", "Satterthwaite", "Kenward-Roger")
+# Columns of the fixed-effects table: Stata's header text -> field(s). The default table is
+# ``Coefficient Std. err. z P>|z| [95% conf. interval]``; with ``dfmethod()`` the statistic is
+# ``t``/``P>|t|``, and ``dftable(pvalue)``/``dftable(ci)`` print a ``DF`` column instead of
+# the CI / the test (Stata 13 and older spell ``Coef.``, ``Std. Err.``, ``Interval``).
+_FIXED_COLUMNS = (
+    (re.compile(r"Coefficient|Coef\."), ("estimate",)),
+    (re.compile(r"Std\.\s+[Ee]rr\."), ("std_error",)),
+    (re.compile(r"DF|df"), ("df",)),
+    (re.compile(r"P>\|z\|"), ("p_value",)),
+    (re.compile(r"P>\|t\|"), ("p_value",)),
+    (re.compile(r"z"), ("statistic",)),
+    (re.compile(r"t"), ("t",)),
+    (re.compile(r"\[\d+(?:\.\d+)?% [Cc]onf\. [Ii]nterval\]"), ("conf_low", "conf_high")),
 )
 _LR_RE = re.compile(
     r"^LR test vs\. linear model:\s+(chibar2|chi2)\((\d+)\)\s+=\s+(" + NUM + r")\s+Prob\s*>=?\s*(?:chibar2|chi2)\s+=\s+(" + NUM + r")\s*$"
@@ -258,11 +285,63 @@ def _factor_label(subheader: str, level: str) -> str:
     return "#".join(out) if k == len(levels) else ""
 
 
+def _fixed_columns(header: str, lines: _Lines, lineno: int) -> tuple[str, ...]:
+    """The fields of the fixed-effects table's columns, read from its header line."""
+    rest = header.partition("|")[2]
+    fields: list[str] = []
+    for tok in re.split(r"\s{2,}|(?<=\S)\s(?=P>|\[)", rest.strip()):
+        for rx, names in _FIXED_COLUMNS:
+            if rx.fullmatch(tok):
+                fields.extend(names)
+                break
+        else:
+            raise lines.error(f"unknown column {tok!r} in the fixed-effects table header", lineno)
+    if len(set(fields)) != len(fields) or fields[:2] != ["estimate", "std_error"]:
+        raise lines.error("the fixed-effects table header does not start with Coefficient, Std. err. "
+                          f"(columns {fields})", lineno)
+    return tuple(fields)
+
+
+def _df_header_line(text: str, i: int, cells: list[Cell], meta: dict[str, Any], state: dict[str, Any]) -> bool:
+    """Read one ``dfmethod()`` header line into ``cells``/``meta``; True when it was one."""
+    m = _DF_METHOD_RE.match(text)
+    if m:
+        meta["df_method"] = m.group(1)
+        cells.append(Cell(("header", "df_min"), m.group(2), i))
+        state["df"] = "min"
+        return True
+    if state.get("df") == "min" and (a := _DF_AVG_RE.match(text)):
+        cells.append(Cell(("header", "df_avg"), a.group(1), i))
+        state["df"] = "avg"
+        return True
+    if state.get("df") == "avg" and (x := _DF_MAX_RE.match(text)):
+        cells.append(Cell(("header", "df_max"), x.group(1), i))
+        state["df"] = "done"
+        return True
+    hit = False
+    f = _F_RE.search(text)
+    if f:
+        cells.append(Cell(("header", "f_df1"), f.group(1), i))
+        cells.append(Cell(("header", "f_df2"), f.group(2), i))
+        cells.append(Cell(("header", "f_stat"), f.group(3), i))
+        hit = True
+    fp = _F_P_RE.search(text)
+    if fp:
+        cells.append(Cell(("header", "f_p"), fp.group(1), i))
+        hit = True
+    if hit:  # the log likelihood shares the Prob > F line
+        ll = dict(_HEADER_PATTERNS)["loglik"].search(text)
+        if ll:
+            cells.append(Cell(("header", "loglik"), ll.group(1), i))
+    return hit
+
+
 def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
     cells: list[Cell] = []
     meta: dict[str, Any] = {}
     it = list(_nonblank(lines, start + 1, stop))
     pos = 0
+    df_state: dict[str, Any] = {}
     # header: up to the first rule
     while pos < len(it) and not _RULE_RE.match(it[pos][1]):
         i, text = it[pos]
@@ -273,6 +352,9 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         g = _GROUPVAR_RE.match(text)
         if g:
             meta["group"] = g.group(1)
+        if _df_header_line(text, i, cells, meta, df_state):
+            pos += 1
+            continue
         for key, rx in _HEADER_PATTERNS:
             hit = rx.search(text)
             if hit:
@@ -283,7 +365,17 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
                     cells.append(Cell(("header", key), hit.group(1), i))
         pos += 1
     found = {c.path[1] for c in cells}
-    need = {"nobs", "n_groups", "group_min", "group_mean", "group_max", "wald_chi2", "wald_p", "loglik"}
+    need = {"nobs", "n_groups", "group_min", "group_mean", "group_max", "loglik"}
+    if "df_method" in meta:  # dfmethod(): the df range; an F test (when there is one) replaces the Wald chi2
+        need |= {"df_min", "df_avg", "df_max"} | ({"f_stat", "f_p"} if found & {"f_stat", "f_p"} else set())
+        if found & {"wald_chi2", "wald_p"}:
+            raise lines.error("a dfmethod() header (DF method:) with a Wald chi2 test: Stata prints an F test", start)
+        if meta["df_method"] not in DF_METHOD_NAMES:
+            raise lines.error(f"unknown DF method {meta['df_method']!r} (Stata's: {', '.join(DF_METHOD_NAMES)})", start)
+    else:
+        need |= {"wald_chi2", "wald_p"}
+        if found & {"f_stat", "f_p"}:
+            raise lines.error("an F test in the mixed header without the 'DF method:' line", start)
     if "title" not in meta or need - found:
         line = it[pos][0] if pos < len(it) else start
         raise lines.error(f"mixed output header incomplete (missing {sorted(need - found) or 'title'})", line)
@@ -300,6 +392,13 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
     if pos >= len(it) or "Coefficient" not in it[pos][1]:
         raise lines.error("expected the fixed-effects table header", it[min(pos, len(it) - 1)][0])
     meta["response"] = it[pos][1].partition("|")[0].strip()
+    columns = _fixed_columns(it[pos][1], lines, it[pos][0])
+    if "df_method" in meta and "statistic" in columns:
+        raise lines.error("a z table under a 'DF method:' header: dfmethod() output prints t and P>|t|", it[pos][0])
+    if "df_method" not in meta and ("t" in columns or "df" in columns):
+        raise lines.error("a t table (t or DF column) without the 'DF method:' header line", it[pos][0])
+    if "df_method" in meta:
+        meta["statistic"] = "t"
     pos += 1
     expect_rule()
     sub = ""
@@ -319,8 +418,8 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
             else:
                 sub = ""
             _check_label(label, lines, i)
-            toks = _nums(rest, lines, i, 6)
-            cells.extend(Cell(("fixed", label, f), t, i) for f, t in zip(_FIXED_FIELDS, toks))
+            toks = _nums(rest, lines, i, len(columns))
+            cells.extend(Cell(("fixed", label, f), t, i) for f, t in zip(columns, toks))
         pos += 1
     expect_rule()
     # random-effects table
