@@ -1,6 +1,6 @@
 ## Pure-R baseline for benchmarks/run.py: lme4::lmer timed by R itself.
 ##
-## Usage: Rscript benchmarks/bench_r.R <dir> <reps>
+## Usage: Rscript benchmarks/bench_r.R <dir> <reps> [controls]
 ## <dir> holds the data as raw little-endian float64 columns (<name>.f64, NaN = NA), a
 ## file `columns` (name<TAB>kind, kind "num" or "group": group columns are 0-based codes
 ## made into a factor before timing), and `models` (name<TAB>formula<TAB>reml<TAB>factors,
@@ -8,11 +8,15 @@
 ## <reps> times under system.time; prints name<TAB>median<TAB>min<TAB>times<TAB>peak-MB
 ## (peak-MB: R's gc "max used" since the warm-up, Ncells + Vcells) and finally a line
 ## "VmHWM<TAB><kB>" (the process's peak resident memory).
-## The optimizer settings are hlmbridge's own: hlmbridge_control() from r/hlmbridge.R.
+## `controls` (default "hlmbridge") is a comma-separated list of optimizer settings to time
+## each model with: "hlmbridge" = hlmbridge_control() from r/hlmbridge.R (what the lme4
+## engine uses), "default" = lmer's own defaults (lmerControl()). A model is reported as
+## name (hlmbridge) and name@default (default).
 
 args <- commandArgs(trailingOnly = TRUE)
 dir <- args[[1L]]
 reps <- as.integer(args[[2L]])
+controls <- if (length(args) >= 3L) strsplit(args[[3L]], ",", fixed = TRUE)[[1L]] else "hlmbridge"
 script_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
 hb <- new.env()
 sys.source(file.path(script_dir, "..", "r", "hlmbridge.R"), envir = hb)
@@ -34,8 +38,10 @@ data <- as.data.frame(data)
 
 models <- read.delim(file.path(dir, "models"), header = FALSE, quote = "",
                      col.names = c("name", "formula", "reml", "factors"), stringsAsFactors = FALSE)
-ctrl <- hb$hlmbridge_control()
-for (i in seq_len(nrow(models))) {
+for (ctl in controls) for (i in seq_len(nrow(models))) {
+  ctrl <- switch(ctl, hlmbridge = hb$hlmbridge_control(), default = lme4::lmerControl(),
+                 stop("unknown control ", ctl))
+  label <- if (ctl == "hlmbridge") models$name[i] else paste0(models$name[i], "@", ctl)
   d <- data
   if (models$factors[i] != "-") {
     for (pair in strsplit(models$factors[i], ";", fixed = TRUE)[[1L]]) {
@@ -56,7 +62,7 @@ for (i in seq_len(nrow(models))) {
   }, numeric(1))
   g <- gc()
   peak <- sum(g[, ncol(g)])  # "max used" (Mb) of Ncells and Vcells
-  cat(models$name[i], "\t", stats::median(times), "\t", min(times), "\t",
+  cat(label, "\t", stats::median(times), "\t", min(times), "\t",
       paste(format(times, digits = 6), collapse = ","), "\t", peak, "\n", sep = "")
 }
 status <- readLines("/proc/self/status")

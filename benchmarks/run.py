@@ -1,6 +1,6 @@
-"""hlmbridge benchmarks (issue 6): one command, one run, one machine; times and ratios.
+"""hlmbridge benchmarks (issues 6 and 13): one command, one run, one machine; times and ratios.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--json OUT] [--only SECTION ...]
+    .venv/bin/python benchmarks/run.py [--quick] [--big] [--json OUT] [--only SECTION ...]
 
 Sections (each pure-R or pure-statsmodels baseline is measured in the same run):
 
@@ -16,6 +16,18 @@ Sections (each pure-R or pure-statsmodels baseline is measured in the same run):
    fresh process) vs lme4 in R (a fresh Rscript); times and peak resident memory.
 5. ``cold``: ``hlmbridge fit ... --engine lme4`` and ``hlmbridge validate`` as whole processes.
 6. ``memory``: resident memory growth over 500 warm lme4 fits of seed model 2 (fresh process).
+
+Issue 13 adds (every lmer baseline is timed twice in the same Rscript: with hlmbridge's
+``hlmbridge_control()`` and with lmer's defaults, ``lmerControl()``; ratios against both):
+
+7. ``sm_default``: the statsmodels engine against ``MixedLM.fit()`` with statsmodels' defaults,
+   and whether the default reaches the same optimum.
+8. ``crossed``: lme4's InstEval, ``y ~ service + (1 | s) + (1 | d)`` (REML), first 20,000 rows
+   and all 73,421, hlmbridge and R each in a fresh process (times, peak resident memory).
+9. ``three_level``: ``y ~ x + (1 | school/class)`` on 100,000 simulated rows (1,000 schools x 10 classes).
+10. ``scaling``: ``y ~ x + (x | g)`` (ML) at 10k/100, 100k/1k, 100k/10k rows/groups; ``--big`` adds
+    1M/10k, 1M/100k, 3M/30k, 3M/100k.
+``cold`` also times the ``Rscript`` equivalent of ``hlmbridge fit`` (lme4 + read .dta + fit + print).
 
 ``--quick``: 100,000 rows / 1,000 groups, fewer repetitions, 50 fits for the memory check.
 JSON goes to ``benchmarks/results/latest.json`` unless ``--json`` says otherwise.
@@ -100,11 +112,13 @@ def write_models(dirpath: Path, models: list[tuple[str, str, bool, str]]) -> Non
             fh.write(f"{name}\t{formula}\t{'TRUE' if reml else 'FALSE'}\t{factors}\n")
 
 
-def run_r(dirpath: Path, reps: int) -> tuple[dict[str, dict[str, Any]], int]:
+def run_r(dirpath: Path, reps: int, controls: str = "hlmbridge,default") -> tuple[dict[str, dict[str, Any]], int]:
+    """Time every model of ``dirpath`` in a fresh Rscript; ``name`` with hlmbridge's control,
+    ``name@default`` with lmer's defaults."""
     rscript = shutil.which("Rscript")
     if rscript is None:
         raise RuntimeError("Rscript not found")
-    out = subprocess.run([rscript, str(BENCH / "bench_r.R"), str(dirpath), str(reps)], capture_output=True,
+    out = subprocess.run([rscript, str(BENCH / "bench_r.R"), str(dirpath), str(reps), controls], capture_output=True,
                          text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"bench_r.R failed:\n{out.stderr}")
@@ -169,7 +183,9 @@ def bench_seed_lme4(reps: int, tmp: Path) -> dict[str, Any]:
         med, times = median_time(lambda: last.append(hlmbridge.fit(m, df, engine="lme4")), reps)
         res = last[-1]
         r = r_times[f"m{k}"]["median"]
-        rows.append({"model": m, "r_lmer_s": r, "hlmbridge_s": med, "ratio": med / r, "hlmbridge_times": times,
+        rd = r_times[f"m{k}@default"]["median"]
+        rows.append({"model": m, "r_lmer_s": r, "r_lmer_default_s": rd, "hlmbridge_s": med, "ratio": med / r,
+                     "ratio_default": med / rd, "hlmbridge_times": times,
                      "r_times": r_times[f"m{k}"]["times"], "r_call_s": None, "converged": res.converged})
     return {"rows": rows, "reps": reps}
 
@@ -178,25 +194,16 @@ def _sm_direct(m: str, df: pd.DataFrame) -> Any:
     """statsmodels MixedLM from a formula, with hlmbridge's optimizer strategy (see engines/statsmodels.py)."""
     import warnings
 
-    import hlmbridge
-    from statsmodels.regression.mixed_linear_model import MixedLM
-
-    spec = hlmbridge.ModelSpec.parse(m)
-    lm = spec.to_lme4()
-    fixed = lm.explicit_formula.split("+ (")[0].strip()
-    lv = spec.levels[0]
-    re_formula = "~" + " + ".join(lv.slopes) if lv.slopes else "1"
-    if lv.slopes and not lv.intercept:
-        re_formula += " - 1"
-    fixed = fixed.replace('relevel(factor(sector), ref = "1")', 'C(sector, Treatment(reference=1))')
-    fixed = fixed.replace("factor(sector)", "C(sector)")
-    if lv.cov == "independent" and lv.slopes:
-        vc = {s: f"0 + {s}" for s in lv.slopes}
-        model = MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula="1", vc_formula=vc)
-    else:
-        model = MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula=re_formula if lv.slopes else None)
+    model, spec = _sm_model(m, df)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Issue 13's first pass: Powell to ftol 1e-4, then BFGS with the analytic score
+        # (hlmbridge also checks that answer on its own likelihood, not repeated here).
+        rough = model.fit(reml=spec.reml, method=["powell"], ftol=1e-4, maxiter=50_000)
+        first = model.fit(reml=spec.reml, method=["bfgs"], start_params=rough.params_object, gtol=1e-9,
+                          maxiter=2_000)
+        if first.converged:
+            return first
         best = model.fit(reml=spec.reml, method=["powell"], ftol=1e-12, maxiter=50_000)
         if not best.converged:
             alt = model.fit(reml=spec.reml, method=["nm"], maxiter=50_000)
@@ -327,7 +334,9 @@ def bench_scale(n: int, groups: int, reps: int, tmp: Path) -> dict[str, Any]:
     child = json.loads(out.stdout.strip().splitlines()[-1])
     hb = statistics.median(child["times"])
     r = r_res["scale"]["median"]
+    rd = r_res["scale@default"]["median"]
     return {"rows": n, "groups": groups, "model": SCALE_MODEL, "r_lmer_s": r, "hlmbridge_s": hb, "ratio": hb / r,
+            "r_lmer_default_s": rd, "ratio_default": hb / rd,
             "r_times": r_res["scale"]["times"], "hlmbridge_times": child["times"],
             "r_peak_rss_mb": r_hwm / 1024, "r_gc_max_used_mb": r_res["scale"]["gc_max_used_mb"],
             "hlmbridge_peak_rss_mb": child["hwm_after_kb"] / 1024,
@@ -345,9 +354,18 @@ def bench_cold() -> dict[str, Any]:
     exe = Path(sys.executable).with_name("hlmbridge")
     res: dict[str, Any] = {}
     fit_cmd = [str(exe), "fit", SEED_MODEL_2, "--data", str(SEED_DATA), "--engine", "lme4"]
-    log("cold: hlmbridge fit")
-    t, rc, err = _timed_process(fit_cmd)
-    res["fit"] = {"command": " ".join(fit_cmd[1:]), "seconds": t, "returncode": rc, "stderr_tail": err if rc else ""}
+    log("cold: hlmbridge fit (median of 3)")
+    runs = [_timed_process(fit_cmd) for _ in range(3)]
+    t, rc, err = sorted(runs)[1]
+    res["fit"] = {"command": " ".join(fit_cmd[1:]), "seconds": t, "returncode": rc, "stderr_tail": err if rc else "",
+                  "times": [r[0] for r in runs]}
+    log("cold: the Rscript equivalent (lme4 + read .dta + fit + print, median of 3)")
+    rcmd = ["Rscript", "-e", RSCRIPT_COLD % str(SEED_DATA)]
+    runs = [_timed_process(rcmd) for _ in range(3)]
+    t_r, rc_r, err_r = sorted(runs)[1]
+    res["rscript"] = {"command": "Rscript -e '" + RSCRIPT_COLD % "hsb.dta" + "'", "seconds": t_r, "returncode": rc_r,
+                      "stderr_tail": err_r if rc_r else "", "times": [r[0] for r in runs]}
+    res["fit_over_rscript"] = t / t_r
     py = [sys.executable, "-c", "import hlmbridge; hlmbridge.fit(%r, hlmbridge.read_dta(%r), engine='lme4')"
           % (SEED_MODEL_2, str(SEED_DATA))]
     t, rc, err = _timed_process(py)
@@ -392,6 +410,185 @@ def bench_memory(n: int) -> dict[str, Any]:
     return child
 
 
+# ------------------------------------------------------------------ issue 13: more model classes
+
+FIT_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+d = Path(sys.argv[1]); reps = int(sys.argv[2]); formula = sys.argv[3]; reml = sys.argv[4] == "TRUE"
+import hlmbridge
+cols = [line.split("\t") for line in (d / "columns").read_text().splitlines()]
+df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c, _ in cols})
+for c, kind in cols:
+    if kind == "group":
+        df[c] = df[c].astype(np.int64)
+hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
+before = status("VmHWM")
+times = []
+for _ in range(reps):
+    t0 = time.perf_counter()
+    res = hlmbridge.fit(formula, df, engine="lme4", reml=reml)
+    times.append(time.perf_counter() - t0)
+print(json.dumps({"times": times, "hwm_before_kb": before, "hwm_after_kb": status("VmHWM"),
+                  "loglik": res.loglik, "converged": res.converged, "nobs": res.nobs}))
+"""
+
+
+def _fit_case(name: str, d: Path, formula: str, reml: bool, reps: int, r_reps: int | None = None) -> dict[str, Any]:
+    """One lme4-formula model on the data in ``d``: lmer in a fresh Rscript (hlmbridge's control and
+    lmer's defaults) against hlmbridge in a fresh process; medians and peak resident memory."""
+    write_models(d, [(name, formula, reml, "-")])
+    log(f"{name}: lme4 in R")
+    r_res, r_hwm = run_r(d, r_reps or reps)
+    log(f"{name}: hlmbridge (fresh process)")
+    out = subprocess.run([sys.executable, "-c", FIT_CHILD, str(d), str(reps), formula, "TRUE" if reml else "FALSE"],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} child failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    hb = statistics.median(child["times"])
+    r, rd = r_res[name]["median"], r_res[f"{name}@default"]["median"]
+    return {"case": name, "model": formula, "reml": reml, "nobs": child["nobs"], "r_lmer_s": r, "r_lmer_default_s": rd,
+            "hlmbridge_s": hb, "ratio": hb / r, "ratio_default": hb / rd, "hlmbridge_times": child["times"],
+            "r_times": r_res[name]["times"], "r_default_times": r_res[f"{name}@default"]["times"],
+            "r_peak_rss_mb": r_hwm / 1024, "hlmbridge_peak_rss_mb": child["hwm_after_kb"] / 1024,
+            "hlmbridge_rss_before_fit_mb": child["hwm_before_kb"] / 1024, "converged": child["converged"],
+            "loglik": child["loglik"]}
+
+
+INSTEVAL_R = r"""
+suppressPackageStartupMessages(library(lme4))
+out <- commandArgs(trailingOnly = TRUE)[[1L]]
+d <- lme4::InstEval
+w <- function(x, name) writeBin(as.double(x), file.path(out, paste0(name, ".f64")), size = 8, endian = "little")
+w(d$y, "y"); w(as.integer(d$s) - 1L, "s"); w(as.integer(d$d) - 1L, "d"); w(as.integer(d$service) - 1L, "service")
+"""
+
+CROSSED_MODEL = "y ~ service + (1 | s) + (1 | d)"
+
+
+def bench_crossed(reps: int, tmp: Path, sizes: tuple[int | None, ...]) -> dict[str, Any]:
+    """lme4's InstEval, ``y ~ service + (1 | s) + (1 | d)`` (REML), crossed: the first 20,000 rows and in full."""
+    src = tmp / "insteval"
+    src.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["Rscript", "-e", INSTEVAL_R, str(src)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"exporting InstEval failed:\n{out.stderr}")
+    full = {c: np.fromfile(src / f"{c}.f64", dtype="<f8") for c in ("y", "s", "d", "service")}
+    rows = []
+    for n in sizes:
+        cols = {c: v[:n] if n else v for c, v in full.items()}
+        d = tmp / f"insteval_{n or 'full'}"
+        write_columns(d, cols, {"s", "d"})
+        rows.append(_fit_case(f"insteval_{n or 'full'}", d, CROSSED_MODEL, True, reps))
+    return {"rows": rows, "reps": reps}
+
+
+THREE_LEVEL_MODEL = "y ~ x + (1 | school/class)"
+
+
+def bench_three_level(n: int, schools: int, classes: int, reps: int, tmp: Path, seed: int = 777) -> dict[str, Any]:
+    """A three-level nested model (pupils in classes in schools), simulated."""
+    rng = np.random.default_rng(seed)
+    school = rng.integers(0, schools, n)
+    cls = rng.integers(0, classes, n)
+    x = rng.normal(size=n)
+    y = (1.0 + 0.5 * x + rng.normal(scale=1.0, size=schools)[school]
+         + rng.normal(scale=0.7, size=(schools, classes))[school, cls] + rng.normal(size=n))
+    d = tmp / "three_level"
+    write_columns(d, {"y": y, "x": x, "school": school.astype(float), "class": cls.astype(float)}, {"school", "class"})
+    row = _fit_case("three_level", d, THREE_LEVEL_MODEL, False, reps)
+    row.update({"schools": schools, "classes_per_school": classes})
+    return row
+
+
+def scaling_sizes(big: bool) -> list[tuple[int, int]]:
+    sizes = [(10_000, 100), (100_000, 1_000), (100_000, 10_000)]
+    if big:
+        sizes += [(1_000_000, 10_000), (1_000_000, 100_000), (3_000_000, 30_000), (3_000_000, 100_000)]
+    return sizes
+
+
+def bench_scaling(tmp: Path, big: bool) -> dict[str, Any]:
+    """The scale model over rows 10k -> 3M and groups 100 -> 100k (the big ones with --big)."""
+    rows = []
+    for n, groups in scaling_sizes(big):
+        d = tmp / f"scaling_{n}_{groups}"
+        write_columns(d, simulate_scale(n, groups), {"g"})
+        reps = 3 if n <= 100_000 else 1
+        row = _fit_case(f"scaling_{n}_{groups}", d, "y ~ x + (x | g)", False, reps)
+        row.update({"rows": n, "groups": groups})
+        rows.append(row)
+        shutil.rmtree(d, ignore_errors=True)
+    return {"rows": rows}
+
+
+def _sm_model(m: str, df: pd.DataFrame) -> tuple[Any, Any]:
+    """statsmodels MixedLM from a formula for a seed model, and the spec."""
+    import hlmbridge
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    spec = hlmbridge.ModelSpec.parse(m)
+    lm = spec.to_lme4()
+    fixed = lm.explicit_formula.split("+ (")[0].strip()
+    lv = spec.levels[0]
+    re_formula = "~" + " + ".join(lv.slopes) if lv.slopes else "1"
+    if lv.slopes and not lv.intercept:
+        re_formula += " - 1"
+    fixed = fixed.replace('relevel(factor(sector), ref = "1")', 'C(sector, Treatment(reference=1))')
+    fixed = fixed.replace("factor(sector)", "C(sector)")
+    if lv.cov == "independent" and lv.slopes:
+        vc = {s: f"0 + {s}" for s in lv.slopes}
+        return MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula="1", vc_formula=vc), spec
+    return MixedLM.from_formula(fixed, df, groups=df[lv.group], re_formula=re_formula if lv.slopes else None), spec
+
+
+def bench_sm_default(reps: int, models: tuple[str, ...]) -> dict[str, Any]:
+    """hlmbridge's statsmodels engine against ``MixedLM.fit()`` with statsmodels' defaults; whether
+    the default reaches the same optimum (log likelihood within 1e-4) is reported with it."""
+    import warnings
+
+    import hlmbridge
+
+    df = hlmbridge.datasets.hsb("combined")
+    df = df.assign(id=df["id"].astype(object))
+    rows = []
+    for m in models:
+        log(f"sm_default: {m}")
+        model, spec = _sm_model(m, df)
+        last: list[Any] = []
+        errors: list[str] = []
+
+        def default() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    last.append(model.fit(reml=spec.reml))
+                except Exception as exc:  # noqa: BLE001 - a default that fails is a result too
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        dflt, dt = median_time(default, reps, warm=1)
+        hb: list[Any] = []
+        med, ht = median_time(lambda: hb.append(hlmbridge.fit(m, df, engine="statsmodels")), reps, warm=1)
+        ll_default = float(last[-1].llf) if last else float("nan")
+        same = bool(last) and bool(last[-1].converged) and abs(ll_default - hb[-1].loglik) < 1e-4
+        rows.append({"model": m, "mixedlm_default_s": dflt, "hlmbridge_s": med, "ratio": med / dflt,
+                     "mixedlm_default_times": dt, "hlmbridge_times": ht, "loglik_default": ll_default,
+                     "default_converged": bool(last and last[-1].converged),
+                     "default_error": errors[-1] if errors else None,
+                     "loglik_hlmbridge": hb[-1].loglik, "same_optimum": same})
+    return {"rows": rows, "reps": reps}
+
+
+RSCRIPT_COLD = ("suppressPackageStartupMessages(library(lme4)); d <- haven::read_dta(%r); "
+                "print(summary(lmer(mathach ~ ses + (ses | id), data = d, REML = FALSE)))")
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -418,15 +615,25 @@ def table(results: dict[str, Any]) -> str:
     lines = []
     add = lines.append
     if "seed_lme4" in results:
-        add("1. seed models, lme4: hlmbridge.fit (warm, full result) vs lmer in R (median s)")
-        add(f"   {'model':55s} {'R lmer':>8s} {'hlmbridge':>10s} {'ratio':>7s}")
+        add("1. seed models, lme4: hlmbridge.fit (warm, full result) vs lmer in R, hlmbridge's control and "
+            "lmer's defaults (median s)")
+        add(f"   {'model':55s} {'R lmer':>8s} {'R dflt':>8s} {'hlmbridge':>10s} {'ratio':>7s} {'/dflt':>7s}")
         for r in results["seed_lme4"]["rows"]:
-            add(f"   {r['model']:55s} {r['r_lmer_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}")
+            add(f"   {r['model']:55s} {r['r_lmer_s']:8.3f} {r['r_lmer_default_s']:8.3f} {r['hlmbridge_s']:10.3f} "
+                f"{r['ratio']:7.2f} {r['ratio_default']:7.2f}")
     if "seed_statsmodels" in results:
         add("2. seed models, statsmodels: hlmbridge.fit vs MixedLM.from_formula, same optimizer chain (median s)")
         add(f"   {'model':55s} {'direct':>8s} {'hlmbridge':>10s} {'ratio':>7s}")
         for r in results["seed_statsmodels"]["rows"]:
             add(f"   {r['model']:55s} {r['statsmodels_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}")
+    if "sm_default" in results:
+        add("2b. statsmodels engine vs MixedLM.fit() with statsmodels' defaults (median s; same optimum = "
+            "log likelihood within 1e-4)")
+        add(f"   {'model':55s} {'default':>8s} {'hlmbridge':>10s} {'ratio':>7s}  same optimum / default logLik")
+        for r in results["sm_default"]["rows"]:
+            note = f"yes ({r['loglik_default'] - r['loglik_hlmbridge']:+.1e})" if r["same_optimum"] else (f"NO: {r['loglik_default']:.6f} vs {r['loglik_hlmbridge']:.6f}"
+                                                    + ("" if r["default_converged"] else " (not converged)"))
+            add(f"   {r['model']:55s} {r['mixedlm_default_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}  {note}")
     if "push" in results:
         p = results["push"]
         add(f"3. push {p['rows']:,} rows x 7 columns ({p['groups']:,} groups) into R: hlmbridge {p['hlmbridge_s']:.3f} s, "
@@ -434,11 +641,25 @@ def table(results: dict[str, Any]) -> str:
     if "scale" in results:
         s = results["scale"]
         add(f"4. fit at scale ({s['rows']:,} rows, {s['groups']:,} groups, {s['model']}): R lmer {s['r_lmer_s']:.2f} s, "
-            f"hlmbridge {s['hlmbridge_s']:.2f} s, ratio {s['ratio']:.2f}; peak RSS R {s['r_peak_rss_mb']:.0f} MB, "
+            f"hlmbridge {s['hlmbridge_s']:.2f} s, ratio {s['ratio']:.2f}; lmer defaults {s['r_lmer_default_s']:.2f} s, "
+            f"ratio {s['ratio_default']:.2f}; peak RSS R {s['r_peak_rss_mb']:.0f} MB, "
             f"hlmbridge {s['hlmbridge_peak_rss_mb']:.0f} MB")
+    cases = [("4b. crossed (InstEval)", r) for r in results.get("crossed", {}).get("rows", [])]
+    if "three_level" in results:
+        cases.append(("4c. three-level nested", results["three_level"]))
+    cases += [("4d. scaling", r) for r in results.get("scaling", {}).get("rows", [])]
+    if cases:
+        add("4b-d. fresh processes, median s: lmer (hlmbridge's control), lmer (defaults), hlmbridge; peak RSS MB")
+        add(f"   {'case':22s} {'model':30s} {'nobs':>9s} {'R':>8s} {'R dflt':>8s} {'hlmbr.':>8s} {'ratio':>6s} "
+            f"{'/dflt':>6s} {'RSS R':>7s} {'RSS hb':>7s}")
+        for label, r in cases:
+            add(f"   {r['case']:22s} {r['model']:30s} {r['nobs']:9d} {r['r_lmer_s']:8.2f} {r['r_lmer_default_s']:8.2f} "
+                f"{r['hlmbridge_s']:8.2f} {r['ratio']:6.2f} {r['ratio_default']:6.2f} {r['r_peak_rss_mb']:7.0f} "
+                f"{r['hlmbridge_peak_rss_mb']:7.0f}")
     if "cold" in results:
         c = results["cold"]
-        add(f"5. cold start: `hlmbridge fit` {c['fit']['seconds']:.2f} s (exit {c['fit']['returncode']}), python -c fit "
+        add(f"5. cold start: `hlmbridge fit` {c['fit']['seconds']:.2f} s (exit {c['fit']['returncode']}), Rscript "
+            f"equivalent {c['rscript']['seconds']:.2f} s (ratio {c['fit_over_rscript']:.2f}), python -c fit "
             f"{c['python_fit']['seconds']:.2f} s, import {c['import']['seconds']:.2f} s, `hlmbridge validate` "
             f"{c['validate']['seconds']:.1f} s (exit {c['validate']['returncode']})")
     if "memory" in results:
@@ -466,6 +687,20 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     if "scale" in results:
         s = results["scale"]
         t["fit at scale / lmer in R"] = {"value": s["ratio"], "target": "<= 1.2", "holds": s["ratio"] <= 1.2}
+    # Issue 13: against lmer with its default settings.
+    lme4_cases = list(results.get("seed_lme4", {}).get("rows", [])) + list(results.get("crossed", {}).get("rows", []))
+    lme4_cases += [results[k] for k in ("three_level", "scale") if k in results]
+    if lme4_cases:
+        worst = max(r["ratio_default"] for r in lme4_cases)
+        t["lme4 engine / default lmer (worst case)"] = {"value": worst, "target": "<= 1.2", "holds": worst <= 1.2}
+    if "sm_default" in results:
+        same = [r["ratio"] for r in results["sm_default"]["rows"] if r["same_optimum"]]
+        if same:
+            t["statsmodels engine / MixedLM default (same optimum)"] = {"value": max(same), "target": "<= 1.5",
+                                                                         "holds": max(same) <= 1.5}
+    if "cold" in results and "rscript" in results["cold"]:
+        v = results["cold"]["fit_over_rscript"]
+        t["cold hlmbridge fit / Rscript"] = {"value": v, "target": "<= 1.0", "holds": v <= 1.0}
     if "memory" in results:
         m = results["memory"]
         t[f"RSS growth over {m['fits']} fits (MB)"] = {"value": m["growth_mb"], "target": "< 50",
@@ -473,7 +708,8 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
-SECTIONS = ("seed_lme4", "seed_statsmodels", "push", "scale", "cold", "memory")
+SECTIONS = ("seed_lme4", "seed_statsmodels", "sm_default", "push", "scale", "crossed", "three_level", "scaling", "cold",
+            "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,11 +717,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes and few repetitions (smoke run)")
     ap.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    ap.add_argument("--big", action="store_true",
+                    help="scaling table up to 3M rows / 100k groups (adds about 15-25 min on 2 cores)")
     args = ap.parse_args(argv)
     q = args.quick
     sections = args.only or SECTIONS
     n, groups = (100_000, 1_000) if q else (1_000_000, 10_000)
-    results: dict[str, Any] = {"machine": machine(), "quick": q}
+    results: dict[str, Any] = {"machine": machine(), "quick": q, "big": args.big}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hlmbridge-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -495,8 +733,17 @@ def main(argv: list[str] | None = None) -> int:
             results["seed_statsmodels"] = bench_seed_statsmodels(1 if q else 3, SEED_MODELS[:3] if q else SEED_MODELS)
         if "push" in sections:
             results["push"] = bench_push(n, groups, 3 if q else 5)
+        if "sm_default" in sections:
+            results["sm_default"] = bench_sm_default(1 if q else 5, SEED_MODELS[:3] if q else SEED_MODELS)
         if "scale" in sections:
             results["scale"] = bench_scale(n, groups, 1 if q else 2, tmp)
+        if "crossed" in sections:
+            results["crossed"] = bench_crossed(1 if q else 3, tmp, (20_000,) if q else (20_000, None))
+        if "three_level" in sections:
+            results["three_level"] = bench_three_level(20_000 if q else 100_000, 200 if q else 1_000, 10,
+                                                       1 if q else 3, tmp)
+        if "scaling" in sections:
+            results["scaling"] = bench_scaling(tmp, args.big)
         if "cold" in sections:
             results["cold"] = bench_cold()
         if "memory" in sections:
@@ -506,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=float))
-    print(f"hlmbridge benchmarks ({'quick' if q else 'full'}), {results['machine']['date']}, "
+    kind = ("quick" if q else "full") + (", big" if args.big else "")
+    print(f"hlmbridge benchmarks ({kind}), {results['machine']['date']}, "
           f"{results['machine']['cores']} cores, {results['machine']['cpu']}")
     print(table(results))
     print(f"JSON: {out}  (total {results['total_seconds']:.0f} s)")
