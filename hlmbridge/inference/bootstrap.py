@@ -44,18 +44,13 @@ def simulate(result: Any, rng: np.random.Generator) -> np.ndarray:
     design = _design(result)
     beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
     theta = np.array([r[5] for r in result.random_rows], dtype=float)
-    from hlmbridge.inference.stata_parity import variance_parameters
+    from hlmbridge.inference.stata_parity import level_covariances
 
-    params = variance_parameters(design)
     y = design.X @ beta
     if design.offset is not None:
         y = y + design.offset
-    for li, ld in enumerate(design.levels):
+    for ld, G in zip(design.levels, level_covariances(design, theta), strict=True):
         q = ld.Z.shape[1]
-        G = np.zeros((q, q))
-        for k, p in enumerate(params):
-            if p.level == li:
-                G += theta[k] * p.pattern
         w, V = np.linalg.eigh(G)  # G may be singular (a boundary fit): no Cholesky
         root = V * np.sqrt(np.clip(w, 0.0, None))
         b = rng.standard_normal((ld.n_groups, q)) @ root.T

@@ -27,7 +27,7 @@ import numpy as np
 
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
-from hlmbridge.inference.stata_parity import evaluate, variance_parameters
+from hlmbridge.inference.stata_parity import evaluate, level_covariances
 
 __all__ = ["likelihood_gain", "profiled_loglik"]
 
@@ -49,13 +49,7 @@ def profiled_loglik(design: Design, theta: np.ndarray) -> float:
 def _feasible(design: Design, theta: np.ndarray) -> bool:
     if not theta[-1] > 0:
         return False
-    params = variance_parameters(design)
-    for li, ld in enumerate(design.levels):
-        q = ld.Z.shape[1]
-        G = np.zeros((q, q))
-        for k, p in enumerate(params):
-            if p.level == li:
-                G += theta[k] * p.pattern
+    for G in level_covariances(design, theta):
         scale = max(1.0, float(np.max(np.abs(np.diag(G)))))
         if np.linalg.eigvalsh(G).min() < -1e-10 * scale:
             return False

@@ -287,7 +287,7 @@ def _hessian(fun: object, x: np.ndarray, h: np.ndarray, f0: float | None = None)
 def sparse_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
     """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design (same meaning,
     same result type), from the sparse random-effects system."""
-    from hlmbridge.inference.stata_parity import Inference
+    from hlmbridge.inference.stata_parity import finish_inference
 
     sd = _prepare(design)
     n, p = sd.X.shape
@@ -346,11 +346,4 @@ def sparse_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
     else:
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    if design.weights is not None:
-        loglik += 0.5 * float(np.sum(np.log(design.weights)))
-    info = 0.5 * (info + info.T)
-    try:
-        random_vcov = np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        random_vcov = np.full((K, K), np.nan)
-    return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info)
+    return finish_inference(design, loglik, beta_gls, fixed_vcov, info)

@@ -102,6 +102,30 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
     return tuple(out)
 
 
+def level_covariances(design: Design, theta: np.ndarray) -> list[np.ndarray]:
+    """Each level's random-effects covariance matrix (lme4 term order) from ``theta``."""
+    params = variance_parameters(design)
+    out = [np.zeros((ld.Z.shape[1], ld.Z.shape[1])) for ld in design.levels]
+    for k, p in enumerate(params):
+        if p.level is not None:
+            out[p.level] += float(theta[k]) * p.pattern
+    return out
+
+
+def finish_inference(design: Design, loglik: float, beta_gls: np.ndarray, fixed_vcov: np.ndarray,
+                     info: np.ndarray) -> Inference:
+    """The common tail of every evaluation: the weights' log-likelihood term, a symmetric
+    information and its inverse (NaN when singular)."""
+    if design.weights is not None:
+        loglik += 0.5 * float(np.sum(np.log(design.weights)))
+    info = 0.5 * (info + info.T)
+    try:
+        random_vcov = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        random_vcov = np.full(info.shape, np.nan)
+    return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info)
+
+
 def lme4_block_name(design: Design, param: VarianceParam) -> str:
     """lme4's ``VarCorr`` name of the term a parameter belongs to: the factor's name for its
     first term, ``name.1``, ``name.2`` ... for the next ones (R's ``make.unique``)."""
@@ -373,14 +397,7 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     else:
         info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    if design.weights is not None:
-        loglik += 0.5 * float(np.sum(np.log(design.weights)))
-    info = 0.5 * (info + info.T)
-    try:
-        random_vcov = np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        random_vcov = np.full((K, K), np.nan)
-    return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info)
+    return finish_inference(design, loglik, beta_gls, fixed_vcov, info)
 
 
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:
