@@ -109,23 +109,16 @@ class _Derivatives:
 
 def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
     # The block cross-products are shared with the Stata-parity inference (computed once per design).
-    from hlmbridge.inference.stata_parity import _blocks
+    from hlmbridge.inference.stata_parity import _blocks, woodbury
 
     bl = _blocks(design)
     theta = np.asarray(theta, dtype=float)
-    s2 = float(theta[-1])
-    if not s2 > 0:
-        raise FitError(f"the residual variance must be positive, got {s2}")
-    tr = theta[:-1]
-    Kr = len(tr)
+    s2, _, _, W = woodbury(bl, theta)  # V^-1 = (I - Z W Z') / s2
+    Kr = len(theta) - 1
     K = Kr + 1
     E = bl.patterns
-    D = np.einsum("k,kbij->bij", tr, E)
     M, ZX, XX = bl.M, bl.ZX, bl.XX
     XZ = _t(ZX)
-    Q = M.shape[-1]
-    A = s2 * np.eye(Q) + M @ D
-    W = _t(np.linalg.solve(_t(A), D))  # D A^-1;  V^-1 = (I - Z W Z') / s2
     MW = M @ W
     W2 = 2 * W - W @ MW  # V^-2 = (I - Z W2 Z') / s2^2
     W3 = W + W2 - W2 @ MW  # V^-3 = (I - Z W3 Z') / s2^3

@@ -180,6 +180,8 @@ class _Blocks:
     yy: np.ndarray  # (B,)       y'y
     patterns: np.ndarray  # (K_random, B, Q, Q)
     b0: np.ndarray  # (p,) least-squares coefficients taken out of y (y above is y - X b0)
+    # Per level: (block of each group, first column of each group in its block, q_l).
+    group_place: tuple[tuple[np.ndarray, np.ndarray, int], ...] = ()
 
 
 _BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary()
@@ -256,7 +258,7 @@ def _make_blocks(design: Design) -> _Blocks:
         rows_ix = g_first[:, None] + ii[None, :]
         cols_ix = g_first[:, None] + jj[None, :]
         patterns[k, g_block[:, None], rows_ix, cols_ix] = prm.pattern[ii, jj][None, :]
-    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0)
+    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0, tuple(group_place))
 
 
 def _blocks(design: Design) -> _Blocks:
@@ -296,6 +298,20 @@ def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool 
     return _dense_evaluate(design, beta, theta, reml=reml)
 
 
+def woodbury(bl: _Blocks, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """``(s2, D, A, W)`` of the block form of ``V``: ``D`` the random-effects covariance of
+    each block, ``A = s2 I + Z'Z D`` and ``W = D A^-1``, so ``V^-1 = (I - Z W Z') / s2``.
+    Shared by the likelihood, the df methods and the random effects."""
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    D = np.einsum("k,kbij->bij", theta[:-1], bl.patterns)
+    A = s2 * np.eye(bl.M.shape[-1]) + bl.M @ D
+    W = _t(np.linalg.solve(_t(A), D))  # D A^-1 (symmetric)
+    return s2, D, A, W
+
+
 def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool) -> Inference:
     """The closed forms of :func:`evaluate` on per-block cross-products (dense blocks)."""
     bl = _blocks(design)
@@ -303,23 +319,16 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     p = design.n_fixed
     beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
-    s2 = float(theta[-1])
-    if not s2 > 0:
-        raise FitError(f"the residual variance must be positive, got {s2}")
-    tr = theta[:-1]
-    Kr = len(tr)
+    s2, D, A, W = woodbury(bl, theta)
+    Kr = len(theta) - 1
     K = Kr + 1
     E = bl.patterns
-    D = np.einsum("k,kbij->bij", tr, E)
     M, ZX, XX = bl.M, bl.ZX, bl.XX
     XZ = _t(ZX)
     Q = M.shape[-1]
-    eye = np.eye(Q)
-    A = s2 * eye + M @ D
     sign, logdetA = np.linalg.slogdet(A)
     if np.any(sign <= 0):
         raise FitError("the marginal covariance is not positive definite at these estimates")
-    W = _t(np.linalg.solve(_t(A), D))  # D A^-1 (symmetric)
     logdet = float(np.sum(bl.n * np.log(s2) + logdetA - Q * np.log(s2)))
 
     XtVX = (XX - XZ @ W @ ZX).sum(axis=0) / s2

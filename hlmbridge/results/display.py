@@ -28,8 +28,8 @@ def format_g(x: float, width: int = 10) -> str:
 
     Examples
     --------
-    >>> format_g(2.3914991), format_g(float("inf"), 5), format_g(float("nan"), 3), format_g(-1e300)
-    ('  2.391499', '  inf', '  .', '-1.000e+300')
+    >>> format_g(1.2345678), format_g(float("inf"), 5), format_g(float("nan"), 3), format_g(-1e300)
+    ('  1.234568', '  inf', '  .', '-1.000e+300')
     """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ".".rjust(width)

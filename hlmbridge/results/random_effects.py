@@ -83,29 +83,6 @@ def estimates_of(res: object) -> tuple[np.ndarray, np.ndarray]:
     return beta, theta
 
 
-def _layout(design: Design) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """Per level: (block of each group, first column of each group in its block, q), the
-    column layout of :func:`hlmbridge.inference.stata_parity._make_blocks`."""
-    levels = design.levels
-    crossed = any(not ld.nested for ld in levels[1:])
-    block = np.zeros(design.nobs, dtype=np.int64) if crossed else levels[0].codes
-    B = int(block.max()) + 1
-    offsets = np.zeros(B, dtype=np.int64)
-    out = []
-    for ld in levels:
-        q = ld.Z.shape[1]
-        g_block = np.zeros(ld.n_groups, dtype=np.int64)
-        g_block[ld.codes] = block
-        order = np.argsort(g_block, kind="stable")
-        counts = np.bincount(g_block, minlength=B)
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
-        local = np.empty(ld.n_groups, dtype=np.int64)
-        local[order] = np.arange(ld.n_groups) - np.repeat(starts, counts)
-        out.append((g_block, offsets[g_block] + local * q, q))
-        offsets = offsets + counts * q
-    return out
-
-
 def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> tuple[LevelEffects, ...]:
     """Conditional modes and covariances of every level at ``beta`` and ``theta``.
 
@@ -118,7 +95,7 @@ def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> 
     >>> le.modes.round(4).tolist(), le.cond_cov.ravel().round(4).tolist()
     ([[-1.0], [1.0]], [0.3333, 0.3333])
     """
-    from hlmbridge.inference.stata_parity import _blocks
+    from hlmbridge.inference.stata_parity import _blocks, woodbury
 
     beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
@@ -127,16 +104,12 @@ def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> 
     if key in cached:
         return cached[key]
     bl = _blocks(design)
-    s2 = float(theta[-1])
-    D = np.einsum("k,kbij->bij", theta[:-1], bl.patterns)
-    Q = bl.M.shape[-1]
-    A = s2 * np.eye(Q) + bl.M @ D
-    W = np.swapaxes(np.linalg.solve(np.swapaxes(A, -1, -2), D), -1, -2)  # D A^-1
+    s2, _, _, W = woodbury(bl, theta)
     W = 0.5 * (W + np.swapaxes(W, -1, -2))
     Zr = bl.Zy - bl.ZX @ (beta - bl.b0)
     b = np.einsum("bij,bj->bi", W, Zr)
     out = []
-    for ld, (g_block, g_first, q) in zip(design.levels, _layout(design), strict=True):
+    for ld, (g_block, g_first, q) in zip(design.levels, bl.group_place, strict=True):
         cols = g_first[:, None] + np.arange(q)[None, :]
         modes = b[g_block[:, None], cols]
         cov = s2 * W[g_block[:, None, None], cols[:, :, None], cols[:, None, :]]
