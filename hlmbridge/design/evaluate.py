@@ -306,8 +306,8 @@ def _as_factor(v: Value, expr: Expr, refactor: bool) -> Factor:
         raise SpecError(f"{expr.value}() needs one column, but its argument has {v.values.shape[1]}")
     x = v.values[:, 0]
     missing = np.isnan(x)
-    integer = bool(np.all(x[~missing] == np.round(x[~missing]))) and v.params.get("integer", True)
-    fac = _sorted_factor(x, missing, integer and bool(v.params.get("integer_column", False)), expr.deparse())
+    # An integer column's levels print as R prints integers (100000, not 1e+05).
+    fac = _sorted_factor(x, missing, bool(v.params.get("integer_column", False)), expr.deparse())
     return fac
 
 
