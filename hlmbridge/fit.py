@@ -179,7 +179,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
         raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik}); the data are "
                        "probably too large in magnitude: rescale the response or the predictors", engine=engine)
-    inf = evaluate(design, est.beta, est.theta)
+    inf = est.inference if est.inference is not None else evaluate(design, est.beta, est.theta)
     if not np.isfinite(inf.loglik):
         raise FitError("the log likelihood at the engine's estimates is not finite; rescale the data", engine=engine)
     fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov

@@ -7,14 +7,23 @@
 ##   str(hlmbridge_fit(d, "y ~ 1 + (1 | g)", reml = FALSE))
 ## Tests: Rscript r/tests/test_hlmbridge.R
 
-## Tight optimizer settings: the defaults stop before the optimum (see STATA_PARITY.md).
-hlmbridge_control <- function(rhoend = 1e-12, maxfun = 1e5) {
-  lme4::lmerControl(
-    optimizer = "bobyqa",
-    optCtrl = list(rhoend = rhoend, maxfun = maxfun),
-    calc.derivs = FALSE
-  )
+## Optimizer settings. With `rhoend` (the tight settings): bobyqa to rhoend 1e-12, which
+## reaches the optimum's last digits (lmer's defaults stop about 1e-5 short in the variance
+## parameters; see STATA_PARITY.md). With rhoend = NULL: lmer's default optimizer
+## (nloptwrap, its default tolerances), which the Python side then polishes with Newton steps
+## on the analytic score (hlmbridge/inference/polish.py). calc.derivs = FALSE either way:
+## hlmbridge computes the information itself.
+## `rhobeg` (optional): bobyqa's first trust-region radius, small when it starts at an optimum.
+hlmbridge_control <- function(rhoend = 1e-12, maxfun = 1e5, rhobeg = NULL) {
+  if (is.null(rhoend)) return(lme4::lmerControl(calc.derivs = FALSE))
+  opt <- list(rhoend = rhoend, maxfun = maxfun)
+  if (!is.null(rhobeg)) opt$rhobeg <- rhobeg
+  lme4::lmerControl(optimizer = "bobyqa", optCtrl = opt, calc.derivs = FALSE)
 }
+
+## bobyqa's first radius when it restarts from another optimizer's optimum: the default
+## optimizer stops within about 1e-5 of the optimum in theta.
+hlmbridge_restart_rhobeg <- 1e-3
 
 ## Build a data frame from a named list of equal-length vectors without copying them.
 hlmbridge_frame <- function(columns) {
@@ -46,6 +55,11 @@ hlmbridge_formula_env <- function() {
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
 ## own `weights=` and `offset=` arguments. The rows are given to lmer as `subset=`, so R
 ## evaluates the formula's variables on the whole data as R itself would.
+## Optimizer: `rhoend` NULL means lmer's default optimizer, followed (only when that ends on
+## a boundary) by tight bobyqa restarted from its optimum; a number means bobyqa to that
+## tolerance from lmer's usual start.
+## The result also holds lme4's `theta` and `feval_before`, the evaluations spent before the
+## final optimizer run.
 ## Returns a plain list; an lme4 error comes back as list(error = message), never as an R error.
 hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
                           rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE,
@@ -64,7 +78,6 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
     d[[nm]] <- f
   }
-  ctrl <- hlmbridge_control(rhoend = rhoend, maxfun = maxfun)
   call <- quote(lme4::lmer(form, data = d, REML = reml, control = ctrl))
   if (!is.null(rows)) {
     keep <- logical(nrow(d))
@@ -81,23 +94,41 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     call$offset <- as.name(".hlmbridge_offset")
   }
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
+  run <- function(ctrl, start) {
+    cl <- call
+    if (!is.null(start)) cl$start <- list(theta = start)
+    withCallingHandlers(
+      tryCatch(eval(cl), error = function(e) e),
+      warning = function(w) {
+        warns <<- c(warns, conditionMessage(w))
+        invokeRestart("muffleWarning")
+      },
+      message = function(m) {
+        msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
+        invokeRestart("muffleMessage")
+      }
+    )
+  }
   t0 <- proc.time()[["elapsed"]]
-  fit <- withCallingHandlers(
-    tryCatch(eval(call), error = function(e) e),
-    warning = function(w) {
-      warns <<- c(warns, conditionMessage(w))
-      invokeRestart("muffleWarning")
-    },
-    message = function(m) {
-      msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
-      invokeRestart("muffleMessage")
-    }
-  )
+  fit <- run(hlmbridge_control(rhoend = rhoend, maxfun = maxfun), NULL)
+  feval_before <- 0
+  ## lmer's default optimizer ended on a boundary (a zero variance or a correlation of +-1),
+  ## where hlmbridge's Newton polish cannot work: finish with tight bobyqa from that optimum.
+  if (is.null(rhoend) && !inherits(fit, "error") && lme4::isSingular(fit)) {
+    feval_before <- fit@optinfo$feval
+    warns <- character()
+    msgs <- character()
+    fit <- run(hlmbridge_control(rhoend = 1e-12, maxfun = maxfun, rhobeg = hlmbridge_restart_rhobeg),
+               lme4::getME(fit, "theta"))
+  }
   elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
-  hlmbridge_summarise(fit, warns, msgs, elapsed, with_vcov)
+  out <- hlmbridge_summarise(fit, warns, msgs, elapsed, with_vcov)
+  out$theta <- lme4::getME(fit, "theta")
+  out$feval_before <- feval_before
+  out
 }
 
 ## Checksums of R's fixed-effects model matrix, to compare with hlmbridge's own design:

@@ -17,6 +17,7 @@ import pytest
 
 import hlmbridge
 from hlmbridge.errors import DataError, UsageError
+from r_reference import REFERENCE_FIT_SCRIPT
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = [pytest.param("lme4", marks=pytest.mark.requires_r), "statsmodels"]
@@ -34,6 +35,7 @@ def r_lmer():
     import rpy2.robjects as ro
 
     env = ro.r("new.env(parent = globalenv())")
+    ro.r["sys.source"](str(REFERENCE_FIT_SCRIPT), envir=env)
     ro.r["sys.source"](str(ROOT / "r" / "tests" / "differential_reference.R"), envir=env)
     data = ro.r("lme4::sleepstudy")
     fn = env["diffref_lmer"]

@@ -63,6 +63,9 @@ class EngineFit:
     fixed_vcov: np.ndarray | None = None
     engine_seconds: float = float("nan")
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The Stata-parity evaluation at exactly these estimates when the engine made it already
+    #: (the lme4 engine's Newton polish ends with one); ``fit`` then reuses it.
+    inference: Any = None
 
 
 class Engine(Protocol):

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,8 @@ class _RFit:
     vcov: np.ndarray | None
     fixed_names: tuple[str, ...] = ()
     design_check: np.ndarray | None = None
+    lme4_theta: np.ndarray | None = None  # lme4's own parameters (relative Cholesky factors)
+    feval_before: int = 0  # evaluations of an optimizer run before the final one (R side)
 
 
 def _read_fit(out: Any) -> _RFit | str:
@@ -269,6 +271,8 @@ def _read_fit(out: Any) -> _RFit | str:
         optimizer=chr_[0], fixef=dict(zip(fixed_names, beta.tolist(), strict=True)), blocks=blocks,
         warnings=warns, messages=msgs, conv_messages=conv, vcov=vcov, fixed_names=tuple(fixed_names),
         design_check=np.asarray(out[names.index("design")], dtype=float) if "design" in names else None,
+        lme4_theta=np.asarray(out[names.index("theta")], dtype=float) if "theta" in names else None,
+        feval_before=int(out[names.index("feval_before")][0]) if "feval_before" in names else 0,
     )
 
 
@@ -396,8 +400,12 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
                        "design (column sums or X'y)", engine="lme4")
 
 
+#: bobyqa's final trust-region radius on the tight path: the optimum to its last digits.
+_TIGHT_RHOEND = 1e-12
+
+
 class Lme4Engine:
-    """Fits through ``lme4::lmer`` with tight bobyqa settings (rhoend 1e-12)."""
+    """Fits through ``lme4::lmer``: its default optimizer, then a Newton polish (see fit_design)."""
 
     name = "lme4"
 
@@ -418,17 +426,68 @@ class Lme4Engine:
         return []
 
     def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
-                   column_prints: Mapping[str, tuple[Any, ...]] | None = None, rhoend: float = 1e-12,
+                   column_prints: Mapping[str, tuple[Any, ...]] | None = None, rhoend: float | None = None,
                    maxfun: int = 100_000, engine_vcov: bool = False) -> EngineFit:
         """Fit with lme4. ``data`` is the caller's frame: its columns are pushed to R once and
         reused while unchanged; ``frame`` (optional) is a view of it to read the columns from,
         ``column_prints`` (optional) its columns' fingerprints when the caller has them already.
 
+        By default lmer runs with its own default optimizer (nloptwrap), and hlmbridge polishes
+        that optimum with Newton steps on the analytic score
+        (:func:`hlmbridge.inference.polish.newton_polish`); where that cannot polish (a
+        boundary fit, no convergence), lmer refits with bobyqa to ``rhoend`` 1e-12. The
+        result's ``optimizer`` says which path was taken. ``rhoend=`` (e.g. 1e-12) asks for
+        bobyqa with that tolerance and no polish.
+
         ``engine_vcov=True`` also takes lme4's own ``vcov()`` for the fixed effects (by
-        default hlmbridge computes the same matrix itself, which saves lme4 ~2 ms a fit).
+        default hlmbridge computes the same matrix itself, which saves lme4 ~2 ms a fit); it
+        implies bobyqa (``rhoend`` 1e-12 unless given), so that lme4's matrix belongs to the
+        reported estimates.
         """
         if data is None:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
+        if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
+            raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
+        if engine_vcov and rhoend is None:
+            rhoend = _TIGHT_RHOEND
+        if rhoend is not None:
+            out, seconds, versions = self._run_lmer(design, data, frame, column_prints, rhoend, maxfun, engine_vcov)
+            settings = f"bobyqa, rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
+            return self._estimates(design, out, versions, seconds, settings)
+        out, seconds, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False)
+        if out.feval_before:  # lmer's default ended on a boundary; R finished with bobyqa from there
+            settings = (f"lmer's default optimizer ({out.feval_before} evaluations) ended on a boundary, then "
+                        f"bobyqa from its optimum, rhoend={_TIGHT_RHOEND:g}, calc.derivs=FALSE")
+            est = self._estimates(design, out, versions, seconds, settings)
+            return replace(est, extra={**est.extra, "feval": out.feval + out.feval_before})
+        est = self._estimates(design, out, versions, seconds, "lmer's default optimizer settings, calc.derivs=FALSE")
+        polished = None
+        if est.converged:
+            from hlmbridge.inference.polish import newton_polish
+
+            polished = newton_polish(design, est.theta)
+        if polished is not None:
+            inf = polished.inference
+            return replace(
+                est, beta=inf.beta_gls, theta=polished.theta, loglik=inf.loglik, inference=inf,
+                optimizer=(f"{est.optimizer} + Newton polish on the analytic score ({polished.steps} "
+                           f"step{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)"),
+                extra={**est.extra, "polish_steps": polished.steps, "polish_gain": polished.gain,
+                       "polish_move_se": polished.move_se, "lmer_loglik": est.loglik},
+            )
+        # Refit from lmer's own start, exactly as with rhoend=1e-12: where the likelihood has a
+        # ridge (variance parameters not identified) the point reported depends on the path.
+        why = "lmer did not converge" if not est.converged else "the Newton polish did not converge"
+        out2, seconds2, versions = self._run_lmer(design, data, frame, column_prints, _TIGHT_RHOEND, maxfun, False)
+        settings = f"bobyqa, rhoend={_TIGHT_RHOEND:g}, maxfun={maxfun:g}, calc.derivs=FALSE; refit: {why}"
+        tight = self._estimates(design, out2, versions, seconds + seconds2, settings)
+        return replace(tight, engine_seconds=out.elapsed + out2.elapsed,
+                       extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)})
+
+    def _run_lmer(self, design: Design, data: pd.DataFrame, frame: pd.DataFrame | None,
+                  column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float | None, maxfun: int,
+                  engine_vcov: bool) -> tuple[_RFit, float, dict[str, str]]:
+        """One ``hlmbridge_fit`` call in R (``rhoend`` None: lmer's default optimizer)."""
         session = _session()
         spec = design.spec
         ro = session.ro
@@ -459,14 +518,13 @@ class Lme4Engine:
                 full[design.rows] = design.offset_argument
                 offset = ro.FloatVector(full)
             t0 = time.perf_counter()
-            out = _read_fit(session.fit(rframe, formula, reml, factors, rows, rhoend, maxfun, engine_vcov,
-                                        weights, offset))
+            out = _read_fit(session.fit(rframe, formula, reml, factors, rows,
+                                        ro.NULL if rhoend is None else rhoend, maxfun, engine_vcov, weights, offset))
             seconds = time.perf_counter() - t0
         if isinstance(out, str):
             raise FitError(f"lme4 failed: {out}", engine=self.name)
-        settings = f"rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
         _check_design_parity(design, out)
-        return self._estimates(design, out, session.versions, seconds, settings)
+        return out, seconds, session.versions
 
     def _estimates(self, design: Design, out: _RFit, versions: dict[str, str], seconds: float,
                    settings: str) -> EngineFit:

@@ -38,10 +38,7 @@ def profiled_loglik(design: Design, theta: np.ndarray) -> float:
     if not _feasible(design, theta):
         return -np.inf
     try:
-        first = evaluate(design, np.zeros(design.n_fixed), theta)
-        if design.spec.reml:
-            return first.loglik
-        return evaluate(design, first.beta_gls, theta).loglik
+        return evaluate(design, None, theta).loglik
     except (FitError, np.linalg.LinAlgError, FloatingPointError):
         return -np.inf
 

@@ -152,8 +152,7 @@ class _Profiler:
         try:
             if self.lean:
                 return _ml_parts(self.design, theta)
-            first = evaluate(self.design, np.zeros(self.design.n_fixed), theta, reml=False)
-            at = evaluate(self.design, first.beta_gls, theta, reml=False)
+            at = evaluate(self.design, None, theta, reml=False)
         except (FitError, np.linalg.LinAlgError, FloatingPointError):
             return None
         if not np.isfinite(at.loglik):

@@ -284,7 +284,7 @@ def _hessian(fun: object, x: np.ndarray, h: np.ndarray, f0: float | None = None)
     return (4 * g1 - g2) / 3, (4 * H1 - H2) / 3
 
 
-def sparse_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
+def sparse_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
     """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design (same meaning,
     same result type), from the sparse random-effects system."""
     from hlmbridge.inference.stata_parity import finish_inference
@@ -308,7 +308,7 @@ def sparse_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     Vy = f.vinv(sd.y, s2)
     beta_gls0 = fixed_vcov @ (X.T @ Vy)
     beta_gls = beta_gls0 + sd.b0
-    b = beta_gls0 if reml else np.asarray(beta, dtype=float) - sd.b0
+    b = beta_gls0 if reml or beta is None else np.asarray(beta, dtype=float) - sd.b0
     r = sd.y - X @ b
     Vr = f.vinv(r, s2)
     quad = float(r @ Vr)
@@ -341,9 +341,14 @@ def sparse_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     Hf[:Kr, Kr] = Hf[Kr, :Kr] = -g / s2**2 - Hg @ rho / s2**2
     Hf[Kr, Kr] = -m / s2**2 + 2 * float(g @ rho) / s2**2 + float(rho @ Hg @ rho) / s2**2
     info = 0.5 * Hf + quad_terms
+    # Score: -d(log|V| [+ log|X'V^-1X|])/dtheta / 2 + r'V^-1 V_k V^-1 r / 2.
+    grad_logdet = np.empty(K)
+    grad_logdet[:Kr] = g / s2
+    grad_logdet[Kr] = m / s2 - float(g @ rho) / s2
+    score = 0.5 * (cols.T @ Vr - grad_logdet)
     if reml:
         sign, logdet_x = np.linalg.slogdet(XtVX)
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
     else:
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    return finish_inference(design, loglik, beta_gls, fixed_vcov, info)
+    return finish_inference(design, loglik, beta_gls, fixed_vcov, info, score)

@@ -113,7 +113,7 @@ def level_covariances(design: Design, theta: np.ndarray) -> list[np.ndarray]:
 
 
 def finish_inference(design: Design, loglik: float, beta_gls: np.ndarray, fixed_vcov: np.ndarray,
-                     info: np.ndarray) -> Inference:
+                     info: np.ndarray, score: np.ndarray) -> Inference:
     """The common tail of every evaluation: the weights' log-likelihood term, a symmetric
     information and its inverse (NaN when singular)."""
     if design.weights is not None:
@@ -123,7 +123,7 @@ def finish_inference(design: Design, loglik: float, beta_gls: np.ndarray, fixed_
         random_vcov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         random_vcov = np.full(info.shape, np.nan)
-    return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info)
+    return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info, np.asarray(score, dtype=float))
 
 
 def lme4_block_name(design: Design, param: VarianceParam) -> str:
@@ -153,13 +153,20 @@ def theta_from_matrices(design: Design, covariances: list[np.ndarray], sigma2: f
 
 @dataclass(frozen=True)
 class Inference:
-    """What the observed information says at one set of estimates."""
+    """What the observed information says at one set of estimates.
+
+    ``score`` is the gradient of the log likelihood in the variance parameters (ML: with the
+    fixed effects at the ``beta`` evaluated at; REML: of the restricted log likelihood); at the
+    GLS fixed effects it is the gradient of the profiled log likelihood, whose Hessian is
+    minus ``information``.
+    """
 
     loglik: float
     beta_gls: np.ndarray
     fixed_vcov: np.ndarray
     random_vcov: np.ndarray
     information: np.ndarray
+    score: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,11 +280,12 @@ def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
-def evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool | None = None) -> Inference:
-    """Log likelihood and Stata's covariance matrices at ``beta`` and ``theta``.
+def evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool | None = None) -> Inference:
+    """Log likelihood, its score and Stata's covariance matrices at ``beta`` and ``theta``.
 
     ``theta`` is in :func:`variance_parameters` order. For ML the log likelihood is
-    evaluated at ``beta``; for REML (``reml`` defaults to the spec's method) it is the
+    evaluated at ``beta`` (``None``: at the GLS estimate for ``theta``, i.e. the profiled
+    log likelihood); for REML (``reml`` defaults to the spec's method) it is the
     restricted log likelihood on lme4's scale, which depends on ``theta`` only.
 
     Everything is computed from per-block cross-products with the Woodbury identity
@@ -312,12 +320,11 @@ def woodbury(bl: _Blocks, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndar
     return s2, D, A, W
 
 
-def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml: bool) -> Inference:
+def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> Inference:
     """The closed forms of :func:`evaluate` on per-block cross-products (dense blocks)."""
     bl = _blocks(design)
     n = design.nobs
     p = design.n_fixed
-    beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
     s2, D, A, W = woodbury(bl, theta)
     Kr = len(theta) - 1
@@ -339,7 +346,7 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
         raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
     beta_gls0 = fixed_vcov @ XtVy  # GLS estimate for y - X b0
     beta_gls = beta_gls0 + bl.b0
-    b = beta_gls0 if reml else beta - bl.b0
+    b = beta_gls0 if reml or beta is None else np.asarray(beta, dtype=float) - bl.b0
     Zr = bl.Zy - ZX @ b
     Xr = bl.Xy - XX @ b
     rr = bl.yy - 2 * bl.Xy @ b + np.einsum("p,bpq,q->b", b, XX, b)
@@ -381,6 +388,11 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     S[Kr, Kr] = trV2
     Bq[Kr, Kr] = wVw
     Xb[Kr] = sx.sum(axis=0)
+    # Score: -tr(V^-1 V_k) / 2 + r'V^-1 V_k V^-1 r / 2 (REML: P for V^-1 in the trace).
+    tr_v = np.array([float(np.sum(E[k] * Pzz)) for k in range(Kr)] +
+                    [float(np.sum(bl.n - np.einsum("bij,bji->b", W, M)) / s2)])
+    quad_k = np.array([float(np.sum(e[k] * u)) for k in range(Kr)] +
+                      [float(np.sum(rr - quad_form(W2, Zr, Zr)) / s2**2)])
 
     if reml:
         C = np.zeros((K, p, p))
@@ -394,6 +406,7 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
             T[Kr, k] = T[k, Kr].T
         C[Kr] = Sxx.sum(axis=0)
         T[Kr, Kr] = Txx3
+        tr_v = tr_v - np.array([np.trace(fixed_vcov @ C[k]) for k in range(K)])
         info = np.empty((K, K))
         Av = fixed_vcov
         for k in range(K):
@@ -406,7 +419,8 @@ def _dense_evaluate(design: Design, beta: np.ndarray, theta: np.ndarray, *, reml
     else:
         info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    return finish_inference(design, loglik, beta_gls, fixed_vcov, info)
+    score = 0.5 * (quad_k - tr_v)
+    return finish_inference(design, loglik, beta_gls, fixed_vcov, info, score)
 
 
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:

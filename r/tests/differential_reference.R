@@ -24,7 +24,7 @@ diffref_control <- function(check_rank = TRUE) {
 ## Build the call lmer(formula, data = data, ...) (or lFormula) with the user's argument
 ## expressions, evaluated the way lmer evaluates them (in the data).
 diffref_call <- function(fun, data, formula, REML, weights = NULL, offset = NULL, subset = NULL,
-                         na_action = NULL, control) {
+                         na_action = NULL, control, start = NULL) {
   ## The formula's environment: a fresh one whose parent is this file's (private)
   ## environment, so R's functions (log, poly, scale, relevel ...) are found on the search
   ## path and nothing is ever looked up in, or written to, a caller's variables.
@@ -34,6 +34,7 @@ diffref_call <- function(fun, data, formula, REML, weights = NULL, offset = NULL
   if (!is.null(offset)) args$offset <- str2lang(offset)
   if (!is.null(subset)) args$subset <- str2lang(subset)
   if (!is.null(na_action)) args$na.action <- as.name(na_action)
+  if (!is.null(start)) args$start <- list(theta = start)
   cl <- as.call(c(list(fun), args))
   eval(cl, list(data = data), environment())
 }
@@ -74,14 +75,20 @@ diffref_model_matrix <- function(data, formula, REML = TRUE, weights = NULL, off
   )
 }
 
-## An lmer fit with tight bobyqa settings: log likelihood, fixed effects with SEs, and the
-## rows of as.data.frame(VarCorr(fit)).
+## An lmer fit with tight bobyqa settings, polished by a second run from its optimum
+## (reference_polish in reference_fit.R, sourced first): log likelihood, fixed effects with SEs, and the rows of
+## as.data.frame(VarCorr(fit)).
 diffref_lmer <- function(data, formula, REML = TRUE, weights = NULL, offset = NULL,
                          subset = NULL, na_action = NULL) {
   out <- diffref_quietly(diffref_call(quote(lme4::lmer), data, formula, REML, weights, offset,
                                       subset, na_action, diffref_control()))
   fit <- out$value
   if (inherits(fit, "diffref_error")) return(list(error = fit$error))
+  fit <- reference_polish(fit, function(control, start) {
+    again <- diffref_call(quote(lme4::lmer), data, formula, REML, weights, offset, subset, na_action,
+                          control, start = start$theta)
+    again
+  })
   fe <- lme4::fixef(fit)
   vc <- as.data.frame(lme4::VarCorr(fit))
   list(

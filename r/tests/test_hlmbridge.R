@@ -50,6 +50,22 @@ stopifnot(abs(res3$num[1] - as.numeric(logLik(ref3))) < 1e-7)
 X <- lme4::getME(ref3, "X")
 stopifnot(max(abs(res3$design - c(colSums(X), colSums(X * X), crossprod(X, lme4::getME(ref3, "y"))))) < 1e-8)
 
+## rhoend = NULL: lmer's default optimizer (nloptwrap); on a boundary it finishes with tight
+## bobyqa from that optimum, which reaches the same optimum as tight bobyqa from lmer's start.
+res4 <- env$hlmbridge_fit(d, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml = TRUE, rhoend = NULL)
+stopifnot(res4$chr[1] == "nloptwrap", res4$feval_before == 0)
+stopifnot(abs(res4$num[1] - as.numeric(logLik(ref))) < 1e-6)
+set.seed(1)
+d5 <- env$hlmbridge_frame(list(y = rnorm(120), x = rnorm(120), g = gl(12, 10)))
+res5 <- env$hlmbridge_fit(d5, "y ~ 1 + x + (1 + x | g)", reml = FALSE, rhoend = NULL)
+ref5 <- lme4::lmer(y ~ x + (x | g), d5, REML = FALSE, control = env$hlmbridge_control())
+stopifnot(lme4::isSingular(ref5), res5$feval_before > 0, res5$chr[1] == "bobyqa")
+stopifnot(abs(res5$num[1] - as.numeric(logLik(ref5))) < 1e-8)
+## The covariance matrix (not lme4's theta: with a zero intercept variance the correlation
+## is not identified, and theta may sit anywhere on that ridge).
+G5 <- unclass(lme4::VarCorr(ref5))$g
+stopifnot(max(abs(res5$num[10:13] - as.numeric(G5))) < 1e-6 * max(abs(G5)))
+
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
 cat("r/tests/test_hlmbridge.R: all checks passed\n")
