@@ -298,12 +298,19 @@ def evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml
     random-effects system instead of one dense block as wide as all its effects).
     """
     reml = design.spec.reml if reml is None else reml
-    if any(not ld.nested for ld in design.levels[1:]) and \
-            sum(ld.n_groups * ld.Z.shape[1] for ld in design.levels) > _DENSE_CROSSED_MAX:
+    if uses_sparse_algebra(design):
         from hlmbridge.inference.sparse import sparse_evaluate
 
         return sparse_evaluate(design, beta, theta, reml=reml)
     return _dense_evaluate(design, beta, theta, reml=reml)
+
+
+def uses_sparse_algebra(design: Design) -> bool:
+    """Whether :func:`evaluate` takes the sparse path (a crossed design with more than
+    ``_DENSE_CROSSED_MAX`` random effects), where one evaluation costs a dozen sparse
+    factorizations (tens of deviance evaluations of lmer's)."""
+    return any(not ld.nested for ld in design.levels[1:]) and \
+        sum(ld.n_groups * ld.Z.shape[1] for ld in design.levels) > _DENSE_CROSSED_MAX
 
 
 def woodbury(bl: _Blocks, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
