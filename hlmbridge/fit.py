@@ -24,7 +24,8 @@ from hlmbridge.design.cache import FrameCache, fingerprints
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
 from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
-from hlmbridge.inference.stata_parity import evaluate, linear_loglik, lme4_block_name, variance_parameters
+from hlmbridge.inference.stata_parity import (evaluate, linear_loglik, lme4_block_name, not_identified,
+                                              variance_parameters)
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
 
@@ -236,6 +237,10 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
             warns.append(f"{n1} group(s) of {ld.name!r} have a single observation")
     if design.n_dropped:
         warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
+    if not_identified(inf.information):
+        warns.append("the variance parameters are not all identified by these data (their information matrix is "
+                     "singular): another optimizer can report other values with the same log likelihood, and "
+                     "their standard errors are not reported")
     if abs(inf.loglik - est.loglik) > 1e-4 * max(1.0, abs(est.loglik)) and not spec.reml:
         warns.append(
             f"the engine's log likelihood ({est.loglik:.6f}) differs from hlmbridge's evaluation "

@@ -38,8 +38,8 @@ import numpy as np
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
 
-__all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "lme4_block_name", "theta_from_matrices",
-           "variance_parameters"]
+__all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "lme4_block_name", "not_identified",
+           "theta_from_matrices", "uses_sparse_algebra", "variance_parameters"]
 
 
 
@@ -123,7 +123,26 @@ def finish_inference(design: Design, loglik: float, beta_gls: np.ndarray, fixed_
         random_vcov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         random_vcov = np.full(info.shape, np.nan)
+    if not_identified(info):  # inv() of a numerically singular matrix is rounding noise
+        random_vcov = np.full(info.shape, np.nan)
     return Inference(float(loglik), beta_gls, fixed_vcov, random_vcov, info, np.asarray(score, dtype=float))
+
+
+def not_identified(information: np.ndarray) -> bool:
+    """Whether the information of the variance parameters is singular to working precision
+    (its correlation form has an eigenvalue below 1e-10): some combination of them does not
+    change the likelihood, e.g. ``(1 | g) + (0 + f | g)`` with a factor ``f`` whose indicators
+    add up to the intercept. Such parameters have no standard errors, and another optimizer can
+    report other values at the same log likelihood.
+
+    >>> not_identified(np.array([[1.0, 1.0], [1.0, 1.0]])), not_identified(np.eye(2))
+    (True, False)
+    """
+    d = np.diag(information)
+    if not np.all(np.isfinite(information)) or np.any(d <= 0):
+        return False
+    s = 1.0 / np.sqrt(d)
+    return bool(np.linalg.eigvalsh(information * s[:, None] * s[None, :]).min() < 1e-10)
 
 
 def lme4_block_name(design: Design, param: VarianceParam) -> str:
