@@ -56,14 +56,15 @@ hlmbridge_formula_env <- function() {
 ## own `weights=` and `offset=` arguments. The rows are given to lmer as `subset=`, so R
 ## evaluates the formula's variables on the whole data as R itself would.
 ## Optimizer: `rhoend` NULL means lmer's default optimizer, followed (only when that ends on
-## a boundary) by tight bobyqa restarted from its optimum; a number means bobyqa to that
-## tolerance from lmer's usual start.
+## a boundary, and `boundary_restart` is TRUE) by tight bobyqa restarted from its optimum; a
+## number means bobyqa to that tolerance from lmer's usual start. (hlmbridge's Python side
+## first polishes a boundary fit itself, and asks for the restart only where that fails.)
 ## The result also holds lme4's `theta` and `feval_before`, the evaluations spent before the
 ## final optimizer run.
 ## Returns a plain list; an lme4 error comes back as list(error = message), never as an R error.
 hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
                           rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE,
-                          weights = NULL, offset = NULL) {
+                          weights = NULL, offset = NULL, boundary_restart = TRUE) {
   warns <- character()
   msgs <- character()
   d <- data
@@ -114,7 +115,7 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   feval_before <- 0
   ## lmer's default optimizer ended on a boundary (a zero variance or a correlation of +-1),
   ## where hlmbridge's Newton polish cannot work: finish with tight bobyqa from that optimum.
-  if (is.null(rhoend) && !inherits(fit, "error") && lme4::isSingular(fit)) {
+  if (boundary_restart && is.null(rhoend) && !inherits(fit, "error") && lme4::isSingular(fit)) {
     feval_before <- fit@optinfo$feval
     warns <- character()
     msgs <- character()

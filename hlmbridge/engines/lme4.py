@@ -434,9 +434,11 @@ class Lme4Engine:
 
         By default lmer runs with its own default optimizer (nloptwrap), and hlmbridge polishes
         that optimum with Newton steps on the analytic score
-        (:func:`hlmbridge.inference.polish.newton_polish`); a boundary fit is finished in R by
-        bobyqa from that optimum, and where the polish refuses lmer refits with bobyqa to
-        ``rhoend`` 1e-12 (so does a large crossed design, whose Newton steps would cost more). The
+        (:func:`hlmbridge.inference.polish.newton_polish`; on a boundary fit
+        :func:`~hlmbridge.inference.polish.newton_polish_boundary`, in lme4's parameters). Where
+        that refuses, a boundary fit is finished in R by bobyqa from lmer's optimum, and any
+        other fit is refitted with bobyqa to ``rhoend`` 1e-12 (so is a large crossed design,
+        whose Newton steps would cost more). The
         result's ``optimizer`` says which path was taken. ``rhoend=`` (e.g. 1e-12) asks for
         bobyqa with that tolerance and no polish.
 
@@ -458,23 +460,28 @@ class Lme4Engine:
             out, seconds, versions = self._run_lmer(design, data, frame, column_prints, rhoend, maxfun, engine_vcov)
             settings = f"bobyqa, rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
             return self._estimates(design, out, versions, seconds, settings)
-        out, seconds, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False)
-        if out.feval_before:  # lmer's default ended on a boundary; R finished with bobyqa from there
-            settings = (f"lmer's default optimizer ({out.feval_before} evaluations) ended on a boundary, then "
-                        f"bobyqa from its optimum, rhoend={_TIGHT_RHOEND:g}, calc.derivs=FALSE")
-            est = self._estimates(design, out, versions, seconds, settings)
-            return replace(est, extra={**est.extra, "feval": out.feval + out.feval_before})
+        out, seconds, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False,
+                                                boundary_restart=False)
         est = self._estimates(design, out, versions, seconds, "lmer's default optimizer settings, calc.derivs=FALSE")
         polished = None
         if est.converged:
-            from hlmbridge.inference.polish import newton_polish
+            from hlmbridge.inference.polish import newton_polish, newton_polish_boundary
 
-            polished = newton_polish(design, est.theta)
+            polished = (newton_polish_boundary if est.singular else newton_polish)(design, est.theta)
+        if polished is None and est.singular and est.converged:
+            # lmer's default ended on a boundary that the polish could not finish: R restarts
+            # bobyqa from that optimum.
+            out, seconds2, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False)
+            settings = (f"lmer's default optimizer ({out.feval_before} evaluations) ended on a boundary, then "
+                        f"bobyqa from its optimum, rhoend={_TIGHT_RHOEND:g}, calc.derivs=FALSE")
+            est2 = self._estimates(design, out, versions, seconds + seconds2, settings)
+            return replace(est2, extra={**est2.extra, "feval": out.feval + out.feval_before})
         if polished is not None:
             inf = polished.inference
             return replace(
                 est, beta=inf.beta_gls, theta=polished.theta, loglik=inf.loglik, inference=inf,
-                optimizer=(f"{est.optimizer} + Newton polish on the analytic score ({polished.steps} "
+                optimizer=(f"{est.optimizer} + Newton polish on the analytic score"
+                           f"{' in lme4 parameters, on the boundary' if est.singular else ''} ({polished.steps} "
                            f"step{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)"),
                 extra={**est.extra, "polish_steps": polished.steps, "polish_gain": polished.gain,
                        "polish_move_se": polished.move_se, "lmer_loglik": est.loglik},
@@ -490,8 +497,9 @@ class Lme4Engine:
 
     def _run_lmer(self, design: Design, data: pd.DataFrame, frame: pd.DataFrame | None,
                   column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float | None, maxfun: int,
-                  engine_vcov: bool) -> tuple[_RFit, float, dict[str, str]]:
-        """One ``hlmbridge_fit`` call in R (``rhoend`` None: lmer's default optimizer)."""
+                  engine_vcov: bool, *, boundary_restart: bool = True) -> tuple[_RFit, float, dict[str, str]]:
+        """One ``hlmbridge_fit`` call in R (``rhoend`` None: lmer's default optimizer;
+        ``boundary_restart``: R finishes a boundary fit with bobyqa from that optimum)."""
         session = _session()
         spec = design.spec
         ro = session.ro
@@ -523,7 +531,8 @@ class Lme4Engine:
                 offset = ro.FloatVector(full)
             t0 = time.perf_counter()
             out = _read_fit(session.fit(rframe, formula, reml, factors, rows,
-                                        ro.NULL if rhoend is None else rhoend, maxfun, engine_vcov, weights, offset))
+                                        ro.NULL if rhoend is None else rhoend, maxfun, engine_vcov, weights, offset,
+                                        boundary_restart))
             seconds = time.perf_counter() - t0
         if isinstance(out, str):
             raise FitError(f"lme4 failed: {out}", engine=self.name)

@@ -123,3 +123,168 @@ def _standard_errors(inf: Inference) -> np.ndarray | None:
     if not np.all(np.isfinite(var)) or np.any(var <= 0):
         return None
     return np.sqrt(var)
+
+
+# ------------------------------------------------------------------ boundary fits
+#
+# A boundary (singular) fit has a rank-deficient random-effects covariance: a zero variance
+# or a correlation of +-1. The Newton steps above, in the variance parameters, would leave
+# the positive semi-definite cone there. lme4's own parameters, the relative Cholesky
+# factors (G = s2 L L' per correlated block, with the zero pivots of L held at zero), have no
+# such edge: every L gives a valid G. newton_polish_boundary() polishes in them, with the
+# chain rule taking the score and information from the variance parameters' closed forms.
+
+
+@dataclass(frozen=True)
+class _Coordinate:
+    block: int  # index into the layout: (level, the block's columns in lme4 term order)
+    i: int
+    j: int  # position in the block's lower triangle (i >= j)
+
+
+def _block_layout(design: Design) -> list[tuple[int, tuple[int, ...]]] | None:
+    out = []
+    for li, ld in enumerate(design.levels):
+        q = ld.Z.shape[1]
+        if ld.cov in ("identity", "exchangeable") and q > 1:
+            return None  # shared parameters: no Cholesky factor per block
+        blocks = ld.blocks or (tuple(range(q)),)
+        out.extend((li, tuple(b)) for b in blocks)
+    return out
+
+
+def _psd_cholesky(g: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangular L with L L' = g for a positive semi-definite g, and which pivots are zero
+    (their columns are set to zero; the remaining columns absorb them)."""
+    m = g.shape[0]
+    L = np.zeros((m, m))
+    zero = np.zeros(m, dtype=bool)
+    for j in range(m):
+        d = g[j, j] - L[j, :j] @ L[j, :j]
+        if d <= tol:
+            zero[j] = True
+            continue
+        L[j, j] = np.sqrt(d)
+        L[j + 1:, j] = (g[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return L, zero
+
+
+def newton_polish_boundary(design: Design, theta0: np.ndarray, *, max_steps: int = 8,
+                           max_move_se: float = 0.01) -> Polished | None:
+    """:func:`newton_polish` for a boundary fit: Newton steps in lme4's parameters (relative
+    Cholesky factors, zero pivots held at zero, and the residual variance). None when it cannot
+    polish, or when moving a zero pivot off zero would raise the log likelihood (then the
+    optimum is not on this boundary)."""
+    from hlmbridge.inference.stata_parity import level_covariances, theta_from_matrices
+
+    layout = _block_layout(design)
+    if layout is None:
+        return None
+    theta0 = np.asarray(theta0, dtype=float)
+    s2 = float(theta0[-1])
+    if not s2 > 0:
+        return None
+    covs = level_covariances(design, theta0)
+    factors: list[np.ndarray] = []
+    coords: list[_Coordinate] = []
+    fixed_pivots: list[tuple[int, int]] = []  # (block, pivot) held at zero
+    for b, (li, cols) in enumerate(layout):
+        g = covs[li][np.ix_(cols, cols)] / s2
+        scale = max(1.0, float(np.max(np.abs(np.diag(g)))))
+        L, zero = _psd_cholesky(g, 1e-10 * scale)
+        factors.append(L)
+        for j in range(len(cols)):
+            if zero[j]:
+                fixed_pivots.append((b, j))
+                continue
+            coords.extend(_Coordinate(b, i, j) for i in range(j, len(cols)))
+
+    def params(Ls: list[np.ndarray], s2_: float) -> np.ndarray:
+        mats = [np.zeros_like(c) for c in covs]
+        for (li, cols), L in zip(layout, Ls, strict=True):
+            mats[li][np.ix_(cols, cols)] = s2_ * (L @ L.T)
+        return theta_from_matrices(design, mats, s2_)
+
+    def project(block: int, dG: np.ndarray, ds2: float) -> np.ndarray:
+        mats = [np.zeros_like(c) for c in covs]
+        li, cols = layout[block]
+        mats[li][np.ix_(cols, cols)] = dG
+        return theta_from_matrices(design, mats, ds2)
+
+    def unpack(u: np.ndarray) -> tuple[list[np.ndarray], float]:
+        Ls = [L.copy() for L in factors]
+        for k, c in enumerate(coords):
+            Ls[c.block][c.i, c.j] = u[k]
+        return Ls, float(u[-1])
+
+    def derivatives(u: np.ndarray, inf: Inference) -> tuple[np.ndarray, np.ndarray]:
+        """Score and Hessian of the log likelihood in ``u`` (chain rule through G = s2 L L')."""
+        Ls, s2_ = unpack(u)
+        K = len(coords) + 1
+        J = np.zeros((len(theta0), K))
+        second = np.zeros((K, K, len(theta0)))
+        units = []
+        for k, c in enumerate(coords):
+            b = c.block
+            E = np.zeros_like(Ls[b])
+            E[c.i, c.j] = 1.0
+            units.append((b, E))
+            d_L = E @ Ls[b].T + Ls[b] @ E.T
+            J[:, k] = project(b, s2_ * d_L, 0.0)
+            second[k, K - 1] = second[K - 1, k] = project(b, d_L, 0.0)
+        J[-1, K - 1] = 1.0
+        for k, (b, Ek) in enumerate(units):
+            for l in range(k, len(units)):
+                bl_, El = units[l]
+                if bl_ != b:
+                    continue
+                d2 = s2_ * (Ek @ El.T + El @ Ek.T)
+                second[k, l] = second[l, k] = project(b, d2, 0.0)
+        for b in range(len(layout)):  # dG/ds2 = L L' for every block
+            J[:, K - 1] += project(b, Ls[b] @ Ls[b].T, 0.0)
+        score = J.T @ inf.score
+        hess = -J.T @ inf.information @ J + np.einsum("klp,p->kl", second, inf.score)
+        return score, hess
+
+    u = np.array([factors[c.block][c.i, c.j] for c in coords] + [s2])
+    inf = _at(design, params(*unpack(u)))
+    if inf is None:
+        return None
+    start_ll = inf.loglik
+    u0 = u.copy()
+    se_u = None
+    for step_no in range(max_steps + 1):
+        score, hess = derivatives(u, inf)
+        try:
+            chol = np.linalg.cholesky(-hess)
+        except np.linalg.LinAlgError:
+            return None
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, score))
+        if se_u is None:
+            inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(len(u))))
+            se_u = np.sqrt(np.diag(inv))
+        small = bool(np.all(np.abs(step) <= STEP_TOLERANCE * np.maximum(np.abs(u), se_u)))
+        if step_no >= 1 and small:
+            break
+        if step_no == max_steps:
+            return None
+        for t in (1.0, 0.5, 0.25):
+            trial = u + t * step
+            trial_inf = _at(design, params(*unpack(trial)))
+            if trial_inf is not None and trial_inf.loglik >= inf.loglik - 1e-12 * abs(inf.loglik):
+                u, inf = trial, trial_inf
+                break
+        else:
+            return None
+    move = float(np.max(np.abs(u - u0) / se_u))
+    if move > max_move_se:
+        return None
+    # On the boundary for a reason: a zero pivot moved off zero must not raise the likelihood.
+    Ls, s2_ = unpack(u)
+    for b, j in fixed_pivots:
+        trial = [L.copy() for L in Ls]
+        trial[b][j, j] = 1e-3 * max(1.0, float(np.max(np.abs(np.diag(Ls[b])))))
+        off = _at(design, params(trial, s2_))
+        if off is not None and off.loglik > inf.loglik + 1e-12 * max(1.0, abs(inf.loglik)):
+            return None
+    return Polished(params(Ls, s2_), inf, step_no, inf.loglik - start_ll, move)
