@@ -1,11 +1,13 @@
 """The statsmodels engine: ``MixedLM`` on hlmbridge's own design matrices.
 
 statsmodels gets exactly the X, Z and groups the other engines get (no formula
-re-parsing). Optimizer strategy: Powell with tight tolerances — statsmodels' default
-chain stops short or fails on the seed's models (and ``lbfgs`` alone is broken on
-random-intercept ML fits, statsmodels issue 10239); when Powell does not report
-convergence, Nelder–Mead is tried as well. BFGS then polishes the better answer, judged
-on the gradient; the polish is kept only when it converged to a higher log likelihood.
+re-parsing). Optimizer strategy (issue 13): Newton's method on MixedLM's own profiled log
+likelihood, with its analytic score and Hessian, from moment start values. statsmodels'
+default chain stops short or fails on the seed's models (and ``lbfgs`` alone is broken on
+random-intercept ML fits, statsmodels issue 10239). Where Newton does not converge, or
+hlmbridge's own likelihood still rises nearby, the derivative-free chain runs: Powell with
+tight tolerances, Nelder–Mead when Powell does not report convergence, and a BFGS polish
+of the better answer, kept only when it converged to a higher log likelihood.
 
 Examples
 --------
@@ -35,7 +37,11 @@ __all__ = ["StatsmodelsEngine"]
 _POWELL = {"ftol": 1e-12, "maxiter": 50_000}
 _NELDER_MEAD = {"maxiter": 50_000}
 _POLISH = {"gtol": 1e-9, "maxiter": 2_000}
-_ROUGH = {"ftol": 1e-4, "maxiter": 50_000}
+_NEWTON_ITERATIONS = 60
+#: MixedLM's GLS step (``get_fe_params``) switches to a pseudo-inverse, and its likelihood
+#: jumps, where an eigenvalue of the random-effects covariance over the residual variance
+#: (or a variance component's) falls below 1e-10; Newton's steps stay above this.
+_EVALUABLE = 1.01e-10
 
 
 class StatsmodelsEngine:
@@ -96,8 +102,8 @@ class StatsmodelsEngine:
         ``data``, ``frame`` and ``column_prints`` are the reuse hints every engine is given
         (``engines.base.FIT_CONTEXT``); this engine fits the design's arrays and needs none.
 
-        ``max_iterations`` caps every optimizer's iterations (default: 50,000 for
-        Powell and Nelder-Mead, 2,000 for the BFGS polish).
+        ``max_iterations`` caps every optimizer's iterations (default: 60 Newton steps,
+        50,000 for Powell and Nelder-Mead, 2,000 for the BFGS polish).
         """
         cap = {} if max_iterations is None else {"maxiter": int(max_iterations)}
         import statsmodels
@@ -129,23 +135,19 @@ class StatsmodelsEngine:
         t0 = time.perf_counter()
         from hlmbridge.inference.optimum import likelihood_gain
 
-        # Issue 13: a cheap first pass (Powell to a loose relative tolerance), then BFGS with
-        # MixedLM's analytic score from there. Kept only where BFGS converged on the gradient
-        # and hlmbridge's own likelihood finds no better point nearby (gain <= 1e-8).
-        # Otherwise (a flat likelihood near a singular fit, a stalled line search) the tight
-        # derivative-free chain runs exactly as before, from MixedLM's own start (started from
-        # the first pass's answer instead it stops elsewhere on such a flat ridge: measured
-        # 1.6e-7 lower in the log likelihood on a seed model).
-        rough = self._run(model, design.spec.reml, "powell", {**_ROUGH, **cap}, None, tried)
-        if rough is not None:
-            first = self._run(model, design.spec.reml, "bfgs", {**_POLISH, **cap}, rough[0].params_object, tried)
-            if first is not None and first[0].converged:
-                est = self._estimates(design, first[0], "powell(ftol=1e-4)+bfgs", first[2], vc_names,
-                                      time.perf_counter() - t0, statsmodels.__version__)
-                gain = likelihood_gain(design, est.theta)
-                if gain <= 1e-8:
-                    return est
-                tried.append(f"bfgs: the log likelihood still rises by {gain:.3g} nearby")
+        # Issue 13: Newton's method with MixedLM's analytic score and Hessian, from moment
+        # start values; kept where it converged and hlmbridge's own likelihood finds no better
+        # point nearby (gain <= 1e-8). Otherwise the tight derivative-free chain runs as
+        # before, from MixedLM's own start.
+        newton = _newton_fit(model, design.spec.reml,
+                             _NEWTON_ITERATIONS if max_iterations is None else int(max_iterations), tried)
+        if newton is not None:
+            est = self._estimates(design, newton[0], newton[1], newton[2], vc_names, time.perf_counter() - t0,
+                                  statsmodels.__version__)
+            gain = likelihood_gain(design, est.theta)
+            if gain <= 1e-8:
+                return est
+            tried.append(f"newton: the log likelihood still rises by {gain:.3g} nearby")
         best = self._run(model, design.spec.reml, "powell", {**_POWELL, **cap}, None, tried)
         if best is None or not best[0].converged:
             alt = self._run(model, design.spec.reml, "nm", {**_NELDER_MEAD, **cap}, None, tried)
@@ -211,7 +213,7 @@ class StatsmodelsEngine:
             components += [(li, j) for j in range(ld.Z.shape[1])]
         for ci, (li, j) in enumerate(components):
             ld = design.levels[li]
-            name = f"vc{ci}"
+            name = f"vc{ci:06d}"  # MixedLM orders components by name: vc10 would come before vc2
             mats = {}
             Zs = scaled(ld.Z)
             for g, rows in enumerate(splits):
@@ -288,3 +290,308 @@ def _is_singular(covs: list[np.ndarray], tol: float = 1e-6) -> bool:
         if off.size and np.any(np.abs(off) > 1 - tol):
             return True
     return False
+
+
+class _NewtonOptimum:
+    """The parts of a ``MixedLMResults`` that ``_estimates`` reads, at Newton's optimum.
+
+    Every number is MixedLM's own: its GLS fixed effects (``get_fe_params``), residual
+    variance (``get_scale``) and profiled log likelihood (``loglike``) at the covariance
+    parameters Newton's method found.
+    """
+
+    def __init__(self, model: Any, packed: np.ndarray, llf: float) -> None:
+        from statsmodels.regression.mixed_linear_model import MixedLMParams
+
+        params = MixedLMParams.from_packed(packed, model.k_fe, model.k_re, True, has_fe=False)
+        self.fe_params, _ = model.get_fe_params(params.cov_re, params.vcomp)
+        self.scale = float(model.get_scale(self.fe_params, params.cov_re, params.vcomp))
+        self.cov_re = self.scale * params.cov_re
+        self.vcomp = self.scale * params.vcomp
+        self.llf = float(llf)
+        self.converged = True
+
+
+def _newton_fit(model: Any, reml: bool, max_iterations: int,
+                tried: list[str]) -> tuple[_NewtonOptimum, str, tuple[str, ...]] | None:
+    """Newton's method on MixedLM's profiled log likelihood in its Cholesky (``use_sqrt``)
+    parametrization, or None where it did not converge (the reason is appended to ``tried``).
+
+    The parametrization keeps every covariance matrix positive semi-definite, and a singular
+    fit (a variance at 0, a correlation at +-1) is a stationary point inside it. Each step
+    solves with the analytic Hessian (``_score_hessian``; eigenvalues of the wrong sign
+    flipped, so the step always ascends) and is halved until the log likelihood rises.
+    Converged: at a concave point, a Newton step that changes no parameter by more than 1e-7
+    of its size (the step is then taken), or a decrement g'(-H)^-1 g (twice the gain of a
+    full step) below 1e-15 (1e-10 where rounding stops any further rise).
+
+    At a singular optimum MixedLM cannot evaluate the likelihood on the boundary itself
+    (``_EVALUABLE``): steps are shortened to stay inside, the pivots at that limit are then
+    held while the other parameters move, and Newton stops once the others have converged
+    (their decrement below 1e-9) and what is left to gain by crossing the limit is below
+    5e-8 (decrement 1e-7). On the seed's two singular models this ends 7e-9 below lme4's
+    optimum (the Powell chain before: 4.3e-8 and 3.2e-8).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _prepare(model, reml)
+            packed, llf, how = _newton(model, _moment_start(model), max_iterations)
+            answer = None if packed is None else _NewtonOptimum(model, packed, llf)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError, AttributeError) as exc:
+            tried.append(f"newton: {type(exc).__name__}: {exc}")
+            return None
+    if answer is None or not np.isfinite(answer.llf):
+        tried.append(f"newton: {how}")
+        return None
+    tried.append(f"newton: llf={answer.llf:.6f} {how}")
+    return answer, f"newton ({how})", tuple(dict.fromkeys(str(w.message) for w in caught))
+
+
+def _prepare(model: Any, reml: bool) -> None:
+    """Set what ``MixedLM.fit`` sets before it evaluates the likelihood (no penalties, all
+    parameters free)."""
+    model.reml = reml
+    model.cov_pen = None
+    model.fe_pen = None
+    model._freepat = None
+    model._cov_sing = 0
+
+
+def _newton(model: Any, start: np.ndarray, max_iterations: int) -> tuple[np.ndarray | None, float, str]:
+    """(packed parameters or None, profiled log likelihood, how it ended); see ``_newton_fit``."""
+    k2 = model.k_re * (model.k_re + 1) // 2
+    rows, cols = np.tril_indices(model.k_re)
+    pivots = np.concatenate([np.flatnonzero(rows == cols), np.arange(k2, k2 + model.k_vc)])
+    p = _canonical(start, model.k_re)
+    if _smallest(model, p) < _EVALUABLE:
+        p = _canonical(np.concatenate([np.eye(model.k_re)[np.tril_indices(model.k_re)], np.ones(model.k_vc)]),
+                       model.k_re)
+    f = float(model.loglike(p))
+    stalled = False  # the last step gained nothing
+    limit = "converged in {} steps at the limit of MixedLM's singular covariance"
+    for it in range(max_iterations):
+        g, H = _score_hessian(model, p)
+        d, decrement, concave = _ascent(g, H)
+        if concave and (_relative(d, p) < 1e-7 or decrement < 1e-15):
+            return _last_step(model, p, f, d, f"converged in {it + 1} steps")
+        # Near a singular optimum MixedLM's likelihood is evaluable (and accurate) only down
+        # to an eigenvalue of _EVALUABLE: there Newton settles for what is left to gain
+        # below 5e-8 (the decrement is twice the gain of a full step).
+        at_limit = concave and decrement < 1e-7 and _smallest(model, p) < 1.5 * _EVALUABLE
+        directions = [(d, decrement)]
+        if _smallest(model, _canonical(p + d, model.k_re)) < _EVALUABLE:
+            # The step crosses that limit. The other parameters move with the Cholesky
+            # pivots (variance components' square roots) at the limit that it drives to
+            # zero held where they are: that step first, the shortened full step second.
+            end = p[pivots] + d[pivots]
+            frozen = pivots[((end * p[pivots] <= 0) | (np.abs(end) < np.abs(p[pivots])))
+                            & (p[pivots] ** 2 < 1.5 * _EVALUABLE)]
+            free = np.setdiff1d(np.arange(len(p)), frozen)
+            if len(frozen) and len(free):
+                sub, sub_decrement, _ = _ascent(g[free], H[np.ix_(free, free)])
+                reduced = np.zeros_like(d)
+                reduced[free] = sub
+                if at_limit and sub_decrement < 1e-9:
+                    return _last_step(model, p, f, reduced, limit.format(it + 1))
+                directions.insert(0, (reduced, sub_decrement))
+            elif len(frozen) and at_limit:
+                return p, f, limit.format(it)
+        step = None
+        for direction, dec in directions:
+            step = _line_search(model, p, f, direction, dec, concave)
+            if step is not None:
+                break
+        if step is None or (stalled and step[1] - f < 1e-10):
+            # Rounding leaves nothing to gain: converged where little was left anyway.
+            if at_limit:
+                return p, f, limit.format(it)
+            if concave and decrement < 1e-10:
+                return p, f, f"converged in {it} steps"
+            why = "no step raises the log likelihood" if step is None else "no progress"
+            return None, f, f"{why} (step {it}, decrement {decrement:.3g})"
+        stalled = step[1] - f < 1e-10
+        p, f = step
+    return None, f, f"not converged in {max_iterations} steps"
+
+
+def _relative(d: np.ndarray, p: np.ndarray) -> float:
+    """The largest change ``d`` makes to a parameter, relative to its size (or to a thousandth
+    of the largest, for parameters near zero)."""
+    return float(np.max(np.abs(d) / np.maximum(np.abs(p), 1e-3 * max(float(np.max(np.abs(p))), 1e-8))))
+
+
+def _last_step(model: Any, p: np.ndarray, f: float, d: np.ndarray, how: str) -> tuple[np.ndarray, float, str]:
+    """At convergence: the point after the (tiny) last step ``d``, unless MixedLM cannot
+    evaluate it or its log likelihood falls by more than rounding."""
+    last = _canonical(p + d, model.k_re)
+    if _smallest(model, last) >= _EVALUABLE:
+        fl = float(model.loglike(last))
+        if np.isfinite(fl) and fl >= f - 1e-12 * abs(f):
+            return last, fl, how
+    return p, f, how
+
+
+def _ascent(g: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """Newton's step with the Hessian's eigenvalues of the wrong sign flipped (so it always
+    ascends), its decrement g'd, and whether the Hessian is negative definite."""
+    w, V = np.linalg.eigh(-H)
+    d = V @ ((V.T @ g) / np.maximum(np.abs(w), 1e-10 * max(1.0, float(np.max(np.abs(w))))))
+    return d, float(g @ d), bool(w.min() > 0)
+
+
+def _line_search(model: Any, p: np.ndarray, f: float, d: np.ndarray, decrement: float,
+                 concave: bool) -> tuple[np.ndarray, float] | None:
+    """The first of the steps t = 1, 1/2, 1/4, ... along ``d`` where the log likelihood rises
+    enough (Armijo), each first shortened (by 5% at a time) until MixedLM can evaluate it;
+    None if none does within 60 evaluations."""
+    t, evaluations = 1.0, 0
+    while evaluations < 60 and t > 1e-12:
+        trial = _canonical(p + t * d, model.k_re)
+        if _smallest(model, trial) < _EVALUABLE:
+            t *= 0.95
+            continue
+        ft = float(model.loglike(trial))
+        evaluations += 1
+        # Near the optimum a full step may gain less than rounding: it is taken unless the
+        # log likelihood falls by more than rounding.
+        if np.isfinite(ft) and (ft >= f + 1e-4 * t * decrement
+                                or (t == 1.0 and concave and decrement < 1e-5 and ft >= f - 1e-12 * abs(f))):
+            return trial, ft
+        t *= 0.5
+    return None
+
+
+def _canonical(p: np.ndarray, k_re: int) -> np.ndarray:
+    """The same covariances with a non-negative Cholesky diagonal and square roots (the form
+    MixedLM's score assumes: it re-derives the factor from the covariance matrix)."""
+    p = np.array(p, dtype=float)
+    k2 = k_re * (k_re + 1) // 2
+    if k_re:
+        L = np.zeros((k_re, k_re))
+        L[np.tril_indices(k_re)] = p[:k2]
+        L *= np.where(np.diag(L) < 0, -1.0, 1.0)[None, :]
+        p[:k2] = L[np.tril_indices(k_re)]
+    p[k2:] = np.abs(p[k2:])
+    return p
+
+
+def _smallest(model: Any, p: np.ndarray) -> float:
+    """The smallest eigenvalue of the random-effects covariance and variance component at
+    ``p`` (over the residual variance); MixedLM evaluates its likelihood smoothly only where
+    this is at least ``_EVALUABLE``."""
+    k2 = model.k_re * (model.k_re + 1) // 2
+    out = np.inf
+    if model.k_re:
+        L = np.zeros((model.k_re, model.k_re))
+        L[np.tril_indices(model.k_re)] = p[:k2]
+        out = float(np.linalg.eigvalsh(L @ L.T).min())
+    if model.k_vc:
+        out = min(out, float(np.min(p[k2:] ** 2)))
+    return out
+
+
+def _score_hessian(model: Any, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and Hessian of MixedLM's profiled log likelihood in the packed Cholesky
+    parameters ``p``, from its analytic ``score_full`` and ``hessian``.
+
+    ``hessian`` is taken in the fixed effects and the covariance parameters themselves (lower
+    triangle of the covariance matrix, then the variance components); at the GLS fixed
+    effects the profiled Hessian is its Schur complement, and the chain rule through
+    ``theta = vech(L L')``, ``vcomp = s**2`` gives the Hessian in ``p``.
+    """
+    from statsmodels.regression.mixed_linear_model import MixedLMParams
+
+    params = MixedLMParams.from_packed(p, model.k_fe, model.k_re, True, has_fe=False)
+    params.fe_params, _ = model.get_fe_params(params.cov_re, params.vcomp)
+    _, score_re, score_vc = model.score_full(params, calc_fe=False)
+    grad = np.concatenate([score_re, score_vc])
+    hess, _ = model.hessian(params)
+    kf = model.k_fe
+    profiled = hess[kf:, kf:] - hess[:kf, kf:].T @ np.linalg.solve(hess[:kf, :kf], hess[:kf, kf:])
+    J, second = _cholesky_chain(p, model.k_re, model.k_vc)
+    H = J.T @ profiled @ J + np.einsum("t,tuw->uw", grad, second)
+    return J.T @ grad, 0.5 * (H + H.T)
+
+
+def _cholesky_chain(p: np.ndarray, k_re: int, k_vc: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and second derivatives of (vech(L L'), s**2) in the packed (vech(L), s)."""
+    k2 = k_re * (k_re + 1) // 2
+    K = k2 + k_vc
+    rows, cols = np.tril_indices(k_re)
+    L = np.zeros((k_re, k_re))
+    L[rows, cols] = p[:k2]
+    J = np.zeros((K, K))
+    second = np.zeros((K, K, K))
+    pairs = list(zip(rows.tolist(), cols.tolist(), strict=True))
+    for t, (a, b) in enumerate(pairs):  # theta_t = sum_k L[a, k] L[b, k]
+        for u, (c, e) in enumerate(pairs):
+            J[t, u] = (L[b, e] if a == c else 0.0) + (L[a, e] if b == c else 0.0)
+            for v, (c2, e2) in enumerate(pairs):
+                if e == e2:
+                    second[t, u, v] = float(a == c and b == c2) + float(b == c and a == c2)
+    for k in range(k_vc):
+        J[k2 + k, k2 + k] = 2.0 * p[k2 + k]
+        second[k2 + k, k2 + k, k2 + k] = 2.0
+    return J, second
+
+
+def _moment_start(model: Any) -> np.ndarray:
+    """Packed start values from moments: OLS residuals regressed on each group's random-effects
+    columns; the covariance of those coefficients less their average sampling covariance,
+    over the pooled within-group residual variance (eigenvalues kept at >= 10% of the
+    largest). Variance components of several columns per group (nested levels) start at
+    the mean square of their columns' coefficients on the within-group residuals, less
+    sampling variance. Where a group has too few rows it is skipped; with too few groups
+    the start is MixedLM's own (identity, ones).
+    """
+    k_re, k_vc = model.k_re, model.k_vc
+    start = np.concatenate([np.eye(k_re)[np.tril_indices(k_re)], np.ones(k_vc)])
+    y, X = model.endog, model.exog
+    resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    mats = model.exog_vc.mats if k_vc else []
+    single = [j for j in range(k_vc) if all(m.shape[1] == 1 for m in mats[j])]
+    nested = [j for j in range(k_vc) if j not in single]
+    k = k_re + len(single)
+    coefs, sampling, within, ss, dof = [], [], [], 0.0, 0
+    for gi, g in enumerate(model.group_labels):
+        r = resid[model.row_indices[g]]
+        Z = np.hstack(([model.exog_re_li[gi]] if k_re else []) + [mats[j][gi] for j in single])
+        if len(r) <= k:
+            continue
+        ZtZ = Z.T @ Z
+        try:
+            b = np.linalg.solve(ZtZ, Z.T @ r)
+            inv = np.linalg.inv(ZtZ)
+        except np.linalg.LinAlgError:
+            continue
+        e = r - Z @ b
+        ss += float(e @ e)
+        dof += len(r) - k
+        coefs.append(b)
+        sampling.append(inv)
+        within.append((gi, e))
+    if len(coefs) <= k or dof == 0:
+        return start
+    s2 = ss / dof
+    G = np.atleast_2d(np.cov(np.array(coefs).T, ddof=1)) - s2 * np.mean(sampling, axis=0)
+    G = 0.5 * (G + G.T) / s2
+    w, V = np.linalg.eigh(G)
+    top = max(float(w.max()), 1e-2)
+    G = (V * np.maximum(w, 0.1 * top)) @ V.T
+    if k_re:
+        start[: k_re * (k_re + 1) // 2] = np.linalg.cholesky(G[:k_re, :k_re])[np.tril_indices(k_re)]
+    k2 = k_re * (k_re + 1) // 2
+    for i, j in enumerate(single):
+        start[k2 + j] = np.sqrt(G[k_re + i, k_re + i])
+    for j in nested:
+        sums, n = 0.0, 0
+        for gi, e in within:
+            M = mats[j][gi]
+            mm = np.einsum("ij,ij->j", M, M)
+            ok = mm > 0
+            sums += float(np.sum((M.T @ e)[ok] ** 2 / mm[ok] ** 2 - s2 / mm[ok]))
+            n += int(ok.sum())
+        if n:
+            start[k2 + j] = np.sqrt(max(sums / n / s2, 0.1 * top))
+    return start
