@@ -56,33 +56,127 @@ def r_source_path() -> Path:
         raise EngineUnavailableError(str(exc)) from None
 
 
-def _check_r_starts() -> None:
+def _r_start_stamp() -> tuple[Path, dict[str, Any]] | None:
+    """Where a passed R start check for this exact set-up is recorded, and what it was keyed on;
+    None when there is no user cache folder to keep it in.
+
+    The key is everything that decides whether an embedded R can start here: this Python, the
+    rpy2 installed (its files' size and time), ``R_HOME`` and ``LD_LIBRARY_PATH`` as set, the ``R``
+    found on ``PATH``, and R's home folder with the files R needs to start (``libR.so`` and the
+    base package) as they are on disk now. The file name is a hash of the key, so a changed
+    environment (another ``R_HOME``, R upgraded or removed, rpy2 reinstalled) finds no stamp and
+    checks again. The folder is ``$XDG_CACHE_HOME/hlmbridge`` or ``~/.cache/hlmbridge``.
+    """
+    import hashlib
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from importlib.util import find_spec
+
+    def ident(path: str | None) -> list[Any] | None:  # a file as it is now: path, size, mtime; None if absent
+        if not path:
+            return None
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return [path, None]
+        return [path, st.st_size, st.st_mtime_ns]
+
+    try:
+        rpy2_spec, api_spec = find_spec("rpy2"), find_spec("_rinterface_cffi_api")
+    except (ImportError, ValueError):
+        return None
+    if rpy2_spec is None or rpy2_spec.origin is None:
+        return None
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    try:
+        folder = (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "hlmbridge"
+    except RuntimeError:  # no home folder
+        return None
+    r_exe = shutil.which("R")
+    r_home = os.environ.get("R_HOME")
+    home = r_home
+    if not home and r_exe:  # where rpy2 will look: `R RHOME`, as rpy2.situation.get_r_home runs it
+        try:
+            home = subprocess.run([r_exe, "RHOME"], capture_output=True, text=True, timeout=60,
+                                  check=False).stdout.strip().splitlines()[-1:]
+            home = home[0].strip() if home else None
+        except (OSError, subprocess.SubprocessError):
+            home = None
+    key: dict[str, Any] = {
+        "python": ident(sys.executable),
+        "rpy2": [ident(rpy2_spec.origin), ident(api_spec.origin if api_spec else None)],
+        "R_HOME": r_home,
+        "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH"),
+        "R": [ident(r_exe), ident(os.path.realpath(r_exe)) if r_exe else None],
+        "home": home,
+        "home_files": [ident(os.path.join(home, *parts)) for parts in
+                       (("lib", "libR.so"), ("library", "base", "R", "base.rdb"), ("etc", "ldpaths"))]
+        if home else None,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return folder / f"r-starts-{digest}.json", key
+
+
+def _check_r_starts() -> str | None:
     """Start R once in a child process before R is loaded into this one.
 
     An embedded R that cannot start (a wrong ``R_HOME``, a broken installation) ends the
     whole Python process ("Fatal error: unable to open the base package"); in a child that
-    is an exit status, reported here as an EngineUnavailableError saying what to fix. Costs
-    one child start (about half a second), once per process, and nothing when R runs already.
+    is an exit status, reported here as an EngineUnavailableError saying what to fix. The
+    child costs about half a second, so a passed check is recorded in a small stamp in the
+    user's cache folder (see :func:`_r_start_stamp`) and later processes with the same set-up
+    skip it; nothing is checked when R runs already in this process.
+
+    Returns the ``LD_LIBRARY_PATH`` R adds (what rpy2 would start one more R to ask for), when
+    the check or its stamp knows it.
     """
+    import json
     import subprocess
     import sys
 
     if not sys.executable:  # embedded Python without an interpreter to start: nothing to check with
-        return
+        return None
     if "rpy2.rinterface" in sys.modules:
         from rpy2.rinterface_lib import embedded
 
         if embedded.isready():
-            return
+            return None
+    stamp = _r_start_stamp()
+    if stamp is not None:
+        try:
+            recorded = json.loads(stamp[0].read_text(encoding="utf-8"))
+            if recorded.get("key") == stamp[1] and isinstance(recorded.get("ld_library_path"), str):
+                return str(recorded["ld_library_path"])
+        except (OSError, ValueError, AttributeError):
+            pass  # no stamp (or an unreadable one): check
     code = ("import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n    import rpy2.rinterface as ri\n"
-            "except ImportError:\n    sys.exit(3)\nri.initr_simple()\n")
+            "except ImportError:\n    sys.exit(3)\nri.initr_simple()\n"
+            "from rpy2.rinterface_lib import openrlib\nimport json\n"
+            "print('hlmbridge-ld-library-path:' + json.dumps(str(getattr(openrlib, 'LD_LIBRARY_PATH', ''))))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineUnavailableError(f"could not start R in a child process to check it ({exc}); {INSTALL_HINT}") from exc
-    if proc.returncode in (0, 3):  # 3: no rpy2, which the import in this process reports
-        return
+    if proc.returncode == 3:  # no rpy2, which the import in this process reports
+        return None
+    if proc.returncode == 0:
+        said = [ln for ln in proc.stdout.splitlines() if ln.startswith("hlmbridge-ld-library-path:")]
+        try:
+            ld_path = json.loads(said[-1].partition(":")[2]) if said else None
+        except ValueError:
+            ld_path = None
+        if stamp is not None and isinstance(ld_path, str):
+            try:  # written whole under another name, then renamed: a reader never sees half a stamp
+                stamp[0].parent.mkdir(parents=True, exist_ok=True)
+                tmp = stamp[0].with_name(f"{stamp[0].name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"key": stamp[1], "ld_library_path": ld_path}), encoding="utf-8")
+                os.replace(tmp, stamp[0])
+            except OSError:
+                pass  # a read-only cache folder: check again next time
+        return ld_path if isinstance(ld_path, str) else None
     lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     said = "; ".join(lines[-3:]) or "no message"
     status = f"signal {-proc.returncode}" if proc.returncode < 0 else f"status {proc.returncode}"
@@ -100,11 +194,24 @@ class _RSession:
     """The embedded R, with hlmbridge's functions in a private environment."""
 
     def __init__(self) -> None:
-        _check_r_starts()  # a wrong R_HOME would otherwise abort this process
+        r_ld_path = _check_r_starts()  # a wrong R_HOME would otherwise abort this process
         saved_ld_path = os.environ.get("LD_LIBRARY_PATH")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # rpy2 warns about LD_LIBRARY_PATH on start-up
+                import sys
+
+                if r_ld_path is not None and "rpy2.rinterface_lib.openrlib" not in sys.modules:
+                    # rpy2's first import starts one more R (Rscript) only to ask which
+                    # LD_LIBRARY_PATH R adds; the start check has that answer already.
+                    import rpy2.situation as situation
+
+                    asked = situation.r_ld_library_path_from_subprocess
+                    situation.r_ld_library_path_from_subprocess = lambda r_home: r_ld_path
+                    try:
+                        import rpy2.rinterface as ri
+                    finally:
+                        situation.r_ld_library_path_from_subprocess = asked
                 import rpy2.rinterface as ri
                 import rpy2.robjects as ro
         except Exception as exc:  # ImportError, or R itself failing to start
