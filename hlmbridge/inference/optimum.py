@@ -29,13 +29,13 @@ from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
 from hlmbridge.inference.stata_parity import evaluate, level_covariances
 
-__all__ = ["likelihood_gain", "profiled_loglik"]
+__all__ = ["is_feasible", "likelihood_gain", "profiled_loglik"]
 
 
 def profiled_loglik(design: Design, theta: np.ndarray) -> float:
     """The log likelihood at ``theta`` with the fixed effects at their GLS value (ML), or the
     restricted log likelihood (REML); -inf where ``theta`` is not a valid covariance."""
-    if not _feasible(design, theta):
+    if not is_feasible(design, theta):
         return -np.inf
     try:
         return evaluate(design, None, theta).loglik
@@ -43,7 +43,9 @@ def profiled_loglik(design: Design, theta: np.ndarray) -> float:
         return -np.inf
 
 
-def _feasible(design: Design, theta: np.ndarray) -> bool:
+def is_feasible(design: Design, theta: np.ndarray) -> bool:
+    """Whether ``theta`` is a valid parameter vector: a positive residual variance and every
+    level's covariance positive semi-definite (to 1e-10 of its largest variance)."""
     if not theta[-1] > 0:
         return False
     for G in level_covariances(design, theta):

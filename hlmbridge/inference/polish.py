@@ -38,7 +38,7 @@ import numpy as np
 
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
-from hlmbridge.inference.optimum import _feasible
+from hlmbridge.inference.optimum import is_feasible
 from hlmbridge.inference.stata_parity import Inference, evaluate
 
 __all__ = ["Polished", "newton_polish"]
@@ -73,34 +73,59 @@ def newton_polish(design: Design, theta0: np.ndarray, *, min_steps: int = 1, max
     At least ``min_steps`` steps are taken even when the start already looks converged: a
     start 1e-11 short in log likelihood can still be 1e-6 off in relative terms along a flat
     direction, and a step costs one evaluation."""
-    theta = np.asarray(theta0, dtype=float).copy()
-    inf = _at(design, theta)
+    theta0 = np.asarray(theta0, dtype=float)
+    inf = _at(design, theta0)
     if inf is None:
         return None
-    start_ll = inf.loglik
-    se0 = _standard_errors(inf)
-    if se0 is None:
+    se = _standard_errors(inf)
+    if se is None:
         return None
+    done = _newton(theta0, inf, lambda theta: _at(design, theta), lambda theta, inf_: (inf_.score, inf_.information),
+                   se=se, min_steps=min_steps, max_steps=max_steps, max_move_se=max_move_se, settle_on_gain=True)
+    if done is None:
+        return None
+    theta, inf, steps, gain, move = done
+    return Polished(theta, inf, steps, gain, move)
+
+
+def _newton(u0: np.ndarray, inf0: Inference, at, derivatives, *, se: np.ndarray | None, min_steps: int,
+            max_steps: int, max_move_se: float, settle_on_gain: bool
+            ) -> tuple[np.ndarray, Inference, int, float, float] | None:
+    """The Newton loop both polishes share: ``at(u)`` evaluates (None off the parameter space),
+    ``derivatives(u, inf)`` gives the score and the information (minus the Hessian) in ``u``.
+
+    Each step solves with the information's Cholesky factor (None where it is not positive
+    definite) and is halved up to twice until the log likelihood does not fall. Converged when
+    a step would move no parameter by more than STEP_TOLERANCE of its size or standard error
+    (``se``; from the first information's inverse when None), or, with ``settle_on_gain``, when
+    the predicted gain is below GAIN_TOLERANCE after the last step allowed. Returns the point,
+    its evaluation, the steps taken, the gain over the start and the largest move in standard
+    errors; None where the move exceeds ``max_move_se`` or it does not converge."""
+    u, inf = u0.copy(), inf0
     for step_no in range(max_steps + 1):
+        score, information = derivatives(u, inf)
         try:
-            chol = np.linalg.cholesky(inf.information)
+            chol = np.linalg.cholesky(information)
         except np.linalg.LinAlgError:
             return None
-        step = np.linalg.solve(chol.T, np.linalg.solve(chol, inf.score))
-        gain = 0.5 * float(inf.score @ step)
-        small = bool(np.all(np.abs(step) <= STEP_TOLERANCE * np.maximum(np.abs(theta), se0)))
-        if step_no >= min_steps and (small or (step_no == max_steps and gain < GAIN_TOLERANCE)):
-            move = float(np.max(np.abs(theta - theta0) / se0))
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, score))
+        if se is None:
+            se = np.sqrt(np.diag(np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(len(u))))))
+        gain = 0.5 * float(score @ step)
+        small = bool(np.all(np.abs(step) <= STEP_TOLERANCE * np.maximum(np.abs(u), se)))
+        settled = settle_on_gain and step_no == max_steps and gain < GAIN_TOLERANCE
+        if step_no >= min_steps and (small or settled):
+            move = float(np.max(np.abs(u - u0) / se))
             if move > max_move_se:
                 return None
-            return Polished(theta, inf, step_no, inf.loglik - start_ll, move)
+            return u, inf, step_no, inf.loglik - inf0.loglik, move
         if step_no == max_steps:
             return None
         for t in (1.0, 0.5, 0.25):
-            trial = theta + t * step
-            trial_inf = _at(design, trial)
+            trial = u + t * step
+            trial_inf = at(trial)
             if trial_inf is not None and trial_inf.loglik >= inf.loglik - 1e-12 * abs(inf.loglik):
-                theta, inf = trial, trial_inf
+                u, inf = trial, trial_inf
                 break
         else:
             return None
@@ -108,7 +133,7 @@ def newton_polish(design: Design, theta0: np.ndarray, *, min_steps: int = 1, max
 
 
 def _at(design: Design, theta: np.ndarray) -> Inference | None:
-    if not _feasible(design, theta):
+    if not is_feasible(design, theta):
         return None
     try:
         inf = evaluate(design, None, theta)
@@ -218,7 +243,8 @@ def newton_polish_boundary(design: Design, theta0: np.ndarray, *, max_steps: int
         return Ls, float(u[-1])
 
     def derivatives(u: np.ndarray, inf: Inference) -> tuple[np.ndarray, np.ndarray]:
-        """Score and Hessian of the log likelihood in ``u`` (chain rule through G = s2 L L')."""
+        """Score and information (minus the Hessian) of the log likelihood in ``u`` (chain rule
+        through G = s2 L L')."""
         Ls, s2_ = unpack(u)
         K = len(coords) + 1
         J = np.zeros((len(theta0), K))
@@ -243,42 +269,18 @@ def newton_polish_boundary(design: Design, theta0: np.ndarray, *, max_steps: int
         for b in range(len(layout)):  # dG/ds2 = L L' for every block
             J[:, K - 1] += project(b, Ls[b] @ Ls[b].T, 0.0)
         score = J.T @ inf.score
-        hess = -J.T @ inf.information @ J + np.einsum("klp,p->kl", second, inf.score)
-        return score, hess
+        information = J.T @ inf.information @ J - np.einsum("klp,p->kl", second, inf.score)
+        return score, information
 
-    u = np.array([factors[c.block][c.i, c.j] for c in coords] + [s2])
-    inf = _at(design, params(*unpack(u)))
-    if inf is None:
+    u0 = np.array([factors[c.block][c.i, c.j] for c in coords] + [s2])
+    inf0 = _at(design, params(*unpack(u0)))
+    if inf0 is None:
         return None
-    start_ll = inf.loglik
-    u0 = u.copy()
-    se_u = None
-    for step_no in range(max_steps + 1):
-        score, hess = derivatives(u, inf)
-        try:
-            chol = np.linalg.cholesky(-hess)
-        except np.linalg.LinAlgError:
-            return None
-        step = np.linalg.solve(chol.T, np.linalg.solve(chol, score))
-        if se_u is None:
-            inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(len(u))))
-            se_u = np.sqrt(np.diag(inv))
-        small = bool(np.all(np.abs(step) <= STEP_TOLERANCE * np.maximum(np.abs(u), se_u)))
-        if step_no >= 1 and small:
-            break
-        if step_no == max_steps:
-            return None
-        for t in (1.0, 0.5, 0.25):
-            trial = u + t * step
-            trial_inf = _at(design, params(*unpack(trial)))
-            if trial_inf is not None and trial_inf.loglik >= inf.loglik - 1e-12 * abs(inf.loglik):
-                u, inf = trial, trial_inf
-                break
-        else:
-            return None
-    move = float(np.max(np.abs(u - u0) / se_u))
-    if move > max_move_se:
+    done = _newton(u0, inf0, lambda u: _at(design, params(*unpack(u))), derivatives, se=None,
+                   min_steps=1, max_steps=max_steps, max_move_se=max_move_se, settle_on_gain=False)
+    if done is None:
         return None
+    u, inf, step_no, gain, move = done
     # On the boundary for a reason: a zero pivot moved off zero must not raise the likelihood.
     Ls, s2_ = unpack(u)
     for b, j in fixed_pivots:
@@ -287,4 +289,4 @@ def newton_polish_boundary(design: Design, theta0: np.ndarray, *, max_steps: int
         off = _at(design, params(trial, s2_))
         if off is not None and off.loglik > inf.loglik + 1e-12 * max(1.0, abs(inf.loglik)):
             return None
-    return Polished(params(Ls, s2_), inf, step_no, inf.loglik - start_ll, move)
+    return Polished(params(Ls, s2_), inf, step_no, gain, move)

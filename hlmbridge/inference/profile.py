@@ -143,11 +143,11 @@ class _Profiler:
     # ---- the likelihood ---------------------------------------------------------------------
     def parts(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
         """(ML log likelihood at the GLS fixed effects, GLS fixed effects, their covariance)."""
-        from hlmbridge.inference.optimum import _feasible
+        from hlmbridge.inference.optimum import is_feasible
         from hlmbridge.inference.stata_parity import evaluate
 
         self.calls += 1
-        if not _feasible(self.design, theta):
+        if not is_feasible(self.design, theta):
             return None
         try:
             if self.lean:
