@@ -509,9 +509,19 @@ def assert_same_design(a: Design, b: Design) -> None:
     assert set(la) == set(lb)
     for key, lv in la.items():
         other = lb[key]
-        assert (lv.terms_lme4, lv.n_groups, lv.cov, lv.blocks) == (
-            other.terms_lme4, other.n_groups, other.cov, other.blocks), key
-        np.testing.assert_allclose(lv.Z, other.Z, err_msg=key)
+        # The same terms and the same covariance blocks, matched by name: the order of one factor's
+        # terms is not part of the model (``(0 + x | g) + (1 | g)`` gives x first, as lme4 does;
+        # Stata's ``|| g: x`` reads back intercept first, its lme4 order).
+        names, other_names = list(lv.terms_lme4), list(other.terms_lme4)
+        assert sorted(names) == sorted(other_names), key
+        perm = [other_names.index(t) for t in names]
+
+        def block_sets(level, labels):
+            return {frozenset(labels[i] for i in b) for b in (level.blocks or (tuple(range(len(labels))),))}
+
+        assert (lv.n_groups, lv.cov, block_sets(lv, names)) == (
+            other.n_groups, other.cov, block_sets(other, other_names)), key
+        np.testing.assert_allclose(lv.Z, other.Z[:, perm], err_msg=key)
         # the same partition of the rows into groups (the numbering may differ)
         assert len(set(zip(lv.codes.tolist(), other.codes.tolist()))) == lv.n_groups, key
 

@@ -9,7 +9,7 @@ import keyword
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from hlmbridge.design.build import build_design
@@ -143,6 +143,7 @@ def _formula_frame(seed: int) -> pd.DataFrame:
 
 @DESIGN_SETTINGS
 @given(formulas(), st.booleans(), st.integers(0, 3))
+@example("y ~ 1 + (0 + x | g) + (1 | g/h)", False, 0)  # one factor's terms in another order
 def test_lme4_formula_through_stata_is_the_same_model(formula: str, reml: bool, seed: int) -> None:
     # An lme4-formula spec with a Stata form means the same model as that Stata command.
     spec = parse_lme4(formula, reml=reml)
