@@ -1,6 +1,7 @@
 ## Reference numbers for hlmbridge's df methods (tests/test_df_methods.py), computed by
-## lmerTest (Satterthwaite) and pbkrtest (Kenward-Roger) on an lmer fit with tight bobyqa
-## settings, so that R and hlmbridge sit at the same optimum.
+## lmerTest (Satterthwaite) and pbkrtest (Kenward-Roger) on an lmer fit, evaluated at the
+## variance components hlmbridge estimated (lmer with optimizer = NULL), so that both work at
+## the same point, a stationary one.
 ##
 ## Sourced into a private environment through rpy2; nothing is written to R's global
 ## environment. Needs lme4, lmerTest and pbkrtest (r-cran-lmertest, r-cran-pbkrtest).
@@ -8,6 +9,27 @@
 df_reference_control <- function() {
   lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5),
                     calc.derivs = FALSE)
+}
+
+## lme4's theta (per random-effects term, the lower triangle of the Cholesky factor of its
+## covariance over the residual variance, column by column) for the fit's model at the
+## variance components `at` (see df_reference_fit), matched by grouping factor and term name.
+df_reference_theta <- function(fit, at) {
+  s2 <- at$estimate[at$group == "Residual"]
+  cnms <- lme4::getME(fit, "cnms")
+  unlist(lapply(seq_along(cnms), function(i) {
+    cn <- cnms[[i]]
+    rows <- at[at$group == names(cnms)[i], , drop = FALSE]
+    G <- matrix(NA_real_, length(cn), length(cn), dimnames = list(cn, cn))
+    for (k in seq_len(nrow(rows))) {
+      a <- rows$term1[k]
+      b <- if (rows$kind[k] == "var") a else rows$term2[k]
+      G[a, b] <- G[b, a] <- rows$estimate[k]
+    }
+    if (anyNA(G)) stop("no variance component given for every term of ", names(cnms)[i])
+    L <- t(chol(G / s2))
+    L[lower.tri(L, diag = TRUE)]
+  }))
 }
 
 ## The lme4 example data sets the tests use, as plain data frames.
@@ -23,9 +45,18 @@ df_reference_data <- function(name) {
 ##   reml     TRUE/FALSE
 ##   Ls       a list of contrast matrices (each with one column per fixed effect)
 ## Returns a named list of numeric vectors/matrices (matrices keep their dim).
-df_reference_fit <- function(data, formula, reml = TRUE, Ls = list()) {
+##   at       NULL (lmer's own optimum, tight bobyqa) or the variance components to evaluate
+##            at, with lmer not optimizing (optimizer = NULL): a data frame with columns group
+##            (lme4's grouping factor, "Residual" for the residual), kind ("var"/"cov"), term1,
+##            term2 and estimate, as hlmbridge's FitResult.random gives them.
+df_reference_fit <- function(data, formula, reml = TRUE, Ls = list(), at = NULL) {
   fit <- lmerTest::lmer(stats::as.formula(formula), data = data, REML = reml,
                         control = df_reference_control())
+  if (!is.null(at)) {
+    fit <- lmerTest::lmer(stats::as.formula(formula), data = data, REML = reml,
+                          start = list(theta = df_reference_theta(fit, at)),
+                          control = lme4::lmerControl(optimizer = NULL))
+  }
   p <- length(lme4::fixef(fit))
   vc <- as.data.frame(lme4::VarCorr(fit), order = "lower.tri")
   out <- list(
