@@ -5,11 +5,13 @@
 Sections (each pure-R or pure-statsmodels baseline is measured in the same run):
 
 1. ``seed_lme4``: each seed model, ``lme4::lmer`` timed by R itself (``Rscript
-   benchmarks/bench_r.R``, hlmbridge's own ``hlmbridge_control()``: bobyqa, rhoend 1e-12,
-   maxfun 1e5, calc.derivs FALSE) vs a warm ``hlmbridge.fit(..., engine="lme4")``
+   benchmarks/bench_r.R``, twice: ``hlmbridge_control()``, the tight settings (bobyqa,
+   rhoend 1e-12, maxfun 1e5, calc.derivs FALSE) the engine falls back to, and lmer's
+   defaults, which the engine starts with before its Newton polish) vs a warm ``hlmbridge.fit(..., engine="lme4")``
    (everything the result carries). Medians of several repetitions.
-2. ``seed_statsmodels``: ``MixedLM.from_formula`` with hlmbridge's optimizer strategy
-   (Powell, Nelder-Mead if Powell does not converge, BFGS polish) vs hlmbridge's engine.
+2. (``seed_statsmodels``, which timed MixedLM with a copy of the engine's old Powell chain,
+   is gone: the engine now runs its own Newton iterations on MixedLM's score and Hessian,
+   which ``MixedLM.fit`` does not offer; ``sm_default`` is the baseline.)
 3. ``push``: a 1,000,000 x (6 numeric + string group id, 10,000 groups) frame into R:
    hlmbridge's column path vs rpy2's pandas converter.
 4. ``scale``: random intercept and slope, 1,000,000 rows, 10,000 groups: hlmbridge (in a
@@ -187,49 +189,6 @@ def bench_seed_lme4(reps: int, tmp: Path) -> dict[str, Any]:
         rows.append({"model": m, "r_lmer_s": r, "r_lmer_default_s": rd, "hlmbridge_s": med, "ratio": med / r,
                      "ratio_default": med / rd, "hlmbridge_times": times,
                      "r_times": r_times[f"m{k}"]["times"], "r_call_s": None, "converged": res.converged})
-    return {"rows": rows, "reps": reps}
-
-
-def _sm_direct(m: str, df: pd.DataFrame) -> Any:
-    """statsmodels MixedLM from a formula, with hlmbridge's optimizer strategy (see engines/statsmodels.py)."""
-    import warnings
-
-    model, spec = _sm_model(m, df)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Issue 13's first pass: Powell to ftol 1e-4, then BFGS with the analytic score
-        # (hlmbridge also checks that answer on its own likelihood, not repeated here).
-        rough = model.fit(reml=spec.reml, method=["powell"], ftol=1e-4, maxiter=50_000)
-        first = model.fit(reml=spec.reml, method=["bfgs"], start_params=rough.params_object, gtol=1e-9,
-                          maxiter=2_000)
-        if first.converged:
-            return first
-        best = model.fit(reml=spec.reml, method=["powell"], ftol=1e-12, maxiter=50_000)
-        if not best.converged:
-            alt = model.fit(reml=spec.reml, method=["nm"], maxiter=50_000)
-            if alt.converged and (not best.converged or alt.llf > best.llf):
-                best = alt
-        pol = model.fit(reml=spec.reml, method=["bfgs"], start_params=best.params_object, gtol=1e-9, maxiter=2_000)
-        if pol.converged and pol.llf > best.llf + 1e-9:
-            best = pol
-    return best
-
-
-def bench_seed_statsmodels(reps: int, models: tuple[str, ...]) -> dict[str, Any]:
-    import hlmbridge
-
-    df = hlmbridge.datasets.hsb("combined")
-    df = df.assign(id=df["id"].astype(object))
-    rows = []
-    for m in models:
-        log(f"seed_statsmodels: {m}")
-        last: list[Any] = []
-        direct, dt = median_time(lambda: last.append(_sm_direct(m, df)), reps, warm=0)
-        hb: list[Any] = []
-        med, ht = median_time(lambda: hb.append(hlmbridge.fit(m, df, engine="statsmodels")), reps, warm=0)
-        rows.append({"model": m, "statsmodels_s": direct, "hlmbridge_s": med, "ratio": med / direct,
-                     "statsmodels_times": dt, "hlmbridge_times": ht,
-                     "loglik_direct": float(last[-1].llf), "loglik_hlmbridge": hb[-1].loglik})
     return {"rows": rows, "reps": reps}
 
 
@@ -621,11 +580,6 @@ def table(results: dict[str, Any]) -> str:
         for r in results["seed_lme4"]["rows"]:
             add(f"   {r['model']:55s} {r['r_lmer_s']:8.3f} {r['r_lmer_default_s']:8.3f} {r['hlmbridge_s']:10.3f} "
                 f"{r['ratio']:7.2f} {r['ratio_default']:7.2f}")
-    if "seed_statsmodels" in results:
-        add("2. seed models, statsmodels: hlmbridge.fit vs MixedLM.from_formula, same optimizer chain (median s)")
-        add(f"   {'model':55s} {'direct':>8s} {'hlmbridge':>10s} {'ratio':>7s}")
-        for r in results["seed_statsmodels"]["rows"]:
-            add(f"   {r['model']:55s} {r['statsmodels_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}")
     if "sm_default" in results:
         add("2b. statsmodels engine vs MixedLM.fit() with statsmodels' defaults (median s; same optimum = "
             "log likelihood within 1e-4)")
@@ -708,7 +662,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
-SECTIONS = ("seed_lme4", "seed_statsmodels", "sm_default", "push", "scale", "crossed", "three_level", "scaling", "cold",
+SECTIONS = ("seed_lme4", "sm_default", "push", "scale", "crossed", "three_level", "scaling", "cold",
             "memory")
 
 
@@ -729,8 +683,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         if "seed_lme4" in sections:
             results["seed_lme4"] = bench_seed_lme4(3 if q else 7, tmp)
-        if "seed_statsmodels" in sections:
-            results["seed_statsmodels"] = bench_seed_statsmodels(1 if q else 3, SEED_MODELS[:3] if q else SEED_MODELS)
         if "push" in sections:
             results["push"] = bench_push(n, groups, 3 if q else 5)
         if "sm_default" in sections:
