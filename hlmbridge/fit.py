@@ -26,6 +26,7 @@ from hlmbridge.engines.base import Engine, EngineFit, tuning_options
 from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
 from hlmbridge.inference.stata_parity import (evaluate, linear_loglik, lme4_block_name, not_identified,
                                               variance_parameters)
+from hlmbridge.inference.tails import chi2_sf, norm_sf
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
 
@@ -58,15 +59,13 @@ Z_95 = 1.959963984540054
 
 
 def _norm_sf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr  # scipy.stats.norm.sf, without importing scipy.stats
-
-    return ndtr(-x)
+    """scipy.stats.norm.sf in closed form (scipy.special alone costs 0.2 s to import)."""
+    return norm_sf(x)
 
 
 def _chi2_sf(x: float, df: float) -> float:
-    from scipy.special import chdtrc  # scipy.stats.chi2.sf
-
-    return float(chdtrc(df, x))
+    """scipy.stats.chi2.sf: closed forms for integer df, scipy for anything else."""
+    return chi2_sf(x, df)
 
 
 def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:

@@ -13,8 +13,23 @@ Examples
 
 from __future__ import annotations
 
-from hlmbridge.engines.base import Engine, EngineFit
+from typing import TYPE_CHECKING, Any
+
 from hlmbridge.errors import EngineUnavailableError, UsageError
+
+if TYPE_CHECKING:
+    from hlmbridge.engines.base import Engine, EngineFit
+
+
+def __getattr__(name: str) -> Any:
+    # Engine and EngineFit load with numpy and pandas on first use: importing
+    # hlmbridge.engines.r_session must not (R starts while another thread imports them).
+    if name in ("Engine", "EngineFit"):
+        from hlmbridge.engines import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
 

@@ -156,9 +156,9 @@ def lrtest(a: FitResult, b: FitResult) -> LRTest:
     n_var_small = len(small.random_rows)
     n_var_big = len(big.random_rows)
     note = BOUNDARY_NOTE if n_var_small != n_var_big else None
-    from scipy.special import chdtrc  # scipy.stats.chi2.sf
+    from hlmbridge.inference.tails import chi2_sf  # scipy.stats.chi2.sf without importing scipy
 
-    return LRTest(chi2, df, float(chdtrc(df, chi2)), small.spec.to_stata(), big.spec.to_stata(), note)
+    return LRTest(chi2, df, chi2_sf(chi2, df), small.spec.to_stata(), big.spec.to_stata(), note)
 
 
 @dataclass(frozen=True)
