@@ -2,9 +2,11 @@
 the dense closed forms (stata_parity._dense_evaluate, one block as wide as all the effects).
 
 Everything is computed: simulated crossed data, both paths at the same estimates. The
-sparse path's log likelihood, GLS coefficients and (X'V^-1X)^-1 are exact; its information
-takes the trace term from a Richardson-extrapolated numerical Hessian of the exact sparse
-log determinant, so it must agree with the dense closed form to 1e-6 relative.
+sparse path's log likelihood, GLS coefficients and (X'V^-1X)^-1 are exact. Its information
+is exact too on the block path (the largest level eliminated first, the rest dense: agreement
+to rounding, checked at 1e-10); on the factorization path, taken where the rest is too wide,
+the trace term comes from a Richardson-extrapolated numerical Hessian of the exact sparse log
+determinant, so it must agree with the dense closed form to 1e-6 relative.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 from hlmbridge.design.build import build_design
 from hlmbridge.inference import stata_parity
+from hlmbridge.inference import sparse
 from hlmbridge.inference.sparse import is_crossed, sparse_evaluate
 from hlmbridge.spec.model import ModelSpec
 
@@ -122,3 +125,115 @@ def test_sparse_refuses_nonpositive_residual() -> None:
     d = build_design(ModelSpec.from_lme4("y ~ x + (1 | a) + (1 | b)"), _crossed())
     with pytest.raises(FitError, match="residual variance"):
         sparse_evaluate(d, np.array([1.0, 0.5]), np.array([1.0, 1.0, 0.0]), reml=True)
+
+
+EXACT_CASES = CASES + [
+    # the largest level (b: 18 groups x 2 effects) has two uncorrelated effects
+    ("y ~ x + (1 | a) + (x || b)", [1.0, 0.5], [1.1, 0.45, 0.2, 0.95]),
+    # a correlated pair outside the largest level, and a third crossed level
+    ("y ~ x + (1 | a) + (x | b) + (1 | c)", [1.0, 0.5], [1.1, 0.45, 0.1, 0.2, 0.3, 0.95]),
+    ("y ~ 1 + (1 | a) + (1 | b)", [1.0], [1.1, 0.45, 0.95]),  # no slope in X: p = 1
+]
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("formula,beta,theta", EXACT_CASES)
+def test_block_path_is_exact(formula: str, beta: list[float], theta: list[float], reml: bool,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block path (no numerical derivative anywhere) equals the dense closed form to rounding."""
+    d = build_design(ModelSpec.from_lme4(formula, reml=reml), _crossed())
+    assert sparse._prepare(d).blocks is not None
+
+    def no_differences(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the block path must not take numerical derivatives")
+
+    monkeypatch.setattr(sparse, "_hessian", no_differences)
+    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    got = sparse_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
+    assert _rel(dense.beta_gls, got.beta_gls) < 1e-10
+    assert _rel(dense.fixed_vcov, got.fixed_vcov) < 1e-10
+    assert _rel(dense.information, got.information) < 1e-10
+    assert _rel(dense.score, got.score) < 1e-9
+    assert _rel(dense.random_vcov, got.random_vcov) < 1e-9
+
+
+def test_block_path_with_weights_is_exact() -> None:
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | a) + (1 | b)", reml=False), _crossed(), weights="w")
+    assert sparse._prepare(d).blocks is not None
+    theta = np.array([0.45, 0.35, 0.9, 0.1, 1.0])
+    for reml in (False, True):
+        dense = stata_parity._dense_evaluate(d, np.array([1.0, 0.5]), theta, reml=reml)
+        got = sparse_evaluate(d, np.array([1.0, 0.5]), theta, reml=reml)
+        assert got.loglik == pytest.approx(dense.loglik, rel=1e-12)
+        assert _rel(dense.information, got.information) < 1e-10
+
+
+@pytest.mark.parametrize("formula,beta,theta", [CASES[0], CASES[1], CASES[4]])
+def test_factorization_path_where_the_rest_is_too_wide(formula: str, beta: list[float], theta: list[float],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the block path's size limit the SuperLU path with numerical second derivatives
+    is taken, and still agrees with the dense closed form to 1e-6."""
+    monkeypatch.setattr(sparse, "_BLOCK_MAX_REST", 10)  # b has 18 groups: too wide now
+    d = build_design(ModelSpec.from_lme4(formula), _crossed())
+    assert sparse._prepare(d).blocks is None
+    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=True)
+    got = sparse_evaluate(d, np.array(beta), np.array(theta), reml=True)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
+    assert _rel(dense.information, got.information) < 1e-6
+
+
+def test_block_factor_only_on_the_feasible_set() -> None:
+    """A covariance that is not positive semidefinite gets no block factor (the SuperLU
+    path's pivoted LU takes it, as finite-difference steps past a boundary need)."""
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | a) + (1 | b)"), _crossed())
+    sd = sparse._prepare(d)
+    # (var b, var x, var _cons, cov(x, _cons)): a cov of 0.9 > sqrt(0.35 * 0.9)
+    assert sparse._block_factor(sd, np.array([0.45, 0.35, 0.9, 0.9])) is None
+    assert sparse._block_factor(sd, np.array([0.45, 0.35, 0.9, 0.1])) is not None
+    dense = stata_parity._dense_evaluate(d, np.array([1.0, 0.5]), np.array([0.45, 0.35, 0.9, 0.9, 1.0]), reml=True)
+    got = sparse_evaluate(d, np.array([1.0, 0.5]), np.array([0.45, 0.35, 0.9, 0.9, 1.0]), reml=True)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-10)
+
+
+# ------------------------------------------------------------------ the lme4 engine on crossed designs
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("reml", [True, False])
+def test_lme4_crossed_fit_polished_equals_lmer_tight(reml: bool) -> None:
+    """A crossed design on the block path is fitted by lmer's default optimizer and the Newton
+    polish (issue 13); its numbers equal lmer's own with bobyqa to rhoend 1e-12 (computed in
+    the same run) to 1e-6, the estimates to 1e-6 of a standard error."""
+    import hlmbridge
+
+    df = _crossed(n=1500, ga=150, gb=60, seed=11)
+    formula = "y ~ x + (1 | a) + (1 | b)"
+    polished = hlmbridge.fit(formula, df, engine="lme4", reml=reml)
+    d = polished.design
+    assert stata_parity.uses_sparse_algebra(d) and sparse.has_exact_derivatives(d)
+    assert "Newton polish" in polished.optimizer, polished.optimizer
+    tight = hlmbridge.fit(formula, df, engine="lme4", reml=reml, rhoend=1e-12)
+    assert "bobyqa" in tight.optimizer and "polish" not in tight.optimizer
+    assert polished.loglik == pytest.approx(tight.loglik, rel=1e-12, abs=1e-8)
+    for a, b in zip(polished.fixed_rows, tight.fixed_rows, strict=True):
+        assert a[:2] == b[:2]
+        assert abs(a[2] - b[2]) <= 1e-6 * b[3]  # coefficient, within 1e-6 of its SE
+        assert a[3] == pytest.approx(b[3], rel=1e-6)
+    for a, b in zip(polished.random_rows, tight.random_rows, strict=True):
+        assert a[:5] == b[:5]
+        assert a[5] == pytest.approx(b[5], rel=1e-6)  # the variance component itself
+        assert a[6] == pytest.approx(b[6], rel=1e-5)  # its standard error
+
+
+@pytest.mark.requires_r
+def test_lme4_crossed_fit_without_exact_derivatives_uses_bobyqa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the sparse algebra would take numerical second derivatives (a dozen
+    factorizations a Newton step), the engine takes bobyqa to 1e-12 instead of the polish."""
+    import hlmbridge
+
+    monkeypatch.setattr(sparse, "_BLOCK_MAX_REST", 10)
+    df = _crossed(n=1500, ga=150, gb=60, seed=11)
+    fit = hlmbridge.fit("y ~ x + (1 | a) + (1 | b)", df, engine="lme4")
+    assert not sparse.has_exact_derivatives(fit.design)
+    assert "bobyqa, rhoend=1e-12" in fit.optimizer and "polish" not in fit.optimizer

@@ -227,6 +227,19 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
 _TIGHT_RHOEND = 1e-12
 
 
+def _newton_steps_are_costly(design: Design) -> bool:
+    """A large crossed design whose Newton steps would each cost a dozen sparse factorizations
+    (InstEval at 20k rows: 0.43 s a step against 0.3 s for bobyqa's extra evaluations): where
+    the sparse algebra has no exact derivatives for it, bobyqa to 1e-12 is cheaper than the
+    polish. With them (the usual crossed design, :func:`~hlmbridge.inference.sparse.has_exact_derivatives`)
+    a step costs about one evaluation, and lmer's default optimizer and the polish are taken."""
+    if not uses_sparse_algebra(design):
+        return False
+    from hlmbridge.inference.sparse import has_exact_derivatives
+
+    return not has_exact_derivatives(design)
+
+
 class Lme4Engine:
     """Fits through ``lme4::lmer``: its default optimizer, then a Newton polish (see fit_design)."""
 
@@ -260,8 +273,8 @@ class Lme4Engine:
         (:func:`hlmbridge.inference.polish.newton_polish`; on a boundary fit
         :func:`~hlmbridge.inference.polish.newton_polish_boundary`, in lme4's parameters). Where
         that refuses, a boundary fit is finished in R by bobyqa from lmer's optimum, and any
-        other fit is refitted with bobyqa to ``rhoend`` 1e-12 (so is a large crossed design,
-        whose Newton steps would cost more). The
+        other fit is refitted with bobyqa to ``rhoend`` 1e-12 (so is a large crossed design
+        whose Newton steps would cost more, see :func:`_newton_steps_are_costly`). The
         result's ``optimizer`` says which path was taken. ``rhoend=`` (e.g. 1e-12) asks for
         bobyqa with that tolerance and no polish.
 
@@ -274,10 +287,8 @@ class Lme4Engine:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
-        if rhoend is None and (engine_vcov or uses_sparse_algebra(design)):
-            # engine_vcov: lme4's matrix must belong to the reported estimates. A large crossed
-            # design: each Newton step would cost a dozen sparse factorizations (InstEval, 20k
-            # rows: 0.43 s a step against 0.3 s for bobyqa's extra evaluations).
+        if rhoend is None and (engine_vcov or _newton_steps_are_costly(design)):
+            # engine_vcov: lme4's matrix must belong to the reported estimates.
             rhoend = _TIGHT_RHOEND
         if rhoend is not None:
             out, seconds, versions = self._run_lmer(design, data, frame, column_prints, rhoend, maxfun, engine_vcov)
