@@ -181,9 +181,7 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
     integer codes; each column is sent once per data frame and reused while unchanged.
     """
     session = _session()
-    from rpy2.robjects.conversion import localconverter
-
-    with session.lock, localconverter(session.converter):
+    with session.lock, session.converting():
         return _push(session, data, list(data.columns) if names is None else list(names), set(group_columns))
 _SUFFIX = re.compile(r"\.\d+$")
 
@@ -345,10 +343,8 @@ class Lme4Engine:
             formula, reml = model.formula, model.reml
             group_vars = {lv.group for lv in spec.levels}
         n_data = design.n_data if design.n_data >= 0 else len(data)
-        from rpy2.robjects.conversion import localconverter
-
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
-        with session.lock, localconverter(session.converter):
+        with session.lock, session.converting():
             rframe = _push(session, data, spec.variables, group_vars, frame, column_prints,
                            as_r_reads=spec.formula is not None)
             factors = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})

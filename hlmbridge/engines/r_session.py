@@ -240,7 +240,10 @@ class _RSession:
             for name in heap_set:  # read once, when R starts: child processes get the caller's
                 os.environ.pop(name, None)
         self.ro = ro
-        self.converter = ro.default_converter
+        from rpy2.robjects.conversion import Converter
+
+        #: hlmbridge's own copy of rpy2's default rules, made once: see :meth:`converting`.
+        self.converter = Converter("hlmbridge", template=ro.default_converter)
         self.ri = ri
         from rpy2.robjects.conversion import localconverter
 
@@ -262,6 +265,29 @@ class _RSession:
 
         self.versions["rpy2"] = rpy2.__version__
         self.lock = threading.Lock()
+
+    def converting(self) -> Any:
+        """A context in which rpy2 converts with :attr:`converter` (rpy2 keeps its rules per
+        thread, in a context variable, so any thread may call R inside it).
+
+        rpy2's ``localconverter`` copies the rules on every entry, which empties the caches of
+        their ``singledispatch`` functions: each fit then paid about 1 ms recomputing method
+        resolution orders. This sets the one copy made at start-up instead, and restores the
+        caller's rules on exit; nothing ever adds rules to that copy.
+        """
+        import contextlib
+
+        from rpy2.robjects import conversion
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            token = conversion.converter_ctx.set(self.converter)
+            try:
+                yield self.converter
+            finally:
+                conversion.converter_ctx.reset(token)
+
+        return context()
 
 
 _SESSION: _RSession | None = None
