@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from dataclasses import dataclass, replace
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -183,7 +184,25 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
     session = _session()
     with session.lock, session.converting():
         return _push(session, data, list(data.columns) if names is None else list(names), set(group_columns))
+
+
 _SUFFIX = re.compile(r"\.\d+$")
+
+
+_CHECKSUMS: weakref.WeakKeyDictionary[Design, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _design_checksums(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """hlmbridge's side of :func:`_check_design_parity` (column sums, sums of squares, X'y)
+    and the scale each is judged on; computed once per design (a design is immutable and
+    cached with its data, so a warm refit of the same model skips them)."""
+    got = _CHECKSUMS.get(design)
+    if got is None:
+        X, y = design.X, design.y
+        got = (np.concatenate([X.sum(axis=0), (X * X).sum(axis=0), X.T @ y]),
+               np.concatenate([np.abs(X).sum(axis=0), (X * X).sum(axis=0), np.abs(X).T @ np.abs(y)]))
+        _CHECKSUMS[design] = got
+    return got
 
 
 def _check_design_parity(design: Design, out: _RFit) -> None:
@@ -207,12 +226,10 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
         raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}", engine="lme4")
     if out.design_check is None:
         return
-    X, y = design.X, design.y
-    mine = np.concatenate([X.sum(axis=0), (X * X).sum(axis=0), X.T @ y])
+    mine, scale = _design_checksums(design)
     p = len(theirs)
     perm = np.array([theirs.index(c) for c in ours], dtype=int)
     r = np.concatenate([out.design_check[k * p + perm] for k in range(3)])
-    scale = np.concatenate([np.abs(X).sum(axis=0), (X * X).sum(axis=0), np.abs(X).T @ np.abs(y)])
     bad = np.abs(mine - r) > 1e-9 * np.maximum(scale, 1e-300) + 1e-12
     if bad.any():
         p = len(ours)
