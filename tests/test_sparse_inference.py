@@ -237,3 +237,103 @@ def test_lme4_crossed_fit_without_exact_derivatives_uses_bobyqa(monkeypatch: pyt
     fit = hlmbridge.fit("y ~ x + (1 | a) + (1 | b)", df, engine="lme4")
     assert not sparse.has_exact_derivatives(fit.design)
     assert "bobyqa, rhoend=1e-12" in fit.optimizer and "polish" not in fit.optimizer
+
+
+# ------------------------------------------------------------------ the block path's variants
+
+
+def _assert_block_path_exact(d: object, beta: list[float], theta: list[float], reml: bool) -> None:
+    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    got = sparse_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
+    assert _rel(dense.information, got.information) < 1e-10
+    assert _rel(dense.score, got.score) < 1e-9
+
+
+def _spy_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[bool]]:
+    """Record, per evaluation, whether C12 was left unformed (the shortcut of a diagonal L2)
+    and whether the largest level's terms were taken by rows (through V = U J)."""
+    taken: dict[str, list[bool]] = {"shortcut": [], "by_rows": []}
+    rest_blocks, by_rows = sparse._rest_blocks, sparse._terms_by_rows
+
+    def spy_rest(*args: object) -> object:
+        rb = rest_blocks(*args)
+        taken["shortcut"].append(rb.C12 is None)
+        return rb
+
+    def spy_rows(*args: object) -> bool:
+        out = by_rows(*args)
+        taken["by_rows"].append(out)
+        return out
+
+    monkeypatch.setattr(sparse, "_rest_blocks", spy_rest)
+    monkeypatch.setattr(sparse, "_terms_by_rows", spy_rows)
+    return taken
+
+
+PATH_CASES = [
+    # (formula, theta, L2 diagonal (the shortcut applies), a single-effect largest level (by rows applies))
+    ("y ~ x + (1 | a) + (1 | b)", [1.1, 0.45, 0.95], True, True),  # L2 = l I
+    ("y ~ x + (1 | a) + (1 | b) + (1 | c)", [0.2, 0.45, 1.1, 0.95], True, True),  # two rest levels, two l's
+    ("y ~ x + (1 | a) + (x || c)", [0.35, 0.9, 1.1, 0.95], True, True),  # a rest level of two effects
+    ("y ~ x + (1 | a) + (x | c)", [0.35, 0.9, 0.1, 1.1, 0.95], False, True),  # correlated: L2 not diagonal
+    ("y ~ x + (1 | a) + (x || b)", [1.1, 0.45, 0.2, 0.95], True, False),  # the largest level has two effects
+]
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("allow_shortcut", [True, False])
+@pytest.mark.parametrize("allow_rows", [True, False])
+@pytest.mark.parametrize("formula,theta,diagonal,single", PATH_CASES)
+def test_block_path_variants_are_exact(formula: str, theta: list[float], diagonal: bool, single: bool,
+                                       allow_shortcut: bool, allow_rows: bool, reml: bool,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way through the block path (C22 and C12 by triangular solves or, for a diagonal
+    L2, as scalings of S^-1; the largest level's terms through J U'U or through U J) equals
+    the dense closed form to rounding, and each is taken exactly where it applies."""
+    if not allow_shortcut:
+        monkeypatch.setattr(sparse, "_SHORTCUT_MIN_DIFF", np.inf)
+    monkeypatch.setattr(sparse, "_SPARSE_MAC", 0.0 if allow_rows else np.inf)
+    taken = _spy_paths(monkeypatch)
+    d = build_design(ModelSpec.from_lme4(formula, reml=reml), _crossed())
+    assert sparse._prepare(d).blocks is not None
+    _assert_block_path_exact(d, [1.0, 0.5], theta, reml)
+    assert taken["shortcut"] == [allow_shortcut and diagonal]
+    assert taken["by_rows"] == [allow_rows and single]
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("rest_variance,shortcut", [(0.0, False), (1e-9, False), (1e-2, True), (50.0, True)])
+def test_shortcut_only_where_it_keeps_its_digits(rest_variance: float, shortcut: bool, reml: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a zero (L2 not invertible) or nearly zero variance outside the largest level, C22's
+    diagonal (1 - S^-1_ii) / l_i^2 would lose its digits to cancellation: the general path is
+    taken there. Both agree with the dense closed form, a large variance included."""
+    taken = _spy_paths(monkeypatch)
+    d = build_design(ModelSpec.from_lme4("y ~ x + (1 | a) + (1 | b)", reml=reml), _crossed())
+    _assert_block_path_exact(d, [1.0, 0.5], [rest_variance, 0.45, 0.95], reml)
+    assert taken["shortcut"] == [shortcut]
+
+
+def test_block_helpers() -> None:
+    """The in-place helpers: triangle filling, a thin update, the row-blocked ||U V'||^2."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(150, 150))
+    lower = np.tril(A)
+    for order in ("C", "F"):
+        M = np.array(lower, order=order)
+        sparse._fill_upper(M, block=16)
+        np.testing.assert_array_equal(M, lower + np.tril(A, -1).T)
+    X, Y = rng.normal(size=(150, 2)), rng.normal(size=(150, 2))
+    for C in (np.array(A, order="C"), np.array(A, order="F"), A[:, :120]):
+        expect = C - X @ Y[:C.shape[1]].T
+        sparse._subtract_outer(C, X, Y[:C.shape[1]])
+        np.testing.assert_allclose(C, expect, rtol=1e-14, atol=1e-13)
+    U = sp.random(40, 25, density=0.2, random_state=6, format="csr")
+    V = rng.normal(size=(40, 25))
+    expect = float(np.sum((U @ V.T) ** 2))
+    for chunk in (1, 100, 1 << 22):
+        assert sparse._sum_squares_product(U, V, chunk_entries=chunk) == pytest.approx(expect, rel=1e-13)
+    np.testing.assert_allclose(sparse._row_quadratics(U, V), np.einsum("ij,ij->i", U.toarray(), V), rtol=1e-13)

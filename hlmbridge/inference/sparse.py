@@ -24,9 +24,13 @@ term is exact, the trace term included: with ``C = Z'V^-1Z s2`` (REML: ``Z'PZ s2
 the largest level are formed (q2 wide); its block within that level never is: it is a
 block-diagonal matrix minus a product through the q2-wide part, and its traces are taken
 through that product (:func:`_exact_derivatives`). The cost is a few dense operations of
-order ``q2^3`` (q2 = 1,128 on InstEval) and one sparse-times-dense product; no
-factorization is repeated. Taken where ``q2 <= _BLOCK_MAX_REST`` and the dense
-``q1 x q2`` block fits ``_BLOCK_MAX_CROSS``.
+order ``q2^3`` (q2 = 1,128 on InstEval) and a few sparse products; no factorization is
+repeated. Where the other levels' covariance root ``L2`` is diagonal and invertible (random
+intercepts, uncorrelated terms) the q2 blocks are scalings of ``S^-1`` and the ``q1 x q2``
+block is not formed (:func:`_rest_blocks`); for a single-effect largest level the
+``q2^3`` product ``J U'U`` gives way to sparse products when those are cheaper
+(:func:`_terms_by_rows`). Taken where ``q2 <= _BLOCK_MAX_REST`` and the dense ``q1 x q2``
+block fits ``_BLOCK_MAX_CROSS``.
 
 **Factorization (otherwise).** ``H`` is factored by SuperLU
 (:func:`scipy.sparse.linalg.splu`, a fill-reducing ordering of ``H + H'``, no pivoting: the
@@ -57,6 +61,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import weakref
 
 import numpy as np
@@ -160,6 +165,7 @@ class _Split:
     M11s: object  # the same, as a sparse block-diagonal matrix (CSR)
     M12: object  # Z1'Z2, CSR (q1, q2)
     M22: np.ndarray  # Z2'Z2, dense (q2, q2)
+    pairs: int  # sum over M12's rows of their nonzeros squared: the work of one product M12'DM12
 
 
 def _split(M: object, level: int, level_cols: list[tuple[int, int, int]]) -> _Split | None:
@@ -177,7 +183,9 @@ def _split(M: object, level: int, level_cols: list[tuple[int, int, int]]) -> _Sp
             M11[:, i, j] = np.asarray(M11s[idx[:, i], idx[:, j]]).ravel()
     if abs(float(np.abs(M11).sum()) - float(abs(M11s).sum())) > 1e-9 * max(1.0, float(abs(M11s).sum())):
         return None  # not block diagonal (cannot happen for one level's columns)
-    return _Split(level, groups, ql, M11, _blocks_csr(M11), Mr[:q1, q1:].tocsr(), Mr[q1:, q1:].toarray())
+    M12 = Mr[:q1, q1:].tocsr()
+    pairs = int(np.sum(np.diff(M12.indptr).astype(np.int64) ** 2))
+    return _Split(level, groups, ql, M11, _blocks_csr(M11), M12, Mr[q1:, q1:].toarray(), pairs)
 
 
 def _blocks_csr(blocks: np.ndarray) -> object:
@@ -192,8 +200,23 @@ def _blocks_csr(blocks: np.ndarray) -> object:
     return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(g * k, g * k))
 
 
+def _scale_both(A: np.ndarray, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``diag(v) A diag(v)``, one pass over A (a single scaling where v is constant, as for
+    one random intercept)."""
+    if v.size and np.all(v == v[0]):
+        return np.multiply(A, v[0] * v[0], out=out)
+    return np.multiply(A, np.outer(v, v), out=out)
+
+
 def _root(m: np.ndarray) -> np.ndarray | None:
-    """``R`` with ``R R' = m`` (m symmetric); None where m is not positive semidefinite."""
+    """``R`` with ``R R' = m`` (m symmetric); None where m is not positive semidefinite.
+    Diagonal where m is (uncorrelated effects): eigenvectors would permute its columns, and a
+    diagonal ``L2`` lets :func:`_rest_blocks` take its shortcut."""
+    if m.size and not np.any(m - np.diag(np.diagonal(m))):
+        d = np.diagonal(m)
+        if d.min() < -1e-12 * max(1.0, float(np.max(np.abs(d)))):
+            return None
+        return np.diag(np.sqrt(np.clip(d, 0.0, None)))
     w, vec = np.linalg.eigh(m)
     scale = max(1.0, float(np.max(np.abs(w)))) if w.size else 1.0
     if w.size and w.min() < -1e-12 * scale:
@@ -227,20 +250,37 @@ class _BlockFactor:
         self.W1M12 = (W1s @ bs.M12).tocsr()
         self.K11 = bs.M11 - bs.M11 @ self.W1 @ bs.M11  # Z1'G1^-1 Z1 (blocks)
         self.U = (bs.M12 - bs.M11s @ self.W1M12).tocsr()  # Z1'G1^-1 Z2
-        K22 = bs.M22 - (bs.M12.T @ self.W1M12).toarray()
-        self.K22 = 0.5 * (K22 + K22.T)  # Z2'G1^-1 Z2
+        K22 = (bs.M12.T @ self.W1M12).toarray()
+        #: Z2'G1^-1 Z2, symmetric only to rounding (see :attr:`K22`)
+        self.K22_raw = np.subtract(bs.M22, K22, out=K22)
         self.L2 = L2
         off = L2 - sp.diags(L2.diagonal())  # type: ignore[attr-defined]
         #: L2's diagonal where L2 is diagonal (every other level a single random intercept or
         #: uncorrelated terms): products with it are then scalings of rows.
         self.l2diag = L2.diagonal() if off.count_nonzero() == 0 else None  # type: ignore[attr-defined]
-        self.LtK = self.l2t(self.K22)
-        S = self.l2t(self.LtK.T)
-        S = 0.5 * (S + S.T)
+        if self.l2diag is not None:
+            # S = I + L2'K22 L2 is a scaling of K22's entries, and Cholesky reads only its
+            # lower triangle: no symmetrized copy of K22 is needed (one pass instead of four).
+            S = _scale_both(self.K22_raw, self.l2diag)
+        else:
+            S = self.l2t(self.LtK.T)
+            S = 0.5 * (S + S.T)
         S[np.diag_indices_from(S)] += 1.0
-        self.Ls = cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+        # S.T: S in Fortran order (symmetric: the same matrix), factored in place without a copy.
+        self.Ls = cholesky(S.T, lower=True, overwrite_a=True, check_finite=False)
         self.logdet = float(2 * np.log(np.diagonal(c1, axis1=1, axis2=2)).sum()
                             + 2 * np.log(np.diagonal(self.Ls)).sum())
+
+    @cached_property
+    def K22(self) -> np.ndarray:
+        """``Z2'G1^-1 Z2``, symmetrized (the general path of :func:`_exact_derivatives` uses
+        both of its triangles)."""
+        return 0.5 * (self.K22_raw + self.K22_raw.T)
+
+    @cached_property
+    def LtK(self) -> np.ndarray:
+        """``L2' K22``."""
+        return self.l2t(self.K22)
 
     def l2x(self, x: np.ndarray) -> np.ndarray:
         """``L2 x``."""
@@ -298,6 +338,206 @@ def _times_pattern(A: np.ndarray, groups: int, ql: int, P: np.ndarray, left: boo
     return (A.reshape(A.shape[0], groups, ql) @ P).reshape(A.shape)
 
 
+def _pattern_inner(A: np.ndarray, rows: tuple[int, int, np.ndarray], cols: tuple[int, int, np.ndarray]) -> float:
+    """``tr(A' E_r A E_c) = sum((E_r A) * (A E_c))`` for ``E_r``, ``E_c`` the patterns
+    ``I_groups (x) P`` on A's rows and columns (``rows``, ``cols``: groups, q_l, P)."""
+    (gr, qr, Pr), (gc, qc, Pc) = rows, cols
+    if qr == 1 and qc == 1:
+        # Both patterns multiples of I: one pass over A, no temporaries of A's size.
+        return float(Pr[0, 0] * Pc[0, 0]) * float(np.einsum("ij,ij->", A, A))
+    return float(np.sum(_times_pattern(A, gr, qr, Pr, left=True) * _times_pattern(A, gc, qc, Pc, left=False)))
+
+
+def _fill_upper(A: np.ndarray, block: int = 64) -> None:
+    """Copy the square ``A``'s strict lower triangle onto its upper one, in place and by
+    blocks (no temporary of A's size: a quarter of the time of ``tril(A) + tril(A, -1).T``)."""
+    n = A.shape[0]
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        A[b0:b1, b1:] = A[b1:, b0:b1].T
+        iu = np.triu_indices(b1 - b0, 1)
+        diag_block = A[b0:b1, b0:b1]
+        diag_block[iu] = diag_block.T[iu]
+
+
+def _inverse_from_cholesky(Ls: np.ndarray) -> np.ndarray:
+    """``S^-1``, both triangles, from the lower Cholesky factor of ``S``."""
+    from scipy.linalg import lapack
+
+    Sinv, info = lapack.dpotri(Ls, lower=1)
+    if info != 0:
+        raise FitError("the random-effects system is singular at these estimates")
+    _fill_upper(Sinv)
+    # LAPACK returns Fortran order; the matrix is symmetric, so its transpose is the same
+    # matrix in C order (elementwise work with the C-ordered blocks then runs with unit stride).
+    return Sinv.T if not Sinv.flags.c_contiguous else Sinv
+
+
+def _subtract_outer(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
+    """``C -= A B'`` in place (A and B thin), by one BLAS call: no temporary of C's size."""
+    from scipy.linalg import blas
+
+    if C.flags.c_contiguous:  # C' in Fortran order: C' -= B A'
+        blas.dgemm(-1.0, B, A, beta=1.0, c=C.T, trans_b=1, overwrite_c=1)
+    elif C.flags.f_contiguous:
+        blas.dgemm(-1.0, A, B, beta=1.0, c=C, trans_b=1, overwrite_c=1)
+    else:
+        C -= A @ B.T
+
+
+#: The shortcut of :func:`_rest_blocks` takes C22's diagonal as ``(1 - (S^-1)_ii) / l_i^2``:
+#: only where no such difference is below this (it then loses at most three digits to the
+#: cancellation). A variance near zero makes the difference small; the general path, which
+#: has no cancellation there, is taken instead.
+_SHORTCUT_MIN_DIFF = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class _Rest:
+    """The blocks of ``C`` through the rest of the effects (q2 of them), from :func:`_rest_blocks`."""
+
+    J: np.ndarray  # L2 S^-1 L2' (q2 x q2)
+    C22: np.ndarray  # Z2'G^-1 Z2 (REML: minus Y2 Omega Y2')
+    C12: np.ndarray | None  # Z1'G^-1 Z2 (REML: minus Y1 Omega Y2'); None on the shortcut
+    il2: np.ndarray | None  # on the shortcut (L2 = diag(l)): 1 / l^2
+
+
+def _rest_blocks(f: _BlockFactor, Y1: np.ndarray | None, Y2: np.ndarray | None, Omega: np.ndarray | None) -> _Rest:
+    """``J``, ``C22`` and (general path) ``C12``.
+
+    In general (Ls the Cholesky factor of S, T = I - J K22)
+
+        C22 = K22 - (Ls^-1 L2'K22)'(Ls^-1 L2'K22),   C12 = U T,
+
+    two triangular solves and a rank-q2 update, each of order q2^3, and a sparse product.
+    Where ``L2 = diag(l)`` is invertible (every other level a random intercept, or
+    uncorrelated terms, none at a zero variance) the same matrices are scalings of ``S^-1``,
+    which J needs anyway: with ``A = L2 K22 L2 = S - I``,
+
+        C22 = L2^-1 (A - A S^-1 A) L2^-1 = L2^-1 (I - S^-1) L2^-1,   T = L2 S^-1 L2^-1,
+
+    and C12 (q1 x q2) is not formed at all: its traces are taken through ``T``
+    (:func:`_cross_by_shortcut`). Taken only where C22's diagonal keeps its digits
+    (``_SHORTCUT_MIN_DIFF``)."""
+    from scipy.linalg import blas, solve_triangular
+
+    Sinv = _inverse_from_cholesky(f.Ls)
+    l = f.l2diag
+    C12 = il2 = None
+    if l is not None and l.min() > 0 and float(np.min(1.0 - np.diagonal(Sinv))) >= _SHORTCUT_MIN_DIFF:
+        il = 1.0 / l
+        C22 = _scale_both(Sinv, il)
+        np.negative(C22, out=C22)
+        il2 = il * il
+        C22[np.diag_indices_from(C22)] += il2
+        J = _scale_both(Sinv, l, out=Sinv)
+    else:
+        Ls, U = f.Ls, f.U
+        Phi = solve_triangular(Ls, f.LtK, lower=True, check_finite=False)  # Ls^-1 L2'K22
+        KJK = blas.dsyrk(1.0, Phi, trans=1)  # Phi'Phi = K22 J K22, upper triangle (Fortran order)
+        _fill_upper(KJK.T)
+        C22 = np.subtract(f.K22, KJK.T)
+        del KJK
+        G2 = solve_triangular(Ls, Phi, lower=True, trans="T", check_finite=False)  # S^-1 L2'K22
+        del Phi
+        T = -f.l2x(G2)  # I - J K22
+        del G2
+        T[np.diag_indices_from(T)] += 1.0
+        C12 = np.asarray(U @ T)  # Z1'G^-1 Z2
+        del T
+        J = f.l2x(f.l2x(Sinv).T)
+    if Y1 is not None:
+        Y2O = Y2 @ Omega  # type: ignore[operator]
+        _subtract_outer(C22, Y2O, Y2)  # type: ignore[arg-type]
+        if C12 is not None:
+            _subtract_outer(C12, Y1, Y2O)
+    return _Rest(J, C22, C12, il2)
+
+
+def _cross_by_shortcut(rb: _Rest, rk: slice, pattern: tuple[int, int, np.ndarray], first: float,
+                       JB: np.ndarray | None, B2: np.ndarray | None, Y2: np.ndarray | None,
+                       Omega: np.ndarray | None) -> float:
+    """``tr(C21 E_l C12 E_k)`` on the shortcut of :func:`_rest_blocks`, C12 not formed: ``E_l``
+    on the largest level (``B0, B1, B2 = U'E_lU, U'E_lY1, Y1'E_lY1``, ``JA = J B0``, ``JB = J B1``),
+    ``E_k`` on the rest's columns ``rk`` (``pattern``: groups, q_l, P). With C12 = U T - Y1 Omega Y2',
+    T = L2 S^-1 L2^-1 and J = L2 S^-1 L2,
+
+        C21 E_l C12 = T'B0 T - T'B1 Omega Y2' - Y2 Omega B1'T + Y2 Omega B2 Omega Y2',
+        T'B0 T = L2^-2 J B0 J L2^-2,   T'B1 = L2^-2 J B1,
+
+    so the first trace is ``tr(J B0 J L2^-2 E_k L2^-2)`` (``first``, from :func:`_first_by_ja` or
+    :func:`_first_by_rows`) and the rest are thin."""
+    gk, qk, Pk = pattern
+    w = rb.il2[rk]  # type: ignore[index]
+    out = first
+    if JB is not None:
+        Y2k = Y2[rk]  # type: ignore[index]
+        EY = _times_pattern(Y2k, gk, qk, Pk, left=True)
+        out -= 2.0 * float(np.sum((Y2k @ Omega) * _times_pattern(w[:, None] * JB[rk], gk, qk, Pk, left=True)))
+        out += float(np.sum((Omega @ B2 @ Omega) * (Y2k.T @ EY)))  # type: ignore[operator]
+    return out
+
+
+def _first_by_ja(rb: _Rest, rk: slice, pattern: tuple[int, int, np.ndarray], JA: np.ndarray) -> float:
+    """``tr(JA J L2^-2 E_k L2^-2)`` (see :func:`_cross_by_shortcut`) from ``JA = J B0``: rows
+    ``rk`` of two q2-wide matrices."""
+    gk, qk, Pk = pattern
+    w = rb.il2[rk]  # type: ignore[index]
+    if qk == 1:  # L2^-2 E_k L2^-2 = diag(P w^2) on rk
+        return float(Pk[0, 0]) * float(np.einsum("ij,ij->i", JA[rk], rb.J[rk]) @ (w * w))
+    return float(np.sum(JA[rk] * (w[:, None] * _times_pattern(w[:, None] * rb.J[rk], gk, qk, Pk, left=True))))
+
+
+def _first_by_rows(rb: _Rest, rk: slice, pattern: tuple[int, int, np.ndarray], V: np.ndarray, p: float) -> float:
+    """``tr(J B0 J L2^-2 E_k L2^-2)`` from ``V = U J`` where ``B0 = p U'U`` (a single-effect
+    largest level): ``J B0 J = p V'V``, so it is ``p tr(V A V')``, A = L2^-2 E_k L2^-2 on
+    columns ``rk``."""
+    gk, qk, Pk = pattern
+    Vk = V[:, rk] * rb.il2[rk]  # type: ignore[index]
+    if qk == 1:
+        return p * float(Pk[0, 0]) * float(np.einsum("ij,ij->", Vk, Vk))
+    return p * float(np.sum(Vk * _times_pattern(Vk, gk, qk, Pk, left=False)))
+
+
+#: Cost model of the largest level's terms for a single-effect largest level (relative to one
+#: multiply-add of a dense BLAS product, measured with scipy and OpenBLAS on one core): a
+#: multiply-add of a sparse times a dense matrix, and one pair (row product) of a product of
+#: two sparse matrices.
+_SPARSE_MAC = 9.0
+_PAIR_COST = 125.0
+
+
+def _terms_by_rows(bs: _Split, n_one: int) -> bool:
+    """Whether the largest level's terms are taken through ``V = U J`` (q1 x q2, one sparse
+    times dense product) and ``U J U'`` (one more, by blocks of rows) rather than through the
+    dense q2 x q2 matrices ``U'U`` and ``J U'U`` (a dense product of order q2^3 and two
+    sparse products). Only for a single-effect largest level; by the cost model above,
+    e.g. on InstEval's first 20,000 rows (q2 = 806, nnz(U) = 20,000) rather than all of it."""
+    if bs.ql != 1 or n_one != 1:
+        return False
+    q1, q2 = bs.M12.shape
+    return bs.M12.nnz * (q1 + q2) * _SPARSE_MAC < q2**3 + 2 * bs.pairs * _PAIR_COST
+
+
+def _row_quadratics(U: object, V: np.ndarray) -> np.ndarray:
+    """``diag(U J U')`` given ``V = U J`` (U sparse CSR): one gather over U's entries."""
+    rows = np.repeat(np.arange(U.shape[0]), np.diff(U.indptr))  # type: ignore[attr-defined]
+    return np.bincount(rows, weights=U.data * V[rows, U.indices], minlength=U.shape[0])  # type: ignore[attr-defined]
+
+
+def _sum_squares_product(U: object, V: np.ndarray, chunk_entries: int = 1 << 22) -> float:
+    """``||U V'||_F^2`` (U sparse CSR, q1 x q2; V dense q1 x q2), by blocks of U's rows so that
+    no more than ``chunk_entries`` numbers of the q1 x q1 product are held at once."""
+    q1 = U.shape[0]  # type: ignore[attr-defined]
+    Vt = np.ascontiguousarray(V.T)
+    step = max(1, chunk_entries // max(1, V.shape[0]))
+    out = 0.0
+    for r0 in range(0, q1, step):
+        W = np.asarray(U[r0:r0 + step] @ Vt)  # type: ignore[index]
+        out += float(np.einsum("ij,ij->", W, W))
+    return out
+
+
 def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient and Hessian in ``rho`` of ``log|I + Z D Z'|`` (REML, ``Y = Z'G^-1X`` and
@@ -307,46 +547,27 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
         C = Z'G^-1 Z (REML: Z'G^-1Z - Y Omega Y'),
 
     ``E_k`` the parameter's pattern over its level's groups. C's blocks outside the largest
-    level are dense (q2 wide); its block within that level (q1 x q1) is never formed: it is
-    K11 - F Gamma F' with F = [U, Y1] sparse or thin, and its traces are taken through that."""
+    level are dense (q2 wide; :func:`_rest_blocks`); its block within that level (q1 x q1) is
+    never formed: it is K11 - F Gamma F' with F = [U, Y1] sparse or thin, and its traces are
+    taken through that."""
     import scipy.sparse as sp
-    from scipy.linalg import blas, lapack, solve_triangular
 
     bs = f.bs
     q1 = bs.groups * bs.ql
-    q2 = f.K22.shape[0]
-    Ls, U = f.Ls, f.U
-    Phi = solve_triangular(Ls, f.LtK, lower=True, check_finite=False)  # Ls^-1 L2'K22
-    KJK = blas.dsyrk(1.0, Phi, trans=1)  # Phi'Phi = K22 J K22, upper triangle
-    C22 = f.K22 - (np.triu(KJK) + np.triu(KJK, 1).T)
-    del KJK
-    G2 = solve_triangular(Ls, Phi, lower=True, trans="T", check_finite=False)  # S^-1 L2'K22
-    del Phi
-    T = -f.l2x(G2)  # I - J K22
-    del G2
-    T[np.diag_indices_from(T)] += 1.0
-    C12 = np.asarray(U @ T)  # Z1'G^-1 Z2
-    del T
-    Sinv, info = lapack.dpotri(Ls, lower=1)
-    if info != 0:
-        raise FitError("the random-effects system is singular at these estimates")
-    Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
-    J = f.l2x(f.l2x(Sinv).T)
-    del Sinv
+    U = f.U
     reml = Y is not None and Omega is not None and Y.shape[1] > 0
-    if reml:
-        Y1, Y2 = Y[:q1], Y[q1:]  # type: ignore[index]
-        C22 -= Y2 @ Omega @ Y2.T
-        C12 -= Y1 @ Omega @ Y2.T
+    Y1, Y2 = (Y[:q1], Y[q1:]) if reml else (None, None)  # type: ignore[index]
+    rb = _rest_blocks(f, Y1, Y2, Omega if reml else None)
+    J, C22, C12 = rb.J, rb.C22, rb.C12
 
-    def F_t_Q_F(Q: object) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """The blocks U'QU, U'QY1, Y1'QY1 of F'QF, F = [U, Y1] (REML) or U; Q sparse, symmetric."""
-        QU = Q @ U  # type: ignore[operator]
-        top = (U.T @ QU).toarray()
+    def F_t_Q_F(Q: object, top: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """The blocks U'QU (None unless ``top``), U'QY1, Y1'QY1 of F'QF, F = [U, Y1] (REML) or U;
+        Q sparse, symmetric."""
+        top = (U.T @ (Q @ U)).toarray() if top else None  # type: ignore[operator]
         if not reml:
             return top, None, None
         QY = Q @ Y1  # type: ignore[operator]
-        return top, np.asarray(U.T @ QY), Y1.T @ QY
+        return top, np.asarray(U.T @ QY), Y1.T @ QY  # type: ignore[union-attr]
 
     def tr_gamma(B: tuple[np.ndarray, np.ndarray | None, np.ndarray | None]) -> float:
         """tr(Gamma B), Gamma = blockdiag(J, Omega) (REML) or J."""
@@ -366,14 +587,25 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
     # The largest level's own terms: C11 = K11 - F Gamma F', so with B_k = F'E_k F and
     # Q = E_k K11 E_l + E_l K11 E_k,
     # tr(C11 E_k C11 E_l) = tr(K11 E_k K11 E_l) - tr(Gamma F'QF) + tr(Gamma B_k Gamma B_l).
+    # A single-effect largest level (E = p I) may instead take them through V = U J: then
+    # tr(J B_k) = p sum(h), h = diag(U J U'), tr(Gamma F'QF) = sum(Q h) + ..., and
+    # tr(J B_k J B_k) = p^2 ||U J U'||^2 (see _terms_by_rows).
+    by_rows = _terms_by_rows(bs, len(one))
     B, JA, JB, OB = {}, {}, {}, {}
+    V = h = None
     for k in one:
-        B[k] = F_t_Q_F(sp.kron(sp.identity(bs.groups, format="csr"), params[k][1], format="csr"))
-        JA[k] = J @ B[k][0]
+        B[k] = F_t_Q_F(sp.kron(sp.identity(bs.groups, format="csr"), params[k][1], format="csr"), top=not by_rows)
+        if by_rows:
+            V = np.asarray(U @ J)
+            h = _row_quadratics(U, V)
+            tr_jb = float(params[k][1][0, 0]) * float(h.sum())
+        else:
+            JA[k] = J @ B[k][0]
+            tr_jb = float(np.trace(JA[k]))
         if reml:
             JB[k] = J @ B[k][1]  # type: ignore[operator]
             OB[k] = Omega @ B[k][1].T  # type: ignore[union-attr]
-        g[k] = float(np.sum(f.K11 * params[k][1][None])) - float(np.trace(JA[k])) - (
+        g[k] = float(np.sum(f.K11 * params[k][1][None])) - tr_jb - (
             float(np.sum(Omega * B[k][2])) if reml else 0.0)  # type: ignore[operator]
     for i, k in enumerate(one):
         Pk = params[k][1]
@@ -381,8 +613,15 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
             Pl = params[l][1]
             t_kk = float(np.einsum("gij,gji->", f.K11 @ Pk, f.K11 @ Pl))
             Q = Pk[None] @ f.K11 @ Pl[None]
-            t_rq = tr_gamma(F_t_Q_F(_blocks_csr(Q + np.swapaxes(Q, 1, 2))))
-            t_rr = float(np.sum(JA[k] * JA[l].T))
+            if by_rows:
+                q_diag = 2.0 * Q[:, 0, 0]
+                t_rq = float(q_diag @ h)  # type: ignore[operator]
+                if reml:
+                    t_rq += float(np.sum(Omega * (Y1.T @ (q_diag[:, None] * Y1))))  # type: ignore[union-attr]
+                t_rr = float(Pk[0, 0] * Pl[0, 0]) * _sum_squares_product(U, V)  # type: ignore[arg-type]
+            else:
+                t_rq = tr_gamma(F_t_Q_F(_blocks_csr(Q + np.swapaxes(Q, 1, 2))))
+                t_rr = float(np.sum(JA[k] * JA[l].T))
             if reml:
                 # the blocks of Gamma B_k Gamma B_l beyond J A_k J A_l
                 t_rr += float(np.sum(JB[k] * OB[l].T)) + float(np.sum(OB[k] * JB[l].T))
@@ -391,22 +630,24 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
     for k in rest:
         _, fk, gk, qk = where[k]
         Pk = params[k][1]
-        Ckk = C22[fk:fk + gk * qk, fk:fk + gk * qk]
+        rk = slice(fk, fk + gk * qk)
+        Ckk = C22[rk, rk]
         diag_blocks = np.diagonal(Ckk.reshape(gk, qk, gk, qk), axis1=0, axis2=2)  # (qk, qk, gk)
         g[k] = float(np.sum(diag_blocks * Pk[:, :, None]))
         for l in one:
-            Cb = C12[:, fk:fk + gk * qk]
-            left = _times_pattern(Cb, bs.groups, bs.ql, params[l][1], left=True)
-            right = _times_pattern(Cb, gk, qk, Pk, left=False)
-            H[k, l] = H[l, k] = -float(np.sum(left * right))
+            if C12 is None:
+                if by_rows:
+                    first = _first_by_rows(rb, rk, (gk, qk, Pk), V, float(params[l][1][0, 0]))  # type: ignore[arg-type]
+                else:
+                    first = _first_by_ja(rb, rk, (gk, qk, Pk), JA[l])
+                H[k, l] = H[l, k] = -_cross_by_shortcut(rb, rk, (gk, qk, Pk), first, JB.get(l), B[l][2], Y2, Omega)
+            else:
+                H[k, l] = H[l, k] = -_pattern_inner(C12[:, rk], (bs.groups, bs.ql, params[l][1]), (gk, qk, Pk))
         for l in rest:
             if l < k:
                 continue
             _, fl, gl, qlv = where[l]
-            Cab = C22[fk:fk + gk * qk, fl:fl + gl * qlv]
-            left = _times_pattern(Cab, gk, qk, Pk, left=True)
-            right = _times_pattern(Cab, gl, qlv, params[l][1], left=False)
-            H[k, l] = H[l, k] = -float(np.sum(left * right))
+            H[k, l] = H[l, k] = -_pattern_inner(C22[rk, fl:fl + gl * qlv], (gk, qk, Pk), (gl, qlv, params[l][1]))
     return g, H
 
 
