@@ -36,6 +36,19 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
 
 
+def _assert_same_evaluation(d: object, beta: list[float], theta: list[float], reml: bool,
+                            information_rtol: float) -> tuple[object, object]:
+    """The sparse evaluation at (beta, theta) equals the dense closed form: log likelihood,
+    GLS coefficients and their covariance exactly, the information to ``information_rtol``."""
+    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    got = sparse_evaluate(d, np.array(beta), np.array(theta), reml=reml)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
+    assert _rel(dense.beta_gls, got.beta_gls) < 1e-10
+    assert _rel(dense.fixed_vcov, got.fixed_vcov) < 1e-10
+    assert _rel(dense.information, got.information) < information_rtol
+    return dense, got
+
+
 CASES = [
     # (formula, beta, theta in variance_parameters order: here b's level comes first), near
     # the simulated values
@@ -53,12 +66,7 @@ CASES = [
 def test_sparse_matches_dense_closed_form(formula: str, beta: list[float], theta: list[float], reml: bool) -> None:
     d = build_design(ModelSpec.from_lme4(formula, reml=reml), _crossed())
     assert is_crossed(d)
-    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=reml)
-    sparse = sparse_evaluate(d, np.array(beta), np.array(theta), reml=reml)
-    assert sparse.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
-    assert _rel(dense.beta_gls, sparse.beta_gls) < 1e-10
-    assert _rel(dense.fixed_vcov, sparse.fixed_vcov) < 1e-10
-    assert _rel(dense.information, sparse.information) < 1e-6
+    _assert_same_evaluation(d, beta, theta, reml, information_rtol=1e-6)
 
 
 @pytest.mark.parametrize("reml", [True, False])
@@ -148,12 +156,7 @@ def test_block_path_is_exact(formula: str, beta: list[float], theta: list[float]
         raise AssertionError("the block path must not take numerical derivatives")
 
     monkeypatch.setattr(sparse, "_hessian", no_differences)
-    dense = stata_parity._dense_evaluate(d, np.array(beta), np.array(theta), reml=reml)
-    got = sparse_evaluate(d, np.array(beta), np.array(theta), reml=reml)
-    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
-    assert _rel(dense.beta_gls, got.beta_gls) < 1e-10
-    assert _rel(dense.fixed_vcov, got.fixed_vcov) < 1e-10
-    assert _rel(dense.information, got.information) < 1e-10
+    dense, got = _assert_same_evaluation(d, beta, theta, reml, information_rtol=1e-10)
     assert _rel(dense.score, got.score) < 1e-9
     assert _rel(dense.random_vcov, got.random_vcov) < 1e-9
 
