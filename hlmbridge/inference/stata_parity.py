@@ -426,20 +426,20 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
         EPzx = [E[k] @ Pzx for k in range(Kr)]
         for k in range(Kr):
             C[k] = (PzxT @ EPzx[k]).sum(axis=0)
+            XE = PzxT @ E[k]  # per block: Pzx' E_k, shared by the row k of T
+            XEP = XE @ Pzz
             for l in range(Kr):
-                T[k, l] = (PzxT @ E[k] @ Pzz @ EPzx[l]).sum(axis=0)
-            T[k, Kr] = (PzxT @ E[k] @ Szx).sum(axis=0)
+                T[k, l] = (XEP @ EPzx[l]).sum(axis=0)
+            T[k, Kr] = (XE @ Szx).sum(axis=0)
             T[Kr, k] = T[k, Kr].T
         C[Kr] = Sxx.sum(axis=0)
         T[Kr, Kr] = Txx3
-        tr_v = tr_v - np.array([np.trace(fixed_vcov @ C[k]) for k in range(K)])
-        info = np.empty((K, K))
         Av = fixed_vcov
-        for k in range(K):
-            for l in range(K):
-                tr_pp = S[k, l] - 2.0 * np.trace(Av @ T[k, l]) + np.trace(Av @ C[k] @ Av @ C[l])
-                quad_p = Bq[k, l] - Xb[k] @ Av @ Xb[l]
-                info[k, l] = -0.5 * tr_pp + quad_p
+        AC = Av @ C  # (K, p, p): Av C_k
+        tr_v = tr_v - np.einsum("kii->k", AC)
+        # All K x K entries at once: tr(Av T_kl), tr(Av C_k Av C_l) and Xb_k' Av Xb_l.
+        tr_pp = S - 2.0 * np.einsum("ij,klji->kl", Av, T) + np.einsum("kij,lji->kl", AC, AC)
+        info = -0.5 * tr_pp + (Bq - Xb @ Av @ Xb.T)
         _, logdet_x = np.linalg.slogdet(XtVX)
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
     else:
