@@ -58,16 +58,6 @@ def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
 Z_95 = 1.959963984540054
 
 
-def _norm_sf(x: np.ndarray) -> np.ndarray:
-    """scipy.stats.norm.sf in closed form (scipy.special alone costs 0.2 s to import)."""
-    return norm_sf(x)
-
-
-def _chi2_sf(x: float, df: float) -> float:
-    """scipy.stats.chi2.sf: closed forms for integer df, scipy for anything else."""
-    return chi2_sf(x, df)
-
-
 def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:
     """A ModelSpec from a spec or a string (Stata command or lme4 formula)."""
     if isinstance(model, ModelSpec):
@@ -185,7 +175,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
     se = np.sqrt(np.diag(fixed_vcov))
     z = est.beta / se
-    p = 2 * _norm_sf(np.abs(z))
+    p = 2 * norm_sf(np.abs(z))
     fixed_rows = tuple(
         (lme4, stata, float(b), float(s), float(zz), float(pp), float(b - Z_95 * s), float(b + Z_95 * s))
         for lme4, stata, b, s, zz, pp in zip(design.fixed_lme4, design.fixed_stata, est.beta, se, z, p, strict=True)
@@ -214,7 +204,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     if keep:
         b = est.beta[keep]
         wald = float(b @ np.linalg.solve(fixed_vcov[np.ix_(keep, keep)], b))
-        wald_p = _chi2_sf(wald, len(keep))
+        wald_p = chi2_sf(wald, len(keep))
     else:
         wald, wald_p = float("nan"), float("nan")
 
@@ -222,9 +212,9 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     ll_lin = linear_loglik(design)
     lr = max(0.0, 2.0 * (inf.loglik - ll_lin))
     if n_theta == 1:
-        lr_kind, lr_p = "chibar2", 0.5 * _chi2_sf(lr, 1)
+        lr_kind, lr_p = "chibar2", 0.5 * chi2_sf(lr, 1)
     else:
-        lr_kind, lr_p = "chi2", _chi2_sf(lr, n_theta)
+        lr_kind, lr_p = "chi2", chi2_sf(lr, n_theta)
     df = design.n_fixed + len(params)
     aic = -2 * inf.loglik + 2 * df
     bic = -2 * inf.loglik + df * np.log(design.nobs)

@@ -22,9 +22,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,10 +247,7 @@ class _RSession:
         #: hlmbridge's own copy of rpy2's default rules, made once: see :meth:`converting`.
         self.converter = Converter("hlmbridge", template=ro.default_converter)
         self.ri = ri
-        from rpy2.robjects.conversion import localconverter
-
-        # rpy2 keeps its conversion rules per thread (a ContextVar): any thread may start R.
-        with localconverter(ro.default_converter):
+        with self.converting():  # rpy2's rules are per thread: any thread may start R
             ok = ro.r('isTRUE(suppressMessages(requireNamespace("lme4", quietly = TRUE)))')[0]
             if not ok:
                 raise EngineUnavailableError(f"{INSTALL_HINT} (R found, but not the lme4 package)")
@@ -266,7 +265,8 @@ class _RSession:
         self.versions["rpy2"] = rpy2.__version__
         self.lock = threading.Lock()
 
-    def converting(self) -> Any:
+    @contextlib.contextmanager
+    def converting(self) -> Iterator[Any]:
         """A context in which rpy2 converts with :attr:`converter` (rpy2 keeps its rules per
         thread, in a context variable, so any thread may call R inside it).
 
@@ -275,19 +275,13 @@ class _RSession:
         resolution orders. This sets the one copy made at start-up instead, and restores the
         caller's rules on exit; nothing ever adds rules to that copy.
         """
-        import contextlib
-
         from rpy2.robjects import conversion
 
-        @contextlib.contextmanager
-        def context() -> Any:
-            token = conversion.converter_ctx.set(self.converter)
-            try:
-                yield self.converter
-            finally:
-                conversion.converter_ctx.reset(token)
-
-        return context()
+        token = conversion.converter_ctx.set(self.converter)
+        try:
+            yield self.converter
+        finally:
+            conversion.converter_ctx.reset(token)
 
 
 _SESSION: _RSession | None = None
