@@ -315,8 +315,6 @@ class _BlockFactor:
 
 def _block_factor(sd: _Sparse, rho: np.ndarray) -> _BlockFactor | None:
     """The block factor at ``rho``; None without a split or off the feasible set."""
-    import scipy.sparse as sp
-
     bs = sd.blocks
     if bs is None:
         return None
@@ -325,7 +323,7 @@ def _block_factor(sd: _Sparse, rho: np.ndarray) -> _BlockFactor | None:
         return None
     rest = sorted((first, g, r) for (first, g, _), r, li in zip(sd.level_cols, roots, range(len(roots)))
                   if li != bs.level)
-    L2 = sp.block_diag([sp.kron(sp.identity(g, format="csr"), r, format="csr") for _, g, r in rest], format="csr")
+    L2 = _repeated_blocks([(g, r) for _, g, r in rest], "csr")
     return _BlockFactor(sd, bs, roots[bs.level], L2)  # type: ignore[arg-type]
 
 
@@ -550,8 +548,6 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
     level are dense (q2 wide; :func:`_rest_blocks`); its block within that level (q1 x q1) is
     never formed: it is K11 - F Gamma F' with F = [U, Y1] sparse or thin, and its traces are
     taken through that."""
-    import scipy.sparse as sp
-
     bs = f.bs
     q1 = bs.groups * bs.ql
     U = f.U
@@ -594,7 +590,7 @@ def _exact_derivatives(sd: _Sparse, f: _BlockFactor, Y: np.ndarray | None, Omega
     B, JA, JB, OB = {}, {}, {}, {}
     V = h = None
     for k in one:
-        B[k] = F_t_Q_F(sp.kron(sp.identity(bs.groups, format="csr"), params[k][1], format="csr"), top=not by_rows)
+        B[k] = F_t_Q_F(_repeated_blocks([(bs.groups, params[k][1])], "csr"), top=not by_rows)
         if by_rows:
             V = np.asarray(U @ J)
             h = _row_quadratics(U, V)
@@ -659,13 +655,18 @@ def _level_matrices(sd: _Sparse, rho: np.ndarray) -> list[np.ndarray]:
     return mats
 
 
-def _block_diag(sd: _Sparse, mats: list[np.ndarray]) -> object:
-    """The q x q block-diagonal matrix with ``mats[l]`` repeated over the groups of level l."""
+def _repeated_blocks(levels: list[tuple[int, np.ndarray]], fmt: str) -> object:
+    """The block-diagonal matrix with each ``(groups, m)``'s ``m`` repeated over its groups, in
+    the order given."""
     import scipy.sparse as sp
 
+    return sp.block_diag([sp.kron(sp.identity(g, format="csr"), m, format="csr") for g, m in levels], format=fmt)
+
+
+def _block_diag(sd: _Sparse, mats: list[np.ndarray]) -> object:
+    """The q x q block-diagonal matrix with ``mats[l]`` repeated over the groups of level l."""
     in_column_order = sorted(zip(sd.level_cols, mats, strict=True), key=lambda lm: lm[0][0])
-    return sp.block_diag([sp.kron(sp.identity(g, format="csr"), m, format="csr") for (_, g, _), m in
-                          in_column_order], format="csc")
+    return _repeated_blocks([(g, m) for (_, g, _), m in in_column_order], "csc")
 
 
 class _Factor:
@@ -677,14 +678,8 @@ class _Factor:
 
         self.sd = sd
         mats = _level_matrices(sd, rho)
-        psd = True
-        roots = []
-        for m in mats:
-            w, vec = np.linalg.eigh(m)
-            scale = max(1.0, float(np.max(np.abs(w)))) if w.size else 1.0
-            if w.size and w.min() < -1e-12 * scale:
-                psd = False
-            roots.append(vec * np.sqrt(np.clip(w, 0.0, None))[None, :])
+        roots = [_root(m) for m in mats]
+        psd = all(r is not None for r in roots)
         q = sd.M.shape[0]
         if psd:
             # H = I + L' M L: symmetric positive definite; LU without pivoting is its Cholesky.
