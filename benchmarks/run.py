@@ -290,7 +290,7 @@ def simulate_scale(n: int, groups: int, seed: int = 12345) -> dict[str, np.ndarr
 
 
 SCALE_CHILD = r"""
-import json, sys, time
+import json, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 def hwm(field):
@@ -418,7 +418,7 @@ def bench_memory(n: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ issue 13: more model classes
 
 FIT_CHILD = r"""
-import json, sys, time
+import json, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 def status(field):
@@ -436,37 +436,28 @@ hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine
 before = status("VmHWM")
 last = []
 fit = lambda: last.append(hlmbridge.fit(formula, df, engine="lme4", reml=reml))
-emb = []
-if len(sys.argv) > 5:  # also lmer with its defaults in this process's R, interleaved
-    sys.path.insert(0, sys.argv[5])
-    from run import embedded_default_lmer, interleaved
-    times, emb = interleaved(fit, embedded_default_lmer(d, 1), reps)
-else:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fit()
-        times.append(time.perf_counter() - t0)
+sys.path.insert(0, sys.argv[5])  # benchmarks/: lmer with its defaults in this process's R, interleaved
+from run import embedded_default_lmer, interleaved
+times, emb = interleaved(fit, embedded_default_lmer(d, 1), reps)
 res = last[-1]
 print(json.dumps({"times": times, "hwm_before_kb": before, "hwm_after_kb": status("VmHWM"),
                   "loglik": res.loglik, "converged": res.converged, "nobs": res.nobs, "embedded": emb}))
 """
 
 
-def _fit_case(name: str, d: Path, formula: str, reml: bool, reps: int, r_reps: int | None = None,
-              interleave: bool = True) -> dict[str, Any]:
+def _fit_case(name: str, d: Path, formula: str, reml: bool, reps: int, r_reps: int | None = None) -> dict[str, Any]:
     """One lme4-formula model on the data in ``d``: lmer in a fresh Rscript (hlmbridge's control and
     lmer's defaults) against hlmbridge in a fresh process; medians and peak resident memory.
-    ``interleave`` (default): the child also times lmer with its defaults in its own embedded R,
-    alternating with hlmbridge's fits. On this machine the speed drifts by up to 2x within
+    The child also times lmer with its defaults in its own embedded R, alternating with
+    hlmbridge's fits. On this machine the speed drifts by up to 2x within
     minutes, so the two processes' runs, minutes apart, can differ by more than what is measured;
     the interleaved ratio does not depend on the drift."""
     write_models(d, [(name, formula, reml, "-")])
     log(f"{name}: lme4 in R")
     r_res, r_hwm = run_r(d, r_reps or reps)
     log(f"{name}: hlmbridge (fresh process)")
-    argv = [sys.executable, "-c", FIT_CHILD, str(d), str(reps), formula, "TRUE" if reml else "FALSE"]
-    out = subprocess.run(argv + ([str(BENCH)] if interleave else []), capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-c", FIT_CHILD, str(d), str(reps), formula, "TRUE" if reml else "FALSE",
+                          str(BENCH)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{name} child failed:\n{out.stderr[-3000:]}")
     child = json.loads(out.stdout.strip().splitlines()[-1])
@@ -478,30 +469,39 @@ def _fit_case(name: str, d: Path, formula: str, reml: bool, reps: int, r_reps: i
             "r_peak_rss_mb": r_hwm / 1024, "hlmbridge_peak_rss_mb": child["hwm_after_kb"] / 1024,
             "hlmbridge_rss_before_fit_mb": child["hwm_before_kb"] / 1024, "converged": child["converged"],
             "loglik": child["loglik"],
-            **({"embedded_lmer_default_s": statistics.median(child["embedded"]),
-                "embedded_lmer_default_times": child["embedded"],
-                "ratio_interleaved": hb / statistics.median(child["embedded"])} if child["embedded"] else {})}
+            "embedded_lmer_default_s": statistics.median(child["embedded"]),
+            "embedded_lmer_default_times": child["embedded"],
+            "ratio_interleaved": hb / statistics.median(child["embedded"])}
 
 
-INSTEVAL_R = r"""
-suppressPackageStartupMessages(library(lme4))
-out <- commandArgs(trailingOnly = TRUE)[[1L]]
-d <- lme4::InstEval
-w <- function(x, name) writeBin(as.double(x), file.path(out, paste0(name, ".f64")), size = 8, endian = "little")
-w(d$y, "y"); w(as.integer(d$s) - 1L, "s"); w(as.integer(d$d) - 1L, "d"); w(as.integer(d$service) - 1L, "service")
+LME4_DATA_R = r"""
+a <- commandArgs(trailingOnly = TRUE)
+d <- getExportedValue("lme4", a[[2L]])
+for (name in a[-(1:2)]) {
+  x <- d[[name]]
+  x <- if (is.factor(x)) as.integer(x) - 1L else x  # a factor as its 0-based codes
+  writeBin(as.double(x), file.path(a[[1L]], paste0(name, ".f64")), size = 8, endian = "little")
+}
 """
+
+
+def lme4_data(dataset: str, columns: tuple[str, ...], tmp: Path) -> dict[str, np.ndarray]:
+    """Columns of one of lme4's data sets, as R holds them (a factor as 0-based codes)."""
+    src = tmp / f"lme4_{dataset}"
+    src.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["Rscript", "-e", LME4_DATA_R, str(src), dataset, *columns], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"exporting lme4's {dataset} failed:\n{out.stderr}")
+    return {c: np.fromfile(src / f"{c}.f64", dtype="<f8") for c in columns}
+
 
 CROSSED_MODEL = "y ~ service + (1 | s) + (1 | d)"
 
 
 def bench_crossed(reps: int, tmp: Path, sizes: tuple[int | None, ...]) -> dict[str, Any]:
     """lme4's InstEval, ``y ~ service + (1 | s) + (1 | d)`` (REML), crossed: the first 20,000 rows and in full."""
-    src = tmp / "insteval"
-    src.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["Rscript", "-e", INSTEVAL_R, str(src)], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"exporting InstEval failed:\n{out.stderr}")
-    full = {c: np.fromfile(src / f"{c}.f64", dtype="<f8") for c in ("y", "s", "d", "service")}
+    full = lme4_data("InstEval", ("y", "s", "d", "service"), tmp)
     rows = []
     for n in sizes:
         cols = {c: v[:n] if n else v for c, v in full.items()}
@@ -511,13 +511,6 @@ def bench_crossed(reps: int, tmp: Path, sizes: tuple[int | None, ...]) -> dict[s
     return {"rows": rows, "reps": reps}
 
 
-SLEEPSTUDY_R = r"""
-out <- commandArgs(trailingOnly = TRUE)[[1L]]
-d <- lme4::sleepstudy
-w <- function(x, name) writeBin(as.double(x), file.path(out, paste0(name, ".f64")), size = 8, endian = "little")
-w(d$Reaction, "Reaction"); w(d$Days, "Days"); w(as.integer(d$Subject) - 1L, "Subject")
-"""
-
 SLEEPSTUDY_MODEL = "Reaction ~ Days + (Days | Subject)"
 
 
@@ -525,12 +518,7 @@ def bench_sleepstudy(reps: int, tmp: Path) -> dict[str, Any]:
     """lme4's sleepstudy, ``Reaction ~ Days + (Days | Subject)`` (REML): 180 rows, where lmer
     itself takes about 15 ms and hlmbridge's fixed per-fit cost shows most."""
     d = tmp / "sleepstudy"
-    d.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["Rscript", "-e", SLEEPSTUDY_R, str(d)], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"exporting sleepstudy failed:\n{out.stderr}")
-    with open(d / "columns", "w") as fh:
-        fh.write("Reaction\tnum\nDays\tnum\nSubject\tgroup\n")
+    write_columns(d, lme4_data("sleepstudy", ("Reaction", "Days", "Subject"), tmp), {"Subject"})
     return _fit_case("sleepstudy", d, SLEEPSTUDY_MODEL, True, reps)
 
 
