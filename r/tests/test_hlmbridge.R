@@ -66,6 +66,18 @@ stopifnot(abs(res5$num[1] - as.numeric(logLik(ref5))) < 1e-8)
 G5 <- unclass(lme4::VarCorr(ref5))$g
 stopifnot(max(abs(res5$num[10:13] - as.numeric(G5))) < 1e-6 * max(abs(G5)))
 
+## Control objects are built once and reused, and equal lmerControl()'s; a user's
+## options(lmerControl = ...) still reaches them.
+stopifnot(identical(env$hlmbridge_control(NULL), lme4::lmerControl(calc.derivs = FALSE)))
+stopifnot(identical(env$hlmbridge_control(1e-12, 1e5),
+                    lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5),
+                                      calc.derivs = FALSE)))
+stopifnot(identical(env$hlmbridge_control(1e-12, 1e5, 1e-3)$optCtrl, list(rhoend = 1e-12, maxfun = 1e5, rhobeg = 1e-3)))
+old_opt <- options(lmerControl = list(check.nlev.gtr.1 = "warning"))
+stopifnot(env$hlmbridge_control(NULL)$checkControl$check.nlev.gtr.1 == "warning")
+options(old_opt)
+stopifnot(env$hlmbridge_control(NULL)$checkControl$check.nlev.gtr.1 == "stop")
+
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
 cat("r/tests/test_hlmbridge.R: all checks passed\n")
