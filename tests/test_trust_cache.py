@@ -34,6 +34,38 @@ def test_fingerprint_sees_a_permuted_string_column() -> None:
     assert not _same(s, o)  # same text, other dtype
 
 
+def test_fingerprint_of_strings_with_nul_characters_and_missing_values() -> None:
+    # Plain str values are hashed as their NUL-joined text; a value holding NUL itself, or a
+    # missing value, takes the factorize path, so no two lists can share a text.
+    for dtype in (object, "string", "str"):
+        assert not _same(pd.Series(["a\x00b", "c"], dtype=dtype), pd.Series(["a", "b\x00c"], dtype=dtype))
+        assert not _same(pd.Series(["a\x00", ""], dtype=dtype), pd.Series(["a", "\x00"], dtype=dtype))
+        assert not _same(pd.Series(["a", None, "b"], dtype=dtype), pd.Series(["a", "b", None], dtype=dtype))
+        assert not _same(pd.Series(["a", "", "b"], dtype=dtype), pd.Series(["a", "b", ""], dtype=dtype))
+        assert _same(pd.Series(["a\x00b", None], dtype=dtype), pd.Series(["a\x00b", None], dtype=dtype))
+        assert _same(pd.Series([], dtype=dtype), pd.Series([], dtype=dtype))
+
+
+def test_fingerprints_read_from_the_frame_equal_those_of_its_series() -> None:
+    # fingerprints() reads each column's values without making a Series (no copy of attrs):
+    # the result must be the Series' own fingerprint, for every kind of column.
+    from hlmbridge.design.cache import column_values, fingerprints
+
+    df = pd.DataFrame({
+        "f": [1.5, 2.5, np.nan], "i": [1, 2, 3], "n": pd.array([1, None, 3], dtype="Int64"),
+        "b": pd.array([True, None, False], dtype="boolean"), "c": pd.Categorical(["a", "b", "a"]),
+        "s": pd.Series(["x", None, "z"], dtype="str"), "o": pd.Series([0, "0", 1.0], dtype=object),
+        "t": pd.to_datetime(["2020-01-01", "2021-01-01", None]), "u": ["p", "q", "r"],
+    })
+    df.attrs = {"labels": {"f": "a label"}}
+    got = fingerprints(df, list(df.columns))
+    assert got == {c: column_fingerprint(df[c]) for c in df.columns}
+    assert isinstance(column_values(df, "f"), np.ndarray) and isinstance(column_values(df, "o"), np.ndarray)
+    # Non-unique labels elsewhere in the frame: the Series path gives the same answer.
+    dup = pd.concat([df, df[["i"]]], axis=1)
+    assert fingerprints(dup, ["f", "s", "c"]) == {c: got[c] for c in ("f", "s", "c")}
+
+
 def test_fingerprint_sees_types_inside_object_columns() -> None:
     mixed = [pd.Series(v, dtype=object) for v in ([0, "0"], ["0", 0], [0, 0], ["0", "0"], [0, False],
                                                       [0, 0.0], [0, None], [0, np.nan], ["a", "a\x00"],

@@ -29,19 +29,20 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-__all__ = ["FrameCache", "column_fingerprint", "fingerprints"]
+__all__ = ["FrameCache", "column_fingerprint", "column_values", "fingerprints"]
 
 T = TypeVar("T")
 
 
-def column_fingerprint(column: pd.Series) -> tuple[Any, ...]:
+def column_fingerprint(column: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray) -> tuple[Any, ...]:
     """A content fingerprint that covers every value and the dtype: ``(length, dtype, digest)``.
 
     Two columns get the same fingerprint only when they hold the same values in the same
     order with the same dtype: categories and their order, the type of each value of an
     object column (``0`` and ``"0"`` differ) and the missing-value mask of a nullable dtype
     all count. A column whose values cannot be serialized gets a fingerprint equal to
-    nothing else (its cache entries are never reused).
+    nothing else (its cache entries are never reused). ``column`` may be a Series or its
+    values (a numpy or pandas array): both give the same fingerprint.
 
     Examples
     --------
@@ -52,61 +53,98 @@ def column_fingerprint(column: pd.Series) -> tuple[Any, ...]:
     >>> c = pd.Series(pd.Categorical(["a", "b"]))
     >>> column_fingerprint(c) == column_fingerprint(c.cat.reorder_categories(["b", "a"]))
     False
+    >>> column_fingerprint(c) == column_fingerprint(c.array)
+    True
     """
-    dtype = column.dtype
+    values = _values(column)
+    dtype = values.dtype
     h = hashlib.blake2b(digest_size=16)
     try:
         if isinstance(dtype, pd.CategoricalDtype):
             key = f"category(ordered={bool(dtype.ordered)})"
-            h.update(_array_bytes(column.cat.codes.to_numpy()))
-            h.update(repr(column_fingerprint(pd.Series(dtype.categories))).encode())
+            _update_array(h, np.asarray(values.codes))
+            h.update(repr(column_fingerprint(dtype.categories)).encode())
         else:
             key = repr(dtype)
-            _update(h, column)
+            _update(h, values)
     except Exception:  # noqa: BLE001 - values that cannot be serialized: never reuse
-        return (len(column), repr(dtype), _Unique())
-    return (len(column), key, h.hexdigest())
+        return (len(values), repr(dtype), _Unique())
+    return (len(values), key, h.hexdigest())
+
+
+def _values(column: Any) -> Any:
+    """A column's values: a numpy array for numpy dtypes, else the pandas array."""
+    if isinstance(column, (pd.Series, pd.Index)):
+        column = column.array
+    if type(column) is pd.arrays.NumpyExtensionArray:  # not its subclasses (StringArray)
+        return column.to_numpy()
+    return column
 
 
 class _Unique:
     """A fingerprint part equal only to itself (for columns that cannot be hashed)."""
 
 
-def _array_bytes(values: np.ndarray) -> bytes:
-    return str(values.dtype).encode() + b":" + np.ascontiguousarray(values).tobytes()
+def _update_array(h: Any, values: np.ndarray) -> None:
+    """Hash a numeric array's dtype and its bytes (read in place: no copy of the data)."""
+    h.update(str(values.dtype).encode() + b":")
+    h.update(np.ascontiguousarray(values).view(np.uint8).data)  # bytes view: any fixed-size dtype
 
 
-def _update(h: Any, column: pd.Series) -> None:
-    dtype = column.dtype
+def _update(h: Any, values: Any) -> None:
+    dtype = values.dtype
     if isinstance(dtype, np.dtype):
-        values = column.to_numpy()
         if dtype != object:
-            h.update(_array_bytes(values))
+            _update_array(h, values)
         else:
             _update_objects(h, values)
         return
     if isinstance(dtype, pd.StringDtype):
-        # Strings compare exactly, so codes (the order) plus the distinct values (in
-        # order of appearance) are the content; missing values have code -1.
-        codes, uniques = column.factorize()
-        h.update(_array_bytes(codes))
+        if _update_joined(h, values.to_numpy()):  # str values; missing ones are not str
+            return
+        # Missing values (or NUL characters): codes (the order) plus the distinct values
+        # (in order of appearance) are the content; missing values have code -1.
+        codes, uniques = values.factorize()
+        h.update(b"F")
+        _update_array(h, codes)
         h.update(pickle.dumps([str(u) for u in uniques], protocol=pickle.HIGHEST_PROTOCOL))
         return
     numpy_dtype = getattr(dtype, "numpy_dtype", None)
     if isinstance(numpy_dtype, np.dtype) and numpy_dtype.kind in "biufc":
         # Nullable numbers and booleans: the missing-value mask plus every value.
-        mask = column.isna().to_numpy(dtype=bool)
-        h.update(_array_bytes(mask))
-        h.update(_array_bytes(column.to_numpy(dtype=numpy_dtype, na_value=np.zeros(1, numpy_dtype)[0])))
+        mask = np.asarray(values.isna(), dtype=bool)
+        _update_array(h, mask)
+        _update_array(h, values.to_numpy(dtype=numpy_dtype, na_value=np.zeros(1, numpy_dtype)[0]))
         return
-    h.update(pickle.dumps(column.array, protocol=pickle.HIGHEST_PROTOCOL))  # any other dtype: exact
+    h.update(pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))  # any other dtype: exact
+
+
+def _update_joined(h: Any, values: np.ndarray) -> bool:
+    """Hash an array of str values as their NUL-joined text; False (nothing hashed) when a
+    value is not a str or contains NUL itself. The text is then exact: splitting it at its
+    n - 1 NULs gives the values back. About 5x faster than factorizing them (0.06 against
+    0.3 ms for the 7,185 school ids of the seed data, a fixed cost of every fit)."""
+    if values.dtype != object:
+        return False
+    try:
+        joined = "\x00".join(values.tolist())
+    except TypeError:  # a missing value or another type
+        return False
+    if joined.count("\x00") != max(len(values) - 1, 0):
+        return False
+    h.update(b"J")
+    h.update(joined.encode("utf-8", "surrogatepass"))
+    return True
 
 
 def _update_objects(h: Any, values: np.ndarray) -> None:
+    if _update_joined(h, values):  # only str values (the common case)
+        return
     if pd.api.types.infer_dtype(values, skipna=False) == "string":
-        # Only str values (the common case): exact and fast through factorize.
+        # Only str values, some with NUL characters: exact through factorize.
         codes, uniques = pd.factorize(values)
-        h.update(_array_bytes(codes))
+        h.update(b"F")
+        _update_array(h, codes)
         h.update(pickle.dumps([str(u) for u in uniques], protocol=pickle.HIGHEST_PROTOCOL))
         return
     # Mixed types. factorize merges values that compare equal across types (0 == 0.0 ==
@@ -117,8 +155,8 @@ def _update_objects(h: Any, values: np.ndarray) -> None:
     except TypeError:  # unhashable values (lists, dicts ...): pickle them all, slower but exact
         h.update(pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
         return
-    h.update(_array_bytes(codes))
-    h.update(_array_bytes(type_codes))
+    _update_array(h, codes)
+    _update_array(h, type_codes)
     h.update(pickle.dumps([f"{t.__module__}.{t.__qualname__}" for t in types], protocol=pickle.HIGHEST_PROTOCOL))
     h.update(pickle.dumps(list(uniques), protocol=pickle.HIGHEST_PROTOCOL))
 
@@ -127,8 +165,23 @@ _TYPE_OF = np.frompyfunc(type, 1, 1)
 
 
 def fingerprints(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """:func:`column_fingerprint` of each of ``columns``."""
-    return {c: column_fingerprint(frame[c]) for c in columns}
+    """:func:`column_fingerprint` of each of ``columns`` (each a column of ``frame``)."""
+    return {c: column_fingerprint(column_values(frame, c)) for c in columns}
+
+
+def column_values(frame: pd.DataFrame, name: str) -> Any:
+    """The values of column ``name`` (a numpy or pandas array), read without making a Series.
+
+    A Series taken from a frame deep-copies the frame's ``attrs`` (a .dta file's variable and
+    value labels), and ``frame[name]`` or ``frame[names]`` goes through pandas' indexing, which
+    costs 0.1-0.6 ms a call right after R has run (cold caches): the fingerprints are taken on
+    every fit. pandas' ``DataFrame._get_column_array`` reads the block directly; where a pandas
+    version lacks it, or the labels are not unique, this falls back to ``frame[name]``.
+    """
+    get = getattr(frame, "_get_column_array", None)
+    if get is not None and frame.columns.is_unique:
+        return _values(get(frame.columns.get_loc(name)))
+    return _values(frame[name])
 
 
 class FrameCache:
