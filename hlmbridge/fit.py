@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -65,8 +66,15 @@ def as_spec(model: ModelSpec | str, reml: bool | None = None) -> ModelSpec:
             return model
         return model.with_method("reml" if reml else "ml")
     if isinstance(model, str):
-        return ModelSpec.parse(model, reml=reml)
+        return _parse(model, reml) if reml is None or isinstance(reml, bool) else ModelSpec.parse(model, reml=reml)
     raise SpecError(f"expected a ModelSpec or a string, got {type(model).__name__}")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str, reml: bool | None) -> ModelSpec:
+    """ModelSpec.parse, once per text: a spec is immutable, and a refit (bootstraps, simulations,
+    benchmarks) would otherwise parse the same text every time. Errors are not cached."""
+    return ModelSpec.parse(text, reml=reml)
 
 
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
@@ -98,21 +106,24 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     reasons = adapter.unsupported(spec)
     if reasons:  # each reason is a whole sentence naming the construct and the engine
         raise UnsupportedSpecError(reasons[0], engine, message=reasons[0])
-    view = _model_frame(data, spec)
-    prints = fingerprints(view, spec.variables)  # once per fit, shared by every cache below
+    require_columns(spec, data)
+    # Once per fit, shared by every cache below; read from the caller's frame directly (the
+    # model's own frame, _model_frame, is built only when a design is).
+    prints = fingerprints(data, spec.variables)
     if any(v is not None for v in rows_args.values()):
         for k, v in rows_args.items():  # a column name refers to the caller's frame, as in lmer
             if isinstance(v, str) and k != "na_action":
                 if v not in data.columns:
                     raise UsageError(f"{k}= names a column that is not in the data: {v!r}")
                 rows_args[k] = data[v]
-        design = build_design(spec, view, **rows_args)  # per-call arrays: never cached
+        design = build_design(spec, _model_frame(data, spec), **rows_args)  # per-call arrays: never cached
     else:
-        design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()), lambda: build_design(spec, view))
+        design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()),
+                              lambda: build_design(spec, _model_frame(data, spec)))
     if df_method == "kenward-roger" and not spec.reml:
         raise UsageError("df_method='kenward-roger' needs a REML fit (as pbkrtest and Stata's dfmethod(kroger)); "
                          "pass reml=True or use df_method='satterthwaite'")
-    estimates = adapter.fit_design(design, data=data, frame=view, column_prints=prints, **options)
+    estimates = adapter.fit_design(design, data=data, column_prints=prints, **options)
     result = result_from_estimates(design, estimates, engine, wall_start=t0)
     return result.with_df(df_method) if df_method else result
 
