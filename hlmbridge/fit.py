@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -162,7 +163,18 @@ def _model_frame(data: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     return view
 
 
+_GROUP_INFO: weakref.WeakKeyDictionary[Design, tuple[GroupInfo, ...]] = weakref.WeakKeyDictionary()
+
+
 def _group_info(design: Design) -> tuple[GroupInfo, ...]:
+    """The result's group summary, once per design (a design is immutable; refits reuse it)."""
+    got = _GROUP_INFO.get(design)
+    if got is None:
+        got = _GROUP_INFO[design] = _make_group_info(design)
+    return got
+
+
+def _make_group_info(design: Design) -> tuple[GroupInfo, ...]:
     out = []
     for ld in design.levels:
         sizes = ld.sizes
