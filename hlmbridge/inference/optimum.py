@@ -23,11 +23,13 @@ True
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError
-from hlmbridge.inference.stata_parity import evaluate, level_covariances
+from hlmbridge.inference.stata_parity import evaluate, variance_parameters
 
 __all__ = ["is_feasible", "likelihood_gain", "profiled_loglik"]
 
@@ -46,13 +48,36 @@ def profiled_loglik(design: Design, theta: np.ndarray) -> float:
 def is_feasible(design: Design, theta: np.ndarray) -> bool:
     """Whether ``theta`` is a valid parameter vector: a positive residual variance and every
     level's covariance positive semi-definite (to 1e-10 of its largest variance)."""
+    theta = np.asarray(theta, dtype=float)
     if not theta[-1] > 0:
         return False
-    for G in level_covariances(design, theta):
-        scale = max(1.0, float(np.max(np.abs(np.diag(G)))))
-        if np.linalg.eigvalsh(G).min() < -1e-10 * scale:
+    for index, patterns in _level_patterns(design):
+        q = patterns.shape[-1]
+        G = (theta[index] @ patterns.reshape(len(index), -1)).reshape(q, q)  # sum_k theta_k pattern_k (level_covariances)
+        scale = max(1.0, float(np.abs(G.diagonal()).max()))
+        smallest = G[0, 0] if q == 1 else np.linalg.eigvalsh(G)[0]  # eigenvalues in ascending order
+        if smallest < -1e-10 * scale:
             return False
     return True
+
+
+# Per design: for each level, the positions of its parameters in theta and their patterns
+# stacked (k_l, q_l, q_l). The Newton polish checks feasibility at every step, and rebuilding
+# the parameter list each time cost as much as the check itself.
+_LEVEL_PATTERNS: weakref.WeakKeyDictionary[Design, tuple[tuple[np.ndarray, np.ndarray], ...]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _level_patterns(design: Design) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    cached = _LEVEL_PATTERNS.get(design)
+    if cached is None:
+        params = variance_parameters(design)
+        cached = tuple(
+            (np.array([k for k, prm in enumerate(params) if prm.level == li]),
+             np.array([prm.pattern for prm in params if prm.level == li]))
+            for li in range(len(design.levels)))
+        _LEVEL_PATTERNS[design] = cached
+    return cached
 
 
 def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray | None = None) -> float:

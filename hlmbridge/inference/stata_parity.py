@@ -138,11 +138,11 @@ def not_identified(information: np.ndarray) -> bool:
     >>> not_identified(np.array([[1.0, 1.0], [1.0, 1.0]])), not_identified(np.eye(2))
     (True, False)
     """
-    d = np.diag(information)
-    if not np.all(np.isfinite(information)) or np.any(d <= 0):
+    d = information.diagonal()
+    if not np.isfinite(information).all() or (d <= 0).any():
         return False
     s = 1.0 / np.sqrt(d)
-    return bool(np.linalg.eigvalsh(information * s[:, None] * s[None, :]).min() < 1e-10)
+    return bool(np.linalg.eigvalsh(information * np.outer(s, s))[0] < 1e-10)  # ascending order
 
 
 def lme4_block_name(design: Design, param: VarianceParam) -> str:
@@ -207,7 +207,12 @@ class _Blocks:
     patterns: np.ndarray  # (K_random, B, Q, Q)
     b0: np.ndarray  # (p,) least-squares coefficients taken out of y (y above is y - X b0)
     # Per level: (block of each group, first column of each group in its block, q_l).
-    group_place: tuple[tuple[np.ndarray, np.ndarray, int], ...] = ()
+    group_place: tuple[tuple[np.ndarray, np.ndarray, int], ...]
+    # [Z'Z | Z'X | Z'y] side by side (M, ZX and Zy above are views of it), so that one product
+    # applies a (B, Q, Q) matrix to all three; and the block sums of [X y]'[X y] and of n.
+    MG: np.ndarray  # (B, Q, Q + p + 1)
+    H: np.ndarray  # (p + 1, p + 1)
+    n_total: float
 
 
 _BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary()
@@ -284,7 +289,11 @@ def _make_blocks(design: Design) -> _Blocks:
         rows_ix = g_first[:, None] + ii[None, :]
         cols_ix = g_first[:, None] + jj[None, :]
         patterns[k, g_block[:, None], rows_ix, cols_ix] = prm.pattern[ii, jj][None, :]
-    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0, tuple(group_place))
+    MG = np.concatenate([M, ZX, Zy[:, :, None]], axis=2)
+    M, ZX, Zy = MG[:, :, :Q], MG[:, :, Q:Q + p], MG[:, :, Q + p]
+    H = np.empty((p + 1, p + 1))
+    H[:p, :p], H[:p, p], H[p, :p], H[p, p] = XX.sum(axis=0), Xy.sum(axis=0), Xy.sum(axis=0), yy.sum()
+    return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0, tuple(group_place), MG, H, float(nb.sum()))
 
 
 def _blocks(design: Design) -> _Blocks:
@@ -340,14 +349,27 @@ def woodbury(bl: _Blocks, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndar
     s2 = float(theta[-1])
     if not s2 > 0:
         raise FitError(f"the residual variance must be positive, got {s2}")
-    D = np.einsum("k,kbij->bij", theta[:-1], bl.patterns)
-    A = s2 * np.eye(bl.M.shape[-1]) + bl.M @ D
+    E = bl.patterns
+    D = (theta[:-1] @ E.reshape(len(E), -1)).reshape(E.shape[1:])  # sum_k theta_k E_k
+    A = bl.M @ D
+    Q = A.shape[-1]
+    A.reshape(-1, Q * Q)[:, ::Q + 1] += s2  # the diagonal: A = s2 I + Z'Z D
     W = _t(np.linalg.solve(_t(A), D))  # D A^-1 (symmetric)
     return s2, D, A, W
 
 
 def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> Inference:
-    """The closed forms of :func:`evaluate` on per-block cross-products (dense blocks)."""
+    """The closed forms of :func:`evaluate` on per-block cross-products (dense blocks).
+
+    Notation (per block): ``G = [Z'X | Z'y]`` and ``c = [-b; 1]``, so that ``Z'r = G c`` for
+    the residual ``r = y - X b``; ``E_k = dD/dtheta_k``, so ``V_k = Z E_k Z'`` (the residual's
+    ``V_K = I``). ``V^-1 = (I - Z W Z') / s2`` gives the recursion ``Z'V^-j a =
+    (I - Z'Z W) Z'V^-(j-1) a / s2`` and ``a'V^-j a = (a'V^-(j-1) a - (Z'V^-(j-1) a)' W Z'a) / s2``,
+    which is all the closed forms need. Everything is batched over the blocks and over the
+    variance parameters ``k``: Python loops over them would pay numpy's per-call overhead up to
+    K^2 times, which dominates on small designs (lme4's sleepstudy). A sum over blocks of
+    ``a_b' c_b`` for two (B, Q, m) arrays is one matrix product of them flattened to (B Q, m).
+    """
     bl = _blocks(design)
     n = design.nobs
     p = design.n_fixed
@@ -355,17 +377,34 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     s2, D, A, W = woodbury(bl, theta)
     Kr = len(theta) - 1
     K = Kr + 1
-    E = bl.patterns
-    M, ZX, XX = bl.M, bl.ZX, bl.XX
-    XZ = _t(ZX)
-    Q = M.shape[-1]
+    E, MG = bl.patterns, bl.MG
+    B, Q = MG.shape[0], MG.shape[1]
+    BQ, a = B * Q, p + 1
     sign, logdetA = np.linalg.slogdet(A)
-    if np.any(sign <= 0):
+    if (sign <= 0).any():
         raise FitError("the marginal covariance is not positive definite at these estimates")
-    logdet = float(np.sum(bl.n * np.log(s2) + logdetA - Q * np.log(s2)))
+    logdet = float(logdetA.sum()) + (bl.n_total - BQ) * float(np.log(s2))
 
-    XtVX = (XX - XZ @ W @ ZX).sum(axis=0) / s2
-    XtVy = (bl.Xy - np.einsum("bpq,bq->bp", XZ @ W, bl.Zy)).sum(axis=0) / s2
+    # W [Z'Z | Z'X | Z'y] = [W Z'Z | W G]; Z'Z W is the transpose of the first part (W and Z'Z
+    # are symmetric), so one product gives both.
+    WMG = W @ MG
+    MW = _t(WMG[:, :, :Q])
+    WG = WMG[:, :, Q:].reshape(BQ, a)
+    # P[0] = [Z'V^-1 Z | Z'V^-1 X | Z'V^-1 y], P[1] = [Z'V^-2 Z | Z'V^-2 X | Z'V^-2 y] per block.
+    P = np.empty((2, B, Q, Q + a))
+    np.subtract(MG, MW @ MG, out=P[0])
+    P[0] /= s2
+    np.subtract(P[0], MW @ P[0], out=P[1])
+    P[1] /= s2
+    Pzz = P[0, :, :, :Q]  # Z'V^-1 Z
+    PS = P[:, :, :, Q:].reshape(2, BQ, a)  # Z'V^-j [X y], flattened over blocks
+    # [X y]'V^-j [X y] for j = 1, 2, 3 (Vj[j - 1]), summed over blocks.
+    Vj = np.empty((3, a, a))
+    PSWG = _t(PS) @ WG  # (Z'V^-j [X y])' W Z'[X y], j = 1, 2
+    Vj[0] = (bl.H - MG[:, :, Q:].reshape(BQ, a).T @ WG) / s2
+    Vj[1] = (Vj[0] - PSWG[0]) / s2
+    Vj[2] = (Vj[1] - PSWG[1]) / s2
+    XtVX, XtVy = Vj[0, :p, :p], Vj[0, :p, p]
     try:
         fixed_vcov = np.linalg.inv(XtVX)
     except np.linalg.LinAlgError as exc:
@@ -373,72 +412,42 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     beta_gls0 = fixed_vcov @ XtVy  # GLS estimate for y - X b0
     beta_gls = beta_gls0 + bl.b0
     b = beta_gls0 if reml or beta is None else np.asarray(beta, dtype=float) - bl.b0
-    Zr = bl.Zy - ZX @ b
-    Xr = bl.Xy - XX @ b
-    rr = bl.yy - 2 * bl.Xy @ b + np.einsum("p,bpq,q->b", b, XX, b)
+    c = np.empty(a)
+    c[:p], c[p] = -b, 1.0
+    Vjc = Vj @ c  # [X y]'V^-j r
+    quad, rV2r, rV3r = Vjc @ c  # r'V^-j r
+    u = (PS[0] @ c).reshape(B, Q)  # Z'V^-1 r
+    trV1 = (bl.n_total - np.einsum("bii->", MW)) / s2  # tr(V^-1) = (n - tr(Z'Z W)) / s2
+    trV2 = (trV1 - np.einsum("bij,bji->", Pzz, W)) / s2  # tr(V^-2) = (tr(V^-1) - tr(Z'V^-1 Z W)) / s2
 
-    def quad_form(Wm: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return np.einsum("bi,bij,bj->b", a, Wm, c)
-
-    quad = float(np.sum(rr - quad_form(W, Zr, Zr)) / s2)
-
-    MW = M @ W
-    W2 = 2 * W - W @ MW
-    W3 = W + W2 - W2 @ MW
-    Pzz = (M - MW @ M) / s2
-    Pzx = (ZX - MW @ ZX) / s2
-    u = (Zr - np.einsum("bij,bj->bi", MW, Zr)) / s2
-    MW2 = M @ W2
-    Szz = (M - MW2 @ M) / s2**2
-    Szx = (ZX - MW2 @ ZX) / s2**2
-    Sxx = (XX - XZ @ W2 @ ZX) / s2**2
-    su = (Zr - np.einsum("bij,bj->bi", MW2, Zr)) / s2**2
-    sx = (Xr - np.einsum("bpq,bq->bp", XZ @ W2, Zr)) / s2**2
-    trV2 = float(np.sum(bl.n - np.einsum("bij,bji->b", W2, M)) / s2**2)
-    wVw = float(np.sum(rr - quad_form(W3, Zr, Zr)) / s2**3)
-    Txx3 = (XX - XZ @ W3 @ ZX).sum(axis=0) / s2**3
-
-    PE = [Pzz @ E[k] for k in range(Kr)]
-    e = [np.einsum("bij,bj->bi", E[k], u) for k in range(Kr)]
-    PzxT = _t(Pzx)
-    S = np.zeros((K, K))
-    Bq = np.zeros((K, K))
-    Xb = np.zeros((K, p))
-    for k in range(Kr):
-        for l in range(k, Kr):
-            S[k, l] = S[l, k] = float(np.sum(PE[k] * _t(PE[l])))
-            Bq[k, l] = Bq[l, k] = float(np.einsum("bi,bij,bj->", e[k], Pzz, e[l]))
-        S[k, Kr] = S[Kr, k] = float(np.sum(E[k] * Szz))
-        Bq[k, Kr] = Bq[Kr, k] = float(np.sum(e[k] * su))
-        Xb[k] = np.einsum("bpq,bq->p", PzxT, e[k])
+    PE = Pzz[None] @ E  # Z'V^-1 Z E_k
+    e = (E @ u[None, :, :, None]).reshape(Kr, BQ)  # E_k Z'V^-1 r
+    Pe = (PE @ u[None, :, :, None]).reshape(Kr, BQ)  # Z'V^-1 Z E_k Z'V^-1 r
+    eS = e @ PS  # r'V^-1 V_k V^-j [X y], j = 1, 2
+    # tr(E_k Z'V^-j Z) = tr(V^-j V_k), j = 1, 2
+    trE = E.reshape(Kr, -1) @ P[:, :, :, :Q].reshape(2, -1).T
+    S = np.empty((K, K))  # tr(V^-1 V_k V^-1 V_l)
+    S[:Kr, :Kr] = PE.reshape(Kr, -1) @ _t(PE).reshape(Kr, -1).T
+    S[:Kr, Kr] = S[Kr, :Kr] = trE[:, 1]
     S[Kr, Kr] = trV2
-    Bq[Kr, Kr] = wVw
-    Xb[Kr] = sx.sum(axis=0)
+    Bq = np.empty((K, K))  # r'V^-1 V_k V^-1 V_l V^-1 r
+    Bq[:Kr, :Kr] = e @ Pe.T
+    Bq[:Kr, Kr] = Bq[Kr, :Kr] = eS[1] @ c
+    Bq[Kr, Kr] = rV3r
+    Xb = np.empty((K, p))  # X'V^-1 V_k V^-1 r
+    Xb[:Kr], Xb[Kr] = eS[0, :, :p], Vjc[1, :p]
     # Score: -tr(V^-1 V_k) / 2 + r'V^-1 V_k V^-1 r / 2 (REML: P for V^-1 in the trace).
-    tr_v = np.array([float(np.sum(E[k] * Pzz)) for k in range(Kr)] +
-                    [float(np.sum(bl.n - np.einsum("bij,bji->b", W, M)) / s2)])
-    quad_k = np.array([float(np.sum(e[k] * u)) for k in range(Kr)] +
-                      [float(np.sum(rr - quad_form(W2, Zr, Zr)) / s2**2)])
+    tr_v = np.empty(K)
+    tr_v[:Kr], tr_v[Kr] = trE[:, 0], trV1
+    quad_k = np.empty(K)
+    quad_k[:Kr], quad_k[Kr] = eS[0] @ c, rV2r
 
     if reml:
-        C = np.zeros((K, p, p))
-        T = np.zeros((K, K, p, p))
-        EPzx = [E[k] @ Pzx for k in range(Kr)]
-        for k in range(Kr):
-            C[k] = (PzxT @ EPzx[k]).sum(axis=0)
-            XE = PzxT @ E[k]  # per block: Pzx' E_k, shared by the row k of T
-            XEP = XE @ Pzz
-            for l in range(Kr):
-                T[k, l] = (XEP @ EPzx[l]).sum(axis=0)
-            T[k, Kr] = (XE @ Szx).sum(axis=0)
-            T[Kr, k] = T[k, Kr].T
-        C[Kr] = Sxx.sum(axis=0)
-        T[Kr, Kr] = Txx3
         Av = fixed_vcov
-        AC = Av @ C  # (K, p, p): Av C_k
+        AC, tr_AT = _reml_terms(E, Pzz, PS[0, :, :p], P[1, :, :, Q:Q + p], Vj[1:, :p, :p], Av)
         tr_v = tr_v - np.einsum("kii->k", AC)
         # All K x K entries at once: tr(Av T_kl), tr(Av C_k Av C_l) and Xb_k' Av Xb_l.
-        tr_pp = S - 2.0 * np.einsum("ij,klji->kl", Av, T) + np.einsum("kij,lji->kl", AC, AC)
+        tr_pp = S - 2.0 * tr_AT + AC.reshape(K, -1) @ _t(AC).reshape(K, -1).T
         info = -0.5 * tr_pp + (Bq - Xb @ Av @ Xb.T)
         _, logdet_x = np.linalg.slogdet(XtVX)
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
@@ -447,6 +456,31 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
     score = 0.5 * (quad_k - tr_v)
     return finish_inference(design, loglik, beta_gls, fixed_vcov, info, score)
+
+
+def _reml_terms(E: np.ndarray, Pzz: np.ndarray, Pzx: np.ndarray, Szx: np.ndarray, Vx: np.ndarray,
+                Av: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """REML's ``Av C_k`` (K, p, p) and ``tr(Av T_kl)`` (K, K), with ``C_k = X'V^-1 V_k V^-1 X``
+    and ``T_kl = X'V^-1 V_k V^-1 V_l V^-1 X`` summed over blocks, from ``Pzz = Z'V^-1 Z`` and
+    ``Szx = Z'V^-2 X`` per block, ``Pzx = Z'V^-1 X`` flattened to (B Q, p), ``Vx = [X'V^-2 X,
+    X'V^-3 X]`` and ``Av = (X'V^-1 X)^-1`` (symmetric)."""
+    Kr, B, Q, _ = E.shape
+    p = Pzx.shape[1]
+    K = Kr + 1
+    EPzx = E @ Pzx.reshape(1, B, Q, p)  # E_k Z'V^-1 X
+    C = np.empty((K, p, p))
+    C[:Kr] = _t(EPzx.reshape(Kr, B * Q, p)) @ Pzx
+    C[Kr] = Vx[0]
+    # T_kl = (E_k Z'V^-1 X)' R_l with R_l = Z'V^-1 Z E_l Z'V^-1 X (l < Kr) or Z'V^-2 X (l = Kr),
+    # so tr(Av T_kl) is the inner product of (E_k Z'V^-1 X) Av with R_l.
+    right = np.empty((K, B, Q, p))
+    np.matmul(Pzz, EPzx, out=right[:Kr])
+    right[Kr] = Szx
+    tr_AT = np.empty((K, K))
+    tr_AT[:Kr] = (EPzx @ Av).reshape(Kr, -1) @ right.reshape(K, -1).T
+    tr_AT[Kr, :Kr] = tr_AT[:Kr, Kr]
+    tr_AT[Kr, Kr] = np.einsum("ij,ij->", Av, Vx[1])
+    return Av @ C, tr_AT
 
 
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:
