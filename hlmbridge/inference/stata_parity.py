@@ -60,13 +60,25 @@ class VarianceParam:
     pattern: np.ndarray
 
 
+_PARAMETERS: weakref.WeakKeyDictionary[Design, tuple[VarianceParam, ...]] = weakref.WeakKeyDictionary()
+
+
 def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
     """The free variance parameters in Stata's display order, the residual last.
 
     Per level: a variance for every random term (slopes in order, the intercept last, as
     Stata lists them), then the covariances of the pairs in one correlated block; Stata's
     identity and exchangeable structures share one variance (and one covariance).
+
+    Made once per design (a fit asks several times; the patterns are read-only).
     """
+    got = _PARAMETERS.get(design)
+    if got is None:
+        got = _PARAMETERS[design] = _make_variance_parameters(design)
+    return got
+
+
+def _make_variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
     out: list[VarianceParam] = []
     for li, ld in enumerate(design.levels):
         lme4_terms = list(ld.terms_lme4)
@@ -99,6 +111,8 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
             if ld.cov == "exchangeable":
                 add("cov", f"cov({joined})", lme4_terms[0], lme4_terms[1], np.ones((q, q)) - np.eye(q))
     out.append(VarianceParam(None, "Residual", "var", "var(Residual)", "Residual", None, np.ones((1, 1))))
+    for prm in out:
+        prm.pattern.flags.writeable = False  # shared by every caller of the cached tuple
     return tuple(out)
 
 
@@ -483,9 +497,20 @@ def _reml_terms(E: np.ndarray, Pzz: np.ndarray, Pzx: np.ndarray, Szx: np.ndarray
     return Av @ C, tr_AT
 
 
+_LINEAR_LOGLIK: weakref.WeakKeyDictionary[Design, dict[bool, float]] = weakref.WeakKeyDictionary()
+
+
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:
-    """Log likelihood of the linear regression of y on X (Stata's ``e(ll_c)``)."""
-    reml = design.spec.reml if reml is None else reml
+    """Log likelihood of the linear regression of y on X (Stata's ``e(ll_c)``); once per design
+    and method (a least-squares fit on all rows: 0.1 ms on sleepstudy, 50 ms at 1M rows)."""
+    reml = bool(design.spec.reml if reml is None else reml)
+    known = _LINEAR_LOGLIK.setdefault(design, {})
+    if reml not in known:
+        known[reml] = _linear_loglik(design, reml)
+    return known[reml]
+
+
+def _linear_loglik(design: Design, reml: bool) -> float:
     X, y = design.X, design.y_fit
     extra = 0.0
     if design.weights is not None:
