@@ -290,7 +290,7 @@ def simulate_scale(n: int, groups: int, seed: int = 12345) -> dict[str, np.ndarr
 
 
 SCALE_CHILD = r"""
-import json, sys
+import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 def hwm(field):
@@ -303,7 +303,7 @@ df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c in ("y", "x
 df["g"] = df["g"].astype(np.int64)
 hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
 before = hwm("VmHWM"); rss0 = hwm("VmRSS")
-times = []; parts = []
+times = []
 for _ in range(reps):
     t0 = time.perf_counter()
     res = hlmbridge.fit(sys.argv[3], df, engine="lme4")
