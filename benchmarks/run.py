@@ -644,6 +644,11 @@ def machine() -> dict[str, Any]:
             "blas_threads_env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}
 
 
+def _secs(x: float) -> str:
+    """Seconds in 8 characters with three significant digits below 1 s (sleepstudy: 0.0108)."""
+    return f"{x:8.4f}" if x < 1 else f"{x:8.2f}"
+
+
 def table(results: dict[str, Any]) -> str:
     lines = []
     add = lines.append
@@ -686,8 +691,8 @@ def table(results: dict[str, Any]) -> str:
         add(f"   {'case':22s} {'model':30s} {'nobs':>9s} {'R':>8s} {'R dflt':>8s} {'hlmbr.':>8s} {'ratio':>6s} "
             f"{'/dflt':>6s} {'RSS R':>7s} {'RSS hb':>7s}")
         for label, r in cases:
-            add(f"   {r['case']:22s} {r['model']:30s} {r['nobs']:9d} {r['r_lmer_s']:8.2f} {r['r_lmer_default_s']:8.2f} "
-                f"{r['hlmbridge_s']:8.2f} {r['ratio']:6.2f} {r['ratio_default']:6.2f} {r['r_peak_rss_mb']:7.0f} "
+            add(f"   {r['case']:22s} {r['model']:30s} {r['nobs']:9d} {_secs(r['r_lmer_s'])} {_secs(r['r_lmer_default_s'])} "
+                f"{_secs(r['hlmbridge_s'])} {r['ratio']:6.2f} {r['ratio_default']:6.2f} {r['r_peak_rss_mb']:7.0f} "
                 f"{r['hlmbridge_peak_rss_mb']:7.0f}")
             if "ratio_interleaved" in r:
                 add(f"   {'':22s} interleaved in one process: lmer defaults (embedded R) "

@@ -5,7 +5,7 @@ parameters (a deviance 1e-7 short of it); its tight settings (bobyqa, rhoend 1e-
 last digits with 2-4 times as many deviance evaluations. :func:`newton_polish` gets them
 instead with one or two Newton steps on the profiled (ML) or restricted (REML) log
 likelihood, whose score and observed information :func:`~hlmbridge.inference.stata_parity.evaluate`
-computes in closed form (about a millisecond on the seed's models).
+computes in closed form (0.1-0.3 ms an evaluation on the seed's models).
 
 It only polishes: it returns None, and the caller falls back to the tight optimizer, when
 the start is not in the quadratic basin of an interior optimum: a boundary (singular) fit,
