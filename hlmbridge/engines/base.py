@@ -27,7 +27,7 @@ from hlmbridge.spec.model import ModelSpec
 __all__ = ["FIT_CONTEXT", "Engine", "EngineFit", "tuning_options"]
 
 #: Keywords ``fit`` passes to every engine's ``fit_design``: reuse hints, not model inputs.
-FIT_CONTEXT: tuple[str, ...] = ("data", "frame", "column_prints")
+FIT_CONTEXT: tuple[str, ...] = ("data", "column_prints")
 
 
 def tuning_options(engine: Engine) -> tuple[str, ...]:
@@ -88,12 +88,12 @@ class Engine(Protocol):
         """Reasons this engine cannot fit ``spec`` exactly (empty when it can)."""
         ...
 
-    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None,
                    column_prints: Mapping[str, tuple[Any, ...]] | None = None, **options: Any) -> EngineFit:
         """Fit ``design`` and return the estimates (raises FitError on failure).
 
-        ``data``, ``frame`` and ``column_prints`` (``FIT_CONTEXT``) are the caller's frame, the
-        model's view of it and its column fingerprints: hints an engine may use to reuse work,
+        ``data`` and ``column_prints`` (``FIT_CONTEXT``) are the caller's frame and its model
+        columns' fingerprints: hints an engine may use to reuse work,
         never inputs that change the model. Every other keyword is the engine's own tuning
         option and is named in its signature (no catch-all), so ``fit`` can refuse the rest.
         """

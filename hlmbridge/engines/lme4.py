@@ -174,18 +174,18 @@ _PUSHED = FrameCache()  # R copies of columns, per data frame, checked against t
 
 
 def _push(session: _RSession, data: pd.DataFrame, names: Sequence[str], group_columns: Collection[str],
-          view: pd.DataFrame | None = None, prints: Mapping[str, tuple[Any, ...]] | None = None,
-          as_r_reads: bool = False) -> Any:
-    source = view if view is not None else data
+          prints: Mapping[str, tuple[Any, ...]] | None = None, as_r_reads: bool = False) -> Any:
+    """An R data.frame of ``names``, built from R copies of ``data``'s columns that are made once
+    and reused while their fingerprints (``prints``, computed here when not given) match."""
     if prints is None:
-        prints = fingerprints(source, names)
+        prints = fingerprints(data, names)
 
     def make_frame() -> Any:
         columns = {
             v: _PUSHED.get(data, ("r", v, "group" if v in group_columns else "value"), (prints[v],),
-                           lambda v=v: _to_r(session, source[v], v in group_columns))
+                           lambda v=v: _to_r(session, data[v], v in group_columns))
             if not as_r_reads else
-            _PUSHED.get(data, ("r", v, "formula"), (prints[v],), lambda v=v: _to_r_as_r_reads(session, source, v))
+            _PUSHED.get(data, ("r", v, "formula"), (prints[v],), lambda v=v: _to_r_as_r_reads(session, data, v))
             for v in names
         }
         return session.frame(session.ro.ListVector(columns))
@@ -311,12 +311,12 @@ class Lme4Engine:
             return [str(exc)]
         return []
 
-    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None,
                    column_prints: Mapping[str, tuple[Any, ...]] | None = None, rhoend: float | None = None,
                    maxfun: int = 100_000, engine_vcov: bool = False) -> EngineFit:
         """Fit with lme4. ``data`` is the caller's frame: its columns are pushed to R once and
-        reused while unchanged; ``frame`` (optional) is a view of it to read the columns from,
-        ``column_prints`` (optional) its columns' fingerprints when the caller has them already.
+        reused while unchanged; ``column_prints`` (optional) are its columns' fingerprints when
+        the caller has them already.
 
         By default lmer runs with its own default optimizer (nloptwrap), and hlmbridge polishes
         that optimum with Newton steps on the analytic score
@@ -341,10 +341,10 @@ class Lme4Engine:
             # engine_vcov: lme4's matrix must belong to the reported estimates.
             rhoend = _TIGHT_RHOEND
         if rhoend is not None:
-            out, seconds, versions = self._run_lmer(design, data, frame, column_prints, rhoend, maxfun, engine_vcov)
+            out, seconds, versions = self._run_lmer(design, data, column_prints, rhoend, maxfun, engine_vcov)
             settings = f"bobyqa, rhoend={rhoend:g}, maxfun={maxfun:g}, calc.derivs=FALSE"
             return self._estimates(design, out, versions, seconds, settings)
-        out, seconds, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False,
+        out, seconds, versions = self._run_lmer(design, data, column_prints, None, maxfun, False,
                                                 boundary_restart=False)
         est = self._estimates(design, out, versions, seconds, "lmer's default optimizer settings, calc.derivs=FALSE")
         polished = None
@@ -355,7 +355,7 @@ class Lme4Engine:
         if polished is None and est.singular and est.converged:
             # lmer's default ended on a boundary that the polish could not finish: R restarts
             # bobyqa from that optimum.
-            out, seconds2, versions = self._run_lmer(design, data, frame, column_prints, None, maxfun, False)
+            out, seconds2, versions = self._run_lmer(design, data, column_prints, None, maxfun, False)
             settings = (f"lmer's default optimizer ({out.feval_before} evaluations) ended on a boundary, then "
                         f"bobyqa from its optimum, rhoend={_TIGHT_RHOEND:g}, calc.derivs=FALSE")
             est2 = self._estimates(design, out, versions, seconds + seconds2, settings)
@@ -373,13 +373,13 @@ class Lme4Engine:
         # Refit from lmer's own start, exactly as with rhoend=1e-12: where the likelihood has a
         # ridge (variance parameters not identified) the point reported depends on the path.
         why = "lmer did not converge" if not est.converged else "the Newton polish did not converge"
-        out2, seconds2, versions = self._run_lmer(design, data, frame, column_prints, _TIGHT_RHOEND, maxfun, False)
+        out2, seconds2, versions = self._run_lmer(design, data, column_prints, _TIGHT_RHOEND, maxfun, False)
         settings = f"bobyqa, rhoend={_TIGHT_RHOEND:g}, maxfun={maxfun:g}, calc.derivs=FALSE; refit: {why}"
         tight = self._estimates(design, out2, versions, seconds + seconds2, settings)
         return replace(tight, engine_seconds=out.elapsed + out2.elapsed,
                        extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)})
 
-    def _run_lmer(self, design: Design, data: pd.DataFrame, frame: pd.DataFrame | None,
+    def _run_lmer(self, design: Design, data: pd.DataFrame,
                   column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float | None, maxfun: int,
                   engine_vcov: bool, *, boundary_restart: bool = True) -> tuple[_RFit, float, dict[str, str]]:
         """One ``hlmbridge_fit`` call in R (``rhoend`` None: lmer's default optimizer;
@@ -397,7 +397,7 @@ class Lme4Engine:
         n_data = design.n_data if design.n_data >= 0 else len(data)
         # rpy2's conversion rules are per thread: set them here so any thread can fit.
         with session.lock, session.converting():
-            rframe = _push(session, data, spec.variables, group_vars, frame, column_prints,
+            rframe = _push(session, data, spec.variables, group_vars, column_prints,
                            as_r_reads=spec.formula is not None)
             factors = _r_factor_bases(session, design)
             all_rows = design.nobs == n_data

@@ -100,12 +100,12 @@ class StatsmodelsEngine:
                         f"random terms only at the top grouping factor ({top.name}); use engine='lme4'.")
         return None
 
-    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None, frame: pd.DataFrame | None = None,
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None,
                    column_prints: Mapping[str, tuple[Any, ...]] | None = None,
                    max_iterations: int | None = None) -> EngineFit:
         """Fit the design; raises ConvergenceError when no strategy converges.
 
-        ``data``, ``frame`` and ``column_prints`` are the reuse hints every engine is given
+        ``data`` and ``column_prints`` are the reuse hints every engine is given
         (``engines.base.FIT_CONTEXT``); this engine fits the design's arrays and needs none.
 
         ``max_iterations`` caps every optimizer's iterations (default: 60 Newton steps,
