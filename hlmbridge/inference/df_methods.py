@@ -108,6 +108,16 @@ class _Derivatives:
 
 
 def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
+    """``Phi``, ``C_k``, ``Q_kl`` and ``S_kl`` at ``theta`` from the per-block cross-products.
+
+    Notation (per block, as in :mod:`~hlmbridge.inference.stata_parity`): ``E_k = dD/dtheta_k``,
+    so ``V_k = Z E_k Z'`` (the residual's is ``I``), and ``V^-1 = (I - Z W Z') / s2`` gives the
+    recursion ``Z'V^-j a = (I - Z'Z W) Z'V^-(j-1) a / s2`` and ``a'V^-j a = (a'V^-(j-1) a -
+    (Z'V^-(j-1) a)' W Z'a) / s2``. Everything is batched over the blocks and over ``k``: Python
+    loops over the pairs (k, l) would pay numpy's per-call overhead ~K^2 times, which dominates
+    on small designs. A sum over blocks of ``a_b' c_b`` for two (B, Q, m) arrays is one matrix
+    product of them flattened to (B Q, m).
+    """
     # The block cross-products are shared with the Stata-parity inference (computed once per design).
     from hlmbridge.inference.stata_parity import _blocks, woodbury
 
@@ -117,46 +127,85 @@ def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
     Kr = len(theta) - 1
     K = Kr + 1
     E = bl.patterns
-    M, ZX, XX = bl.M, bl.ZX, bl.XX
-    XZ = _t(ZX)
-    MW = M @ W
-    W2 = 2 * W - W @ MW  # V^-2 = (I - Z W2 Z') / s2^2
-    W3 = W + W2 - W2 @ MW  # V^-3 = (I - Z W3 Z') / s2^3
-    Pzz = (M - MW @ M) / s2  # Z'V^-1 Z
-    Pzx = (ZX - MW @ ZX) / s2  # Z'V^-1 X
-    XtVX = (XX - XZ @ W @ ZX).sum(axis=0) / s2
+    B, Q = bl.MG.shape[0], bl.MG.shape[1]
+    p = design.n_fixed
+    BQ = B * Q
+    MX = bl.MG[:, :, :Q + p]  # [Z'Z | Z'X] per block (y is not needed here)
+    # W [Z'Z | Z'X] = [W Z'Z | W Z'X]; Z'Z W is the transpose of the first part (W and Z'Z are
+    # symmetric), so one product gives both.
+    WMX = W @ MX
+    MW = _t(WMX[:, :, :Q])
+    WZX = WMX[:, :, Q:].reshape(BQ, p)
+    # P[0] = [Z'V^-1 Z | Z'V^-1 X], P[1] = [Z'V^-2 Z | Z'V^-2 X] per block.
+    P = np.empty((2, B, Q, Q + p))
+    np.subtract(MX, MW @ MX, out=P[0])
+    P[0] /= s2
+    np.subtract(P[0], MW @ P[0], out=P[1])
+    P[1] /= s2
+    Pzz, Szz = P[0, :, :, :Q], P[1, :, :, :Q]  # Z'V^-1 Z, Z'V^-2 Z
+    Px = P[:, :, :, Q:].reshape(2, BQ, p)  # Z'V^-j X, flattened over blocks
+    # X'V^-j X for j = 1, 2, 3 (Vx[j - 1]), summed over blocks.
+    Vx = np.empty((3, p, p))
+    PxW = _t(Px) @ WZX  # (Z'V^-j X)' W Z'X, j = 1, 2
+    Vx[0] = (bl.H[:p, :p] - bl.ZX.reshape(BQ, p).T @ WZX) / s2  # (X'X - (Z'X)' W Z'X) / s2
+    Vx[1] = (Vx[0] - PxW[0]) / s2
+    Vx[2] = (Vx[1] - PxW[1]) / s2
     try:
-        phi = np.linalg.inv(XtVX)
+        phi = np.linalg.inv(Vx[0])
     except np.linalg.LinAlgError as exc:
         raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
-    MW2 = M @ W2
-    Szz = (M - MW2 @ M) / s2**2  # Z'V^-2 Z
-    Szx = (ZX - MW2 @ ZX) / s2**2  # Z'V^-2 X
-    Sxx = (XX - XZ @ W2 @ ZX).sum(axis=0) / s2**2  # X'V^-2 X
-    Txx = (XX - XZ @ W3 @ ZX).sum(axis=0) / s2**3  # X'V^-3 X
-    trV2 = float(np.sum(bl.n - np.einsum("bij,bji->b", W2, M)) / s2**2)
+    trV1 = (bl.n_total - MW.diagonal(0, 1, 2).sum()) / s2  # tr(V^-1) = (n - tr(Z'Z W)) / s2
+    trV2 = (trV1 - np.einsum("bij,bji->", Pzz, W)) / s2  # tr(V^-2) = (tr(V^-1) - tr(Z'V^-1 Z W)) / s2
 
-    p = phi.shape[0]
-    EP = [E[k] @ Pzx for k in range(Kr)]  # E_k Z'V^-1 X per block
-    PzzEP = [Pzz @ EP[k] for k in range(Kr)]
-    PE = [Pzz @ E[k] for k in range(Kr)]
-    C = np.zeros((K, p, p))
-    Qm = np.zeros((K, K, p, p))
-    S = np.zeros((K, K))
-    for k in range(Kr):
-        C[k] = np.einsum("bqi,bqj->ij", Pzx, EP[k])
-        for l in range(Kr):
-            Qm[k, l] = np.einsum("bqi,bqj->ij", EP[k], PzzEP[l])
-            if l >= k:
-                S[k, l] = S[l, k] = float(np.sum(PE[k] * _t(PE[l])))
-        Qm[k, Kr] = np.einsum("bqi,bqj->ij", EP[k], Szx)
-        Qm[Kr, k] = Qm[k, Kr].T
-        S[k, Kr] = S[Kr, k] = float(np.sum(E[k] * Szz))
-    C[Kr] = Sxx
-    Qm[Kr, Kr] = Txx
-    S[Kr, Kr] = trV2
+    XEX, S_re = _k_products(E, Pzz, P[0, :, :, Q:], P[1, :, :, Q:])
+    C = np.empty((K, p, p))  # X'V^-1 V_k V^-1 X
+    C[:Kr] = XEX[:, K]
+    C[Kr] = Vx[1]
     C = 0.5 * (C + _t(C))
+    Qm = np.empty((K, K, p, p))  # X'V^-1 V_k V^-1 V_l V^-1 X
+    Qm[:Kr] = XEX[:, :K]
+    Qm[Kr, :Kr] = _t(Qm[:Kr, Kr])
+    Qm[Kr, Kr] = Vx[2]
+    S = np.empty((K, K))  # tr(V^-1 V_k V^-1 V_l)
+    S[:Kr, :Kr] = S_re
+    S[:Kr, Kr] = S[Kr, :Kr] = E.reshape(Kr, BQ * Q) @ Szz.ravel()  # tr(E_k Z'V^-2 Z) = tr(V^-2 V_k)
+    S[Kr, Kr] = trV2
+    S = 0.5 * (S + S.T)  # tr(A B) = tr(B A), summed in another order
     return _Derivatives(phi, C, Qm, S)
+
+
+def _k_products(E: np.ndarray, Pzz: np.ndarray, Pzx: np.ndarray, Szx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The terms of :func:`_derivatives` with random-effects parameters ``k, l`` (K = Kr + 1).
+
+    From ``E`` (Kr, B, Q, Q) and per block ``Pzz = Z'V^-1 Z``, ``Pzx = Z'V^-1 X`` and
+    ``Szx = Z'V^-2 X``: ``XEX`` (Kr, K + 1, p, p), summed over blocks, with ``XEX[k, l] = Q_kl =
+    X'V^-1 V_k V^-1 V_l V^-1 X`` for ``l < Kr``, ``XEX[k, Kr] = X'V^-1 V_k V^-2 X`` (``Q_kl``
+    with ``l`` the residual) and ``XEX[k, K] = C_k'``; and ``tr(V^-1 V_k V^-1 V_l)`` (Kr, Kr).
+
+    The products over ``k`` are batched by placing the ``E_k`` side by side in each block, so
+    each is one small product per block (B of them), not one per block and ``k`` (Kr B): that
+    is what numpy's stacked matmul costs on blocks as small as 2x2.
+    """
+    Kr, B, Q, _ = E.shape
+    p = Pzx.shape[-1]
+    K, KQ, Kp, BQ = Kr + 1, Kr * Q, Kr * p, B * Q
+    Ec = E.transpose(1, 2, 0, 3).reshape(B, Q, KQ)  # [E_0 | E_1 | ...] per block
+    EPx = _t(Ec) @ Pzx  # [E_0 Z'V^-1 X; E_1 Z'V^-1 X; ...] (the E_k are symmetric)
+    # Es = [E_0 | E_1 | ... | E_0 Z'V^-1 X | E_1 Z'V^-1 X | ...] per block, and
+    # right = [Z'V^-1 Z Es | Z'V^-2 X | Z'V^-1 X].
+    Es = np.concatenate([Ec, EPx.reshape(B, Kr, Q, p).transpose(0, 2, 1, 3).reshape(B, Q, Kp)], axis=2)
+    right = np.empty((B, Q, KQ + Kp + 2 * p))
+    np.matmul(Pzz, Es, out=right[:, :, :KQ + Kp])
+    right[:, :, KQ + Kp:KQ + Kp + p] = Szx
+    right[:, :, KQ + Kp + p:] = Pzx
+    # (E_k Z'V^-1 X)' [Z'V^-1 Z E_l Z'V^-1 X (all l) | Z'V^-2 X | Z'V^-1 X], summed over blocks.
+    XEX = Es[:, :, KQ:].reshape(BQ, Kp).T @ right[:, :, KQ:].reshape(BQ, Kp + 2 * p)
+    XEX = XEX.reshape(Kr, p, K + 1, p).transpose(0, 2, 1, 3)
+    # tr(Z'V^-1 Z E_k Z'V^-1 Z E_l) = sum over b, i, j of PE[b, i, k, j] PE[b, j, l, i], with
+    # PE[b, i, k, j] = (Z'V^-1 Z E_k)_ij in block b.
+    PE = right[:, :, :KQ].reshape(B, Q, Kr, Q)
+    S = PE.transpose(2, 0, 1, 3).reshape(Kr, BQ * Q) @ PE.transpose(2, 0, 3, 1).reshape(Kr, BQ * Q).T
+    return XEX, S
 
 
 @dataclass(frozen=True)
