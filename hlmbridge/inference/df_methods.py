@@ -119,7 +119,7 @@ def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
     product of them flattened to (B Q, m).
     """
     # The block cross-products are shared with the Stata-parity inference (computed once per design).
-    from hlmbridge.inference.stata_parity import _blocks, woodbury
+    from hlmbridge.inference.stata_parity import _blocks, inverse_powers, woodbury
 
     bl = _blocks(design)
     theta = np.asarray(theta, dtype=float)
@@ -130,26 +130,9 @@ def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
     B, Q = bl.MG.shape[0], bl.MG.shape[1]
     p = design.n_fixed
     BQ = B * Q
-    MX = bl.MG[:, :, :Q + p]  # [Z'Z | Z'X] per block (y is not needed here)
-    # W [Z'Z | Z'X] = [W Z'Z | W Z'X]; Z'Z W is the transpose of the first part (W and Z'Z are
-    # symmetric), so one product gives both.
-    WMX = W @ MX
-    MW = _t(WMX[:, :, :Q])
-    WZX = WMX[:, :, Q:].reshape(BQ, p)
-    # P[0] = [Z'V^-1 Z | Z'V^-1 X], P[1] = [Z'V^-2 Z | Z'V^-2 X] per block.
-    P = np.empty((2, B, Q, Q + p))
-    np.subtract(MX, MW @ MX, out=P[0])
-    P[0] /= s2
-    np.subtract(P[0], MW @ P[0], out=P[1])
-    P[1] /= s2
+    # P[j - 1] = [Z'V^-j Z | Z'V^-j X] per block, Vx[j - 1] = X'V^-j X summed (y is not needed here).
+    MW, P, Vx = inverse_powers(bl, W, s2, p)
     Pzz, Szz = P[0, :, :, :Q], P[1, :, :, :Q]  # Z'V^-1 Z, Z'V^-2 Z
-    Px = P[:, :, :, Q:].reshape(2, BQ, p)  # Z'V^-j X, flattened over blocks
-    # X'V^-j X for j = 1, 2, 3 (Vx[j - 1]), summed over blocks.
-    Vx = np.empty((3, p, p))
-    PxW = _t(Px) @ WZX  # (Z'V^-j X)' W Z'X, j = 1, 2
-    Vx[0] = (bl.H[:p, :p] - bl.ZX.reshape(BQ, p).T @ WZX) / s2  # (X'X - (Z'X)' W Z'X) / s2
-    Vx[1] = (Vx[0] - PxW[0]) / s2
-    Vx[2] = (Vx[1] - PxW[1]) / s2
     try:
         phi = np.linalg.inv(Vx[0])
     except np.linalg.LinAlgError as exc:

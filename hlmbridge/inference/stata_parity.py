@@ -372,6 +372,38 @@ def woodbury(bl: _Blocks, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndar
     return s2, D, A, W
 
 
+def inverse_powers(bl: _Blocks, W: np.ndarray, s2: float, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Products with ``V^-1``, ``V^-2`` (and ``V^-3``) of ``G``, the first ``m`` columns of
+    ``[X y]`` (``m = p``: X alone; ``p + 1``: with y), from :func:`woodbury`'s ``W`` and ``s2``.
+
+    Returns ``MW = Z'Z W`` per block (B, Q, Q); ``P`` (2, B, Q, Q + m) with ``P[j - 1] =
+    [Z'V^-j Z | Z'V^-j G]`` per block; and ``Vj`` (3, m, m) with ``Vj[j - 1] = G'V^-j G`` summed
+    over blocks. By the recursion ``Z'V^-j a = (I - Z'Z W) Z'V^-(j-1) a / s2`` and
+    ``a'V^-j a = (a'V^-(j-1) a - (Z'V^-(j-1) a)' W Z'a) / s2`` (``V^-1 = (I - Z W Z') / s2``).
+    Shared by the likelihood's closed forms and the df methods' derivatives.
+    """
+    B, Q = bl.MG.shape[0], bl.MG.shape[1]
+    BQ = B * Q
+    MG = bl.MG[:, :, :Q + m]  # [Z'Z | Z'G] per block
+    # W [Z'Z | Z'G] = [W Z'Z | W Z'G]; Z'Z W is the transpose of the first part (W and Z'Z are
+    # symmetric), so one product gives both.
+    WMG = W @ MG
+    MW = _t(WMG[:, :, :Q])
+    WG = WMG[:, :, Q:].reshape(BQ, m)
+    P = np.empty((2, B, Q, Q + m))
+    np.subtract(MG, MW @ MG, out=P[0])
+    P[0] /= s2
+    np.subtract(P[0], MW @ P[0], out=P[1])
+    P[1] /= s2
+    PG = P[:, :, :, Q:].reshape(2, BQ, m)  # Z'V^-j G, flattened over blocks
+    Vj = np.empty((3, m, m))
+    PGWG = _t(PG) @ WG  # (Z'V^-j G)' W Z'G, j = 1, 2
+    Vj[0] = (bl.H[:m, :m] - MG[:, :, Q:].reshape(BQ, m).T @ WG) / s2
+    Vj[1] = (Vj[0] - PGWG[0]) / s2
+    Vj[2] = (Vj[1] - PGWG[1]) / s2
+    return MW, P, Vj
+
+
 def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> Inference:
     """The closed forms of :func:`evaluate` on per-block cross-products (dense blocks).
 
@@ -399,25 +431,9 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
         raise FitError("the marginal covariance is not positive definite at these estimates")
     logdet = float(logdetA.sum()) + (bl.n_total - BQ) * float(np.log(s2))
 
-    # W [Z'Z | Z'X | Z'y] = [W Z'Z | W G]; Z'Z W is the transpose of the first part (W and Z'Z
-    # are symmetric), so one product gives both.
-    WMG = W @ MG
-    MW = _t(WMG[:, :, :Q])
-    WG = WMG[:, :, Q:].reshape(BQ, a)
-    # P[0] = [Z'V^-1 Z | Z'V^-1 X | Z'V^-1 y], P[1] = [Z'V^-2 Z | Z'V^-2 X | Z'V^-2 y] per block.
-    P = np.empty((2, B, Q, Q + a))
-    np.subtract(MG, MW @ MG, out=P[0])
-    P[0] /= s2
-    np.subtract(P[0], MW @ P[0], out=P[1])
-    P[1] /= s2
+    MW, P, Vj = inverse_powers(bl, W, s2, a)
     Pzz = P[0, :, :, :Q]  # Z'V^-1 Z
     PS = P[:, :, :, Q:].reshape(2, BQ, a)  # Z'V^-j [X y], flattened over blocks
-    # [X y]'V^-j [X y] for j = 1, 2, 3 (Vj[j - 1]), summed over blocks.
-    Vj = np.empty((3, a, a))
-    PSWG = _t(PS) @ WG  # (Z'V^-j [X y])' W Z'[X y], j = 1, 2
-    Vj[0] = (bl.H - MG[:, :, Q:].reshape(BQ, a).T @ WG) / s2
-    Vj[1] = (Vj[0] - PSWG[0]) / s2
-    Vj[2] = (Vj[1] - PSWG[1]) / s2
     XtVX, XtVy = Vj[0, :p, :p], Vj[0, :p, p]
     try:
         fixed_vcov = np.linalg.inv(XtVX)
