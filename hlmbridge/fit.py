@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import functools
 import time
-import weakref
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hlmbridge.design.build import Design, build_design, require_columns
-from hlmbridge.design.cache import FrameCache, fingerprints
+from hlmbridge.design.cache import FrameCache, fingerprints, per_design
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
 from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
@@ -163,18 +162,9 @@ def _model_frame(data: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     return view
 
 
-_GROUP_INFO: weakref.WeakKeyDictionary[Design, tuple[GroupInfo, ...]] = weakref.WeakKeyDictionary()
-
-
+@per_design
 def _group_info(design: Design) -> tuple[GroupInfo, ...]:
-    """The result's group summary, once per design (a design is immutable; refits reuse it)."""
-    got = _GROUP_INFO.get(design)
-    if got is None:
-        got = _GROUP_INFO[design] = _make_group_info(design)
-    return got
-
-
-def _make_group_info(design: Design) -> tuple[GroupInfo, ...]:
+    """The result's group summary (once per design: refits reuse it)."""
     out = []
     for ld in design.levels:
         sizes = ld.sizes

@@ -1,4 +1,5 @@
-"""Caches tied to one data frame and checked against its columns' contents.
+"""Caches tied to one data frame and checked against its columns' contents, and values
+computed once per design (:func:`per_design`).
 
 Fitting several models to one data set (the seed fits eight) should prepare each
 column once: the lme4 engine keeps R copies of columns, :func:`hlmbridge.fit` keeps
@@ -20,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import weakref
@@ -29,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-__all__ = ["FrameCache", "column_fingerprint", "column_values", "fingerprints"]
+__all__ = ["FrameCache", "column_fingerprint", "column_values", "fingerprints", "per_design"]
 
 T = TypeVar("T")
 
@@ -210,3 +212,36 @@ class FrameCache:
     def clear(self) -> None:
         """Forget everything."""
         self._by_frame.clear()
+
+
+K = TypeVar("K")
+
+
+def per_design(make: Callable[[K], T]) -> Callable[[K], T]:
+    """Decorate ``make(design)`` so that it runs once per design object and its value is reused
+    while the design lives (a design is immutable, and cached with its data, so every refit of a
+    model reuses what was derived from it). Keyed by identity (weakly): nothing is kept alive.
+
+    Examples
+    --------
+    >>> class D: pass
+    >>> calls = []
+    >>> @per_design
+    ... def size(d):
+    ...     calls.append(d)
+    ...     return 3
+    >>> d = D()
+    >>> size(d), size(d), len(calls)
+    (3, 3, 1)
+    """
+    cache: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    @functools.wraps(make)
+    def get(design: K) -> T:
+        try:
+            return cache[design]
+        except KeyError:
+            value = cache[design] = make(design)
+            return value
+
+    return get

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import time
-import weakref
 from dataclasses import dataclass, replace
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from hlmbridge.engines.base import EngineFit
 from hlmbridge.engines.r_session import INSTALL_HINT, _RSession, r_source_path
 from hlmbridge.engines.r_session import session as _session
 from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
-from hlmbridge.design.cache import FrameCache, fingerprints
+from hlmbridge.design.cache import FrameCache, fingerprints, per_design
 from hlmbridge.inference.stata_parity import theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
 
@@ -211,33 +210,22 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
 _SUFFIX = re.compile(r"\.\d+$")
 
 
-_FACTOR_BASES: weakref.WeakKeyDictionary[Design, Any] = weakref.WeakKeyDictionary()
-
-
-def _r_factor_bases(session: _RSession, design: Design) -> Any:
+@per_design
+def _r_factor_bases(design: Design) -> Any:
     """hlmbridge_fit's ``factors`` argument (variable -> base level) as an R list, made once per
-    design (rpy2 builds even an empty list with an R call: 0.15 ms a fit)."""
-    got = _FACTOR_BASES.get(design)
-    if got is None:
-        ro = session.ro
-        got = _FACTOR_BASES[design] = ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
-    return got
+    design (rpy2 builds even an empty list with an R call: 0.15 ms a fit). Called inside the
+    session's conversion context."""
+    ro = _session().ro
+    return ro.ListVector({name: ro.FloatVector([base]) for name, base in design.factor_bases})
 
 
-_CHECKSUMS: weakref.WeakKeyDictionary[Design, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
-
-
+@per_design
 def _design_checksums(design: Design) -> tuple[np.ndarray, np.ndarray]:
     """hlmbridge's side of :func:`_check_design_parity` (column sums, sums of squares, X'y)
-    and the scale each is judged on; computed once per design (a design is immutable and
-    cached with its data, so a warm refit of the same model skips them)."""
-    got = _CHECKSUMS.get(design)
-    if got is None:
-        X, y = design.X, design.y
-        got = (np.concatenate([X.sum(axis=0), (X * X).sum(axis=0), X.T @ y]),
-               np.concatenate([np.abs(X).sum(axis=0), (X * X).sum(axis=0), np.abs(X).T @ np.abs(y)]))
-        _CHECKSUMS[design] = got
-    return got
+    and the scale each is judged on; once per design, so a warm refit skips them."""
+    X, y = design.X, design.y
+    return (np.concatenate([X.sum(axis=0), (X * X).sum(axis=0), X.T @ y]),
+            np.concatenate([np.abs(X).sum(axis=0), (X * X).sum(axis=0), np.abs(X).T @ np.abs(y)]))
 
 
 def _check_design_parity(design: Design, out: _RFit) -> None:
@@ -399,7 +387,7 @@ class Lme4Engine:
         with session.lock, session.converting():
             rframe = _push(session, data, spec.variables, group_vars, column_prints,
                            as_r_reads=spec.formula is not None)
-            factors = _r_factor_bases(session, design)
+            factors = _r_factor_bases(design)
             all_rows = design.nobs == n_data
             rows = ro.NULL if all_rows else ro.IntVector((design.rows + 1).tolist())
             weights = offset = ro.NULL

@@ -23,11 +23,10 @@ True
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from hlmbridge.design.build import Design
+from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 from hlmbridge.inference.stata_parity import evaluate, variance_parameters
 
@@ -61,23 +60,16 @@ def is_feasible(design: Design, theta: np.ndarray) -> bool:
     return True
 
 
-# Per design: for each level, the positions of its parameters in theta and their patterns
-# stacked (k_l, q_l, q_l). The Newton polish checks feasibility at every step, and rebuilding
-# the parameter list each time cost as much as the check itself.
-_LEVEL_PATTERNS: weakref.WeakKeyDictionary[Design, tuple[tuple[np.ndarray, np.ndarray], ...]] = \
-    weakref.WeakKeyDictionary()
-
-
+@per_design
 def _level_patterns(design: Design) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    cached = _LEVEL_PATTERNS.get(design)
-    if cached is None:
-        params = variance_parameters(design)
-        cached = tuple(
-            (np.array([k for k, prm in enumerate(params) if prm.level == li]),
-             np.array([prm.pattern for prm in params if prm.level == li]))
-            for li in range(len(design.levels)))
-        _LEVEL_PATTERNS[design] = cached
-    return cached
+    """Per level: the positions of its parameters in theta and their patterns stacked
+    (k_l, q_l, q_l). Once per design: the Newton polish checks feasibility at every step, and
+    rebuilding the parameter list each time cost as much as the check itself."""
+    params = variance_parameters(design)
+    return tuple(
+        (np.array([k for k, prm in enumerate(params) if prm.level == li]),
+         np.array([prm.pattern for prm in params if prm.level == li]))
+        for li in range(len(design.levels)))
 
 
 def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray | None = None) -> float:

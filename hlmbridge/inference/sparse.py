@@ -62,11 +62,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-import weakref
 
 import numpy as np
 
 from hlmbridge.design.build import Design
+from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 
 __all__ = ["has_exact_derivatives", "is_crossed", "sparse_evaluate"]
@@ -102,13 +102,8 @@ class _Sparse:
     blocks: "_Split | None" = None  # the split of the block path; None: the factorization path
 
 
-_CACHE: weakref.WeakKeyDictionary[Design, _Sparse] = weakref.WeakKeyDictionary()
-
-
+@per_design
 def _prepare(design: Design) -> _Sparse:
-    cached = _CACHE.get(design)
-    if cached is not None:
-        return cached
     import scipy.sparse as sp
 
     from hlmbridge.inference.stata_parity import variance_parameters
@@ -140,10 +135,8 @@ def _prepare(design: Design) -> _Sparse:
     ZT = Z.T.tocsr()
     M = (ZT @ Z).tocsc()
     patterns = tuple((prm.level, prm.pattern) for prm in variance_parameters(design) if prm.level is not None)
-    out = _Sparse(Z, ZT, M, X, y, b0, np.asarray(ZT @ X), X.T @ X, tuple(level_cols), patterns, {},
-                  _split(M, by_size[0], level_cols))
-    _CACHE[design] = out
-    return out
+    return _Sparse(Z, ZT, M, X, y, b0, np.asarray(ZT @ X), X.T @ X, tuple(level_cols), patterns, {},
+                   _split(M, by_size[0], level_cols))
 
 
 #: The block path keeps a few dense matrices of (q - q1)^2 numbers and one of q1 (q - q1),

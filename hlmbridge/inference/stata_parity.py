@@ -31,11 +31,11 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-import weakref
 
 import numpy as np
 
 from hlmbridge.design.build import Design
+from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 
 __all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "lme4_block_name", "not_identified",
@@ -60,9 +60,7 @@ class VarianceParam:
     pattern: np.ndarray
 
 
-_PARAMETERS: weakref.WeakKeyDictionary[Design, tuple[VarianceParam, ...]] = weakref.WeakKeyDictionary()
-
-
+@per_design
 def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
     """The free variance parameters in Stata's display order, the residual last.
 
@@ -72,13 +70,6 @@ def variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
 
     Made once per design (a fit asks several times; the patterns are read-only).
     """
-    got = _PARAMETERS.get(design)
-    if got is None:
-        got = _PARAMETERS[design] = _make_variance_parameters(design)
-    return got
-
-
-def _make_variance_parameters(design: Design) -> tuple[VarianceParam, ...]:
     out: list[VarianceParam] = []
     for li, ld in enumerate(design.levels):
         lme4_terms = list(ld.terms_lme4)
@@ -229,13 +220,14 @@ class _Blocks:
     n_total: float
 
 
-_BLOCKS: weakref.WeakKeyDictionary[Design, _Blocks] = weakref.WeakKeyDictionary()
 # A crossed design with at most this many random effects keeps the dense closed forms (one
 # block): below it they cost under about 10 ms, less than the sparse path's fixed cost.
 _DENSE_CROSSED_MAX = 160
 
 
-def _make_blocks(design: Design) -> _Blocks:
+@per_design
+def _blocks(design: Design) -> _Blocks:
+    """The cross-products of a design, computed once per design."""
     levels = design.levels
     n, p = design.X.shape
     crossed = any(not ld.nested for ld in levels[1:])
@@ -308,14 +300,6 @@ def _make_blocks(design: Design) -> _Blocks:
     H = np.empty((p + 1, p + 1))
     H[:p, :p], H[:p, p], H[p, :p], H[p, p] = XX.sum(axis=0), Xy.sum(axis=0), Xy.sum(axis=0), yy.sum()
     return _Blocks(nb, M, ZX, XX, Zy, Xy, yy, patterns, b0, tuple(group_place), MG, H, float(nb.sum()))
-
-
-def _blocks(design: Design) -> _Blocks:
-    """The cross-products of a design, computed once per design."""
-    blocks = _BLOCKS.get(design)
-    if blocks is None:
-        blocks = _BLOCKS[design] = _make_blocks(design)
-    return blocks
 
 
 def _t(a: np.ndarray) -> np.ndarray:
@@ -513,14 +497,16 @@ def _reml_terms(E: np.ndarray, Pzz: np.ndarray, Pzx: np.ndarray, Szx: np.ndarray
     return Av @ C, tr_AT
 
 
-_LINEAR_LOGLIK: weakref.WeakKeyDictionary[Design, dict[bool, float]] = weakref.WeakKeyDictionary()
+@per_design
+def _linear_logliks(design: Design) -> dict[bool, float]:
+    return {}  # method (reml) -> linear_loglik, filled as asked
 
 
 def linear_loglik(design: Design, *, reml: bool | None = None) -> float:
     """Log likelihood of the linear regression of y on X (Stata's ``e(ll_c)``); once per design
     and method (a least-squares fit on all rows: 0.1 ms on sleepstudy, 50 ms at 1M rows)."""
     reml = bool(design.spec.reml if reml is None else reml)
-    known = _LINEAR_LOGLIK.setdefault(design, {})
+    known = _linear_logliks(design)
     if reml not in known:
         known[reml] = _linear_loglik(design, reml)
     return known[reml]
