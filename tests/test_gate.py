@@ -407,6 +407,11 @@ def test_a_subfolder_is_checked_against_the_sets_manifest(fixture_set, capsys):
     code, _, err = _validate_cli(capsys, "--fixtures", str(fixture_set / "seed"), "--case", "L0174_mixed",
                                  "--engine", "statsmodels")
     assert code == 2 and "seed/L0988_lrtest.toml is missing" in err, err
+    # one file named alone is checked against its entry in the set's manifest
+    p = fixture_set / "seed" / "L0174_mixed.toml"
+    p.write_text(p.read_text(encoding="utf-8").replace("# Do not edit by hand", "# Edited by hand"))
+    code, _, err = _validate_cli(capsys, "--fixtures", str(p), "--engine", "statsmodels")
+    assert code == 2 and "1 file(s) differ" in err and "seed/L0174_mixed.toml changed" in err, err
 
 
 def test_import_stata_records_its_files_in_the_manifest(tmp_path, fixture_set):
@@ -414,6 +419,7 @@ def test_import_stata_records_its_files_in_the_manifest(tmp_path, fixture_set):
     from hlmbridge.reference.manifest import check_manifest, read_manifest
 
     log = FIXTURE_ROOT / "logs" / "000_b67aa17e87dadab7.txt"
+    (tmp_path / "MANIFEST.toml").write_text('[tool]\nname = "another project\'s file"\n')  # not ours: not used
     paths, _ = import_stata(log, tmp_path / "new")
     listed = read_manifest(tmp_path / "new" / "MANIFEST.toml")
     assert sorted(listed) == sorted(p.name for p in paths)

@@ -64,12 +64,26 @@ def file_hash(path: Path) -> str:
 
 
 def find_manifest(start: str | Path) -> Path | None:
-    """The nearest ``MANIFEST.toml`` in ``start`` (a folder, or a file's folder) or a folder above it."""
+    """The nearest fixture manifest in ``start`` (a folder, or a file's folder) or a folder above it.
+
+    In ``start`` itself any ``MANIFEST.toml`` counts (a damaged one is then reported, never passed
+    over); above it, only one that says ``format = "manifest"`` (another project's file of that name
+    is not this fixture set's).
+    """
     p = Path(start).resolve()
-    for d in ([p] if p.is_dir() else []) + list(p.parents):
-        if (d / MANIFEST_NAME).is_file():
-            return d / MANIFEST_NAME
+    own = [p] if p.is_dir() else []
+    for d in own + list(p.parents):
+        m = d / MANIFEST_NAME
+        if m.is_file() and (d in own or _is_manifest(m)):
+            return m
     return None
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")).get("format") == "manifest"
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def build_entries(root: str | Path, refs: Sequence[Reference] | None = None) -> dict[str, Entry]:
