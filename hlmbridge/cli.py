@@ -4,7 +4,9 @@ Subcommands: ``validate`` (the main job), ``fit``, ``translate``, ``import-stata
 ``summarize``. Exit status: 0 all good; 1 a mismatch or missing number; 2 a usage or
 set-up error (one line on stderr, no traceback): nothing compared, an engine asked for or
 named by the fixtures that cannot run, a fixture that is unused (not a case and no known
-format), truncated or not UTF-8, an empty or unreadable data file, a log with no output.
+format), truncated, holding an unknown key or not UTF-8, fixture files that differ from their
+``MANIFEST.toml`` (``validate --update-manifest`` accepts a deliberate change), an empty or
+unreadable data file, a log with no output.
 
 Examples
 --------

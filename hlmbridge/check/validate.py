@@ -11,9 +11,13 @@ Validate cannot pass without checking: it fails when it compares nothing; when a
 asked for (``engines``) or named by the fixtures (``[case] engines``; all of them when no
 ``engines`` are given) cannot run here (:class:`~hlmbridge.errors.EngineUnavailableError`,
 never a silent fallback to the engines that can); when a fixture file is not a case and
-declares no other format (a misspelled ``[case]``), is truncated, or is not UTF-8
-(:class:`~hlmbridge.errors.FixtureError`); and when any number a fixture holds for an
-engine got no verdict (a *missing* row).
+declares no other format (a misspelled ``[case]``), is truncated, holds a key its table does
+not have (``FORMAT_KEYS``), sits in a symlinked folder, or is not UTF-8
+(:class:`~hlmbridge.errors.FixtureError`); when the files differ from the fixture set's
+``MANIFEST.toml`` (a file missing, extra or changed: :mod:`hlmbridge.reference.manifest`,
+checked before any fit); and when any number a fixture holds for an engine got no verdict (a
+*missing* row). A mismatch on a fit the engine reports singular says so, and how a measured
+tolerance is recorded (:data:`BOUNDARY_HINT`).
 
 Examples
 --------
@@ -39,7 +43,7 @@ from hlmbridge.check.crosscheck import CheckReport, CheckRow, compare_engines, c
 from hlmbridge.errors import EngineUnavailableError, HlmbridgeError, UsageError
 from hlmbridge.reference.fixtures import Reference, load_references
 
-__all__ = ["load_data", "resolve_engines", "select_cases", "validate"]
+__all__ = ["BOUNDARY_HINT", "load_data", "resolve_engines", "select_cases", "validate"]
 
 Progress = Callable[[int, int, str], None]
 
