@@ -88,8 +88,8 @@ def _validate(a: argparse.Namespace) -> int:
         mpath, changes = update_manifest(a.fixtures if a.fixtures is not None else FIXTURE_ROOT)
         for line in changes:
             sys.stderr.write(f"manifest: {line}\n")
-        sys.stderr.write(f"manifest: {mpath} {'rewritten, ' + str(len(changes)) + ' change(s)' if changes else 'unchanged'}"
-                         "\n")
+        said = f"rewritten, {len(changes)} change(s)" if changes else "unchanged"
+        sys.stderr.write(f"manifest: {mpath} {said}\n")
     report = validate(a.fixtures, a.data, a.engine, a.case, jobs=a.jobs,
                       progress=None if a.quiet else _stderr_progress)
     text = render(report, a.format)

@@ -625,12 +625,14 @@ def import_stata(
     """Parse a Stata log and write one fixture file per block into ``out_dir``.
 
     Returns the written paths and the parsed log (whose ``problems`` are non-empty only
-    when ``lenient``). The written files are recorded in the fixture set's manifest
-    (:func:`hlmbridge.reference.manifest.record_files`: the nearest ``MANIFEST.toml`` at or
-    above ``out_dir``, else a new one in ``out_dir``). Nothing is written unless every fixture would load back
+    when ``lenient``). Nothing is written unless every fixture would load back
     (:func:`load_reference`: labels against the model, TOML syntax); the first that would
     not is a FixtureError naming the log line. A log with no known output, or overrides
     naming a case or key the log does not have, are errors too.
+
+    The written files are recorded in the fixture set's manifest
+    (:func:`hlmbridge.reference.manifest.record_files`: the nearest ``MANIFEST.toml`` at or
+    above ``out_dir``, else a new one in ``out_dir``).
     """
     parsed = parse_log(log_path, lenient=lenient)
     opath = Path(overrides) if overrides is not None else None
