@@ -4,7 +4,9 @@ Subcommands: ``validate`` (the main job), ``fit``, ``translate``, ``import-stata
 ``summarize``. Exit status: 0 all good; 1 a mismatch or missing number; 2 a usage or
 set-up error (one line on stderr, no traceback): nothing compared, an engine asked for or
 named by the fixtures that cannot run, a fixture that is unused (not a case and no known
-format), truncated or not UTF-8, an empty or unreadable data file, a log with no output.
+format), truncated, holding an unknown key or not UTF-8, fixture files that differ from their
+``MANIFEST.toml`` (``validate --update-manifest`` accepts a deliberate change), an empty or
+unreadable data file, a log with no output.
 
 Examples
 --------
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", help="write the report here instead of stdout")
     v.add_argument("--jobs", type=int, default=None, help="parallel fits (through hlmbridge.fit_many)")
     v.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    v.add_argument("--update-manifest", action="store_true",
+                   help="accept deliberate changes: rewrite the fixtures' MANIFEST.toml (every file with its sha256, "
+                   "cases and numbers) from the files there, list what changed, then validate")
     f = sub.add_parser("fit", help="fit a model with each engine and show Stata-style output")
     f.add_argument("model", help="Stata mixed command or lme4 formula")
     f.add_argument("--data", required=True, help="data file (.dta or .csv)")
@@ -76,6 +81,15 @@ def _validate(a: argparse.Namespace) -> int:
     from hlmbridge.check.validate import _stderr_progress, validate
 
     _check_out(a.out)
+    if a.update_manifest:
+        from hlmbridge.reference.fixtures import FIXTURE_ROOT
+        from hlmbridge.reference.manifest import update_manifest
+
+        mpath, changes = update_manifest(a.fixtures if a.fixtures is not None else FIXTURE_ROOT)
+        for line in changes:
+            sys.stderr.write(f"manifest: {line}\n")
+        said = f"rewritten, {len(changes)} change(s)" if changes else "unchanged"
+        sys.stderr.write(f"manifest: {mpath} {said}\n")
     report = validate(a.fixtures, a.data, a.engine, a.case, jobs=a.jobs,
                       progress=None if a.quiet else _stderr_progress)
     text = render(report, a.format)
@@ -180,6 +194,18 @@ def _import(a: argparse.Namespace) -> int:
     if parsed.encoding != "utf-8":
         print(f"note: {a.logfile} is not UTF-8; read it as {parsed.encoding} (recorded in each fixture's [source])")
     print(f"wrote {len(paths)} fixture files to {a.out}")
+    from hlmbridge.reference.manifest import find_manifest
+
+    print(f"recorded them in {find_manifest(a.out)} (hlmbridge validate checks the files against it)")
+    from hlmbridge.reference.fixtures import boundary_cases
+
+    for case in boundary_cases(parsed):
+        print(f"note: {case} is a boundary fit (a correlation within 1e-3 of +-1 in Stata's printed estimates): its "
+              "variance-component SEs and CIs are marked explained for a singular engine fit; Stata's estimates "
+              "there may stop short of the optimum, so validate may find them off: a tolerance measured for it "
+              "goes in an overrides file (--overrides)" if not a.overrides else
+              f"note: {case} is a boundary fit: its variance-component SEs and CIs are marked explained for a "
+              "singular engine fit")
     for bad in parsed.invalid:
         print(f"note: line {bad.line} `{bad.command}`: {bad.reason}; the estimation context is unchanged")
     for prob in parsed.problems:

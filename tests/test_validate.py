@@ -36,3 +36,32 @@ def test_validate_statsmodels_di_and_prose():
                    progress=lambda d, t, label: fits.append(label))
     assert len(fits) == 2  # base and ses models, each fitted once
     assert rep.ok, rep.render()
+
+
+# --- the README's validate line is what validate prints (issue 26 item 4) ----------------
+def _readme_validate_line() -> str:
+    """The line README.md quotes after "`bash scripts/validate.sh` ends with", unwrapped."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    found = re.findall(r"`bash scripts/validate\.sh` ends with\s+`([^`]+)`", readme)
+    assert len(found) == 1, f"README quotes the validate line {len(found)} times"
+    return " ".join(found[0].split())
+
+
+@pytest.mark.requires_r
+def test_readme_validate_line_is_what_validate_prints():
+    # Before: README said "statsmodels vs lme4 433 match/within, 2 explained" while validate printed 435 and 0.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("hlmbridge")  # what scripts/validate.sh runs: .venv/bin/hlmbridge validate
+    assert exe.is_file(), f"no hlmbridge command beside {sys.executable}"
+    p = subprocess.run([str(exe), "validate"], capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    printed = p.stdout.strip().splitlines()[-1]
+    assert printed.startswith("OK: ") and "lme4" in printed and "statsmodels vs lme4" in printed, printed
+    assert _readme_validate_line() == printed

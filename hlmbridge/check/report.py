@@ -46,6 +46,11 @@ def render_text(report: Any, limit: int | None = None, *, all_rows: bool = True)
     lines = ["  ".join(t[k][:60].ljust(widths[k]) for k in range(len(_COLS))).rstrip() for t in table]
     if limit is not None and len(report.rows) > limit:
         lines.append(f"... {len(report.rows) - limit} more rows")
+    # The table cuts a reason at 60 characters: a failing row's reason is said once in full.
+    full = dict.fromkeys(r.reason for r in rows if r.status in ("mismatch", "missing") and len(r.reason) > 60)
+    if full:
+        lines.append("")
+        lines.extend(f"reason: {why}" for why in full)
     lines.append("")
     lines.append(("OK: " if report.ok else "FAIL: ") + report.summary_line() if report.rows else report.summary_line())
     return "\n".join(lines)

@@ -11,9 +11,13 @@ Validate cannot pass without checking: it fails when it compares nothing; when a
 asked for (``engines``) or named by the fixtures (``[case] engines``; all of them when no
 ``engines`` are given) cannot run here (:class:`~hlmbridge.errors.EngineUnavailableError`,
 never a silent fallback to the engines that can); when a fixture file is not a case and
-declares no other format (a misspelled ``[case]``), is truncated, or is not UTF-8
-(:class:`~hlmbridge.errors.FixtureError`); and when any number a fixture holds for an
-engine got no verdict (a *missing* row).
+declares no other format (a misspelled ``[case]``), is truncated, holds a key its table does
+not have (``FORMAT_KEYS``), sits in a symlinked folder, or is not UTF-8
+(:class:`~hlmbridge.errors.FixtureError`); when the files differ from the fixture set's
+``MANIFEST.toml`` (a file missing, extra or changed: :mod:`hlmbridge.reference.manifest`,
+checked before any fit); and when any number a fixture holds for an engine got no verdict (a
+*missing* row). A mismatch on a fit the engine reports singular says so, and how a measured
+tolerance is recorded (:data:`BOUNDARY_HINT`).
 
 Examples
 --------
@@ -39,7 +43,7 @@ from hlmbridge.check.crosscheck import CheckReport, CheckRow, compare_engines, c
 from hlmbridge.errors import EngineUnavailableError, HlmbridgeError, UsageError
 from hlmbridge.reference.fixtures import Reference, load_references
 
-__all__ = ["load_data", "resolve_engines", "select_cases", "validate"]
+__all__ = ["BOUNDARY_HINT", "load_data", "resolve_engines", "select_cases", "validate"]
 
 Progress = Callable[[int, int, str], None]
 
@@ -226,7 +230,7 @@ def validate(
     from hlmbridge.spec.model import ModelSpec
     from hlmbridge.spec.parse_stata import parse_stata_df_method
 
-    refs = select_cases(load_references(fixtures), cases)
+    refs = select_cases(_load_checked(fixtures, cases), cases)
     engs = resolve_engines(engines, sorted({e for r in refs if r.needs_engine for e in r.engines}))
     frame: pd.DataFrame | None = None
     specs: dict[str, Any] = {}
@@ -295,12 +299,60 @@ def validate(
                 by_command.setdefault(spec.to_stata(), {})[eng] = res
         ordered = {c: {e: by_command[c][e] for e in engs if e in by_command[c]} for c in by_command}
         reports.append(compare_random_effects(ordered, frame))
-    merged = merge_reports(reports)
+    merged = _with_boundary_hints(merge_reports(reports), refs, fits, specs)
     if not merged.rows:
         raise UsageError(f"validate compared nothing: no reference numbers in {fixtures or 'the bundled fixtures'}"
                          f"{' for cases ' + ', '.join(cases) if cases else ''}.")
     unjudged = _not_judged(refs, engs, merged)
     return merge_reports([merged, unjudged]) if unjudged.rows else merged
+
+
+def _load_checked(fixtures: str | Path | None, cases: Sequence[str] | None) -> list[Reference]:
+    """Every reference under ``fixtures``, after checking the files against their manifest.
+
+    An empty folder without a manifest compared nothing (a UsageError saying so); otherwise the
+    manifest must list exactly the files there, unchanged (:func:`~hlmbridge.reference.manifest.check_manifest`).
+    """
+    from hlmbridge.reference.fixtures import FIXTURE_ROOT
+    from hlmbridge.reference.manifest import check_manifest, find_manifest
+
+    root = Path(fixtures) if fixtures is not None else FIXTURE_ROOT
+    refs = load_references(root)
+    if not refs and find_manifest(root) is None:
+        raise UsageError(f"validate compared nothing: no reference numbers in {fixtures or 'the bundled fixtures'}"
+                         f"{' for cases ' + ', '.join(cases) if cases else ''}.")
+    check_manifest(root)
+    return refs
+
+
+#: Said beside a mismatch on a fit the engine reports singular (a boundary fit).
+BOUNDARY_HINT = (
+    "boundary fit (the engine reports a singular fit): Stata may stop short of the optimum here. If the difference "
+    "is expected, measure why and record a tolerance with its reason in an overrides file, then re-import "
+    "(`hlmbridge import-stata LOG --out DIR --overrides FILE`; the bundled fixtures' are in "
+    "fixtures/stata/seed_overrides.toml)"
+)
+
+
+def _with_boundary_hints(report: CheckReport, refs: Sequence[Reference], fits: dict[tuple[Any, str], Any],
+                         specs: dict[str, Any]) -> CheckReport:
+    """``report`` with :data:`BOUNDARY_HINT` in the reason of every mismatch on a singular fit."""
+    import dataclasses
+
+    singular: set[tuple[str, str]] = set()
+    for ref in refs:
+        for m in ref.models:
+            for (spec, eng), res in fits.items():
+                if spec == specs.get(m.command) and getattr(res, "singular", False):
+                    singular.add((ref.case, eng))
+    if not singular:
+        return report
+    rows = tuple(
+        dataclasses.replace(r, reason=f"{r.reason}; {BOUNDARY_HINT}" if r.reason else BOUNDARY_HINT)
+        if r.status == "mismatch" and (r.case, r.engine) in singular else r
+        for r in report.rows
+    )
+    return CheckReport(rows, report.cases, report.engines)
 
 
 def _engines_for(ref: Reference, engines: Sequence[str]) -> list[str]:

@@ -47,6 +47,7 @@ __all__ = [
     "ABSOLUTE_CLASSES",
     "DEFAULT_TOLERANCES",
     "FIXTURE_ROOT",
+    "FORMAT_KEYS",
     "OPTIONAL_CLASSES",
     "OTHER_FORMATS",
     "RefValue",
@@ -55,8 +56,10 @@ __all__ = [
     "Source",
     "Tolerance",
     "block_to_toml",
+    "boundary_cases",
     "case_name",
     "df_method_family",
+    "fixture_files",
     "format_key",
     "import_stata",
     "load_reference",
@@ -64,6 +67,7 @@ __all__ = [
     "model_commands",
     "parse_key",
     "quantity_class",
+    "unknown_keys",
 ]
 
 #: ``fixtures/stata`` of the source tree (resolved from this file, never the cwd).
@@ -160,7 +164,51 @@ ABSOLUTE_CLASSES = ("loglik", "chi2")
 OTHER_FORMATS: Mapping[str, str] = MappingProxyType({
     "overrides": "per-row tolerance overrides read by `hlmbridge import-stata --overrides`",
     "data_summaries": "the data layer's summarize/tab reference (tests/test_data.py)",
+    "manifest": "every file of a fixture set with its sha256, cases and number counts (hlmbridge.reference.manifest)",
 })
+
+#: Every table of the fixture formats and the keys it may hold: the one place they are defined.
+#: A loader refuses any other key with the file, the line and the key (a misspelled key is never
+#: passed over). Names: ``case``, ``source``, ``models`` (each ``[[models]]``), ``meta``,
+#: ``tolerance`` (each ``[tolerance.<class>]``) and ``cell`` (a number's inline table) of a case
+#: file, with ``case_top`` its top level besides the quantity sections (:data:`SECTIONS`);
+#: ``overrides_top`` and ``override`` of an overrides file; ``data_summaries_top``,
+#: ``data_summaries_meta``, ``summary``, ``summary_row``, ``tabulate``, ``tabulate_row`` of
+#: ``data_summaries.toml``; ``manifest_top`` and ``manifest_file`` of ``MANIFEST.toml``.
+FORMAT_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "case_top": ("case", "source", "models", "meta", "tolerance"),
+    "case": ("name", "kind", "numbers", "engines", "notes"),
+    "source": ("log", "line", "command", "program", "encoding"),
+    "models": ("name", "command", "line"),
+    # What the log reader records about a block (hlmbridge.reference.stata_log), any kind.
+    "meta": ("title", "method", "group", "response", "levels", "lr_kind", "lr_note", "df_method", "statistic",
+             "expression", "row", "nested", "within", "note", "matrix", "corr", "level", "columns", "variable",
+             "variable_label", "cmdline", "dataset", "dataset_line", "data_steps", "condition"),
+    "tolerance": ("rtol", "se", "atol", "reason", "explain_when"),
+    "cell": ("printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
+             "args", "text"),
+    "overrides_top": ("format", "override"),
+    "override": ("case", "keys", "rtol", "se", "atol", "explain_when", "reason"),
+    "data_summaries_top": ("format", "meta", "summary", "tabulate"),
+    "data_summaries_meta": ("seed", "source", "note"),
+    "summary": ("name", "dataset", "by_group", "variables", "setup", "command", "lines", "printed", "row"),
+    "summary_row": ("variable", "obs", "mean", "sd", "min", "max"),
+    "tabulate": ("name", "dataset", "setup", "variable", "command", "total", "lines", "printed", "row"),
+    "tabulate_row": ("value", "freq", "percent", "cum"),
+    "manifest_top": ("format", "files", "cases", "numbers", "file"),
+    "manifest_file": ("path", "sha256", "case", "numbers", "format"),
+})
+
+
+def unknown_keys(table: Mapping[str, Any], name: str) -> list[str]:
+    """The keys of ``table`` that :data:`FORMAT_KEYS` does not allow in a ``name`` table, sorted.
+
+    Examples
+    --------
+    >>> unknown_keys({"log": "a.log", "line": 3, "comand": "mixed y || g:"}, "source")
+    ['comand']
+    """
+    return sorted(set(table) - set(FORMAT_KEYS[name]))
 
 
 def quantity_class(path: Sequence[str]) -> str:
@@ -386,6 +434,19 @@ def _is_boundary(block: LogBlock) -> bool:
     return False
 
 
+def boundary_cases(parsed: ParsedLog) -> list[str]:
+    """The cases of a parsed log that are boundary fits (:func:`_is_boundary`), whose variance-component
+    SEs and CIs the importer marks ``explain_when = "singular"``.
+
+    Examples
+    --------
+    >>> from hlmbridge.reference.stata_log import parse_log
+    >>> boundary_cases(parse_log(FIXTURE_ROOT / "logs" / "000_b67aa17e87dadab7.txt"))
+    ['L0815_mixed', 'L0879_mixed']
+    """
+    return [case_name(b) for b in parsed.blocks if b.kind == "mixed" and _is_boundary(b)]
+
+
 def _toml_lineno(exc: Exception) -> int | None:
     """The line of a tomllib error (``lineno`` on 3.14+, else from the message)."""
     n = getattr(exc, "lineno", None)
@@ -411,7 +472,7 @@ def _read_utf8(path: Path, what: str = "fixture") -> str:
         ) from None
 
 
-_OVERRIDE_FIELDS = ("case", "keys", "rtol", "se", "atol", "explain_when", "reason")
+_OVERRIDE_FIELDS = FORMAT_KEYS["override"]
 
 
 def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
@@ -421,7 +482,7 @@ def _load_overrides(path: Path | None) -> list[dict[str, Any]]:
         data = tomllib.loads(_read_utf8(path, "overrides"))
     except tomllib.TOMLDecodeError as exc:
         raise FixtureError(str(exc), path=str(path), line=_toml_lineno(exc)) from exc
-    unknown = sorted(set(data) - {"override", "format"})
+    unknown = unknown_keys(data, "overrides_top")
     if unknown or data.get("format", "overrides") != "overrides":
         raise FixtureError(f"an overrides file holds [[override]] tables and `format = \"overrides\"` only; "
                            f"found {unknown or data.get('format')!r}", path=str(path))
@@ -568,6 +629,10 @@ def import_stata(
     (:func:`load_reference`: labels against the model, TOML syntax); the first that would
     not is a FixtureError naming the log line. A log with no known output, or overrides
     naming a case or key the log does not have, are errors too.
+
+    The written files are recorded in the fixture set's manifest
+    (:func:`hlmbridge.reference.manifest.record_files`: the nearest ``MANIFEST.toml`` at or
+    above ``out_dir``, else a new one in ``out_dir``).
     """
     parsed = parse_log(log_path, lenient=lenient)
     opath = Path(overrides) if overrides is not None else None
@@ -581,6 +646,7 @@ def import_stata(
             raise FixtureError(f"override #{k + 1} names case {o['case']!r}, which this log does not produce "
                                f"(cases: {', '.join(sorted(names))})", path=str(opath))
     texts: list[tuple[Path, str]] = []
+    loaded: list[Reference] = []
     out = Path(out_dir)
     for block in parsed.blocks:
         p = out / f"{case_name(block)}.toml"
@@ -591,7 +657,7 @@ def import_stata(
                 raise FixtureError(str(exc), path=str(opath)) from None
             raise
         try:
-            _reference_from_text(text, p)
+            loaded.append(_reference_from_text(text, p))
         except FixtureError as exc:
             line = log_lines.get(exc.line or 0, block.line)
             why = str(exc).removeprefix(f"{exc.path}:{exc.line}: " if exc.line is not None else f"{exc.path}: ")
@@ -609,6 +675,9 @@ def import_stata(
         except OSError as exc:
             raise FixtureError(f"cannot write: {exc.strerror}", path=str(p)) from exc
         written.append(p)
+    from hlmbridge.reference.manifest import record_files  # the manifest module reads fixtures: import here
+
+    record_files(out, zip(written, loaded, strict=True))
     return written, parsed
 
 
@@ -794,21 +863,28 @@ def _reference_from_text(text: str, p: Path) -> Reference:
     if kind not in KIND_SECTIONS:
         raise err(f"unknown case kind {kind!r} (known: {', '.join(KIND_SECTIONS)})", ["case", "kind"])
     n_numbers = need(case, "numbers", ["case"], int)
-    unknown_case = sorted(set(case) - {"name", "kind", "numbers", "engines", "notes"})
-    if unknown_case:
-        raise err(f"[case] has unknown fields {unknown_case}", ["case"])
+    _refuse_unknown(case, "case", ["case"], err)
     src = data["source"]
+    _refuse_unknown(src, "source", ["source"], err)
     source = Source(need(src, "log", ["source"], str), need(src, "line", ["source"], int),
                     need(src, "command", ["source"], str), need(src, "program", ["source"], str),
                     need(src, "encoding", ["source"], str) if "encoding" in src else "utf-8")
     models = []
+    if not isinstance(data.get("models", []), list):
+        raise err("models must be an array of tables: [[models]]", ["models"])
     for k, m in enumerate(data.get("models", [])):
         where = ["models"]
+        if not isinstance(m, dict):
+            raise err(f"[[models]] #{k + 1} must be a table", where)
+        _refuse_unknown(m, "models", where, err, f"[[models]] #{k + 1} ({m.get('name', '?')})",
+                        lines=lines, line=_nth_table_line(lines, "[[models]]", k))
         models.append(ModelRef(need(m, "name", where, str), need(m, "command", where, str), need(m, "line", where, int)))
     tolerances: dict[str, Tolerance] = {}
     for cls, t in data.get("tolerance", {}).items():
         if cls not in QUANTITY_CLASSES:
             raise err(f"unknown tolerance class {cls!r} (known: {', '.join(QUANTITY_CLASSES)})", ["tolerance", cls])
+        if isinstance(t, dict):
+            _refuse_unknown(t, "tolerance", ["tolerance", cls], err, f"[tolerance.{cls}]")
         tolerances[cls] = _tolerance(t, ["tolerance", cls], err, need)
         if cls in ABSOLUTE_CLASSES and tolerances[cls].rtol:
             raise err(_ABSOLUTE_MSG.format(where=f"[tolerance.{cls}]"), ["tolerance", cls])
@@ -819,7 +895,11 @@ def _reference_from_text(text: str, p: Path) -> Reference:
             raise err(f"missing table [{sec}] for a {kind} case")
     if kind == "estat_recov" and not ({"recov", "recov_corr"} & set(data)):
         raise err("missing table [recov] or [recov_corr]")
-    known_top = {"case", "source", "models", "meta", "tolerance"}
+    if "meta" in data:
+        if not isinstance(data["meta"], dict):
+            raise err("meta must be a table: [meta]", ["meta"])
+        _refuse_unknown(data["meta"], "meta", ["meta"], err)
+    known_top = set(FORMAT_KEYS["case_top"])
     for sec, body in data.items():
         if sec in known_top:
             continue
@@ -923,6 +1003,40 @@ _ABSOLUTE_MSG = ("{where}: a relative tolerance (rtol) on the log-likelihood or 
                  "sample size; state an absolute one (atol) with its reason")
 
 
+def _refuse_unknown(table: Mapping[str, Any], name: str, where: Sequence[str], err, label: str | None = None,
+                    lines: Sequence[str] = (), line: int | None = None) -> None:
+    """A FixtureError naming the first key of ``table`` that :data:`FORMAT_KEYS` ``[name]`` does not allow,
+    at its line (in the table whose header is line ``line`` of ``lines``, when given; else found from
+    ``where``)."""
+    bad = unknown_keys(table, name)
+    if not bad:
+        return
+    key = bad[0]
+    more = f" (and {', '.join(map(repr, bad[1:]))})" if len(bad) > 1 else ""
+    msg = (f"unknown key {key!r}{more} in {label or '[' + name + ']'}; allowed: {', '.join(FORMAT_KEYS[name])}. "
+           "A misspelled key?")
+    if line is None:
+        raise err(msg, [*where, key])
+    raise FixtureError(msg, path=err(msg).path, line=_key_line_after(lines, line, key))
+
+
+def _nth_table_line(lines: Sequence[str], header: str, n: int) -> int | None:
+    """The 1-based line of the ``n``-th (0-based) ``header`` line (e.g. ``[[models]]``), or None."""
+    hits = [i + 1 for i, t in enumerate(lines) if t.strip().split("#")[0].strip() == header]
+    return hits[n] if n < len(hits) else None
+
+
+def _key_line_after(lines: Sequence[str], start: int, key: str) -> int:
+    """The line of ``key = ...`` in the table whose header is line ``start`` (else ``start``)."""
+    rx = re.compile(rf'^\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*=')
+    for i in range(start, len(lines)):
+        if lines[i].lstrip().startswith("["):
+            break
+        if rx.match(lines[i]):
+            return i + 1
+    return start
+
+
 def _tolerance(t: Any, where: list[str], err, need) -> Tolerance:
     if not isinstance(t, dict):
         raise err(f"{format_key(where)} must be a table", where)
@@ -949,8 +1063,7 @@ def _walk(body: Any, prefix: tuple[str, ...], depth: int, err):
             yield from _walk(v, path, depth - 1, err)
 
 
-_CELL_FIELDS = {"printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
-                "args", "text"}
+_CELL_FIELDS = frozenset(FORMAT_KEYS["cell"])
 
 
 def _cell(vpath, cell, err, need, case, lines) -> RefValue:
@@ -1047,8 +1160,11 @@ def load_references(directory: str | Path | None = None) -> list[Reference]:
     if not root.is_dir():
         raise FixtureError("no such fixture directory", path=str(root))
     refs: dict[str, Reference] = {}
+    origins: dict[tuple[str, int, str], Reference] = {}
     override_files: list[Path] = []
-    for p in sorted(root.rglob("*.toml")):
+    for p in fixture_files(root):
+        if p.suffix != ".toml":
+            continue
         text = _read_utf8(p)
         try:
             head = tomllib.loads(text)
@@ -1063,14 +1179,89 @@ def load_references(directory: str | Path | None = None) -> list[Reference]:
                     f"({', '.join(OTHER_FORMATS)}); its tables: {tables}. A misspelled [case]?", path=str(p))
             if fmt == "overrides":
                 override_files.append(p)
+            else:
+                _check_format_keys(head, fmt, text, p)
             continue
         ref = _reference_from_text(text, p)
         if ref.case in refs:
             raise FixtureError(f"case {ref.case!r} is also defined in {refs[ref.case].path}", path=str(p))
+        origin = (ref.source.log, ref.source.line, ref.kind)
+        if ref.source.line > 0 and origin in origins:
+            first = origins[origin]
+            raise FixtureError(f"case {ref.case!r} comes from the same {ref.kind} output as case {first.case!r} "
+                               f"({first.path}): {ref.source.log} line {ref.source.line}; a copy of it?", path=str(p))
+        origins[origin] = ref
         refs[ref.case] = ref
     for op in override_files:
         _check_overrides_applied(op, refs)
     return [refs[k] for k in sorted(refs)]
+
+
+def fixture_files(root: str | Path) -> list[Path]:
+    """Every file under the fixture directory ``root``, sorted (any name; the loader reads the ``.toml``
+    files, the manifest hashes them all).
+
+    A symlinked folder inside ``root`` is refused (a FixtureError naming it), never passed over: a
+    fixture set holds its own files, which its manifest pins; copy the folder in, or point
+    ``--fixtures`` at it. A symlinked file is read like any other (its content is what counts).
+
+    Examples
+    --------
+    >>> [p.name for p in fixture_files(FIXTURE_ROOT) if p.suffix == ".toml"][:2]
+    ['MANIFEST.toml', 'data_summaries.toml']
+    """
+    import os
+
+    base = Path(root)
+    found: list[Path] = []
+    for here, dirs, files in os.walk(base, followlinks=False):
+        for d in sorted(dirs):
+            if os.path.islink(os.path.join(here, d)):
+                target = os.path.realpath(os.path.join(here, d))
+                raise FixtureError(f"a symlinked folder (-> {target}) is not read as part of a fixture set: copy its "
+                                   "files in, or validate it on its own with --fixtures", path=os.path.join(here, d))
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found.extend(Path(here) / f for f in files)
+    return sorted(found)
+
+
+def _check_format_keys(head: Mapping[str, Any], fmt: str, text: str, p: Path) -> None:
+    """The keys of a ``data_summaries`` or ``manifest`` file against :data:`FORMAT_KEYS` (file, line, key)."""
+    lines = text.splitlines()
+    spath = str(p)
+
+    def err(msg: str, where: Sequence[str] = ()) -> FixtureError:
+        return FixtureError(msg, path=spath, line=_find_line(lines, where) if where else None)
+
+    def rows(name: str) -> list[Any]:
+        got = head.get(name, [])
+        if not isinstance(got, list) or not all(isinstance(t, dict) for t in got):
+            raise err(f"{name} must be an array of tables: [[{name}]]")
+        return got
+
+    _refuse_unknown(head, f"{fmt}_top", [], err, "the top level")
+    if fmt == "data_summaries":
+        if "meta" in head:
+            if not isinstance(head["meta"], dict):
+                raise err("meta must be a table: [meta]")
+            _refuse_unknown(head["meta"], "data_summaries_meta", ["meta"], err, "[meta]")
+        for table in ("summary", "tabulate"):
+            n_row = 0
+            for k, t in enumerate(rows(table)):
+                _refuse_unknown(t, table, [table], err, f"[[{table}]] #{k + 1} ({t.get('name', '?')})",
+                                lines=lines, line=_nth_table_line(lines, f"[[{table}]]", k))
+                body = t.get("row", [])
+                if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
+                    raise err(f"[[{table}]] #{k + 1}: row must be an array of tables: [[{table}.row]]")
+                for j, r in enumerate(body):
+                    _refuse_unknown(r, f"{table}_row", [table], err, f"[[{table}.row]] #{j + 1} of [[{table}]] "
+                                    f"{t.get('name', '?')!r}", lines=lines,
+                                    line=_nth_table_line(lines, f"[[{table}.row]]", n_row))
+                    n_row += 1
+    elif fmt == "manifest":
+        for k, t in enumerate(rows("file")):
+            _refuse_unknown(t, "manifest_file", ["file"], err, f"[[file]] #{k + 1} ({t.get('path', '?')})",
+                            lines=lines, line=_nth_table_line(lines, "[[file]]", k))
 
 
 def _check_overrides_applied(path: Path, refs: Mapping[str, Reference]) -> None:
