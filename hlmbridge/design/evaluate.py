@@ -594,7 +594,12 @@ def _c_call(expr: Expr, data: pd.DataFrame) -> Factor:
     base = keyed.pop("base", None)
     if keyed:
         raise SpecError(f"C(): the argument(s) {', '.join(keyed)} are not supported (it takes contr and base)")
-    fac = _as_factor(evaluate(obj, data), obj, refactor=False)
+    value = evaluate(obj, data)
+    if not isinstance(value, Factor) or value.character or value.logical:
+        # R's C() leaves text, numbers and logicals as they are, then finds no levels.
+        raise SpecError(f"C() needs a factor, as in R (which says 'object not interpretable as a factor'): "
+                        f"write C(factor({obj.deparse()}), ...)")
+    fac = _as_factor(value, obj, refactor=False)
     if contr is None:
         kind, by_number = ("poly" if fac.ordered else "treatment"), False
     elif contr.kind == "name" and contr.value in _CONTR_NAMES:  # C(f, sum): R's "contr.sum", by name

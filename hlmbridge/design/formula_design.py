@@ -92,7 +92,7 @@ def _fixed_contrasts(contrasts: Mapping[str, Any] | None, f: Any, fixed_vals: li
     if contrasts is None:
         return {}
     if not isinstance(contrasts, Mapping):
-        raise UsageError(f"contrasts= must be a dict of variable -> contrast, got {type(contrasts).__name__}")
+        raise UsageError(f"contrasts= must be a dict of variable -> contrast, got {type(contrasts).__name__}.")
     labels = {e.deparse(): v for e, v in zip(f.fixed.variables, fixed_vals)}
     factors = [lab for lab, v in labels.items() if isinstance(v, Factor)]
     out: dict[str, Contrast] = {}
