@@ -166,6 +166,7 @@ CASES: tuple[Case, ...] = (
     Case("y ~ I((x - min(x)) / (max(x) - min(x))) + (1 | grp)", tags=("summary",)),
     Case("y ~ I(x / sum(x) * length(x)) + I(x^2 / max(x)) + (1 | grp)", tags=("summary",)),
     Case("y ~ I(x_na - mean(x_na, na.rm = TRUE)) + (1 | grp)", tags=("summary",)),
+    Case("y ~ I(x - mean(x)) + I(x_na^2) + (1 | grp)", predict=True, tags=("summary",)),
     Case("y ~ I(x - mean(x)) + I((x_na - median(x_na, na.rm = TRUE))^2) + (1 | grp)", subset="k > 0",
          tags=("summary",)),
 )

@@ -276,7 +276,10 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
         only_h = [c for c in ours if c not in theirs]
         detail = (f"R has {only_r} and hlmbridge has {only_h}" if only_r or only_h
                   else f"in another order (R: {theirs})")
-        raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}", engine="lme4")
+        hint = ("; where a text column's levels differ, R's locale sorts them otherwise: pass that column as a "
+                "pandas Categorical with its categories in the order wanted" if design.spec.formula is not None
+                else "")
+        raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}{hint}", engine="lme4")
     if out.design_check is None:
         return
     mine, scale = _design_checksums(design)
