@@ -354,3 +354,30 @@ def test_text_r_may_sort_otherwise_is_refused_with_the_fix(data: pd.DataFrame):
     fixed = hlmbridge.fit("y ~ t + (1 | grp)", df.assign(t=pd.Categorical(df["t"], ["\u03b2eta", "alpha"])),
                           engine="statsmodels")
     assert list(fixed.fixed["term"]) == ["(Intercept)", "talpha"]
+
+
+@pytest.mark.parametrize("locale", ["en_US.UTF-8", "da_DK.UTF-8"])
+def test_text_order_in_other_locales(tmp_path, locale):
+    """R under en_US.UTF-8 sorts as ICU's root collation (as under C.UTF-8); under da_DK.UTF-8
+    ICU's Danish tailoring puts "aa" after "z", so hlmbridge says it is not sure there."""
+    import shutil
+
+    name = locale.split(".")[0]
+    source = f"/usr/share/i18n/locales/{name}"
+    if not shutil.which("localedef") or not os.path.exists(source):
+        pytest.skip(f"cannot build the {locale} locale here (needs localedef and {source})")
+    subprocess.run(["localedef", "-i", name, "-f", "UTF-8", str(tmp_path / locale)], check=True,
+                   capture_output=True, timeout=120)
+    words = ["a", "B", "c", "aa", "z", "x_1", "x-1", "X1", "x 1", "x1", "Ab", "ab", "10", "9", "e", "é", "É"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+    env.update(LOCPATH=str(tmp_path), LANG=locale)
+    script = ("x <- readLines(file('stdin'), encoding = 'UTF-8'); stopifnot(Sys.getlocale('LC_COLLATE') == "
+              f"'{locale}'); writeLines(sort(x))")
+    out = subprocess.run(["Rscript", "-e", script], input="\n".join(words) + "\n", capture_output=True, text=True,
+                         env=env, timeout=120, check=True)
+    r_order = tuple(out.stdout.splitlines())
+    got, sure = r_sort(words, locale=locale)
+    if locale.startswith("en"):
+        assert sure and got == r_order
+    else:
+        assert not sure and got != r_order  # refused when coded, rather than different from R

@@ -142,6 +142,13 @@ def model_matrix(terms: Terms, values: list[Value], n: int | None = None,
                         cm, names_ = contrast.coding(val.levels)
                         mat, cn = ind @ cm, list(names_)
                     stata_lv = [f"{c}" for c in cn]
+                    if contrast is not None and contrast.kind not in ("poly",) and not (
+                            contrast.kind in ("treatment", "SAS") and not contrast.by_number):
+                        # A column that is no level's indicator (sum, helmert, a matrix, numbered
+                        # treatment columns): in Stata's vocabulary a variable named as R names it.
+                        pieces.append([(mat[:, j], f"{lab}{c}", _stata_piece(f"{lab}{c}", None, inter))
+                                       for j, c in enumerate(cn)])
+                        continue
                 pieces.append([(mat[:, j], f"{lab}{c}", _stata_piece(lab, s, inter))
                                for j, (c, s) in enumerate(zip(cn, stata_lv))])
             else:
