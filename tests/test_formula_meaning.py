@@ -245,3 +245,11 @@ def test_new_constructs_refuse_what_r_refuses(ss, formula, match):
     with pytest.raises(HlmbridgeError, match=match) as info:
         hlmbridge.fit(formula, ss, engine="statsmodels")
     _one_sentence(info.value)
+
+
+def test_bootstrap_refuses_a_fit_with_contrasts(ss):
+    # The refits go through fit_many, which cannot pass contrasts= yet: they would use R's defaults.
+    df = ss.assign(f=pd.Categorical(np.array(["lo", "mid", "hi"])[ss["Days"].to_numpy() % 3]))
+    res = hlmbridge.fit("Reaction ~ f + (1 | Subject)", df, engine="statsmodels", contrasts={"f": "contr.sum"})
+    with pytest.raises(hlmbridge.errors.UsageError, match="contrasts="):
+        res.bootstrap(df, n=2)

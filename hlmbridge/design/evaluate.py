@@ -444,7 +444,8 @@ def _relabel(fac: Factor, labels: list[str], ordered: bool, fn: str) -> Factor:
         raise DataError(f"{fn}(): invalid 'labels'; length {len(labels)} should be 1 or {n} (R's rule)")
     new_levels = list(dict.fromkeys(labels))
     remap = np.array([new_levels.index(lab) for lab in labels] + [-1], dtype=np.int64)
-    return Factor(remap[np.where(fac.codes >= 0, fac.codes, n)], tuple(new_levels), ordered)
+    return Factor(remap[np.where(fac.codes >= 0, fac.codes, n)], tuple(new_levels), ordered,
+                  order_sure=fac.order_sure)
 
 
 def _r_seq(start: float, stop: float, n: int) -> np.ndarray:
