@@ -5,11 +5,13 @@ levels and contrasts (``C()``, lmer's ``contrasts=``; a level the fit did not se
 :class:`~hlmbridge.errors.DataError`, as R's ``model.frame(xlev = ...)`` says "factor has new
 levels"), a top-level ``scale()``, ``poly()``, ``ns()`` or ``bs()`` uses the centre, scale,
 polynomial coefficients or knots and boundary knots learned on the fit data (R's
-``makepredictcall``), a top-level ``cut()`` the fit's breaks, a Stata-style factor variable
-the fit's levels and base. Each grouping
-factor gives every row the code of its group in the fit, or -1 for a group the fit did not
-see (lme4's ``allow.new.levels = TRUE``: that factor's random effects are zero); a missing
-group value counts as such a group, as in lme4.
+``makepredictcall``), a top-level ``cut()`` the fit's breaks (where R would recompute
+``cut(x, breaks = k)`` on the new rows and fail on "new levels"), a Stata-style factor variable
+the fit's levels and base. Anything else is evaluated afresh on the new rows, as R does: so
+``I(x - mean(x))`` centres the new rows at their own mean. Each grouping factor gives every
+row the code of its group in the fit, or -1 for a group the fit did not see (lme4's
+``allow.new.levels = TRUE``: that factor's random effects are zero); a missing group value
+counts as such a group, as in lme4.
 
 Rows with a missing value in a variable the prediction needs are flagged in ``missing``
 (their entries in ``X`` and ``Z`` are meaningless; ``predict`` returns NaN there).
