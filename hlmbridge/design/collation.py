@@ -114,6 +114,8 @@ def r_sort(values: Iterable[str], locale: str | None = None) -> tuple[tuple[str,
         # The same letters with different accents: their order depends on the accents' weights.
         if ka[0] == kb[0] and ka[1] != kb[1] and any(x and y and x != y for x, y in zip(ka[1], kb[1])):
             sure = False
+        if ka == kb:  # distinct text that collates equal (another Unicode normalization): R's order is moot
+            sure = False
     if icu is None:
         sure = False  # a locale whose ICU collation may be tailored (Danish aa, Czech ch ...)
     return out, sure
