@@ -35,7 +35,7 @@ __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 
 # lmer() arguments hlmbridge does not apply yet: refused with a reason instead of fitting
 # a different model than R would.
-_LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "contrasts", "control", "start", "verbose", "devFunOnly")
+_LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "control", "start", "verbose", "devFunOnly")
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
 
@@ -86,8 +86,11 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     ``data`` is never modified; rows with missing values in model variables are dropped
     (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
     the only other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
-    including lmer arguments that are not applied yet (``weights=``, ``subset=`` ...), is a
-    ``UsageError`` naming it.
+    including lmer arguments that are not applied (``control=``, ``start=`` ...), is a
+    ``UsageError`` naming it. lmer's ``subset=``, ``weights=``, ``offset=``, ``na_action=`` and
+    ``contrasts=`` (a dict: variable as R labels it -> ``"contr.sum"``, ``"contr.helmert"``,
+    ``"contr.poly"``, ``"contr.SAS"``, ``"contr.treatment(base = 2)"`` or a matrix) are
+    applied the same way by every engine.
 
     ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
@@ -99,6 +102,7 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
             raise UsageError("fit() got both reml= and REML= with different values.")
         reml = bool(r_reml)
     rows_args = {k: options.pop(k) for k in ROW_ARGUMENTS if k in options}
+    contrasts = options.pop("contrasts", None)  # lmer's contrasts=, applied by the design (both engines)
     adapter = require_engine(engine)
     _check_options(adapter, options)
     spec = as_spec(model, reml)
@@ -110,13 +114,14 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     # Once per fit, shared by every cache below; read from the caller's frame directly (the
     # model's own frame, _model_frame, is built only when a design is).
     prints = fingerprints(data, spec.variables)
-    if any(v is not None for v in rows_args.values()):
+    if any(v is not None for v in rows_args.values()) or contrasts is not None:
         for k, v in rows_args.items():  # a column name refers to the caller's frame, as in lmer
             if isinstance(v, str) and k != "na_action":
                 if v not in data.columns:
                     raise UsageError(f"{k}= names a column that is not in the data: {v!r}")
                 rows_args[k] = data[v]
-        design = build_design(spec, _model_frame(data, spec), **rows_args)  # per-call arrays: never cached
+        design = build_design(spec, _model_frame(data, spec), contrasts=contrasts,
+                              **rows_args)  # per-call arrays: never cached
     else:
         design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()),
                               lambda: build_design(spec, _model_frame(data, spec)))

@@ -55,11 +55,15 @@ hlmbridge_ordered <- function(f) {
   f
 }
 
-## The environment a formula is evaluated in: base R plus the stats functions hlmbridge's
-## formulas may call (poly, relevel, offset); nothing from the global environment.
+## The environment a formula is evaluated in: base R (factor, cut, interaction, mean, ...)
+## plus the stats and splines functions hlmbridge's formulas may call; nothing from the
+## global environment.
 hlmbridge_formula_env <- function() {
   e <- new.env(parent = baseenv())
-  for (fn in c("poly", "relevel", "offset")) assign(fn, get(fn, envir = asNamespace("stats")), envir = e)
+  for (fn in c("poly", "relevel", "offset", "sd", "median", "C", "contr.treatment", "contr.sum",
+               "contr.helmert", "contr.poly", "contr.SAS"))
+    assign(fn, get(fn, envir = asNamespace("stats")), envir = e)
+  for (fn in c("ns", "bs")) assign(fn, get(fn, envir = asNamespace("splines")), envir = e)
   e
 }
 
@@ -67,7 +71,8 @@ hlmbridge_formula_env <- function() {
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
 ## own `weights=` and `offset=` arguments. The rows are given to lmer as `subset=`, so R
-## evaluates the formula's variables on the whole data as R itself would.
+## evaluates the formula's variables on the whole data as R itself would. `contrasts`
+## (NULL = none) is lmer's own `contrasts=` list (names of contrast functions or matrices).
 ## Optimizer: `rhoend` NULL means lmer's default optimizer, followed (only when that ends on
 ## a boundary, and `boundary_restart` is TRUE) by tight bobyqa restarted from its optimum; a
 ## number means bobyqa to that tolerance from lmer's usual start. (hlmbridge's Python side
@@ -77,7 +82,7 @@ hlmbridge_formula_env <- function() {
 ## Returns a plain list; an lme4 error comes back as list(error = message), never as an R error.
 hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
                           rhoend = 1e-12, maxfun = 1e5, with_vcov = FALSE,
-                          weights = NULL, offset = NULL, boundary_restart = TRUE) {
+                          weights = NULL, offset = NULL, boundary_restart = TRUE, contrasts = NULL) {
   warns <- character()
   msgs <- character()
   d <- data
@@ -93,6 +98,7 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
     d[[nm]] <- f
   }
   call <- quote(lme4::lmer(form, data = d, REML = reml, control = ctrl))
+  if (length(contrasts)) call$contrasts <- contrasts
   if (!is.null(rows)) {
     keep <- logical(nrow(d))
     keep[rows] <- TRUE

@@ -172,6 +172,9 @@ CONSTRUCTS: dict[str, str] = {
     "minus-term": "- term removal", "offset-log": "offset(log(x))", "published": "a published model",
     "nested-correlated": "correlated slopes below the top level",
     **{f"bug{i}": f"issue 9 bug {i}" for i in range(1, 8)},
+    # issue 26 (the splines and contrasts= are in tests/test_formula_constructs_r.py)
+    "cut": "cut(x, breaks)", "interaction": "interaction(a, b)", "C": "C(f, contr) in the formula",
+    "factor-levels": "factor(x, levels = c(...))", "summary-in-I": "mean(), sd() ... inside I()",
 }
 
 
@@ -386,4 +389,13 @@ CASES: tuple[Case, ...] = (
     # ------------------------------------------------------------------ mlmRev::ScotsSec
     _c("ScotsSec", "attain ~ verbal * sex + (1 | primary) + (1 | second)", "published", sm=CROSSED),
     _c("ScotsSec", "attain ~ verbal + sex + social + (1 | second)", "categorical-levels"),
+    # ------------------------------------------------------------------ issue 26
+    _c(_SS, "Reaction ~ cut(Days, breaks = c(-1, 2, 5, 9)) + (1 | Subject)", "cut"),
+    _c("hsb", "mathach ~ cut(ses, 4) * sector + (1 | id)", "cut", reml=False),
+    _c("Orthodont", "distance ~ interaction(Sex, factor(age)) + (1 | Subject)", "interaction"),
+    _c("Machines", "score ~ C(Machine, contr.sum) + (1 | Worker)", "C"),
+    _c("cake", "angle ~ C(recipe, helmert) + temperature + (1 | recipe:replicate)", "C", "ordered-poly"),
+    _c("Oats", "yield ~ factor(nitro, levels = c(0.6, 0.4, 0.2, 0)) + (1 | Block/Variety)", "factor-levels"),
+    _c(_SS, "Reaction ~ I(Days - mean(Days)) + (I(Days - mean(Days)) | Subject)", "summary-in-I", "random-transform"),
+    _c("hsb", "mathach ~ I(ses - mean(ses)) + I(meanses / sd(meanses)) + (1 | id)", "summary-in-I"),
 )

@@ -149,8 +149,8 @@ def test_interaction_grouping_factor_alone_and_in_any_order(ss, engine):
 
 
 def test_unknown_function_is_named():
-    with pytest.raises(HlmbridgeError, match=r"unknown function ns\(\)") as info:
-        hlmbridge.ModelSpec.from_lme4("y ~ ns(x, 3) + (1 | g)")
+    with pytest.raises(HlmbridgeError, match=r"unknown function lo\(\)") as info:
+        hlmbridge.ModelSpec.from_lme4("y ~ lo(x, 3) + (1 | g)")
     assert "log()" in str(info.value)
 
 
@@ -197,3 +197,59 @@ def test_stata_one_level_factor_is_refused(ss):
     df = ss.assign(one=1, g=pd.factorize(ss["Subject"])[0])
     with pytest.raises(DataError, match="single level"):
         hlmbridge.fit("mixed Reaction i.one || g:", df, engine="statsmodels")
+
+
+# ---------------------------------------------------------------------------- issue 26
+def test_contrasts_argument_is_checked(ss):
+    # Before: contrasts= was refused as an lmer argument hlmbridge does not apply.
+    df = ss.assign(f=pd.Categorical(np.array(["lo", "mid", "hi"])[ss["Days"].to_numpy() % 3],
+                                    categories=["lo", "mid", "hi"]))
+    res = hlmbridge.fit("Reaction ~ f + Days + (1 | Subject)", df, engine="statsmodels", reml=False,
+                        contrasts={"f": "contr.sum"})
+    assert list(res.fixed["term"]) == ["(Intercept)", "f1", "f2", "Days"]
+    plain = hlmbridge.fit("Reaction ~ f + Days + (1 | Subject)", df, engine="statsmodels", reml=False)
+    assert res.loglik == pytest.approx(plain.loglik, abs=1e-6)  # the same model (ML), another coding
+    for bad, match in [({"g": "contr.sum"}, "not a variable of the fixed part"),
+                       ({"Days": "contr.sum"}, "numeric"),
+                       ({"f": "contr.nope"}, "contr.nope"),
+                       ({"f": np.ones(3)}, "matrix"),
+                       ("contr.sum", "dict")]:
+        with pytest.raises(hlmbridge.errors.UsageError, match=match) as info:
+            hlmbridge.fit("Reaction ~ f + Days + (1 | Subject)", df, engine="statsmodels", contrasts=bad)
+        _one_sentence(info.value)
+    with pytest.raises(hlmbridge.errors.UsageError, match="lme4 formula"):
+        hlmbridge.fit("mixed Reaction Days || Subject:", df.assign(Subject=pd.factorize(df["Subject"])[0]),
+                      engine="statsmodels", contrasts={"f": "contr.sum"})
+
+
+def test_cut_breaks_are_reused_on_new_data(ss):
+    # R's predict would recompute cut(x, 3)'s breaks on the new rows ("factor has new levels");
+    # hlmbridge keeps the fit's breaks, so a new row falls in the fit's interval.
+    res = hlmbridge.fit("Reaction ~ cut(Days, 3) + (1 | Subject)", ss, engine="statsmodels")
+    assert list(res.fixed["term"]) == ["(Intercept)", "cut(Days, 3)(3,6]", "cut(Days, 3)(6,9.01]"]
+    b = res.fixed.set_index("term")["estimate"]
+    p = res.predict(pd.DataFrame({"Days": [5.0, 0.5, 8.0], "Subject": ["308"] * 3}), re_form="~0").values
+    np.testing.assert_allclose(p, [b["(Intercept)"] + b["cut(Days, 3)(3,6]"], b["(Intercept)"],
+                                   b["(Intercept)"] + b["cut(Days, 3)(6,9.01]"]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("formula, match", [
+    ("Reaction ~ ns(Days, df = 0) + (1 | Subject)", "too small"),
+    ("Reaction ~ cut(Days, 1) + (1 | Subject)", "number of intervals"),
+    ("Reaction ~ cut(Days, breaks = c(1, 1, 2)) + (1 | Subject)", "not unique"),
+    ('Reaction ~ factor(Days, labels = c("a", "b")) + (1 | Subject)', "should be 1 or 10"),
+    ("Reaction ~ C(Days, sum) + (1 | Subject)", "needs a factor"),
+    ("Reaction ~ interaction(Days, foo = 1) + (1 | Subject)", "foo"),
+])
+def test_new_constructs_refuse_what_r_refuses(ss, formula, match):
+    with pytest.raises(HlmbridgeError, match=match) as info:
+        hlmbridge.fit(formula, ss, engine="statsmodels")
+    _one_sentence(info.value)
+
+
+def test_bootstrap_refuses_a_fit_with_contrasts(ss):
+    # The refits go through fit_many, which cannot pass contrasts= yet: they would use R's defaults.
+    df = ss.assign(f=pd.Categorical(np.array(["lo", "mid", "hi"])[ss["Days"].to_numpy() % 3]))
+    res = hlmbridge.fit("Reaction ~ f + (1 | Subject)", df, engine="statsmodels", contrasts={"f": "contr.sum"})
+    with pytest.raises(hlmbridge.errors.UsageError, match="contrasts="):
+        res.bootstrap(df, n=2)

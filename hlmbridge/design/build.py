@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hlmbridge.errors import DataError
+from hlmbridge.errors import DataError, UsageError
 from hlmbridge.spec.model import ModelSpec, RandomLevel, Term
 
 __all__ = ["Design", "LevelDesign", "build_design", "factor_levels", "require_columns"]
@@ -93,6 +93,7 @@ class Design:
     n_subset_out: int = 0
     offset_argument: np.ndarray | None = None  # the part of ``offset`` given as fit(offset=...)
     predvars: tuple[Any, ...] = ()  # what formula variables learned on the fit data (design.newdata)
+    contrasts: tuple[tuple[str, Any], ...] = ()  # lmer's contrasts=: variable label -> design.contrasts.Contrast
 
     @property
     def nobs(self) -> int:
@@ -199,7 +200,7 @@ def require_columns(spec: ModelSpec, data: pd.DataFrame) -> None:
 
 
 def build_design(spec: ModelSpec, data: pd.DataFrame, *, subset: Any = None, weights: Any = None,
-                 offset: Any = None, na_action: str | None = None) -> Design:
+                 offset: Any = None, na_action: str | None = None, contrasts: Any = None) -> Design:
     """Build y, X and the Z blocks of ``spec`` on ``data`` (never modifies ``data``).
 
     A spec read from an lme4 formula is built by R's ``model.matrix`` rules
@@ -207,7 +208,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, subset: Any = None, wei
     ``weights``, ``offset`` and ``na_action`` are lmer's arguments
     (:func:`hlmbridge.design.rows.row_plan`). Rows with a missing value in any model
     variable are dropped (Stata's listwise deletion, R's ``na.omit``); how many is
-    recorded in ``n_dropped``.
+    recorded in ``n_dropped``. ``contrasts`` is lmer's ``contrasts=`` (an lme4 formula only;
+    :func:`hlmbridge.design.contrasts.parse_contrast`).
     """
     from hlmbridge.design.rows import row_plan
 
@@ -216,7 +218,9 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, subset: Any = None, wei
     if spec.formula is not None:
         from hlmbridge.design.formula_design import build_formula_design
 
-        return build_formula_design(spec, data, plan)
+        return build_formula_design(spec, data, plan, contrasts=contrasts)
+    if contrasts:
+        raise UsageError("contrasts= applies to an lme4 formula; a Stata command codes its factors by ib#. bases")
     return _build_stata_design(spec, data, plan)
 
 

@@ -19,14 +19,18 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from hlmbridge.design.build import Design, LevelDesign, check_design
+from hlmbridge.design.contrasts import Contrast, parse_contrast
 from hlmbridge.design.evaluate import Factor, Numeric, Value, column_value, evaluate
 from hlmbridge.design.model_matrix import model_matrix
 from hlmbridge.design.rows import RowPlan, select_rows
-from hlmbridge.errors import DataError, SpecError
+from hlmbridge.errors import DataError, SpecError, UsageError
 from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["build_formula_design"]
@@ -82,8 +86,30 @@ def _group_codes(values: list[Value], rows: np.ndarray, names: tuple[str, ...]) 
     return codes.astype(np.int64), tuple(glabels)
 
 
-def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | None = None) -> Design:
-    """Build y, X and the random-effects levels of an lme4-formula spec on ``data``."""
+def _fixed_contrasts(contrasts: Mapping[str, Any] | None, f: Any, fixed_vals: list[Value]) -> dict[str, Contrast]:
+    """lmer's ``contrasts=``: each name must be a factor (or logical) variable of the fixed part,
+    written as R labels it (``f``, ``factor(x)``); it codes the fixed part only, as in lme4."""
+    if contrasts is None:
+        return {}
+    if not isinstance(contrasts, Mapping):
+        raise UsageError(f"contrasts= must be a dict of variable -> contrast, got {type(contrasts).__name__}.")
+    labels = {e.deparse(): v for e, v in zip(f.fixed.variables, fixed_vals)}
+    factors = [lab for lab, v in labels.items() if isinstance(v, Factor)]
+    out: dict[str, Contrast] = {}
+    for name, value in contrasts.items():
+        if name not in labels:
+            raise UsageError(f"contrasts= names {name!r}, which is not a variable of the fixed part (its factors: "
+                             f"{', '.join(factors) or 'none'}); lmer would ignore it with a warning")
+        if not isinstance(labels[name], Factor):
+            raise UsageError(f"contrasts= names {name!r}, which is numeric; contrasts apply only to factors (as in R)")
+        out[name] = parse_contrast(value, name)
+    return out
+
+
+def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | None = None,
+                         contrasts: Mapping[str, Any] | None = None) -> Design:
+    """Build y, X and the random-effects levels of an lme4-formula spec on ``data``
+    (``contrasts``: lmer's ``contrasts=``, variable label -> contrast)."""
     f = spec.formula
     if f is None:
         raise SpecError("build_formula_design needs a spec read from an lme4 formula")
@@ -93,6 +119,7 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
     if isinstance(response, Factor) or response.values.shape[1] != 1:
         raise DataError(f"the response {f.response.deparse()} must be one numeric column")
     fixed_vals = [evaluate(v, data) for v in f.fixed.variables]
+    fixed_contrasts = _fixed_contrasts(contrasts, f, fixed_vals)
     offsets = [evaluate(o, data) for o in f.fixed.offsets]
     for o, e in zip(offsets, f.fixed.offsets):
         if isinstance(o, Factor) or o.values.shape[1] != 1:
@@ -112,7 +139,7 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         for v, e in zip(vals, bar.lhs.variables):
             _finite(v, rows, e.deparse())
     y = response.values[rows, 0]
-    mm = model_matrix(f.fixed, [_take(v, rows) for v in fixed_vals], len(rows))
+    mm = model_matrix(f.fixed, [_take(v, rows) for v in fixed_vals], len(rows), fixed_contrasts)
     offset = None
     if offsets or plan.offset is not None:
         offset = np.zeros(len(rows))
@@ -175,7 +202,7 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         spec=spec, y=y, X=mm.X, fixed_stata=mm.stata_names, fixed_lme4=mm.names, levels=tuple(final), rows=rows,
         n_dropped=int(n_all - rows.size - n_out), factor_bases=(), weights=weights, offset=offset, n_data=n_all,
         n_subset_out=n_out, offset_argument=plan.offset[rows] if plan.offset is not None else None,
-        predvars=_learned(f, fixed_vals, bar_vals, rows),
+        predvars=_learned(f, fixed_vals, bar_vals, rows), contrasts=tuple(fixed_contrasts.items()),
     )
     check_design(design, f.response.deparse())
     return design

@@ -10,7 +10,9 @@
   is coded by indicators. This decides ``0 + f`` (k columns), ``f + f:x`` (k slopes) and
   ``f:g`` without main effects.
 - Unordered factors use treatment contrasts (``sectorCatholic``), ordered factors
-  ``contr.poly`` (``.L``, ``.Q``, ``.C``, ``^4``), logicals ``xTRUE``.
+  ``contr.poly`` (``.L``, ``.Q``, ``.C``, ``^4``), logicals ``xTRUE``, unless the factor
+  carries other contrasts (``C(f, contr.sum)``) or lmer's ``contrasts=`` names the variable
+  (``contrasts``; :mod:`hlmbridge.design.contrasts` gives the coding and R's column names).
 - A numeric matrix variable gives one column per matrix column, named by the variable
   and the column name (``poly(x, 2)1``), or by the variable alone for a one-column matrix
   without names (``scale(x)``).
@@ -29,16 +31,18 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
 
-from hlmbridge.design.evaluate import Factor, Numeric, Value
+from hlmbridge.design.contrasts import Contrast, contr_poly
+from hlmbridge.design.evaluate import Factor, Numeric, Value, unsure_order_message
 from hlmbridge.errors import DataError
 from hlmbridge.spec.rformula import Terms
 
-__all__ = ["ModelMatrix", "contr_poly", "model_matrix", "term_codes"]
+__all__ = ["ModelMatrix", "model_matrix", "term_codes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,24 +53,6 @@ class ModelMatrix:
     names: tuple[str, ...]
     stata_names: tuple[str, ...]
     term_of_column: tuple[int, ...]  # -1 for the intercept, else the term's index
-
-
-def contr_poly(n: int) -> np.ndarray:
-    """R's ``contr.poly(n)``: orthonormal polynomial contrasts (n x n-1)."""
-    y = np.arange(1, n + 1, dtype=float)
-    y = y - y.mean()
-    X = np.column_stack([y**i for i in range(n)])
-    q, r = np.linalg.qr(X)
-    raw = q * np.diag(r)[None, :]
-    Z = raw / np.sqrt(np.sum(raw**2, axis=0))[None, :]
-    return Z[:, 1:]
-
-
-def _poly_names(n: int) -> list[str]:
-    names = [f"^{i}" for i in range(n)]
-    for i, lab in enumerate((".L", ".Q", ".C")[: n - 1], start=1):
-        names[i] = lab
-    return names[1:]
 
 
 def term_codes(terms: Terms, is_factor: list[bool]) -> list[list[int]]:
@@ -101,9 +87,11 @@ def _stata_piece(label: str, level: str | None, interaction: bool) -> str:
     return f"{level}.{base}"
 
 
-def model_matrix(terms: Terms, values: list[Value], n: int | None = None) -> ModelMatrix:
+def model_matrix(terms: Terms, values: list[Value], n: int | None = None,
+                 contrasts: Mapping[str, Contrast] | None = None) -> ModelMatrix:
     """The model matrix of ``terms`` on evaluated ``values`` (one per variable, rows already
-    selected, factors with their unused levels dropped).
+    selected, factors with their unused levels dropped). ``contrasts`` maps a variable's
+    label to the contrasts lmer's ``contrasts=`` gives it (R's ``contrasts.arg``).
 
     Raises
     ------
@@ -137,18 +125,30 @@ def model_matrix(terms: Terms, values: list[Value], n: int | None = None) -> Mod
                 if nlev < 2 and codes[k][v] == 1:
                     raise DataError(f"the factor {lab} has a single level in the estimation sample; R: contrasts "
                                     "can be applied only to factors with 2 or more levels")
+                if not val.order_sure:
+                    raise DataError(unsure_order_message(lab))
                 ind = np.zeros((n, nlev))
                 ok = val.codes >= 0
                 ind[np.flatnonzero(ok), val.codes[ok]] = 1.0
                 if codes[k][v] == 2:
                     mat, cn = ind, list(val.levels)
                     stata_lv: list[str | None] = list(val.levels)
-                elif val.ordered:
-                    mat, cn = ind @ contr_poly(nlev), _poly_names(nlev)
-                    stata_lv = [f"{c}" for c in cn]
                 else:
-                    mat, cn = ind[:, 1:], list(val.levels[1:])
-                    stata_lv = list(val.levels[1:])
+                    contrast = (contrasts or {}).get(lab) or val.contrasts or (
+                        Contrast("poly") if val.ordered else None)
+                    if contrast is None:
+                        mat, cn = ind[:, 1:], list(val.levels[1:])
+                    else:
+                        cm, names_ = contrast.coding(val.levels)
+                        mat, cn = ind @ cm, list(names_)
+                    stata_lv = [f"{c}" for c in cn]
+                    if contrast is not None and contrast.kind not in ("poly",) and not (
+                            contrast.kind in ("treatment", "SAS") and not contrast.by_number):
+                        # A column that is no level's indicator (sum, helmert, a matrix, numbered
+                        # treatment columns): in Stata's vocabulary a variable named as R names it.
+                        pieces.append([(mat[:, j], f"{lab}{c}", _stata_piece(f"{lab}{c}", None, inter))
+                                       for j, c in enumerate(cn)])
+                        continue
                 pieces.append([(mat[:, j], f"{lab}{c}", _stata_piece(lab, s, inter))
                                for j, (c, s) in enumerate(zip(cn, stata_lv))])
             else:

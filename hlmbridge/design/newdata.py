@@ -1,13 +1,17 @@
 """The design of new data under the rules of a fitted design (for ``predict``).
 
 New rows get the fit's columns, built the way the fit built them: a factor keeps the fit's
-levels (a level the fit did not see is a :class:`~hlmbridge.errors.DataError`, as R's
-``model.frame(xlev = ...)`` says "factor has new levels"), a top-level ``scale()`` or
-``poly()`` uses the centre, scale and polynomial coefficients learned on the fit data (R's
-``makepredictcall``), a Stata-style factor variable the fit's levels and base. Each grouping
-factor gives every row the code of its group in the fit, or -1 for a group the fit did not
-see (lme4's ``allow.new.levels = TRUE``: that factor's random effects are zero); a missing
-group value counts as such a group, as in lme4.
+levels and contrasts (``C()``, lmer's ``contrasts=``; a level the fit did not see is a
+:class:`~hlmbridge.errors.DataError`, as R's ``model.frame(xlev = ...)`` says "factor has new
+levels"), a top-level ``scale()``, ``poly()``, ``ns()`` or ``bs()`` uses the centre, scale,
+polynomial coefficients or knots and boundary knots learned on the fit data (R's
+``makepredictcall``), a top-level ``cut()`` the fit's breaks (where R would recompute
+``cut(x, breaks = k)`` on the new rows and fail on "new levels"), a Stata-style factor variable
+the fit's levels and base. Anything else is evaluated afresh on the new rows, as R does: so
+``I(x - mean(x))`` centres the new rows at their own mean. Each grouping factor gives every
+row the code of its group in the fit, or -1 for a group the fit did not see (lme4's
+``allow.new.levels = TRUE``: that factor's random effects are zero); a missing group value
+counts as such a group, as in lme4.
 
 Rows with a missing value in a variable the prediction needs are flagged in ``missing``
 (their entries in ``X`` and ``Z`` are meaningless; ``predict`` returns NaN there).
@@ -42,8 +46,9 @@ __all__ = ["NewDesign", "NewLevel", "VariableInfo", "learned_variables", "new_de
 
 @dataclass(frozen=True)
 class VariableInfo:
-    """What one formula variable was on the fit rows: a factor's levels, or what a
-    transform learned (``params``: scale's centre/scale, poly's coefficients)."""
+    """What one formula variable was on the fit rows: a factor's levels (and contrasts), or
+    what a transform learned (``params``: scale's centre/scale, poly's coefficients, the
+    knots of ns/bs, cut's breaks)."""
 
     expr: str
     factor: bool
@@ -52,6 +57,7 @@ class VariableInfo:
     logical: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     ncol: int = 1
+    contrasts: Any = None  # the factor's own contrasts (C()), a design.contrasts.Contrast
 
 
 def learned_variables(exprs: list[Any], values: list[Value], rows: np.ndarray) -> tuple[VariableInfo, ...]:
@@ -61,7 +67,8 @@ def learned_variables(exprs: list[Any], values: list[Value], rows: np.ndarray) -
         key = e.deparse()
         if isinstance(v, Factor):
             f = v.dropped(rows)
-            out[key] = VariableInfo(key, True, f.levels, f.ordered, f.logical)
+            out[key] = VariableInfo(key, True, f.levels, f.ordered, f.logical, params=dict(v.params),
+                                    contrasts=f.contrasts)
         else:
             out[key] = VariableInfo(key, False, params=dict(v.params), ncol=int(v.values.shape[1]))
     return tuple(out.values())
@@ -131,11 +138,12 @@ def _need(data: pd.DataFrame, names: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- lme4 formulas
-def _factor_labels(expr: Any, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _factor_labels(expr: Any, data: pd.DataFrame, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Each row's factor label (as R labels it) and the missing mask, ignoring relevel()."""
     while expr.kind == "paren" or (expr.kind == "call" and expr.value == "relevel"):
         expr = expr.args[0]
-    v = evaluate_learned(expr, data, {})
+        params = {}
+    v = evaluate_learned(expr, data, dict(params))
     if isinstance(v, Numeric):
         from hlmbridge.design.evaluate import _as_factor
 
@@ -149,14 +157,14 @@ def _new_value(expr: Any, info: VariableInfo, data: pd.DataFrame) -> Value:
     name = expr.deparse()
     try:
         if info.factor:
-            labels, missing = _factor_labels(expr, data)
+            labels, missing = _factor_labels(expr, data, info.params)
             index = {lab: i for i, lab in enumerate(info.levels)}
             codes = np.array([-1 if m else index.get(lab, -2) for lab, m in zip(labels, missing)], dtype=np.int64)
             if np.any(codes == -2):
                 bad = sorted({str(lab) for lab, c in zip(labels, codes) if c == -2})
                 raise DataError(f"newdata: {name} has level(s) the fit did not have: {', '.join(bad[:5])} "
                                 f"(the fit's levels: {', '.join(info.levels[:10])})")
-            return Factor(codes, info.levels, info.ordered, info.logical)
+            return Factor(codes, info.levels, info.ordered, info.logical, contrasts=info.contrasts)
         v = evaluate_learned(expr, data, dict(info.params))
     except DataError:
         raise
@@ -194,7 +202,7 @@ def _formula_new(design: Design, data: pd.DataFrame, random: bool) -> NewDesign:
             vals.append(v)
         return vals
 
-    mm = model_matrix(f.fixed, values_of(f.fixed), n)
+    mm = model_matrix(f.fixed, values_of(f.fixed), n, dict(design.contrasts))
     if mm.names != design.fixed_lme4:
         raise DataError(f"newdata gives the fixed-effect columns {list(mm.names)}, the fit had "
                         f"{list(design.fixed_lme4)}")

@@ -165,6 +165,15 @@ def _to_r_as_r_reads(session: _RSession, data: pd.DataFrame, name: str) -> Any:
     if isinstance(value, Factor):
         if value.logical:
             return session.as_logical(ro.IntVector(np.where(value.codes < 0, -(2**31), value.codes).astype(np.int32)))
+        if value.character:
+            # Text goes over as text: R orders its levels by its own locale's collation, and the
+            # design check then catches any difference from hlmbridge's order.
+            labels = [str(lab) for lab in value.levels]
+            if any("\x00" in lab for lab in labels):
+                raise DataError(f"a level of {name!r} contains a NUL character, which R cannot hold: R would merge "
+                                "levels that differ only after it")
+            text = np.array(labels + [None], dtype=object)[np.where(value.codes >= 0, value.codes, len(labels))]
+            return ro.StrVector([ro.NA_Character if t is None else t for t in text.tolist()])
         return _r_factor(session, value.codes, value.levels, name, value.ordered)
     return _to_r(session, data[name], False)
 
@@ -220,6 +229,27 @@ def _r_factor_bases(design: Design) -> Any:
 
 
 @per_design
+def _r_contrasts(design: Design) -> Any:
+    """lmer's ``contrasts=`` list for R (NULL when none): a contrast function's name where R
+    makes the same coding from it, else hlmbridge's matrix with R's column names. Called
+    inside the session's conversion context."""
+    ro = _session().ro
+    if not design.contrasts:
+        return ro.NULL
+    levels = {v.expr: v.levels for v in design.predvars if v.factor}
+    out = {}
+    for label, contrast in design.contrasts:
+        if contrast.r_name is not None:
+            out[label] = ro.StrVector([contrast.r_name])
+            continue
+        m, names = contrast.coding(levels[label])
+        mat = ro.r["matrix"](ro.FloatVector(m.ravel(order="F")), nrow=m.shape[0])
+        out[label] = ro.r["structure"](mat, dimnames=ro.r["list"](ro.StrVector(list(levels[label])),
+                                                                  ro.StrVector(list(names))))
+    return ro.ListVector(out)
+
+
+@per_design
 def _design_checksums(design: Design) -> tuple[np.ndarray, np.ndarray]:
     """hlmbridge's side of :func:`_check_design_parity` (column sums, sums of squares, X'y)
     and the scale each is judged on; once per design, so a warm refit skips them."""
@@ -246,7 +276,10 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
         only_h = [c for c in ours if c not in theirs]
         detail = (f"R has {only_r} and hlmbridge has {only_h}" if only_r or only_h
                   else f"in another order (R: {theirs})")
-        raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}", engine="lme4")
+        hint = ("; where a text column's levels differ, R's locale sorts them otherwise: pass that column as a "
+                "pandas Categorical with its categories in the order wanted" if design.spec.formula is not None
+                else "")
+        raise FitError(f"R's fixed-effects columns differ from hlmbridge's design: {detail}{hint}", engine="lme4")
     if out.design_check is None:
         return
     mine, scale = _design_checksums(design)
@@ -402,7 +435,7 @@ class Lme4Engine:
             t0 = time.perf_counter()
             out = _read_fit(session.fit(rframe, formula, reml, factors, rows,
                                         ro.NULL if rhoend is None else rhoend, maxfun, engine_vcov, weights, offset,
-                                        boundary_restart))
+                                        boundary_restart, _r_contrasts(design)))
             seconds = time.perf_counter() - t0
         if isinstance(out, str):
             raise FitError(f"lme4 failed: {out}", engine=self.name)

@@ -215,9 +215,9 @@ def _refit_frame(result: Any, design: Any, data: pd.DataFrame | None) -> pd.Data
     if response not in data.columns:
         raise UsageError(f"bootstrap: the response {response!r} is not a column of data (a transformed "
                          "response cannot be simulated on its own scale); fit a column instead")
-    if design.weights is not None or design.offset_argument is not None or design.n_subset_out:
-        raise UsageError("bootstrap of a fit with weights=, offset= or subset= arguments is not supported: "
-                         "fit_many cannot pass them to the refits yet")
+    if design.weights is not None or design.offset_argument is not None or design.n_subset_out or design.contrasts:
+        raise UsageError("bootstrap of a fit with weights=, offset=, subset= or contrasts= arguments is not "
+                         "supported: fit_many cannot pass them to the refits yet")
     frame = data.iloc[np.asarray(design.rows)].reset_index(drop=True)
     return frame
 

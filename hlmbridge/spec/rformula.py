@@ -52,12 +52,25 @@ FUNCTIONS: dict[str, str] = {
     "abs": "abs(x)",
     "scale": "scale(x, center = TRUE, scale = TRUE)",
     "poly": "poly(x, degree, raw = FALSE)",
-    "factor": "factor(x)",
+    "factor": "factor(x, levels = c(...), labels = c(...), ordered = FALSE)",
     "as.factor": "as.factor(x)",
-    "ordered": "ordered(x)",
+    "ordered": "ordered(x, levels = c(...), labels = c(...))",
     "as.ordered": "as.ordered(x)",
     "relevel": "relevel(f, ref = level)",
     "offset": "offset(x)",
+    "cut": "cut(x, breaks, labels = NULL, include.lowest = FALSE, right = TRUE, dig.lab = 3, ordered_result = FALSE)",
+    "interaction": "interaction(f1, f2, ..., drop = FALSE, sep = \".\", lex.order = FALSE)",
+    "C": "C(f, contr) with contr one of contr.treatment, contr.sum, contr.helmert, contr.poly, contr.SAS",
+    "ns": "ns(x, df, knots, intercept = FALSE, Boundary.knots) from R's splines",
+    "bs": "bs(x, df, knots, degree = 3, intercept = FALSE, Boundary.knots) from R's splines",
+    "mean": "mean(x, na.rm = FALSE)",
+    "sd": "sd(x, na.rm = FALSE)",
+    "median": "median(x, na.rm = FALSE)",
+    "min": "min(x, na.rm = FALSE)",
+    "max": "max(x, na.rm = FALSE)",
+    "sum": "sum(x, na.rm = FALSE)",
+    "length": "length(x)",
+    "c": "c(...): a vector of numbers or strings, as an argument (levels =, breaks =, knots =)",
 }
 
 _TOKEN_RE = re.compile(
@@ -167,7 +180,8 @@ class Expr:
             # Only a call's data argument reads columns (raw = TRUE, ref = "a", 2 are values).
             keyed = [a for a, k in zip(self.args, self.keys) if k in ("x", "object")]
             positional = [a for a, k in zip(self.args, self.keys) if k is None]
-            args = tuple(keyed or positional[:1])
+            every = self.value in ("interaction", "min", "max", "sum")  # each positional argument is data
+            args = tuple(keyed + positional if every else (keyed or positional[:1]))
         out: dict[str, None] = {}
         for a in args:
             for c in a.columns():
