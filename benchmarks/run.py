@@ -31,12 +31,23 @@ Issue 13 adds (every lmer baseline is timed twice in the same Rscript: with hlmb
 9. ``three_level``: ``y ~ x + (1 | school/class)`` on 100,000 simulated rows (1,000 schools x 10 classes).
 10. ``scaling``: ``y ~ x + (x | g)`` (ML) at 10k/100, 100k/1k, 100k/10k rows/groups; ``--big`` adds
     1M/10k, 1M/100k, 3M/30k, 3M/100k.
+
+Issue 22 adds:
+
+11. ``nested``: mlmRev's Chem97 (``score ~ gcsecnt + (1 | lea/school)`` and ``+ (1 | school) +
+    (1 | lea)``) and egsingle (``math ~ year + (year | schoolid) + (year | schoolid:childid)``, REML,
+    and as ``mixed math year || schoolid: year, cov(un) || childid: year, cov(un)``, ML), as ``crossed``.
+12. ``busy``: egsingle and InstEval's first 20,000 rows again while a CPU-bound neighbour process
+    (``while True: pass``) keeps one core busy.
+13. ``threads``: the thread policy (``hlmbridge/threads.py``): warm fits with one BLAS thread and
+    with all, alternating, quiet and with the neighbour.
 ``cold`` also times the ``Rscript`` equivalent of ``hlmbridge fit`` (lme4 + read .dta + fit + print),
 7 runs of each, interleaved.
 
 ``--quick``: 100,000 rows / 1,000 groups, fewer repetitions, 50 fits for the memory check.
 JSON goes to ``benchmarks/results/latest.json`` unless ``--json`` says otherwise.
-Nothing here sets BLAS threading variables: numbers are for the machine as it is.
+Nothing here sets BLAS threading variables (``threads`` sets hlmbridge's own,
+``HLMBRIDGE_BLAS_THREADS``, in its child): numbers are for the machine as it is.
 """
 
 from __future__ import annotations
