@@ -30,6 +30,7 @@ from hlmbridge.inference.stata_parity import (evaluate, linear_loglik, lme4_bloc
 from hlmbridge.inference.tails import chi2_sf, norm_sf
 from hlmbridge.results.fit_result import FitResult, GroupInfo
 from hlmbridge.spec.model import ModelSpec
+from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 
@@ -77,6 +78,7 @@ def _parse(text: str, reml: bool | None) -> ModelSpec:
     return ModelSpec.parse(text, reml=reml)
 
 
+@with_bounded_blas
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
         df_method: str | None = None, **options: Any) -> FitResult:
     """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").

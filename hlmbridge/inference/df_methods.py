@@ -52,6 +52,7 @@ from scipy import stats
 
 from hlmbridge.design.build import Design
 from hlmbridge.errors import FitError, UsageError
+from hlmbridge.threads import with_bounded_blas
 
 __all__ = [
     "DF_METHODS",
@@ -354,6 +355,7 @@ def _inverse_information(info: np.ndarray) -> np.ndarray:
     return 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
 
 
+@with_bounded_blas
 def df_analysis(
     design: Design,
     beta: np.ndarray,

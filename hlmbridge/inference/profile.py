@@ -52,6 +52,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from hlmbridge.errors import FitError, UsageError
+from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["PROFILE_COLUMNS", "profile_ci"]
 
@@ -315,6 +316,7 @@ def _crossing(zeta: Callable[[float], float], est: float, step: float, direction
     raise FitError(f"the profile does not reach the interval's end (last point {v})")
 
 
+@with_bounded_blas
 def profile_ci(result: Any, level: float = 0.95, which: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Profile-likelihood intervals for every parameter of ``result`` (see the module docstring).
 

@@ -37,6 +37,7 @@ import numpy as np
 from hlmbridge.design.build import Design
 from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
+from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["Inference", "VarianceParam", "evaluate", "linear_loglik", "lme4_block_name", "not_identified",
            "theta_from_matrices", "uses_sparse_algebra", "variance_parameters"]
@@ -306,6 +307,7 @@ def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
+@with_bounded_blas
 def evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool | None = None) -> Inference:
     """Log likelihood, its score and Stata's covariance matrices at ``beta`` and ``theta``.
 

@@ -38,6 +38,7 @@ from scipy import stats
 
 from hlmbridge.design.build import Design
 from hlmbridge.errors import UsageError
+from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["LevelEffects", "RANEF_COLUMNS", "coef_frames", "conditional_effects", "estimates_of", "level_effects",
            "ranef_frame",
@@ -83,6 +84,7 @@ def estimates_of(res: object) -> tuple[np.ndarray, np.ndarray]:
     return beta, theta
 
 
+@with_bounded_blas
 def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> tuple[LevelEffects, ...]:
     """Conditional modes and covariances of every level at ``beta`` and ``theta``.
 
