@@ -602,8 +602,40 @@ def to_stata(spec: ModelSpec) -> str:
         equations.append([body, opts])
     if spec.reml:
         equations[-1][1].append("reml")
+    df_option = _stata_df_option(spec)
+    if df_option:
+        equations[-1][1].append(df_option)
     for body, opts in equations:
         out += f" || {body}"
         if opts:
             out += ", " + " ".join(opts)
     return out
+
+
+#: hlmbridge's df method -> Stata's ``dfmethod()`` option.
+_STATA_DF_OPTIONS = {
+    "residual": "dfmethod(residual)",
+    "kenward-roger": "dfmethod(kroger)",
+    "satterthwaite (expected information)": "dfmethod(satterthwaite)",
+    "satterthwaite": "dfmethod(satterthwaite, oim)",
+}
+
+
+def _stata_df_option(spec: ModelSpec) -> str | None:
+    """The ``dfmethod()`` of the Stata command ``spec`` was read from (kept when it is written back).
+
+    Examples
+    --------
+    >>> from hlmbridge.spec.parse_stata import parse_stata
+    >>> to_stata(parse_stata("mixed y x || id:, reml dfmethod(kroger)"))
+    'mixed y x || id:, reml dfmethod(kroger)'
+    """
+    source = spec._source
+    if not source or "~" in source or "dfm" not in source:
+        return None
+    from hlmbridge.spec.parse_stata import parse_stata_df_method
+
+    method = parse_stata_df_method(source, reml=True)
+    if not method or (method != "residual" and not spec.reml):  # Satterthwaite and Kenward-Roger need REML
+        return None
+    return _STATA_DF_OPTIONS[method]
