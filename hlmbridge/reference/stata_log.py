@@ -1376,10 +1376,11 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
                 for col in meta["columns"]:
                     if col in predicted:
                         models.append(ModelRef(col, predicted[col].command, predicted[col].line))
-            if kname in ("summarize", "tab", "list", "di") or (kname in ("mixed", "xtreg") and data_steps):
-                if dataset is None and kname != "di":
+            if kname in ("summarize", "tab", "tab2", "list") or (kname in ("mixed", "xtreg")
+                                                                  and _uses_made_variable(cmd, data_steps)):
+                if dataset is None:
                     raise lines.error(f"{cmd!r} before any 'use'", line)
-                if dataset is not None and (kname != "di" or not models):
+                if dataset is not None:
                     meta["dataset"] = dataset[0]
                     meta["dataset_line"] = dataset[1]
                     meta["data_steps"] = [c for _, c in data_steps]
@@ -1401,6 +1402,14 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
             fail(_with_layout(exc, kname, cmd, line, lines.layout))
     return ParsedLog(name, tuple(blocks), tuple(invalid), tuple(problems), layout=lines.layout,
                      unchecked=tuple(unchecked))
+
+
+def _uses_made_variable(command: str, steps: Sequence[tuple[int, str]]) -> bool:
+    """True when a model command names a variable one of the log's data steps makes or changes."""
+    from hlmbridge.reference.data_prep import step_targets
+
+    made = {t for _, s in steps for t in step_targets(s)}
+    return "*" in made or bool(made & set(re.findall(r"[A-Za-z_]\w*", command)))
 
 
 def _has_output(lines: _Lines, start: int, stop: int) -> bool:
