@@ -58,10 +58,12 @@ def eb_vector(res: Any) -> dict[str, tuple[float, float | None]]:
     for r in fx.itertuples(index=False):
         out[f"{resp}:{r.stata_term}"] = (float(r.estimate), float(r.std_error))
     rnd = res.random
-    by_term = {r.stata_term: r for r in rnd.itertuples(index=False)}
+    # keyed by level too: var(_cons) repeats at every level of a three-level model
+    by_term = {(r.group, r.stata_term): r for r in rnd.itertuples(index=False)}
+    sd_rows = {(r.group, r.stata_term): r for r in res.random_sd().itertuples(index=False)}
 
-    def lns(label: str) -> tuple[float, float | None]:
-        r = by_term[label]
+    def lns(label: str, group: str = "Residual") -> tuple[float, float | None]:
+        r = by_term[(group, label)]
         v = float(r.estimate)
         se = float(r.std_error) / (2 * v) if v > 0 and r.std_error == r.std_error else None
         return 0.5 * math.log(v), se
@@ -70,18 +72,21 @@ def eb_vector(res: Any) -> dict[str, tuple[float, float | None]]:
         terms = lv.stata_terms
         # Stata's parameter names per level: level index, 1, term index (all levels use _1_ for one block)
         for k, t in enumerate(terms, start=1):
-            out[f"lns{li}_1_{k}:_cons"] = lns(f"var({t})")
+            out[f"lns{li}_1_{k}:_cons"] = lns(f"var({t})", lv.group)
         if lv.cov in ("unstructured", "exchangeable"):
             for j in range(len(terms)):
                 for k in range(j + 1, len(terms)):
-                    cov = by_term.get(f"cov({terms[j]},{terms[k]})")
+                    cov = by_term.get((lv.group, f"cov({terms[j]},{terms[k]})"))
                     if cov is None:
                         continue
-                    va = float(by_term[f"var({terms[j]})"].estimate)
-                    vb = float(by_term[f"var({terms[k]})"].estimate)
+                    va = float(by_term[(lv.group, f"var({terms[j]})")].estimate)
+                    vb = float(by_term[(lv.group, f"var({terms[k]})")].estimate)
                     corr = float(cov.estimate) / math.sqrt(va * vb)
                     val = math.atanh(corr) if abs(corr) < 1 else math.copysign(math.inf, corr)
-                    out[f"atr{li}_1_{j + 1}_{k + 1}:_cons"] = (val, None)
+                    sd_row = sd_rows.get((lv.group, f"corr({terms[j]},{terms[k]})"))
+                    se = (float(sd_row.std_error) / (1 - corr * corr)
+                          if sd_row is not None and abs(corr) < 1 and sd_row.std_error == sd_row.std_error else None)
+                    out[f"atr{li}_1_{j + 1}_{k + 1}:_cons"] = (val, se)
     out["lnsig_e:_cons"] = lns("var(Residual)")
     return out
 

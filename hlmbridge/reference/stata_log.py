@@ -56,6 +56,8 @@ __all__ = [
     "parse_log",
     "parse_log_text",
     "parse_number",
+    "to_ascii",
+    "to_unicode_layout",
 ]
 
 #: A control character other than tab and newline (never in a Stata log's text).
@@ -63,7 +65,7 @@ CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 NUM = r"(?:[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|\.)"
 _NUM_RE = re.compile(NUM)
 _CMD_RE = re.compile(r"^\s?\.\s+(\S.*?)\s*$")
-_RULE_RE = re.compile(r"^\s*-{10,}(?:\+-+)?\s*$")
+_RULE_RE = re.compile(r"^\s*-{10,}(?:\+-+)*\s*$")
 _QUI_RE = re.compile(r"^(?:qui(?:e(?:t(?:l(?:y)?)?)?)?\s*:?\s+)", re.IGNORECASE)
 #: Stata 16+'s Unicode box drawing and the ASCII character Stata 13-15 print in its place
 #: (``┬``/``┴`` sit in rules that ASCII draws as plain dashes; list boxes use the corners).
@@ -97,6 +99,65 @@ def to_ascii(line: str) -> str:
     ('-----------', '  _cons | 1.5', '-----+--')
     """
     return line.translate(_BOX_TO_ASCII)
+
+
+_ASCII_RULE_RE = re.compile(r"^\s*[-+]*-{10,}[-+]*\s*$")
+_LIST_EDGE_RE = re.compile(r"^(\s*)\+(-+)\+\s*$")
+_LIST_SEP_RE = re.compile(r"^(\s*)\|(-+)\|\s*$")
+
+
+def to_unicode_layout(text: str) -> str:
+    """An ASCII-layout log (Stata 13-15) drawn as Stata 16+ draws it: ``│`` column bars, ``─`` rules
+    with ``┬``/``┼``/``┴`` where a bar meets them, list boxes with corners. Command lines
+    (``. ``, ``> ``) are left alone. :func:`to_ascii` undoes it line by line.
+
+    Examples
+    --------
+    >>> rows = ["-" * 20, "           x | 1", "-" * 13 + "+" + "-" * 6, "           y | 2", "-" * 20]
+    >>> print(to_unicode_layout(chr(10).join(rows)))
+    ─────────────┬──────
+               x │ 1
+    ─────────────┼──────
+               y │ 2
+    ─────────────┴──────
+    """
+    lines = text.split("\n")
+    out = []
+
+    def bar_col(k: int, step: int) -> int | None:
+        j = k + step
+        while 0 <= j < len(lines) and not lines[j].strip():
+            j += step
+        if not 0 <= j < len(lines) or lines[j].startswith((". ", "> ")):
+            return None
+        m = re.search(r"(?<= )\|", lines[j])
+        return m.start() if m else None
+
+    for k, line in enumerate(lines):
+        if line.startswith((". ", "> ")):
+            out.append(line)
+            continue
+        m = _LIST_EDGE_RE.match(line)
+        if m:
+            nxt = next((t for t in lines[k + 1:] if t.strip()), "")
+            a, b = ("┌", "┐") if nxt.strip().startswith("|") else ("└", "┘")
+            out.append(f"{m.group(1)}{a}{'─' * len(m.group(2))}{b}")
+            continue
+        m = _LIST_SEP_RE.match(line)
+        if m:
+            out.append(f"{m.group(1)}├{'─' * len(m.group(2))}┤")
+            continue
+        if _ASCII_RULE_RE.match(line):
+            chars = list(line.replace("-", "─").replace("+", "┼"))
+            if "┼" not in line.replace("+", "┼") or "+" not in line:
+                below, above = bar_col(k, 1), bar_col(k, -1)
+                col = below if below is not None else above
+                if col is not None and col < len(chars) and chars[col] == "─":
+                    chars[col] = "┬" if below is not None else "┴"
+            out.append("".join(chars))
+            continue
+        out.append(re.sub(r"(?<= )\|(?= |$)|^\|", "│", line) if "|" in line else line)
+    return "\n".join(out)
 
 
 _MIXED_RE = re.compile(r"^(?:qui(?:e(?:t(?:l(?:y)?)?)?)?\s*:?\s+)?(?:xt)?mixed\s", re.IGNORECASE)
@@ -497,6 +558,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
                 else:
                     cells.append(Cell(("header", key), hit.group(1), i))
         pos += 1
+    cells = [c for c in cells if c.path[0] != "groups"] + [c for c in cells if c.path[0] == "groups"]
     found = {c.path[1] for c in cells}
     need = {"nobs", "loglik"} | (set() if groups_table else {"n_groups", "group_min", "group_mean", "group_max"})
     if "df_method" in meta:  # dfmethod(): the df range; an F test (when there is one) replaces the Wald chi2
@@ -761,14 +823,14 @@ def _parse_tab2(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[
         raise lines.error("expected a two-way tab header", it[0][0] if it else start)
     # two header rows: "           |      col var" then "  row var |   0   1   Total"
     header = _table_row(it[k + 1][1]) if not _RULE_RE.match(it[k + 1][1]) else None
-    if header is None or not header[1].split() or header[1].split()[-1] != "Total":
+    if header is None or not header[1].split() or header[1].split()[-1] != "Total" or "|" not in header[1]:
         raise lines.error("expected the two-way tab column header ending in 'Total'", it[k + 1][0])
-    cols = header[1].split()
+    cols = header[1].replace("|", " ").split()
     cells: list[Cell] = []
     end = it[k + 1][0]
     for i, label, rest in _simple_rows(it[k + 2:]):
         _check_label(label, lines, i)
-        toks = _nums(rest, lines, i, len(cols))
+        toks = _nums(rest.replace("|", " "), lines, i, len(cols))
         cells.extend(Cell(("tab2", label, c), t, i) for c, t in zip(cols, toks))
         end = i
         if label == "Total":
@@ -792,7 +854,10 @@ def _parse_etable(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dic
     if k >= len(it) or _table_row(it[k][1])[0] != "Variable":  # type: ignore[index]
         raise lines.error("expected the estimates table header ('Variable | model ...')", it[min(k, len(it) - 1)][0]
                           if it else start)
-    models = _table_row(it[k][1])[1].split()  # type: ignore[index]
+    head_text = it[k][1]
+    bar = head_text.index("|")
+    models = head_text[bar + 1:].split()
+    centers = [m.start() + bar + 1 + len(m.group()) / 2 for m in re.finditer(r"\S+", head_text[bar + 1:])]
     cells: list[Cell] = []
     eq = ""
     label = ""
@@ -814,15 +879,20 @@ def _parse_etable(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dic
         if not rest:
             eq = lab
             continue
-        toks = _nums(rest, lines, i, len(models))
+        _nums(rest, lines, i)
         if lab:
             _check_label(lab, lines, i)
             label = lab
             stat_k = 0
         else:
             stat_k += 1
-        cells.extend(Cell(("etable", m, f"{eq}:{label}" if eq else label, f"#{stat_k}"), t, i)
-                     for m, t in zip(models, toks))
+        bar_i = text.index("|")
+        for m in re.finditer(r"\S+", text[bar_i + 1:]):
+            mid = m.start() + bar_i + 1 + len(m.group()) / 2
+            col = min(range(len(models)), key=lambda j: abs(centers[j] - mid))
+            if abs(centers[col] - mid) > 7:
+                raise lines.error(f"a number of row {label!r} is under no model's column", i)
+            cells.append(Cell(("etable", models[col], f"{eq}:{label}" if eq else label, f"#{stat_k}"), m.group(), i))
         end = i
     if not cells:
         raise lines.error("estimates table without rows", start)
@@ -833,6 +903,8 @@ def _parse_etable(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dic
         if n >= len(stats):
             raise lines.error(f"row {c.path[2]!r} has more numbers than the legend's {'/'.join(stats)}", c.line)
         out.append(Cell(c.path[:3] + (stats[n],), c.printed, c.line))
+    order = list(dict.fromkeys(c.path[2] for c in out))
+    out.sort(key=lambda c: (models.index(c.path[1]), order.index(c.path[2])))  # one table per model and row
     return out, {"models": models, "statistics": stats}, end
 
 
@@ -896,6 +968,26 @@ def _parse_ic(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[st
 
 
 def _parse_recov(lines: _Lines, start: int, stop: int, corr: bool) -> tuple[list[Cell], dict[str, Any], int]:
+    """``estat recov[, corr]``: one matrix per level (each after its "for level" title)."""
+    cells: list[Cell] = []
+    levels: list[str] = []
+    columns: dict[str, list[str]] = {}
+    pos = start
+    while True:
+        c, meta, end = _parse_recov_level(lines, pos, stop, corr)
+        cells += c
+        levels.append(meta["level"])
+        columns[meta["level"]] = meta["columns"]
+        nxt = next(_nonblank(lines, end + 1, stop), None)
+        if nxt is None or not re.match(r"^Random-effects (?:correlation|covariance) matrix for level ", nxt[1]):
+            break
+        pos = nxt[0] - 1
+    if len(levels) == 1:
+        return cells, {"level": levels[0], "columns": columns[levels[0]]}, end
+    return cells, {"level": levels[0], "columns": columns[levels[0]], "levels": levels}, end
+
+
+def _parse_recov_level(lines: _Lines, start: int, stop: int, corr: bool) -> tuple[list[Cell], dict[str, Any], int]:
     it = list(_nonblank(lines, start + 1, stop))
     word = "correlation" if corr else "covariance"
     m = re.match(rf"^Random-effects {word} matrix for level (\S+)\s*$", it[0][1]) if it else None
