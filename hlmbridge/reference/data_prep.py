@@ -235,10 +235,9 @@ def evaluate(expr: str, frame: pd.DataFrame, scalars: Mapping[str, float] | None
 
 def required_variables(expr: str) -> set[str]:
     """The names an expression reads (variables or scalars)."""
-    try:
-        return {t for k, t in _tokens(_ESTIMATION_RE.sub(" ", expr)) if k == "name"} - set(_FUNCS) - {"missing"}
-    except _Unsupported:
-        return set()
+    text = re.sub(r"(?:_b|_se)\[[^\]]*\]|\b[re]\([^()]*\)", " ", expr)
+    text = re.sub(r"\b\d+\.?\d*(?:[eE][-+]?\d+)?", " ", text)
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)) - set(_FUNCS) - {"missing"}
 
 
 @dataclass(frozen=True)

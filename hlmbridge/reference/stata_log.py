@@ -584,7 +584,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
 
     # fixed-effects table
     expect_rule()
-    if pos >= len(it) or "Coefficient" not in it[pos][1]:
+    if pos >= len(it) or not re.search(r"\bCoefficient\b|\bCoef\.", it[pos][1]):
         raise lines.error("expected the fixed-effects table header", it[min(pos, len(it) - 1)][0])
     meta["response"] = it[pos][1].partition("|")[0].strip()
     columns = _fixed_columns(it[pos][1], lines, it[pos][0])
