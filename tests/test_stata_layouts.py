@@ -247,3 +247,19 @@ def test_own_logs_round_trip_in_both_layouts(tmp_path, layout):
     report = validate(tmp_path, data=EG / "egsingle.dta", engines=["lme4"], compare=False)
     _ok(report)
     assert len(report.rows) == 128
+
+
+def test_lenient_import_lists_every_skipped_block_with_its_line(tmp_path, capsys):
+    from hlmbridge.cli import main
+
+    log = tmp_path / "t.log"
+    log.write_text(". use d, clear\n\n. mixed y x ///\n\n. regress y x\n\n      Source |   SS\n\n. di 1, 2\n1 2\n",
+                   encoding="utf-8")
+    assert main(["import-stata", str(log), "--out", str(tmp_path / "out"), "--lenient"]) == 1
+    out, err = capsys.readouterr()
+    assert "note: line 5 `regress y x`: not checked" in out and "not a Stata command" not in out
+    assert "t.log:3: `mixed y x ///` continues on the next line" in err and "1 block(s) skipped" in err
+    assert main(["import-stata", str(log), "--out", str(tmp_path / "out2")]) == 2  # strict: the first one stops
+    assert "t.log:3:" in capsys.readouterr().err
+    di = (tmp_path / "out" / "L0009_di.toml").read_text(encoding="utf-8")
+    assert "value_2 = " in di

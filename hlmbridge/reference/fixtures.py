@@ -616,8 +616,11 @@ def import_stata(
     opath = Path(overrides) if overrides is not None else None
     ov = _load_overrides(opath)
     if not parsed.blocks:
-        raise FixtureError("no Stata output the importer knows (mixed, estat, lrtest, mat list, ereturn list, di, "
-                           "summarize, tab) was found: 0 fixtures", path=str(log_path))
+        listed = "".join(f"; failed: {prob}" for prob in parsed.problems) + "".join(
+            f"; line {u.line} `{u.command}`: {u.reason}" for u in parsed.unchecked)
+        raise FixtureError("no Stata output the importer knows (mixed, xtmixed, xtreg mle, estat, lrtest, mat list, "
+                           "ereturn list, estimates table, di, summarize, tab, list) was found: 0 fixtures" + listed,
+                           path=str(log_path))
     names = {case_name(b) for b in parsed.blocks}
     for k, o in enumerate(ov):
         if o["case"] not in names:
