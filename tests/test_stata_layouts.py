@@ -263,3 +263,11 @@ def test_lenient_import_lists_every_skipped_block_with_its_line(tmp_path, capsys
     assert "t.log:3:" in capsys.readouterr().err
     di = (tmp_path / "out" / "L0009_di.toml").read_text(encoding="utf-8")
     assert "value_2 = " in di
+
+
+def test_results_of_models_hlmbridge_does_not_fit_are_not_checked():
+    text = (". use d, clear\n\n. xtlogit y x, i(g) re\n\n      output\n\n. estimates store xt\n\n"
+            ". estimates table xt\n\n----\n\n. estat ic\n\nAkaike's information criterion\n")
+    log = parse_log_text(text, name="t")
+    assert log.blocks == () and log.problems == ()
+    assert [(u.line, "xtlogit" in u.reason) for u in log.unchecked] == [(3, True), (9, True), (13, True)]

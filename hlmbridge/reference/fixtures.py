@@ -381,8 +381,14 @@ BOUNDARY_REASON = (
     "ridge and its variance-component SEs and CIs there are numerical artefacts (the ib1.sector rerun of the "
     "same model prints different ones); not comparable (STATA_PARITY.md, 'Boundary fits')"
 )
-_DI_R_RESULT = ("a result r() of the command before it (summarize ...), with its weights and conditions: "
+_DI_R_RESULT = ("a display of r() results or of scalars the log computed (from summarize, _b[] ...): "
                 "recorded, not recomputed")
+
+
+def _di_reason(expression: str) -> str:
+    """Why a ``di`` with no model behind it is not an engine quantity."""
+    names = set(re.findall(r"[A-Za-z_]\w*", expression)) - {"exp", "ln", "log", "sqrt", "abs"}
+    return _DI_R_RESULT if names else _DI_NOT_ENGINE
 #: Why xtreg's rho interval is recorded, not checked (measured on the Snijders & Bosker log, line 22).
 XTREG_RHO_CI_REASON = (
     "xtreg, mle's interval for rho is not the delta-method interval on the scales tried (on the Snijders & "
@@ -518,7 +524,7 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         expr = normalize_expression(block.meta["expression"])
         if not block.models:
             di_not_engine = True
-            why = _DI_R_RESULT if re.search(r"\br\(", block.meta["expression"]) else _DI_NOT_ENGINE
+            why = _di_reason(block.meta["expression"])
             notes.append(f"`di {block.meta['expression']}`: {why}")
         elif expr in DI_TABLE:
             di_entry = (DI_TABLE[expr][0], DI_TABLE[expr][1])
@@ -583,8 +589,7 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         if block.kind == "ereturn" and leaf in ERETURN_NOT_ENGINE:
             cell.update(engine=False, reason=ERETURN_NOT_ENGINE[leaf])
         if di_not_engine:
-            cell.update(engine=False, reason=_DI_R_RESULT if re.search(r"\br\(", block.meta["expression"])
-                        else _DI_NOT_ENGINE)
+            cell.update(engine=False, reason=_di_reason(block.meta["expression"]))
         not_engine = _not_engine_reason(block, c.path)
         if not_engine:
             cell.update(engine=False, reason=not_engine)

@@ -1268,13 +1268,17 @@ STATA_COMMANDS: Mapping[str, int] = MappingProxyType({
     "kdensity": 5, "qnorm": 5, "pnorm": 5, "lowess": 3, "line": 4, "sample": 6,
     "compress": 4, "duplicates": 3, "isid": 4, "fillin": 6, "expand": 6, "xi": 2,
     "fvset": 5, "char": 4, "notes": 4, "timer": 5, "do": 2, "run": 3, "exit": 4, "more": 4,
+    "infile": 3, "infix": 5, "mata": 4, "end": 3, "gllamm": 6, "xtmepoisson": 11,
 })
 #: Commands that print nothing hlmbridge reads, or nothing at all (no "not checked" note).
 _QUIET_COMMANDS = frozenset({"use", "generate", "egen", "replace", "set", "clear", "sort", "gsort", "keep", "drop",
                              "estimates", "matrix", "scalar", "quietly", "by", "bysort", "xtset", "label", "rename",
                              "preserve", "restore", "local", "global", "version", "capture", "log", "cd", "format",
                              "order", "compress", "recode", "encode", "decode", "center", "predict", "webuse",
-                             "sysuse", "save", "graph", "more", "timer"})
+                             "sysuse", "save", "graph", "more", "timer", "infile", "infix"})
+#: Estimation commands whose models hlmbridge does not fit (their e() replaces the active model).
+_OTHER_ESTIMATION = frozenset({"regress", "logit", "logistic", "probit", "poisson", "xtlogit", "melogit", "meglm",
+                               "mepoisson", "meqrlogit", "xtmelogit", "xtpoisson", "anova"})
 _BY_RE = re.compile(r"^(?:by|bys|byso|bysor|bysort)\s+([^:]+):\s*(.*)$", re.IGNORECASE)
 
 
@@ -1323,7 +1327,7 @@ def strip_prefixes(command: str) -> tuple[str, str | None]:
 def _is_valid_command(command: str) -> tuple[bool, str]:
     c, _ = strip_prefixes(command)
     word = c.split()[0] if c.split() else ""
-    word = re.split(r"[,(\[=]", word)[0]
+    word = re.split(r"[,(\[=:]", word)[0]
     if stata_command_name(word):
         return True, ""
     return False, f"'{word}' is not a Stata command (Stata: command {word} is unrecognized, r(199))"
@@ -1361,6 +1365,8 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
     dataset: tuple[str, int] | None = None
     data_steps: list[tuple[int, str]] = []
     panel: str | None = None  # xtset's panel variable
+    current_foreign: tuple[int, str] | None = None  # the active estimation result, when not a model we read
+    foreign: dict[str, tuple[int, str]] = {}  # est store names of such results
     blocks: list[LogBlock] = []
     invalid: list[InvalidCommand] = []
     unchecked: list[InvalidCommand] = []
@@ -1389,7 +1395,12 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
             invalid_since.append(bad)
             continue
         w0 = stata_command_name(re.split(r"[,(\[=]", words[0])[0]) or words[0].lower()
-        if is_model_command(cmd):
+        readable = is_model_command(cmd) and not (w0 == "xtreg" and not re.search(r",.*\bmle?\b", bare))
+        if w0 in _OTHER_ESTIMATION or (is_model_command(cmd) and not readable):
+            current, current_foreign = None, (line, cmd)  # e() now holds a model hlmbridge does not fit
+            invalid_since = []
+        elif readable:
+            current_foreign = None
             model_cmd = cmd
             if w0 == "xtreg" and not re.search(r",.*\bi\(", bare) and panel is not None:
                 model_cmd = cmd + (" " if "," in bare else ", ") + f"i({panel})"
@@ -1407,15 +1418,22 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
             if w0 == "predict" and pm and current is not None:
                 predicted[pm.group(1)] = current
         elif w0 in ("estimates",) and len(words) >= 3 and words[1].startswith("sto"):
-            if current is None:
+            if current is None and current_foreign is not None:
+                foreign[words[2]] = current_foreign
+                stored.pop(words[2], None)
+            elif current is None:
                 fail(lines.error("est store without an active model", line))
             else:
                 stored[words[2]] = ModelRef(words[2], current.command, current.line)
+                foreign.pop(words[2], None)
         elif w0 == "estimates" and len(words) >= 3 and words[1].startswith("res"):
-            if words[2] not in stored:
+            if words[2] in foreign:
+                current, current_foreign = None, foreign[words[2]]
+            elif words[2] not in stored:
                 fail(lines.error(f"estimates restore {words[2]!r}: no 'estimates store' of that name", line))
             else:
                 current = ModelRef(".", stored[words[2]].command, stored[words[2]].line)
+                current_foreign = None
         elif w0 == "matrix" and re.fullmatch(r"\w+\s*=\s*e\(b\)", bare.partition(" ")[2].strip()):
             mname = bare.partition(" ")[2].split("=")[0].strip()
             if current is None:
@@ -1429,6 +1447,15 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
                                                 f"from `{w0}` output"))
             continue
         kname, kmeta = kind
+        names = kmeta.get("names") or kmeta.get("columns") or []
+        uses_active = kname in ("estat_icc", "estat_ic", "estat_recov", "ereturn") or "." in names or (
+            kname == "etable" and names == ["active"]) or (kname == "matlist" and kmeta.get("matrix") == "e(b)")
+        other = [foreign[n] for n in names if n in foreign] + (
+            [current_foreign] if uses_active and current is None and current_foreign is not None else [])
+        if other and kname in ("estat_icc", "estat_ic", "estat_recov", "ereturn", "lrtest", "etable", "matlist"):
+            unchecked.append(InvalidCommand(line, cmd, f"not checked: it reports `{other[0][1]}` (line {other[0][0]}), "
+                                            "an estimation command hlmbridge does not fit"))
+            continue
         try:
             if kname == "estat_recov":
                 cells, meta, end = _parse_recov(lines, line, stop, kmeta["corr"])
