@@ -170,6 +170,8 @@ def build_log(df: pd.DataFrame) -> str:
     m3 = hlmbridge.fit("mixed math year || schoolid: year, cov(un) || childid:, mle", prepared, engine="lme4")
     m2 = hlmbridge.fit("mixed math year || schoolid: || childid:, mle", prepared, engine="lme4")
     mq = hlmbridge.fit("mixed math cyear myear || schoolid:, reml", prepared, engine="lme4")
+    prepared2 = replay(prepared, ["gen yr = year"]).frame
+    mc = hlmbridge.fit("mixed math c.yr##c.yr || schoolid:, mle", prepared2, engine="lme4")
     L: list[str] = []
 
     def cmd(c: str, *cont: str) -> None:
@@ -205,6 +207,20 @@ def build_log(df: pd.DataFrame) -> str:
     L += [""] + estimates_table({"m2": m2, "m3": m3}) + [""]
     cmd("xtmixed math cyear myear || schoolid:")
     L += [""] + mixed_block(mq, sd=True) + [""]
+    cmd("gen yr = year")
+    L.append("")
+    cmd("mixed math c.yr##c.yr || schoolid:, mle")
+    L += ["", "Performing EM optimization: ", "", "Performing gradient-based optimization: ", "",
+          f"Iteration 0:   log likelihood = {mc.loglik:.4f}  ", f"Iteration 1:   log likelihood = {mc.loglik:.4f}  ",
+          "", "Computing standard errors:", ""] + mixed_block(mc, sd=False) + [""]
+    cmd("estat icc")
+    icc = mc.icc().iloc[0]
+    L += ["", "Intraclass correlation", "", "------------------------------------------------------------------------------",
+          "                       Level |        ICC   Std. err.     [95% conf. interval]",
+          "-----------------------------+------------------------------------------------",
+          f"{icc['level']:>28} | {g(icc['estimate'])} {g(icc['std_error'])}    {g(icc['conf_low'])}  "
+          f"{g(icc['conf_high'])}",
+          "------------------------------------------------------------------------------", ""]
     cmd("log close")
     return "\n".join(L) + "\n"
 

@@ -147,6 +147,11 @@ STATA_CASES: dict[str, ModelSpec] = {
         "y", (_t("x"),), (RandomLevel("a"), RandomLevel("b", nested=False), RandomLevel("c"))
     ),
     "mixed y x ///\n  z || g:": ModelSpec("y", (_t("x"), _t("z")), (RandomLevel("g"),)),
+    # Stata's quadratic idiom: c.x#c.x is x squared; c.x##c.x is x and x squared (x once)
+    "mixed y c.x#c.x || g:": ModelSpec("y", (_t("x", "x"),), (RandomLevel("g"),)),
+    "mixed y c.x##c.x || g:": ModelSpec("y", (_t("x"), _t("x", "x")), (RandomLevel("g"),)),
+    "mixed y i.a#i.b#c.x || g:": ModelSpec(
+        "y", (_t(_v("a", factor=True), _v("b", factor=True), "x"),), (RandomLevel("g"),)),
 }
 
 class Bar(NamedTuple):
@@ -404,7 +409,8 @@ BAD_STATA: tuple[tuple[str, str, str | int | None], ...] = (
     ("mixed y x | g:", "unexpected '|'", "|"),
     # (``mixed y x x`` is valid: Stata omits the repeat; see test_stata_repeated_term_is_omitted)
     ("mixed y x i.x || g:", "listed twice with different coding", None),
-    ("mixed y c.x#c.x || g:", "repeats", "c.x"),
+    ("mixed y i.x#i.x || g:", "a factor variable repeats", "i.x"),
+    ("mixed y c.x#i.x || g:", "a factor variable repeats", "c.x"),
     ("mixed y ## x || g:", "dependent variable cannot be part of an interaction", "##"),
     ("mixed y x ## || g:", "needs a variable on each side", "##"),
     ("mixed y x, reml, mle || g:", "unexpected ','", ", mle"),

@@ -181,7 +181,14 @@ def _term_columns(
         stata.append("#".join(s for _, s, _ in combo))
         rank = (lambda i: first_seen.get(term.vars[i].name, i)) if first_seen else (lambda i: i)
         by_written = sorted(zip(order, combo), key=lambda t: rank(t[0]))
-        lme4.append(":".join(piece[2] for _, piece in by_written))
+        names = [term.vars[i].name for i, _ in by_written]
+        parts: list[str] = []
+        for j, (_, piece) in enumerate(by_written):
+            if names[j] in names[:j]:
+                continue  # a repeated continuous variable: one I(x^k) piece (Stata's c.x#c.x)
+            k = names.count(names[j])
+            parts.append(piece[2] if k == 1 else f"I({piece[2]}^{k})")
+        lme4.append(":".join(parts))
     return cols, stata, lme4
 
 

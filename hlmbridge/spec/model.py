@@ -85,7 +85,9 @@ class Term:
         if not isinstance(self.vars, tuple) or not self.vars:
             raise SpecError("a term needs at least one variable (as a tuple)")
         names = [v.name for v in self.vars]
-        if len(set(names)) != len(names):
+        # Stata's c.x#c.x is x squared; a factor (or a factor and its continuous self) cannot repeat.
+        repeated = {n for n in names if names.count(n) > 1}
+        if any(v.factor for v in self.vars if v.name in repeated):
             raise SpecError(f"a variable repeats inside the interaction {'#'.join(names)}")
 
     @property

@@ -382,12 +382,19 @@ def _fixed_terms(toks: list[_Atom], text: str) -> tuple[list[Term], list[str]]:
             elif t.text != "#":
                 (v,) = _atom_vars(t, text, in_interaction=True)
                 components[-1].append(v)
+        made: set[tuple[str, ...]] = set()
         for k in range(1, len(components) + 1):
             for combo in itertools.combinations(components, k):
                 vs = tuple(v for comp in combo for v in comp)
                 names = [v.name for v in vs]
-                if len(set(names)) != len(names):
-                    raise _err(f"a variable repeats inside the interaction {'#'.join(names)}", text, expr[0].pos)
+                repeated = {n for n in names if names.count(n) > 1}
+                if any(v.factor for v in vs if v.name in repeated):
+                    raise _err(f"a factor variable repeats inside the interaction {'#'.join(names)} "
+                               "(only a continuous c.x may: c.x#c.x is x squared)", text, expr[0].pos)
+                key = tuple(sorted(names))
+                if key in made:  # c.x##c.x: x, x and c.x#c.x; Stata keeps x once, silently
+                    continue
+                made.add(key)
                 terms.append(Term(vs))
     seen: dict[tuple[str, ...], Term] = {}
     kept: list[Term] = []

@@ -34,6 +34,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -238,11 +239,12 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     plain = ["1" if spec.constant else "0"]
     explicit = list(plain)
     for t in spec.fixed:
-        plain.append(":".join(_r_name(v.name) for v in t.vars))
+        plain.append(_powered(t, lambda v: _r_name(v.name), lambda v, k: f"I({_r_name(v.name)}^{k})"))
         exp = []
-        for v in t.vars:
+        for v in _distinct(t):
             if not v.factor:
-                exp.append(_r_name(v.name))
+                k = t.variables.count(v.name)
+                exp.append(_r_name(v.name) if k == 1 else f"I({_r_name(v.name)}^{k})")
             elif v.base is None:
                 exp.append(f"factor({_r_name(v.name)})")
             else:
@@ -365,7 +367,8 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
         spec = stata_like(spec, "statsmodels")
     fixed = ["1" if spec.constant else "0"]
     for t in spec.fixed:
-        fixed.append(":".join(_patsy_var(v.name, v.factor, v.base) for v in t.vars))
+        fixed.append(_powered(t, lambda v: _patsy_var(v.name, v.factor, v.base),
+                              lambda v, k: f"I({_py_name(v.name)}**{k})"))
     formula = f"{_py_name(spec.response)} ~ {' + '.join(fixed)}"
     paths = level_paths(spec)
     crossed = any(not lv.nested for lv in spec.levels[1:])
@@ -639,3 +642,24 @@ def _stata_df_option(spec: ModelSpec) -> str | None:
     if not method or (method != "residual" and not spec.reml):  # Satterthwaite and Kenward-Roger need REML
         return None
     return _STATA_DF_OPTIONS[method]
+
+
+def _distinct(term: Any) -> list[Any]:
+    """A term's variables, each once (a repeated continuous variable is a power: ``c.x#c.x``)."""
+    seen: dict[str, Any] = {}
+    for v in term.vars:
+        seen.setdefault(v.name, v)
+    return list(seen.values())
+
+
+def _powered(term: Any, piece: Any, power: Any) -> str:
+    """A term joined with ``:``, a continuous variable written k times as its k-th power.
+
+    Examples
+    --------
+    >>> from hlmbridge.spec.parse_stata import parse_stata
+    >>> to_lme4(parse_stata("mixed y c.x##c.x || g:")).formula
+    'y ~ 1 + x + I(x^2) + (1 | g)'
+    """
+    return ":".join(piece(v) if term.variables.count(v.name) == 1 else power(v, term.variables.count(v.name))
+                    for v in _distinct(term))
