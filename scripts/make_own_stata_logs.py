@@ -160,6 +160,52 @@ def summarize(df: pd.DataFrame, var: str, cond: pd.Series | None = None) -> list
             f"{var:>12} | {len(x):>10,} {g(x.mean(), 11)} {g(x.std(), 11)} {g(x.min(), 9)} {g(x.max(), 10)}"]
 
 
+def xtreg_block(res, frame: pd.DataFrame) -> list[str]:
+    """``xtreg ..., i(g) mle`` output (Stata 18's layout) for an ML random-intercept fit, with every SE
+    from the full observed information (hlmbridge.reference.xtreg_information)."""
+    from scipy import stats
+
+    from hlmbridge.design.build import build_design
+    from hlmbridge.reference.xtreg_information import xtreg_information
+
+    d = build_design(res.spec, frame)
+    codes = np.unique(d.levels[0].codes, return_inverse=True)[1]
+    fx = res.fixed.set_index("stata_term")
+    beta = fx.loc[list(d.fixed_stata), "estimate"].to_numpy(float)
+    sd = res.random_sd().set_index("stata_term")["estimate"]
+    su, se_ = float(sd["sd(_cons)"]), float(sd["sd(Residual)"])
+    xi = xtreg_information(d.y, d.X, codes, beta, su, se_)
+    z = float(stats.norm.ppf(0.975))
+    idx = [k for k, t in enumerate(d.fixed_stata) if t != "_cons"]
+    chi2 = float(beta[idx] @ np.linalg.solve(xi.vcov[np.ix_(idx, idx)], beta[idx]))
+    grp = res.groups[0]
+    digits = 8 - len(str(int(abs(res.loglik))))
+    out = [f"{'Random-effects ML regression':<54}Number of obs    = {res.nobs:,}",
+           f"{'Group variable: ' + grp.group:<54}Number of groups = {grp.n_groups:>5,}", "",
+           f"{'Random effects u_i ~ Gaussian':<54}Obs per group:",
+           f"{'':67}min = {grp.min:>5,}", f"{'':67}avg = {grp.mean:>5.1f}", f"{'':67}max = {grp.max:>5,}", "",
+           f"{'':54}{'Wald chi2(' + str(len(idx)) + ')':<17}= {chi2:>6.2f}",
+           f"{'Log likelihood = ' + f'{res.loglik:.{digits}f}':<54}Prob > chi2      = {stats.chi2.sf(chi2, len(idx)):>6.4f}",
+           "", "-" * 78,
+           f"{res.spec.response:>12} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]",
+           "-" * 13 + "+" + "-" * 64]
+    for k, t in enumerate(d.fixed_stata):
+        b, s = float(beta[k]), float(xi.beta_se[k])
+        out.append(f"{t:>12} | {g(b)} {g(s)} {b / s:8.2f}   {2 * stats.norm.sf(abs(b / s)):.3f}  "
+                   f"{g(b - z * s, 11)}  {g(b + z * s)}")
+    out.append("-" * 13 + "+" + "-" * 64)
+    for name, est, s in (("/sigma_u", su, xi.sigma_u_se), ("/sigma_e", se_, xi.sigma_e_se)):
+        h = z * s / est
+        out.append(f"{name:>12} | {g(est)} {g(s)}                   {g(est * math.exp(-h), 11)}  "
+                   f"{g(est * math.exp(h))}")
+    icc = res.icc().iloc[0]  # rho's interval: the logit-scale one of estat icc (Stata's xtreg differs)
+    out.append(f"{'rho':>12} | {g(xi.rho)} {g(xi.rho_se)}                   {g(float(icc['conf_low']), 11)}  "
+               f"{g(float(icc['conf_high']))}")
+    out.append("-" * 78)
+    out.append(f"LR test of sigma_u=0: chibar2(01) = {res.lr_chi2:.2f}             Prob >= chibar2 = {res.lr_p:.3f}")
+    return out
+
+
 def build_log(df: pd.DataFrame) -> str:
     import hlmbridge
 
@@ -221,6 +267,12 @@ def build_log(df: pd.DataFrame) -> str:
           f"{icc['level']:>28} | {g(icc['estimate'])} {g(icc['std_error'])}    {g(icc['conf_low'])}  "
           f"{g(icc['conf_high'])}",
           "------------------------------------------------------------------------------", ""]
+    mx = hlmbridge.fit("mixed math year || schoolid:, mle", prepared2, engine="lme4")
+    cmd("xtset schoolid")
+    L += ["", "Panel variable: schoolid (unbalanced)", ""]
+    cmd("xtreg math year, mle")
+    L += ["", f"Iteration 0:   log likelihood = {mx.loglik:.4f}", ""]
+    L += xtreg_block(mx, prepared2) + [""]
     cmd("log close")
     return "\n".join(L) + "\n"
 
