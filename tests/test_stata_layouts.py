@@ -275,3 +275,24 @@ def test_results_of_models_hlmbridge_does_not_fit_are_not_checked():
     log = parse_log_text(text, name="t")
     assert log.blocks == () and log.problems == ()
     assert [(u.line, "xtlogit" in u.reason) for u in log.unchecked] == [(3, True), (9, True), (13, True)]
+
+
+def test_a_wide_matrix_listed_in_panels_is_read_whole():
+    text = """. qui mixed math year || schoolid: || childid:, mle
+
+. mat list e(b)
+
+e(b)[1,5]
+          math:        math:    lns1_1_1:
+          year        _cons        _cons
+y1   .74613006   -.78060692   -.84844114
+
+     lns2_1_1:     lnsig_e:
+         _cons        _cons
+y1   -.2002993   -.52930207
+"""
+    (block,) = parse_log_text(text, name="t").blocks
+    assert [c.path[1] for c in block.cells] == ["math:year", "math:_cons", "lns1_1_1:_cons", "lns2_1_1:_cons",
+                                                "lnsig_e:_cons"]
+    with pytest.raises(FixtureError, match="ends after 3 of its 5 columns"):
+        parse_log_text(text.split("\n\n     lns2")[0] + "\n", name="t")

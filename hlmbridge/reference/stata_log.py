@@ -1061,23 +1061,35 @@ def _parse_lrtest(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dic
 
 
 def _parse_matlist(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
+    """``mat list NAME``: a 1-row matrix of equation-qualified columns; a wide matrix comes in
+    several panels (equation line, column line, the row), read until every column is seen."""
     it = list(_nonblank(lines, start + 1, stop))
     m = re.match(r"^(\S+)\[(\d+),(\d+)\]\s*$", it[0][1]) if it else None
     if not m or len(it) < 4:
         raise lines.error("expected 'NAME[r,c]' and a matrix", it[0][0] if it else start)
     name, ncol = m.group(1), int(m.group(3))
-    eqs = it[1][1].split()
-    cols = it[2][1].split()
-    for lab in eqs:
-        _check_label(lab, lines, it[1][0])
-    for lab in cols:
-        _check_label(lab, lines, it[2][0])
-    i, text = it[3]
-    row = text.split()
-    if len(eqs) != ncol or len(cols) != ncol or len(row) != ncol + 1 or not all(e.endswith(":") for e in eqs):
-        raise lines.error(f"matrix {name} does not have {ncol} labelled columns", i)
-    toks = _nums(" ".join(row[1:]), lines, i, ncol)
-    cells = [Cell(("eb", f"{e}{c}"), t, i) for e, c, t in zip(eqs, cols, toks)]
+    cells: list[Cell] = []
+    pos = 1
+    i = it[0][0]
+    while len(cells) < ncol:
+        if pos + 2 >= len(it):
+            raise lines.error(f"matrix {name} ends after {len(cells)} of its {ncol} columns", it[-1][0])
+        eqs = it[pos][1].split()
+        cols = it[pos + 1][1].split()
+        for lab in eqs:
+            _check_label(lab, lines, it[pos][0])
+        for lab in cols:
+            _check_label(lab, lines, it[pos + 1][0])
+        i, text = it[pos + 2]
+        row = text.split()
+        k = len(cols)
+        if not k or len(eqs) != k or len(row) != k + 1 or not all(e.endswith(":") for e in eqs):
+            raise lines.error(f"matrix {name} does not have {ncol} labelled columns", i)
+        toks = _nums(" ".join(row[1:]), lines, i, k)
+        cells += [Cell(("eb", f"{e}{c}"), t, i) for e, c, t in zip(eqs, cols, toks)]
+        pos += 3
+    if len(cells) != ncol:
+        raise lines.error(f"matrix {name} has {len(cells)} columns, not {ncol}", i)
     return cells, {"matrix": name}, i
 
 
