@@ -206,6 +206,16 @@ def xtreg_block(res, frame: pd.DataFrame) -> list[str]:
     return out
 
 
+def icc_table(res) -> list[str]:
+    """``estat icc``: one row per level, a nested level named inner|outer as Stata prints it."""
+    out = ["-" * 78, "                       Level |        ICC   Std. err.     [95% conf. interval]",
+           "-" * 29 + "+" + "-" * 48]
+    for r in res.icc().itertuples(index=False):
+        label = "|".join(reversed(str(r.level).split("|")))
+        out.append(f"{label:>28} | {g(r.estimate)} {g(r.std_error)}    {g(r.conf_low)}  {g(r.conf_high)}")
+    return out + ["-" * 78]
+
+
 def build_log(df: pd.DataFrame) -> str:
     import hlmbridge
 
@@ -251,6 +261,10 @@ def build_log(df: pd.DataFrame) -> str:
     L.append("")
     cmd("estimates table m2 m3, se")
     L += [""] + estimates_table({"m2": m2, "m3": m3}) + [""]
+    cmd("estimates restore m2")
+    L.append("")
+    cmd("estat icc")
+    L += ["", "Intraclass correlation", ""] + icc_table(m2) + [""]
     cmd("xtmixed math cyear myear || schoolid:")
     L += [""] + mixed_block(mq, sd=True) + [""]
     cmd("gen yr = year")
@@ -260,13 +274,7 @@ def build_log(df: pd.DataFrame) -> str:
           f"Iteration 0:   log likelihood = {mc.loglik:.4f}  ", f"Iteration 1:   log likelihood = {mc.loglik:.4f}  ",
           "", "Computing standard errors:", ""] + mixed_block(mc, sd=False) + [""]
     cmd("estat icc")
-    icc = mc.icc().iloc[0]
-    L += ["", "Intraclass correlation", "", "------------------------------------------------------------------------------",
-          "                       Level |        ICC   Std. err.     [95% conf. interval]",
-          "-----------------------------+------------------------------------------------",
-          f"{icc['level']:>28} | {g(icc['estimate'])} {g(icc['std_error'])}    {g(icc['conf_low'])}  "
-          f"{g(icc['conf_high'])}",
-          "------------------------------------------------------------------------------", ""]
+    L += ["", "Intraclass correlation", ""] + icc_table(mc) + [""]
     mx = hlmbridge.fit("mixed math year || schoolid:, mle", prepared2, engine="lme4")
     cmd("xtset schoolid")
     L += ["", "Panel variable: schoolid (unbalanced)", ""]

@@ -243,11 +243,13 @@ def test_own_logs_round_trip_in_both_layouts(tmp_path, layout):
     paths, parsed = import_stata(EG / "logs" / f"egsingle_{layout}.log", tmp_path)
     assert parsed.layout == layout
     kinds = sorted(r.kind for r in load_references(tmp_path))
-    assert kinds == ["estat_icc", "estat_recov", "etable", "mixed", "mixed", "mixed", "summarize", "tab2", "xtreg"]
+    assert kinds == ["estat_icc", "estat_icc", "estat_recov", "etable", "mixed", "mixed", "mixed", "summarize", "tab2",
+                     "xtreg"]
     report = validate(tmp_path, data=EG / "egsingle.dta", engines=["lme4"], compare=False)
     _ok(report)
-    assert len(report.rows) == 204
+    assert len(report.rows) == 212
     keys = {r.key for r in report.rows}
+    assert 'icc."childid|schoolid".estimate' in keys  # a nested level as Stata names it (after estimates restore)
     assert 'fixed."c.yr#c.yr".estimate' in keys  # Stata's quadratic idiom, fitted as yr squared
     assert 'random."schoolid:corr(year,_cons)".conf_low' in keys
     assert 'random."/sigma_u".std_error' in keys  # xtreg (xtset's panel variable added), full-information SE

@@ -779,7 +779,9 @@ def _check_label(path: tuple[str, ...], allowed: dict[str, Any]) -> str | None:
             return f"random-effects label {path[1]!r} is not one of {sorted(known)}"
     if sec == "groups" and path[1] not in levels:
         return f"level {path[1]!r} is not a grouping level of the model ({sorted(levels)})"
-    if sec in ("icc", "recov", "recov_corr") and path[1] not in levels:
+    if sec == "icc" and "|" in path[1] and all(part in levels for part in path[1].split("|")):
+        pass  # a nested level as estat icc names it: "childid|schoolid"
+    elif sec in ("icc", "recov", "recov_corr") and path[1] not in levels:
         return f"level {path[1]!r} is not a grouping level of the model ({sorted(levels)})"
     if sec in ("recov", "recov_corr"):
         terms = levels[path[1]][0]

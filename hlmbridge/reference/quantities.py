@@ -225,6 +225,8 @@ def _mixed_like(ref: Any, v: Any, res: Any, cache: dict[str, Any], xtreg: bool =
     if sec == "icc":
         df = cache.setdefault(f"icc:{id(res)}", pe.icc(res))
         row = _frame_row(df, "level", v.path[1])
+        if row is None and "|" in v.path[1]:  # Stata names a nested level inner|outer
+            row = _frame_row(df, "level", "|".join(reversed(v.path[1].split("|"))))
         if row is None:
             return None
         se = float(row["std_error"]) if v.path[2] != "std_error" else None

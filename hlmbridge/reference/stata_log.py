@@ -451,7 +451,9 @@ def _table_row(line: str) -> tuple[str, str] | None:
     """``label | rest`` split, or None when the line is not a table row."""
     if "|" not in line or _RULE_RE.match(line):
         return None
-    label, _, rest = line.partition("|")
+    # the column bar follows a blank (a label may hold a bar itself: estat icc's "childid|schoolid")
+    m = re.search(r"(?<=\s)\|", line)
+    label, rest = (line[: m.start()], line[m.end():]) if m else line.partition("|")[::2]
     return label.strip(), rest.strip()
 
 
