@@ -7,8 +7,24 @@ copies, the dataset in memory) and turns every output it knows into a :class:`Lo
 the command, its line, the model command(s) it refers to and its numbers as
 :class:`Cell` objects keyed by label (never by position).
 
-Known outputs: ``mixed``, ``estat icc``, ``estat ic``, ``estat recov`` (and ``, corr``),
-``lrtest``, ``mat list``, ``ereturn list``, ``di``, ``summarize``, one-way ``tab``. A ``mixed``
+Any Stata from 13 to 18: the table layout is detected (:func:`detect_layout`), ASCII
+(``-----+-----``, ``|``) or Unicode box drawing (``─────┼─────``, ``│``, Stata 16+), and read as
+one (:func:`to_ascii`); CRLF line ends are read too. A command continued with ``///`` (the log
+prints the rest after ``> ``) or wrapped by Stata at the log's width is joined before it is
+read; ``//`` and ``/* */`` comments are dropped; a ``///`` with no continuation line is an
+error naming its line (never a shorter command). Errors name the line, the block and the layout.
+
+Known outputs: ``mixed`` and ``xtmixed`` (``var()``/``cov()`` or ``sd()``/``corr()`` rows, the
+"grouping information" table of three and more levels, rows keyed ``level:label`` when a model
+has several levels), ``xtreg ..., mle`` (``/sigma_u``, ``/sigma_e``, ``rho``), ``estat icc``,
+``estat ic``, ``estat recov`` (and ``, corr``; every level), ``lrtest``, ``mat list`` (wide
+matrices in panels), ``ereturn list``, ``estimates table`` (``b``/``se``/``t``/``p`` rows, blank
+cells), ``di`` (up to nine values), ``summarize``, one- and two-way ``tab``, and ``list`` (a
+``predict NAME, reffects`` column is tied to its model). ``quietly``/``capture``/``by``/
+``bysort`` prefixes, ``estimates store/restore`` and ``xtset`` are followed; data steps (``gen``,
+``egen``, ``replace`` ...) since the last ``use`` are recorded with their lines. A valid Stata
+command whose output is not read is listed in :attr:`ParsedLog.unchecked` ("not checked"), and so
+is a postestimation command on a model hlmbridge does not fit (``xtlogit``, ``melogit`` ...). A ``mixed``
 table printed with ``dfmethod()`` (``DF method:`` header with the df range, ``F(k, ddf)`` and
 ``Prob > F``; t and P>|t| columns, a DF column with ``dftable()``) gives ``header.df_min``/
 ``df_avg``/``df_max``, ``header.f_*`` and ``fixed.<term>.t``/``df`` keys. A block
