@@ -298,3 +298,16 @@ y1   -.2002993   -.52930207
                                                 "lnsig_e:_cons"]
     with pytest.raises(FixtureError, match="ends after 3 of its 5 columns"):
         parse_log_text(text.split("\n\n     lns2")[0] + "\n", name="t")
+
+
+def test_a_command_stata_wrapped_at_the_log_width_is_joined():
+    text = (". use d, clear\n\n. mixed langpost || schoolnr:, mle variance nolog\n> stddeviations\n\n"
+            ". estat ic\n\nAkaike's information criterion and Bayesian information criterion\n\n"
+            "-----------------------------------------------------------------------------\n"
+            "       Model |          N   ll(null)  ll(model)      df        AIC        BIC\n"
+            "-------------+---------------------------------------------------------------\n"
+            "           . |      2,287          .  -8126.609       3   16259.22   16276.42\n"
+            "-----------------------------------------------------------------------------\n")
+    log = parse_log_text(text, name="t", lenient=True)
+    ic = next(b for b in log.blocks if b.kind == "estat_ic")
+    assert ic.models[0].command == "mixed langpost || schoolnr:, mle variance nolog stddeviations"

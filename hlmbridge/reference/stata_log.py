@@ -358,9 +358,10 @@ def _split_comment(text: str) -> tuple[str, bool]:
 def _join_commands(lines: _Lines) -> tuple[list[tuple[int, str]], list[FixtureError]]:
     """Every command with its line, continuation lines joined; the commands that cannot be joined.
 
-    A line ending in ``///`` continues on the next line, which the log prints after ``> ``
-    (joined with a space); a ``> `` line after a command without ``///`` is Stata wrapping a
-    long command at the log's width (joined as is). Comments (``//``, ``/* */``) are dropped.
+    A line ending in ``///`` continues on the next line, which the log prints after ``> ``; a
+    ``> `` line after a command without ``///`` is Stata wrapping a long command at the log's
+    width, which it does at a blank. Both are joined with one space. Comments (``//``, ``/* */``)
+    are dropped.
     A ``///`` with no ``> `` line after it is an error naming its line (never a shorter command).
     Joined continuation lines are blanked, so no block reads them as output.
     """
@@ -390,7 +391,7 @@ def _join_commands(lines: _Lines) -> tuple[list[tuple[int, str]], list[FixtureEr
                 break
             i += 1
             more, cont2 = _split_comment(nxt[1:])
-            text = (text + " " + more.strip()) if cont else text + more.removeprefix(" ")
+            text = text.rstrip() + " " + more.strip()
             cont = cont2
             lines.blank(i)
         i += 1
