@@ -63,12 +63,22 @@ def test_layout_is_detected_and_named_in_errors():
     assert e.value.line == 104 and "mixed block" in msg and "Unicode box-drawing" in msg
 
 
-def test_older_headers_are_read():
-    # Stata 13's Coef./Std. Err./Interval spelling
+def test_stata_13_spellings_are_read_to_the_same_numbers():
+    # Stata 13: Coef./Std. Err./[95% Conf. Interval], "Random-effects Parameters", "Std. Dev.",
+    # "LR test vs. linear regression", "Obs per group: min =" on one line, estat ic's BIC note
+    import re as _re
+
     text = SEED.read_text(encoding="utf-8")
-    old = text.replace("Coefficient  Std. err.", "      Coef.   Std. Err.").replace("conf. interval]", "Conf. Interval]")
-    log = parse_log_text(old, name="old")
-    assert sum(b.kind == "mixed" for b in log.blocks) == 8
+    old = (text.replace("Coefficient  Std. err.", "      Coef.   Std. Err.").replace("conf. interval]", "Conf. Interval]")
+           .replace("Random-effects parameters", "Random-effects Parameters").replace("Std. dev.", "Std. Dev.")
+           .replace("LR test vs. linear model", "LR test vs. linear regression")
+           .replace("Note: BIC uses N = number of observations. See [R] BIC note.",
+                    "Note:  N=Obs used in calculating BIC; see [R] BIC note"))
+    old = _re.sub(r"Obs per group:\n\n +min =", "Obs per group: min =", old)
+    assert old.count("Obs per group: min =") == 8 and "Std. Dev." in old and "N=Obs used" in old
+    new_log, old_log = parse_log_text(text, name="x"), parse_log_text(old, name="x")
+    assert [(b.kind, [(c.path, c.printed) for c in b.cells]) for b in old_log.blocks] == [
+        (b.kind, [(c.path, c.printed) for c in b.cells]) for b in new_log.blocks]
 
 
 # ---------------------------------------------------------------------------------------------

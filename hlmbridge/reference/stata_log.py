@@ -426,7 +426,7 @@ _RANDOM_FIELDS = ("estimate", "std_error", "conf_low", "conf_high")
 _HEADER_PATTERNS = (
     ("nobs", re.compile(r"Number of obs\s+=\s+(" + NUM + r")\s*$")),
     ("n_groups", re.compile(r"Number of groups\s+=\s+(" + NUM + r")\s*$")),
-    ("group_min", re.compile(r"^\s+min\s+=\s+(" + NUM + r")\s*$")),
+    ("group_min", re.compile(r"(?:^\s+|Obs per group:\s+)min\s+=\s+(" + NUM + r")\s*$")),  # Stata 13: one line
     ("group_mean", re.compile(r"^\s+avg\s+=\s+(" + NUM + r")\s*$")),
     ("group_max", re.compile(r"^\s+max\s+=\s+(" + NUM + r")\s*$")),
     ("wald_chi2", re.compile(r"Wald chi2\((\d+)\)\s+=\s+(" + NUM + r")\s*$")),
@@ -458,7 +458,7 @@ _FIXED_COLUMNS = (
     (re.compile(r"\[\d+(?:\.\d+)?% [Cc]onf\. [Ii]nterval\]"), ("conf_low", "conf_high")),
 )
 _LR_RE = re.compile(
-    r"^LR test vs\. linear model:\s+(chibar2|chi2)\((\d+)\)\s+=\s+(" + NUM + r")\s+Prob\s*>=?\s*(?:chibar2|chi2)\s+=\s+(" + NUM + r")\s*$"
+    r"^LR test vs\. linear (?:model|regression):\s+(chibar2|chi2)\((\d+)\)\s+=\s+(" + NUM + r")\s+Prob\s*>=?\s*(?:chibar2|chi2)\s+=\s+(" + NUM + r")\s*$"
 )
 _TITLE_RE = re.compile(r"^(Mixed-effects (ML|REML) regression)\s")
 _GROUPVAR_RE = re.compile(r"^Group variable:\s+(\S+)")
@@ -638,7 +638,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
     expect_rule()
     # random-effects table
     expect_rule()
-    if pos >= len(it) or "Random-effects parameters" not in it[pos][1]:
+    if pos >= len(it) or "random-effects parameters" not in it[pos][1].lower():  # Stata 13: "Parameters"
         raise lines.error("expected the random-effects table header", it[min(pos, len(it) - 1)][0])
     pos += 1
     expect_rule()
@@ -967,7 +967,7 @@ def _parse_ic(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[st
     for k, (i, text) in enumerate(it[1:], start=1):
         if _RULE_RE.match(text):
             continue
-        if text.startswith("Note: BIC"):
+        if text.startswith("Note:"):  # "Note: BIC uses N = ..." (Stata 13: "Note:  N=Obs used ...")
             end = i
             break
         row = _table_row(text)
@@ -1169,7 +1169,7 @@ def _simple_rows(it: list[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
 
 def _parse_summarize(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
     it = list(_nonblank(lines, start + 1, stop))
-    if not it or not re.match(r"^\s*Variable \|\s+Obs\s+Mean\s+Std\. dev\.\s+Min\s+Max\s*$", it[0][1]):
+    if not it or not re.match(r"^\s*Variable \|\s+Obs\s+Mean\s+Std\. [Dd]ev\.\s+Min\s+Max\s*$", it[0][1]):
         raise lines.error("expected the summarize header", it[0][0] if it else start)
     cells: list[Cell] = []
     end = it[0][0]
