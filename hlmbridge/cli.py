@@ -182,7 +182,7 @@ def _import(a: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} fixture files to {a.out}")
     for bad in parsed.invalid:
         print(f"note: line {bad.line} `{bad.command}`: {bad.reason}; the estimation context is unchanged")
-    for u in getattr(parsed, "unchecked", ()):
+    for u in parsed.unchecked:
         print(f"note: line {u.line} `{u.command}`: {u.reason}")
     if parsed.problems:
         print(f"{len(parsed.problems)} block(s) skipped (--lenient), each with its line:", file=sys.stderr)
