@@ -321,3 +321,32 @@ def test_a_command_stata_wrapped_at_the_log_width_is_joined():
     log = parse_log_text(text, name="t", lenient=True)
     ic = next(b for b in log.blocks if b.kind == "estat_ic")
     assert ic.models[0].command == "mixed langpost || schoolnr:, mle variance nolog stddeviations"
+
+
+@pytest.mark.parametrize(("rule", "value"), [("last", 4), ("freq", 2), ("#2", 2), ("#3", 3)])
+def test_base_rules_resolve_on_the_data_as_stata_does(rule, value, tmp_path):
+    """ib(last)/ib(freq)/ib(#k): the same fit as the explicit base (denomina: levels 1-4, 2 most frequent),
+    on both engines, and the R code translate prints fits the same model in R."""
+    import subprocess
+
+    import numpy as np
+    import pandas as pd
+
+    import hlmbridge
+    from hlmbridge.spec.parse_stata import parse_stata
+
+    df = pd.read_stata(S18_DATA)
+    spec = parse_stata(f"mixed langpost ib({rule}).denomina || schoolnr:, mle")
+    assert spec.to_stata() == f"mixed langpost ib({rule}).denomina || schoolnr:"
+    want = hlmbridge.fit(f"mixed langpost ib{value}.denomina || schoolnr:, mle", df, engine="lme4").fixed
+    for eng in ("lme4", "statsmodels"):
+        got = hlmbridge.fit(spec, df, engine=eng).fixed
+        assert list(got["stata_term"]) == list(want["stata_term"])
+        np.testing.assert_allclose(got["estimate"], want["estimate"], rtol=1e-6)
+    df[["langpost", "denomina", "schoolnr"]].to_csv(tmp_path / "d.csv", index=False)
+    code = (f'data <- read.csv("{tmp_path / "d.csv"}")\n' + spec.to_lme4().r_code()
+            + '\ncat(format(lme4::fixef(fit), digits = 15), sep = "\\n")\n')
+    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, check=True).stdout.split()
+    r = np.array([float(x) for x in out])
+    np.testing.assert_allclose(r[1:], want["estimate"].to_numpy()[:-1], rtol=1e-5)  # R: intercept first
+    np.testing.assert_allclose(r[0], want["estimate"].to_numpy()[-1], rtol=1e-5)

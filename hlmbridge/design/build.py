@@ -192,6 +192,20 @@ def _term_columns(
     return cols, stata, lme4
 
 
+def _base_by_rule(rule: str, levels: np.ndarray, values: np.ndarray, name: str) -> float:
+    """The base level Stata's ``ib(last)``, ``ib(freq)`` (the most frequent level; the lowest of
+    equally frequent ones) or ``ib(#k)`` (the k-th level) picks in the estimation sample."""
+    if rule == "last":
+        return float(levels[-1])
+    if rule == "freq":
+        counts = [(values == lv).sum() for lv in levels]
+        return float(levels[int(np.argmax(counts))])
+    k = int(rule[1:])
+    if k > len(levels):
+        raise DataError(f"ib(#{k}).{name}: {name!r} has only {len(levels)} levels in the estimation sample")
+    return float(levels[k - 1])
+
+
 def require_columns(spec: ModelSpec, data: pd.DataFrame) -> None:
     """Raise DataError unless ``data`` is a DataFrame holding every variable of ``spec``."""
     if not isinstance(data, pd.DataFrame):
@@ -257,6 +271,8 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
                                     "so its term has no column (Stata omits it, R refuses it)")
                 if var.base is None:
                     bases[var.name] = float(levels[0])
+                elif isinstance(var.base, str):  # Stata's ib(last)., ib(freq)., ib(#k).
+                    bases[var.name] = _base_by_rule(var.base, levels, sub[var.name].to_numpy(dtype=float), var.name)
                 elif var.base in levels:
                     bases[var.name] = float(var.base)
                 else:

@@ -5,11 +5,12 @@ What is read
 - an optional ``. `` prompt and the ``quietly``/``qui`` prefix (with or without ``:``);
 - ``mixed depvar [indepvars] [, fe_options] || levelvar: [varlist] [, re_options] ...``;
 - factor-variable notation in the fixed part: ``i.``, ``c.``, ``ib#.``, ``ib(first).``
-  (the lowest level, Stata's default base), ``#`` and ``##`` (full factorial in Stata's
+  (the lowest level, Stata's default base), ``ib(last).``, ``ib(freq).`` (the most frequent
+  level) and ``ib(#k).`` (the k-th level), which the design resolves on the estimation sample,
+  ``#`` and ``##`` (full factorial in Stata's
   order: main effects, then two-way, ... interactions), ``i.(a b)`` outside interactions.
-  Inside an interaction a variable without prefix is a factor, as in Stata.
-  ``ib(last).``, ``ib(freq).``, ``ib(#k).`` and ``ibn.`` need the data to resolve and are
-  refused with a :class:`~hlmbridge.errors.SpecError` (write ``ib<value>.`` instead);
+  Inside an interaction a variable without prefix is a factor, as in Stata; a continuous
+  variable may repeat (``c.x#c.x`` is x squared). ``ibn.`` (no base) is refused;
 - options with Stata's abbreviations (as documented in ``help mixed``):
   ``cov(ariance)(vartype)`` with ``ind(ependent)``, ``exc(hangeable)``, ``id(entity)``,
   ``un(structured)``; ``nocon(stant)`` (Stata documents ``nocons``; the older ``xtmixed``
@@ -285,14 +286,10 @@ def _interpret_op(op: str, atom: _Atom, text: str) -> tuple[bool, int | None] | 
         inner = m.group(1).strip()
         if inner == "first":
             return True, None
-        if inner in ("last", "freq") or inner.startswith("#"):
-            raise _err(
-                f"'{op}.' needs the data to know which level it means; write the level's value, "
-                "e.g. 'ib1.' (hlmbridge resolves base levels without the data)",
-                text,
-                atom.pos,
-            )
-        raise _err(f"unknown base specification '{op}.'", text, atom.pos)
+        if inner in ("last", "freq") or re.fullmatch(r"#[1-9][0-9]*", inner):
+            return True, inner  # resolved on the estimation sample by the design, as Stata does
+        raise _err(f"unknown base specification '{op}.' (Stata's: ib(first), ib(last), ib(freq), ib(#k), "
+                   "ib<value>)", text, atom.pos)
     if op == "ibn":
         raise _err("'ibn.' (no base level) is not supported", text, atom.pos)
     if re.fullmatch(r"i\(.*\)", op):

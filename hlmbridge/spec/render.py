@@ -118,7 +118,7 @@ class Lme4Model:
     """
 
     formula: str
-    factors: tuple[tuple[str, int | None], ...]
+    factors: tuple[tuple[str, int | str | None], ...]
     reml: bool
     explicit_formula: str = field(default="", compare=False)
 
@@ -130,7 +130,7 @@ class Lme4Model:
             if base is None:
                 lines.append(f"{col} <- factor({col})")
             else:
-                lines.append(f"{col} <- relevel(factor({col}), ref = {_r_string(str(base))})")
+                lines.append(f"{col} <- relevel(factor({col}), ref = {_r_base_ref(f'factor({col})', base)})")
         lines.append(f"fit <- lme4::lmer({self.formula}, data = {data}, REML = {'TRUE' if self.reml else 'FALSE'})")
         return "\n".join(lines)
 
@@ -247,6 +247,9 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
                 exp.append(_r_name(v.name) if k == 1 else f"I({_r_name(v.name)}^{k})")
             elif v.base is None:
                 exp.append(f"factor({_r_name(v.name)})")
+            elif isinstance(v.base, str):  # ib(last|freq|#k): the base the data picks
+                f = f"factor({_r_name(v.name)})"
+                exp.append(f"relevel({f}, ref = {_r_base_ref(f, v.base)})")
             else:
                 exp.append(f"relevel(factor({_r_name(v.name)}), ref = {_r_string(str(v.base))})")
         explicit.append(":".join(exp))
@@ -268,11 +271,16 @@ def _py_name(name: str) -> str:
     return f"Q({name!r})"
 
 
-def _patsy_var(name: str, factor: bool, base: int | None) -> str:
+def _patsy_var(name: str, factor: bool, base: int | str | None) -> str:
     if not factor:
         return _py_name(name)
     if base is None:
         return f"C({_py_name(name)})"
+    if isinstance(base, str):  # ib(last|freq|#k): the base the data picks (patsy evaluates it on the column)
+        col = _py_name(name)
+        ref = {"last": f"sorted(set({col}))[-1]", "freq": f"{col}.value_counts().sort_index().idxmax()"}.get(
+            base, f"sorted(set({col}))[{base[1:]} - 1]")
+        return f"C({col}, Treatment({ref}))"
     return f"C({_py_name(name)}, Treatment({base}))"
 
 
@@ -663,3 +671,18 @@ def _powered(term: Any, piece: Any, power: Any) -> str:
     """
     return ":".join(piece(v) if term.variables.count(v.name) == 1 else power(v, term.variables.count(v.name))
                     for v in _distinct(term))
+
+
+def _r_base_ref(factor: str, base: int | str) -> str:
+    """R for a factor's base level: a value, or Stata's ``ib(last)``/``ib(freq)``/``ib(#k)`` rule
+    evaluated on the data (the most frequent level: the first, i.e. lowest, of equally frequent ones).
+
+    Examples
+    --------
+    >>> _r_base_ref("factor(s)", 2), _r_base_ref("factor(s)", "last"), _r_base_ref("factor(s)", "#3")
+    ('"2"', 'tail(levels(factor(s)), 1)', 'levels(factor(s))[3]')
+    """
+    if not isinstance(base, str):
+        return _r_string(str(base))
+    return {"last": f"tail(levels({factor}), 1)", "freq": f"names(which.max(table({factor})))"}.get(
+        base, f"levels({factor})[{base[1:]}]")
