@@ -208,6 +208,10 @@ def _import(a: argparse.Namespace) -> int:
               "singular engine fit")
     for bad in parsed.invalid:
         print(f"note: line {bad.line} `{bad.command}`: {bad.reason}; the estimation context is unchanged")
+    for u in parsed.unchecked:
+        print(f"note: line {u.line} `{u.command}`: {u.reason}")
+    if parsed.problems:
+        print(f"{len(parsed.problems)} block(s) skipped (--lenient), each with its line:", file=sys.stderr)
     for prob in parsed.problems:
         print(f"problem: {prob}", file=sys.stderr)
     return 1 if parsed.problems else 0

@@ -147,6 +147,11 @@ STATA_CASES: dict[str, ModelSpec] = {
         "y", (_t("x"),), (RandomLevel("a"), RandomLevel("b", nested=False), RandomLevel("c"))
     ),
     "mixed y x ///\n  z || g:": ModelSpec("y", (_t("x"), _t("z")), (RandomLevel("g"),)),
+    # Stata's quadratic idiom: c.x#c.x is x squared; c.x##c.x is x and x squared (x once)
+    "mixed y c.x#c.x || g:": ModelSpec("y", (_t("x", "x"),), (RandomLevel("g"),)),
+    "mixed y c.x##c.x || g:": ModelSpec("y", (_t("x"), _t("x", "x")), (RandomLevel("g"),)),
+    "mixed y i.a#i.b#c.x || g:": ModelSpec(
+        "y", (_t(_v("a", factor=True), _v("b", factor=True), "x"),), (RandomLevel("g"),)),
 }
 
 class Bar(NamedTuple):
@@ -373,7 +378,10 @@ BAD_STATA: tuple[tuple[str, str, str | int | None], ...] = (
     ("mixed y x ||", "needs a grouping variable", None),
     (". qui mathach ses || id: ses, cov(unstructured)", "this is not a mixed command: 'mathach'", "mathach"),
     ("regress y x", "this is not a mixed command: 'regress'", "regress"),
-    ("xtreg y x, re", "this is not a mixed command", "xtreg"),
+    ("xtreg y x, re", "hlmbridge fits only 'xtreg ..., mle'", 11),
+    ("xtreg y x, i(g)", "xtreg without 'mle'", 5),
+    ("mixed y x || g: ///", "nothing follows it", 16),
+    ("mixed y x /// || g:", "nothing follows it", 10),
     ("mixed y x || g:, robust", "unknown option 'robust'", "robust"),
     ("mixed y x || g:, vce(robust)", "not supported", "vce"),
     ("mixed y x || g:, re", "unknown option 're'", "re"),
@@ -382,8 +390,8 @@ BAD_STATA: tuple[tuple[str, str, str | int | None], ...] = (
     ("mixed y x || g: x, cov(un) cov(ind)", "conflicting covariance", "cov(ind)"),
     ("mixed y x", "no random-effects equation", None),
     ("mixed || g:", "dependent variable", None),
-    ("mixed y ib(last).a || g:", "needs the data", "ib("),
-    ("mixed y ib(freq).a || g:", "needs the data", "ib("),
+    ("mixed y ib(first).a#ibn.b || g:", "no base level", "ibn"),
+    ("mixed y ib(#0).a || g:", "unknown base specification", "ib("),
     ("mixed y ibn.a || g:", "ibn.", "ibn"),
     ("mixed y L.x || g:", "time-series operator", "L.x"),
     ("mixed y x* || g:", "wildcards", "x*"),
@@ -401,7 +409,8 @@ BAD_STATA: tuple[tuple[str, str, str | int | None], ...] = (
     ("mixed y x | g:", "unexpected '|'", "|"),
     # (``mixed y x x`` is valid: Stata omits the repeat; see test_stata_repeated_term_is_omitted)
     ("mixed y x i.x || g:", "listed twice with different coding", None),
-    ("mixed y c.x#c.x || g:", "repeats", "c.x"),
+    ("mixed y i.x#i.x || g:", "a factor variable repeats", "i.x"),
+    ("mixed y c.x#i.x || g:", "a factor variable repeats", "c.x"),
     ("mixed y ## x || g:", "dependent variable cannot be part of an interaction", "##"),
     ("mixed y x ## || g:", "needs a variable on each side", "##"),
     ("mixed y x, reml, mle || g:", "unexpected ','", ", mle"),

@@ -246,11 +246,15 @@ def validate(
                 df_methods[m.command] = parse_stata_df_method(m.command)
             wanted.update(((specs[m.command], e), None) for e in _engines_for(ref, engs))
     fits: dict[tuple[Any, str], Any] = {}
+    base = load_data(data) if data is not None else None
     if wanted:
-        frame = load_data(data)
-        fits = _fit_all(list(wanted), frame, jobs, progress)
+        frame, blocked = _prepared_data(refs, base if base is not None else load_data(None))
+        fits = _fit_all([w for w in wanted if w not in blocked], frame, jobs, progress)
+        fits.update(blocked)
     reports: list[CheckReport] = []
-    cache: dict[str, Any] = {}
+    cache: dict[str, Any] = {"data:base": base} if base is not None else {}
+    if frame is not None:
+        cache["data:frame"] = frame
     for ref in refs:
         actuals_by_engine: dict[str, Any] = {}
         ref_engines = _engines_for(ref, engs)
@@ -353,6 +357,25 @@ def _with_boundary_hints(report: CheckReport, refs: Sequence[Reference], fits: d
         for r in report.rows
     )
     return CheckReport(rows, report.cases, report.engines)
+
+
+def _prepared_data(refs: Sequence[Reference], frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[Any, str], Any]]:
+    """The data after the log's data steps (:mod:`hlmbridge.reference.data_prep`), and a FitError
+    for every (spec, engine) whose variables a step could not make (naming that step's line)."""
+    from hlmbridge.errors import FitError
+    from hlmbridge.reference.data_prep import prepare_for_models
+    from hlmbridge.spec.model import ModelSpec
+
+    rep = prepare_for_models(refs, frame)
+    blocked: dict[tuple[Any, str], Any] = {}
+    for ref in refs:
+        for m in ref.models if ref.needs_engine else ():
+            spec = ModelSpec.parse(m.command)
+            why = rep.why_blocked(spec.variables)
+            if why:
+                for e in ref.engines:
+                    blocked[(spec, e)] = FitError(f"the log's data preparation could not be replayed: {why}")
+    return rep.frame, blocked
 
 
 def _engines_for(ref: Reference, engines: Sequence[str]) -> list[str]:

@@ -182,8 +182,29 @@ def _term_columns(
         stata.append("#".join(s for _, s, _ in combo))
         rank = (lambda i: first_seen.get(term.vars[i].name, i)) if first_seen else (lambda i: i)
         by_written = sorted(zip(order, combo), key=lambda t: rank(t[0]))
-        lme4.append(":".join(piece[2] for _, piece in by_written))
+        names = [term.vars[i].name for i, _ in by_written]
+        parts: list[str] = []
+        for j, (_, piece) in enumerate(by_written):
+            if names[j] in names[:j]:
+                continue  # a repeated continuous variable: one I(x^k) piece (Stata's c.x#c.x)
+            k = names.count(names[j])
+            parts.append(piece[2] if k == 1 else f"I({piece[2]}^{k})")
+        lme4.append(":".join(parts))
     return cols, stata, lme4
+
+
+def _base_by_rule(rule: str, levels: np.ndarray, values: np.ndarray, name: str) -> float:
+    """The base level Stata's ``ib(last)``, ``ib(freq)`` (the most frequent level; the lowest of
+    equally frequent ones) or ``ib(#k)`` (the k-th level) picks in the estimation sample."""
+    if rule == "last":
+        return float(levels[-1])
+    if rule == "freq":
+        counts = [(values == lv).sum() for lv in levels]
+        return float(levels[int(np.argmax(counts))])
+    k = int(rule[1:])
+    if k > len(levels):
+        raise DataError(f"ib(#{k}).{name}: {name!r} has only {len(levels)} levels in the estimation sample")
+    return float(levels[k - 1])
 
 
 def require_columns(spec: ModelSpec, data: pd.DataFrame) -> None:
@@ -254,6 +275,8 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
                                     "so its term has no column (Stata omits it, R refuses it)")
                 if var.base is None:
                     bases[var.name] = float(levels[0])
+                elif isinstance(var.base, str):  # Stata's ib(last)., ib(freq)., ib(#k).
+                    bases[var.name] = _base_by_rule(var.base, levels, sub[var.name].to_numpy(dtype=float), var.name)
                 elif var.base in levels:
                     bases[var.name] = float(var.base)
                 else:

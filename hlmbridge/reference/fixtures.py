@@ -114,10 +114,15 @@ SECTIONS: Mapping[str, tuple[int, tuple[str, ...] | None]] = {
     "lrtest": (0, ("df", "chi2", "p_value")),
     "eb": (0, None),
     "ereturn": (0, None),
-    "di": (0, ("value",)),
+    "di": (0, ("value", *(f"value_{k}" for k in range(2, 10)))),
     "derived": (0, None),
     "summarize": (1, ("obs", "mean", "sd", "min", "max")),
     "tab": (1, ("freq", "percent", "cum")),
+    # added for Stata 13-18 logs (three levels, xtreg, list, estimates table, two-way tab):
+    "groups": (1, ("n_groups", "group_min", "group_mean", "group_max")),
+    "list": (1, None),
+    "etable": (2, ("b", "se", "t", "p")),
+    "tab2": (1, None),
 }
 KIND_SECTIONS: Mapping[str, tuple[str, ...]] = {
     "mixed": ("header", "fixed", "random", "lr"),
@@ -131,6 +136,10 @@ KIND_SECTIONS: Mapping[str, tuple[str, ...]] = {
     "summarize": ("summarize",),
     "tab": ("tab",),
     "prose": ("derived",),
+    "xtreg": ("header", "fixed", "random", "lr"),
+    "list": ("list",),
+    "etable": ("etable",),
+    "tab2": ("tab2",),
 }
 #: e() scalars an engine result determines, and those it does not (with the reason).
 ERETURN_ENGINE = (
@@ -154,6 +163,8 @@ _ERET_CLASS = {"e(ll)": "loglik", "e(ll_c)": "loglik", "e(chi2_c)": "chi2", "e(c
 _LOGLIK = {("header", "loglik"), ("ic", "ll_null"), ("ic", "ll_model")}
 _CHI2 = {("header", "wald_chi2"), ("lr", "chi2"), ("lrtest", "chi2"), ("ic", "aic"), ("ic", "bic")}
 
+#: Sections computed from the data alone (no model fit).
+DATA_SECTIONS = ("summarize", "tab", "tab2")
 QUANTITY_CLASSES = ("estimate", "std_error", "ci", "statistic", "p_value", "loglik", "chi2", "count", "df")
 #: Classes a generated fixture declares only when it holds such a number (the seed holds none).
 OPTIONAL_CLASSES = ("df",)
@@ -228,6 +239,10 @@ def quantity_class(path: Sequence[str]) -> str:
         return "df"
     if (sec, last) in _COUNTS or (sec, last) in (("summarize", "obs"), ("tab", "freq")):
         return "count"
+    if sec == "tab2" or (sec == "groups" and last != "group_mean"):
+        return "count"
+    if sec == "etable":
+        return {"se": "std_error", "t": "statistic", "p": "p_value"}.get(last, "estimate")
     if sec == "ereturn":
         return _ERET_CLASS.get(last, "count")
     if (sec, last) in _LOGLIK:
@@ -343,7 +358,7 @@ class Reference:
     @property
     def needs_engine(self) -> bool:
         """True when some checked number comes from a model fit (not the data layer)."""
-        return any(v.engine and v.path[0] not in ("summarize", "tab") for v in self.values)
+        return any(v.engine and v.path[0] not in DATA_SECTIONS for v in self.values)
 
     @property
     def checked(self) -> tuple[RefValue, ...]:
@@ -414,6 +429,35 @@ BOUNDARY_REASON = (
     "ridge and its variance-component SEs and CIs there are numerical artefacts (the ib1.sector rerun of the "
     "same model prints different ones); not comparable (STATA_PARITY.md, 'Boundary fits')"
 )
+_DI_R_RESULT = ("a display of r() results or of scalars the log computed (from summarize, _b[] ...): "
+                "recorded, not recomputed")
+
+
+def _di_reason(expression: str) -> str:
+    """Why a ``di`` with no model behind it is not an engine quantity."""
+    names = set(re.findall(r"[A-Za-z_]\w*", expression)) - {"exp", "ln", "log", "sqrt", "abs"}
+    return _DI_R_RESULT if names else _DI_NOT_ENGINE
+#: Why xtreg's rho interval is recorded, not checked (measured on the Snijders & Bosker log, line 22).
+XTREG_RHO_CI_REASON = (
+    "xtreg, mle's interval for rho is not the delta-method interval on the scales tried (on the Snijders & "
+    "Bosker log Stata prints .1780689 to .2924018; logit and log(sigma_u^2/sigma_e^2) scales give .17897 to "
+    ".29347, the sigma_u CI endpoints .18039 to .29148): recorded, not checked; rho and its SE are checked")
+
+
+def _not_engine_reason(block: LogBlock, path: tuple[str, ...]) -> str | None:
+    """Why a number of ``block`` is recorded but no engine reproduces it, or None."""
+    if block.kind == "xtreg" and path[:2] == ("random", "rho") and path[-1] in ("conf_low", "conf_high"):
+        return XTREG_RHO_CI_REASON
+    if block.kind == "list" and path[2] not in {m.name for m in block.models}:
+        steps = list(zip(block.meta.get("data_step_lines", []), block.meta.get("data_steps", [])))
+        from hlmbridge.reference.data_prep import estimation_steps
+
+        why = estimation_steps(steps).get(path[2])
+        if why:
+            return why
+    return None
+
+
 _DI_NOT_ENGINE = "arithmetic on constants typed from the prose, not on an estimation result: not an engine quantity"
 
 
@@ -541,7 +585,8 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         expr = normalize_expression(block.meta["expression"])
         if not block.models:
             di_not_engine = True
-            notes.append(f"`di {block.meta['expression']}`: {_DI_NOT_ENGINE}")
+            why = _di_reason(block.meta["expression"])
+            notes.append(f"`di {block.meta['expression']}`: {why}")
         elif expr in DI_TABLE:
             di_entry = (DI_TABLE[expr][0], DI_TABLE[expr][1])
         else:
@@ -605,7 +650,10 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         if block.kind == "ereturn" and leaf in ERETURN_NOT_ENGINE:
             cell.update(engine=False, reason=ERETURN_NOT_ENGINE[leaf])
         if di_not_engine:
-            cell.update(engine=False, reason=_DI_NOT_ENGINE)
+            cell.update(engine=False, reason=_di_reason(block.meta["expression"]))
+        not_engine = _not_engine_reason(block, c.path)
+        if not_engine:
+            cell.update(engine=False, reason=not_engine)
         if di_entry:
             cell.update(quantity=di_entry[0], args=list(di_entry[1]))
         out.append(f"{_toml_key(leaf)} = {_toml_val(cell)}")
@@ -638,8 +686,11 @@ def import_stata(
     opath = Path(overrides) if overrides is not None else None
     ov = _load_overrides(opath)
     if not parsed.blocks:
-        raise FixtureError("no Stata output the importer knows (mixed, estat, lrtest, mat list, ereturn list, di, "
-                           "summarize, tab) was found: 0 fixtures", path=str(log_path))
+        listed = "".join(f"; failed: {prob}" for prob in parsed.problems) + "".join(
+            f"; line {u.line} `{u.command}`: {u.reason}" for u in parsed.unchecked)
+        raise FixtureError("no Stata output the importer knows (mixed, xtmixed, xtreg mle, estat, lrtest, mat list, "
+                           "ereturn list, estimates table, di, summarize, tab, list) was found: 0 fixtures" + listed,
+                           path=str(log_path))
     names = {case_name(b) for b in parsed.blocks}
     for k, o in enumerate(ov):
         if o["case"] not in names:
@@ -768,6 +819,23 @@ def _fixed_ok(label: str, allowed: dict[str, Any]) -> bool:
     return False
 
 
+def random_labels(allowed: Mapping[str, Any]) -> set[str]:
+    """Every random-effects row label a model can print: ``var()``/``cov()`` (default) and
+    ``sd()``/``corr()`` (``stddeviations``, xtmixed's default) of each level, keyed
+    ``level:label`` when the model has several levels; the residual's; and, for a random-intercept
+    model, ``xtreg, mle``'s ``/sigma_u``, ``/sigma_e`` and ``rho``."""
+    levels = allowed["levels"]
+    out = {"var(Residual)", "sd(Residual)"}
+    for group, (_, rnd) in levels.items():
+        labels = set(rnd)
+        labels |= {"sd(" + r[4:] for r in rnd if r.startswith("var(")}
+        labels |= {"corr(" + r[4:] for r in rnd if r.startswith("cov(")}
+        out |= {f"{group}:{lab}" for lab in labels} if len(levels) > 1 else labels
+    if len(levels) == 1 and next(iter(levels.values()))[0] == ("_cons",):
+        out |= {"/sigma_u", "/sigma_e", "rho"}
+    return out
+
+
 def _check_label(path: tuple[str, ...], allowed: dict[str, Any]) -> str | None:
     """None when a model can produce ``path``, else why not."""
     sec = path[0]
@@ -775,10 +843,14 @@ def _check_label(path: tuple[str, ...], allowed: dict[str, Any]) -> str | None:
     if sec == "fixed" and not _fixed_ok(path[1], allowed):
         return f"fixed-effect label {path[1]!r} is not a column of the model's design"
     if sec == "random":
-        known = {"var(Residual)"}.union(*(r for _, r in levels.values()))
+        known = random_labels(allowed)
         if path[1] not in known:
             return f"random-effects label {path[1]!r} is not one of {sorted(known)}"
-    if sec in ("icc", "recov", "recov_corr") and path[1] not in levels:
+    if sec == "groups" and path[1] not in levels:
+        return f"level {path[1]!r} is not a grouping level of the model ({sorted(levels)})"
+    if sec == "icc" and "|" in path[1] and all(part in levels for part in path[1].split("|")):
+        pass  # a nested level as estat icc names it: "childid|schoolid"
+    elif sec in ("icc", "recov", "recov_corr") and path[1] not in levels:
         return f"level {path[1]!r} is not a grouping level of the model ({sorted(levels)})"
     if sec in ("recov", "recov_corr"):
         terms = levels[path[1]][0]
@@ -918,18 +990,19 @@ def _reference_from_text(text: str, p: Path) -> Reference:
     for v in values:
         if v.override is not None and v.override.rtol and v.qclass in ABSOLUTE_CLASSES:
             raise err(_ABSOLUTE_MSG.format(where=v.key), v.path)
-    needs_engine = any(v.engine and v.path[0] not in ("summarize", "tab") for v in values)
+    needs_engine = any(v.engine and v.path[0] not in DATA_SECTIONS for v in values)
     engines = case.get("engines", list(ENGINES) if needs_engine else [])
     if not isinstance(engines, list) or not all(isinstance(e, str) and e in ENGINES for e in engines):
         raise err(f"[case] engines must be a list of engine names ({', '.join(ENGINES)}), got {engines!r}",
                   ["case", "engines"])
     if needs_engine and not engines:
         raise err("[case] engines is empty, but the case holds numbers from model fits", ["case", "engines"])
-    if kind not in ("summarize", "tab", "prose") and not models and any(v.engine for v in values):
+    if kind not in (*DATA_SECTIONS, "prose") and not models and any(v.engine for v in values):
         raise err("missing [[models]]: the numbers must name the model command(s) they refer to", ["case"])
     # labels vs. the models' specs
     for v in values:
-        if v.path[0] in ("summarize", "tab", "ereturn", "di", "derived", "header", "lr", "ic", "lrtest"):
+        if v.path[0] in ("summarize", "tab", "tab2", "list", "etable", "ereturn", "di", "derived", "header", "lr",
+                         "ic", "lrtest"):
             if v.path[0] == "ereturn" and v.path[1] not in ERETURN_ENGINE and v.engine:
                 raise err(f"unknown e() scalar {v.path[1]!r} (engine quantities: {', '.join(ERETURN_ENGINE)})", v.path)
             if v.path[0] in ("di", "derived") and v.engine:

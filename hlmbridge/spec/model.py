@@ -23,6 +23,8 @@ Examples
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
@@ -65,13 +67,17 @@ class Var:
 
     name: str
     factor: bool = False
-    base: int | None = None
+    base: int | str | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "a variable")
         if self.base is not None and not self.factor:
             raise SpecError(f"a base level is given for {self.name!r}, which is not a factor")
-        if self.base is not None and (isinstance(self.base, bool) or not isinstance(self.base, int)):
+        if isinstance(self.base, str):
+            # Stata's ib(last)., ib(freq)., ib(#k).: a base the data resolves (the design does)
+            if not re.fullmatch(r"last|freq|#[1-9][0-9]*", self.base):
+                raise SpecError(f"the base rule of {self.name!r} must be 'last', 'freq' or '#k', got {self.base!r}")
+        elif self.base is not None and (isinstance(self.base, bool) or not isinstance(self.base, int)):
             raise SpecError(f"the base level of {self.name!r} must be an integer, got {self.base!r}")
 
 
@@ -85,7 +91,9 @@ class Term:
         if not isinstance(self.vars, tuple) or not self.vars:
             raise SpecError("a term needs at least one variable (as a tuple)")
         names = [v.name for v in self.vars]
-        if len(set(names)) != len(names):
+        # Stata's c.x#c.x is x squared; a factor (or a factor and its continuous self) cannot repeat.
+        repeated = {n for n in names if names.count(n) > 1}
+        if any(v.factor for v in self.vars if v.name in repeated):
             raise SpecError(f"a variable repeats inside the interaction {'#'.join(names)}")
 
     @property
@@ -96,7 +104,8 @@ class Term:
         parts = []
         for v in self.vars:
             if v.factor:
-                parts.append(f"ib{v.base}.{v.name}" if v.base is not None else f"i.{v.name}")
+                parts.append(f"i.{v.name}" if v.base is None else f"ib({v.base}).{v.name}"
+                             if isinstance(v.base, str) else f"ib{v.base}.{v.name}")
             else:
                 parts.append(f"c.{v.name}" if len(self.vars) > 1 else v.name)
         return "#".join(parts)

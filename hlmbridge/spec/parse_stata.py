@@ -5,11 +5,12 @@ What is read
 - an optional ``. `` prompt and the ``quietly``/``qui`` prefix (with or without ``:``);
 - ``mixed depvar [indepvars] [, fe_options] || levelvar: [varlist] [, re_options] ...``;
 - factor-variable notation in the fixed part: ``i.``, ``c.``, ``ib#.``, ``ib(first).``
-  (the lowest level, Stata's default base), ``#`` and ``##`` (full factorial in Stata's
+  (the lowest level, Stata's default base), ``ib(last).``, ``ib(freq).`` (the most frequent
+  level) and ``ib(#k).`` (the k-th level), which the design resolves on the estimation sample,
+  ``#`` and ``##`` (full factorial in Stata's
   order: main effects, then two-way, ... interactions), ``i.(a b)`` outside interactions.
-  Inside an interaction a variable without prefix is a factor, as in Stata.
-  ``ib(last).``, ``ib(freq).``, ``ib(#k).`` and ``ibn.`` need the data to resolve and are
-  refused with a :class:`~hlmbridge.errors.SpecError` (write ``ib<value>.`` instead);
+  Inside an interaction a variable without prefix is a factor, as in Stata; a continuous
+  variable may repeat (``c.x#c.x`` is x squared). ``ibn.`` (no base) is refused;
 - options with Stata's abbreviations (as documented in ``help mixed``):
   ``cov(ariance)(vartype)`` with ``ind(ependent)``, ``exc(hangeable)``, ``id(entity)``,
   ``un(structured)``; ``nocon(stant)`` (Stata documents ``nocons``; the older ``xtmixed``
@@ -157,12 +158,20 @@ def _split_top(text: str, start: int, end: int, sep: str) -> list[tuple[int, int
 
 
 def _strip_comments(text: str) -> str:
-    """Blank out ``///`` continuations and ``//`` comments, keeping every offset."""
+    """Blank out ``///`` continuations and ``//`` comments, keeping every offset.
+
+    ``///`` joins the next line to this one (the rest of the line is a comment). A ``///``
+    with no line after it, or only blank lines, is an error: the command is incomplete, and
+    reading it without its continuation would be a shorter, different command.
+    """
     out = list(text)
     i = 0
     while i < len(text):
         if text.startswith("//", i) and (i == 0 or text[i - 1].isspace()):
             j = text.find("\n", i)
+            if text.startswith("///", i) and (j < 0 or not text[j + 1:].strip()):
+                raise _err("'///' continues the command on the next line, but nothing follows it: the command is "
+                           "incomplete (join its lines, or drop the '///')", text, i)
             j = len(text) if j < 0 else j + 1
             for k in range(i, j):
                 out[k] = " "
@@ -170,6 +179,45 @@ def _strip_comments(text: str) -> str:
             continue
         i += 1
     return "".join(out)
+
+
+_XTREG_OPTION_RE = re.compile(r"(?P<word>[A-Za-z]+)(?:\((?P<arg>[^()]*)\))?")
+
+
+def _xtreg_as_mixed(text: str, start: int) -> str:
+    """``xtreg depvar [indepvars], i(g) mle`` as the ``mixed`` command it fits (the same ML random-
+    intercept likelihood): ``mixed depvar [indepvars] || g:, mle``. Other xtreg estimators
+    (``re`` GLS, ``fe``, ``be``, ``pa``) are different models and are refused."""
+    body = text[start:]
+    varlist, comma, opts = body.partition(",")
+    group = None
+    mle = False
+    noconstant = False
+    pos = start + len(varlist) + 1
+    for m in _XTREG_OPTION_RE.finditer(opts):
+        word, arg = m.group("word"), m.group("arg")
+        where = pos + m.start()
+        if word == "i" and arg is not None and _NAME_RE.fullmatch(arg.strip()):
+            group = arg.strip()
+        elif word in ("mle", "ml"):
+            mle = True
+        elif word in ("nocons", "noconst", "noconsta", "noconstan", "noconstant"):
+            noconstant = True
+        elif word in ("nolog", "log"):
+            pass
+        elif word in ("re", "fe", "be", "pa", "vce", "robust", "cluster", "theta", "sa", "wls"):
+            raise _err(f"xtreg option {word!r}: hlmbridge fits only 'xtreg ..., mle' (the ML random-intercept "
+                       "model, the same as 'mixed depvar indepvars || panelvar:, mle')", text, where)
+        else:
+            raise _err(f"unknown or unsupported xtreg option {m.group(0)!r} (supported: i(panelvar), mle, "
+                       "noconstant, nolog)", text, where)
+    if not mle:
+        raise _err("xtreg without 'mle' is the GLS random-effects (or fixed-effects) estimator, not a mixed model: "
+                   "only 'xtreg ..., mle' is read", text, start)
+    if group is None:
+        raise _err("xtreg needs its panel variable: add i(panelvar) (a log's 'xtset panelvar' is added by "
+                   "import-stata)", text, start)
+    return f"mixed {varlist.strip()}{', noconstant' if noconstant else ''} || {group}:, mle"
 
 
 def _lex_varlist(text: str, start: int, end: int) -> list[_Atom]:
@@ -238,14 +286,10 @@ def _interpret_op(op: str, atom: _Atom, text: str) -> tuple[bool, int | None] | 
         inner = m.group(1).strip()
         if inner == "first":
             return True, None
-        if inner in ("last", "freq") or inner.startswith("#"):
-            raise _err(
-                f"'{op}.' needs the data to know which level it means; write the level's value, "
-                "e.g. 'ib1.' (hlmbridge resolves base levels without the data)",
-                text,
-                atom.pos,
-            )
-        raise _err(f"unknown base specification '{op}.'", text, atom.pos)
+        if inner in ("last", "freq") or re.fullmatch(r"#[1-9][0-9]*", inner):
+            return True, inner  # resolved on the estimation sample by the design, as Stata does
+        raise _err(f"unknown base specification '{op}.' (Stata's: ib(first), ib(last), ib(freq), ib(#k), "
+                   "ib<value>)", text, atom.pos)
     if op == "ibn":
         raise _err("'ibn.' (no base level) is not supported", text, atom.pos)
     if re.fullmatch(r"i\(.*\)", op):
@@ -335,12 +379,19 @@ def _fixed_terms(toks: list[_Atom], text: str) -> tuple[list[Term], list[str]]:
             elif t.text != "#":
                 (v,) = _atom_vars(t, text, in_interaction=True)
                 components[-1].append(v)
+        made: set[tuple[str, ...]] = set()
         for k in range(1, len(components) + 1):
             for combo in itertools.combinations(components, k):
                 vs = tuple(v for comp in combo for v in comp)
                 names = [v.name for v in vs]
-                if len(set(names)) != len(names):
-                    raise _err(f"a variable repeats inside the interaction {'#'.join(names)}", text, expr[0].pos)
+                repeated = {n for n in names if names.count(n) > 1}
+                if any(v.factor for v in vs if v.name in repeated):
+                    raise _err(f"a factor variable repeats inside the interaction {'#'.join(names)} "
+                               "(only a continuous c.x may: c.x#c.x is x squared)", text, expr[0].pos)
+                key = tuple(sorted(names))
+                if key in made:  # c.x##c.x: x, x and c.x#c.x; Stata keeps x once, silently
+                    continue
+                made.add(key)
                 terms.append(Term(vs))
     seen: dict[tuple[str, ...], Term] = {}
     kept: list[Term] = []
@@ -473,9 +524,17 @@ def _parse(command: str) -> tuple[ModelSpec, str | None, str | None]:
     if not m:
         raise _err("expected a Stata command ('mixed ...')", command, i)
     word = m.group(0)
+    if word == "xtreg" and (m.end() >= len(text) or text[m.end()].isspace()):
+        spec, method, df_method = _parse(_xtreg_as_mixed(text, m.end()))
+        return ModelSpec(spec.response, spec.fixed, spec.levels, spec.constant, spec.method, command,
+                         spec.formula, spec.notes), method, df_method
+    default_method = "ml"
+    if word == "xtmixed" and (m.end() >= len(text) or text[m.end()].isspace()):
+        word = "mixed"
+        default_method = "reml"  # xtmixed's default (mixed's, since Stata 13, is ML)
     if word != "mixed" or (m.end() < len(text) and not text[m.end()].isspace()):
         rest = text[i:].strip()
-        if "||" in text and word not in ("xtmixed", "meglm", "melogit", "mepoisson", "me"):
+        if "||" in text and word not in ("meglm", "melogit", "mepoisson", "me"):
             raise _err(
                 f"this is not a mixed command: {word!r} is not a Stata estimation command "
                 f"(did you mean 'mixed {rest}'?)",
@@ -668,7 +727,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None, str | None]:
         fixed=tuple(terms),
         levels=tuple(spec_levels),
         constant=constant,
-        method=method or "ml",  # type: ignore[arg-type]
+        method=method or default_method,  # type: ignore[arg-type]
         _source=command,
         notes=tuple(notes),
     )

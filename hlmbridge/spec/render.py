@@ -34,6 +34,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -117,7 +118,7 @@ class Lme4Model:
     """
 
     formula: str
-    factors: tuple[tuple[str, int | None], ...]
+    factors: tuple[tuple[str, int | str | None], ...]
     reml: bool
     explicit_formula: str = field(default="", compare=False)
 
@@ -129,7 +130,7 @@ class Lme4Model:
             if base is None:
                 lines.append(f"{col} <- factor({col})")
             else:
-                lines.append(f"{col} <- relevel(factor({col}), ref = {_r_string(str(base))})")
+                lines.append(f"{col} <- relevel(factor({col}), ref = {_r_base_ref(f'factor({col})', base)})")
         lines.append(f"fit <- lme4::lmer({self.formula}, data = {data}, REML = {'TRUE' if self.reml else 'FALSE'})")
         return "\n".join(lines)
 
@@ -238,13 +239,17 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     plain = ["1" if spec.constant else "0"]
     explicit = list(plain)
     for t in spec.fixed:
-        plain.append(":".join(_r_name(v.name) for v in t.vars))
+        plain.append(_powered(t, lambda v: _r_name(v.name), lambda v, k: f"I({_r_name(v.name)}^{k})"))
         exp = []
-        for v in t.vars:
+        for v in _distinct(t):
             if not v.factor:
-                exp.append(_r_name(v.name))
+                k = t.variables.count(v.name)
+                exp.append(_r_name(v.name) if k == 1 else f"I({_r_name(v.name)}^{k})")
             elif v.base is None:
                 exp.append(f"factor({_r_name(v.name)})")
+            elif isinstance(v.base, str):  # ib(last|freq|#k): the base the data picks
+                f = f"factor({_r_name(v.name)})"
+                exp.append(f"relevel({f}, ref = {_r_base_ref(f, v.base)})")
             else:
                 exp.append(f"relevel(factor({_r_name(v.name)}), ref = {_r_string(str(v.base))})")
         explicit.append(":".join(exp))
@@ -266,11 +271,16 @@ def _py_name(name: str) -> str:
     return f"Q({name!r})"
 
 
-def _patsy_var(name: str, factor: bool, base: int | None) -> str:
+def _patsy_var(name: str, factor: bool, base: int | str | None) -> str:
     if not factor:
         return _py_name(name)
     if base is None:
         return f"C({_py_name(name)})"
+    if isinstance(base, str):  # ib(last|freq|#k): the base the data picks (patsy evaluates it on the column)
+        col = _py_name(name)
+        ref = {"last": f"sorted(set({col}))[-1]", "freq": f"{col}.value_counts().sort_index().idxmax()"}.get(
+            base, f"sorted(set({col}))[{base[1:]} - 1]")
+        return f"C({col}, Treatment({ref}))"
     return f"C({_py_name(name)}, Treatment({base}))"
 
 
@@ -365,7 +375,8 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
         spec = stata_like(spec, "statsmodels")
     fixed = ["1" if spec.constant else "0"]
     for t in spec.fixed:
-        fixed.append(":".join(_patsy_var(v.name, v.factor, v.base) for v in t.vars))
+        fixed.append(_powered(t, lambda v: _patsy_var(v.name, v.factor, v.base),
+                              lambda v, k: f"I({_py_name(v.name)}**{k})"))
     formula = f"{_py_name(spec.response)} ~ {' + '.join(fixed)}"
     paths = level_paths(spec)
     crossed = any(not lv.nested for lv in spec.levels[1:])
@@ -602,8 +613,76 @@ def to_stata(spec: ModelSpec) -> str:
         equations.append([body, opts])
     if spec.reml:
         equations[-1][1].append("reml")
+    df_option = _stata_df_option(spec)
+    if df_option:
+        equations[-1][1].append(df_option)
     for body, opts in equations:
         out += f" || {body}"
         if opts:
             out += ", " + " ".join(opts)
     return out
+
+
+#: hlmbridge's df method -> Stata's ``dfmethod()`` option.
+_STATA_DF_OPTIONS = {
+    "residual": "dfmethod(residual)",
+    "kenward-roger": "dfmethod(kroger)",
+    "satterthwaite (expected information)": "dfmethod(satterthwaite)",
+    "satterthwaite": "dfmethod(satterthwaite, oim)",
+}
+
+
+def _stata_df_option(spec: ModelSpec) -> str | None:
+    """The ``dfmethod()`` of the Stata command ``spec`` was read from (kept when it is written back).
+
+    Examples
+    --------
+    >>> from hlmbridge.spec.parse_stata import parse_stata
+    >>> to_stata(parse_stata("mixed y x || id:, reml dfmethod(kroger)"))
+    'mixed y x || id:, reml dfmethod(kroger)'
+    """
+    source = spec._source
+    if not source or "~" in source or "dfm" not in source:
+        return None
+    from hlmbridge.spec.parse_stata import parse_stata_df_method
+
+    method = parse_stata_df_method(source, reml=True)
+    if not method or (method != "residual" and not spec.reml):  # Satterthwaite and Kenward-Roger need REML
+        return None
+    return _STATA_DF_OPTIONS[method]
+
+
+def _distinct(term: Any) -> list[Any]:
+    """A term's variables, each once (a repeated continuous variable is a power: ``c.x#c.x``)."""
+    seen: dict[str, Any] = {}
+    for v in term.vars:
+        seen.setdefault(v.name, v)
+    return list(seen.values())
+
+
+def _powered(term: Any, piece: Any, power: Any) -> str:
+    """A term joined with ``:``, a continuous variable written k times as its k-th power.
+
+    Examples
+    --------
+    >>> from hlmbridge.spec.parse_stata import parse_stata
+    >>> to_lme4(parse_stata("mixed y c.x##c.x || g:")).formula
+    'y ~ 1 + x + I(x^2) + (1 | g)'
+    """
+    return ":".join(piece(v) if term.variables.count(v.name) == 1 else power(v, term.variables.count(v.name))
+                    for v in _distinct(term))
+
+
+def _r_base_ref(factor: str, base: int | str) -> str:
+    """R for a factor's base level: a value, or Stata's ``ib(last)``/``ib(freq)``/``ib(#k)`` rule
+    evaluated on the data (the most frequent level: the first, i.e. lowest, of equally frequent ones).
+
+    Examples
+    --------
+    >>> _r_base_ref("factor(s)", 2), _r_base_ref("factor(s)", "last"), _r_base_ref("factor(s)", "#3")
+    ('"2"', 'tail(levels(factor(s)), 1)', 'levels(factor(s))[3]')
+    """
+    if not isinstance(base, str):
+        return _r_string(str(base))
+    return {"last": f"tail(levels({factor}), 1)", "freq": f"names(which.max(table({factor})))"}.get(
+        base, f"levels({factor})[{base[1:]}]")

@@ -62,7 +62,7 @@ def parse_any(text: str, *, reml: bool | None = None) -> ModelSpec:
         raise SpecError(f"reml must be True, False or None, got {reml!r}")
     head = _STATA_HEAD.match(text)
     word = head.group("word") if head else None
-    if word == "mixed":
+    if word in ("mixed", "xtmixed", "xtreg"):
         spec, stated = parse_stata_method(text)
         if reml is None:
             return spec
