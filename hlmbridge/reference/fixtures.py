@@ -194,7 +194,8 @@ FORMAT_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # What the log reader records about a block (hlmbridge.reference.stata_log), any kind.
     "meta": ("title", "method", "group", "response", "levels", "lr_kind", "lr_note", "df_method", "statistic",
              "expression", "row", "nested", "within", "note", "matrix", "corr", "level", "columns", "variable",
-             "variable_label", "cmdline", "dataset", "dataset_line", "data_steps", "condition"),
+             "variable_label", "cmdline", "dataset", "dataset_line", "data_steps", "data_step_lines", "condition",
+             "scale", "variables"),
     "tolerance": ("rtol", "se", "atol", "reason", "explain_when"),
     "cell": ("printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
              "args", "text"),
