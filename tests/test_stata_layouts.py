@@ -215,6 +215,9 @@ def test_a_model_on_a_variable_the_replay_cannot_make_fails_with_the_line(tmp_pa
                                               "xtmixed langpost ahat || schoolnr: , mle")
     p.write_text(t.replace("[meta]\n", '[meta]\ndata_steps = ["gen ahat = _b[_cons] + iq_verb"]\n'
                            'data_step_lines = [3]\ndataset = "snijders"\n', 1), encoding="utf-8")
+    from hlmbridge.reference.manifest import update_manifest
+
+    update_manifest(tmp_path / "out")  # the edit is deliberate: the manifest records it
     report = validate(tmp_path / "out", data=S18_DATA, engines=["lme4"], compare=False)
     missing = [r for r in report.rows if r.status == "missing"]
     assert missing and len(missing) == len(report.rows)

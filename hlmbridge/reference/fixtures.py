@@ -195,7 +195,7 @@ FORMAT_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "meta": ("title", "method", "group", "response", "levels", "lr_kind", "lr_note", "df_method", "statistic",
              "expression", "row", "nested", "within", "note", "matrix", "corr", "level", "columns", "variable",
              "variable_label", "cmdline", "dataset", "dataset_line", "data_steps", "data_step_lines", "condition",
-             "scale", "variables"),
+             "scale", "variables", "row_variable", "models", "names", "options", "statistics"),
     "tolerance": ("rtol", "se", "atol", "reason", "explain_when"),
     "cell": ("printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
              "args", "text"),
