@@ -207,6 +207,9 @@ class _RSession:
     """The embedded R, with hlmbridge's functions in a private environment."""
 
     def __init__(self) -> None:
+        from hlmbridge.engines.r_requirements import check  # rpy2's series for this R (names the fix)
+
+        check()
         r_ld_path = _check_r_starts()  # a wrong R_HOME would otherwise abort this process
         saved_ld_path = os.environ.get("LD_LIBRARY_PATH")
         heap_set = _start_heap_in_environment()
