@@ -163,3 +163,33 @@ def test_help_lists_every_bundled_name():
     from hlmbridge.datasets import NAMES
 
     assert _DATA_NAMES == ", ".join(NAMES)
+
+
+# ---------------------------------------------------------------- issue 26, item 6
+
+@pytest.mark.parametrize("model", [
+    "mathach ~ poly(ses, 2) + (1 | id)",
+    "mathach ~ log(size) + scale(meanses) + factor(sector) + (ses | id)",
+    "mixed mathach ses || id: ses, cov(unstructured)",
+    "mixed mathach ses || id: ses, cov(exchangeable)",
+])
+def test_translate_says_what_the_statsmodels_engine_does(model: str, hsb_combined) -> None:
+    """translate said statsmodels "cannot fit" poly(); the statsmodels engine fits it (it
+    evaluates the transforms itself and passes MixedLM arrays). Each claim is checked against a
+    real fit."""
+    import hlmbridge
+    from hlmbridge.errors import UnsupportedSpecError
+
+    p = run("translate", model)
+    assert p.returncode == 0, p.stderr
+    said = p.stdout.split("statsmodels:")[1]
+    try:
+        hlmbridge.fit(model, hsb_combined, engine="statsmodels")
+        fits = True
+    except UnsupportedSpecError:
+        fits = False
+    assert ("not fitted" in said or "refuses it" in said) is (not fits), said
+    assert "cannot fit" not in said or not fits, said
+    if fits and "smf.mixedlm" not in said:
+        assert "hlmbridge's statsmodels engine fits it" in said
+        assert f"result = hlmbridge.fit({model!r}, df, engine='statsmodels')" in said
