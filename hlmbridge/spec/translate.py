@@ -160,7 +160,7 @@ def _statsmodels(spec: ModelSpec, text: str, to_statsmodels: object) -> str:
                "correlated terms below the first when the data show them (use engine='lme4')")
     if refused:
         said = f"hlmbridge's statsmodels engine refuses it: {refused[0]}"
-        return f"{code}\n{said}" if code is not None else f"not fitted: {refused[0]}"
+        return f"{code}\n{said}" if code is not None else f"not expressible: {refused[0]}"
     if code is not None:
         return code + depends
     what = unsaid.construct if unsaid is not None else "this model"
