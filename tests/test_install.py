@@ -143,10 +143,24 @@ def test_rpy2_36_on_older_r_names_the_command_that_repairs_it(tmp_path: Path) ->
     assert repair.returncode == 0, repair.stderr[-3000:]
     after = subprocess.run([str(py), "-c",
                             "from hlmbridge.engines.r_requirements import check\ncheck()\n"
-                            "import rpy2, rpy2.robjects as ro\n"
-                            "print(rpy2.__version__, ro.r('as.character(getRversion())')[0],"
+                            "import rpy2.robjects as ro\nfrom importlib.metadata import version\n"
+                            "print(version('rpy2'), ro.r('as.character(getRversion())')[0],"
                             " ro.r('isTRUE(requireNamespace(\"lme4\", quietly = TRUE))')[0])"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert after.returncode == 0, after.stderr[-3000:]
     version, r_seen, lme4 = after.stdout.split()
     assert version.startswith("3.5.") and r_seen == r_version and lme4 == "True", after.stdout
+
+
+def test_no_code_reads_rpy2_dunder_version() -> None:
+    """rpy2 3.6's ``rpy2`` is a namespace package with no ``__version__`` (3.5's had one): reading
+    it made the lme4 engine fail with AttributeError on R >= 4.5, the pair ``hlmbridge[r]`` gives.
+    The version comes from the distribution's metadata (``r_requirements.rpy2_version``)."""
+    import re
+
+    offenders = []
+    for path in [*sorted((REPO / "hlmbridge").rglob("*.py")), *sorted((REPO / "scripts").glob("*"))]:
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"""rpy2\.__version__|__import__\(["']rpy2["']\)\.__version__""", text):
+            offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, offenders

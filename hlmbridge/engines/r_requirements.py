@@ -46,7 +46,7 @@ from pathlib import Path
 from hlmbridge.errors import EngineUnavailableError
 
 __all__ = ["DISTRIBUTIONS", "RPY2_BEFORE_R45", "RPY2_FROM_R45", "check", "installed_rpy2", "problem",
-           "r_version", "repair_command", "rpy2_requirement"]
+           "r_version", "repair_command", "rpy2_requirement", "rpy2_version"]
 
 #: The rpy2 series for R 4.2-4.4 (3.5.17 is the first 3.5 that builds against R 4.4's headers).
 RPY2_BEFORE_R45 = "rpy2>=3.5.17,<3.6"
@@ -97,6 +97,17 @@ def installed_rpy2() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def rpy2_version() -> str:
+    """The installed rpy2's version, from its distribution's metadata: rpy2 3.6's ``rpy2`` is a
+    namespace package without ``__version__`` (3.5's had one); "unknown" when not installed.
+
+    >>> rpy2_version() == (installed_rpy2()["rpy2"] or installed_rpy2()["rpy2-robjects"] or "unknown")
+    True
+    """
+    found = installed_rpy2()
+    return found["rpy2"] or found["rpy2-robjects"] or "unknown"
 
 
 def r_version(r_home: str | None = None) -> Version | None:

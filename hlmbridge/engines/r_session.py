@@ -207,7 +207,7 @@ class _RSession:
     """The embedded R, with hlmbridge's functions in a private environment."""
 
     def __init__(self) -> None:
-        from hlmbridge.engines.r_requirements import check  # rpy2's series for this R (names the fix)
+        from hlmbridge.engines.r_requirements import check, rpy2_version  # rpy2's series for this R
 
         check()
         r_ld_path = _check_r_starts()  # a wrong R_HOME would otherwise abort this process
@@ -263,9 +263,7 @@ class _RSession:
             self.as_logical = ro.r["as.logical"]
             versions = self.env["hlmbridge_versions"]()
             self.versions = dict(zip(versions.names, versions, strict=True))
-        import rpy2
-
-        self.versions["rpy2"] = rpy2.__version__
+        self.versions["rpy2"] = rpy2_version()  # rpy2 3.6's `rpy2` is a namespace package: no __version__
         self.lock = threading.Lock()
 
     @contextlib.contextmanager
