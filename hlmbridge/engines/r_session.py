@@ -148,7 +148,8 @@ def _check_r_starts() -> str | None:
         except (OSError, ValueError, AttributeError):
             pass  # no stamp (or an unreadable one): check
     code = ("import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n    import rpy2.rinterface as ri\n"
-            "except ImportError:\n    sys.exit(3)\nri.initr_simple()\n"
+            "except ImportError:\n    sys.exit(3)\n"
+            "(getattr(ri, 'initr_simple', None) or ri.initr)()  # rpy2 3.6 has initr only\n"
             "from rpy2.rinterface_lib import openrlib\nimport json\n"
             "print('hlmbridge-ld-library-path:' + json.dumps(str(getattr(openrlib, 'LD_LIBRARY_PATH', ''))))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
