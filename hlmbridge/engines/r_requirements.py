@@ -7,8 +7,8 @@ and rpy2 3.6 is three distributions (``rpy2``, ``rpy2-rinterface``, ``rpy2-robje
 3.5 was one: ``pip install 'rpy2<3.6'`` over a 3.6 leaves the 3.6 ``rpy2-rinterface`` and
 ``rpy2-robjects`` installed in the same ``rpy2/`` folder, and that mix cannot be imported.
 
-:func:`check` reads the installed distributions' versions (``importlib.metadata``, nothing
-imported) and R's version (``R_HOME``, else ``R RHOME`` as rpy2 finds it, then the base
+:func:`check` reads the installed distributions' versions (their metadata on ``sys.path``,
+nothing imported) and R's version (``R_HOME``, else ``R RHOME`` as rpy2 finds it, then the base
 package's ``DESCRIPTION``), and raises :class:`~hlmbridge.errors.EngineUnavailableError` with
 the exact command that installs the rpy2 series for this R: it uninstalls all three
 distributions first, then installs, which works from any of those states (checked in
@@ -40,7 +40,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from hlmbridge.errors import EngineUnavailableError
@@ -87,16 +86,53 @@ def repair_command(r: Version, python: str | None = None) -> str:
             f"{py} -m pip install {shlex.quote(rpy2_requirement(r))}")
 
 
+_DIST_INFO = re.compile(r"^(rpy2(?:[-_.]rinterface|[-_.]robjects)?)-([^-]+)\.(?:dist-info|egg-info)$", re.IGNORECASE)
+
+
 def installed_rpy2() -> dict[str, str | None]:
     """The installed version of each of :data:`DISTRIBUTIONS` (None when not installed), read
-    from the distributions' metadata on ``sys.path`` without importing them."""
-    out: dict[str, str | None] = {}
-    for name in DISTRIBUTIONS:
+    from the distributions' metadata on ``sys.path`` without importing them.
+
+    As ``importlib.metadata.version`` finds them (the first ``*.dist-info``/``*.egg-info`` along
+    ``sys.path``, its ``Version:``), without importing ``importlib.metadata`` (45 ms here, a
+    twentieth of the lme4 engine's cold start).
+
+    >>> from importlib import metadata
+    >>> installed_rpy2()["rpy2"] == metadata.version("rpy2")
+    True
+    """
+    out: dict[str, str | None] = dict.fromkeys(DISTRIBUTIONS)
+    for entry in sys.path:
         try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+            names = os.listdir(entry or ".")
+        except OSError:  # a zip file, a folder that is gone
+            continue
+        for name in sorted(names):
+            m = _DIST_INFO.match(name)
+            if m is None:
+                continue
+            key = re.sub(r"[-_.]+", "-", m.group(1).lower())
+            if out.get(key) is not None:
+                continue
+            out[key] = _metadata_version(Path(entry or ".", name)) or m.group(2)
+        if all(v is not None for v in out.values()):
+            break
     return out
+
+
+def _metadata_version(folder: Path) -> str | None:
+    """The ``Version:`` of a distribution's METADATA (dist-info) or PKG-INFO (egg-info)."""
+    for file in ("METADATA", "PKG-INFO"):
+        try:
+            with open(folder / file, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Version:"):
+                        return line.split(":", 1)[1].strip()
+                    if not line.strip():  # the headers end at the first blank line
+                        break
+        except OSError:
+            continue
+    return None
 
 
 def rpy2_version() -> str:
