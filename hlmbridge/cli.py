@@ -121,6 +121,7 @@ def _read_data_while_r_starts(data: str, engines: Sequence[str] | None) -> Any:
     is an error before R starts.
     """
     from hlmbridge import datasets
+    from hlmbridge.check.validate import load_data  # noqa: F401  (pandas and numpy: loaded here, before R starts)
 
     datasets.resolve(data)
     if engines and "lme4" not in engines:
