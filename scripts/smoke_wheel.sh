@@ -27,7 +27,13 @@ die() { printf 'smoke_wheel: ERROR: %s\n' "$*" >&2; exit 1; }
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/hlmbridge-wheel.XXXXXX")"
 case "$TMP" in "$REPO"/*) die "the temporary folder $TMP is inside the checkout";; esac
 cleanup() {
-    if [ "${HLMBRIDGE_SMOKE_KEEP:-0}" = 1 ]; then say "kept $TMP"; else rm -rf "$TMP"; fi
+    if [ "${HLMBRIDGE_SMOKE_KEEP:-0}" = 1 ]; then
+        say "kept $TMP"
+    else
+        local t=$SECONDS
+        rm -rf "$TMP"
+        say "removed the temporary folder in $((SECONDS - t))s"
+    fi
 }
 trap cleanup EXIT
 t0=$SECONDS
