@@ -13,6 +13,10 @@ Examples
 >>> from hlmbridge.cli import build_parser
 >>> build_parser().parse_args(["validate", "--engine", "statsmodels"]).engine
 ['statsmodels']
+
+``--data`` (and ``summarize``'s file) takes a file, or a bundled data set by name
+(:data:`hlmbridge.datasets.NAMES`: ``hsb``, ``hsb1``, ``hsb2``, ``sleepstudy``):
+``hlmbridge fit "mixed mathach ses || id:" --data hsb``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from hlmbridge.errors import HlmbridgeError, UsageError
 
 __all__ = ["build_parser", "main"]
 
+#: The bundled data sets' names, as the help lists them (hlmbridge.datasets.NAMES; checked by tests).
+_DATA_NAMES = "hsb, hsb1, hsb2, sleepstudy"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
@@ -36,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="cross-check every reference case against every engine")
     v.add_argument("--fixtures", help="fixture directory or file (default: fixtures/stata)")
-    v.add_argument("--data", help="data file (.dta/.csv; default: the bundled HSB data)")
+    v.add_argument("--data", help="data file (.dta/.csv) or a bundled data set (" + _DATA_NAMES + "; default: hsb)")
     v.add_argument("--engine", action="append", help="engine (repeatable; default: every available engine)")
     v.add_argument("--case", action="append", help="case name or shell pattern (repeatable; default: all)")
     v.add_argument("--format", default="text", choices=["text", "json", "markdown", "junit"])
@@ -48,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "cases and numbers) from the files there, list what changed, then validate")
     f = sub.add_parser("fit", help="fit a model with each engine and show Stata-style output")
     f.add_argument("model", help="Stata mixed command or lme4 formula")
-    f.add_argument("--data", required=True, help="data file (.dta or .csv)")
+    f.add_argument("--data", required=True, help="data file (.dta or .csv) or a bundled data set (" + _DATA_NAMES
+                   + ")")
     f.add_argument("--engine", action="append", help="engine (repeatable; default: every available engine)")
     f.add_argument("--reml", action="store_true", help="fit by REML")
     f.add_argument("--plot", metavar="DIR", help="write caterpillar, residual and QQ plots (PNG) per engine "
@@ -62,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--lenient", action="store_true", help="list unparseable blocks instead of stopping")
     i.add_argument("--overrides", help="per-row tolerance overrides (TOML, see fixtures/README.md)")
     s = sub.add_parser("summarize", help="Stata-style summarize of a data file")
-    s.add_argument("file")
+    s.add_argument("file", help="data file (.dta or .csv) or a bundled data set (" + _DATA_NAMES + ")")
     s.add_argument("--by", help="one row per group of this variable (egen tag ... if tag==1)")
     return p
 
@@ -90,7 +98,7 @@ def _validate(a: argparse.Namespace) -> int:
             sys.stderr.write(f"manifest: {line}\n")
         said = f"rewritten, {len(changes)} change(s)" if changes else "unchanged"
         sys.stderr.write(f"manifest: {mpath} {said}\n")
-    report = validate(a.fixtures, a.data, a.engine, a.case, jobs=a.jobs,
+    report = validate(a.fixtures, None if a.data is None else _load_data(a.data), a.engine, a.case, jobs=a.jobs,
                       progress=None if a.quiet else _stderr_progress)
     text = render(report, a.format)
     if a.out:
@@ -106,25 +114,39 @@ def _validate(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _read_data_while_r_starts(path: str, engines: Sequence[str] | None) -> Any:
-    """The data file as a frame, read in a second thread while this one starts R.
+def _load_data(data: str) -> Any:
+    """A ``--data`` argument as a frame: a .dta/.csv file, or a bundled data set by name
+    (:func:`hlmbridge.datasets.resolve`; neither is a DataError listing the names)."""
+    from hlmbridge import datasets
+    from hlmbridge.check.validate import load_data
+
+    what = datasets.resolve(data)
+    return datasets.load(what) if isinstance(what, str) else load_data(what)
+
+
+def _read_data_while_r_starts(data: str, engines: Sequence[str] | None) -> Any:
+    """The data (a file or a bundled data set's name) as a frame, read in a second thread while
+    this one starts R.
 
     Loading lme4 into R takes 1.3-2 s, all of it inside R with Python's GIL released; reading
     the file and importing pandas, numpy and the fit's modules take 0.4-0.6 s of Python. R is
     started, and later used, only by this (the calling) thread; the second thread never touches
-    R. Without lme4 among the engines, or with no such file, the data are read here directly.
+    R. Without lme4 among the engines the data are read here directly; neither a file nor a name
+    is an error before R starts.
     """
-    from hlmbridge.check.validate import load_data
+    from hlmbridge import datasets
+    from hlmbridge.check.validate import load_data  # noqa: F401  (pandas and numpy: loaded here, before R starts)
 
-    if (engines and "lme4" not in engines) or not Path(path).is_file():
-        return load_data(path)
+    datasets.resolve(data)
+    if engines and "lme4" not in engines:
+        return _load_data(data)
     import threading
 
     box: dict[str, Any] = {}
 
     def read() -> None:
         try:
-            box["data"] = load_data(path)
+            box["data"] = _load_data(data)
             import hlmbridge.engines.lme4
             import hlmbridge.fit
             import hlmbridge.results.display  # noqa: F401  (what the fit and its table import next)
@@ -219,15 +241,9 @@ def _import(a: argparse.Namespace) -> int:
 
 def _summarize(a: argparse.Namespace) -> int:
     from hlmbridge.data import summarize
-    from hlmbridge.check.validate import load_data
+    from hlmbridge.display_data import format_summarize
 
-    table = summarize(load_data(a.file), by_group=a.by)
-    try:
-        from hlmbridge.display_data import format_summary  # type: ignore[attr-defined]
-
-        print(format_summary(table))
-    except (ImportError, AttributeError):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.7g}"))
+    print(format_summarize(summarize(_load_data(a.file), by_group=a.by)))
     return 0
 
 

@@ -15,19 +15,22 @@ Examples
 (7185, 11)
 >>> datasets.sleepstudy().shape
 (180, 3)
+>>> datasets.load("hsb2").shape           # by name, as ``hlmbridge fit ... --data hsb2``
+(160, 7)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from hlmbridge.errors import DataError, UsageError
 
-__all__ = ["BUNDLE_DIR", "DATA_DIR", "HSB_LEVELS", "SOURCE_ROOT", "hsb", "hsb_path", "resource_path",
-           "sleepstudy", "sleepstudy_path"]
+if TYPE_CHECKING:  # pandas is imported when data are read, not with the module (the command line's start)
+    import pandas as pd
+
+__all__ = ["BUNDLE_DIR", "DATA_DIR", "HSB_LEVELS", "NAMES", "SOURCE_ROOT", "hsb", "hsb_path", "load",
+           "resolve", "resource_path", "sleepstudy", "sleepstudy_path"]
 
 #: Copies of ``r/`` and ``fixtures/`` that the wheel build puts inside the package.
 BUNDLE_DIR: Path = Path(__file__).resolve().parent / "_bundled"
@@ -179,5 +182,71 @@ def sleepstudy() -> pd.DataFrame:
     >>> df["Subject"].nunique()
     18
     """
+    import pandas as pd
+
     df = pd.read_csv(sleepstudy_path(), dtype={"Subject": str})
     return df
+
+
+#: The bundled data sets by name (``hlmbridge fit ... --data hsb``; :func:`load`): what each is.
+NAMES: dict[str, str] = {
+    "hsb": "HSB students with their school's variables, hsb.dta",
+    "hsb1": "HSB students, hsb1.dta",
+    "hsb2": "HSB schools, hsb2.dta",
+    "sleepstudy": "lme4's sleepstudy, sleepstudy.csv",
+}
+_LEVEL_OF = {"hsb": "combined", "hsb1": "students", "hsb2": "schools"}
+
+
+def _names_listed() -> str:
+    return ", ".join(f"{k} ({v})" for k, v in NAMES.items())
+
+
+def load(name: str) -> pd.DataFrame:
+    """A bundled data set by name (one of :data:`NAMES`), as :func:`hsb` and :func:`sleepstudy`
+    give it.
+
+    Raises
+    ------
+    UsageError
+        An unknown name (the message lists the names).
+
+    Examples
+    --------
+    >>> list(load("sleepstudy").columns)
+    ['Reaction', 'Days', 'Subject']
+    """
+    if not isinstance(name, str) or name not in NAMES:
+        raise UsageError(f"no bundled data set named {name!r}; the bundled data sets are {_names_listed()}")
+    if name == "sleepstudy":
+        return sleepstudy()
+    return hsb(_LEVEL_OF[name])
+
+
+def resolve(data: str | Path) -> Path | str:
+    """What a ``--data`` argument names: an existing file (returned as a Path), else a bundled
+    data set's name (returned as the str, for :func:`load`).
+
+    A file wins over a name: ``--data hsb`` reads a file called ``hsb`` in the current folder
+    when there is one.
+
+    Raises
+    ------
+    DataError
+        Neither a file nor a bundled name (the message lists the names).
+
+    Examples
+    --------
+    >>> resolve("hsb")
+    'hsb'
+    >>> resolve("no-such-thing")
+    Traceback (most recent call last):
+    ...
+    hlmbridge.errors.DataError: no data file 'no-such-thing' and no bundled data set of that name; the bundled data sets are hsb (...
+    """
+    if Path(data).is_file():
+        return Path(data)
+    if isinstance(data, str) and data in NAMES:
+        return data
+    raise DataError(f"no data file {str(data)!r} and no bundled data set of that name; the bundled data sets "
+                    f"are {_names_listed()}")

@@ -136,7 +136,8 @@ rm -f "$STAMP"
 if ! "$VENV/bin/python" -c '
 import rpy2.robjects as ro
 ro.r("suppressPackageStartupMessages(library(lme4))")
-print("rpy2 %s loads lme4 %s in R %s" % (__import__("rpy2").__version__,
+from importlib.metadata import version  # rpy2 3.6 is a namespace package without a version attribute
+print("rpy2 %s loads lme4 %s in R %s" % (version("rpy2"),
       ro.r("as.character(packageVersion(\"lme4\"))")[0], ro.r("R.version.string")[0]))
 ' >&2; then
     die "rpy2 cannot load lme4 (see the error above); R $R_VERSION with $RPY2_SPEC"

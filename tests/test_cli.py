@@ -96,3 +96,103 @@ def test_bad_log_exits_2(tmp_path):
     bad.write_text(". estat icc\n\nIntraclass correlation\n\n  Level |  ICC\n    id |   x  y  z  w\n")
     p = run("import-stata", str(bad), "--out", str(tmp_path / "o"))
     assert p.returncode == 2 and "bad.log:" in p.stderr
+
+
+# ---------------------------------------------------------------- issue 26, items 2 and 3
+
+SEED_LOG = ROOT / "fixtures" / "stata" / "logs" / "000_b67aa17e87dadab7.txt"
+
+
+def test_summarize_prints_stata_s_table_for_a_bundled_name():
+    """`hlmbridge summarize` printed pandas' plain table: it imported `format_summary` (the
+    function is `format_summarize`) inside `except (ImportError, AttributeError)`."""
+    lines = SEED_LOG.read_text(encoding="utf-8").splitlines()
+    sum_after_hsb2 = lines.index(". use hsb2.dta, clear") + 2
+    assert lines[sum_after_hsb2] == ". sum"
+    stata = _stata_block_at(lines, sum_after_hsb2)
+    p = run("summarize", str(ROOT / "fixtures" / "data" / "hsb2.dta"))
+    assert p.returncode == 0, p.stderr
+    assert [ln.rstrip() for ln in p.stdout.splitlines() if ln.strip()] == stata
+    by_name = run("summarize", "hsb2")
+    assert by_name.returncode == 0 and by_name.stdout == p.stdout, by_name.stderr
+
+
+def _stata_block_at(lines: list[str], index: int) -> list[str]:
+    out = []
+    for line in lines[index + 1:]:
+        if line.startswith(". "):
+            break
+        if line.strip():
+            out.append(line.rstrip())
+    return out
+
+
+def test_fit_and_validate_reach_the_bundled_data_by_name():
+    _need_engine("statsmodels")
+    p = run("fit", "mixed mathach ses || id:", "--data", "hsb", "--engine", "statsmodels")
+    assert p.returncode == 0, p.stderr
+    assert "Number of obs     =      7,185" in p.stdout and "Number of groups  =        160" in p.stdout
+    p = run("fit", "Reaction ~ Days + (Days | Subject)", "--data", "sleepstudy", "--engine", "statsmodels")
+    assert p.returncode == 0, p.stderr
+    assert "Number of obs     =        180" in p.stdout
+    p = run("fit", "mixed size sector || id:", "--data", "hsb2", "--engine", "statsmodels")
+    assert p.returncode == 2 and "160 groups" not in p.stdout  # hsb2 has one row per school: a real error, said
+    p = run("validate", "--data", "hsb", "--case", M0, "--engine", "statsmodels", "--quiet")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip().splitlines()[-1].startswith("OK:")
+
+
+def test_a_name_that_is_neither_file_nor_bundled_lists_the_names(tmp_path):
+    for args in (["fit", "mixed mathach ses || id:", "--data", "hbs"], ["validate", "--data", "hbs", "--case", M0],
+                 ["summarize", "hbs"]):
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr
+        assert "no data file 'hbs' and no bundled data set of that name" in p.stderr, p.stderr
+        for name in ("hsb", "hsb1", "hsb2", "sleepstudy"):
+            assert f" {name} (" in p.stderr
+
+
+def test_a_file_wins_over_a_bundled_name(tmp_path):
+    _need_engine("statsmodels")
+    (tmp_path / "hsb").write_text("y,g\n1,a\n")  # a file named like a data set: read as the file (not .dta/.csv)
+    p = subprocess.run([sys.executable, "-m", "hlmbridge.cli", "summarize", "hsb"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=600)
+    assert p.returncode == 2 and "unsupported data file type ''" in p.stderr, p.stderr
+
+
+def test_help_lists_every_bundled_name():
+    from hlmbridge.cli import _DATA_NAMES
+    from hlmbridge.datasets import NAMES
+
+    assert _DATA_NAMES == ", ".join(NAMES)
+
+
+# ---------------------------------------------------------------- issue 26, item 6
+
+@pytest.mark.parametrize("model", [
+    "mathach ~ poly(ses, 2) + (1 | id)",
+    "mathach ~ log(size) + scale(meanses) + factor(sector) + (ses | id)",
+    "mixed mathach ses || id: ses, cov(unstructured)",
+    "mixed mathach ses || id: ses, cov(exchangeable)",
+])
+def test_translate_says_what_the_statsmodels_engine_does(model: str, hsb_combined) -> None:
+    """translate said statsmodels "cannot fit" poly(); the statsmodels engine fits it (it
+    evaluates the transforms itself and passes MixedLM arrays). Each claim is checked against a
+    real fit."""
+    import hlmbridge
+    from hlmbridge.errors import UnsupportedSpecError
+
+    p = run("translate", model)
+    assert p.returncode == 0, p.stderr
+    said = p.stdout.split("statsmodels:")[1]
+    try:
+        hlmbridge.fit(model, hsb_combined, engine="statsmodels")
+        fits = True
+    except UnsupportedSpecError:
+        fits = False
+    assert ("not expressible" in said or "refuses it" in said) is (not fits), said
+    assert "cannot fit" not in said or not fits, said
+    if fits and "smf.mixedlm" not in said:
+        assert "hlmbridge's statsmodels engine fits it" in said
+        assert f"result = hlmbridge.fit({model!r}, df, engine='statsmodels')" in said

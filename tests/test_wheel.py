@@ -96,3 +96,17 @@ def test_missing_resource_names_both_places() -> None:
     with pytest.raises(DataError, match="neither in the installed package .* nor in a source tree"):
         datasets.resource_path("fixtures", "no-such-file.csv")
     assert datasets.resource_path("fixtures", "no-such-file.csv", required=False) == REPO / "fixtures" / "no-such-file.csv"
+
+
+@pytest.mark.slow
+def test_wheel_r_extra_admits_both_rpy2_series(wheel: Path) -> None:
+    """``hlmbridge[r]`` must admit rpy2 3.5 (R < 4.5) and 3.6 (R >= 4.5): the lme4 engine's first
+    use names the series for the R found (hlmbridge/engines/r_requirements.py)."""
+    from hlmbridge.engines.r_requirements import RPY2_BEFORE_R45, RPY2_FROM_R45
+
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = z.read(meta).decode().splitlines()
+    extra = [ln for ln in lines if ln.startswith("Requires-Dist:") and 'extra == "r"' in ln]
+    assert extra == ['Requires-Dist: rpy2<3.7,>=3.5.17; extra == "r"'], extra
+    assert RPY2_BEFORE_R45 == "rpy2>=3.5.17,<3.6" and RPY2_FROM_R45 == "rpy2>=3.6,<3.7"

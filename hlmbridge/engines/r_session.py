@@ -148,7 +148,8 @@ def _check_r_starts() -> str | None:
         except (OSError, ValueError, AttributeError):
             pass  # no stamp (or an unreadable one): check
     code = ("import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n    import rpy2.rinterface as ri\n"
-            "except ImportError:\n    sys.exit(3)\nri.initr_simple()\n"
+            "except ImportError:\n    sys.exit(3)\n"
+            "(getattr(ri, 'initr_simple', None) or ri.initr)()  # rpy2 3.6 has initr only\n"
             "from rpy2.rinterface_lib import openrlib\nimport json\n"
             "print('hlmbridge-ld-library-path:' + json.dumps(str(getattr(openrlib, 'LD_LIBRARY_PATH', ''))))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -207,6 +208,9 @@ class _RSession:
     """The embedded R, with hlmbridge's functions in a private environment."""
 
     def __init__(self) -> None:
+        from hlmbridge.engines.r_requirements import check, rpy2_version  # rpy2's series for this R
+
+        check()
         r_ld_path = _check_r_starts()  # a wrong R_HOME would otherwise abort this process
         saved_ld_path = os.environ.get("LD_LIBRARY_PATH")
         heap_set = _start_heap_in_environment()
@@ -260,9 +264,7 @@ class _RSession:
             self.as_logical = ro.r["as.logical"]
             versions = self.env["hlmbridge_versions"]()
             self.versions = dict(zip(versions.names, versions, strict=True))
-        import rpy2
-
-        self.versions["rpy2"] = rpy2.__version__
+        self.versions["rpy2"] = rpy2_version()  # rpy2 3.6's `rpy2` is a namespace package: no __version__
         self.lock = threading.Lock()
 
     @contextlib.contextmanager

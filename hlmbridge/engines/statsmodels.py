@@ -344,7 +344,7 @@ def _newton_fit(model: Any, reml: bool, max_iterations: int,
             _prepare(model, reml)
             packed, llf, how = _newton(model, _moment_start(model), max_iterations)
             answer = None if packed is None else _NewtonOptimum(model, packed, llf)
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError, AttributeError) as exc:
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
             tried.append(f"newton: {type(exc).__name__}: {exc}")
             return None
     if answer is None or not np.isfinite(answer.llf):

@@ -769,8 +769,6 @@ def _spec_for(command: str, err) -> Any:
 
     try:
         return ModelSpec.parse(command)
-    except ImportError as exc:
-        raise err(f"cannot check labels against {command!r}: the model-syntax parser is unavailable ({exc})") from exc
     except HlmbridgeError as exc:
         raise err(f"model command {command!r} does not parse: {exc}") from exc
 

@@ -125,9 +125,22 @@ def ic(res: FitResult) -> pd.DataFrame:
     )
 
 
+#: Stata's boundary note as ``lrtest`` prints it (wrapped after "boundary of the", as in the seed's log).
+_NOTE_LINES = (
+    "Note: The reported degrees of freedom assumes the null hypothesis is not on the boundary of the",
+    "      parameter space. If this is not true, then the reported test is conservative.",
+)
+
+
 @dataclass(frozen=True)
 class LRTest:
-    """A likelihood-ratio test of a nested model (``restricted``) against a fuller one."""
+    """A likelihood-ratio test of a nested model (``restricted``) against a fuller one.
+
+    ``restricted`` and ``unrestricted`` are the two models as written (the command or formula
+    they were fitted from); ``restricted_name`` and ``unrestricted_name`` are what the printed
+    form calls them (``lrtest(..., names=...)``; the models as written by default).
+    ``print(test)`` shows it as Stata's ``lrtest`` does; ``repr`` shows the fields.
+    """
 
     chi2: float
     df: int
@@ -135,13 +148,66 @@ class LRTest:
     restricted: str
     unrestricted: str
     note: str | None = None
+    restricted_name: str | None = None
+    unrestricted_name: str | None = None
+
+    def __str__(self) -> str:
+        """Stata's layout: the title, the assumption, ``LR chi2(df)`` to 2 decimals and
+        ``Prob > chi2`` to 4, the labels and values aligned on ``=``, and the boundary note."""
+        small = self.restricted_name if self.restricted_name is not None else self.restricted
+        big = self.unrestricted_name if self.unrestricted_name is not None else self.unrestricted
+        labels = (f"LR chi2({self.df})", "Prob > chi2")
+        values = (f"{self.chi2:.2f}", f"{self.p_value:.4f}")
+        lw = max(map(len, labels))
+        vw = max(map(len, values))
+        lines = ["Likelihood-ratio test", f"Assumption: {small} nested within {big}", ""]
+        lines += [f"{lab:>{lw}} = {val:>{vw}}" for lab, val in zip(labels, values, strict=True)]
+        if self.note is not None:
+            lines += ["", *(_NOTE_LINES if self.note == BOUNDARY_NOTE else (f"Note: {self.note}",))]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:  # IPython shows the printed form
+        p.text(str(self))  # type: ignore[attr-defined]
 
 
-def lrtest(a: FitResult, b: FitResult) -> LRTest:
+def _written(res: FitResult) -> str:
+    """A model as the user wrote it (the command or formula it was fitted from)."""
+    spec = res.spec
+    if spec._source is not None:
+        return spec._source.strip()
+    if spec.formula is not None:
+        return spec.to_lme4().formula
+    return spec.to_stata()
+
+
+def lrtest(a: FitResult, b: FitResult, *, names: tuple[str, str] | None = None) -> LRTest:
     """Stata's ``lrtest a b``: LR chi2 with the difference in df, and the boundary note.
 
     The model with fewer parameters is taken as nested in the other, as Stata does.
+    ``names`` labels ``a`` and ``b`` in the printed form (Stata's ``estimates store`` names);
+    by default each model is shown as written.
+
+    Examples
+    --------
+    >>> import hlmbridge
+    >>> df = hlmbridge.datasets.hsb()
+    >>> m1 = hlmbridge.fit("mixed mathach ses || id:", df, engine="statsmodels")
+    >>> m2 = hlmbridge.fit("mixed mathach ses || id: ses, cov(unstructured)", df, engine="statsmodels")
+    >>> print(lrtest(m2, m1, names=("m2", "m1")))
+    Likelihood-ratio test
+    Assumption: m1 nested within m2
+    <BLANKLINE>
+     LR chi2(2) =   4.54
+    Prob > chi2 = 0.1035
+    <BLANKLINE>
+    Note: The reported degrees of freedom assumes the null hypothesis is not on the boundary of the
+          parameter space. If this is not true, then the reported test is conservative.
+    >>> lrtest(m1, m2).df
+    2
     """
+    if names is not None and (not isinstance(names, (tuple, list)) or len(names) != 2
+                              or not all(isinstance(n, str) and n.strip() for n in names)):
+        raise UsageError(f"names must be two non-empty strings, one per model; got {names!r}")
     if a.nobs != b.nobs:
         raise UsageError(f"the models were fitted on different samples ({a.nobs} vs {b.nobs} observations)")
     if a.method != b.method:
@@ -158,7 +224,9 @@ def lrtest(a: FitResult, b: FitResult) -> LRTest:
     note = BOUNDARY_NOTE if n_var_small != n_var_big else None
     from hlmbridge.inference.tails import chi2_sf  # scipy.stats.chi2.sf without importing scipy
 
-    return LRTest(chi2, df, chi2_sf(chi2, df), small.spec.to_stata(), big.spec.to_stata(), note)
+    label = {id(a): names[0], id(b): names[1]} if names is not None else {}
+    return LRTest(chi2, df, chi2_sf(chi2, df), _written(small), _written(big), note,
+                  label.get(id(small)), label.get(id(big)))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,16 @@ __all__ = ["Prediction", "fitted", "predict", "residuals"]
 class Prediction:
     """Predictions on new data: ``values`` (indexed like newdata, NaN where a needed value
     is missing), ``n_new_levels`` rows that met a group the fit did not see (those get the
-    population-level value for that grouping factor), ``n_missing`` rows left NaN."""
+    population-level value for that grouping factor), ``n_missing`` rows left NaN.
+
+    Array-like: ``np.asarray(p)``, ``len(p)``, iteration and ``p[label]`` read ``values``
+    (a ``pd.Series(p)`` is unindexed: use ``p.values`` to keep newdata's index).
+
+    >>> import numpy as np, pandas as pd
+    >>> p = Prediction(pd.Series([1.5, np.nan], index=["a", "b"]), 0, 1)
+    >>> np.asarray(p), float(p["a"]), list(p), len(p)
+    (array([1.5, nan]), 1.5, [1.5, nan], 2)
+    """
 
     values: pd.Series
     n_new_levels: int
@@ -55,8 +65,22 @@ class Prediction:
         """The predictions as an array."""
         return self.values.to_numpy()
 
+    def __array__(self, dtype: object = None, copy: bool | None = None) -> np.ndarray:
+        """``values`` as an array (numpy's protocol: ``copy=False`` refuses a dtype conversion)."""
+        if copy is False and dtype is not None and np.dtype(dtype) != self.values.dtype:  # type: ignore[call-overload]
+            raise ValueError(f"the predictions are {self.values.dtype}: {dtype} needs a copy")
+        out = self.values.to_numpy(dtype=dtype)  # type: ignore[arg-type]
+        return out.copy() if copy else out
+
     def __len__(self) -> int:
         return len(self.values)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.values)
+
+    def __getitem__(self, label: object) -> object:
+        """``values[label]``: the prediction of newdata's row ``label`` (or a Series for several)."""
+        return self.values[label]
 
 
 def _n_levels(res: object, level: int | None) -> int:

@@ -159,11 +159,20 @@ def ranef_frame(res: object, level: float = 0.95) -> pd.DataFrame:
 def coef_frames(res: object) -> dict[str, pd.DataFrame]:
     """lme4's ``coef()``: per grouping factor, each group's coefficients (fixed + random).
 
-    Columns: random terms the fixed part lacks (filled from 0, as lme4 does), then the fixed
-    effects in the fit's order; the index is the group labels.
+    Columns as lme4's: random terms the fixed part lacks (filled from 0), then the fixed
+    effects in lme4's order, ``(Intercept)`` first and the others in the fit's order (a Stata
+    command's fit lists ``_cons`` last); the index is the group labels.
+
+    >>> import hlmbridge
+    >>> res = hlmbridge.fit("mixed Reaction Days || Subject: Days, cov(unstructured)",
+    ...                     hlmbridge.datasets.sleepstudy(), engine="statsmodels")
+    >>> list(res.fixed["term"]), list(res.coef()["Subject"].columns)
+    (['Days', '(Intercept)'], ['(Intercept)', 'Days'])
     """
     beta, _ = estimates_of(res)
     fixed = [r[0] for r in res.fixed_rows]  # type: ignore[attr-defined]
+    order = sorted(range(len(fixed)), key=lambda j: fixed[j] != "(Intercept)")  # stable: the rest keep their order
+    fixed, beta = [fixed[j] for j in order], beta[order]
     out: dict[str, pd.DataFrame] = {}
     for le in level_effects(res):
         extra = [t for t in le.terms_lme4 if t not in fixed]

@@ -123,9 +123,48 @@ def translate(text: str, *, reml: bool | None = None) -> str:
     except UnsupportedSpecError as e:
         lme4 = f"not expressible: {e}"
     out += _indent("lme4:", lme4)
-    try:
-        sm = to_statsmodels(spec).python_code()
-    except UnsupportedSpecError as e:
-        sm = f"not expressible: {e}"
-    out += _indent("statsmodels:", sm)
+    out += _indent("statsmodels:", _statsmodels(spec, text.strip(), to_statsmodels))
     return "\n".join(out)
+
+
+def _statsmodels(spec: ModelSpec, text: str, to_statsmodels: object) -> str:
+    """What happens to the model with statsmodels: the formula code that fits it, or how
+    hlmbridge's statsmodels engine fits it without one, or why that engine refuses it.
+
+    The engine never goes through a statsmodels formula: it builds the design (Stata's rules
+    for a command, R's ``model.matrix`` rules and hlmbridge's own evaluation of transforms for
+    an lme4 formula) and gives ``MixedLM`` the arrays, so ``poly()``, ``log()``, ``scale()``,
+    ``factor()`` ... fit on it although no statsmodels formula says them. It refuses only
+    covariance structures MixedLM lacks (:meth:`~hlmbridge.engines.statsmodels.StatsmodelsEngine.unsupported`;
+    for an lme4 formula, crossed grouping factors and correlated terms below the first are
+    refused when the data show them).
+
+    >>> print(translate("mathach ~ poly(ses, 2) + (1 | id)").split("statsmodels:  ")[1])
+    hlmbridge's statsmodels engine fits it: hlmbridge builds the design (R's model.matrix rules,
+                  transforms evaluated by hlmbridge) and gives MixedLM the arrays; no statsmodels formula says
+                  the formula term poly(ses, 2) (write the column first for statsmodels alone):
+                  import hlmbridge
+                  result = hlmbridge.fit('mathach ~ poly(ses, 2) + (1 | id)', df, engine='statsmodels')
+    """
+    from hlmbridge.engines.statsmodels import StatsmodelsEngine
+
+    refused = StatsmodelsEngine().unsupported(spec)
+    try:
+        code: str | None = to_statsmodels(spec).python_code()  # type: ignore[attr-defined]
+        unsaid = None
+    except UnsupportedSpecError as e:
+        code, unsaid = None, e
+    groups = {bar.label for bar in spec.formula.random} if spec.formula is not None else set()
+    depends = ("" if len(groups) < 2 else
+               "\nwith several grouping factors, hlmbridge's statsmodels engine refuses crossed ones and\n"
+               "correlated terms below the first when the data show them (use engine='lme4')")
+    if refused:
+        said = f"hlmbridge's statsmodels engine refuses it: {refused[0]}"
+        return f"{code}\n{said}" if code is not None else f"not expressible: {refused[0]}"
+    if code is not None:
+        return code + depends
+    what = unsaid.construct if unsaid is not None else "this model"
+    return ("hlmbridge's statsmodels engine fits it: hlmbridge builds the design (R's model.matrix rules,\n"
+            "transforms evaluated by hlmbridge) and gives MixedLM the arrays; no statsmodels formula says\n"
+            f"{what} (write the column first for statsmodels alone):\n"
+            f"import hlmbridge\nresult = hlmbridge.fit({text!r}, df, engine='statsmodels')" + depends)
