@@ -164,23 +164,18 @@ def _sym(a: np.ndarray) -> np.ndarray:
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` with broadcasting; over a short inner dimension (a few random effects per
-    group) as a sum of elementwise products: numpy's batched matmul pays a per-matrix cost
-    that dominates for millions of 2 x 2 products."""
-    k = a.shape[-1]
-    if k > 4:
-        return a @ b
-    out = a[..., :, :1] * b[..., :1, :]
-    for j in range(1, k):
-        out = out + a[..., :, j:j + 1] * b[..., j:j + 1, :]
-    return out
+    """``a @ b`` with broadcasting; an elementwise product over an inner dimension of 1 (one
+    random effect per group), where numpy's batched matmul pays a per-matrix cost."""
+    if a.shape[-1] == 1:
+        return a * b
+    return a @ b
 
 
 def _eliminate_leaves(S: np.ndarray, q: int, P: np.ndarray, Dl: np.ndarray) -> tuple[np.ndarray, ...]:
     """:func:`_eliminate` for groups whose ``S`` does not depend on the parameters (the
     innermost level: ``S`` is the cross-products of its rows over ``s2``); only the level's own
     parameters are active. With ``U = B Y``: ``T_i = -U'P_i U`` and
-    ``T_ij = sym((P_j U)' B N P_i U)``; ``log|I + N D|`` has gradient ``tr(B N P_i)`` and Hessian
+    ``T_ij = sym((P_i U)' B N P_j U)`` (``B N`` is symmetric); ``log|I + N D|`` has gradient ``tr(B N P_i)`` and Hessian
     ``-tr(B N P_j B N P_i)``."""
     N, Y, R = S[:, :q, :q], S[:, :q, q:], S[:, q:, q:]
     Amat = np.eye(q) + _mm(N, Dl)
@@ -192,22 +187,34 @@ def _eliminate_leaves(S: np.ndarray, q: int, P: np.ndarray, Dl: np.ndarray) -> t
     W = 0.5 * (W + _t(W))
     U = _mm(Bm, Y)
     T = R - _mm(_t(Y), _mm(W, Y))
-    PU = _mm(P[None], U[:, None])  # (g, A, q, r)
-    BN = _mm(Bm, N)
-    Td = -_mm(_t(U)[:, None], PU)
-    V = _mm(BN[:, None], PU)  # B N P_i U
-    Tdd = _sym(_mm(_t(PU)[:, None, :], V[:, :, None]))  # [i, j]: (P_j U)' V_i, symmetrized
+    g, A, r = S.shape[0], P.shape[0], U.shape[-1]
+    PU = _mm(P[None], U[:, None])  # (g, A, q, r): P_i U
+    PUf = PU.transpose(0, 2, 1, 3).reshape(g, q, A * r)  # [P_1 U | P_2 U | ...]
+    BN = _mm(Bm, N)  # B N = N B' (symmetric)
+    Td = -_mm(_t(U), PUf).reshape(g, r, A, r)  # [r1, i, r2]
+    # T_ij = (P_j U)' B N (P_i U) + its transpose: the (i, j) block of the Gram matrix of the
+    # P_i U in the metric B N, symmetrized.
+    Tdd = _mm(_t(PUf), _mm(BN, PUf)).reshape(g, A, r, A, r)  # half of T_ij, [i, r1, j, r2]
     BNP = _mm(BN[:, None], P[None])  # B N P_i
     ld_g = np.einsum("gaii->ga", BNP)
     ld_h = -np.einsum("gbij,gaji->gab", BNP, BNP)
     return T, Td, Tdd, logdet, ld_g, ld_h
 
 
+def _unpack(Td: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The derivatives ``(g, A, a, a)`` and ``(g, A, A, a, a)`` from the layouts the eliminations
+    return (summed over the groups of a parent: the layouts are linear, so the sums are taken
+    first, on the larger arrays, and rearranged after, on the parents' smaller ones)."""
+    return Td.transpose(0, 2, 1, 3), (H + H.transpose(0, 1, 4, 3, 2)).transpose(0, 1, 3, 2, 4)
+
+
 def _eliminate(S: np.ndarray, dS: np.ndarray, ddS: np.ndarray, q: int, P: np.ndarray,
                Dl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One level's groups eliminated: from ``S`` (g, a, a) and its derivatives ``dS`` (g, A, a, a),
     ``ddS`` (g, A, A, a, a) in the A active parameters (the level's own ones, whose derivatives
-    of S are zero, and the deeper levels'), ``T`` on the remaining columns and its derivatives,
+    of S are zero, and the deeper levels'), ``T`` on the remaining columns and its derivatives
+    (laid out as the sum into the parents reads them contiguously: the first ones (g, r, A, r),
+    the second ones (g, A, r, A, r) and halved, ``T_ij = H_ij + H_ij'``: see :func:`_unpack`),
     and ``log|I + N D|`` with its gradient (g, A) and Hessian (g, A, A). ``P`` (A, q, q) is
     dD/dparameter (zero for the deeper levels' parameters), ``Dl`` the level's covariance."""
     N, Y, R = S[:, :q, :q], S[:, :q, q:], S[:, q:, q:]
@@ -251,7 +258,8 @@ def _eliminate(S: np.ndarray, dS: np.ndarray, ddS: np.ndarray, q: int, P: np.nda
     M2 = _mm(Ydt[:, :, None], _mm(Wd, Y[:, None])[:, None, :])  # Y_i' W_j Y
     Tdd = (Rdd - _sym(_mm(_t(Ydd), WY[:, None, None])) - _sym(M1) - _sym(M2) - _sym(M2.swapaxes(1, 2))
            - _mm(_mm(Yt[:, None, None], Wdd), Y[:, None, None]))
-    return T, Td, Tdd, logdet, ld_g, ld_h
+    return (T, np.ascontiguousarray(Td.transpose(0, 2, 1, 3)), 0.5 * Tdd.transpose(0, 1, 3, 2, 4),
+            logdet, ld_g, ld_h)
 
 
 def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
@@ -305,10 +313,12 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
         if t > 0:
             up = tr.up[t]
             S = np.asarray(up @ T.reshape(g, -1)).reshape(-1, a, a)  # type: ignore[operator]
-            dS = np.asarray(up @ Td.reshape(g, -1)).reshape(-1, A, a, a)  # type: ignore[operator]
-            ddS = np.asarray(up @ Tdd.reshape(g, -1)).reshape(-1, A, A, a, a)  # type: ignore[operator]
+            dS, ddS = _unpack(np.asarray(up @ Td.reshape(g, -1)).reshape(-1, a, A, a),  # type: ignore[operator]
+                              np.asarray(up @ Tdd.reshape(g, -1)).reshape(-1, A, a, A, a))  # type: ignore[operator]
         else:
-            S, dS, ddS = T.sum(axis=0), Td.sum(axis=0), Tdd.sum(axis=0)
+            S = T.sum(axis=0)
+            dS, ddS = _unpack(Td.sum(axis=0)[None], Tdd.sum(axis=0)[None])
+            dS, ddS = dS[0], ddS[0]
     # Derivatives in the order of theta; the residual variance's from homogeneity.
     m = S.shape[0]
     G = S

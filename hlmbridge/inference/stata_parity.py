@@ -369,10 +369,11 @@ def uses_sparse_algebra(design: Design) -> bool:
 #: The block-recursive path (:func:`hlmbridge.inference.nested.nested_work`: about
 #: ``sum over levels of groups x (A r)^2`` for A active parameters and r remaining columns) is
 #: taken where the dense closed forms' ``B Q^3 K`` is more than this many times larger.
-#: Measured (one BLAS thread, loaded machine, dense / nested seconds): 10,000 schools x 3 classes
-#: (ratio of the estimates 2.3) 0.136 / 0.24; 1000 x 5 (ratio 5.6) 0.096 / 0.014; a single level
-#: of 18 groups with a random slope (ratio 0.4) 0.36 ms / 0.99 ms; egsingle (ratio 6000) 5.2 / 0.05;
-#: 2000 x 20 with slopes (ratio 100) 5.9 / 0.97.
+#: Measured (one BLAS thread, machine loaded about 5-fold, dense / nested seconds, ratio of the
+#: two estimates in brackets): 10,000 schools x 3 classes (2.3) 0.10 / 0.13; 1000 x 5 (5.6)
+#: 0.075 / 0.013; one level of 18 groups with a random slope (0.4) 0.57 ms / 0.68 ms; 10 groups,
+#: intercept only (0.2) 0.56 ms / 0.87 ms; egsingle (6000) 4.0 / 0.021; Chem97 (400) 0.54 / 0.010;
+#: 2000 x 20 with slopes (100) 5.7 / 0.54; 200 x 50 (700) 0.19 / 0.023.
 _NESTED_FACTOR = 4.0
 
 
