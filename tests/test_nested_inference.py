@@ -141,3 +141,16 @@ def test_not_a_chain() -> None:
                        "c": rng.integers(0, 3, 300)})
     d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s) + (1 | s:t) + (1 | s:c)"), df)
     assert not nested.is_nested_chain(d) and nested.nested_work(d) is None
+
+
+def test_chunked_elimination_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups eliminated a few at a time (as for a large design) give the same numbers."""
+    df = _nested_data(3, n=600, schools=12, classes=4, students=3)
+    d = build_design(ModelSpec.from_lme4("y ~ x + z + (x | s) + (1 | s:c) + (z | s:c:t)"), df, weights="w")
+    theta = _theta(d, np.random.default_rng(3))
+    whole = nested.nested_evaluate(d, None, theta, reml=True)
+    monkeypatch.setattr(nested, "_CHUNK", 2000)
+    chunked = nested.nested_evaluate(d, None, theta, reml=True)
+    assert chunked.loglik == pytest.approx(whole.loglik, rel=1e-13)
+    assert _rel(whole.information, chunked.information) < 1e-12
+    assert _rel(whole.score, chunked.score) < 1e-12

@@ -65,13 +65,22 @@ from hlmbridge.errors import FitError
 __all__ = ["is_nested_chain", "nested_evaluate", "nested_work"]
 
 
+#: The groups of a level are eliminated in chunks whose second derivatives hold about this many
+#: numbers (32 MB), so that temporaries stay small whatever the number of groups.
+_CHUNK = 4_000_000
+#: The sums into the groups of a level above hold ``groups x (A a)^2`` numbers (A parameters, a
+#: columns); beyond this many (400 MB) :func:`nested_work` declines the design (then the dense or
+#: sparse path is taken).
+_MAX_SUMS = 50_000_000
+
+
 @dataclass(frozen=True, eq=False)
 class _Tree:
     """A nested design's groups as a tree, and the cross-products of its innermost groups."""
 
     order: tuple[int, ...]  # design level of each tree level, outermost first
     q: tuple[int, ...]  # random effects per group, per tree level
-    up: tuple[object, ...]  # per tree level t > 0: the (groups at t-1) x (groups at t) sum, CSR
+    up: tuple[object, ...]  # per tree level t: the (groups at t-1) x (groups at t) sum (t = 0: one row), CSC
     S_leaf: np.ndarray  # (innermost groups, a, a): [Z_{L-1} .. Z_0 | X | y]'[...] over their rows
     params: tuple[tuple[tuple[int, np.ndarray], ...], ...]  # per tree level: (parameter, pattern)
     b0: np.ndarray  # least-squares coefficients taken out of y
@@ -100,7 +109,8 @@ def is_nested_chain(design: Design) -> bool:
 def nested_work(design: Design) -> float | None:
     """The block-recursive path's cost estimate, ``sum over levels of groups x (A r)^2`` (A the
     parameters a group's quantities depend on, r the columns left after its own: the size of
-    its second derivatives), or None where the levels do not form a chain."""
+    its second derivatives), or None where the levels do not form a chain or its sums would
+    exceed ``_MAX_SUMS`` numbers."""
     order = _chain(design)
     if order is None:
         return None
@@ -113,6 +123,9 @@ def nested_work(design: Design) -> float | None:
         active = sum(int(per_level[m]) for m in order[t:])
         rest = sum(design.levels[m].Z.shape[1] for m in order[:t]) + design.n_fixed + 1
         work += design.levels[li].n_groups * float(active * rest) ** 2
+        above = design.levels[order[t - 1]].n_groups if t else 1
+        if above * float(active * rest) ** 2 > _MAX_SUMS:
+            return None
     return work
 
 
@@ -140,12 +153,12 @@ def _tree(design: Design) -> _Tree | None:
     leaf = levels[-1]
     agg = sp.csr_matrix((np.ones(n), (leaf.codes, np.arange(n))), shape=(leaf.n_groups, n))
     S_leaf = np.asarray(agg @ (v[:, :, None] * v[:, None, :]).reshape(n, a * a)).reshape(leaf.n_groups, a, a)
-    up = [None]
+    up = [sp.csc_matrix(np.ones((1, levels[0].n_groups)))]
     for t in range(1, len(levels)):
         parent = np.empty(levels[t].n_groups, dtype=np.int64)
         parent[levels[t].codes] = levels[t - 1].codes
         m = levels[t].n_groups
-        up.append(sp.csr_matrix((np.ones(m), (parent, np.arange(m))), shape=(levels[t - 1].n_groups, m)))
+        up.append(sp.csc_matrix((np.ones(m), (parent, np.arange(m))), shape=(levels[t - 1].n_groups, m)))
     tree_level = {li: t for t, li in enumerate(order)}
     params: list[list[tuple[int, np.ndarray]]] = [[] for _ in levels]
     for k, prm in enumerate(variance_parameters(design)):
@@ -296,29 +309,37 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
             Dl += theta[k] * pat
         g = S.shape[0]
         nA = len(own)
-        if active:
-            dS2 = np.zeros((g, A, a, a))
-            dS2[:, nA:] = dS
-            ddS2 = np.zeros((g, A, A, a, a))
-            ddS2[:, nA:, nA:] = ddS
-            T, Td, Tdd, lg, lg_g, lg_h = _eliminate(S, dS2, ddS2, q, P, Dl)
-        else:
-            T, Td, Tdd, lg, lg_g, lg_h = _eliminate_leaves(S, q, P, Dl)
-        ld += float(lg.sum())
-        ix = np.array(idx, dtype=np.int64)
-        ld_g[ix] += lg_g.sum(axis=0)
-        ld_h[np.ix_(ix, ix)] += lg_h.sum(axis=0)
+        r = a - q
+        up = tr.up[t]  # groups of the level above (one row for the outermost) x this level's
+        S_up = np.zeros((up.shape[0], r * r))  # type: ignore[attr-defined]
+        Td_up = np.zeros((up.shape[0], r * A * r))  # type: ignore[attr-defined]
+        H_up = np.zeros((up.shape[0], A * r * A * r))  # type: ignore[attr-defined]
+        # In chunks of groups, so that no temporary exceeds about _CHUNK numbers.
+        step = max(1, _CHUNK // (A * a) ** 2)
+        for lo in range(0, g, step):
+            sl = slice(lo, min(g, lo + step))
+            m = sl.stop - lo
+            if active:
+                dS2 = np.zeros((m, A, a, a))
+                dS2[:, nA:] = dS[sl]
+                ddS2 = np.zeros((m, A, A, a, a))
+                ddS2[:, nA:, nA:] = ddS[sl]
+                T, Td, Tdd, lg, lg_g, lg_h = _eliminate(S[sl], dS2, ddS2, q, P, Dl)
+            else:
+                T, Td, Tdd, lg, lg_g, lg_h = _eliminate_leaves(S[sl], q, P, Dl)
+            ld += float(lg.sum())
+            ix = np.array(idx, dtype=np.int64)
+            ld_g[ix] += lg_g.sum(axis=0)
+            ld_h[np.ix_(ix, ix)] += lg_h.sum(axis=0)
+            part = up[:, sl] if (lo, m) != (0, g) else up  # type: ignore[index]
+            S_up += part @ T.reshape(m, -1)
+            Td_up += part @ Td.reshape(m, -1)
+            H_up += part @ Tdd.reshape(m, -1)
         active = idx
-        a = T.shape[1]
-        if t > 0:
-            up = tr.up[t]
-            S = np.asarray(up @ T.reshape(g, -1)).reshape(-1, a, a)  # type: ignore[operator]
-            dS, ddS = _unpack(np.asarray(up @ Td.reshape(g, -1)).reshape(-1, a, A, a),  # type: ignore[operator]
-                              np.asarray(up @ Tdd.reshape(g, -1)).reshape(-1, A, a, A, a))  # type: ignore[operator]
-        else:
-            S = T.sum(axis=0)
-            dS, ddS = _unpack(Td.sum(axis=0)[None], Tdd.sum(axis=0)[None])
-            dS, ddS = dS[0], ddS[0]
+        a = r
+        S = S_up.reshape(-1, a, a)
+        dS, ddS = _unpack(Td_up.reshape(-1, a, A, a), H_up.reshape(-1, A, a, A, a))
+    S, dS, ddS = S[0], dS[0], ddS[0]
     # Derivatives in the order of theta; the residual variance's from homogeneity.
     m = S.shape[0]
     G = S
