@@ -184,6 +184,28 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
+def _inv_logdet(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses and log determinants of a stack of matrices ``I + N D`` (positive determinants,
+    else the marginal covariance is not positive definite); closed forms for 1 x 1 and 2 x 2,
+    where LAPACK's per-matrix cost would dominate over thousands of groups."""
+    q = m.shape[-1]
+    if q == 1:
+        det = m[:, 0, 0]
+        inv = 1.0 / m
+    elif q == 2:
+        a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+        det = a * d - b * c
+        inv = np.stack([np.stack([d, -b], axis=-1), np.stack([-c, a], axis=-1)], axis=-2) / det[:, None, None]
+    else:
+        sign, logdet = np.linalg.slogdet(m)
+        if (sign <= 0).any():
+            raise FitError("the marginal covariance is not positive definite at these estimates")
+        return np.linalg.inv(m), logdet
+    if not (det > 0).all():
+        raise FitError("the marginal covariance is not positive definite at these estimates")
+    return inv, np.log(det)
+
+
 def _eliminate_leaves(S: np.ndarray, q: int, P: np.ndarray, Dl: np.ndarray) -> tuple[np.ndarray, ...]:
     """:func:`_eliminate` for groups whose ``S`` does not depend on the parameters (the
     innermost level: ``S`` is the cross-products of its rows over ``s2``); only the level's own
@@ -191,11 +213,7 @@ def _eliminate_leaves(S: np.ndarray, q: int, P: np.ndarray, Dl: np.ndarray) -> t
     ``T_ij = sym((P_i U)' B N P_j U)`` (``B N`` is symmetric); ``log|I + N D|`` has gradient ``tr(B N P_i)`` and Hessian
     ``-tr(B N P_j B N P_i)``."""
     N, Y, R = S[:, :q, :q], S[:, :q, q:], S[:, q:, q:]
-    Amat = np.eye(q) + _mm(N, Dl)
-    Bm = np.linalg.inv(Amat)
-    sign, logdet = np.linalg.slogdet(Amat)
-    if (sign <= 0).any():
-        raise FitError("the marginal covariance is not positive definite at these estimates")
+    Bm, logdet = _inv_logdet(np.eye(q) + _mm(N, Dl))  # B = (I + N D)^-1
     W = _mm(Dl, Bm)
     W = 0.5 * (W + _t(W))
     U = _mm(Bm, Y)
@@ -214,65 +232,75 @@ def _eliminate_leaves(S: np.ndarray, q: int, P: np.ndarray, Dl: np.ndarray) -> t
     return T, Td, Tdd, logdet, ld_g, ld_h
 
 
-def _unpack(Td: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The derivatives ``(g, A, a, a)`` and ``(g, A, A, a, a)`` from the layouts the eliminations
-    return (summed over the groups of a parent: the layouts are linear, so the sums are taken
-    first, on the larger arrays, and rearranged after, on the parents' smaller ones)."""
-    return Td.transpose(0, 2, 1, 3), (H + H.transpose(0, 1, 4, 3, 2)).transpose(0, 1, 3, 2, 4)
+def _pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x_i' y_j`` for every pair (i, j) of the stacks ``x`` (g, A, m, r) and ``y`` (g, B, m, s),
+    laid out (g, A, r, B, s): one product of (A r) x m and m x (B s) matrices per group."""
+    g, A, m, r = x.shape
+    B, s = y.shape[1], y.shape[3]
+    xf = x.transpose(0, 2, 1, 3).reshape(g, m, A * r)
+    yf = y.transpose(0, 2, 1, 3).reshape(g, m, B * s)
+    return (_t(xf) @ yf).reshape(g, A, r, B, s)
 
 
-def _eliminate(S: np.ndarray, dS: np.ndarray, ddS: np.ndarray, q: int, P: np.ndarray,
-               Dl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One level's groups eliminated: from ``S`` (g, a, a) and its derivatives ``dS`` (g, A, a, a),
-    ``ddS`` (g, A, A, a, a) in the A active parameters (the level's own ones, whose derivatives
-    of S are zero, and the deeper levels'), ``T`` on the remaining columns and its derivatives
-    (laid out as the sum into the parents reads them contiguously: the first ones (g, r, A, r),
-    the second ones (g, A, r, A, r) and halved, ``T_ij = H_ij + H_ij'``: see :func:`_unpack`),
-    and ``log|I + N D|`` with its gradient (g, A) and Hessian (g, A, A). ``P`` (A, q, q) is
-    dD/dparameter (zero for the deeper levels' parameters), ``Dl`` the level's covariance."""
+def _eliminate(S: np.ndarray, dS: np.ndarray, H_in: np.ndarray, q: int, P: np.ndarray,
+               Dl: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One level's groups eliminated, given ``S`` (g, a, a) and its derivatives in the C
+    parameters of the deeper levels: ``dS`` (g, C, a, a) and ``H_in`` (g, C, a, C, a), half of
+    the second ones (``d2S_ij = H_ij + H_ij'``, ``H_ij = H_in[:, i, :, j, :]``). ``P`` (A, q, q)
+    holds the level's own patterns (dD/dparameter) first, zeros for the C deeper parameters after
+    them; ``Dl`` is the level's covariance.
+
+    Returns ``T`` (g, r, r) on the remaining r columns; its first derivatives laid out
+    (g, r, A, r) and half its second ones (g, A, r, A, r), as :func:`_eliminate_leaves` does;
+    and ``log|I + N D|`` with its gradient (g, A) and Hessian (g, A, A).
+
+    With ``E = [-W Y; I]`` (``T = E'S E`` at fixed ``W``) and ``U = B Y``:
+    ``T_i = E'S_i E - U'D_i U``, and half of ``T_ij`` is ``E'H_ij E - Y_i'W Y_j - Y_i'W_j Y
+    - Y_j'W_i Y - (D_i U)'B_j Y + (N_i W Y)'W_j Y``, from ``W_i = B'D_i B - W N_i W`` and
+    ``B_i = -N_i W - N W_i`` (``B = I - N W``)."""
+    g, a = S.shape[0], S.shape[1]
+    r = a - q
+    A, C = P.shape[0], dS.shape[1]
+    nO = A - C
     N, Y, R = S[:, :q, :q], S[:, :q, q:], S[:, q:, q:]
-    Nd, Yd, Rd = dS[:, :, :q, :q], dS[:, :, :q, q:], dS[:, :, q:, q:]
-    Ndd, Ydd, Rdd = ddS[:, :, :, :q, :q], ddS[:, :, :, :q, q:], ddS[:, :, :, q:, q:]
-    Amat = np.eye(q) + _mm(N, Dl)  # I + N D
-    Bm = np.linalg.inv(Amat)  # B = (I + N D)^-1
+    Bm, logdet = _inv_logdet(np.eye(q) + _mm(N, Dl))  # B = (I + N D)^-1
     W = _mm(Dl, Bm)
     W = 0.5 * (W + _t(W))
     BT = _t(Bm)
-    sign, logdet = np.linalg.slogdet(Amat)
-    if (sign <= 0).any():
-        raise FitError("the marginal covariance is not positive definite at these estimates")
-    # W_i = B' D_i B - W N_i W;  B_i = -N_i W - N W_i (B = I - N W)
-    W_ = W[:, None]
-    NdW = _mm(Nd, W_)
-    Wd = _mm(_mm(BT[:, None], P[None]), Bm[:, None]) - _mm(W_, NdW)
+    Nd = np.zeros((g, A, q, q))
+    Nd[:, nO:] = dS[:, :, :q, :q]
+    Yd = np.zeros((g, A, q, r))
+    Yd[:, nO:] = dS[:, :, :q, q:]
+    WY = _mm(W, Y)
+    U = _mm(Bm, Y)
+    E = np.concatenate([-WY, np.broadcast_to(np.eye(r), (g, r, r))], axis=1)  # (g, a, r)
+    NdW = _mm(Nd, W[:, None])
+    Wd = _mm(_mm(BT[:, None], P[None]), Bm[:, None]) - _mm(W[:, None], NdW)
     Bd = -NdW - _mm(N[:, None], Wd)
-    # W_ij = B_j' D_i B + B' D_i B_j - W_j N_i W - W N_i W_j - W N_ij W
-    DB = _mm(P[None], Bm[:, None])  # D_i B
-    BtD = _mm(BT[:, None], P[None])  # B' D_i
-    WNd = _mm(W_, Nd)
-    Wdd = (_mm(_t(Bd)[:, None, :], DB[:, :, None]) + _mm(BtD[:, :, None], Bd[:, None, :])
-           - _mm(Wd[:, None, :], NdW[:, :, None]) - _mm(WNd[:, :, None], Wd[:, None, :])
-           - _mm(_mm(W[:, None, None], Ndd), W[:, None, None]))
+    T = R - _mm(_t(Y), WY)
+    PU = _mm(P[None], U[:, None])  # D_i B Y, (g, A, q, r)
+    Td = np.empty((g, A, r, r))
+    Td[:, :nO] = -_mm(_t(U)[:, None], PU[:, :nO])
+    Td[:, nO:] = _mm(_mm(_t(E)[:, None], dS), E[:, None])
+    H = np.zeros((g, A, r, A, r))
+    EH = (H_in.reshape(g, C * a * C, a) @ E).reshape(g, C, a, C * r)
+    H[:, nO:, :, nO:, :] = (_t(E)[:, None] @ EH).reshape(g, C, r, C, r)
+    WdY = _mm(Wd, Y[:, None])
+    M2 = _pairs(Yd, WdY)  # Y_i'W_j Y
+    H -= M2
+    H -= M2.transpose(0, 3, 2, 1, 4)
+    H -= _pairs(np.concatenate([Yd, PU, -_mm(Nd, WY[:, None])], axis=2),
+                np.concatenate([_mm(W[:, None], Yd), _mm(Bd, Y[:, None]), WdY], axis=2))
     # log|I + N D|: gradient tr(B A_i), A_i = N_i D + N D_i; Hessian tr(B A_ij) - tr(B A_j B A_i),
     # A_ij = N_ij D + N_i D_j + N_j D_i.
-    Ad = _mm(Nd, Dl) + _mm(N[:, None], P[None])
-    BAd = _mm(Bm[:, None], Ad)
+    BNd = _mm(Bm[:, None], Nd)
+    BAd = _mm(BNd, Dl) + _mm(Bm[:, None], _mm(N[:, None], P[None]))
     ld_g = np.einsum("gaii->ga", BAd)
-    NdDj = _mm(Nd[:, :, None], P[None, None])  # N_i D_j
-    Add = _mm(Ndd, Dl) + NdDj + NdDj.swapaxes(1, 2)
-    ld_h = np.einsum("gij,gabji->gab", Bm, Add) - np.einsum("gbij,gaji->gab", BAd, BAd)
-    # T = R - Y'W Y and its derivatives
-    WY = _mm(W, Y)
-    Yt, Ydt = _t(Y), _t(Yd)
-    T = R - _mm(Yt, WY)
-    Td = Rd - _sym(_mm(Ydt, WY[:, None])) - _mm(_mm(Yt[:, None], Wd), Y[:, None])
-    WYd = _mm(W_, Yd)  # W Y_j
-    M1 = _mm(Ydt[:, :, None], WYd[:, None, :])  # Y_i' W Y_j
-    M2 = _mm(Ydt[:, :, None], _mm(Wd, Y[:, None])[:, None, :])  # Y_i' W_j Y
-    Tdd = (Rdd - _sym(_mm(_t(Ydd), WY[:, None, None])) - _sym(M1) - _sym(M2) - _sym(M2.swapaxes(1, 2))
-           - _mm(_mm(Yt[:, None, None], Wdd), Y[:, None, None]))
-    return (T, np.ascontiguousarray(Td.transpose(0, 2, 1, 3)), 0.5 * Tdd.transpose(0, 1, 3, 2, 4),
-            logdet, ld_g, ld_h)
+    cross = np.einsum("giab,jba->gij", BNd, P)
+    ld_h = cross + cross.swapaxes(1, 2) - np.einsum("gjab,giba->gij", BAd, BAd)
+    DB = _mm(Dl, Bm)
+    ld_h[:, nO:, nO:] += np.einsum("gcd,gicjd->gij", DB + _t(DB), H_in[:, :, :q, :, :q])
+    return T, np.ascontiguousarray(Td.transpose(0, 2, 1, 3)), H, logdet, ld_g, ld_h
 
 
 def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
@@ -293,7 +321,7 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     S = tr.S_leaf / s2
     a = S.shape[1]
     active: list[int] = []  # the parameters S depends on (deeper levels'), in dS's order
-    dS = ddS = np.zeros(0)
+    dS = ddS = np.zeros(0)  # S's first and (halved) second derivatives in them
     ld = 0.0
     ld_g = np.zeros(Kr)
     ld_h = np.zeros((Kr, Kr))
@@ -320,11 +348,7 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
             sl = slice(lo, min(g, lo + step))
             m = sl.stop - lo
             if active:
-                dS2 = np.zeros((m, A, a, a))
-                dS2[:, nA:] = dS[sl]
-                ddS2 = np.zeros((m, A, A, a, a))
-                ddS2[:, nA:, nA:] = ddS[sl]
-                T, Td, Tdd, lg, lg_g, lg_h = _eliminate(S[sl], dS2, ddS2, q, P, Dl)
+                T, Td, Tdd, lg, lg_g, lg_h = _eliminate(S[sl], dS[sl], ddS[sl], q, P, Dl)
             else:
                 T, Td, Tdd, lg, lg_g, lg_h = _eliminate_leaves(S[sl], q, P, Dl)
             ld += float(lg.sum())
@@ -338,8 +362,10 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
         active = idx
         a = r
         S = S_up.reshape(-1, a, a)
-        dS, ddS = _unpack(Td_up.reshape(-1, a, A, a), H_up.reshape(-1, A, a, A, a))
-    S, dS, ddS = S[0], dS[0], ddS[0]
+        dS = Td_up.reshape(-1, a, A, a).transpose(0, 2, 1, 3)
+        ddS = H_up.reshape(-1, A, a, A, a)  # half of the second derivatives
+    S, dS = S[0], dS[0]
+    ddS = (ddS[0] + ddS[0].transpose(0, 3, 2, 1)).transpose(0, 2, 1, 3)
     # Derivatives in the order of theta; the residual variance's from homogeneity.
     m = S.shape[0]
     G = S

@@ -369,12 +369,14 @@ def uses_sparse_algebra(design: Design) -> bool:
 #: The block-recursive path (:func:`hlmbridge.inference.nested.nested_work`: about
 #: ``sum over levels of groups x (A r)^2`` for A active parameters and r remaining columns) is
 #: taken where the dense closed forms' ``B Q^3 K`` is more than this many times larger.
-#: Measured (one BLAS thread, machine loaded about 5-fold, dense / nested seconds, ratio of the
-#: two estimates in brackets): 10,000 schools x 3 classes (2.3) 0.10 / 0.13; 1000 x 5 (5.6)
-#: 0.075 / 0.013; one level of 18 groups with a random slope (0.4) 0.57 ms / 0.68 ms; 10 groups,
-#: intercept only (0.2) 0.56 ms / 0.87 ms; egsingle (6000) 4.0 / 0.021; Chem97 (400) 0.54 / 0.010;
-#: 2000 x 20 with slopes (100) 5.7 / 0.54; 200 x 50 (700) 0.19 / 0.023.
-_NESTED_FACTOR = 4.0
+#: Measured (one evaluation after the first, one BLAS thread, machine loaded about 5-fold,
+#: dense / nested seconds, ratio of the two estimates in brackets): nested faster at
+#: 2000 schools x 10 classes (23) 0.055 / 0.030, 500 x 10 (21) 0.012 / 0.002, 1000 x 8 with
+#: slopes at both levels (19) 0.16 / 0.10, 300 x 20 (78) 0.024 / 0.002, egsingle (6000),
+#: Chem97 (400), 2000 x 20 with slopes (100); dense faster or as fast at 3000 x 4 with slopes
+#: (5.9) 0.17 / 0.19, 100 x 5 with slopes (8.4) 1.2 ms / 2.4 ms, 10,000 x 3 (2.5) 0.049 / 0.067,
+#: 1000 x 5 (5.6, 3-7 ms either way), one level of 18 groups with a slope (0.4) 0.2 / 0.3 ms.
+_NESTED_FACTOR = 10.0
 
 
 def _dense_work(design: Design) -> float:
