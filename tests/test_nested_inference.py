@@ -154,3 +154,18 @@ def test_chunked_elimination_is_the_same(monkeypatch: pytest.MonkeyPatch) -> Non
     assert chunked.loglik == pytest.approx(whole.loglik, rel=1e-13)
     assert _rel(whole.information, chunked.information) < 1e-12
     assert _rel(whole.score, chunked.score) < 1e-12
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("command", ["mixed y x || s: x, cov(exchangeable) || c:",
+                                     "mixed y x || s: x z, cov(identity) || c: z, cov(unstructured)",
+                                     "mixed y x || s: x z, cov(independent) || c: || t:"])
+def test_nested_with_stata_covariance_structures(command: str, reml: bool) -> None:
+    """Shared parameters (identity, exchangeable) enter as patterns with several nonzeros."""
+    d = build_design(ModelSpec.parse(command, reml=reml), _nested_data(9, n=400, schools=15, classes=5, students=4))
+    theta = np.array([0.15 if p.kind == "cov" else 0.8 for p in stata_parity.variance_parameters(d)])
+    dense = stata_parity._dense_evaluate(d, None, theta, reml=reml)
+    got = nested.nested_evaluate(d, None, theta, reml=reml)
+    assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
+    assert _rel(dense.information, got.information) < 1e-10
+    assert _rel(dense.score, got.score) < 1e-10
