@@ -336,7 +336,6 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
             P[i] = pat
             Dl += theta[k] * pat
         g = S.shape[0]
-        nA = len(own)
         r = a - q
         up = tr.up[t]  # groups of the level above (one row for the outermost) x this level's
         S_up = np.zeros((up.shape[0], r * r))  # type: ignore[attr-defined]
@@ -348,9 +347,9 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
             sl = slice(lo, min(g, lo + step))
             m = sl.stop - lo
             if active:
-                T, Td, Tdd, lg, lg_g, lg_h = _eliminate(S[sl], dS[sl], ddS[sl], q, P, Dl)
+                T, Td, H, lg, lg_g, lg_h = _eliminate(S[sl], dS[sl], ddS[sl], q, P, Dl)
             else:
-                T, Td, Tdd, lg, lg_g, lg_h = _eliminate_leaves(S[sl], q, P, Dl)
+                T, Td, H, lg, lg_g, lg_h = _eliminate_leaves(S[sl], q, P, Dl)
             ld += float(lg.sum())
             ix = np.array(idx, dtype=np.int64)
             ld_g[ix] += lg_g.sum(axis=0)
@@ -358,7 +357,7 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
             part = up[:, sl] if (lo, m) != (0, g) else up  # type: ignore[index]
             S_up += part @ T.reshape(m, -1)
             Td_up += part @ Td.reshape(m, -1)
-            H_up += part @ Tdd.reshape(m, -1)
+            H_up += part @ H.reshape(m, -1)
         active = idx
         a = r
         S = S_up.reshape(-1, a, a)

@@ -824,8 +824,9 @@ def _hessian(fun: object, x: np.ndarray, h: np.ndarray, f0: float | None = None)
 
 
 def sparse_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
-    """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design, or a nested one with wide blocks (same meaning,
-    same result type), from the sparse random-effects system."""
+    """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design, or a nested one
+    whose levels are not a chain and whose blocks are wide (same meaning, same result type),
+    from the sparse random-effects system."""
     from hlmbridge.inference.stata_parity import finish_inference
 
     sd = _prepare(design)
