@@ -169,3 +169,14 @@ def test_nested_with_stata_covariance_structures(command: str, reml: bool) -> No
     assert got.loglik == pytest.approx(dense.loglik, rel=1e-12, abs=1e-9)
     assert _rel(dense.information, got.information) < 1e-10
     assert _rel(dense.score, got.score) < 1e-10
+
+
+def test_too_large_sums_decline_the_nested_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the per-group sums of the second derivatives would exceed ``_MAX_SUMS`` numbers
+    (many fixed effects and slopes), the design keeps the dense path instead of the memory."""
+    df = _nested_data(2, n=2000, schools=4, classes=4, students=3)
+    d = build_design(ModelSpec.from_lme4("y ~ x + z + (x | s) + (z | s:c)"), df)
+    assert nested.nested_work(d) is not None
+    monkeypatch.setattr(nested, "_MAX_SUMS", 100)
+    d = build_design(ModelSpec.from_lme4("y ~ x + z + (x | s) + (z | s:c)"), df.copy())
+    assert nested.nested_work(d) is None and stata_parity._path(d) == "dense"
