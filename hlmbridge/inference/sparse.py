@@ -69,7 +69,7 @@ from hlmbridge.design.build import Design
 from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 
-__all__ = ["has_exact_derivatives", "is_crossed", "sparse_evaluate"]
+__all__ = ["block_split_sizes", "has_exact_derivatives", "is_crossed", "sparse_evaluate"]
 
 
 def is_crossed(design: Design) -> bool:
@@ -137,6 +137,18 @@ def _prepare(design: Design) -> _Sparse:
     patterns = tuple((prm.level, prm.pattern) for prm in variance_parameters(design) if prm.level is not None)
     return _Sparse(Z, ZT, M, X, y, b0, np.asarray(ZT @ X), X.T @ X, tuple(level_cols), patterns, {},
                    _split(M, by_size[0], level_cols))
+
+
+def block_split_sizes(design: Design) -> tuple[int, int] | None:
+    """``(q1, q2)`` of the block path's split (the largest level's effects, the rest), or
+    None where :func:`sparse_evaluate` would take the factorization path; from the level
+    sizes alone, without building the sparse system."""
+    sizes = [ld.n_groups * ld.Z.shape[1] for ld in design.levels]
+    q1 = max(sizes)
+    q2 = sum(sizes) - q1
+    if q2 <= 0 or q2 > _BLOCK_MAX_REST or q1 * q2 > _BLOCK_MAX_CROSS:
+        return None
+    return q1, q2
 
 
 #: The block path keeps a few dense matrices of (q - q1)^2 numbers and one of q1 (q - q1),
@@ -812,8 +824,9 @@ def _hessian(fun: object, x: np.ndarray, h: np.ndarray, f0: float | None = None)
 
 
 def sparse_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
-    """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design (same meaning,
-    same result type), from the sparse random-effects system."""
+    """:func:`hlmbridge.inference.stata_parity.evaluate` for a crossed design, or a nested one
+    whose levels are not a chain and whose blocks are wide (same meaning, same result type),
+    from the sparse random-effects system."""
     from hlmbridge.inference.stata_parity import finish_inference
 
     sd = _prepare(design)
