@@ -55,6 +55,12 @@ class _R:
                               "upper": np.array(got["upper"])})
         return frame, float(got["seconds"][0])
 
+    def fixed_exact(self, data: pd.DataFrame, formula: str, term: str, reml: bool) -> tuple[float, float]:
+        """One fixed effect's profile interval from lme4 refits at fixed values (no spline)."""
+        out = self.env["profile_reference_fixed_exact"](self._convert(data, to_r=True), formula, term, reml)
+        got = dict(zip(out.names, out))
+        return float(got["lower"][0]), float(got["upper"][0])
+
 
 @pytest.fixture(scope="module")
 def rref() -> _R:
@@ -163,3 +169,26 @@ def test_profile_bad_input() -> None:
         res.profile_ci(level=95)
     with pytest.raises(UsageError, match="design"):
         hlmbridge.FitResult.from_dict(res.to_dict()).profile_ci()
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+def test_profile_fixed_effect_at_boundary_fit(rref: _R, reml: bool) -> None:
+    """Dyestuff2 (sd(Batch) 0): the intercept's profile leaves the boundary (sd 0.48 at the
+    interval's ends). The inner search used to start at sd 0, where the gradient is 0, and never
+    left it: (4.31535, 7.01585) instead of (4.31284, 7.01836). The reference is lme4 refitted at
+    fixed intercepts (``profile_reference_fixed_exact``): lme4's own confint interpolates its
+    profile with a spline that misses the bend where the sd leaves 0 (4.31210, 7.01909), so that
+    one end is checked against the refits, the random part against confint as elsewhere."""
+    data = rref.data("Dyestuff2")
+    formula = "Yield ~ 1 + (1 | Batch)"
+    theirs, _ = rref.confint(data, formula, reml)
+    lo, hi = rref.fixed_exact(data, formula, "(Intercept)", reml)
+    for engine in ("lme4", "statsmodels"):
+        res = hlmbridge.fit(formula, data, engine=engine, reml=reml)
+        ours = profile_ci(res)
+        ran = ours[ours["effect"] == "ran_pars"]
+        _check(ran, theirs[theirs["term"].isin(ran["term"])], "dyestuff2", res)
+        fixed = ours.set_index("term").loc["(Intercept)"]
+        assert fixed["conf_low"] == pytest.approx(lo, rel=1e-6), (engine, fixed["conf_low"], lo)
+        assert fixed["conf_high"] == pytest.approx(hi, rel=1e-6), (engine, fixed["conf_high"], hi)

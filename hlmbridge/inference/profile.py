@@ -182,8 +182,16 @@ class _Profiler:
         return out
 
     def maximize(self, start: np.ndarray, scale: str, hold: int | None = None, value: float = 0.0,
-                 fixed: tuple[int, float] | None = None) -> tuple[float, np.ndarray]:
+                 fixed: tuple[int, float] | None = None, *, leave_boundary: bool = True) -> tuple[float, np.ndarray]:
         """Maximize over the sd/cor parameters (all but ``hold``, which is held at ``value``).
+
+        A standard deviation at 0 is a stationary point of the log likelihood (it is even in
+        each sd), so a search that starts or ends there cannot leave it even when the
+        constrained maximum is inside (Dyestuff2's intercept profile: sd 0.48 at the interval's
+        ends, where the fit has sd 0). So when a free sd ends at 0 (or below 1e-3 of the largest
+        sd, where its gradient, proportional to it, is as flat) the search is run again from that
+        sd at a quarter of the largest sd (sigma included) and the better of the two is kept
+        (``leave_boundary=False`` skips this).
 
         ``start`` and the point returned are on the sd/cor scale. ``scale="cov"`` holds the
         *covariance* ``hold`` (a correlation's parameter) at ``value``: the two standard
@@ -245,7 +253,17 @@ class _Profiler:
             if again.fun <= best.fun:
                 x = again.x
         pt = full(x)
-        return self.loglik(pt, "sdcor", fixed), pt
+        ll = self.loglik(pt, "sdcor", fixed)
+        if leave_boundary:
+            scale_sd = max(float(pt[k]) for k in range(self.K) if self.params[k].kind != "cor")
+            stuck = [k for k in free if self.params[k].kind == "sd" and pt[k] <= 1e-3 * scale_sd]
+            if stuck:
+                away = np.array(pt, dtype=float)
+                away[stuck] = 0.25 * scale_sd
+                ll2, pt2 = self.maximize(away, scale, hold, value, fixed, leave_boundary=False)
+                if ll2 > ll:
+                    return ll2, pt2
+        return ll, pt
 
 
 def _ml_parts(design: Any, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
