@@ -341,3 +341,66 @@ def test_satterthwaite_at_boundary_fits_matches_lmertest(rref: _R, datasets, cas
     sm = hlmbridge.fit(spec, df, engine="statsmodels", reml=reml) if data != "hsb" else \
         hlmbridge.fit(spec, df, engine="statsmodels")
     _close(sm.with_df("satterthwaite").fixed["df"], ref["satt_df"][order], f"{case[0]}: statsmodels df", 1e-4)
+
+
+def test_satterthwaite_notes_at_a_boundary_fit() -> None:
+    """A boundary fit's Satterthwaite table says what its df are (lmerTest's at the boundary),
+    and the note does not stay when the table moves to another df method."""
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(6), 5)
+    e = rng.normal(size=30)
+    e -= pd.Series(e).groupby(g).transform("mean").to_numpy()  # equal group means: sd(g) at 0
+    df = pd.DataFrame({"y": 5.0 + e, "g": g})
+    res = hlmbridge.fit("y ~ 1 + (1 | g)", df, engine="statsmodels")
+    assert res.singular
+    sat = res.with_df("satterthwaite")
+    note = [w for w in sat.warnings if w.startswith("Satterthwaite df at a boundary")]
+    assert len(note) == 1 and "Warning: " + note[0] in sat.summary()
+    assert sat.fixed["df"][0] == pytest.approx(29, rel=1e-6)  # n - p: the residual variance alone
+    kr = sat.with_df("kenward-roger")
+    assert not [w for w in kr.warnings if w.startswith("Satterthwaite df")]
+    assert kr.fixed["df"][0] < 10
+
+
+@pytest.mark.parametrize("command", [
+    "mixed mathach ses sector || id: ses sector, cov(unstructured) reml",
+    "mixed mathach ses sector || id: ses sector, cov(independent) reml",
+    "mixed mathach ses sector || id: ses sector, cov(identity) reml",
+    "mixed mathach ses sector || id: ses sector, cov(exchangeable) reml",
+])
+def test_lme4_parametrization_derivatives(hsb_combined, command: str) -> None:
+    """The map from lme4's (theta, sigma) to the variance parameters: its Jacobian and second
+    derivatives against central differences of the map, which is evaluated by inverting the
+    function's own phi(theta) (Cholesky factors) by Newton steps."""
+    from hlmbridge.design.build import build_design
+    from hlmbridge.inference.df_methods import lme4_parametrization
+    from hlmbridge.inference.stata_parity import variance_parameters
+    from hlmbridge.spec.model import ModelSpec
+
+    design = build_design(ModelSpec.from_stata(command), hsb_combined)
+    q = design.levels[0].Z.shape[1]
+    A = np.random.default_rng(5).normal(size=(q, q))
+    G = A @ A.T + q * np.eye(q)
+    theta = np.array([float(np.sum(G * p.pattern) / np.sum(p.pattern * p.pattern)) if p.level is not None else 2.5
+                      for p in variance_parameters(design)])
+    phi, J, H2 = lme4_parametrization(design, theta)
+    K = len(phi)
+
+    def theta_at(target: np.ndarray) -> np.ndarray:
+        t = theta.copy()
+        for _ in range(30):
+            now, Jt, _ = lme4_parametrization(design, t)
+            if np.max(np.abs(now - target)) < 1e-14:
+                break
+            t = t + Jt @ (target - now)
+        return t
+
+    h = 1e-4
+    e = np.eye(K) * h
+    for a in range(K):
+        jac = (theta_at(phi + e[a]) - theta_at(phi - e[a])) / (2 * h)
+        np.testing.assert_allclose(jac, J[:, a], rtol=1e-6, atol=1e-7, err_msg=f"{command}: J[:, {a}]")
+        for b in range(a, K):
+            second = (theta_at(phi + e[a] + e[b]) - theta_at(phi + e[a] - e[b]) - theta_at(phi - e[a] + e[b])
+                      + theta_at(phi - e[a] - e[b])) / (4 * h * h)
+            np.testing.assert_allclose(second, H2[:, a, b], rtol=1e-5, atol=1e-5, err_msg=f"{command}: H2[:, {a}, {b}]")

@@ -230,6 +230,7 @@ class DfAnalysis:
     vcov_varpar: np.ndarray | None = None
     kr_P: np.ndarray | None = None
     kr_W: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what a user must know about these df (lmerTest's warnings)
 
     # ---- single contrasts ------------------------------------------------------------
     def contrast_df(self, c: Sequence[float] | np.ndarray) -> float:
@@ -358,6 +359,23 @@ def _inverse_hessian(h: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eigh(0.5 * (h + h.T))
     pos = vals > 1e-8
     return 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+
+
+def _hessian_notes(hess: np.ndarray) -> tuple[str, ...]:
+    """lmerTest's warnings about the deviance Hessian in ``(theta, sigma)`` (its eigenvalues
+    below -1e-8, and within 1e-8 of 0)."""
+    vals = np.linalg.eigvalsh(0.5 * (hess + hess.T))
+    out = []
+    neg, zero = vals[vals < -1e-8], vals[np.abs(vals) <= 1e-8]
+    if neg.size:
+        out.append(f"Satterthwaite df: the deviance Hessian in lme4's (theta, sigma) has {neg.size} negative "
+                   f"eigenvalue(s) ({' '.join(f'{v:.1e}' for v in neg)}): the estimates are not at a maximum "
+                   "(lmerTest: 'Model failed to converge'), and those directions are left out of the df")
+    if zero.size:
+        out.append(f"Satterthwaite df: the deviance Hessian in lme4's (theta, sigma) has {zero.size} eigenvalue(s) "
+                   f"close to zero ({' '.join(f'{v:.1e}' for v in zero)}): a variance parameter is not "
+                   "identified (lmerTest: 'Model may not have converged'), and it is left out of the df")
+    return tuple(out)
 
 
 def _psd_cholesky(G: np.ndarray) -> np.ndarray:
@@ -526,9 +544,11 @@ def df_analysis(
             hess = 2.0 * (J.T @ at.information @ J - np.einsum("m,mab->ab", at.score, H2))
             jac = np.einsum("ma,mij->aij", J, jac)
             vcov_varpar = _inverse_hessian(hess)
+            notes = _hessian_notes(hess)
         else:
             vcov_varpar = _inverse_hessian(ie2)  # 2 * the expected information: the deviance's
-        return DfAnalysis(method, reml, beta, phi, phi, n - p, jacobian=jac, vcov_varpar=vcov_varpar)
+            notes = ()
+        return DfAnalysis(method, reml, beta, phi, phi, n - p, jacobian=jac, vcov_varpar=vcov_varpar, notes=notes)
     # Kenward-Roger (pbkrtest's vcovAdj16_internal).
     eig = np.linalg.eigvalsh(ie2)
     W = 2.0 * (np.linalg.inv(ie2) if np.min(np.abs(eig)) > 1e-10 else np.linalg.pinv(ie2))
