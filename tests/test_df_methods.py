@@ -293,3 +293,114 @@ def test_stata_dfmethod(hsb_combined) -> None:
         hlmbridge.fit("mixed mathach ses || id:, reml dfmethod(anova)", hsb_combined, engine="statsmodels")
     with pytest.raises(UsageError, match="says dfmethod"):
         hlmbridge.fit(cmd, hsb_combined, engine="statsmodels", df_method="satterthwaite")
+
+
+# ---- boundary (singular) fits ---------------------------------------------------------------
+# lmerTest differentiates the deviance in lme4's (theta, sigma), where a boundary fit (a variance
+# at 0, a correlation at +/-1) is still a stationary point; in the variance metric it is not, and
+# the df there were wrong: Dyestuff2 1.04 (REML) and 0.25 (ML) against lmerTest's 29 and 30,
+# HSB model 5's ses 141 against 1,401. Kenward-Roger (pbkrtest) works in the variance metric
+# with the expected information and gives 5 on Dyestuff2.
+BOUNDARY = [
+    # (id, data, hlmbridge spec, R formula, REML)
+    ("dyestuff2-reml", "Dyestuff2", "Yield ~ 1 + (1 | Batch)", "Yield ~ 1 + (1 | Batch)", True),
+    ("dyestuff2-ml", "Dyestuff2", "Yield ~ 1 + (1 | Batch)", "Yield ~ 1 + (1 | Batch)", False),
+    ("hsb-model5-ml", "hsb", "mixed mathach c.ses##i.sector || id: ses, cov(unstr)",
+     "mathach ~ ses + sector + ses:sector + (ses | id)", False),
+]
+# hlmbridge's names of the Stata command's coefficients -> lme4's for the R formula above
+_R_NAMES = {"sector1": "sector", "ses:sector1": "ses:sector"}
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("case", BOUNDARY, ids=[c[0] for c in BOUNDARY])
+def test_satterthwaite_at_boundary_fits_matches_lmertest(rref: _R, datasets, case) -> None:
+    _, data, spec, formula, reml = case
+    df = rref.lme4_data(data) if data != "hsb" else datasets["hsb"]
+    res = hlmbridge.fit(spec, df, engine="lme4", reml=reml) if data != "hsb" else hlmbridge.fit(spec, df, engine="lme4")
+    assert res.spec.reml == reml and res.singular
+    p = len(res.fixed_rows)
+    Ls = [np.eye(p)[:2]] if p >= 2 else []
+    ref = rref.fit(df, formula, reml, [], at=res)
+    assert ref["singular"][0], f"{case[0]}: R must see the same boundary fit"
+    order = [list(ref["names"]).index(_R_NAMES.get(t, t)) for t in res.fixed["term"]]
+    _close([r[2] for r in res.fixed_rows], ref["beta"][order], f"{case[0]}: beta (same optimum)", 1e-7)
+    sat = res.with_df("satterthwaite")
+    _close(sat.fixed["df"], ref["satt_df"][order], f"{case[0]}: Satterthwaite df")
+    _close(sat.fixed["p_value"], ref["satt_p"][order], f"{case[0]}: Satterthwaite p", atol=P_ATOL)
+    for L in Ls:  # an F test on two coefficients (lmerTest's contestMD)
+        R = np.zeros_like(L)
+        R[:, order] = L
+        want = rref.fit(df, formula, reml, [R], at=res)["satt_L"]
+        got = sat.test(L).iloc[0]
+        _close([got.f_value, got.num_df, got.den_df], np.atleast_2d(want)[0, :3], f"{case[0]}: contest F")
+    if reml:  # Kenward-Roger was right at the boundary already: keep it so
+        _close(res.with_df("kenward-roger").fixed["df"], ref["kr_df"][order], f"{case[0]}: KR df")
+    # The statsmodels engine stops a hair inside the boundary (var ~1e-9, |corr| 1 - 1e-9): the
+    # df are continuous there in lme4's metric, within 1e-4 of the boundary's.
+    sm = hlmbridge.fit(spec, df, engine="statsmodels", reml=reml) if data != "hsb" else \
+        hlmbridge.fit(spec, df, engine="statsmodels")
+    _close(sm.with_df("satterthwaite").fixed["df"], ref["satt_df"][order], f"{case[0]}: statsmodels df", 1e-4)
+
+
+def test_satterthwaite_notes_at_a_boundary_fit() -> None:
+    """A boundary fit's Satterthwaite table says what its df are (lmerTest's at the boundary),
+    and the note does not stay when the table moves to another df method."""
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(6), 5)
+    e = rng.normal(size=30)
+    e -= pd.Series(e).groupby(g).transform("mean").to_numpy()  # equal group means: sd(g) at 0
+    df = pd.DataFrame({"y": 5.0 + e, "g": g})
+    res = hlmbridge.fit("y ~ 1 + (1 | g)", df, engine="statsmodels")
+    assert res.singular
+    sat = res.with_df("satterthwaite")
+    note = [w for w in sat.warnings if w.startswith("Satterthwaite df at a boundary")]
+    assert len(note) == 1 and "Warning: " + note[0] in sat.summary()
+    assert sat.fixed["df"][0] == pytest.approx(29, rel=1e-6)  # n - p: the residual variance alone
+    kr = sat.with_df("kenward-roger")
+    assert not [w for w in kr.warnings if w.startswith("Satterthwaite df")]
+    assert kr.fixed["df"][0] < 10
+
+
+@pytest.mark.parametrize("command", [
+    "mixed mathach ses sector || id: ses sector, cov(unstructured) reml",
+    "mixed mathach ses sector || id: ses sector, cov(independent) reml",
+    "mixed mathach ses sector || id: ses sector, cov(identity) reml",
+    "mixed mathach ses sector || id: ses sector, cov(exchangeable) reml",
+])
+def test_lme4_parametrization_derivatives(hsb_combined, command: str) -> None:
+    """The map from lme4's (theta, sigma) to the variance parameters: its Jacobian and second
+    derivatives against central differences of the map, which is evaluated by inverting the
+    function's own phi(theta) (Cholesky factors) by Newton steps."""
+    from hlmbridge.design.build import build_design
+    from hlmbridge.inference.df_methods import lme4_parametrization
+    from hlmbridge.inference.stata_parity import variance_parameters
+    from hlmbridge.spec.model import ModelSpec
+
+    design = build_design(ModelSpec.from_stata(command), hsb_combined)
+    q = design.levels[0].Z.shape[1]
+    A = np.random.default_rng(5).normal(size=(q, q))
+    G = A @ A.T + q * np.eye(q)
+    theta = np.array([float(np.sum(G * p.pattern) / np.sum(p.pattern * p.pattern)) if p.level is not None else 2.5
+                      for p in variance_parameters(design)])
+    phi, J, H2 = lme4_parametrization(design, theta)
+    K = len(phi)
+
+    def theta_at(target: np.ndarray) -> np.ndarray:
+        t = theta.copy()
+        for _ in range(30):
+            now, Jt, _ = lme4_parametrization(design, t)
+            if np.max(np.abs(now - target)) < 1e-14:
+                break
+            t = t + Jt @ (target - now)
+        return t
+
+    h = 1e-4
+    e = np.eye(K) * h
+    for a in range(K):
+        jac = (theta_at(phi + e[a]) - theta_at(phi - e[a])) / (2 * h)
+        np.testing.assert_allclose(jac, J[:, a], rtol=1e-6, atol=1e-7, err_msg=f"{command}: J[:, {a}]")
+        for b in range(a, K):
+            second = (theta_at(phi + e[a] + e[b]) - theta_at(phi + e[a] - e[b]) - theta_at(phi - e[a] + e[b])
+                      + theta_at(phi - e[a] - e[b])) / (4 * h * h)
+            np.testing.assert_allclose(second, H2[:, a, b], rtol=1e-5, atol=1e-5, err_msg=f"{command}: H2[:, {a}, {b}]")

@@ -55,6 +55,12 @@ class _R:
                               "upper": np.array(got["upper"])})
         return frame, float(got["seconds"][0])
 
+    def fixed_exact(self, data: pd.DataFrame, formula: str, term: str, reml: bool) -> tuple[float, float]:
+        """One fixed effect's profile interval from lme4 refits at fixed values (no spline)."""
+        out = self.env["profile_reference_fixed_exact"](self._convert(data, to_r=True), formula, term, reml)
+        got = dict(zip(out.names, out))
+        return float(got["lower"][0]), float(got["upper"][0])
+
 
 @pytest.fixture(scope="module")
 def rref() -> _R:
@@ -163,3 +169,84 @@ def test_profile_bad_input() -> None:
         res.profile_ci(level=95)
     with pytest.raises(UsageError, match="design"):
         hlmbridge.FitResult.from_dict(res.to_dict()).profile_ci()
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+def test_profile_fixed_effect_at_boundary_fit(rref: _R, reml: bool) -> None:
+    """Dyestuff2 (sd(Batch) 0): the intercept's profile leaves the boundary (sd 0.48 at the
+    interval's ends). The inner search used to start at sd 0, where the gradient is 0, and never
+    left it: (4.31535, 7.01585) instead of (4.31284, 7.01836). The reference is lme4 refitted at
+    fixed intercepts (``profile_reference_fixed_exact``): lme4's own confint interpolates its
+    profile with a spline that misses the bend where the sd leaves 0 (4.31210, 7.01909), so that
+    one end is checked against the refits, the random part against confint as elsewhere."""
+    data = rref.data("Dyestuff2")
+    formula = "Yield ~ 1 + (1 | Batch)"
+    theirs, _ = rref.confint(data, formula, reml)
+    lo, hi = rref.fixed_exact(data, formula, "(Intercept)", reml)
+    for engine in ("lme4", "statsmodels"):
+        res = hlmbridge.fit(formula, data, engine=engine, reml=reml)
+        ours = profile_ci(res)
+        ran = ours[ours["effect"] == "ran_pars"]
+        _check(ran, theirs[theirs["term"].isin(ran["term"])], "dyestuff2", res)
+        fixed = ours.set_index("term").loc["(Intercept)"]
+        assert fixed["conf_low"] == pytest.approx(lo, rel=1e-6), (engine, fixed["conf_low"], lo)
+        assert fixed["conf_high"] == pytest.approx(hi, rel=1e-6), (engine, fixed["conf_high"], hi)
+
+
+@pytest.mark.requires_r
+def test_profile_crossed_many_random_effects(rref: _R, capsys) -> None:
+    """A crossed design with more than 160 random effects (lme4's InstEval, the first 40
+    instructors: 3,528 ratings, 1,790 students x 40 instructors) takes the sparse path. It used
+    to crash (NameError in _Profiler.parts); with that fixed it recomputed the full sparse
+    inference (information matrix included) at every point, minutes of CPU. Now each point is
+    one block elimination of the sparse module's kind: a few CPU seconds, as lme4."""
+    data = rref.data("InstEval")
+    data = data[data["d"].cat.codes < 40].copy()
+    for col in ("s", "d"):
+        data[col] = data[col].cat.remove_unused_categories()
+    formula = "y ~ service + (1 | s) + (1 | d)"
+    theirs, r_seconds = rref.confint(data, formula, False)
+    res = hlmbridge.fit(formula, data, engine="lme4", reml=False)
+    assert sum(g.n_groups for g in res.groups) > 160
+    t0 = time.process_time()
+    ours = profile_ci(res)
+    cpu = time.process_time() - t0
+    _check(ours, theirs, "insteval-40", res)
+    with capsys.disabled():
+        print(f"\n[profile] insteval-40 lme4: hlmbridge {cpu:.1f} CPU s, lme4 confint {r_seconds:.1f}s")
+    assert cpu < 60, f"profile_ci took {cpu:.0f} CPU seconds on 1,830 crossed random effects"
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ x + (1 | a) + (1 | b)",   # scalar levels: diagonal scalings
+    "y ~ x + (x | b) + (1 | a)",   # the largest level with a 2 x 2 block
+    "y ~ x + (1 | a) + (x | c)",   # a correlated block among the other levels
+])
+def test_sparse_profile_likelihood_matches_evaluate(formula: str) -> None:
+    """The profile's lean likelihood on a crossed design with > 160 random effects equals the
+    sparse module's full evaluation (log likelihood, GLS coefficients, their covariance), with
+    and without weights."""
+    from hlmbridge.design.build import build_design
+    from hlmbridge.inference.profile import _lean_blocks, _sparse_ml_parts
+    from hlmbridge.inference.stata_parity import evaluate, uses_sparse_algebra, variance_parameters
+    from hlmbridge.spec.model import ModelSpec
+
+    rng = np.random.default_rng(8)
+    n = 1200
+    a, b, c = rng.integers(0, 150, n), rng.integers(0, 90, n), rng.integers(0, 30, n)
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=150)[a] + rng.normal(size=90)[b] * (1 + x) + rng.normal(size=30)[c] * x + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "a": a, "b": b, "c": c})
+    for weights in (None, rng.uniform(0.5, 2.0, n)):
+        design = build_design(ModelSpec.from_lme4(formula, reml=False), df, weights=weights)
+        assert uses_sparse_algebra(design) and _lean_blocks(design) is not None
+        vp = variance_parameters(design)
+        theta = np.array([0.0 if p.kind == "cov" else 0.7 for p in vp])
+        theta[[k for k, p in enumerate(vp) if p.kind == "cov"]] = 0.1
+        theta[-1] = 1.3
+        ll, beta, vcov = _sparse_ml_parts(design, theta)
+        want = evaluate(design, None, theta, reml=False)
+        assert ll == pytest.approx(want.loglik, abs=1e-9)
+        np.testing.assert_allclose(beta, want.beta_gls, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(vcov, want.fixed_vcov, rtol=1e-10, atol=1e-14)

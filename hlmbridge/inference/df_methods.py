@@ -7,9 +7,13 @@ variance/covariance scale, the residual variance last), whichever engine estimat
 
 - ``Phi = (X' V^-1 X)^-1`` and ``dPhi/dtheta_k = Phi C_k Phi`` with ``C_k = X'V^-1 V_k V^-1 X``;
 - Satterthwaite (as lmerTest): ``df = 2 (c'Phi c)^2 / (g' A g)``, ``g_k = c' dPhi/dtheta_k c``,
-  ``A`` the inverse of the observed information of ``theta`` (REML: of the restricted
-  likelihood; ML: with the fixed effects profiled out). lmerTest differentiates numerically in
-  lme4's (theta, sigma); at the optimum ``g' A g`` does not depend on the parametrization.
+  ``A`` twice the pseudo-inverse of the deviance Hessian (REML: of the restricted likelihood;
+  ML: with the fixed effects profiled out), both in lme4's ``(theta, sigma)`` as lmerTest
+  differentiates them (numerically; hlmbridge by the chain rule from the exact information and
+  score in the variance metric, :func:`lme4_parametrization`). At an interior optimum ``g' A g``
+  does not depend on the parametrization; at a boundary fit (a variance at 0, a correlation at
+  +/-1) it does: there only lme4's metric has a stationary point (the parameter at the boundary
+  then adds nothing to the df, as in lmerTest: Dyestuff2 has 29 REML df, not 1.04).
   F tests follow lmerTest's ``contestMD`` (eigen-decomposition of ``L Phi L'``);
 - Kenward-Roger (as pbkrtest's ``vcovAdj`` and ``KRmodcomp``): ``P_k = -C_k``,
   ``Q_kl = X'V^-1 V_k V^-1 V_l V^-1 X``, ``R_kl = 0`` (V is linear in theta),
@@ -60,6 +64,7 @@ __all__ = [
     "DfAnalysis",
     "df_analysis",
     "kr_ddf",
+    "lme4_parametrization",
     "normalize_df_method",
 ]
 
@@ -209,9 +214,11 @@ class DfAnalysis:
     """The df method's view of one fit: per-coefficient df and t tests, F tests of contrasts.
 
     ``vcov`` is ``(X'V^-1X)^-1`` at ``theta``; ``vcov_adjusted`` is Kenward-Roger's ``Phi_A``
-    (``vcov`` for the other methods). ``jacobian[k] = dvcov/dtheta_k``; ``vcov_varpar`` is the
-    covariance of ``theta`` the Satterthwaite df use; ``kr_P``/``kr_W`` are pbkrtest's ``P``
-    and ``W``.
+    (``vcov`` for the other methods). ``jacobian[k] = dvcov/dphi_k`` and ``vcov_varpar`` the
+    covariance of ``phi`` the Satterthwaite df use, with ``phi`` lme4's ``(theta, sigma)``
+    (observed information, lmerTest's ``Jac_list`` and ``vcov_varpar``) or the variance
+    parameters (expected information), Kenward-Roger's ``jacobian`` in the variance metric;
+    ``kr_P``/``kr_W`` are pbkrtest's ``P`` and ``W``.
     """
 
     method: str
@@ -224,6 +231,7 @@ class DfAnalysis:
     vcov_varpar: np.ndarray | None = None
     kr_P: np.ndarray | None = None
     kr_W: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what a user must know about these df (lmerTest's warnings)
 
     # ---- single contrasts ------------------------------------------------------------
     def contrast_df(self, c: Sequence[float] | np.ndarray) -> float:
@@ -347,12 +355,137 @@ def kr_ddf(a: DfAnalysis, L: np.ndarray) -> float:
     return _kr_terms(a, np.atleast_2d(np.asarray(L, dtype=float)))[0]
 
 
-def _inverse_information(info: np.ndarray) -> np.ndarray:
-    """2 * pseudo-inverse of the deviance Hessian, as lmerTest (eigenvalues below 1e-8 dropped)."""
-    h = 2.0 * info  # the Hessian of the deviance (-2 log likelihood)
+def _inverse_hessian(h: np.ndarray) -> np.ndarray:
+    """2 * pseudo-inverse of the deviance Hessian ``h``, as lmerTest (eigenvalues below 1e-8 dropped)."""
     vals, vecs = np.linalg.eigh(0.5 * (h + h.T))
     pos = vals > 1e-8
     return 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+
+
+def _hessian_notes(hess: np.ndarray) -> tuple[str, ...]:
+    """lmerTest's warnings about the deviance Hessian in ``(theta, sigma)`` (its eigenvalues
+    below -1e-8, and within 1e-8 of 0)."""
+    vals = np.linalg.eigvalsh(0.5 * (hess + hess.T))
+    out = []
+    neg, zero = vals[vals < -1e-8], vals[np.abs(vals) <= 1e-8]
+    if neg.size:
+        out.append(f"Satterthwaite df: the deviance Hessian in lme4's (theta, sigma) has {neg.size} negative "
+                   f"eigenvalue(s) ({' '.join(f'{v:.1e}' for v in neg)}): the estimates are not at a maximum "
+                   "(lmerTest: 'Model failed to converge'), and those directions are left out of the df")
+    if zero.size:
+        out.append(f"Satterthwaite df: the deviance Hessian in lme4's (theta, sigma) has {zero.size} eigenvalue(s) "
+                   f"close to zero ({' '.join(f'{v:.1e}' for v in zero)}): a variance parameter is not "
+                   "identified (lmerTest: 'Model may not have converged'), and it is left out of the df")
+    return tuple(out)
+
+
+def _psd_cholesky(G: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of a positive semi-definite ``G`` (a zero pivot gives a zero
+    column below it, as lme4's theta has at a singular fit; a pivot below 0 by rounding is 0)."""
+    q = G.shape[0]
+    L = np.zeros((q, q))
+    tiny = 1e-14 * max(float(np.max(np.abs(np.diag(G)))), 1e-300)
+    for j in range(q):
+        d = G[j, j] - L[j, :j] @ L[j, :j]
+        if d <= tiny:
+            continue
+        L[j, j] = np.sqrt(d)
+        L[j + 1:, j] = (G[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return L
+
+
+def lme4_parametrization(design: Design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lme4's ``(theta, sigma)`` at the variance parameters ``theta``, with the map's derivatives.
+
+    lme4 parametrizes each random-effects term's covariance as ``sigma^2 L L'`` with ``L`` lower
+    triangular (its ``theta``: the lower triangle column by column, in the level's lme4 term
+    order), and the residual variance as ``sigma^2``; lmerTest differentiates in ``(theta,
+    sigma)``. A structure lme4 has no term for (Stata's identity and exchangeable over several
+    terms) gets ``var = sigma^2 t^2`` and ``cov = sigma^2 c``. Returns ``phi`` (lme4's theta then
+    sigma), ``J[m, a] = dtheta_m / dphi_a`` and ``H2[m] = d^2 theta_m / dphi dphi'``.
+
+    Every variance parameter is ``sigma^2 q_m(l)`` with ``q_m(l) = l'A_m l / 2 + b_m'l`` (the
+    residual's ``q = 1``), so the derivatives are exact.
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec, RandomLevel
+    >>> from hlmbridge.design.build import build_design
+    >>> g = np.repeat(np.arange(5), 3)
+    >>> df = pd.DataFrame({"y": np.arange(15.0) % 4, "g": g})
+    >>> d = build_design(ModelSpec("y", levels=(RandomLevel("g"),)), df)
+    >>> phi, J, H2 = lme4_parametrization(d, np.array([0.0, 4.0]))
+    >>> phi.tolist(), J.tolist()   # theta = 0 at the boundary: var(_cons) does not move to first order
+    ([0.0, 2.0], [[0.0, 0.0], [0.0, 4.0]])
+    """
+    from hlmbridge.inference.stata_parity import variance_parameters
+
+    theta = np.asarray(theta, dtype=float)
+    vp = variance_parameters(design)
+    K = len(vp)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    sigma = np.sqrt(s2)
+    quad: list[tuple[np.ndarray, np.ndarray] | None] = [None] * K  # (A_m, b_m) over l
+    l_values: list[float] = []
+
+    def new_l(value: float) -> int:
+        l_values.append(float(value))
+        return len(l_values) - 1
+
+    pending: list[tuple[int, list[tuple[int, int]]]] = []  # (m, pairs (i, j) of l indices with q_m = sum l_i l_j)
+    for li, ld in enumerate(design.levels):
+        mine = [(k, p) for k, p in enumerate(vp) if p.level == li]
+        shared = [(k, p) for k, p in mine if np.count_nonzero(np.triu(p.pattern)) > 1]
+        if shared:  # identity / exchangeable over several terms
+            for k, p in mine:
+                if p.kind == "var":
+                    pending.append((k, [(new_l(np.sqrt(max(theta[k], 0.0) / s2)),) * 2]))
+                else:
+                    idx = new_l(theta[k] / s2)
+                    pending.append((k, [(-1, idx)]))  # linear: marked by -1
+            continue
+        G = np.zeros((ld.Z.shape[1],) * 2)
+        for k, p in mine:
+            G += theta[k] * p.pattern
+        entry: dict[tuple[int, int], int] = {}  # (row, column) of one block's L -> l index
+        for cols in (ld.blocks or (tuple(range(G.shape[0])),)):
+            L = _psd_cholesky(G[np.ix_(cols, cols)] / s2)
+            for c in range(len(cols)):
+                for r in range(c, len(cols)):
+                    entry[(cols[r], cols[c])] = new_l(L[r, c])
+        for k, p in mine:
+            i, j = (int(v[0]) for v in np.nonzero(np.triu(p.pattern)))
+            pairs = [(entry[(i, c)], entry[(j, c)]) for c in range(G.shape[0])
+                     if (i, c) in entry and (j, c) in entry]
+            pending.append((k, pairs))
+    nl = len(l_values)
+    for k, pairs in pending:
+        A, b = np.zeros((nl, nl)), np.zeros(nl)
+        for a, c in pairs:
+            if a < 0:
+                b[c] = 1.0
+            else:  # l_a l_c: half of it in A[a, c] and A[c, a] (l'A l / 2)
+                A[a, c] += 1.0
+                A[c, a] += 1.0
+        quad[k] = (A, b)
+    lv = np.array(l_values)
+    na = nl + 1
+    J = np.zeros((K, na))
+    H2 = np.zeros((K, na, na))
+    for m in range(K):
+        if vp[m].level is None:  # sigma^2
+            J[m, nl] = 2.0 * sigma
+            H2[m, nl, nl] = 2.0
+            continue
+        A, b = quad[m]  # type: ignore[misc]
+        qm = 0.5 * lv @ A @ lv + b @ lv
+        grad = A @ lv + b
+        J[m, :nl], J[m, nl] = s2 * grad, 2.0 * sigma * qm
+        H2[m, :nl, :nl] = s2 * A
+        H2[m, :nl, nl] = H2[m, nl, :nl] = 2.0 * sigma * grad
+        H2[m, nl, nl] = 2.0 * qm
+    return np.append(lv, sigma), J, H2
 
 
 @with_bounded_blas
@@ -404,10 +537,20 @@ def df_analysis(
         if information == "observed":
             from hlmbridge.inference.stata_parity import evaluate
 
-            info = evaluate(design, beta, theta, reml=reml).information
+            # lmerTest's Hessian of the deviance in lme4's (theta, sigma), by the chain rule from
+            # the exact information and score in the variance metric. At an interior optimum this
+            # gives the df of the variance metric; at a boundary fit (a variance at 0, a
+            # correlation at +/-1) only this metric's point is stationary, and the df are lmerTest's.
+            at = evaluate(design, beta, theta, reml=reml)
+            _, J, H2 = lme4_parametrization(design, theta)
+            hess = 2.0 * (J.T @ at.information @ J - np.einsum("m,mab->ab", at.score, H2))
+            jac = np.einsum("ma,mij->aij", J, jac)
+            vcov_varpar = _inverse_hessian(hess)
+            notes = _hessian_notes(hess)
         else:
-            info = 0.5 * ie2
-        return DfAnalysis(method, reml, beta, phi, phi, n - p, jacobian=jac, vcov_varpar=_inverse_information(info))
+            vcov_varpar = _inverse_hessian(ie2)  # 2 * the expected information: the deviance's
+            notes = ()
+        return DfAnalysis(method, reml, beta, phi, phi, n - p, jacobian=jac, vcov_varpar=vcov_varpar, notes=notes)
     # Kenward-Roger (pbkrtest's vcovAdj16_internal).
     eig = np.linalg.eigvalsh(ie2)
     W = 2.0 * (np.linalg.inv(ie2) if np.min(np.abs(eig)) > 1e-10 else np.linalg.pinv(ie2))

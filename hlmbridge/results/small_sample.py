@@ -94,10 +94,22 @@ def with_df(result: FitResult, method: str, *, information: str | None = None) -
     adjusted: tuple[tuple[float, ...], ...] = ()
     if a.method == "kenward-roger":
         adjusted = tuple(map(tuple, np.asarray(a.vcov_adjusted, dtype=float).tolist()))
+    notes = list(a.notes)
+    if label == "satterthwaite" and result.singular:
+        notes.append(
+            "Satterthwaite df at a boundary (singular) fit: as lmerTest's, they are computed in lme4's "
+            "(theta, sigma), where a parameter at the boundary adds nothing to the df; Kenward-Roger's "
+            "(pbkrtest) count it and can be far smaller (lme4's Dyestuff2: 29 against 5)"
+        )
+    # Notes of an earlier df method do not carry over.
+    warnings = tuple(w for w in result.warnings if not w.startswith(_DF_NOTE)) + tuple(notes)
     return dataclasses.replace(
         result, fixed_rows=fixed_rows, df_method=label, fixed_df=tuple(float(x) for x in rows[:, 2]),
-        fixed_vcov_adjusted=adjusted,
+        fixed_vcov_adjusted=adjusted, warnings=warnings,
     )
+
+
+_DF_NOTE = "Satterthwaite df"  # how every note of the df methods begins
 
 
 def _method_of(result: FitResult, df_method: str | None) -> str:

@@ -27,9 +27,29 @@ df_reference_theta <- function(fit, at) {
       G[a, b] <- G[b, a] <- rows$estimate[k]
     }
     if (anyNA(G)) stop("no variance component given for every term of ", names(cnms)[i])
-    L <- t(chol(G / s2))
+    L <- df_reference_psd_chol(G / s2)
     L[lower.tri(L, diag = TRUE)]
   }))
+}
+
+## The lower Cholesky factor of a positive semi-definite matrix, as lme4's theta holds it at a
+## singular fit: a zero pivot (a variance at 0, a correlation at +/-1) gives a zero column
+## below it (chol() refuses such a matrix); a pivot below 0 by rounding counts as 0.
+df_reference_psd_chol <- function(G) {
+  q <- nrow(G)
+  L <- matrix(0, q, q)
+  tiny <- 1e-14 * max(abs(diag(G)), 1e-300)
+  for (j in seq_len(q)) {
+    before <- seq_len(j - 1)
+    d <- G[j, j] - sum(L[j, before]^2)
+    if (d <= tiny) next
+    L[j, j] <- sqrt(d)
+    if (j < q) {
+      below <- (j + 1):q
+      L[below, j] <- (G[below, j] - L[below, before, drop = FALSE] %*% L[j, before]) / L[j, j]
+    }
+  }
+  L
 }
 
 ## The lme4 example data sets the tests use, as plain data frames.
