@@ -31,6 +31,7 @@ from hlmbridge.engines.r_session import INSTALL_HINT, _RSession, r_source_path
 from hlmbridge.engines.r_session import session as _session
 from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
+from hlmbridge.inference.optimum import is_singular
 from hlmbridge.inference.stata_parity import theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
 
@@ -352,6 +353,7 @@ class Lme4Engine:
             inf = polished.inference
             return replace(
                 est, beta=inf.beta_gls, theta=polished.theta, loglik=inf.loglik, inference=inf,
+                singular=is_singular(design, polished.theta),
                 optimizer=(f"{est.optimizer} + Newton polish on the analytic score"
                            f"{' in lme4 parameters, on the boundary' if est.singular else ''} ({polished.steps} "
                            f"step{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)"),
@@ -445,11 +447,13 @@ class Lme4Engine:
             # lme4 files "boundary (singular) fit" among its convergence messages; that is a
             # property of the optimum (reported as `singular`), not a failure to reach it.
             converged=out.conv_code == 0 and not [m for m in out.conv_messages if "singular" not in m],
-            singular=out.singular,
+            # lme4's isSingular, computed by hlmbridge from the estimates as for every engine
+            # (R's own answer, at R's unpolished theta, is kept in extra["lme4_isSingular"]).
+            singular=is_singular(design, theta),
             optimizer=f"lme4 {out.optimizer} ({settings})",
             versions=dict(versions),
             warnings=tuple(dict.fromkeys(out.warnings + out.messages + out.conv_messages)),
             fixed_vcov=fixed_vcov,
             engine_seconds=out.elapsed,
-            extra={"feval": out.feval, "call_seconds": seconds},
+            extra={"feval": out.feval, "call_seconds": seconds, "lme4_isSingular": out.singular},
         )

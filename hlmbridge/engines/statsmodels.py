@@ -29,6 +29,7 @@ import pandas as pd
 from hlmbridge.design.build import Design, LevelDesign
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import ConvergenceError, FitError
+from hlmbridge.inference.optimum import is_singular
 from hlmbridge.inference.stata_parity import theta_from_matrices
 from hlmbridge.spec.model import ModelSpec
 
@@ -246,7 +247,7 @@ class StatsmodelsEngine:
             covs[li][cols[0], cols[0]] = value
         sigma2 = float(res.scale)
         theta = theta_from_matrices(design, covs, sigma2)
-        singular = _is_singular(covs)
+        singular = is_singular(design, theta)  # lme4's isSingular, for every engine alike
         return EngineFit(
             beta=np.asarray(res.fe_params, dtype=float),
             theta=theta,
@@ -282,20 +283,6 @@ def _better(a: Any, b: Any) -> Any:
     if bool(a[0].converged) != bool(b[0].converged):
         return a if a[0].converged else b
     return b if b[0].llf > a[0].llf + 1e-9 else a
-
-
-def _is_singular(covs: list[np.ndarray], tol: float = 1e-6) -> bool:
-    """A variance at zero or a correlation within ``tol`` of +-1."""
-    for g in covs:
-        d = np.diag(g)
-        if np.any(d <= tol * max(1.0, float(np.max(np.abs(d))) if d.size else 1.0)):
-            return True
-        sd = np.sqrt(d)
-        corr = g / np.outer(sd, sd)
-        off = corr[~np.eye(len(d), dtype=bool)]
-        if off.size and np.any(np.abs(off) > 1 - tol):
-            return True
-    return False
 
 
 class _NewtonOptimum:

@@ -1,4 +1,4 @@
-"""Is an engine's answer the optimum? A check on hlmbridge's own likelihood.
+"""Is an engine's answer the optimum, and is it on the boundary? Checks on hlmbridge's own terms.
 
 An optimizer can report convergence at a point that is not the maximum (statsmodels'
 Powell does on some boundary fits). :func:`likelihood_gain` looks for a better point
@@ -7,6 +7,11 @@ REML) log likelihood by central differences and searches along the Newton direct
 the gradient, where the information is not positive definite), keeping every covariance
 matrix positive semi-definite. A gain larger than a rounding error means the engine
 stopped short.
+
+:func:`is_singular` is the one definition of a boundary (singular) fit for every engine, lme4's
+``isSingular``: some diagonal element of a relative covariance factor (the lower Cholesky factor
+of a random-effects block's covariance over the residual variance, lme4's ``theta``) below
+1e-4. It is computed from the estimates, so both engines answer it alike.
 
 Examples
 --------
@@ -19,6 +24,8 @@ Examples
 >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | g)", reml=False), df)
 >>> likelihood_gain(d, np.array([0.01, 5.0])) > 1.0      # far from the optimum
 True
+>>> is_singular(d, np.array([1.0, 5.0])), is_singular(d, np.array([1e-9, 5.0]))
+(False, True)
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ import numpy as np
 from hlmbridge.design.build import Design
 from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
-from hlmbridge.inference.stata_parity import evaluate, variance_parameters
+from hlmbridge.inference.stata_parity import evaluate, level_covariances, variance_parameters
 
-__all__ = ["is_feasible", "likelihood_gain", "profiled_loglik"]
+__all__ = ["is_feasible", "is_singular", "likelihood_gain", "profiled_loglik", "relative_factor_pivots"]
 
 
 def profiled_loglik(design: Design, theta: np.ndarray) -> float:
@@ -108,3 +115,48 @@ def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray |
         for t in (1.0, 0.5, 0.25, 0.1, 0.03):
             best = max(best, profiled_loglik(design, theta + t * d))
     return float(best - base)
+
+
+#: lme4's ``isSingular`` tolerance (its default ``tol = 1e-4``), on its ``theta`` scale.
+SINGULAR_TOL = 1e-4
+
+
+def relative_factor_pivots(design: Design, theta: np.ndarray) -> np.ndarray:
+    """The diagonal of every relative covariance factor at ``theta``: per correlated block of
+    each level (one lme4 random-effects term, its columns in lme4's order), the lower Cholesky
+    factor L of the block's covariance over the residual variance (G / s2 = L L', lme4's
+    ``theta``), its diagonal elements in order.
+
+    The factor is the unpivoted one lme4 optimizes over. Where a pivot is zero (a
+    rank-deficient block) the elements below it are not determined by G; the pivot itself,
+    and every pivot before it, is.
+    """
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance is {s2!r}, not positive")
+    out: list[float] = []
+    for ld, G in zip(design.levels, level_covariances(design, theta), strict=True):
+        q = G.shape[0]
+        for cols in ld.blocks or (tuple(range(q)),):
+            g = G[np.ix_(cols, cols)] / s2
+            m = len(cols)
+            L = np.zeros((m, m))
+            for j in range(m):
+                d = g[j, j] - L[j, :j] @ L[j, :j]
+                if not d > 0:  # a zero pivot (rounding may leave it slightly negative)
+                    out.append(0.0)
+                    continue
+                L[j, j] = np.sqrt(d)
+                L[j + 1:, j] = (g[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+                out.append(float(L[j, j]))
+    return np.array(out)
+
+
+def is_singular(design: Design, theta: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
+    """lme4's ``isSingular``: whether some pivot of a relative covariance factor
+    (:func:`relative_factor_pivots`) is below ``tol``: a variance at zero, a correlation at
+    +-1, or a correlated block of rank below its size (3x3 blocks can be rank-deficient with
+    every correlation inside (-1, 1))."""
+    pivots = relative_factor_pivots(design, theta)
+    return bool(pivots.size and float(pivots.min()) < tol)
