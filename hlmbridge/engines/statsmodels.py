@@ -29,7 +29,7 @@ import pandas as pd
 from hlmbridge.design.build import Design, LevelDesign
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.errors import ConvergenceError, FitError
-from hlmbridge.inference.optimum import is_singular
+from hlmbridge.inference.optimum import is_singular, weight_scale
 from hlmbridge.inference.stata_parity import theta_from_matrices
 from hlmbridge.spec.model import ModelSpec
 
@@ -126,8 +126,9 @@ class StatsmodelsEngine:
         y, X = design.y_fit, design.X
         if design.weights is not None:
             # Precision weights: fit the row-scaled model (exact); its log likelihood lacks
-            # sum(log w) / 2, added back in _estimates.
-            sw = np.sqrt(design.weights)
+            # sum(log w) / 2, added back in _estimates. The weights are divided by
+            # optimum.weight_scale (the same model with a residual variance on the data's scale).
+            sw = np.sqrt(design.weights / weight_scale(design.weights))
             y, X = y * sw, X * sw[:, None]
         with warnings.catch_warnings():
             # hlmbridge passes variance components as per-group matrices (exact, no formula
@@ -202,7 +203,7 @@ class StatsmodelsEngine:
     def _random_design(design: Design) -> tuple[np.ndarray, list[tuple[int, list[int]]], dict[str, dict]]:
         """exog_re for the top level's correlated block; variance components for the rest."""
         top = design.levels[0]
-        sw = np.sqrt(design.weights) if design.weights is not None else None
+        sw = np.sqrt(design.weights / weight_scale(design.weights)) if design.weights is not None else None
 
         def scaled(Z: np.ndarray) -> np.ndarray:
             return Z if sw is None else Z * sw[:, None]
@@ -245,13 +246,13 @@ class StatsmodelsEngine:
         vcomp = np.atleast_1d(np.asarray(res.vcomp, dtype=float))
         for value, (li, cols) in zip(vcomp, vc_names, strict=True):
             covs[li][cols[0], cols[0]] = value
-        sigma2 = float(res.scale)
+        sigma2 = float(res.scale) * weight_scale(design.weights)  # fitted with weights / weight_scale
         theta = theta_from_matrices(design, covs, sigma2)
         singular = is_singular(design, theta)  # lme4's isSingular, for every engine alike
         return EngineFit(
             beta=np.asarray(res.fe_params, dtype=float),
             theta=theta,
-            loglik=float(res.llf) + (0.5 * float(np.sum(np.log(design.weights)))
+            loglik=float(res.llf) + (0.5 * float(np.sum(np.log(design.weights / weight_scale(design.weights))))
                                      if design.weights is not None else 0.0),
             converged=bool(res.converged),
             singular=singular,

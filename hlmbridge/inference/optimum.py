@@ -37,7 +37,7 @@ from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 from hlmbridge.inference.stata_parity import evaluate, level_covariances, variance_parameters
 
-__all__ = ["is_feasible", "is_singular", "likelihood_gain", "profiled_loglik", "relative_factor_pivots"]
+__all__ = ["is_feasible", "is_singular", "likelihood_gain", "profiled_loglik", "relative_factor_pivots", "weight_scale"]
 
 
 def profiled_loglik(design: Design, theta: np.ndarray) -> float:
@@ -117,6 +117,34 @@ def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray |
     return float(best - base)
 
 
+#: Weights whose geometric mean is within this factor of 1 are fitted as given (see weight_scale).
+_WEIGHT_SCALE_FREE = 2.0**10
+
+
+def weight_scale(weights: np.ndarray | None) -> float:
+    """What the engines divide precision ``weights`` by: 1 where their geometric mean is
+    within a factor of 2**10 (1024) of 1, else the power of two nearest it (1 without weights).
+
+    ``weights / scale`` is the same model (the residual variance of weights ``w`` is ``scale``
+    times that of ``w / scale``; the random-effects covariance, the fixed effects and the log
+    likelihood do not change), with a residual variance on the scale of the data, where the
+    optimizers start (lmer at relative factors of 1). With constant weights of 1e-16 lmer's
+    optimum lies at relative factors near 1e7 and it stopped at the linear model, 230
+    log-likelihood units short (with 1e-12 it still found it); with 1e16 it fails ("Downdated
+    VtV is not positive definite"). A power of two divides exactly, and weights near 1 are
+    fitted as given, so lmer takes the path it takes in R with the same weights.
+
+    >>> weight_scale(np.full(3, 1e-16)), weight_scale(np.array([0.5, 2.0, 600.0])), weight_scale(None)
+    (1.1102230246251565e-16, 1.0, 1.0)
+    """
+    if weights is None or len(weights) == 0:
+        return 1.0
+    center = float(np.mean(np.log2(weights)))
+    if abs(center) <= np.log2(_WEIGHT_SCALE_FREE):
+        return 1.0
+    return float(2.0 ** np.round(center))
+
+
 #: lme4's ``isSingular`` tolerance (its default ``tol = 1e-4``), on its ``theta`` scale.
 SINGULAR_TOL = 1e-4
 
@@ -130,11 +158,16 @@ def relative_factor_pivots(design: Design, theta: np.ndarray) -> np.ndarray:
     The factor is the unpivoted one lme4 optimizes over. Where a pivot is zero (a
     rank-deficient block) the elements below it are not determined by G; the pivot itself,
     and every pivot before it, is.
+
+    With precision weights the residual variance is that of the weights divided by
+    :func:`weight_scale` (the weights the engines fit with): lme4's own ``theta`` is relative
+    to the residual variance of a unit weight, so with constant weights of 1e16 every pivot
+    would be 1e-8 times its value without weights, and every fit "singular".
     """
     theta = np.asarray(theta, dtype=float)
-    s2 = float(theta[-1])
+    s2 = float(theta[-1]) / weight_scale(design.weights)
     if not s2 > 0:
-        raise FitError(f"the residual variance is {s2!r}, not positive")
+        raise FitError(f"the residual variance is {theta[-1]!r}, not positive")
     out: list[float] = []
     for ld, G in zip(design.levels, level_covariances(design, theta), strict=True):
         q = G.shape[0]
