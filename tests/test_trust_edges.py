@@ -4,10 +4,18 @@
    covariance factor below 1e-4, computed by hlmbridge from the estimates. A 3x3 block of
    rank 2 (every correlation inside (-1, 1)) used to be "not singular" in the statsmodels
    engine while lme4 said it was.
+2. Precision weights far from 1 (constant 1e-16) are fitted divided by a power of two, the same
+   model: lmer stopped 230 log-likelihood units short with converged=True and no warning; the
+   lme4 engine's fallback answer is checked on hlmbridge's score, as lmer's gradient check would.
+3. A response whose squares overflow, and more groups than MixedLM loops over in reasonable
+   time, are quick errors naming the problem (they ran for minutes).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,7 @@ import pytest
 
 import hlmbridge
 
+REPO = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------- 1. singular
 @pytest.fixture(scope="module")
@@ -111,3 +120,67 @@ def test_lme4_fallback_that_stops_short_is_not_converged(hsb_combined: pd.DataFr
                         weights=np.full(len(hsb_combined), 1e-16))
     assert not res.converged
     assert any("still rises" in w and "not the optimum" in w for w in res.warnings), res.warnings
+
+
+# ---------------------------------------------------------------------------- 3. answer quickly
+def _run_script(code: str, timeout: float, cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh Python of this venv; fails the test (instead of hanging) on timeout."""
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              cwd=cwd or REPO, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no answer within {timeout} s")
+
+
+def test_statsmodels_overflowing_response_is_a_quick_data_error() -> None:
+    """HSB's response times 1e200 (its squares overflow): the statsmodels engine ran Nelder-Mead on
+    NaN for minutes; now a DataError naming the response, before any optimizer runs."""
+    code = textwrap.dedent("""
+        import hlmbridge
+        from hlmbridge.errors import DataError
+        hsb = hlmbridge.datasets.hsb()
+        try:
+            hlmbridge.fit("mathach ~ ses + (1 | id)", hsb.assign(mathach=hsb["mathach"] * 1e200),
+                          engine="statsmodels", reml=False)
+        except DataError as exc:
+            print("DataError:", exc)
+        """)
+    proc = _run_script(code, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert "DataError: [statsmodels] the response's sum of squares overflows double precision" in proc.stdout
+    assert "rescale the response" in proc.stdout
+
+
+@pytest.mark.requires_r
+def test_lme4_overflowing_response_is_a_data_error(hsb_combined: pd.DataFrame) -> None:
+    """The same in the lme4 engine: named before R runs (it was a FitError about non-finite
+    estimates after R and the polish had run, with overflow warnings)."""
+    from hlmbridge.errors import DataError
+
+    with pytest.raises(DataError, match="response's sum of squares overflows double precision"):
+        hlmbridge.fit("mathach ~ ses + (1 | id)", hsb_combined.assign(mathach=hsb_combined["mathach"] * 1e200),
+                      engine="lme4", reml=False)
+
+
+def test_statsmodels_refuses_more_groups_than_mixedlm_can_loop_over_quickly() -> None:
+    """100,000 rows in 99,999 groups (all but one of a single row): MixedLM's per-group Python
+    loops took minutes (1e6 rows in 999,999 groups: about 25 minutes); now a FitError naming
+    the number of groups and the lme4 engine, in seconds."""
+    code = textwrap.dedent("""
+        import numpy as np, pandas as pd, hlmbridge
+        from hlmbridge.errors import FitError
+        n = 100_000
+        rng = np.random.default_rng(0)
+        g = np.arange(n)
+        g[-1] = 0
+        df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": g})
+        try:
+            hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", reml=False)
+        except FitError as exc:
+            print("FitError:", exc)
+        """)
+    proc = _run_script(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "FitError: [statsmodels] 99,999 groups of 'g' are too many for statsmodels' MixedLM" in proc.stdout
+    assert "99,998 of them have a single row" in proc.stdout and "use engine='lme4'" in proc.stdout

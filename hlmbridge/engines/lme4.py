@@ -31,7 +31,8 @@ from hlmbridge.engines.r_session import INSTALL_HINT, _RSession, r_source_path
 from hlmbridge.engines.r_session import session as _session
 from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
-from hlmbridge.inference.optimum import is_singular, likelihood_gain, profiled_loglik, weight_scale
+from hlmbridge.inference.optimum import (is_singular, likelihood_gain, overflow_problem, profiled_loglik,
+                                         weight_scale)
 from hlmbridge.inference.stata_parity import evaluate, theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
 
@@ -374,6 +375,9 @@ class Lme4Engine:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
+        too_large = overflow_problem(design)
+        if too_large:
+            raise DataError(f"[{self.name}] {too_large}")
         if rhoend is None and (engine_vcov or _newton_steps_are_costly(design)):
             # engine_vcov: lme4's matrix must belong to the reported estimates.
             rhoend = _TIGHT_RHOEND

@@ -37,7 +37,8 @@ from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 from hlmbridge.inference.stata_parity import evaluate, level_covariances, variance_parameters
 
-__all__ = ["is_feasible", "is_singular", "likelihood_gain", "profiled_loglik", "relative_factor_pivots", "weight_scale"]
+__all__ = ["is_feasible", "is_singular", "likelihood_gain", "profiled_loglik", "overflow_problem", "relative_factor_pivots",
+           "weight_scale"]
 
 
 def profiled_loglik(design: Design, theta: np.ndarray) -> float:
@@ -115,6 +116,48 @@ def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray |
         for t in (1.0, 0.5, 0.25, 0.1, 0.03):
             best = max(best, profiled_loglik(design, theta + t * d))
     return float(best - base)
+
+
+def overflow_problem(design: Design) -> str | None:
+    """Why the design's numbers are too large for a likelihood in double precision, or None.
+
+    The likelihood needs the sums of squares of the response (less any offset) and of the
+    fixed- and random-effects columns, with the precision weights the engines fit with
+    (:func:`weight_scale`). Where one of them overflows (a response times 1e200: its squares
+    are 1e400) no optimizer can find anything, and the statsmodels engine's Nelder-Mead ran
+    its 50,000 iterations on NaN for minutes. The answer names the column to rescale.
+
+    >>> import pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> df = pd.DataFrame({"y": [1e200, 2e200, 3e200, 1e200], "g": [1, 1, 2, 2]})
+    >>> overflow_problem(build_design(ModelSpec.from_lme4("y ~ 1 + (1 | g)"), df))
+    "the response's sum of squares overflows double precision (largest |value| 3e+200): rescale the response"
+    """
+    sw = None if design.weights is None else np.sqrt(design.weights / weight_scale(design.weights))
+
+    def sums(a: np.ndarray) -> np.ndarray:
+        a = a if sw is None else (a * sw if a.ndim == 1 else a * sw[:, None])
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.atleast_1d(np.einsum("i...,i...->...", a, a))
+
+    def largest(a: np.ndarray) -> str:
+        return f"{float(np.max(np.abs(a))):.3g}" if a.size else "none"
+
+    y = design.y_fit
+    if not np.all(np.isfinite(sums(y))):
+        return (f"the response's sum of squares overflows double precision (largest |value| {largest(y)}): "
+                "rescale the response")
+    bad = [name for name, ss in zip(design.fixed_lme4, sums(design.X), strict=True) if not np.isfinite(ss)]
+    if bad:
+        return (f"the sum of squares of the fixed-effects column(s) {', '.join(bad)} overflows double precision "
+                f"(largest |value| {largest(design.X)}): rescale them")
+    for ld in design.levels:
+        bad = [name for name, ss in zip(ld.terms_lme4, sums(ld.Z), strict=True) if not np.isfinite(ss)]
+        if bad:
+            return (f"the sum of squares of the random-effects column(s) {', '.join(bad)} | {ld.key} overflows "
+                    f"double precision (largest |value| {largest(ld.Z)}): rescale them")
+    return None
 
 
 #: Weights whose geometric mean is within this factor of 1 are fitted as given (see weight_scale).
