@@ -9,6 +9,8 @@
    lme4 engine's fallback answer is checked on hlmbridge's score, as lmer's gradient check would.
 3. A response whose squares overflow, and more groups than MixedLM loops over in reasonable
    time, are quick errors naming the problem (they ran for minutes).
+4. Embedded R starts without the user's profile and saved workspace: a quit() there ended the
+   Python process with exit status 0.
 """
 
 from __future__ import annotations
@@ -184,3 +186,47 @@ def test_statsmodels_refuses_more_groups_than_mixedlm_can_loop_over_quickly() ->
     assert proc.returncode == 0, proc.stderr
     assert "FitError: [statsmodels] 99,999 groups of 'g' are too many for statsmodels' MixedLM" in proc.stdout
     assert "99,998 of them have a single row" in proc.stdout and "use engine='lme4'" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- 4. R start-up files
+_QUIT = 'cat("USER CODE RAN\\n"); quit("no")\n'
+
+
+def _profile_in_cwd(cwd: Path, env: dict[str, str]) -> None:
+    (cwd / ".Rprofile").write_text(_QUIT, encoding="utf-8")
+
+
+def _profile_user(cwd: Path, env: dict[str, str]) -> None:
+    (cwd / "profile.R").write_text(_QUIT, encoding="utf-8")
+    env["R_PROFILE_USER"] = str(cwd / "profile.R")
+
+
+def _saved_workspace(cwd: Path, env: dict[str, str]) -> None:
+    subprocess.run(["Rscript", "--vanilla", "-e",
+                    '.First <- function() { cat("USER CODE RAN\\n"); quit("no") }; save(.First, file = ".RData")'],
+                   cwd=cwd, check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("setup,fresh_cache", [(_profile_in_cwd, True), (_profile_in_cwd, False),
+                                               (_profile_user, False), (_saved_workspace, False)],
+                         ids=["cwd-Rprofile-start-check", "cwd-Rprofile", "R_PROFILE_USER", "cwd-RData-.First"])
+def test_r_starts_without_user_start_up_code(tmp_path: Path, setup: Any, fresh_cache: bool) -> None:
+    """A quit() in the user's R profile or saved workspace ended the Python process (exit status
+    0, nothing said) when the lme4 engine started R; R now starts without them."""
+    import os
+
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = dict(os.environ)
+    if fresh_cache:  # no stamp: the child process that checks that R starts runs too
+        env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    setup(cwd, env)
+    code = textwrap.dedent("""
+        import hlmbridge
+        res = hlmbridge.fit("mixed mathach ses || id:", hlmbridge.datasets.hsb(), engine="lme4")
+        print("FIT", res.nobs, res.converged)
+        """)
+    proc = _run_script(code, timeout=180, cwd=cwd, env=env)
+    assert "USER CODE RAN" not in proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "FIT 7185 True" in proc.stdout, (proc.stdout, proc.stderr)
