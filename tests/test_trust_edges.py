@@ -11,6 +11,9 @@
    time, are quick errors naming the problem (they ran for minutes).
 4. Embedded R starts without the user's profile and saved workspace: a quit() there ended the
    Python process with exit status 0.
+5. bootstrap() and fit_many() called from a script without an ``if __name__ == "__main__":``
+   guard raise a UsageError in the caller (spawned workers re-ran the script and died, and the
+   pools were restarted worker by worker).
 """
 
 from __future__ import annotations
@@ -230,3 +233,44 @@ def test_r_starts_without_user_start_up_code(tmp_path: Path, setup: Any, fresh_c
     proc = _run_script(code, timeout=180, cwd=cwd, env=env)
     assert "USER CODE RAN" not in proc.stdout + proc.stderr
     assert proc.returncode == 0 and "FIT 7185 True" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------------------- 5. __main__ guard
+_UNGUARDED = """
+import multiprocessing
+import hlmbridge
+from hlmbridge.errors import UsageError
+
+hsb = hlmbridge.datasets.hsb()
+try:
+    {call}
+except UsageError as exc:
+    if multiprocessing.current_process().name == "MainProcess":  # not a worker re-running the script
+        print("PARENT UsageError:", exc, flush=True)
+    raise
+print("PARENT finished without an error", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", [
+    'hlmbridge.fit("mixed mathach ses || id:", hsb, engine="statsmodels").bootstrap(hsb, n=200, seed=1, '
+    'progress=False, max_workers=2)',
+    'hlmbridge.fit_many([("mixed mathach || id:", hsb, "statsmodels")] * 2, progress=False, max_workers=2)',
+], ids=["bootstrap", "fit_many"])
+def test_unguarded_script_is_a_usage_error_in_the_caller(tmp_path: Path, call: str) -> None:
+    """A script calling bootstrap() or fit_many() without `if __name__ == "__main__":`: every
+    spawned worker re-ran it and died (Python refuses to start processes while a worker imports
+    its main module), and the pools were restarted worker by worker (bootstrap's 200 jobs: some
+    300 pools). Now the caller raises a UsageError saying to add the guard, at the first pool."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED.format(call=call), encoding="utf-8")
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the unguarded script was still starting workers after 120 s")
+    parent = [ln for ln in proc.stdout.splitlines() if ln.startswith("PARENT")]
+    assert proc.returncode != 0 and len(parent) == 1, (proc.stdout, proc.stderr[-2000:])
+    assert parent[0].startswith("PARENT UsageError:")
+    assert 'if __name__ == "__main__":' in parent[0] and str(script) in parent[0]
+    assert "bootstrapping phase" in parent[0]
