@@ -281,8 +281,8 @@ def _newton_steps_are_costly(design: Design) -> bool:
 
 
 #: The fallback's answer (bobyqa, after the Newton polish refused) is not the optimum where
-#: hlmbridge's likelihood is higher than this by more than this at a point nearby (the limit
-#: the statsmodels engine's fallback chain is held to).
+#: hlmbridge's log likelihood is higher by more than this at a point nearby (the limit the
+#: statsmodels engine's fallback chain is held to).
 _FALLBACK_GAIN_LIMIT = 1e-6
 
 
