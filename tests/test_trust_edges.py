@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -128,14 +129,31 @@ def test_lme4_fallback_that_stops_short_is_not_converged(hsb_combined: pd.DataFr
 
 
 # ---------------------------------------------------------------------------- 3. answer quickly
-def _run_script(code: str, timeout: float, cwd: Path | None = None,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh Python of this venv; fails the test (instead of hanging) on timeout."""
+#: The environment before any test started R: rpy2 (conftest's probe starts it directly) puts
+#: the system's library folder on LD_LIBRARY_PATH, where a child Python loads another build's
+#: libpython (its multiprocessing then fails on "_thread.RLock has no _recursion_count").
+_ENV_BEFORE_R = dict(os.environ)
+
+
+def _child_env() -> dict[str, str]:
+    """A copy of the environment from before R started in this process."""
+    return dict(_ENV_BEFORE_R)
+
+
+def _run(args: list[str], timeout: float, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``args`` run with this venv's Python; fails the test (instead of hanging) on timeout."""
     try:
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                              cwd=cwd or REPO, env=env)
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=cwd or REPO, env=env if env is not None else _child_env())
     except subprocess.TimeoutExpired:
         pytest.fail(f"no answer within {timeout} s")
+
+
+def _run_script(code: str, timeout: float, cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh Python of this venv (see :func:`_run`)."""
+    return _run(["-c", code], timeout, cwd, env)
 
 
 def test_statsmodels_overflowing_response_is_a_quick_data_error() -> None:
@@ -217,11 +235,9 @@ def _saved_workspace(cwd: Path, env: dict[str, str]) -> None:
 def test_r_starts_without_user_start_up_code(tmp_path: Path, setup: Any, fresh_cache: bool) -> None:
     """A quit() in the user's R profile or saved workspace ended the Python process (exit status
     0, nothing said) when the lme4 engine started R; R now starts without them."""
-    import os
-
     cwd = tmp_path / "work"
     cwd.mkdir()
-    env = dict(os.environ)
+    env = _child_env()
     if fresh_cache:  # no stamp: the child process that checks that R starts runs too
         env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     setup(cwd, env)
@@ -264,11 +280,7 @@ def test_unguarded_script_is_a_usage_error_in_the_caller(tmp_path: Path, call: s
     300 pools). Now the caller raises a UsageError saying to add the guard, at the first pool."""
     script = tmp_path / "unguarded.py"
     script.write_text(_UNGUARDED.format(call=call), encoding="utf-8")
-    try:
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                              cwd=tmp_path)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the unguarded script was still starting workers after 120 s")
+    proc = _run([str(script)], timeout=120, cwd=tmp_path)  # before: still starting workers after 120 s
     parent = [ln for ln in proc.stdout.splitlines() if ln.startswith("PARENT")]
     assert proc.returncode != 0 and len(parent) == 1, (proc.stdout, proc.stderr[-2000:])
     assert parent[0].startswith("PARENT UsageError:")
