@@ -118,6 +118,7 @@ def likelihood_gain(design: Design, theta: np.ndarray, information: np.ndarray |
     return float(best - base)
 
 
+@per_design
 def overflow_problem(design: Design) -> str | None:
     """Why the design's numbers are too large for a likelihood in double precision, or None.
 
@@ -125,7 +126,8 @@ def overflow_problem(design: Design) -> str | None:
     fixed- and random-effects columns, with the precision weights the engines fit with
     (:func:`weight_scale`). Where one of them overflows (a response times 1e200: its squares
     are 1e400) no optimizer can find anything, and the statsmodels engine's Nelder-Mead ran
-    its 50,000 iterations on NaN for minutes. The answer names the column to rescale.
+    its 50,000 iterations on NaN for minutes. The answer names the column to rescale. Once per
+design (about 0.1 ms on HSB's 7,185 rows): a warm refit skips it.
 
     >>> import pandas as pd
     >>> from hlmbridge.spec.model import ModelSpec
