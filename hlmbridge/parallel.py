@@ -23,6 +23,15 @@ worker; a job whose worker dies again is reported as a
 :class:`~hlmbridge.errors.FitError` naming the job (never ``BrokenProcessPool``).
 Jobs on a caller's executor are retried once on it when it still works, else reported.
 
+A ``spawn`` worker process starts by importing the caller's main script. A script that calls
+``fit_many`` (or :func:`~hlmbridge.inference.bootstrap.bootstrap`) outside an
+``if __name__ == "__main__":`` block therefore calls it again in every worker, which would
+start workers of its own: Python refuses that in the worker ("An attempt has been made to start
+a new process before the current process has finished its bootstrapping phase"), the worker
+dies, and the pool, retried, started workers without end. Such a worker now raises
+:class:`~hlmbridge.errors.UsageError` and leaves a note for the caller, whose ``fit_many``
+raises the same UsageError (add the guard) instead of retrying.
+
 Examples
 --------
 >>> import hlmbridge
@@ -41,7 +50,9 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections import OrderedDict
@@ -58,7 +69,7 @@ from hlmbridge.errors import FitError, HlmbridgeError, UsageError
 from hlmbridge.results.fit_result import FitResult
 from hlmbridge.spec.model import ModelSpec
 
-__all__ = ["FitJob", "clean_child_env", "default_executor", "fit_many"]
+__all__ = ["FitJob", "clean_child_env", "default_executor", "fit_many", "require_main_guard"]
 
 _FRAME_CACHE_SIZE = 4
 
@@ -133,6 +144,47 @@ def _failure(exc: BaseException) -> _Failure:
         cls = FitError
         message = f"{type(exc).__name__}: {exc}"
     return _Failure(cls.__module__, cls.__qualname__, message, attrs, traceback.format_exc())
+
+
+# ---------------------------------------------------------------- the __main__ guard
+
+#: The folder where a worker that finds itself importing an unguarded main script leaves a note
+#: for the fit_many that started it (set in the workers' environment while it starts them).
+_GUARD_NOTE_ENV = "HLMBRIDGE_GUARD_NOTE_DIR"
+
+
+def _guard_message(caller: str, script: str) -> str:
+    return (f"{caller} was called while a worker process was importing the main script {script} (as "
+            "'spawn' worker processes do): the script calls it outside an `if __name__ == \"__main__\":` "
+            "block, so every worker would call it again and start workers of its own (Python's "
+            "multiprocessing refuses: \"An attempt has been made to start a new process before the current "
+            "process has finished its bootstrapping phase\"). Put the script's calls under "
+            "`if __name__ == \"__main__\":`")
+
+
+def require_main_guard(caller: str) -> None:
+    """Raise UsageError when called in a worker process that is still importing the main
+    script (Python's ``multiprocessing.spawn`` bootstrapping phase), i.e. from an unguarded
+    call at the script's top level; first leave a note for the ``fit_many`` that started the
+    worker, which then raises the same error. Anywhere else it does nothing.
+
+    >>> require_main_guard("fit_many")   # the main process, or a worker that has started
+    """
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    script = "(unknown)"
+    frame = sys._getframe(1)
+    while frame is not None:  # the script runs as __mp_main__ (runpy) until it has been imported
+        if frame.f_globals.get("__name__") == "__mp_main__":
+            script = str(frame.f_globals.get("__file__") or script)
+            break
+        frame = frame.f_back
+    folder = os.environ.get(_GUARD_NOTE_ENV)
+    if folder:
+        with contextlib.suppress(OSError):
+            with open(os.path.join(folder, f"unguarded-{os.getpid()}"), "w", encoding="utf-8") as note:
+                note.write(f"{caller}\n{script}")
+    raise UsageError(_guard_message(caller, script))
 
 
 # ---------------------------------------------------------------- worker side
@@ -339,6 +391,7 @@ def fit_many(
     >>> type(out[0]).__name__, isinstance(out[1], hlmbridge.HlmbridgeError)
     ('FitResult', True)
     """
+    require_main_guard("fit_many")
     job_list = [_as_job(j, k) for k, j in enumerate(jobs)]
     if not job_list:
         return []
@@ -351,24 +404,27 @@ def fit_many(
     else:
         stream = progress  # type: ignore[assignment]
     run = _Run(job_list, frames, _Progress(len(job_list), stream), return_exceptions)
-    run.bar.update(0)
-    note = ""
-    if executor is None:
-        workers = min(max_workers or os.cpu_count() or 1, len(job_list))
-        died = run.on_own_pools(workers)
-        if died:  # the one retry: each alone in a fresh worker process
-            died = run.isolated(died, workers)
-        note = "retried once alone in a fresh worker process, it died again"
-    else:
-        died = run.on_executor(executor, list(range(len(job_list))))
-        if any(isinstance(e, BrokenExecutor) for e in died.values()):
-            note = "the executor is broken (a worker died), so it was not retried"
-        elif died:
-            died = run.on_executor(executor, sorted(died))
-            note = "retried once on the same executor, it failed again"
-    for k in sorted(died):
-        run.settle(k, False, _died_error(k, job_list[k], died[k], note))
-    return run.results
+    try:
+        run.bar.update(0)
+        note = ""
+        if executor is None:
+            workers = min(max_workers or os.cpu_count() or 1, len(job_list))
+            died = run.on_own_pools(workers)
+            if died:  # the one retry: each alone in a fresh worker process
+                died = run.isolated(died, workers)
+            note = "retried once alone in a fresh worker process, it died again"
+        else:
+            died = run.on_executor(executor, list(range(len(job_list))))
+            if any(isinstance(e, BrokenExecutor) for e in died.values()):
+                note = "the executor is broken (a worker died), so it was not retried"
+            elif died:
+                died = run.on_executor(executor, sorted(died))
+                note = "retried once on the same executor, it failed again"
+        for k in sorted(died):
+            run.settle(k, False, _died_error(k, job_list[k], died[k], note))
+        return run.results
+    finally:
+        run.close()
 
 
 def _died_error(k: int, job: FitJob, exc: BaseException, note: str) -> FitError:
@@ -387,11 +443,35 @@ class _Run:
         self.return_exceptions = return_exceptions
         self.results: list[Any] = [None] * len(jobs)
         self.done = 0
+        #: Where a worker importing an unguarded main script leaves its note (require_main_guard).
+        self.notes = tempfile.mkdtemp(prefix="hlmbridge-fit-many-")
+
+    def close(self) -> None:
+        shutil.rmtree(self.notes, ignore_errors=True)
 
     def submit(self, ex: Executor, k: int) -> Future:
         job = self.jobs[k]
         with clean_child_env():  # a process pool starts its workers on submit
-            return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml)
+            saved = os.environ.get(_GUARD_NOTE_ENV)
+            os.environ[_GUARD_NOTE_ENV] = self.notes
+            try:
+                return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml)
+            finally:
+                _set_env({_GUARD_NOTE_ENV: saved})
+
+    def refuse_unguarded_main(self) -> None:
+        """Raise the worker's UsageError when a worker died importing an unguarded main script."""
+        try:
+            names = sorted(os.listdir(self.notes))
+        except OSError:
+            return
+        for name in names:
+            try:
+                with open(os.path.join(self.notes, name), encoding="utf-8") as note:
+                    caller, _, script = note.read().partition("\n")
+            except OSError:
+                continue
+            raise UsageError(_guard_message(caller or "fit_many", script or "(unknown)"))
 
     def settle(self, k: int, ok: bool, value: Any) -> None:
         """Record job ``k``'s result or error (raised here unless return_exceptions)."""
@@ -410,6 +490,7 @@ class _Run:
         try:
             ok, value = fut.result()
         except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, a lost Dask worker, ...
+            self.refuse_unguarded_main()  # never retried: every new worker would die the same way
             died[k] = exc
             return
         self.settle(k, ok, value)

@@ -31,7 +31,9 @@ from hlmbridge.engines.r_session import INSTALL_HINT, _RSession, r_source_path
 from hlmbridge.engines.r_session import session as _session
 from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
-from hlmbridge.inference.stata_parity import theta_from_matrices, uses_sparse_algebra
+from hlmbridge.inference.optimum import (is_singular, likelihood_gain, overflow_problem, profiled_loglik,
+                                         weight_scale)
+from hlmbridge.inference.stata_parity import evaluate, theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
 
 __all__ = ["INSTALL_HINT", "Lme4Engine", "push_frame", "r_source_path"]
@@ -311,6 +313,54 @@ def _newton_steps_are_costly(design: Design) -> bool:
     return not has_exact_derivatives(design)
 
 
+#: The fallback's answer (bobyqa, after the Newton polish refused) is not the optimum where
+#: hlmbridge's log likelihood is higher by more than this at a point nearby (the limit the
+#: statsmodels engine's fallback chain is held to).
+_FALLBACK_GAIN_LIMIT = 1e-6
+
+
+def _check_optimum(design: Design, est: EngineFit) -> EngineFit:
+    """``est`` itself, or, where hlmbridge's likelihood still rises nearby, ``est`` marked not
+    converged with a warning saying by how much.
+
+    hlmbridge runs lmer with ``calc.derivs = FALSE`` (it computes the information itself), so
+    lmer's own gradient check, which warns where its optimizer stopped short, does not run;
+    this is its replacement on the fallback path, where the Newton polish (which checks the
+    score itself) did not finish the fit. With hlmbridge's analytic score g and information I
+    (scale-free: it sees a fit stopped at random effects of 1e-15 whose optimum is at 8), the
+    fit stopped short where a Newton step predicts a gain (g' I^-1 g / 2) above the limit and
+    the log likelihood does rise by more than the limit along it (steps 1, 1/2, 1/4, 1/10 that
+    keep every covariance valid): both, because with weights spread over 17 orders of
+    magnitude the log likelihood itself is only evaluated to about 1e-6, while the predicted
+    gain at a bobyqa optimum is 1e-12. Where I is not positive definite,
+    :func:`~hlmbridge.inference.optimum.likelihood_gain` searches instead. At lmer's answer
+    for constant weights of 1e-16 (before the engines rescaled weights) the Newton step gains
+    110 (lmer stopped 230 short of the optimum).
+    """
+    theta = np.asarray(est.theta, dtype=float)
+    gain = None
+    try:
+        inf = evaluate(design, None, theta)
+        info, score = inf.information, inf.score
+        if np.all(np.isfinite(info)) and np.all(np.isfinite(score)) and np.linalg.eigvalsh(info)[0] > 0:
+            step = np.linalg.solve(info, score)
+            gain = 0.0
+            if 0.5 * float(score @ step) > _FALLBACK_GAIN_LIMIT:
+                base = profiled_loglik(design, theta)
+                gain = max(profiled_loglik(design, theta + t * step) - base for t in (1.0, 0.5, 0.25, 0.1))
+    except (FitError, np.linalg.LinAlgError, FloatingPointError):
+        gain = None
+    if gain is None:
+        gain = likelihood_gain(design, theta)
+    if not gain > _FALLBACK_GAIN_LIMIT:
+        return est
+    message = (f"lmer's optimizer stopped where the log likelihood still rises (by {gain:.3g} at a point "
+               "nearby, on hlmbridge's likelihood): these estimates are not the optimum (lmer's own gradient "
+               "check, which hlmbridge replaces, would warn that the model failed to converge)")
+    return replace(est, converged=False, warnings=est.warnings + (message,),
+                   extra={**est.extra, "gain_nearby": gain})
+
+
 class Lme4Engine:
     """Fits through ``lme4::lmer``: its default optimizer, then a Newton polish (see fit_design)."""
 
@@ -358,6 +408,9 @@ class Lme4Engine:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
+        too_large = overflow_problem(design)
+        if too_large:
+            raise DataError(f"[{self.name}] {too_large}")
         if rhoend is None and (engine_vcov or _newton_steps_are_costly(design)):
             # engine_vcov: lme4's matrix must belong to the reported estimates.
             rhoend = _TIGHT_RHOEND
@@ -380,11 +433,12 @@ class Lme4Engine:
             settings = (f"lmer's default optimizer ({out.feval_before} evaluations) ended on a boundary, then "
                         f"bobyqa from its optimum, rhoend={_TIGHT_RHOEND:g}, calc.derivs=FALSE")
             est2 = self._estimates(design, out, versions, seconds + seconds2, settings)
-            return replace(est2, extra={**est2.extra, "feval": out.feval + out.feval_before})
+            return _check_optimum(design, replace(est2, extra={**est2.extra, "feval": out.feval + out.feval_before}))
         if polished is not None:
             inf = polished.inference
             return replace(
                 est, beta=inf.beta_gls, theta=polished.theta, loglik=inf.loglik, inference=inf,
+                singular=is_singular(design, polished.theta),
                 optimizer=(f"{est.optimizer} + Newton polish on the analytic score"
                            f"{' in lme4 parameters, on the boundary' if est.singular else ''} ({polished.steps} "
                            f"step{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)"),
@@ -397,8 +451,8 @@ class Lme4Engine:
         out2, seconds2, versions = self._run_lmer(design, data, column_prints, _TIGHT_RHOEND, maxfun, False)
         settings = f"bobyqa, rhoend={_TIGHT_RHOEND:g}, maxfun={maxfun:g}, calc.derivs=FALSE; refit: {why}"
         tight = self._estimates(design, out2, versions, seconds + seconds2, settings)
-        return replace(tight, engine_seconds=out.elapsed + out2.elapsed,
-                       extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)})
+        return _check_optimum(design, replace(tight, engine_seconds=out.elapsed + out2.elapsed,
+                                              extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)}))
 
     def _run_lmer(self, design: Design, data: pd.DataFrame,
                   column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float | None, maxfun: int,
@@ -426,7 +480,8 @@ class Lme4Engine:
             weights = offset = ro.NULL
             if design.weights is not None:
                 full = np.ones(n_data)
-                full[design.rows] = design.weights
+                # The same model on the data's scale (optimum.weight_scale); _estimates scales back.
+                full[design.rows] = design.weights / weight_scale(design.weights)
                 weights = ro.FloatVector(full)
             if design.offset_argument is not None:  # offset() terms stay in the formula, for R
                 full = np.zeros(n_data)
@@ -470,7 +525,9 @@ class Lme4Engine:
             if not got.all():
                 missing = [t for t, g in zip(ld.terms_lme4, got) if not g]
                 raise FitError(f"lme4 returned no variance for {', '.join(missing)} | {ld.key}", engine=self.name)
-        theta = theta_from_matrices(design, covs, out.sigma2)
+        # R fitted weights / weight_scale: the same covariances and log likelihood, and a
+        # residual variance that many times smaller.
+        theta = theta_from_matrices(design, covs, out.sigma2 * weight_scale(design.weights))
         return EngineFit(
             beta=beta,
             theta=theta,
@@ -478,11 +535,13 @@ class Lme4Engine:
             # lme4 files "boundary (singular) fit" among its convergence messages; that is a
             # property of the optimum (reported as `singular`), not a failure to reach it.
             converged=out.conv_code == 0 and not [m for m in out.conv_messages if "singular" not in m],
-            singular=out.singular,
+            # lme4's isSingular, computed by hlmbridge from the estimates as for every engine
+            # (R's own answer, at R's unpolished theta, is kept in extra["lme4_isSingular"]).
+            singular=is_singular(design, theta),
             optimizer=f"lme4 {out.optimizer} ({settings})",
             versions=dict(versions),
             warnings=tuple(dict.fromkeys(out.warnings + out.messages + out.conv_messages)),
             fixed_vcov=fixed_vcov,
             engine_seconds=out.elapsed,
-            extra={"feval": out.feval, "call_seconds": seconds},
+            extra={"feval": out.feval, "call_seconds": seconds, "lme4_isSingular": out.singular},
         )

@@ -148,7 +148,8 @@ def _check_r_starts() -> str | None:
         except (OSError, ValueError, AttributeError):
             pass  # no stamp (or an unreadable one): check
     code = ("import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n    import rpy2.rinterface as ri\n"
-            "except ImportError:\n    sys.exit(3)\n"
+            "except ImportError:\n    sys.exit(3)\nfrom rpy2.rinterface_lib import embedded\n"
+            f"embedded.set_initoptions(tuple(embedded.get_initoptions()) + {R_START_OPTIONS!r})\n"
             "(getattr(ri, 'initr_simple', None) or ri.initr)()  # rpy2 3.6 has initr only\n"
             "from rpy2.rinterface_lib import openrlib\nimport json\n"
             "print('hlmbridge-ld-library-path:' + json.dumps(str(getattr(openrlib, 'LD_LIBRARY_PATH', ''))))\n")
@@ -185,6 +186,28 @@ def _check_r_starts() -> str | None:
         fix = "check that `R RHOME` prints R's home folder and that `Rscript -e 1` runs"
     raise EngineUnavailableError(f"R does not start (a child process starting it ended with {status}: {said}); "
                                  f"{fix} (otherwise: {INSTALL_HINT})")
+
+
+#: Options R starts with, added to rpy2's (``--quiet --no-save``): R runs no user code as it
+#: starts. Embedded R otherwise runs, like an interactive R, the user's profile (the file named
+#: by ``R_PROFILE_USER``, else ``.Rprofile`` in the working folder, else ``~/.Rprofile``) and
+#: restores the working folder's saved workspace (``.RData``, with its ``.First`` function),
+#: in the Python process: a ``quit()`` in either ended Python silently with exit status 0, and
+#: a profile's ``options()`` (contrasts, lmerControl) would change what lmer fits. What
+#: configures R itself still applies: the environment files (``Renviron``, ``.Renviron``:
+#: ``R_LIBS`` and the like, where lme4 may be installed) and the site profile
+#: (``Rprofile.site``, the administrator's). ``Rscript --vanilla`` skips those too.
+R_START_OPTIONS = ("--no-init-file", "--no-restore")
+
+
+def _set_start_options() -> None:
+    """Add :data:`R_START_OPTIONS` to rpy2's options for starting R (before R starts)."""
+    from rpy2.rinterface_lib import embedded
+
+    if embedded.isinitialized():
+        return
+    current = tuple(embedded.get_initoptions())
+    embedded.set_initoptions(current + tuple(o for o in R_START_OPTIONS if o not in current))
 
 
 #: R's initial heap (``R_NSIZE`` cons cells, ``R_VSIZE`` bytes of vectors; R's own defaults
@@ -231,6 +254,8 @@ class _RSession:
                     finally:
                         situation.r_ld_library_path_from_subprocess = asked
                 import rpy2.rinterface as ri
+
+                _set_start_options()  # importing rpy2.robjects starts R
                 import rpy2.robjects as ro
             _replace_exit_handler(ri)
         except Exception as exc:  # ImportError, or R itself failing to start

@@ -162,8 +162,9 @@ def bootstrap(result: Any, data: pd.DataFrame | None = None, *, n: int = 200, se
     """
     import time
 
-    from hlmbridge.parallel import fit_many
+    from hlmbridge.parallel import fit_many, require_main_guard
 
+    require_main_guard("bootstrap")  # before simulating: an unguarded script's worker stops here
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise UsageError(f"bootstrap: n must be a positive integer, got {n!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
