@@ -306,7 +306,7 @@ def _eliminate(S: np.ndarray, dS: np.ndarray, H_in: np.ndarray, q: int, P: np.nd
 def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, *, reml: bool) -> "Inference":  # noqa: F821
     """:func:`hlmbridge.inference.stata_parity.evaluate` for a nested design (same meaning,
     same result type) by block-recursive elimination; see the module docstring."""
-    from hlmbridge.inference.stata_parity import finish_inference
+    from hlmbridge.inference.stata_parity import assemble_inference
 
     tr = _tree(design)
     if tr is None:
@@ -388,7 +388,7 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     lh[Kr, :Kr] = lh[:Kr, Kr] = -(ld_g + th @ ld_h) / s2
     lh[Kr, Kr] = -(lg[Kr] + th @ lh[:Kr, Kr]) / s2
     return _closed_forms(design, tr.b0, beta, G, Gd, Gdd, logdet, lg, lh, reml=reml,
-                         finish=finish_inference)
+                         finish=assemble_inference)
 
 
 def _closed_forms(design: Design, b0: np.ndarray, beta: np.ndarray | None, G: np.ndarray, Gd: np.ndarray,
@@ -415,18 +415,9 @@ def _closed_forms(design: Design, b0: np.ndarray, beta: np.ndarray | None, G: np
     quad_k = -(Gdc @ c)  # r'V^-1 V_k V^-1 r
     Xb = -Gdc[:, :p]  # X'V^-1 V_k V^-1 r
     Bq = 0.5 * ((Gdd @ c) @ c)  # r'V^-1 V_k V^-1 V_l V^-1 r
+    reml_terms = None
     if reml:
-        Av = fixed_vcov
-        AC = Av @ -Gd[:, :p, :p]  # Av X'V^-1 V_k V^-1 X
-        tr_v = tr_v - np.einsum("kii->k", AC)
-        tr_AT = 0.5 * np.einsum("ij,klji->kl", Av, Gdd[:, :, :p, :p])
-        K = len(lg)
-        tr_pp = S - 2.0 * tr_AT + AC.reshape(K, -1) @ _t(AC).reshape(K, -1).T
-        info = -0.5 * tr_pp + (Bq - Xb @ Av @ Xb.T)
-        _, logdet_x = np.linalg.slogdet(XtVX)
-        loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
-    else:
-        info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
-        loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    score = 0.5 * (quad_k - tr_v)
-    return finish(design, loglik, beta_gls, fixed_vcov, info, score)  # type: ignore[operator]
+        AC = fixed_vcov @ -Gd[:, :p, :p]  # Av X'V^-1 V_k V^-1 X
+        reml_terms = AC, 0.5 * np.einsum("ij,klji->kl", fixed_vcov, Gdd[:, :, :p, :p])  # and tr(Av T_kl)
+    return finish(design, reml_terms, S=S, Bq=Bq, Xb=Xb, tr_v=tr_v, quad_k=quad_k, quad=quad,  # type: ignore[operator]
+                  logdet=logdet, XtVX=XtVX, fixed_vcov=fixed_vcov, beta_gls=beta_gls)

@@ -534,19 +534,34 @@ def _dense_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     quad_k = np.empty(K)
     quad_k[:Kr], quad_k[Kr] = eS[0] @ c, rV2r
 
-    if reml:
-        Av = fixed_vcov
-        AC, tr_AT = _reml_terms(E, Pzz, PS[0, :, :p], P[1, :, :, Q:Q + p], Vj[1:, :p, :p], Av)
+    reml_terms = _reml_terms(E, Pzz, PS[0, :, :p], P[1, :, :, Q:Q + p], Vj[1:, :p, :p], fixed_vcov) if reml else None
+    return assemble_inference(design, reml_terms, S=S, Bq=Bq, Xb=Xb, tr_v=tr_v, quad_k=quad_k, quad=quad,
+                              logdet=logdet, XtVX=XtVX, fixed_vcov=fixed_vcov, beta_gls=beta_gls)
+
+
+def assemble_inference(design: Design, reml_terms: tuple[np.ndarray, np.ndarray] | None, *, S: np.ndarray,
+                       Bq: np.ndarray, Xb: np.ndarray, tr_v: np.ndarray, quad_k: np.ndarray, quad: float,
+                       logdet: float, XtVX: np.ndarray, fixed_vcov: np.ndarray, beta_gls: np.ndarray) -> Inference:
+    """The tail every closed-form evaluation shares (dense blocks here, the block-recursive
+    :mod:`hlmbridge.inference.nested`): log likelihood, score and information from the trace and
+    quadratic-form terms. ``S`` is ``tr(V^-1 V_k V^-1 V_l)``, ``Bq`` ``r'V^-1 V_k V^-1 V_l V^-1 r``,
+    ``Xb`` ``X'V^-1 V_k V^-1 r``, ``tr_v`` ``tr(V^-1 V_k)``, ``quad_k`` ``r'V^-1 V_k V^-1 r``,
+    ``quad`` ``r'V^-1 r``; ``reml_terms`` (REML only, else None) is ``(Av C_k, tr(Av T_kl))`` of
+    :func:`_reml_terms`, with ``Av = (X'V^-1 X)^-1``."""
+    n, p = design.nobs, design.n_fixed
+    if reml_terms is not None:
+        AC, tr_AT = reml_terms
+        K = len(tr_v)
         tr_v = tr_v - np.einsum("kii->k", AC)
         # All K x K entries at once: tr(Av T_kl), tr(Av C_k Av C_l) and Xb_k' Av Xb_l.
         tr_pp = S - 2.0 * tr_AT + AC.reshape(K, -1) @ _t(AC).reshape(K, -1).T
-        info = -0.5 * tr_pp + (Bq - Xb @ Av @ Xb.T)
+        info = -0.5 * tr_pp + (Bq - Xb @ fixed_vcov @ Xb.T)
         _, logdet_x = np.linalg.slogdet(XtVX)
         loglik = -0.5 * ((n - p) * np.log(2 * np.pi) + logdet + logdet_x + quad)
     else:
         info = -0.5 * S + Bq - Xb @ fixed_vcov @ Xb.T
         loglik = -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
-    score = 0.5 * (quad_k - tr_v)
+    score = 0.5 * (quad_k - tr_v)  # REML: P for V^-1 in the trace
     return finish_inference(design, loglik, beta_gls, fixed_vcov, info, score)
 
 

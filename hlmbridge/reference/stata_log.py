@@ -433,6 +433,22 @@ _HEADER_PATTERNS = (
     ("loglik", re.compile(r"^Log (?:restricted-)?likelihood\s+=\s+(" + NUM + r")")),
     ("wald_p", re.compile(r"Prob > chi2\s+=\s+(" + NUM + r")\s*$")),
 )
+
+def _header_cells(text: str, line: int) -> list[Cell]:
+    """The header numbers (:data:`_HEADER_PATTERNS`) on one line of a ``mixed``/``xtreg`` header;
+    ``Wald chi2(k)`` gives its df and its statistic."""
+    out = []
+    for key, rx in _HEADER_PATTERNS:
+        hit = rx.search(text)
+        if hit:
+            if key == "wald_chi2":
+                out.append(Cell(("header", "wald_df"), hit.group(1), line))
+                out.append(Cell(("header", key), hit.group(2), line))
+            else:
+                out.append(Cell(("header", key), hit.group(1), line))
+    return out
+
+
 # ``mixed ..., dfmethod()`` (Stata 14+): the method and the range of the fixed effects' df on
 # the left and right of one line, then ``avg``/``max`` lines, and an F test of the fixed
 # effects (``F(k, ddf)``, ``Prob > F``) in place of the Wald chi2 lines.
@@ -568,14 +584,7 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         if _df_header_line(text, i, cells, meta, df_state):
             pos += 1
             continue
-        for key, rx in _HEADER_PATTERNS:
-            hit = rx.search(text)
-            if hit:
-                if key == "wald_chi2":
-                    cells.append(Cell(("header", "wald_df"), hit.group(1), i))
-                    cells.append(Cell(("header", key), hit.group(2), i))
-                else:
-                    cells.append(Cell(("header", key), hit.group(1), i))
+        cells.extend(_header_cells(text, i))
         pos += 1
     cells = [c for c in cells if c.path[0] != "groups"] + [c for c in cells if c.path[0] == "groups"]
     found = {c.path[1] for c in cells}
@@ -745,14 +754,7 @@ def _parse_xtreg(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         g = _GROUPVAR_RE.match(text)
         if g:
             meta["group"] = g.group(1)
-        for key, rx in _HEADER_PATTERNS:
-            hit = rx.search(text)
-            if hit:
-                if key == "wald_chi2":
-                    cells.append(Cell(("header", "wald_df"), hit.group(1), i))
-                    cells.append(Cell(("header", key), hit.group(2), i))
-                else:
-                    cells.append(Cell(("header", key), hit.group(1), i))
+        cells.extend(_header_cells(text, i))
         if re.search(r"\bLR chi2\(", text):
             raise lines.error("an 'LR chi2(k)' model test in the xtreg header: not read (Stata 18 prints Wald chi2)", i)
         pos += 1
