@@ -38,6 +38,8 @@ __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 _LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "contrasts", "control", "start", "verbose", "devFunOnly")
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
+#: fit()'s own keywords besides the engine's tuning options (named in an unknown keyword's message).
+FIT_KEYWORDS = ("reml", "REML", "df_method") + ROW_ARGUMENTS
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -51,7 +53,7 @@ def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
         if name in _LMER_ARGUMENTS_NOT_APPLIED:
             raise UsageError(f"fit() does not apply lmer's {name}= argument, so it is refused "
                              f"rather than ignored (the fit would differ from R's).")
-        known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
+        known = ", ".join(f"{k}=" for k in sorted(allowed | set(FIT_KEYWORDS), key=str.lower))
         raise UsageError(f"fit() got an unknown keyword {name}= for engine {adapter.name!r} (it takes: {known}).")
 
 #: The normal 97.5% quantile, scipy.stats.norm.ppf(0.975) (a literal: import hlmbridge stays
@@ -85,9 +87,11 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
     ``data`` is never modified; rows with missing values in model variables are dropped
     (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
-    the only other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
-    including lmer arguments that are not applied yet (``weights=``, ``subset=`` ...), is a
-    ``UsageError`` naming it.
+    lmer's ``subset=``, ``weights=``, ``offset=`` and ``na_action=`` are applied
+    (:mod:`hlmbridge.design.rows`); the only other keywords are the engine's own options
+    (``engines.base.tuning_options``); anything else, including lmer arguments that are not
+    applied (``contrasts=``, ``control=`` ...), is a ``UsageError`` naming it and listing every
+    keyword ``fit`` takes.
 
     ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).

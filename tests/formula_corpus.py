@@ -172,6 +172,7 @@ CONSTRUCTS: dict[str, str] = {
     "minus-term": "- term removal", "offset-log": "offset(log(x))", "published": "a published model",
     "nested-correlated": "correlated slopes below the top level",
     **{f"bug{i}": f"issue 9 bug {i}" for i in range(1, 8)},
+    "bare-bar": "a random-effects term without parentheses, y ~ x | g (issue 26)",
 }
 
 
@@ -195,6 +196,8 @@ CASES: tuple[Case, ...] = (
     _c(_SS, "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "several-blocks", "published"),
     _c(_SS, "Reaction ~ Days + (Days || Subject)", "uncorrelated", reml=False),
     _c(_SS, "Reaction ~ 1 + (1 | Subject)"),
+    _c(_SS, "Reaction ~ Days | Subject", "bare-bar"),  # lme4: Reaction ~ 1 + (Days | Subject)
+    _c(_SS, "Reaction ~ Days || Subject", "bare-bar", reml=False),
     _c(_SS, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml=True),
     _c(_SS, "Reaction ~ Days + (0 + Days | Subject)"),
     _c(_SS, "Reaction ~ Days + (-1 + Days | Subject) + (1 | Subject)", "several-blocks"),
@@ -289,6 +292,9 @@ CASES: tuple[Case, ...] = (
     _c("Dyestuff", "Yield ~ 1 + (1 | Batch)", "published", reml=False),
     _c("Dyestuff", "log(Yield) ~ 1 + (1 | Batch)", "response-transform"),
     _c("Dyestuff", "Yield ~ 1 + (1 | Batch)", "REML", kwargs={"REML": True}),
+    # '|' binds looser than '+' (issue 26): lme4's own example, lmer(Yield ~ 1|Batch, Dyestuff).
+    _c("Dyestuff", "Yield ~ 1|Batch", "bare-bar", "published"),
+    _c("Dyestuff", "Yield ~ 1 | Batch", "bare-bar", reml=False),
     # ------------------------------------------------------------------ lme4::InstEval (3000 rows)
     _c("InstEval", "y ~ service + (1 | s) + (1 | d)", "published", sm=CROSSED),
     _c("InstEval", "y ~ service + lectage + studage + (1 | s) + (1 | d)", "ordered-poly", sm=CROSSED, reml=False),

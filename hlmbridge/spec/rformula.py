@@ -540,10 +540,20 @@ def _split_bars(node: Expr) -> tuple[Expr | None, list[Expr]]:
     return node, []
 
 
+def _first_bar(node: Expr) -> Expr | None:
+    """The first ``|``/``||`` node in ``node``, depth first (iterative: a sum may be thousands
+    of terms deep)."""
+    stack = [node]
+    while stack:
+        e = stack.pop()
+        if e.kind == "bin" and e.value in ("|", "||"):
+            return e
+        stack.extend(reversed(e.args))
+    return None
+
+
 def _contains_bar(node: Expr) -> bool:
-    if node.kind == "bin" and node.value in ("|", "||"):
-        return True
-    return any(_contains_bar(a) for a in node.args)
+    return _first_bar(node) is not None
 
 
 def _group_paths(node: Expr, text: str) -> list[Expr]:
@@ -573,6 +583,11 @@ def _group_names(node: Expr, text: str) -> list[str]:
 
 def _bars(bar: Expr, text: str) -> list[RandomBar]:
     lhs_node, group_node = bar.args
+    for side in (lhs_node, group_node):
+        inner = _first_bar(side)
+        if inner is not None:
+            raise spec_error("a random-effects term inside another one; put each in parentheses: "
+                             "y ~ x + (1 | g) + (1 | h)", text, inner.pos)
     groups = _group_paths(group_node, text)
     out: list[RandomBar] = []
     for g in groups:
@@ -636,7 +651,12 @@ def parse_formula(text: str) -> Formula:
     kind, val, pos = parser.peek()
     if kind != "end":
         raise spec_error(f"unexpected {val!r}", text, pos)
-    fixed_node, bar_nodes = _split_bars(rhs)
+    if rhs.kind == "bin" and rhs.value in ("|", "||"):
+        # '|' binds looser than '+': lme4's findbars reads `y ~ x + 1 | g` as the one term
+        # (x + 1 | g), and nobars leaves `y ~ 1` (lmer(Yield ~ 1 | Batch, Dyestuff)).
+        fixed_node, bar_nodes = None, [rhs]
+    else:
+        fixed_node, bar_nodes = _split_bars(rhs)
     if fixed_node is not None and _contains_bar(fixed_node):
         raise spec_error("a random-effects term must stand on its own, added with '+': ... + (1 | g)", text,
                          fixed_node.pos)
