@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hlmbridge.design.build import Design, build_design, require_columns
+from hlmbridge.design.build import Design, build_design, rank_notes, require_columns
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
@@ -236,7 +236,8 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     aic = -2 * inf.loglik + 2 * df
     bic = -2 * inf.loglik + df * np.log(design.nobs)
 
-    warns = list(spec.notes) + list(est.warnings)
+    # What R (or Stata) says about dropped collinear columns; the lme4 engine hears R say it too.
+    warns = list(dict.fromkeys(list(spec.notes) + list(rank_notes(design)) + list(est.warnings)))
     for ld in design.levels:
         n1 = int(np.sum(ld.sizes == 1))
         if n1:
@@ -282,5 +283,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
         optimizer=est.optimizer,
         wall_time=wall,
         engine_loglik=float(est.loglik),
+        dropped_columns=design.dropped_lme4,
+        dropped_stata_terms=design.dropped_stata,
         design=design,
     )

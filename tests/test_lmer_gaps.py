@@ -45,3 +45,110 @@ def test_unknown_keyword_message_lists_every_keyword(ss, engine):
                         subset=ss["Days"] > 0, offset=ss["Days"] / 10, na_action="na.omit", REML=True,
                         df_method="residual")
     assert res.nobs == int((ss["Days"] > 0).sum())
+
+
+# ---------------------------------------------------------------------------- R's side
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+#: Extra columns, made the same way in R and in pandas: a constant, a zero column, a logical
+#: and a factor whose interaction has empty cells (Days < 5 holds Days %/% 3 in 0, 1 only).
+R_EXTRA = "transform(lme4::sleepstudy, one = 1, z = 0, half = Days < 5, dd = factor(Days %/% 3))"
+
+
+def _extra(ss: pd.DataFrame) -> pd.DataFrame:
+    dd = pd.Categorical((ss["Days"] // 3).astype(int).astype(str), categories=["0", "1", "2", "3"])
+    return ss.assign(one=1.0, z=0.0, half=ss["Days"] < 5, dd=dd)
+
+
+@pytest.fixture(scope="module")
+def r_lmer():
+    """lmer in R on R's own sleepstudy (plus :data:`R_EXTRA`'s columns), through
+    ``diffref_lmer`` (tight bobyqa, then a polishing run); also the names of the columns lme4
+    drops as rank deficient (``attr(X, "col.dropped")`` of lFormula's X, lmer's default
+    check.rankX)."""
+    import rpy2.robjects as ro
+    from r_reference import REFERENCE_FIT_SCRIPT
+
+    env = ro.r("new.env(parent = globalenv())")
+    ro.r["sys.source"](str(REFERENCE_FIT_SCRIPT), envir=env)
+    ro.r["sys.source"](str(ROOT / "r" / "tests" / "differential_reference.R"), envir=env)
+    frames = {"sleepstudy": ro.r(R_EXTRA), "Dyestuff": ro.r("lme4::Dyestuff")}
+    fn = env["diffref_lmer"]
+    dropped = ro.r("function(f, d) as.character(names(attr(lme4::lFormula(stats::as.formula(f), d)$X, "
+                   "'col.dropped')))")
+
+    def run(formula: str, reml: bool = True, data: str = "sleepstudy", subset: str | None = None) -> dict:
+        out = fn(frames[data], formula, reml, ro.NULL, ro.NULL, ro.NULL if subset is None else subset, ro.NULL)
+        names = list(out.names)
+        assert "error" not in names, out
+        got = {n: np.asarray(out[names.index(n)]) for n in ("loglik", "fixef", "se", "nobs", "vc_vcov")}
+        got["fixef_names"] = [str(s) for s in out[names.index("fixef_names")]]
+        got["warnings"] = [str(s) for s in out[names.index("warnings")]]
+        got["dropped"] = [str(s) for s in dropped(formula, frames[data])]
+        return got
+
+    return run
+
+
+def _assert_equals_lmer(res, ref: dict, engine: str) -> dict:
+    """Compare a fit with lmer's; returns the measured differences."""
+    assert list(res.fixed["term"]) == ref["fixef_names"]
+    assert res.nobs == int(ref["nobs"][0])
+    se = ref["se"]
+    err = {"loglik": abs(res.loglik - float(ref["loglik"][0])) / abs(float(ref["loglik"][0])),
+           "fixed_in_se": float(np.max(np.abs((res.fixed["estimate"].to_numpy() - ref["fixef"]) / se))),
+           "se_rel": float(np.max(np.abs(res.fixed["std_error"].to_numpy() / se - 1)))}
+    tight = engine == "lme4"
+    assert err["loglik"] <= (1e-8 if tight else 1e-6), err
+    assert err["fixed_in_se"] <= (1e-6 if tight else 1e-3), err
+    assert err["se_rel"] <= (1e-6 if tight else 1e-3), err
+    return err
+
+
+# ---------------------------------------------------------------------------- 4. rank deficiency
+RANK_CASES = {
+    # (formula, REML): a multiple of a column; a zero and a constant column next to the
+    # intercept; the empty cells of a factor interaction.
+    "multiple": ("Reaction ~ Days + I(2 * Days) + (Days | Subject)", True),
+    "zero and constant": ("Reaction ~ z + Days + one + (1 | Subject)", False),
+    "empty cells": ("Reaction ~ half * dd + (1 | Subject)", True),
+}
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", list(RANK_CASES))
+def test_rank_deficient_design_drops_what_lmer_drops(ss, r_lmer, engine, case):
+    """Before: DataError ("... is collinear with ..."); lmer fits after dropping columns."""
+    formula, reml = RANK_CASES[case]
+    ref = r_lmer(formula, reml)
+    assert ref["dropped"], "the case must be rank deficient in R"
+    res = hlmbridge.fit(formula, _extra(ss), engine=engine, reml=reml)
+    assert list(res.dropped_columns) == ref["dropped"]
+    k = len(ref["dropped"])
+    message = (f"fixed-effect model matrix is rank deficient so dropping {k} column{'s' if k > 1 else ''} / "
+               f"coefficient{'s' if k > 1 else ''}")
+    assert message in ref["warnings"]  # R's own words
+    assert message in res.warnings
+    _assert_equals_lmer(res, ref, engine)
+    # the result keeps them through JSON, and predictions use the same columns
+    back = type(res).from_dict(res.to_dict())
+    assert back.dropped_columns == res.dropped_columns
+    assert np.isfinite(res.predict(_extra(ss).head(5)).values).all()
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stata_command_omits_collinear_terms(ss, r_lmer, engine):
+    """Stata omits a collinear variable ("note: one omitted because of collinearity"), keeping
+    _cons and the earlier variables; lmer drops the same column. Before: DataError."""
+    res = hlmbridge.fit("mixed Reaction one Days || Subject:", _extra(ss), engine=engine)
+    assert res.dropped_stata_terms == ("one",) and res.dropped_columns == ("one",)
+    assert "note: one omitted because of collinearity" in res.warnings
+    assert list(res.fixed["stata_term"]) == ["Days", "_cons"]
+    ref = r_lmer("Reaction ~ one + Days + (1 | Subject)", False)
+    assert ref["dropped"] == ["one"]
+    res_r_order = res.fixed.set_index("term").loc[ref["fixef_names"]]
+    np.testing.assert_allclose((res_r_order["estimate"].to_numpy() - ref["fixef"]) / ref["se"], 0,
+                               atol=1e-6 if engine == "lme4" else 1e-3)
+    assert res.loglik == pytest.approx(float(ref["loglik"][0]), rel=1e-8 if engine == "lme4" else 1e-6)
