@@ -85,6 +85,53 @@ def _prec(op: str) -> int:
     return _PREC["%%"] if op.startswith("%") else _PREC[op]
 
 
+#: A sum with more terms than this goes to R grouped in parentheses (:func:`_balanced`).
+_LONG_SUM = 100
+
+
+def _balanced(e: Expr) -> Expr:
+    """``e`` with each long run of ``+`` regrouped as a balanced tree of parentheses:
+    ``a + b + c + d`` as ``a + ((b + c) + d)``. R's terms() reads it the same (the union of
+    terms is associative and the variables keep their order of appearance), but lme4's
+    ``findbars`` recurses once per level of the tree: on a left-deep sum of more than ~640
+    terms it stops with "C stack usage is too close to the limit" (lme4 1.1.31, an 8 MB
+    stack), and R embedded in Python can crash instead. A sum of ``_LONG_SUM`` terms or
+    fewer is returned as it is."""
+    chain = _sum_chain(e)
+    if len(chain) <= _LONG_SUM:
+        return e
+    acc = chain[-1].args[0]
+    run: list[Expr] = []
+
+    def group(items: list[Expr]) -> Expr:
+        if len(items) == 1:
+            return items[0]
+        mid = len(items) // 2
+        return Expr("paren", "(", (Expr("bin", "+", (group(items[:mid]), group(items[mid:]))),))
+
+    for node in reversed(chain):
+        if node.value == "+":
+            run.append(node.args[1])
+            continue
+        if run:
+            acc = Expr("bin", "+", (acc, group(run)))
+            run = []
+        acc = Expr("bin", "-", (acc, node.args[1]))
+    if run:
+        acc = Expr("bin", "+", (acc, group(run)))
+    return acc
+
+
+def _sum_chain(node: Expr) -> list[Expr]:
+    """The ``+``/``-`` nodes down the left side of ``node`` (``a + b - c``: the ``-`` node,
+    then the ``+`` node); the first operand is ``chain[-1].args[0]``."""
+    chain = []
+    while node.kind == "bin" and node.value in ("+", "-"):
+        chain.append(node)
+        node = node.args[0]
+    return chain
+
+
 def format_r_number(value: float) -> str:
     """A double as R prints it with 15 significant digits (``deparse``, ``as.character``).
 
@@ -139,6 +186,14 @@ class Expr:
             return f"({self.args[0].deparse()})"
         if k == "neg":
             return f"-{self._operand(self.args[0], _UNARY_MINUS, right=True)}"
+        if k == "bin" and self.value in ("+", "-"):
+            # A sum of thousands of terms is a left-deep chain thousands of nodes deep: walk
+            # it without recursion (each right operand is one term).
+            chain = _sum_chain(self)
+            text = self._operand(chain[-1].args[0], _PREC["+"], right=False)
+            for node in reversed(chain):
+                text = f"{text} {node.value} {node._operand(node.args[1], _PREC['+'], right=True)}"
+            return text
         if k == "call":
             parts = [a.deparse() if key is None else f"{key} = {a.deparse()}" for a, key in zip(self.args, self.keys)]
             return f"{self.value}({', '.join(parts)})"
@@ -195,7 +250,7 @@ class Terms:
         variables, in the same order, and the same terms), or term by term when it was
         built by an expansion (lme4's ``||``)."""
         if self.expr is not None:
-            return [self.expr.deparse()]
+            return [_balanced(self.expr).deparse()]
         return ["1" if self.intercept else "0"] + list(self.labels)
 
     @property
@@ -384,16 +439,33 @@ class _Encoder:
         self.intercept = True
         self.offsets: list[Expr] = []
         self.allow_offset = allow_offset
+        self._index: dict[str, int] = {}
 
     def install(self, e: Expr) -> int:
-        for i, v in enumerate(self.variables):
-            if v == e:
-                return i
-        self.variables.append(e)
-        return len(self.variables) - 1
+        key = e.deparse()
+        if key not in self._index:
+            self._index[key] = len(self.variables)
+            self.variables.append(e)
+        return self._index[key]
 
     def encode(self, e: Expr) -> list[int]:
         k = e.kind
+        if k == "bin" and e.value in ("+", "-"):
+            # Left to right along the chain, without recursion (a sum can have thousands of
+            # terms); R's TrimRepeats keeps each term's first appearance.
+            chain = _sum_chain(e)
+            out = self.encode(chain[-1].args[0])
+            seen = set(out)
+            for node in reversed(chain):
+                if node.value == "+":
+                    for t in self.encode(node.args[1]):
+                        if t not in seen:
+                            seen.add(t)
+                            out.append(t)
+                else:
+                    out = self._delete(out, node.args[1])
+                    seen = set(out)
+            return out
         if k == "num":
             v = float(e.value.rstrip("L"))
             if v == 1:
@@ -426,8 +498,6 @@ class _Encoder:
         op = e.value
         if op in ("|", "||"):
             raise spec_error("a random-effects term must be in parentheses: (1 | g)", self.text, e.pos)
-        if op == "-":
-            return self._delete(self.encode(e.args[0]), e.args[1])
         if op == "^":
             base = self.encode(e.args[0])
             n = e.args[1]
@@ -439,8 +509,6 @@ class _Encoder:
             return _trim(out)
         left = self.encode(e.args[0])
         right = self.encode(e.args[1])
-        if op == "+":
-            return _trim(left + right)
         if op == ":":
             return _trim([a | b for a in left for b in right])
         if op == "*":
@@ -460,7 +528,7 @@ class _Encoder:
             if v in (0.0, 1.0):
                 self.intercept = v == 0
                 return left
-        right = self.encode(node)
+        right = set(self.encode(node))
         self.intercept = saved
         return [t for t in left if t not in right]
 
@@ -500,9 +568,18 @@ def _check_inner(e: Expr, text: str) -> None:
             _check_inner(a, text)
 
 
+def _set_bits(b: int) -> tuple[int, ...]:
+    out = []
+    while b:
+        low = b & -b
+        out.append(low.bit_length() - 1)
+        b ^= low
+    return tuple(out)
+
+
 def _terms(encoder: _Encoder, bits: list[int]) -> Terms:
     order = sorted(range(len(bits)), key=lambda i: (bin(bits[i]).count("1"), i))
-    terms = tuple(tuple(j for j in range(len(encoder.variables)) if bits[i] >> j & 1) for i in order)
+    terms = tuple(_set_bits(bits[i]) for i in order)
     return Terms(tuple(encoder.variables), terms, encoder.intercept, tuple(encoder.offsets))
 
 
@@ -519,18 +596,32 @@ def _rhs_terms(node: Expr | None, text: str, *, allow_offset: bool = True, respo
 
 
 def _split_bars(node: Expr) -> tuple[Expr | None, list[Expr]]:
-    """lme4's ``findbars``/``nobars`` on a ``+``/``-`` chain: (the fixed part, the bars)."""
-    if node.kind == "bin" and node.value == "+":
-        f1, b1 = _split_bars(node.args[0])
-        f2, b2 = _split_bars(node.args[1])
-        if f1 is None or f2 is None:
-            return (f2 if f1 is None else f1), b1 + b2
-        return Expr("bin", "+", (f1, f2), pos=node.pos), b1 + b2
-    if node.kind == "bin" and node.value == "-" and not _contains_bar(node.args[1]):
-        f1, b1 = _split_bars(node.args[0])
-        if f1 is None:
-            return Expr("neg", "-", (node.args[1],), pos=node.pos), b1
-        return Expr("bin", "-", (f1, node.args[1]), pos=node.pos), b1
+    """lme4's ``findbars``/``nobars`` on a ``+``/``-`` chain: (the fixed part, the bars).
+
+    The chain is walked left to right without recursion (a sum can have thousands of terms).
+    """
+    chain = []
+    while node.kind == "bin" and (node.value == "+" or (node.value == "-" and not _contains_bar(node.args[1]))):
+        chain.append(node)
+        node = node.args[0]
+    fixed, bars = _split_term(node)
+    for link in reversed(chain):
+        if link.value == "+":
+            f2, b2 = _split_bars(link.args[1])
+            bars = bars + b2
+            if fixed is None or f2 is None:
+                fixed = f2 if fixed is None else fixed
+            else:
+                fixed = Expr("bin", "+", (fixed, f2), pos=link.pos)
+        elif fixed is None:
+            fixed = Expr("neg", "-", (link.args[1],), pos=link.pos)
+        else:
+            fixed = Expr("bin", "-", (fixed, link.args[1]), pos=link.pos)
+    return fixed, bars
+
+
+def _split_term(node: Expr) -> tuple[Expr | None, list[Expr]]:
+    """:func:`_split_bars` of one term (not a ``+``/``-`` chain)."""
     if node.kind == "paren" and node.args[0].kind == "bin" and node.args[0].value in ("|", "||"):
         return None, [node.args[0]]
     if node.kind == "paren":
