@@ -22,6 +22,7 @@ import pandas as pd
 
 from hlmbridge.design.build import Design, build_design, rank_notes, require_columns
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
+from hlmbridge.design.rows import row_argument
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
 from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
@@ -115,11 +116,9 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     # model's own frame, _model_frame, is built only when a design is).
     prints = fingerprints(data, spec.variables)
     if any(v is not None for v in rows_args.values()):
-        for k, v in rows_args.items():  # a column name refers to the caller's frame, as in lmer
+        for k, v in rows_args.items():  # a column or an R expression over the caller's frame, as in lmer
             if isinstance(v, str) and k != "na_action":
-                if v not in data.columns:
-                    raise UsageError(f"{k}= names a column that is not in the data: {v!r}")
-                rows_args[k] = data[v]
+                rows_args[k] = data[v] if v in data.columns else row_argument(v, data, k, rows_args.get("na_action"))
         design = build_design(spec, _model_frame(data, spec), **rows_args)  # per-call arrays: never cached
     else:
         design = _DESIGNS.get(data, ("design", spec), tuple(prints.values()),

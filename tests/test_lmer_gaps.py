@@ -254,3 +254,77 @@ def test_a_500_term_model_fits_as_lmer(tmp_path):
     se = np.asarray(ref.rx2("se"))
     assert np.max(np.abs((res.fixed["estimate"].to_numpy() - np.asarray(ref.rx2("fixef"))) / se)) < 1e-5
     np.testing.assert_allclose(res.fixed["std_error"].to_numpy(), se, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- 3. subset as R code
+SUBSET_CASES = [
+    # (lmer's arguments as R code, REML)
+    ({"subset": "Days >= 2"}, True),
+    ({"subset": "Subject != '308' & Days %in% c(1, 3, 5, 7, 9) | Days == 0"}, False),
+    ({"subset": "!(Subject %in% c('309', '310')) & (Days - 4.5)^2 < 16"}, True),
+    ({"subset": "is.na(Reaction_na) | Days > 7"}, True),  # a column with NAs
+    ({"subset": "Reaction_na > 250"}, False),  # the condition is NA on some rows
+    ({"subset": "log(Days + 1) > 1 & T", "weights": "1 / (Days + 1)", "offset": "Days / 10"}, True),
+]
+
+
+def _with_na(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["Reaction_na"] = out["Reaction"].where(np.arange(len(out)) % 7 != 3)
+    return out
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("args", "reml"), SUBSET_CASES, ids=[a["subset"] for a, _ in SUBSET_CASES])
+def test_subset_written_as_r_code_is_evaluated_as_r_does(ss, r_lmer_na, engine, args, reml):
+    """Before: UsageError ("subset= names a column that is not in the data")."""
+    ref = r_lmer_na("Reaction ~ Days + (Days | Subject)", reml, **args)
+    res = hlmbridge.fit("Reaction ~ Days + (Days | Subject)", _with_na(ss), engine=engine, reml=reml, **args)
+    _assert_equals_lmer(res, ref, engine)
+
+
+@pytest.fixture(scope="module")
+def r_lmer_na():
+    """diffref_lmer on R's sleepstudy with the same Reaction_na column as :func:`_with_na`."""
+    import rpy2.robjects as ro
+    from r_reference import REFERENCE_FIT_SCRIPT
+
+    env = ro.r("new.env(parent = globalenv())")
+    ro.r["sys.source"](str(REFERENCE_FIT_SCRIPT), envir=env)
+    ro.r["sys.source"](str(ROOT / "r" / "tests" / "differential_reference.R"), envir=env)
+    data = ro.r("transform(lme4::sleepstudy, "
+                "Reaction_na = ifelse(seq_len(nrow(lme4::sleepstudy)) %% 7 == 4, NA, Reaction))")
+    fn = env["diffref_lmer"]
+
+    def run(formula: str, reml: bool, **args: str) -> dict:
+        out = fn(data, formula, reml, *(args.get(k, ro.NULL) for k in ("weights", "offset", "subset", "na_action")))
+        names = list(out.names)
+        assert "error" not in names, out
+        got = {n: np.asarray(out[names.index(n)]) for n in ("loglik", "fixef", "se", "nobs")}
+        got["fixef_names"] = [str(s) for s in out[names.index("fixef_names")]]
+        return got
+
+    return run
+
+
+def test_subset_na_fail_and_refusals(ss):
+    df = _with_na(ss)
+    with pytest.raises(hlmbridge.DataError, match="na.fail"):
+        hlmbridge.fit("Reaction ~ Days + (1 | Subject)", df, engine="statsmodels", subset="Reaction_na > 250",
+                      na_action="na.fail")
+    refused = {
+        "Days": "boolean mask",  # a numeric column: R would take its values as row numbers
+        "Days + 1": "gives numbers",
+        "nosuch > 1": "'nosuch' is not in the data",
+        "Subject > '330'": "locale",
+        "system('ls')": "unknown function system()",
+        "Days <-1": "assignment",
+        "__import__('os')": "backticks",
+        "Days > 1 > 0": "chain comparisons",
+        "Days > 1 && Days < 5": "single values",
+    }
+    for text, needle in refused.items():
+        with pytest.raises(UsageError, match=needle) as info:
+            hlmbridge.fit("Reaction ~ Days + (1 | Subject)", df, engine="statsmodels", subset=text)
+        assert "\n" not in str(info.value)

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from hlmbridge.errors import SpecError
 from hlmbridge.spec.common import check_parens, spec_error
 
-__all__ = ["FUNCTIONS", "Expr", "Formula", "RandomBar", "Terms", "format_r_number", "parse_formula"]
+__all__ = ["FUNCTIONS", "Expr", "Formula", "RandomBar", "Terms", "format_r_number", "parse_formula",
+           "parse_r_expression"]
 
 #: The functions hlmbridge evaluates inside a formula, with what each takes.
 FUNCTIONS: dict[str, str] = {
@@ -71,9 +72,19 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 
-# R's precedence (higher binds tighter) for the binary operators a formula uses.
-_PREC = {"~": 1, "|": 2, "||": 2, "+": 10, "-": 10, "*": 11, "/": 11, "%%": 12, ":": 14, "^": 16}
+# An R expression outside a formula (lmer's subset=, weights=, offset=) also has R's
+# comparison and logical operators; "<-" is lexed so that it can be refused.
+_EXPR_TOKEN_RE = re.compile(_TOKEN_RE.pattern.replace(
+    r"(?P<op>\|\||%[^%]*%|[~+\-*/:^()|,=])", r"(?P<op><-|==|!=|<=|>=|&&|\|\||%[^%]*%|[~+\-*/:^()|,=<>&!])"),
+    re.VERBOSE)
+
+# R's precedence (higher binds tighter) for the binary operators a formula uses, and the
+# comparison and logical ones of an R expression.
+_PREC = {"~": 1, "|": 2, "||": 2, "&": 4, "&&": 4, "==": 8, "!=": 8, "<": 8, "<=": 8, ">": 8, ">=": 8,
+         "+": 10, "-": 10, "*": 11, "/": 11, "%%": 12, ":": 14, "^": 16}
+_COMPARISONS = frozenset(("==", "!=", "<", "<=", ">", ">="))
 _UNARY_MINUS = 15  # R: unary minus binds tighter than : and * but looser than ^
+_UNARY_NOT = 5  # R: ! binds looser than comparisons, tighter than & and |
 _R_SYNTACTIC = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*")
 _R_RESERVED = frozenset(
     "if else repeat while function for in next break TRUE FALSE NULL Inf NaN NA NA_integer_ "
@@ -186,6 +197,8 @@ class Expr:
             return f"({self.args[0].deparse()})"
         if k == "neg":
             return f"-{self._operand(self.args[0], _UNARY_MINUS, right=True)}"
+        if k == "not":
+            return f"!{self._operand(self.args[0], _UNARY_NOT, right=True)}"
         if k == "bin" and self.value in ("+", "-"):
             # A sum of thousands of terms is a left-deep chain thousands of nodes deep: walk
             # it without recursion (each right operand is one term).
@@ -319,23 +332,27 @@ class Formula:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
+def _tokenize(text: str, expression: bool = False) -> list[tuple[str, str, int]]:
     toks = []
     i = 0
+    where = "the expression" if expression else "the formula"
+    token_re = _EXPR_TOKEN_RE if expression else _TOKEN_RE
     while i < len(text):
-        m = _TOKEN_RE.match(text, i)
+        m = token_re.match(text, i)
         if not m:
             hint = ""
             if text[i] == "_" or (text[i].isdigit() and i + 1 < len(text) and text[i + 1].isalpha()):
                 word = re.match(r"[\w.]+", text[i:])
                 hint = f" (R needs backticks around a name like that: `{word.group(0) if word else text[i]}`)"
-            raise spec_error(f"unexpected character {text[i]!r} in the formula{hint}", text, i)
+            raise spec_error(f"unexpected character {text[i]!r} in {where}{hint}", text, i)
         kind = m.lastgroup
         assert kind is not None
         if kind != "ws":
             val = m.group(0)
             if kind == "op" and val.startswith("%") and val != "%in%":
-                raise spec_error(f"the operator {val} is not supported in a formula", text, i)
+                raise spec_error(f"the operator {val} is not supported in {where}", text, i)
+            if kind == "op" and val == "<-":
+                raise spec_error("an assignment (<-) is not allowed in the expression", text, i)
             if kind == "name" and val.startswith("`"):
                 val = val[1:-1]
                 if not val:
@@ -376,6 +393,8 @@ class _Parser:
             left = Expr("neg", "-", (self.expr(_UNARY_MINUS),), pos=pos)
         elif kind == "op" and val == "+":
             left = self.expr(_UNARY_MINUS)
+        elif kind == "op" and val == "!":
+            left = Expr("not", "!", (self.expr(_UNARY_NOT),), pos=pos)
         elif kind == "op" and val == "(":
             inner = self.expr(0)
             self.expect(")")
@@ -400,9 +419,14 @@ class _Parser:
                 return left
             if val == "~":
                 raise spec_error("only one '~' is allowed", self.text, pos)
+            if val == "!":
+                raise spec_error("expected an operator before '!'", self.text, pos)
             prec = _prec(val)
             if prec < min_prec or (prec == min_prec and val != "^"):
                 return left
+            if val in _COMPARISONS and left.kind == "bin" and left.value in _COMPARISONS:
+                raise spec_error(f"unexpected {val!r}: R does not chain comparisons (a < b < c); use &",
+                                 self.text, pos)
             self.next()
             right = self.expr(prec)
             left = Expr("bin", val, (left, right), pos=pos)
@@ -700,6 +724,28 @@ def _bars(bar: Expr, text: str) -> list[RandomBar]:
                 raise spec_error("a random-effects term with no terms (0 | g)", text, bar.pos)
             out.append(RandomBar(lhs, names, label, g.deparse()))
     return out
+
+
+def parse_r_expression(text: str) -> Expr:
+    """One R expression, as lmer's ``subset=`` (or ``weights=``, ``offset=``) is written:
+    R's arithmetic, comparison (``== != < <= > >=``) and logical (``! & | && ||``) operators,
+    ``%in%``, calls, names, numbers and strings, with R's precedences. Only parsed here;
+    :mod:`hlmbridge.design.rows` evaluates it (never Python's ``eval``).
+
+    >>> parse_r_expression("Days >= 2 & !(Subject %in% c('308', '309'))").deparse()
+    'Days >= 2 & !(Subject %in% c("308", "309"))'
+    >>> parse_r_expression("-x^2 + 1 > 0").args[0].deparse()
+    '-x^2 + 1'
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("expected an R expression, e.g. \"Days >= 2\"")
+    check_parens(text)
+    parser = _Parser(text, _tokenize(text, expression=True))
+    expr = parser.expr(0)
+    kind, val, pos = parser.peek()
+    if kind != "end":
+        raise spec_error(f"unexpected {val!r}", text, pos)
+    return expr
 
 
 def parse_formula(text: str) -> Formula:
