@@ -89,7 +89,9 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     ``data`` is never modified; rows with missing values in model variables are dropped
     (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
     lmer's ``subset=``, ``weights=``, ``offset=`` and ``na_action=`` are applied
-    (:mod:`hlmbridge.design.rows`); the only other keywords are the engine's own options
+    (:mod:`hlmbridge.design.rows`; given as arrays, column names or R code such as
+    ``subset="Days >= 2"``); collinear fixed-effect columns are dropped as lmer drops them
+    (``result.dropped_columns``, lme4's message in ``result.warnings``); the only other keywords are the engine's own options
     (``engines.base.tuning_options``); anything else, including lmer arguments that are not
     applied (``contrasts=``, ``control=`` ...), is a ``UsageError`` naming it and listing every
     keyword ``fit`` takes.
