@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hlmbridge.design.build import Design, build_design, require_columns
+from hlmbridge.design.build import Design, build_design, rank_notes, require_columns
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
+from hlmbridge.design.rows import row_argument
 from hlmbridge.engines import require_engine
 from hlmbridge.engines.base import Engine, EngineFit, tuning_options
 from hlmbridge.errors import FitError, SpecError, UnsupportedSpecError, UsageError
@@ -39,6 +40,8 @@ __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
 _LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "control", "start", "verbose", "devFunOnly")
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
+#: fit()'s own keywords besides the engine's tuning options (named in an unknown keyword's message).
+FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts") + ROW_ARGUMENTS
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -52,7 +55,7 @@ def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
         if name in _LMER_ARGUMENTS_NOT_APPLIED:
             raise UsageError(f"fit() does not apply lmer's {name}= argument, so it is refused "
                              f"rather than ignored (the fit would differ from R's).")
-        known = ", ".join(sorted(allowed | {"reml", "REML"})) or "reml"
+        known = ", ".join(f"{k}=" for k in sorted(allowed | set(FIT_KEYWORDS), key=str.lower))
         raise UsageError(f"fit() got an unknown keyword {name}= for engine {adapter.name!r} (it takes: {known}).")
 
 #: The normal 97.5% quantile, scipy.stats.norm.ppf(0.975) (a literal: import hlmbridge stays
@@ -87,12 +90,15 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
     ``data`` is never modified; rows with missing values in model variables are dropped
     (the count is in ``result.n_dropped``). ``REML=`` is accepted as R's spelling of ``reml=``;
-    the only other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
+    lmer's ``subset=``, ``weights=``, ``offset=``, ``na_action=`` and ``contrasts=`` are applied
+    the same way by every engine (:mod:`hlmbridge.design.rows`; rows given as arrays, column names
+    or R code such as ``subset="Days >= 2"``; ``contrasts=`` a dict: variable as R labels it ->
+    ``"contr.sum"``, ``"contr.helmert"``, ``"contr.poly"``, ``"contr.SAS"``,
+    ``"contr.treatment(base = 2)"`` or a matrix); collinear fixed-effect columns are dropped as
+    lmer drops them (``result.dropped_columns``, lme4's message in ``result.warnings``); the only
+    other keywords are the engine's own options (``engines.base.tuning_options``); anything else,
     including lmer arguments that are not applied (``control=``, ``start=`` ...), is a
-    ``UsageError`` naming it. lmer's ``subset=``, ``weights=``, ``offset=``, ``na_action=`` and
-    ``contrasts=`` (a dict: variable as R labels it -> ``"contr.sum"``, ``"contr.helmert"``,
-    ``"contr.poly"``, ``"contr.SAS"``, ``"contr.treatment(base = 2)"`` or a matrix) are
-    applied the same way by every engine.
+    ``UsageError`` naming it and listing every keyword ``fit`` takes.
 
     ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
@@ -117,11 +123,9 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     # model's own frame, _model_frame, is built only when a design is).
     prints = fingerprints(data, spec.variables)
     if any(v is not None for v in rows_args.values()) or contrasts is not None:
-        for k, v in rows_args.items():  # a column name refers to the caller's frame, as in lmer
+        for k, v in rows_args.items():  # a column or an R expression over the caller's frame, as in lmer
             if isinstance(v, str) and k != "na_action":
-                if v not in data.columns:
-                    raise UsageError(f"{k}= names a column that is not in the data: {v!r}")
-                rows_args[k] = data[v]
+                rows_args[k] = data[v] if v in data.columns else row_argument(v, data, k, rows_args.get("na_action"))
         design = build_design(spec, _model_frame(data, spec), contrasts=contrasts,
                               **rows_args)  # per-call arrays: never cached
     else:
@@ -239,7 +243,8 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     aic = -2 * inf.loglik + 2 * df
     bic = -2 * inf.loglik + df * np.log(design.nobs)
 
-    warns = list(spec.notes) + list(est.warnings)
+    # What R (or Stata) says about dropped collinear columns; the lme4 engine hears R say it too.
+    warns = list(dict.fromkeys(list(spec.notes) + list(rank_notes(design)) + list(est.warnings)))
     for ld in design.levels:
         n1 = int(np.sum(ld.sizes == 1))
         if n1:
@@ -285,5 +290,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
         optimizer=est.optimizer,
         wall_time=wall,
         engine_loglik=float(est.loglik),
+        dropped_columns=design.dropped_lme4,
+        dropped_stata_terms=design.dropped_stata,
         design=design,
     )

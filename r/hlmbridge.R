@@ -147,6 +147,8 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   }
   out <- hlmbridge_summarise(fit, warns, msgs, elapsed, with_vcov)
   out$theta <- lme4::getME(fit, "theta")
+  ## The fixed-effect columns lme4 dropped as rank deficient (chkRank.drop.cols).
+  out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
   out$feval_before <- feval_before
   out
 }

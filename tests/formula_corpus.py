@@ -175,6 +175,7 @@ CONSTRUCTS: dict[str, str] = {
     # issue 26 (the splines and contrasts= are in tests/test_formula_constructs_r.py)
     "cut": "cut(x, breaks)", "interaction": "interaction(a, b)", "C": "C(f, contr) in the formula",
     "factor-levels": "factor(x, levels = c(...))", "summary-in-I": "mean(), sd() ... inside I()",
+    "bare-bar": "a random-effects term without parentheses, y ~ x | g (issue 26)",
 }
 
 
@@ -198,6 +199,8 @@ CASES: tuple[Case, ...] = (
     _c(_SS, "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "several-blocks", "published"),
     _c(_SS, "Reaction ~ Days + (Days || Subject)", "uncorrelated", reml=False),
     _c(_SS, "Reaction ~ 1 + (1 | Subject)"),
+    _c(_SS, "Reaction ~ Days | Subject", "bare-bar"),  # lme4: Reaction ~ 1 + (Days | Subject)
+    _c(_SS, "Reaction ~ Days || Subject", "bare-bar", reml=False),
     _c(_SS, "Reaction ~ 1 + Days + (1 + Days | Subject)", reml=True),
     _c(_SS, "Reaction ~ Days + (0 + Days | Subject)"),
     _c(_SS, "Reaction ~ Days + (-1 + Days | Subject) + (1 | Subject)", "several-blocks"),
@@ -292,6 +295,9 @@ CASES: tuple[Case, ...] = (
     _c("Dyestuff", "Yield ~ 1 + (1 | Batch)", "published", reml=False),
     _c("Dyestuff", "log(Yield) ~ 1 + (1 | Batch)", "response-transform"),
     _c("Dyestuff", "Yield ~ 1 + (1 | Batch)", "REML", kwargs={"REML": True}),
+    # '|' binds looser than '+' (issue 26): lme4's own example, lmer(Yield ~ 1|Batch, Dyestuff).
+    _c("Dyestuff", "Yield ~ 1|Batch", "bare-bar", "published"),
+    _c("Dyestuff", "Yield ~ 1 | Batch", "bare-bar", reml=False),
     # ------------------------------------------------------------------ lme4::InstEval (3000 rows)
     _c("InstEval", "y ~ service + (1 | s) + (1 | d)", "published", sm=CROSSED),
     _c("InstEval", "y ~ service + lectage + studage + (1 | s) + (1 | d)", "ordered-poly", sm=CROSSED, reml=False),

@@ -182,6 +182,12 @@ R, B = Reading, Bar
 #: factors and interactions as random slopes, several terms per grouping factor).
 LME4_READINGS: dict[str, Reading] = {
     "y ~ x + (1|g)": R("y", ("x",), True, (), (B("g", (), True),), ("y", "x", "g")),
+    # '|' binds looser than '+': lme4's findbars/nobars read a bare bar as the whole right-hand
+    # side, with a fixed intercept (issue 26; lmer(Yield ~ 1|Batch, Dyestuff)).
+    "y ~ 1|g": R("y", (), True, (), (B("g", (), True),), ("y", "g")),
+    "y ~ x + 1|g": R("y", (), True, (), (B("g", ("x",), True),), ("y", "x", "g")),
+    "y ~ 0 + x|g": R("y", (), True, (), (B("g", ("x",), False),), ("y", "x", "g")),
+    "y ~ x||g": R("y", (), True, (), (B("g", (), True), B("g", ("x",), False)), ("y", "x", "g")),
     "y ~ x + (x|g)": R("y", ("x",), True, (), (B("g", ("x",), True),), ("y", "x", "g")),
     "y ~ x + (1 + x|g)": R("y", ("x",), True, (), (B("g", ("x",), True),), ("y", "x", "g")),
     "y ~ x + (0 + x|g)": R("y", ("x",), True, (), (B("g", ("x",), False),), ("y", "x", "g")),
@@ -431,9 +437,9 @@ BAD_LME4: tuple[tuple[str, str, str | int | None], ...] = (
     ("foo(y) ~ x + (1|g)", "unknown function foo()", "foo"),  # R: could not find function "foo"
     ("y ~ I(foo(x)) + (1|g)", "unknown function foo()", "foo"),  # R: could not find function "foo"
     ("y ~ x + (1|log(g))", "grouping factor must be a variable", "log"),  # lme4: couldn't evaluate grouping factor
-    # lme4 reads this as y ~ 1 + (x + 1 | g) (the bar binds looser than '+'); hlmbridge refuses
-    # the unparenthesised bar rather than guess which the user meant.
-    ("y ~ x + 1|g", "random-effects term must stand on its own", "|"),
+    # (``y ~ x + 1|g`` is valid: lme4 reads it as y ~ 1 + (x + 1 | g); see LME4_READINGS.)
+    # A bar inside the bare bar: lme4 fails in model.matrix ("model frame and formula mismatch").
+    ("y ~ x + (1|g) + 1|h", "a random-effects term inside another one", "|g)"),
     # lme4 reads x*(1|g) as x + (1|g) (nobars drops the bar from the product); refused likewise.
     ("y ~ x*(1|g)", "random-effects term must stand on its own", "*"),
     # lme4 keeps (0|h) as a term with no columns (cnms h = character(0)); refused as empty.

@@ -191,8 +191,9 @@ function(formulas) {
 R_DESIGN_SCRIPT = r"""
 function(formulas, path) {
   data <- utils::read.csv(path, check.names = FALSE)
+  ## lmer's own rank check: a rank-deficient X loses the columns lmer drops (issue 26).
   ctrl <- lme4::lmerControl(check.nobs.vs.nlev = "ignore", check.nobs.vs.nRE = "ignore",
-                            check.rankX = "ignore", check.scaleX = "ignore")
+                            check.rankX = "silent.drop.cols", check.scaleX = "ignore")
   one <- function(s) {
     lf <- lme4::lFormula(as.formula(s), data, control = ctrl)
     cnms <- lf$reTrms$cnms
@@ -268,8 +269,6 @@ def _design_data() -> pd.DataFrame:
 
 #: Formulas whose design hlmbridge refuses although lme4 builds one, with the reason.
 _DESIGN_REFUSED = {
-    # lmer drops collinear columns ("rank deficient so dropping ..."); hlmbridge refuses them.
-    "y ~ x + factor(x):z + (1|g)": (DataError, "collinear"),
     # two random intercepts for g: lmer fits a model that is not identified; refused.
     "y ~ x + (1|g) + (1|g)": (SpecError, "appears in two random-effects terms"),
     # lme4 1.1.31 cannot build a model without fixed effects ("attempt to set an attribute on NULL")

@@ -203,8 +203,12 @@ def _formula_new(design: Design, data: pd.DataFrame, random: bool) -> NewDesign:
         return vals
 
     mm = model_matrix(f.fixed, values_of(f.fixed), n, dict(design.contrasts))
-    if mm.names != design.fixed_lme4:
-        raise DataError(f"newdata gives the fixed-effect columns {list(mm.names)}, the fit had "
+    names, X = mm.names, mm.X
+    if design.dropped_lme4:  # the fit's rank-deficient columns (lme4's predict drops them too)
+        keep = [j for j, name in enumerate(names) if name not in design.dropped_lme4]
+        names, X = tuple(names[j] for j in keep), X[:, keep]
+    if names != design.fixed_lme4:
+        raise DataError(f"newdata gives the fixed-effect columns {list(names)}, the fit had "
                         f"{list(design.fixed_lme4)}")
     offset = None
     if f.fixed.offsets:
@@ -228,7 +232,7 @@ def _formula_new(design: Design, data: pd.DataFrame, random: bool) -> NewDesign:
                                 f"{list(ld.terms_lme4)}")
             labels, _ = _group_labels([column_value(data, g) for g in bars[0].group])  # NA: an unseen group
             levels.append(NewLevel(_codes(ld, labels), np.column_stack(zs)))
-    return NewDesign(mm.X, offset, tuple(levels), missing, data.index)
+    return NewDesign(X, offset, tuple(levels), missing, data.index)
 
 
 def _group_labels(values: list[Value]) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +313,8 @@ def _stata_new(design: Design, data: pd.DataFrame, random: bool) -> NewDesign:
         cols, stata, _ = _term_columns(term, sub, bases, first_seen)
         for c, s in zip(cols, stata):
             if s not in where:
+                if s in design.dropped_stata:  # omitted from the fit as collinear
+                    continue
                 raise DataError(f"newdata gives the column {s}, which the fit does not have")
             X[:, where[s]] = c
     if spec.constant:

@@ -61,6 +61,7 @@ class _RFit:
     design_check: np.ndarray | None = None
     lme4_theta: np.ndarray | None = None  # lme4's own parameters (relative Cholesky factors)
     feval_before: int = 0  # evaluations of an optimizer run before the final one (R side)
+    dropped: tuple[str, ...] | None = None  # columns lme4 dropped as rank deficient
 
 
 def _r_items(out: Any) -> dict[str, Any]:
@@ -112,6 +113,7 @@ def _read_fit(out: Any) -> _RFit | str:
         design_check=_r_doubles(items["design"]) if "design" in items else None,
         lme4_theta=_r_doubles(items["theta"]) if "theta" in items else None,
         feval_before=int(items["feval_before"][0]) if "feval_before" in items else 0,
+        dropped=tuple(str(x) for x in items["dropped"]) if "dropped" in items else None,
     )
 
 
@@ -271,6 +273,9 @@ def _check_design_parity(design: Design, out: _RFit) -> None:
     theirs = list(out.fixed_names)
     if out.nobs != design.nobs:
         raise FitError(f"R used {out.nobs} observations where hlmbridge's design has {design.nobs}", engine="lme4")
+    if out.dropped is not None and sorted(out.dropped) != sorted(design.dropped_lme4):
+        raise FitError(f"lme4 dropped the fixed-effect column(s) {list(out.dropped)} as rank deficient where "
+                       f"hlmbridge's design dropped {list(design.dropped_lme4)}", engine="lme4")
     # A Stata-style spec lists _cons last (Stata's order); an lme4 formula keeps R's order.
     same_order = theirs == ours if design.spec.formula is not None else sorted(theirs) == sorted(ours)
     if not same_order or len(set(theirs)) != len(theirs):

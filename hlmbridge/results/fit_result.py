@@ -113,6 +113,10 @@ def _unjson(x: Any) -> Any:
     return x
 
 
+#: Fields a result written by an older hlmbridge may lack (their defaults apply).
+_OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms")
+
+
 @dataclass(frozen=True)
 class FitResult:
     """The normalized result of one fit (see the module docstring for the tables).
@@ -160,6 +164,11 @@ class FitResult:
     df_method: str = ""
     fixed_df: tuple[float, ...] = ()
     fixed_vcov_adjusted: tuple[tuple[float, ...], ...] = ()
+    # Fixed-effect columns left out as linear combinations of the others, as lmer does
+    # ("fixed-effect model matrix is rank deficient so dropping ..."; its ``col.dropped``) and
+    # Stata ("omitted because of collinearity"): lme4's names and Stata's.
+    dropped_columns: tuple[str, ...] = ()
+    dropped_stata_terms: tuple[str, ...] = ()
     # The design the estimates belong to (not serialized, not compared): what post-fit
     # computations (df methods, predictions) need without a refit. None after from_dict.
     design: Any = field(default=None, compare=False, repr=False)
@@ -345,8 +354,8 @@ class FitResult:
 
         kw: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "design" or (f.name in ("df_method", "fixed_df", "fixed_vcov_adjusted") and f.name not in d):
-                continue  # not serialized / absent from results written before df methods existed
+            if f.name == "design" or (f.name in _OPTIONAL_FIELDS and f.name not in d):
+                continue  # not serialized / absent from results written before these fields existed
             v = d[f.name] if f.name in d else None
             if f.name == "spec":
                 v = spec_from_dict(v)
@@ -356,7 +365,7 @@ class FitResult:
                 v = tuple(_unjson(x) for x in v)
             elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
-            elif f.name == "warnings":
+            elif f.name in ("warnings", "dropped_columns", "dropped_stata_terms"):
                 v = tuple(v)
             elif f.name == "versions":
                 v = dict(v)

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from hlmbridge.errors import SpecError
 from hlmbridge.spec.common import check_parens, spec_error
 
-__all__ = ["FUNCTIONS", "Expr", "Formula", "RandomBar", "Terms", "format_r_number", "parse_formula"]
+__all__ = ["FUNCTIONS", "Expr", "Formula", "RandomBar", "Terms", "format_r_number", "parse_formula",
+           "parse_r_expression"]
 
 #: The functions hlmbridge evaluates inside a formula, with what each takes.
 FUNCTIONS: dict[str, str] = {
@@ -84,9 +85,19 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 
-# R's precedence (higher binds tighter) for the binary operators a formula uses.
-_PREC = {"~": 1, "|": 2, "||": 2, "+": 10, "-": 10, "*": 11, "/": 11, "%%": 12, ":": 14, "^": 16}
+# An R expression outside a formula (lmer's subset=, weights=, offset=) also has R's
+# comparison and logical operators; "<-" is lexed so that it can be refused.
+_EXPR_TOKEN_RE = re.compile(_TOKEN_RE.pattern.replace(
+    r"(?P<op>\|\||%[^%]*%|[~+\-*/:^()|,=])", r"(?P<op><-|==|!=|<=|>=|&&|\|\||%[^%]*%|[~+\-*/:^()|,=<>&!])"),
+    re.VERBOSE)
+
+# R's precedence (higher binds tighter) for the binary operators a formula uses, and the
+# comparison and logical ones of an R expression.
+_PREC = {"~": 1, "|": 2, "||": 2, "&": 4, "&&": 4, "==": 8, "!=": 8, "<": 8, "<=": 8, ">": 8, ">=": 8,
+         "+": 10, "-": 10, "*": 11, "/": 11, "%%": 12, ":": 14, "^": 16}
+_COMPARISONS = frozenset(("==", "!=", "<", "<=", ">", ">="))
 _UNARY_MINUS = 15  # R: unary minus binds tighter than : and * but looser than ^
+_UNARY_NOT = 5  # R: ! binds looser than comparisons, tighter than & and |
 _R_SYNTACTIC = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*")
 _R_RESERVED = frozenset(
     "if else repeat while function for in next break TRUE FALSE NULL Inf NaN NA NA_integer_ "
@@ -96,6 +107,53 @@ _R_RESERVED = frozenset(
 
 def _prec(op: str) -> int:
     return _PREC["%%"] if op.startswith("%") else _PREC[op]
+
+
+#: A sum with more terms than this goes to R grouped in parentheses (:func:`_balanced`).
+_LONG_SUM = 100
+
+
+def _balanced(e: Expr) -> Expr:
+    """``e`` with each long run of ``+`` regrouped as a balanced tree of parentheses:
+    ``a + b + c + d`` as ``a + ((b + c) + d)``. R's terms() reads it the same (the union of
+    terms is associative and the variables keep their order of appearance), but lme4's
+    ``findbars`` recurses once per level of the tree: on a left-deep sum of more than ~640
+    terms it stops with "C stack usage is too close to the limit" (lme4 1.1.31, an 8 MB
+    stack), and R embedded in Python can crash instead. A sum of ``_LONG_SUM`` terms or
+    fewer is returned as it is."""
+    chain = _sum_chain(e)
+    if len(chain) <= _LONG_SUM:
+        return e
+    acc = chain[-1].args[0]
+    run: list[Expr] = []
+
+    def group(items: list[Expr]) -> Expr:
+        if len(items) == 1:
+            return items[0]
+        mid = len(items) // 2
+        return Expr("paren", "(", (Expr("bin", "+", (group(items[:mid]), group(items[mid:]))),))
+
+    for node in reversed(chain):
+        if node.value == "+":
+            run.append(node.args[1])
+            continue
+        if run:
+            acc = Expr("bin", "+", (acc, group(run)))
+            run = []
+        acc = Expr("bin", "-", (acc, node.args[1]))
+    if run:
+        acc = Expr("bin", "+", (acc, group(run)))
+    return acc
+
+
+def _sum_chain(node: Expr) -> list[Expr]:
+    """The ``+``/``-`` nodes down the left side of ``node`` (``a + b - c``: the ``-`` node,
+    then the ``+`` node); the first operand is ``chain[-1].args[0]``."""
+    chain = []
+    while node.kind == "bin" and node.value in ("+", "-"):
+        chain.append(node)
+        node = node.args[0]
+    return chain
 
 
 def format_r_number(value: float) -> str:
@@ -152,6 +210,16 @@ class Expr:
             return f"({self.args[0].deparse()})"
         if k == "neg":
             return f"-{self._operand(self.args[0], _UNARY_MINUS, right=True)}"
+        if k == "not":
+            return f"!{self._operand(self.args[0], _UNARY_NOT, right=True)}"
+        if k == "bin" and self.value in ("+", "-"):
+            # A sum of thousands of terms is a left-deep chain thousands of nodes deep: walk
+            # it without recursion (each right operand is one term).
+            chain = _sum_chain(self)
+            text = self._operand(chain[-1].args[0], _PREC["+"], right=False)
+            for node in reversed(chain):
+                text = f"{text} {node.value} {node._operand(node.args[1], _PREC['+'], right=True)}"
+            return text
         if k == "call":
             parts = [a.deparse() if key is None else f"{key} = {a.deparse()}" for a, key in zip(self.args, self.keys)]
             return f"{self.value}({', '.join(parts)})"
@@ -209,7 +277,7 @@ class Terms:
         variables, in the same order, and the same terms), or term by term when it was
         built by an expansion (lme4's ``||``)."""
         if self.expr is not None:
-            return [self.expr.deparse()]
+            return [_balanced(self.expr).deparse()]
         return ["1" if self.intercept else "0"] + list(self.labels)
 
     @property
@@ -278,23 +346,27 @@ class Formula:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
+def _tokenize(text: str, expression: bool = False) -> list[tuple[str, str, int]]:
     toks = []
     i = 0
+    where = "the expression" if expression else "the formula"
+    token_re = _EXPR_TOKEN_RE if expression else _TOKEN_RE
     while i < len(text):
-        m = _TOKEN_RE.match(text, i)
+        m = token_re.match(text, i)
         if not m:
             hint = ""
             if text[i] == "_" or (text[i].isdigit() and i + 1 < len(text) and text[i + 1].isalpha()):
                 word = re.match(r"[\w.]+", text[i:])
                 hint = f" (R needs backticks around a name like that: `{word.group(0) if word else text[i]}`)"
-            raise spec_error(f"unexpected character {text[i]!r} in the formula{hint}", text, i)
+            raise spec_error(f"unexpected character {text[i]!r} in {where}{hint}", text, i)
         kind = m.lastgroup
         assert kind is not None
         if kind != "ws":
             val = m.group(0)
             if kind == "op" and val.startswith("%") and val != "%in%":
-                raise spec_error(f"the operator {val} is not supported in a formula", text, i)
+                raise spec_error(f"the operator {val} is not supported in {where}", text, i)
+            if kind == "op" and val == "<-":
+                raise spec_error("an assignment (<-) is not allowed in the expression", text, i)
             if kind == "name" and val.startswith("`"):
                 val = val[1:-1]
                 if not val:
@@ -335,6 +407,8 @@ class _Parser:
             left = Expr("neg", "-", (self.expr(_UNARY_MINUS),), pos=pos)
         elif kind == "op" and val == "+":
             left = self.expr(_UNARY_MINUS)
+        elif kind == "op" and val == "!":
+            left = Expr("not", "!", (self.expr(_UNARY_NOT),), pos=pos)
         elif kind == "op" and val == "(":
             inner = self.expr(0)
             self.expect(")")
@@ -359,9 +433,14 @@ class _Parser:
                 return left
             if val == "~":
                 raise spec_error("only one '~' is allowed", self.text, pos)
+            if val == "!":
+                raise spec_error("expected an operator before '!'", self.text, pos)
             prec = _prec(val)
             if prec < min_prec or (prec == min_prec and val != "^"):
                 return left
+            if val in _COMPARISONS and left.kind == "bin" and left.value in _COMPARISONS:
+                raise spec_error(f"unexpected {val!r}: R does not chain comparisons (a < b < c); use &",
+                                 self.text, pos)
             self.next()
             right = self.expr(prec)
             left = Expr("bin", val, (left, right), pos=pos)
@@ -398,16 +477,33 @@ class _Encoder:
         self.intercept = True
         self.offsets: list[Expr] = []
         self.allow_offset = allow_offset
+        self._index: dict[str, int] = {}
 
     def install(self, e: Expr) -> int:
-        for i, v in enumerate(self.variables):
-            if v == e:
-                return i
-        self.variables.append(e)
-        return len(self.variables) - 1
+        key = e.deparse()
+        if key not in self._index:
+            self._index[key] = len(self.variables)
+            self.variables.append(e)
+        return self._index[key]
 
     def encode(self, e: Expr) -> list[int]:
         k = e.kind
+        if k == "bin" and e.value in ("+", "-"):
+            # Left to right along the chain, without recursion (a sum can have thousands of
+            # terms); R's TrimRepeats keeps each term's first appearance.
+            chain = _sum_chain(e)
+            out = self.encode(chain[-1].args[0])
+            seen = set(out)
+            for node in reversed(chain):
+                if node.value == "+":
+                    for t in self.encode(node.args[1]):
+                        if t not in seen:
+                            seen.add(t)
+                            out.append(t)
+                else:
+                    out = self._delete(out, node.args[1])
+                    seen = set(out)
+            return out
         if k == "num":
             v = float(e.value.rstrip("L"))
             if v == 1:
@@ -440,8 +536,6 @@ class _Encoder:
         op = e.value
         if op in ("|", "||"):
             raise spec_error("a random-effects term must be in parentheses: (1 | g)", self.text, e.pos)
-        if op == "-":
-            return self._delete(self.encode(e.args[0]), e.args[1])
         if op == "^":
             base = self.encode(e.args[0])
             n = e.args[1]
@@ -453,8 +547,6 @@ class _Encoder:
             return _trim(out)
         left = self.encode(e.args[0])
         right = self.encode(e.args[1])
-        if op == "+":
-            return _trim(left + right)
         if op == ":":
             return _trim([a | b for a in left for b in right])
         if op == "*":
@@ -474,7 +566,7 @@ class _Encoder:
             if v in (0.0, 1.0):
                 self.intercept = v == 0
                 return left
-        right = self.encode(node)
+        right = set(self.encode(node))
         self.intercept = saved
         return [t for t in left if t not in right]
 
@@ -514,9 +606,18 @@ def _check_inner(e: Expr, text: str) -> None:
             _check_inner(a, text)
 
 
+def _set_bits(b: int) -> tuple[int, ...]:
+    out = []
+    while b:
+        low = b & -b
+        out.append(low.bit_length() - 1)
+        b ^= low
+    return tuple(out)
+
+
 def _terms(encoder: _Encoder, bits: list[int]) -> Terms:
     order = sorted(range(len(bits)), key=lambda i: (bin(bits[i]).count("1"), i))
-    terms = tuple(tuple(j for j in range(len(encoder.variables)) if bits[i] >> j & 1) for i in order)
+    terms = tuple(_set_bits(bits[i]) for i in order)
     return Terms(tuple(encoder.variables), terms, encoder.intercept, tuple(encoder.offsets))
 
 
@@ -533,18 +634,32 @@ def _rhs_terms(node: Expr | None, text: str, *, allow_offset: bool = True, respo
 
 
 def _split_bars(node: Expr) -> tuple[Expr | None, list[Expr]]:
-    """lme4's ``findbars``/``nobars`` on a ``+``/``-`` chain: (the fixed part, the bars)."""
-    if node.kind == "bin" and node.value == "+":
-        f1, b1 = _split_bars(node.args[0])
-        f2, b2 = _split_bars(node.args[1])
-        if f1 is None or f2 is None:
-            return (f2 if f1 is None else f1), b1 + b2
-        return Expr("bin", "+", (f1, f2), pos=node.pos), b1 + b2
-    if node.kind == "bin" and node.value == "-" and not _contains_bar(node.args[1]):
-        f1, b1 = _split_bars(node.args[0])
-        if f1 is None:
-            return Expr("neg", "-", (node.args[1],), pos=node.pos), b1
-        return Expr("bin", "-", (f1, node.args[1]), pos=node.pos), b1
+    """lme4's ``findbars``/``nobars`` on a ``+``/``-`` chain: (the fixed part, the bars).
+
+    The chain is walked left to right without recursion (a sum can have thousands of terms).
+    """
+    chain = []
+    while node.kind == "bin" and (node.value == "+" or (node.value == "-" and not _contains_bar(node.args[1]))):
+        chain.append(node)
+        node = node.args[0]
+    fixed, bars = _split_term(node)
+    for link in reversed(chain):
+        if link.value == "+":
+            f2, b2 = _split_bars(link.args[1])
+            bars = bars + b2
+            if fixed is None or f2 is None:
+                fixed = f2 if fixed is None else fixed
+            else:
+                fixed = Expr("bin", "+", (fixed, f2), pos=link.pos)
+        elif fixed is None:
+            fixed = Expr("neg", "-", (link.args[1],), pos=link.pos)
+        else:
+            fixed = Expr("bin", "-", (fixed, link.args[1]), pos=link.pos)
+    return fixed, bars
+
+
+def _split_term(node: Expr) -> tuple[Expr | None, list[Expr]]:
+    """:func:`_split_bars` of one term (not a ``+``/``-`` chain)."""
     if node.kind == "paren" and node.args[0].kind == "bin" and node.args[0].value in ("|", "||"):
         return None, [node.args[0]]
     if node.kind == "paren":
@@ -554,10 +669,20 @@ def _split_bars(node: Expr) -> tuple[Expr | None, list[Expr]]:
     return node, []
 
 
+def _first_bar(node: Expr) -> Expr | None:
+    """The first ``|``/``||`` node in ``node``, depth first (iterative: a sum may be thousands
+    of terms deep)."""
+    stack = [node]
+    while stack:
+        e = stack.pop()
+        if e.kind == "bin" and e.value in ("|", "||"):
+            return e
+        stack.extend(reversed(e.args))
+    return None
+
+
 def _contains_bar(node: Expr) -> bool:
-    if node.kind == "bin" and node.value in ("|", "||"):
-        return True
-    return any(_contains_bar(a) for a in node.args)
+    return _first_bar(node) is not None
 
 
 def _group_paths(node: Expr, text: str) -> list[Expr]:
@@ -587,6 +712,11 @@ def _group_names(node: Expr, text: str) -> list[str]:
 
 def _bars(bar: Expr, text: str) -> list[RandomBar]:
     lhs_node, group_node = bar.args
+    for side in (lhs_node, group_node):
+        inner = _first_bar(side)
+        if inner is not None:
+            raise spec_error("a random-effects term inside another one; put each in parentheses: "
+                             "y ~ x + (1 | g) + (1 | h)", text, inner.pos)
     groups = _group_paths(group_node, text)
     out: list[RandomBar] = []
     for g in groups:
@@ -608,6 +738,28 @@ def _bars(bar: Expr, text: str) -> list[RandomBar]:
                 raise spec_error("a random-effects term with no terms (0 | g)", text, bar.pos)
             out.append(RandomBar(lhs, names, label, g.deparse()))
     return out
+
+
+def parse_r_expression(text: str) -> Expr:
+    """One R expression, as lmer's ``subset=`` (or ``weights=``, ``offset=``) is written:
+    R's arithmetic, comparison (``== != < <= > >=``) and logical (``! & | && ||``) operators,
+    ``%in%``, calls, names, numbers and strings, with R's precedences. Only parsed here;
+    :mod:`hlmbridge.design.rows` evaluates it (never Python's ``eval``).
+
+    >>> parse_r_expression("Days >= 2 & !(Subject %in% c('308', '309'))").deparse()
+    'Days >= 2 & !(Subject %in% c("308", "309"))'
+    >>> parse_r_expression("-x^2 + 1 > 0").args[0].deparse()
+    '-x^2 + 1'
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("expected an R expression, e.g. \"Days >= 2\"")
+    check_parens(text)
+    parser = _Parser(text, _tokenize(text, expression=True))
+    expr = parser.expr(0)
+    kind, val, pos = parser.peek()
+    if kind != "end":
+        raise spec_error(f"unexpected {val!r}", text, pos)
+    return expr
 
 
 def parse_formula(text: str) -> Formula:
@@ -650,7 +802,12 @@ def parse_formula(text: str) -> Formula:
     kind, val, pos = parser.peek()
     if kind != "end":
         raise spec_error(f"unexpected {val!r}", text, pos)
-    fixed_node, bar_nodes = _split_bars(rhs)
+    if rhs.kind == "bin" and rhs.value in ("|", "||"):
+        # '|' binds looser than '+': lme4's findbars reads `y ~ x + 1 | g` as the one term
+        # (x + 1 | g), and nobars leaves `y ~ 1` (lmer(Yield ~ 1 | Batch, Dyestuff)).
+        fixed_node, bar_nodes = None, [rhs]
+    else:
+        fixed_node, bar_nodes = _split_bars(rhs)
     if fixed_node is not None and _contains_bar(fixed_node):
         raise spec_error("a random-effects term must stand on its own, added with '+': ... + (1 | g)", text,
                          fixed_node.pos)
