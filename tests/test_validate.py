@@ -65,3 +65,31 @@ def test_readme_validate_line_is_what_validate_prints():
     printed = p.stdout.strip().splitlines()[-1]
     assert printed.startswith("OK: ") and "lme4" in printed and "statsmodels vs lme4" in printed, printed
     assert _readme_validate_line() == printed
+
+
+# --- the README's Stata 18 round trip prints what README shows (issue 21, issue 26) -------
+@pytest.mark.requires_r
+def test_readme_stata18_round_trip_is_what_it_prints(tmp_path):
+    """The code block under "### Your own Stata log, any version": its two commands, run as
+    written (in a scratch folder for ``--out``), end with the OK line the block shows."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Your own Stata log, any version", 1)[1]
+    block = re.search(r"```\n(.*?)```", section, flags=re.S).group(1).splitlines()
+    commands = [ln for ln in block if ln.startswith("hlmbridge ")]
+    shown = [ln for ln in block if ln.startswith("OK: ")]
+    assert len(commands) == 2 and len(shown) == 1, block
+    exe = Path(sys.executable).with_name("hlmbridge")
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        argv = [str(root / a) if a.startswith("fixtures/") else str(tmp_path / a) if a == "my_cases" else a
+                for a in argv[1:]]
+        p = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert p.returncode == 0, (cmd, p.stdout[-2000:], p.stderr[-2000:])
+    assert p.stdout.strip().splitlines()[-1] == shown[0]
