@@ -53,6 +53,7 @@ Nothing here sets BLAS threading variables (``threads`` sets hlmbridge's own,
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -286,7 +287,7 @@ def bench_push(n: int, groups: int, reps: int) -> dict[str, Any]:
     eng._PUSHED.clear()
     return {"rows": n, "groups": groups, "hlmbridge_s": hb, "pandas_converter_s": pc, "speedup": pc / hb,
             "hlmbridge_times": ht, "pandas_converter_times": pt, "r_nrow": nrow, "r_nlevels": nlev,
-            "pandas_converter_error": err, "rpy2": __import__("rpy2").__version__}
+            "pandas_converter_error": err, "rpy2": importlib.metadata.version("rpy2")}  # rpy2 3.6 has no __version__
 
 
 def simulate_scale(n: int, groups: int, seed: int = 12345) -> dict[str, np.ndarray]:
