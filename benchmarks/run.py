@@ -39,6 +39,9 @@ Issue 22 adds:
     and as ``mixed math year || schoolid: year, cov(un) || childid: year, cov(un)``, ML), as ``crossed``.
 12. ``busy``: egsingle and InstEval's first 20,000 rows again while a CPU-bound neighbour process
     (``while True: pass``) keeps one core busy.
+14. ``sm_nested``: the statsmodels engine on Chem97 ``(1 | lea/school)`` and egsingle
+    ``(1 | schoolid/childid)`` against ``MixedLM.fit()``'s defaults (the inner level as a variance
+    component), and whether the default reaches the same optimum.
 13. ``threads``: the thread policy (``hlmbridge/threads.py``): warm fits with one BLAS thread and
     with all, alternating, quiet and with the neighbour.
 ``cold`` also times the ``Rscript`` equivalent of ``hlmbridge fit`` (lme4 + read .dta + fit + print),
@@ -769,6 +772,52 @@ def bench_sm_default(reps: int, models: tuple[str, ...]) -> dict[str, Any]:
     return {"rows": rows, "reps": reps}
 
 
+SM_NESTED_CASES = (
+    # (name, mlmRev data set, columns, lme4 formula, MixedLM's fixed formula, top group, inner group)
+    ("chem97_lea_school", "Chem97", ("score", "gcsecnt", "lea", "school"), "score ~ gcsecnt + (1 | lea/school)",
+     "score ~ gcsecnt", "lea", "school"),
+    ("egsingle_school_child", "egsingle", ("math", "year", "schoolid", "childid"),
+     "math ~ year + (1 | schoolid/childid)", "math ~ year", "schoolid", "childid"),
+)
+
+
+def bench_sm_nested(reps: int, tmp: Path) -> dict[str, Any]:
+    """The statsmodels engine on nested many-group data (issue 22) against ``MixedLM.fit()``
+    with statsmodels' defaults on the same model (the inner level as a variance component,
+    ``vc_formula={inner: "0 + C(inner)"}``, REML), and whether the default reaches the same optimum."""
+    import warnings
+
+    import hlmbridge
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    rows = []
+    for name, dataset, columns, formula, fixed, top, inner in SM_NESTED_CASES:
+        d = _nested_dir(tmp, dataset, columns, {top, inner})
+        df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c in columns})
+        for g in (top, inner):
+            df[g] = df[g].astype(np.int64)
+        log(f"sm_nested: {name}")
+        model = MixedLM.from_formula(fixed, df, groups=df[top], re_formula="1",
+                                     vc_formula={inner: f"0 + C({inner})"})
+        last: list[Any] = []
+
+        def default() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                last.append(model.fit(reml=True))
+
+        dflt, dt = median_time(default, reps, warm=0)
+        hb: list[Any] = []
+        med, ht = median_time(lambda: hb.append(hlmbridge.fit(formula, df, engine="statsmodels")), reps, warm=1)
+        ll_default = float(last[-1].llf)
+        same = bool(last[-1].converged) and abs(ll_default - hb[-1].loglik) < 1e-4
+        rows.append({"model": formula, "mixedlm_default_s": dflt, "hlmbridge_s": med, "ratio": med / dflt,
+                     "mixedlm_default_times": dt, "hlmbridge_times": ht, "loglik_default": ll_default,
+                     "default_converged": bool(last[-1].converged), "default_error": None,
+                     "loglik_hlmbridge": hb[-1].loglik, "same_optimum": same})
+    return {"rows": rows, "reps": reps}
+
+
 RSCRIPT_COLD = ("suppressPackageStartupMessages(library(lme4)); d <- haven::read_dta(%r); "
                 "print(summary(lmer(mathach ~ ses + (ses | id), data = d, REML = FALSE)))")
 
@@ -814,11 +863,12 @@ def table(results: dict[str, Any]) -> str:
             add(f"   {r['model']:55s} {r['r_lmer_s']:8.3f} {r['r_lmer_default_s']:8.3f} {r['hlmbridge_s']:10.3f} "
                 f"{r['ratio']:7.2f} {r['ratio_default']:7.2f} {r['embedded_lmer_default_s']:9.3f} "
                 f"{r['ratio_interleaved']:8.2f}")
-    if "sm_default" in results:
+    sm_rows = results.get("sm_default", {}).get("rows", []) + results.get("sm_nested", {}).get("rows", [])
+    if sm_rows:
         add("2b. statsmodels engine vs MixedLM.fit() with statsmodels' defaults (median s; same optimum = "
             "log likelihood within 1e-4)")
         add(f"   {'model':55s} {'default':>8s} {'hlmbridge':>10s} {'ratio':>7s}  same optimum / default logLik")
-        for r in results["sm_default"]["rows"]:
+        for r in sm_rows:
             note = f"yes ({r['loglik_default'] - r['loglik_hlmbridge']:+.1e})" if r["same_optimum"] else (f"NO: {r['loglik_default']:.6f} vs {r['loglik_hlmbridge']:.6f}"
                                                     + ("" if r["default_converged"] else " (not converged)"))
             add(f"   {r['model']:55s} {r['mixedlm_default_s']:8.3f} {r['hlmbridge_s']:10.3f} {r['ratio']:7.2f}  {note}")
@@ -905,8 +955,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         if inter:
             t["... interleaved in one process (worst case)"] = {"value": max(inter), "target": "<= 1.2",
                                                              "holds": max(inter) <= 1.2}
-    if "sm_default" in results:
-        same = [r["ratio"] for r in results["sm_default"]["rows"] if r["same_optimum"]]
+    if "sm_default" in results or "sm_nested" in results:
+        sm_rows = results.get("sm_default", {}).get("rows", []) + results.get("sm_nested", {}).get("rows", [])
+        same = [r["ratio"] for r in sm_rows if r["same_optimum"]]
         if same:
             t["statsmodels engine / MixedLM default (same optimum)"] = {"value": max(same), "target": "<= 1.5",
                                                                          "holds": max(same) <= 1.5}
@@ -924,7 +975,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
-SECTIONS = ("seed_lme4", "sm_default", "push", "scale", "sleepstudy", "crossed", "three_level", "nested", "busy",
+SECTIONS = ("seed_lme4", "sm_default", "sm_nested", "push", "scale", "sleepstudy", "crossed", "three_level", "nested", "busy",
             "threads", "scaling", "cold", "memory")
 
 
@@ -945,6 +996,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         if "seed_lme4" in sections:
             results["seed_lme4"] = bench_seed_lme4(3 if q else 7, tmp)
+        if "sm_nested" in sections:
+            results["sm_nested"] = bench_sm_nested(1 if q else 3, tmp)
         if "push" in sections:
             results["push"] = bench_push(n, groups, 3 if q else 5)
         if "sm_default" in sections:
