@@ -272,11 +272,14 @@ class FitResult:
 
         return with_df(self, method, information=information)
 
-    def anova(self, df_method: str | None = None) -> pd.DataFrame:
-        """Type III F tests of every fixed term (lmerTest's ``anova(fit, type = 3)``)."""
-        from hlmbridge.results.small_sample import anova
+    def anova(self, ddf: str | None = None, type: int | str = 3, *, show_tests: bool = False) -> Any:
+        """lmerTest's ``anova(fit, type = type, ddf = ddf)``: an F test of every fixed term with
+        lmerTest's type I, II or III contrasts (see :mod:`hlmbridge.results.anova`); ``ddf``
+        ``"Satterthwaite"``, ``"Kenward-Roger"`` or ``"residual"`` (the fit's df method when
+        None). ``show_tests=True`` returns ``(table, {term: L})`` (lmerTest's ``show_tests``)."""
+        from hlmbridge.results.anova import anova_table
 
-        return anova(self, df_method)
+        return anova_table(self, type, ddf, show_tests)
 
     def test(self, L: Any, rhs: Any = None, df_method: str | None = None) -> pd.DataFrame:
         """The F test of ``L beta = rhs`` for a contrast matrix ``L`` (one column per fixed effect)."""

