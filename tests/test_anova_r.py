@@ -153,3 +153,52 @@ def test_type3_was_refused_before_and_residual_ddf(fits) -> None:
     _close(got["f_value"], np.atleast_2d(ref["t3_sat"])[:, 4], "cake: residual-df F (the Wald F)")
     assert set(got["den_df"]) == {res.nobs - len(res.fixed_rows)}
     assert got.attrs["heading"] == "Type III Analysis of Variance Table with residual df method"
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("mid,engine", CASES)
+def test_lincom_matches_contest(fits, mid: str, engine: str) -> None:
+    res, ref, kr, Lc = fits[(mid, engine)]
+    methods = [("satterthwaite", "sat")] + ([("kenward-roger", "kr")] if kr else [])
+    for method, key in methods:
+        got = res.lincom(Lc, df_method=method)
+        want = np.atleast_2d(ref[f"lincom_{key}"])  # Estimate, SE, df, t, lower, upper, p
+        what = f"{mid}/{engine}: lincom {method}"
+        _close(got[["estimate", "std_error", "df", "statistic", "conf_low", "conf_high"]].to_numpy(),
+               want[:, :6], what, RTOL, 1e-10)
+        _close(got["p_value"], want[:, 6], f"{what}: p", RTOL, P_ATOL)
+        assert set(got["df_method"]) == {method}
+    # The same combination written with the coefficients' names, lme4's and Stata's.
+    lme4, stata = res.fixed["term"].tolist(), res.fixed["stata_term"].tolist()
+    one = res.lincom(f"{lme4[0]} - 2*{lme4[-1]}", df_method="satterthwaite")
+    two = res.lincom(f"_b[{stata[0]}] - {stata[-1]}*2", df_method="satterthwaite")
+    vec = res.lincom(Lc[1], df_method="satterthwaite")
+    for other in (one, two):
+        _close(other[["estimate", "std_error", "df"]].to_numpy(), vec[["estimate", "std_error", "df"]].to_numpy(),
+               f"{mid}/{engine}: lincom by name", 1e-12)
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("mid,engine", CASES)
+def test_glance_and_augment_match_lme4(fits, mid: str, engine: str) -> None:
+    res, ref, _, _ = fits[(mid, engine)]
+    reml = res.spec.reml
+    g = res.glance()
+    dev = "REMLcrit" if reml else "deviance"
+    assert list(g.columns) == ["nobs", "sigma", "logLik", "AIC", "BIC", dev, "df.residual"]
+    want = dict(zip(["nobs", "sigma", "logLik", "AIC", "BIC", "deviance", "REMLcrit", "df.residual"],
+                    ref["glance"]))
+    what = f"{mid}/{engine}: glance"
+    assert g["nobs"][0] == want["nobs"] and g["df.residual"][0] == want["df.residual"], what
+    _close(g["sigma"], [want["sigma"]], f"{what} sigma", 1e-8)
+    # log likelihoods on the absolute scale (the project's rule: a relative one grows with n)
+    for col in ("logLik", "AIC", "BIC", dev):
+        _close(g[col], [want[col]], f"{what} {col}", 0, 1e-6)
+    a = res.augment()
+    assert list(a.columns[-9:]) == [".fitted", ".resid", ".fixed", ".mu", ".offset", ".sqrtXwt", ".sqrtrwt",
+                                    ".weights", ".wtres"]
+    scale = float(np.std(ref["fitted"]))
+    _close(a[".fitted"], ref["fitted"], f"{mid}/{engine}: .fitted", 0, 1e-7 * scale)
+    _close(a[".resid"], ref["resid"], f"{mid}/{engine}: .resid", 0, 1e-7 * scale)
+    _close(a[".fixed"], ref["fixed"], f"{mid}/{engine}: .fixed", 0, 1e-7 * scale)
+    assert a.columns[0] == res.spec.formula.response.deparse()

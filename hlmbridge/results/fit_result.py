@@ -281,6 +281,29 @@ class FitResult:
 
         return anova_table(self, type, ddf, show_tests)
 
+    def lincom(self, L: Any, df_method: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """Estimate, SE, df, t (z without a df method), p and CI of a linear combination of the
+        fixed effects: an expression in their names (Stata's ``lincom``: ``"ses + 2*sector"``,
+        Stata's or lme4's names), a weight vector, or a matrix of them (one row each;
+        lmerTest's ``contest(joint = FALSE)``). See :mod:`hlmbridge.results.lincom`."""
+        from hlmbridge.results.lincom import lincom
+
+        return lincom(self, L, df_method, level)
+
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance (ML) or REMLcrit
+        (REML), df.residual (see :mod:`hlmbridge.results.broom`)."""
+        from hlmbridge.results.broom import glance
+
+        return glance(self)
+
+    def augment(self, data: pd.DataFrame | None = None) -> pd.DataFrame:
+        """broom.mixed's ``augment``: the model's variables (or ``data``'s rows used) with
+        ``.fitted``, ``.resid``, ``.fixed`` and lme4's response columns."""
+        from hlmbridge.results.broom import augment
+
+        return augment(self, data)
+
     def test(self, L: Any, rhs: Any = None, df_method: str | None = None) -> pd.DataFrame:
         """The F test of ``L beta = rhs`` for a contrast matrix ``L`` (one column per fixed effect)."""
         from hlmbridge.results.small_sample import f_test
