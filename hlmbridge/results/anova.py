@@ -125,6 +125,7 @@ class TermStructure:
     ``numeric[v]`` whether variable ``v`` is a plain numeric vector (R's dataClass
     ``"numeric"``); ``col_term[j]`` the term of column ``j`` of ``X`` (-1: the intercept);
     ``values`` the evaluated variables (a Factor or Numeric each) for the type III cells.
+    ``col_term`` describes the columns in R's order: ``X[:, r_order]``.
     """
 
     labels: tuple[str, ...]
@@ -134,6 +135,7 @@ class TermStructure:
     numeric: tuple[bool, ...]
     col_term: tuple[int, ...]
     values: tuple[Any, ...] | None
+    r_order: tuple[int, ...] | None = None  # the fit's columns in R's order (Stata fits), None: as they are
 
     def containment(self) -> list[list[int]]:
         """For each term the terms containing it (lmerTest's ``containment``)."""
@@ -193,8 +195,21 @@ def term_structure(result: Any) -> TermStructure:
     return _stata_structure(result)
 
 
+def _stata_piece_level(piece: str) -> float | None:
+    """The level of a factor piece of a Stata column name (``2.sector`` -> 2.0), None for a
+    continuous one (``ses``, ``c.ses``)."""
+    op, dot, _ = piece.partition(".")
+    if not dot or op == "c":
+        return None
+    return float(op.rstrip("b").rstrip("o") or "nan")
+
+
 def _stata_structure(result: Any) -> TermStructure:
-    """Terms of a Stata-command fit: each command term owns the columns made of its variables."""
+    """Terms of a Stata-command fit as R would read the same model as a formula: the terms in
+    R's order (by degree, then appearance), the columns in R's order (the intercept first; in
+    an interaction the first variable varies fastest), each command term owning the columns
+    made of its variables; the variables recovered from their main-effect columns."""
+    from hlmbridge.design.evaluate import Factor, Numeric
     from hlmbridge.results.small_sample import _stata_pieces
 
     design = result.design
@@ -210,27 +225,64 @@ def _stata_structure(result: Any) -> TermStructure:
                 names.append(v.name)
                 factor[v.name] = bool(v.factor)
             idx.append(names.index(v.name))
-        terms.append(tuple(sorted(set(idx))))
+        if len(set(idx)) != len(idx):
+            raise UnsupportedSpecError(f"the term {term.stata_name}", "hlmbridge's ANOVA",
+                                       message=f"the term {term.stata_name!r} repeats a variable; R's terms() "
+                                               "would not keep it as one term")
+        terms.append(tuple(sorted(idx)))
         labels.append(term.stata_name)
-    # R's order: by degree, then appearance.
     order = sorted(range(len(terms)), key=lambda k: (len(terms[k]), k))
     terms = [terms[k] for k in order]
     labels = [labels[k] for k in order]
-    col_term = []
-    for s in design.fixed_stata:
+    keyed = []
+    for j, s in enumerate(design.fixed_stata):
         if s == "_cons":
-            col_term.append(-1)
+            keyed.append(((-1,), j, -1))
             continue
-        vs = frozenset(names.index(v) for v, _ in _stata_pieces(s))
-        hit = [k for k, t in enumerate(terms) if frozenset(t) == vs]
+        pieces = s.split("#")
+        vs = [names.index(v) for v, _ in _stata_pieces(s)]
+        hit = [k for k, t in enumerate(terms) if frozenset(t) == frozenset(vs)]
         if len(hit) != 1:
             raise UnsupportedSpecError("the fixed part", "hlmbridge's ANOVA",
                                        message=f"cannot tell which term owns the column {s!r}")
-        col_term.append(hit[0])
+        lev = {v: (_stata_piece_level(pc) or 0.0) for v, pc in zip(vs, pieces)}
+        inner = tuple(lev[v] for v in sorted(vs, reverse=True))  # the last variable varies slowest
+        keyed.append(((hit[0],) + inner, j, hit[0]))
+    keyed.sort(key=lambda t: t[0])
+    r_order = tuple(j for _, j, _ in keyed)
+    col_term = tuple(k for _, _, k in keyed)
     intercept = "_cons" in design.fixed_stata
     numeric = tuple(not factor[n] for n in names)
+    values: tuple[Any, ...] | None = None
+    X = np.asarray(design.X, dtype=float)
+    bases = dict(design.factor_bases)
+    recovered: list[Any] = []
+    for v, nm in enumerate(names):
+        main = [j for j, s in enumerate(design.fixed_stata) if "#" not in s and _stata_pieces(s)[0][0] == nm]
+        if not main:
+            break
+        if not factor[nm]:
+            recovered.append(Numeric(X[:, main[:1]]))
+            continue
+        levels = {float(bases[nm]): None} if nm in bases else {}
+        for j in main:
+            levels[float(_stata_piece_level(design.fixed_stata[j].split("#")[0]))] = j
+        # The base level first, as R's treatment coding of the same model puts it (ib2.g is
+        # relevel(factor(g), ref = "2")), the others in order.
+        ordered = sorted(levels, key=lambda lv: (nm not in bases or lv != float(bases[nm]), lv))
+        codes = np.zeros(X.shape[0], dtype=np.int64)
+        base_code = ordered.index(float(bases[nm])) if nm in bases else -1
+        codes[:] = base_code
+        for lv, j in levels.items():
+            if j is not None:
+                codes[X[:, j] == 1.0] = ordered.index(lv)
+        if np.any(codes < 0):
+            break
+        recovered.append(Factor(codes, tuple(f"{lv:g}" for lv in ordered)))
+    else:
+        values = tuple(recovered)
     return TermStructure(tuple(labels), tuple(terms), intercept, _r_codes(tuple(terms), len(names)), numeric,
-                         tuple(col_term), None)
+                         col_term, values, r_order)
 
 
 # ---- contrasts -------------------------------------------------------------------------------
@@ -326,10 +378,10 @@ def _type3(X: np.ndarray, ts: TermStructure) -> list[np.ndarray]:
     if ts.values is None:
         if all(ts.numeric):  # no factor: every term is its own columns (nothing contains another)
             return [np.eye(X.shape[1])[ts.columns(k)] for k in range(len(ts.terms))]
-        raise UnsupportedSpecError("type III tests of a Stata command with factor variables", "hlmbridge's ANOVA",
-                                   message="type III ANOVA of a Stata-command fit with factor variables is not "
-                                           "computed yet; fit the same model as an lme4 formula "
-                                           "(hlmbridge translate gives it)")
+        raise UnsupportedSpecError("type III tests of this Stata command", "hlmbridge's ANOVA",
+                                   message="type III ANOVA of a Stata-command fit needs every variable as a main "
+                                           "effect (hlmbridge recovers the factors' levels from those columns); "
+                                           "fit the same model as an lme4 formula (hlmbridge translate gives it)")
     n = X.shape[0]
     Xt, xt_keys, rdX, rd_keys, xt_term = _cells(ts, n)
     keep = _full_rank_columns(Xt)
@@ -359,7 +411,14 @@ def type_contrasts(result: Any, type: int) -> dict[str, np.ndarray]:
     ts = term_structure(result)
     X = np.asarray(result.design.X, dtype=float)
     build = {1: _type1, 2: _type2, 3: _type3}[type]
-    return dict(zip(ts.labels, build(X, ts)))
+    if ts.r_order is None:
+        return dict(zip(ts.labels, build(X, ts)))
+    out = {}
+    for label, L in zip(ts.labels, build(X[:, list(ts.r_order)], ts)):
+        back = np.zeros_like(L)
+        back[:, list(ts.r_order)] = L
+        out[label] = back
+    return out
 
 
 _TYPES = {1: 1, 2: 2, 3: 3, "1": 1, "2": 2, "3": 3, "I": 1, "II": 2, "III": 3}
