@@ -250,3 +250,10 @@ def test_stata_command_anova_matches_lmertest(rref: _R, hsb_g3: pd.DataFrame, en
             want = np.atleast_2d(ref[f"t{type_}_{key}"])
             _close(got[["sum_sq", "mean_sq", "num_df", "den_df", "f_value"]].to_numpy(), want[:, :5], what)
             _close(got["p_value"], want[:, 5], f"{what}: p", RTOL, P_ATOL)
+            if key == "sat":  # the hypothesis matrices: R's columns in the fit's order (its lme4 names are R's)
+                _, tests = res.anova(method, type=type_, show_tests=True)
+                order = [list(ref["names"]).index(n) for n in res.fixed["term"]]
+                for (term, L), rterm in zip(tests.items(), ["g3", "ses", "sector", "g3:ses"]):
+                    assert list(L.columns) == list(res.fixed["stata_term"])
+                    R = np.atleast_2d(ref[f"L{type_}:{rterm}"])[:, order]
+                    _close(L.to_numpy(), R, f"{what}: hypothesis matrix of {term}", 0, 1e-9)

@@ -470,7 +470,8 @@ def anova_table(result: Any, type: Any = 3, ddf: str | None = None,
 
     A term whose hypothesis is empty (every column dropped for rank deficiency) gets a row of
     NaN after the others, as in lmerTest. ``show_tests=True`` also returns each term's
-    hypothesis matrix (lmerTest's ``show_tests``), columns named as the fixed effects.
+    hypothesis matrix (lmerTest's ``show_tests``), one column per fixed effect in the fit's
+    order, named as the fit names them (lme4's names for a formula, Stata's for a command).
     """
     from hlmbridge.results.small_sample import _method_of, df_analysis_of, resolve_df_method
 
@@ -496,5 +497,6 @@ def anova_table(result: Any, type: Any = 3, ddf: str | None = None,
     table.attrs["heading"] = f"Type {roman} Analysis of Variance Table with {_HEAD.get(method, method)} method"
     if not show_tests:
         return table
-    names = list(result.design.fixed_lme4)
+    design = result.design
+    names = list(design.fixed_lme4 if design.spec.formula is not None else design.fixed_stata)
     return table, {label: pd.DataFrame(L, columns=names) for label, L in Ls.items()}
