@@ -95,6 +95,10 @@ MODELS = [
     ("orthodont", "nlme", "Orthodont", "distance ~ age * Sex + (age | Subject)", True, None, True),
     ("orthodont_ml", "nlme", "Orthodont", "distance ~ age * Sex + (age | Subject)", False, None, False),
     ("orthodont_noint", "nlme", "Orthodont", "distance ~ 0 + Sex + Sex:age + (age | Subject)", True, None, True),
+    # Sex only inside the interaction (R codes it by indicators there: not "contained")
+    ("orthodont_nomain", "nlme", "Orthodont", "distance ~ age + age:Sex + (age | Subject)", True, None, True),
+    # a matrix variable (R's dataClass nmatrix.2, which lmerTest's containment treats as a factor)
+    ("orthodont_poly", "nlme", "Orthodont", "distance ~ poly(age, 2) * Sex + (1 | Subject)", True, None, True),
     ("oats", "nlme", "Oats", "yield ~ Variety * factor(nitro) + (1 | Block/Variety)", True, None, True),
     ("machines", "nlme", "Machines", "score ~ Machine + (1 | Worker/Machine)", True, None, True),
     ("sleep_cut", "lme4", "sleepstudy", "Reaction ~ Days * cut(Days, c(-1, 2, 5, 9)) + (1 | Subject)", True,

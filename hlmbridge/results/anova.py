@@ -23,6 +23,14 @@ the unscaled F times the residual variance, times ``NumDF`` for the sum.
 
 Examples
 --------
+>>> import hlmbridge
+>>> hsb = hlmbridge.datasets.hsb("combined")
+>>> res = hlmbridge.fit("mathach ~ ses * factor(sector) + (1 | id)", hsb, engine="statsmodels")
+>>> tab, tests = res.anova("Satterthwaite", type=3, show_tests=True)
+>>> tab["term"].tolist(), tab["num_df"].tolist()
+(['ses', 'factor(sector)', 'ses:factor(sector)'], [1.0, 1.0, 1.0])
+>>> tab.attrs["heading"]
+"Type III Analysis of Variance Table with Satterthwaite's method"
 >>> import numpy as np
 >>> doolittle(np.array([[4.0, 2.0], [2.0, 3.0]]))[0]
 array([[1. , 0. ],
