@@ -95,6 +95,9 @@ class Design:
     offset_argument: np.ndarray | None = None  # the part of ``offset`` given as fit(offset=...)
     predvars: tuple[Any, ...] = ()  # what formula variables learned on the fit data (design.newdata)
     contrasts: tuple[tuple[str, Any], ...] = ()  # lmer's contrasts=: variable label -> design.contrasts.Contrast
+    # The fixed part's evaluated variables on the fit rows (lme4-formula specs; one
+    # design.evaluate Value per Terms variable): what the ANOVA contrasts (results.anova) recode.
+    fixed_values: tuple[Any, ...] = ()
     # Columns left out because they are linear combinations of the others (lme4's
     # chkRank.drop.cols, Stata's "omitted because of collinearity"), in both vocabularies.
     dropped_lme4: tuple[str, ...] = ()

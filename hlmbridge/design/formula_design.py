@@ -139,7 +139,8 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         for v, e in zip(vals, bar.lhs.variables):
             _finite(v, rows, e.deparse())
     y = response.values[rows, 0]
-    mm = model_matrix(f.fixed, [_take(v, rows) for v in fixed_vals], len(rows), fixed_contrasts)
+    fixed_taken = tuple(_take(v, rows) for v in fixed_vals)
+    mm = model_matrix(f.fixed, list(fixed_taken), len(rows), fixed_contrasts)
     offset = None
     if offsets or plan.offset is not None:
         offset = np.zeros(len(rows))
@@ -203,6 +204,7 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         n_dropped=int(n_all - rows.size - n_out), factor_bases=(), weights=weights, offset=offset, n_data=n_all,
         n_subset_out=n_out, offset_argument=plan.offset[rows] if plan.offset is not None else None,
         predvars=_learned(f, fixed_vals, bar_vals, rows), contrasts=tuple(fixed_contrasts.items()),
+        fixed_values=fixed_taken,
     )
     check_design(design, f.response.deparse())
     return design

@@ -272,11 +272,37 @@ class FitResult:
 
         return with_df(self, method, information=information)
 
-    def anova(self, df_method: str | None = None) -> pd.DataFrame:
-        """Type III F tests of every fixed term (lmerTest's ``anova(fit, type = 3)``)."""
-        from hlmbridge.results.small_sample import anova
+    def anova(self, ddf: str | None = None, type: int | str = 3, *, show_tests: bool = False) -> Any:
+        """lmerTest's ``anova(fit, type = type, ddf = ddf)``: an F test of every fixed term with
+        lmerTest's type I, II or III contrasts (see :mod:`hlmbridge.results.anova`); ``ddf``
+        ``"Satterthwaite"``, ``"Kenward-Roger"`` or ``"residual"`` (the fit's df method when
+        None). ``show_tests=True`` returns ``(table, {term: L})`` (lmerTest's ``show_tests``)."""
+        from hlmbridge.results.anova import anova_table
 
-        return anova(self, df_method)
+        return anova_table(self, type, ddf, show_tests)
+
+    def lincom(self, L: Any, df_method: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """Estimate, SE, df, t (z without a df method), p and CI of a linear combination of the
+        fixed effects: an expression in their names (Stata's ``lincom``: ``"ses + 2*sector"``,
+        Stata's or lme4's names), a weight vector, or a matrix of them (one row each;
+        lmerTest's ``contest(joint = FALSE)``). See :mod:`hlmbridge.results.lincom`."""
+        from hlmbridge.results.lincom import lincom
+
+        return lincom(self, L, df_method, level)
+
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance (ML) or REMLcrit
+        (REML), df.residual (see :mod:`hlmbridge.results.broom`)."""
+        from hlmbridge.results.broom import glance
+
+        return glance(self)
+
+    def augment(self, data: pd.DataFrame | None = None) -> pd.DataFrame:
+        """broom.mixed's ``augment``: the model's variables (or ``data``'s rows used) with
+        ``.fitted``, ``.resid``, ``.fixed`` and lme4's response columns."""
+        from hlmbridge.results.broom import augment
+
+        return augment(self, data)
 
     def test(self, L: Any, rhs: Any = None, df_method: str | None = None) -> pd.DataFrame:
         """The F test of ``L beta = rhs`` for a contrast matrix ``L`` (one column per fixed effect)."""

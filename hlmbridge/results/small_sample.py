@@ -195,27 +195,8 @@ def term_columns(result: FitResult) -> list[tuple[str, tuple[int, ...], frozense
 
 
 def anova(result: FitResult, df_method: str | None = None) -> pd.DataFrame:
-    """Type III F tests of every fixed term, as lmerTest's ``anova(fit, type = 3)``.
+    """Type III F tests of every fixed term, as lmerTest's ``anova(fit, type = 3)``
+    (:func:`hlmbridge.results.anova.anova_table`, which also gives types I and II)."""
+    from hlmbridge.results.anova import anova_table
 
-    Each term's hypothesis is "its columns are zero". That is lmerTest's type III hypothesis
-    unless the term is contained in a higher-order term with factor coding (SAS-type
-    estimable functions, which differ); such a term raises
-    :class:`~hlmbridge.errors.UnsupportedSpecError` rather than giving a different test.
-    """
-    method = _method_of(result, df_method)
-    a = df_analysis_of(result, method)
-    terms = term_columns(result)
-    p = len(result.fixed_rows)
-    rows = []
-    for label, cols, vs, _ in terms:
-        for other, _, ovs, ofactor in terms:
-            if vs < ovs and ofactor:
-                raise UnsupportedSpecError(
-                    f"the type III test of {label}", "hlmbridge",
-                    message=f"the type III test of {label!r} (contained in the factor-coded term {other!r}) "
-                            "uses SAS-type estimable functions that hlmbridge does not compute; test it with "
-                            "result.test(L) and an explicit contrast matrix")
-        L = np.zeros((len(cols), p))
-        L[np.arange(len(cols)), list(cols)] = 1.0
-        rows.append(_row(label, a.test(L)))
-    return pd.DataFrame(rows, columns=list(TEST_COLUMNS))
+    return anova_table(result, 3, df_method)
