@@ -67,6 +67,42 @@ hlmbridge_formula_env <- function() {
   e
 }
 
+## The data and the call of one fit: `factors` (variable -> base level, NA = lowest) coded as
+## factors, `rows` (1-based, NULL = all) given as `subset=`, `weights` and `offset` (per-row
+## vectors over all rows, NULL = none) and `contrasts` (NULL = none) as the fitting function's
+## own arguments. `call` is the fitting call with `data = d`; returns list(d, call).
+hlmbridge_call_data <- function(data, call, factors = list(), rows = NULL, weights = NULL, offset = NULL,
+                                contrasts = NULL) {
+  d <- data
+  for (nm in names(factors)) {
+    x <- d[[nm]]
+    ## Stata's factor values are whole numbers: label them as integers (200000, not R's
+    ## 2e+05 for a double), as hlmbridge's design does.
+    if (is.double(x) && all(x == round(x), na.rm = TRUE) && max(abs(x), 0, na.rm = TRUE) < .Machine$integer.max)
+      x <- as.integer(round(x))
+    f <- factor(x)
+    base <- factors[[nm]]
+    if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
+    d[[nm]] <- f
+  }
+  if (length(contrasts)) call$contrasts <- contrasts
+  if (!is.null(rows)) {
+    keep <- logical(nrow(d))
+    keep[rows] <- TRUE
+    d[[".hlmbridge_keep"]] <- keep
+    call$subset <- as.name(".hlmbridge_keep")
+  }
+  if (!is.null(weights)) {
+    d[[".hlmbridge_weights"]] <- weights
+    call$weights <- as.name(".hlmbridge_weights")
+  }
+  if (!is.null(offset)) {
+    d[[".hlmbridge_offset"]] <- offset
+    call$offset <- as.name(".hlmbridge_offset")
+  }
+  list(d = d, call = call)
+}
+
 ## Fit one model. `factors` is a named list: variable -> base level (NA = lowest level);
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
@@ -85,34 +121,10 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
                           weights = NULL, offset = NULL, boundary_restart = TRUE, contrasts = NULL) {
   warns <- character()
   msgs <- character()
-  d <- data
-  for (nm in names(factors)) {
-    x <- d[[nm]]
-    ## Stata's factor values are whole numbers: label them as integers (200000, not R's
-    ## 2e+05 for a double), as hlmbridge's design does.
-    if (is.double(x) && all(x == round(x), na.rm = TRUE) && max(abs(x), 0, na.rm = TRUE) < .Machine$integer.max)
-      x <- as.integer(round(x))
-    f <- factor(x)
-    base <- factors[[nm]]
-    if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
-    d[[nm]] <- f
-  }
-  call <- quote(lme4::lmer(form, data = d, REML = reml, control = ctrl))
-  if (length(contrasts)) call$contrasts <- contrasts
-  if (!is.null(rows)) {
-    keep <- logical(nrow(d))
-    keep[rows] <- TRUE
-    d[[".hlmbridge_keep"]] <- keep
-    call$subset <- as.name(".hlmbridge_keep")
-  }
-  if (!is.null(weights)) {
-    d[[".hlmbridge_weights"]] <- weights
-    call$weights <- as.name(".hlmbridge_weights")
-  }
-  if (!is.null(offset)) {
-    d[[".hlmbridge_offset"]] <- offset
-    call$offset <- as.name(".hlmbridge_offset")
-  }
+  prep <- hlmbridge_call_data(data, quote(lme4::lmer(form, data = d, REML = reml, control = ctrl)),
+                              factors, rows, weights, offset, contrasts)
+  d <- prep$d
+  call <- prep$call
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   run <- function(ctrl, start) {
     cl <- call
@@ -150,6 +162,71 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   ## The fixed-effect columns lme4 dropped as rank deficient (chkRank.drop.cols).
   out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
   out$feval_before <- feval_before
+  out
+}
+
+## Fit one generalized linear mixed model with glmer: `family` "binomial" or "poisson" (its
+## canonical link), `nagq` glmer's nAGQ (1 = Laplace; k > 1 = adaptive Gauss-Hermite
+## quadrature at the conditional modes, k points, for one scalar random effect). Other
+## arguments as hlmbridge_fit (no weights or offset yet). Tight settings so that the estimates
+## are the optimum: bobyqa in both stages to rhoend 1e-10, PIRLS to tolPwrss 1e-10.
+## calc.derivs = TRUE: the Hessian of the deviance in c(theta, beta) at the optimum (lme4's
+## central finite differences, deriv12), from which `vcov_full` = 2 H^-1 (the covariance of
+## the estimates from the full observed information; its beta block is vcov(fit,
+## use.hessian = TRUE)). `vc_jacobian`: d VarCorr entries / d theta (central differences,
+## exact: the entries are quadratic in theta). `loglik_fixed`: the fixed-only GLM's log
+## likelihood (for the LR test). Returns a plain list; an error comes back as list(error =).
+hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows = NULL, contrasts = NULL,
+                            rhoend = 1e-10, maxfun = 1e5) {
+  warns <- character()
+  msgs <- character()
+  fam <- switch(family, binomial = stats::binomial(), poisson = stats::poisson(),
+                stop("unknown family ", family))
+  ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
+                             tolPwrss = 1e-10, calc.derivs = TRUE)
+  prep <- hlmbridge_call_data(data, quote(lme4::glmer(form, data = d, family = fam, nAGQ = nagq, control = ctrl)),
+                              factors, rows, NULL, NULL, contrasts)
+  d <- prep$d
+  form <- stats::as.formula(formula, env = hlmbridge_formula_env())
+  t0 <- proc.time()[["elapsed"]]
+  fit <- withCallingHandlers(
+    tryCatch(eval(prep$call), error = function(e) e),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    }
+  )
+  elapsed <- proc.time()[["elapsed"]] - t0
+  if (inherits(fit, "error")) {
+    return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
+  }
+  out <- hlmbridge_summarise(fit, warns, msgs, elapsed, FALSE)
+  theta <- lme4::getME(fit, "theta")
+  out$theta <- theta
+  out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
+  out$feval_before <- 0
+  H <- fit@optinfo$derivs$Hessian
+  out$vcov_full <- if (is.null(H)) numeric() else
+    tryCatch(as.numeric(2 * solve(H)), error = function(e) rep(NA_real_, length(H)))
+  vc_of <- function(th) {
+    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
+                           names(fit@flist)[attr(fit@flist, "assign")])
+    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
+  }
+  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
+    e <- numeric(length(theta))
+    e[j] <- 1
+    (vc_of(theta + e) - vc_of(theta - e)) / 2
+  }, numeric(length(vc_of(theta)))))
+  X <- lme4::getME(fit, "X")
+  y <- lme4::getME(fit, "y")
+  g <- stats::glm.fit(X, y, family = fam, control = list(epsilon = 1e-12, maxit = 100))
+  out$loglik_fixed <- -(g$aic - 2 * g$rank) / 2
+  out$nagq <- nagq
   out
 }
 
