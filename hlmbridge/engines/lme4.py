@@ -35,6 +35,7 @@ from hlmbridge.inference.optimum import (is_singular, likelihood_gain, overflow_
                                          weight_scale)
 from hlmbridge.inference.stata_parity import evaluate, theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.render import glmer_refusal
 
 __all__ = ["INSTALL_HINT", "Lme4Engine", "glmer_nagq", "push_frame", "r_source_path"]
 
@@ -382,17 +383,13 @@ def glmer_nagq(design: Design) -> tuple[int, str]:
     spec = design.spec
     method, points = spec.intmethod, spec.intpoints
     if method == "ghermite":
-        raise UnsupportedSpecError("intmethod(ghermite)", "lme4", message=(
-            "The lme4 engine cannot fit intmethod(ghermite): glmer has no non-adaptive Gauss-Hermite "
-            "quadrature, and its adaptive quadrature or Laplace would be a different estimate."))
+        raise UnsupportedSpecError("intmethod(ghermite)", "lme4", message=glmer_refusal(method, int(points)))
     if method == "laplace":
         return 1, "Laplace's approximation (glmer nAGQ = 1; Stata's intmethod(laplace))"
     scalar = len(design.levels) == 1 and len(design.levels[0].terms_lme4) == 1
     if not scalar:
-        raise UnsupportedSpecError(f"{method} quadrature with {points} points", "lme4", message=(
-            f"The lme4 engine cannot fit {method} quadrature with {points} points on this random part: glmer's "
-            "nAGQ > 1 needs a single scalar random effect, and Laplace would be a different estimate "
-            "(ask for intmethod(laplace) / nagq=1 to fit Laplace's approximation)."))
+        raise UnsupportedSpecError(f"{method} quadrature with {points} points", "lme4",
+                                   message=glmer_refusal(method, int(points)))
     if method == "mcaghermite":
         return int(points), (f"adaptive Gauss-Hermite quadrature at the conditional mode, {points} points "
                              f"(glmer nAGQ = {points}; Stata's intmethod(mcaghermite))")

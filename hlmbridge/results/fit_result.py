@@ -279,7 +279,6 @@ class FitResult:
 
     def summary(self) -> str:
         """Text laid out like Stata's ``mixed`` output."""
-        self._lmm_only("summary() (Stata's mixed layout)")
         from hlmbridge.results.display import summary
 
         return summary(self)

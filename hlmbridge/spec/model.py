@@ -231,7 +231,7 @@ class ModelSpec:
     intmethod: IntMethod | None = None
     intpoints: int | None = None
     #: Stata's ``or``/``irr`` display option (exponentiated coefficients); not part of the model.
-    eform: str | None = field(default=None, compare=False, repr=False)
+    eform: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -119,6 +119,9 @@ def translate(text: str, *, reml: bool | None = None) -> str:
     spec = parse_any(text, reml=reml)
     out = _indent("model:", text.strip())
     out += _indent("method:", "REML (restricted maximum likelihood)" if spec.reml else "ML (maximum likelihood)")
+    if spec.is_glmm:
+        out += _indent("family:", f"{spec.family} ({spec.link} link); integration: {spec.intmethod}, "
+                                  f"{spec.intpoints} point{'s' if spec.intpoints != 1 else ''}")
     try:
         stata = to_stata(spec)
     except UnsupportedSpecError as e:
