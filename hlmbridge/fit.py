@@ -322,8 +322,8 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         loglik_linear=ll_fixed, aic=float(-2 * est.loglik + 2 * df), bic=float(-2 * est.loglik + df * np.log(design.nobs)),
         df=int(df), converged=bool(est.converged), singular=bool(est.singular), n_dropped=design.n_dropped,
         warnings=tuple(_design_warnings(design, est)), versions=dict(est.versions), optimizer=est.optimizer,
-        wall_time=wall, engine_loglik=float(est.loglik), dropped_columns=design.dropped_lme4,
-        dropped_stata_terms=design.dropped_stata, integration=str(est.extra.get("integration", "")), design=design,
+        wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
+        dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata, integration=str(est.extra.get("integration", "")), design=design,
     )
 
 

@@ -572,8 +572,12 @@ class Lme4Engine:
         if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
             warns += ("glmer's Hessian at the optimum is not positive definite: the standard errors are not "
                       "reliable",)
-        return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns,
+        # glmer's nAGQ > 1 deviance leaves out the saturated log likelihood (r/hlmbridge.R): added back,
+        # so that the log likelihood is the one Laplace's and Stata's include (engine_loglik keeps glmer's).
+        constant = float(items["loglik_constant"][0])
+        return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
                        extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
+                              "glmer_loglik": est.loglik, "loglik_constant": constant,
                               "loglik_fixed": float(items["loglik_fixed"][0]),
                               "vcov_note": "glmer's Hessian of the deviance in (theta, beta) at the optimum "
                                            "(lme4's finite differences, calc.derivs = TRUE)"})
