@@ -262,3 +262,52 @@ def test_differential_vs_glmer(reference, case):
             j = names.index(terms[-1])
             assert abs(row.estimate - mat[i, j]) <= 1e-5 * np.sqrt(abs(mat[i, i] * mat[j, j])), (group, terms)
     assert res.converged
+
+
+# ---- the hospital log: import and validate ------------------------------------------------
+GLMM_CASES = REPO / "fixtures" / "glmm" / "cases"
+HOSPITAL_LOG = REPO / "fixtures" / "glmm" / "hospital_stata18.log"
+
+
+def test_hospital_log_tables_are_read():
+    from hlmbridge.reference.stata_log import parse_log
+
+    parsed = parse_log(HOSPITAL_LOG, lenient=True)
+    kinds = {b.kind: b for b in parsed.blocks}
+    xt, me = kinds["xtlogit"], kinds["melogit"]
+    assert xt.meta["options"] == me.meta["options"] == "intmethod(mvaghermite) intpoints(12)"
+    cells = {c.path: c.printed for c in me.cells}
+    assert cells[("random", "mother:var(_cons)", "std_error")] == ".4894986"
+    assert cells[("header", "loglik")] == "-522.65042" and cells[("lr", "chi2")] == "29.61"
+    cells = {c.path: c.printed for c in xt.cells}
+    assert cells[("random", "rho", "conf_high")] == ".4665343" and cells[("random", "/lnsig2u", "estimate")] == ".4372018"
+    assert len(me.cells) == 46 and len(xt.cells) == 54
+    # the estimates table with Stata's abbreviated label is refused by name, never half read
+    assert len(parsed.problems) == 1 and "_cons[mot~r])" in str(parsed.problems[0])
+
+
+def test_hospital_fixtures_are_the_import_of_the_committed_log(tmp_path):
+    from hlmbridge.reference.fixtures import import_stata
+
+    paths, _ = import_stata(HOSPITAL_LOG, tmp_path, lenient=True)
+    assert sorted(p.name for p in paths) == sorted(p.name for p in GLMM_CASES.glob("L*.toml"))
+    for p in paths:
+        assert p.read_bytes() == (GLMM_CASES / p.name).read_bytes(), p.name
+    assert 'engines = ["lme4"]' in (GLMM_CASES / "L0061_melogit.toml").read_text(encoding="utf-8")
+
+
+def test_hospital_csv_is_the_dat_file():
+    proc = subprocess.run([str(Path(__import__("sys").executable)), str(REPO / "scripts" / "make_hospital_csv.py"),
+                           "--check"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.requires_r
+def test_hospital_fixtures_validate_on_lme4():
+    from hlmbridge.check.validate import validate
+
+    report = validate(GLMM_CASES, data=REPO / "fixtures" / "glmm" / "hospital.csv", engines=["lme4"], compare=False)
+    bad = [r for r in report.rows if r.status not in ("match", "within", "explained")]
+    assert not bad, bad[:5]
+    checked = [r for r in report.rows if r.status in ("match", "within")]
+    assert len(checked) == 100
