@@ -311,3 +311,15 @@ def test_hospital_fixtures_validate_on_lme4():
     assert not bad, bad[:5]
     checked = [r for r in report.rows if r.status in ("match", "within")]
     assert len(checked) == 100
+
+
+@pytest.mark.requires_r
+def test_lrtest_between_glmms(hospital):
+    small = hlmbridge.fit("melogit hosp loginc distance || mother:, intpoints(12)", hospital)
+    big = hlmbridge.fit(MELOGIT, hospital)
+    t = hlmbridge.lrtest(small, big)
+    assert t.df == 2 and np.isclose(t.chi2, 2 * (big.loglik - small.loglik))
+    with pytest.raises(UsageError, match="integrate the random effects differently"):
+        hlmbridge.lrtest(hlmbridge.fit("melogit hosp loginc distance || mother:, intmethod(laplace)", hospital), big)
+    with pytest.raises(UsageError, match="different families"):
+        hlmbridge.lrtest(hlmbridge.fit("mixed hosp loginc || mother:", hospital), big)
