@@ -323,7 +323,9 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         df=int(df), converged=bool(est.converged), singular=bool(est.singular), n_dropped=design.n_dropped,
         warnings=tuple(_design_warnings(design, est)), versions=dict(est.versions), optimizer=est.optimizer,
         wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
-        dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata, integration=str(est.extra.get("integration", "")), design=design,
+        dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata,
+        integration=str(est.extra.get("integration", "")), engine_ranef=tuple(est.extra.get("ranef", ())),
+        design=design,
     )
 
 

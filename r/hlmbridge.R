@@ -242,6 +242,10 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   g <- stats::glm.fit(X, y, family = fam, control = list(epsilon = 1e-12, maxit = 100))
   out$loglik_fixed <- -(g$aic - 2 * g$rank) / 2
   out$loglik_constant <- if (nagq > 1 && family == "poisson") sum(stats::dpois(y, y, log = TRUE)) else 0
+  ## glmer's conditional modes and conditional SDs (ranef(condVar = TRUE)), long form.
+  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
+  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
+  out$ranef_num <- c(re$condval, re$condsd)
   out$nagq <- nagq
   out
 }

@@ -168,7 +168,7 @@ def test_bad_responses(hospital):
 @pytest.mark.requires_r
 def test_linear_model_only_methods_refused(hospital):
     res = hlmbridge.fit(MELOGIT, hospital)
-    for call in (res.icc, res.ranef, res.fitted, res.predict, res.recov, res.random_sd, res.tidy, res.coef):
+    for call in (res.icc, res.fitted, res.predict, res.recov, res.random_sd, res.tidy, res.coef):
         with pytest.raises(UnsupportedSpecError, match="linear mixed models only"):
             call()
     with pytest.raises(UnsupportedSpecError, match="linear mixed models only"):
@@ -323,3 +323,25 @@ def test_lrtest_between_glmms(hospital):
         hlmbridge.lrtest(hlmbridge.fit("melogit hosp loginc distance || mother:, intmethod(laplace)", hospital), big)
     with pytest.raises(UsageError, match="different families"):
         hlmbridge.lrtest(hlmbridge.fit("mixed hosp loginc || mother:", hospital), big)
+
+
+@pytest.mark.requires_r
+def test_ranef_is_glmers_own(reference):
+    """A GLMM's ranef() is glmer's ranef(condVar = TRUE), flagged as the engine's; checked against
+    the reference glmer (another optimizer) on a random-slope model."""
+    out, ref = reference
+    data = pd.read_csv(out / "contraception.csv", dtype={"district": str})
+    res = hlmbridge.fit("use ~ urban + age + (urban | district)", data, family="binomial")
+    re_ = res.ranef()
+    assert "glmer's ranef(condVar = TRUE)" in re_.attrs["source"]
+    assert list(re_.columns) == ["group", "level", "term", "stata_term", "estimate", "std_error", "conf_low",
+                                 "conf_high"]
+    assert list(re_["term"][:4]) == ["(Intercept)", "urban", "(Intercept)", "urban"]
+    r = pd.DataFrame(ref["contraception_slope"]["ranef"])
+    got = re_.set_index(["level", "term"])
+    want = r.set_index(["grp", "term"])
+    assert len(got) == len(want) == 2 * data["district"].nunique()
+    for key, row in want.iterrows():
+        assert abs(got.loc[key, "estimate"] - row["condval"]) <= 1e-4 * row["condsd"], key
+        assert abs(got.loc[key, "std_error"] - row["condsd"]) <= 1e-4 * row["condsd"], key
+    assert FitResult.from_dict(res.to_dict()) == res

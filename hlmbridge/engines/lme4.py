@@ -575,9 +575,13 @@ class Lme4Engine:
         # glmer's nAGQ > 1 deviance leaves out the saturated log likelihood (r/hlmbridge.R): added back,
         # so that the log likelihood is the one Laplace's and Stata's include (engine_loglik keeps glmer's).
         constant = float(items["loglik_constant"][0])
+        chr_ = [str(x) for x in items["ranef_chr"]]
+        num = _r_doubles(items["ranef_num"])
+        n = len(num) // 2
+        ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
         return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
                        extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
-                              "glmer_loglik": est.loglik, "loglik_constant": constant,
+                              "glmer_loglik": est.loglik, "loglik_constant": constant, "ranef": ranef,
                               "loglik_fixed": float(items["loglik_fixed"][0]),
                               "vcov_note": "glmer's Hessian of the deviance in (theta, beta) at the optimum "
                                            "(lme4's finite differences, calc.derivs = TRUE)"})

@@ -115,7 +115,7 @@ def _unjson(x: Any) -> Any:
 
 #: Fields a result written by an older hlmbridge may lack (their defaults apply).
 _OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms",
-                    "integration")
+                    "integration", "engine_ranef")
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,9 @@ class FitResult:
     dropped_stata_terms: tuple[str, ...] = ()
     # A GLMM's integration of the random effects, as the engine computed it ("" for a linear model).
     integration: str = ""
+    # A GLMM's random effects as the engine gives them (glmer's ranef(condVar = TRUE)): rows of
+    # (grouping factor, level, lme4 term, conditional mode, conditional SD).
+    engine_ranef: tuple[tuple[Any, ...], ...] = ()
     # The design the estimates belong to (not serialized, not compared): what post-fit
     # computations (df methods, predictions) need without a refit. None after from_dict.
     design: Any = field(default=None, compare=False, repr=False)
@@ -335,8 +338,12 @@ class FitResult:
     # ---- after the fit (need the design: a result read from JSON has none) ----------
     def ranef(self, level: float = 0.95) -> pd.DataFrame:
         """Random effects (conditional modes) with conditional SDs and intervals, one row per
-        grouping factor, group and term (lme4's ``ranef(condVar = TRUE)``)."""
-        self._lmm_only("ranef()")
+        grouping factor, group and term (lme4's ``ranef(condVar = TRUE)``). For a GLMM these
+        are glmer's own (the engine's, not computed by hlmbridge; ``frame.attrs["source"]`` says so)."""
+        if self.spec.is_glmm:
+            from hlmbridge.results.glmm import engine_ranef_frame
+
+            return engine_ranef_frame(self, level)
         from hlmbridge.results.random_effects import ranef_frame
 
         return ranef_frame(self, level)
@@ -409,7 +416,8 @@ class FitResult:
                 v = tuple(GroupInfo(**g) for g in v)
             elif f.name == "fixed_df":
                 v = tuple(_unjson(x) for x in v)
-            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted"):
+            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted",
+                            "engine_ranef"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
             elif f.name in ("warnings", "dropped_columns", "dropped_stata_terms"):
                 v = tuple(v)

@@ -26,7 +26,11 @@ import pandas as pd
 
 from hlmbridge.errors import UnsupportedSpecError
 
-__all__ = ["LOGISTIC_VARIANCE", "eform_table", "xt_parameters"]
+__all__ = ["ENGINE_RANEF_SOURCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "xt_parameters"]
+
+#: What a GLMM's ranef() frame holds (its ``attrs["source"]``).
+ENGINE_RANEF_SOURCE = ("glmer's ranef(condVar = TRUE): conditional modes and conditional SDs, as the lme4 engine "
+                       "returns them (not Stata's empirical Bayes means, predict, reffects ebmeans)")
 
 #: The variance of the standard logistic distribution, the latent residual of a logit model.
 LOGISTIC_VARIANCE = math.pi**2 / 3
@@ -78,3 +82,32 @@ def xt_parameters(res: Any) -> pd.DataFrame:
         ("rho", rho, rho * (1 - rho) * se_ln, rho_of(lo), rho_of(hi)),
     ]
     return pd.DataFrame(rows, columns=["stata_term", "estimate", "std_error", "conf_low", "conf_high"])
+
+
+def engine_ranef_frame(res: Any, level: float = 0.95) -> pd.DataFrame:
+    """A GLMM's random effects from the engine (glmer's ``ranef(condVar = TRUE)``), in the
+    columns of :meth:`FitResult.ranef`: one row per grouping factor, level and term, the
+    conditional mode, its conditional SD and the normal interval at ``level``."""
+    from statistics import NormalDist
+
+    from hlmbridge.errors import UsageError
+    from hlmbridge.results.random_effects import RANEF_COLUMNS
+
+    _require_glmm(res, "engine_ranef_frame()")
+    if not 0 < level < 1:
+        raise UsageError(f"level must be between 0 and 1, got {level!r}")
+    if not res.engine_ranef:
+        raise UnsupportedSpecError("ranef()", res.engine, message=(
+            f"this {res.spec.family} GLMM result holds no random effects from its engine."))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    df = pd.DataFrame(list(res.engine_ranef), columns=["group", "level", "term", "estimate", "std_error"])
+    order = {k: i for i, k in enumerate(dict.fromkeys(df["group"]))}
+    # glmer lists each factor's terms one after another, all levels each: made level-major, as ranef()
+    df = df.assign(_g=df["group"].map(order), _l=df.groupby(["group", "term"]).cumcount())
+    df = df.sort_values(["_g", "_l"], kind="stable").drop(columns=["_g", "_l"]).reset_index(drop=True)
+    df["stata_term"] = df["term"].map(lambda t: "_cons" if t == "(Intercept)" else t)
+    df["conf_low"] = df["estimate"] - z * df["std_error"]
+    df["conf_high"] = df["estimate"] + z * df["std_error"]
+    out = df[list(RANEF_COLUMNS)]
+    out.attrs["source"] = ENGINE_RANEF_SOURCE
+    return out

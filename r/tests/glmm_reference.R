@@ -74,6 +74,7 @@ res <- lapply(cases, function(k) {
   names(se_nd) <- names(lme4::fixef(m))
   list(loglik = as.numeric(logLik(m)), loglik_direct = direct, se_numderiv = as.list(se_nd), fixef = as.list(lme4::fixef(m)),
        se = as.list(sqrt(diag(as.matrix(vcov(m, use.hessian = TRUE))))),
+       ranef = as.data.frame(lme4::ranef(m, condVar = TRUE))[, c("grp", "term", "condval", "condsd")],
        varcorr = lapply(vc, function(x) { x <- unclass(x); attr(x, "stddev") <- NULL;
                                           attr(x, "correlation") <- NULL; x }),
        nagq = k$nagq)
