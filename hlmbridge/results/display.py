@@ -155,7 +155,8 @@ def summary(res: FitResult) -> str:
         lines.append("Note: boundary (singular) fit: a variance is at zero or a correlation at +-1; the "
                      "variance-component SEs and CIs are not reliable.")
     if res.spec.eform:
-        lines.append(f"Note: Estimates are transformed only in the first equation to {head.strip().lower()}s.")
+        what = {"or": "odds ratios", "irr": "incidence-rate ratios"}[res.spec.eform]
+        lines.append(f"Note: Estimates are transformed only in the first equation to {what}.")
     if glmm:
         lines.append(f"[integration: {res.integration}]")
     lines.append(f"[{res.engine}: {res.optimizer}; converged={res.converged}]")
