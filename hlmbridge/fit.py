@@ -166,6 +166,10 @@ def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, na
     if nagq is not None and nagq < 1:
         raise UsageError(f"nagq={nagq} is not supported: glmer's nAGQ = 0 optimizes the fixed effects in PIRLS, "
                          "an estimate neither Laplace's nor Stata's; use nagq=1 (Laplace) or more points.")
+    if isinstance(model, str) and model.lstrip().startswith("cbind(") and "~" in model:
+        raise UnsupportedSpecError("a cbind() response", "lme4", message=(
+            "hlmbridge does not fit cbind(successes, failures) binomial responses yet: give a 0/1 response with "
+            "one row per trial."))
     if isinstance(model, ModelSpec) and not model.is_glmm and model.reml and reml is None:
         raise UsageError(f"the spec's method is REML: {GLMM_NO_REML}.")
     base = as_spec(model, None if isinstance(model, ModelSpec) and model.is_glmm else False)

@@ -345,3 +345,21 @@ def test_ranef_is_glmers_own(reference):
         assert abs(got.loc[key, "estimate"] - row["condval"]) <= 1e-4 * row["condsd"], key
         assert abs(got.loc[key, "std_error"] - row["condsd"]) <= 1e-4 * row["condsd"], key
     assert FitResult.from_dict(res.to_dict()) == res
+
+
+@pytest.mark.requires_r
+def test_cbind_and_stata_random_slope(reference):
+    counts = pd.DataFrame({"a": [1, 2, 3, 0], "b": [3, 2, 1, 4], "x": [1.0, 2, 3, 4], "g": list("aabb")})
+    with pytest.raises(UnsupportedSpecError, match=r"does not fit cbind\(successes, failures\) binomial responses"):
+        hlmbridge.fit("cbind(a, b) ~ x + (1 | g)", counts, family="binomial")
+    # a Stata command with a random slope and intmethod(laplace) is the same model as the formula
+    out, _ = reference
+    data = pd.read_csv(out / "contraception.csv", dtype={"district": str})
+    a = hlmbridge.fit("use ~ urban + age + (urban | district)", data, family="binomial")
+    b = hlmbridge.fit("melogit use urban age || district: urban, cov(unstructured) intmethod(laplace)", data)
+    assert abs(a.loglik - b.loglik) < 1e-9
+    ra, rb = a.random.set_index("stata_term"), b.random.set_index("stata_term")
+    assert sorted(ra.index) == sorted(rb.index) == ["cov(urban,_cons)", "var(_cons)", "var(urban)"]
+    for col in ("estimate", "std_error"):
+        assert np.allclose(ra.loc[rb.index, col], rb[col], rtol=1e-6)
+    assert "Unstructured" in b.summary() and "chi2(3)" in b.summary()
