@@ -215,13 +215,8 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   devfun <- stats::update(fit, devFunOnly = TRUE)
   derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
   H <- derivs$hessian
-  scgrad <- tryCatch(solve(chol(H), derivs$gradient), error = function(e) NULL)
-  if (is.null(scgrad)) {
-    warns <- c(warns, "Model is nearly unidentifiable: the Hessian of the deviance is not positive definite")
-  } else if (max(abs(scgrad)) > 0.002) {
-    warns <- c(warns, sprintf("Model failed to converge with max|grad| = %g (tol = 0.002, component %d)",
-                              max(abs(scgrad)), which.max(abs(scgrad))))
-  }
+  ## lme4 skips these checks on a boundary (singular) fit, which it reports itself
+  if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
   out <- hlmbridge_summarise(fit, warns, msgs, elapsed, FALSE)
   out$theta <- theta
   out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
@@ -247,6 +242,34 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
   out$ranef_num <- c(re$condval, re$condsd)
   out$nagq <- nagq
+  out
+}
+
+## lme4's convergence checks (lme4:::checkConv and checkHess with glmerControl's defaults:
+## scaled gradient tol 0.002, Hessian tol 1e-6), on hlmbridge's gradient and Hessian of the
+## deviance, with lme4's messages; glmer itself skips them when calc.derivs = FALSE.
+hlmbridge_check_conv <- function(gradient, H, tol_grad = 0.002, tol_hess = 1e-6) {
+  out <- character()
+  scgrad <- tryCatch(solve(chol(H), gradient), error = function(e) NULL)
+  if (is.null(scgrad)) {
+    scgrad <- gradient  # lme4: unscaled gradient when the Hessian has no Cholesky factor
+  }
+  if (max(abs(scgrad)) > tol_grad)
+    out <- c(out, sprintf("Model failed to converge with max|grad| = %g (tol = %g, component %d)",
+                          max(abs(scgrad)), tol_grad, which.max(abs(scgrad))))
+  ev <- tryCatch(eigen(H, symmetric = TRUE, only.values = TRUE)$values, error = function(e) NULL)
+  if (is.null(ev)) return(c(out, "Problem with Hessian check (infinite or missing values?)"))
+  if (sum(ev < -tol_hess)) {
+    out <- c(out, sprintf("Model failed to converge: degenerate  Hessian with %d negative eigenvalues",
+                          sum(ev < -tol_hess)))
+  } else if (sum(abs(ev) < tol_hess) || inherits(tryCatch(chol(H), error = function(e) e), "error")) {
+    out <- c(out, " Hessian is numerically singular: parameters are not uniquely determined")
+  } else {
+    if (max(ev) * tol_hess > 1)
+      out <- c(out, "Model is nearly unidentifiable: very large eigenvalue\n - Rescale variables?")
+    if (min(ev) / max(ev) < tol_hess)
+      out <- c(out, "Model is nearly unidentifiable: large eigenvalue ratio\n - Rescale variables?")
+  }
   out
 }
 

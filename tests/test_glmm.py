@@ -363,3 +363,17 @@ def test_cbind_and_stata_random_slope(reference):
     for col in ("estimate", "std_error"):
         assert np.allclose(ra.loc[rb.index, col], rb[col], rtol=1e-6)
     assert "Unstructured" in b.summary() and "chi2(3)" in b.summary()
+
+
+@pytest.mark.requires_r
+def test_glmer_warnings_reach_the_result(reference):
+    """glmer's convergence checks reach the result (here: HEIGHT in metres above sea level, 400-533,
+    beside the year indicators; glmer with its defaults warns the same, see the reference run)."""
+    out, _ = reference
+    data = pd.read_csv(out / "grouseticks.csv", dtype={"YEAR": str, "BROOD": str, "LOCATION": str})
+    res = hlmbridge.fit("TICKS ~ YEAR + HEIGHT + (1 | BROOD)", data, family="poisson")
+    assert any(w.startswith("Model is nearly unidentifiable: very large eigenvalue") for w in res.warnings), \
+        res.warnings
+    assert "Warning: Model is nearly unidentifiable" in res.summary()
+    clean = hlmbridge.fit("TICKS ~ YEAR + H + (1 | BROOD)", data, family="poisson")
+    assert not any("Model" in w for w in clean.warnings), clean.warnings

@@ -24,7 +24,7 @@ repo <- normalizePath(file.path(dirname(sub("^--file=", "", grep("^--file=", com
 hosp <- read.table(file.path(repo, "fixtures", "glmm", "hospital.dat"),
                    col.names = c("hosp", "loginc", "distance", "dropout", "college", "mother"))
 gt <- lme4::grouseticks
-grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)),
+grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)), HEIGHT = gt$HEIGHT,
                      BROOD = as.character(gt$BROOD), LOCATION = as.character(gt$LOCATION))
 cn <- mlmRev::Contraception
 contra <- data.frame(use = as.integer(cn$use == "Y"), urban = as.integer(cn$urban == "Y"), age = cn$age,
