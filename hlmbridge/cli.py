@@ -179,8 +179,19 @@ def _fit(a: argparse.Namespace) -> int:
 
     engines = resolve_engines(a.engine)
     results = {}
+    from hlmbridge.errors import UnsupportedSpecError
+
     for eng in engines:
-        res = hlmbridge.fit(a.model, data, engine=eng, reml=True if a.reml else None)
+        try:
+            res = hlmbridge.fit(a.model, data, engine=eng, reml=True if a.reml else None)
+        except UnsupportedSpecError as exc:
+            from hlmbridge.spec.translate import parse_any
+
+            if a.engine is not None or len(engines) == 1 or not parse_any(a.model).is_glmm:
+                raise
+            # A GLMM on every engine by default: statsmodels (no ML GLMM) says why, in its place.
+            print(f"== {eng} ==\nrefused: {exc}\n")
+            continue
         results[eng] = res
         print(f"== {eng} ==")
         print(res.summary())

@@ -30,7 +30,7 @@ from hlmbridge.inference.stata_parity import (evaluate, linear_loglik, lme4_bloc
                                               variance_parameters)
 from hlmbridge.inference.tails import chi2_sf, norm_sf
 from hlmbridge.results.fit_result import FitResult, GroupInfo
-from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.model import GLMM_NO_REML, ModelSpec
 from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
@@ -41,7 +41,7 @@ _LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "control", "start", "verbose", "devF
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
 #: fit()'s own keywords besides the engine's tuning options (named in an unknown keyword's message).
-FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts") + ROW_ARGUMENTS
+FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts", "family", "nagq", "nAGQ") + ROW_ARGUMENTS
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -83,7 +83,8 @@ def _parse(text: str, reml: bool | None) -> ModelSpec:
 
 @with_bounded_blas
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
-        df_method: str | None = None, **options: Any) -> FitResult:
+        df_method: str | None = None, family: str | None = None, nagq: int | None = None,
+        **options: Any) -> FitResult:
     """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").
 
     A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
@@ -102,6 +103,12 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
 
     ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
+
+    ``family="binomial"`` (0/1 response, logit link) or ``"poisson"`` (log link) fits a
+    generalized linear mixed model by ML (glmer on the lme4 engine); ``nagq=`` (glmer's
+    ``nAGQ=`` too) is glmer's number of quadrature points: 1 (the default) Laplace, k > 1
+    adaptive Gauss-Hermite quadrature (one scalar random effect only). Stata's ``melogit``,
+    ``mepoisson`` and ``xtlogit ..., re`` commands carry their family and integration.
     """
     t0 = time.perf_counter()
     if "REML" in options:  # R's spelling
@@ -109,12 +116,25 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
         if reml is not None and bool(reml) != bool(r_reml):
             raise UsageError("fit() got both reml= and REML= with different values.")
         reml = bool(r_reml)
+    if "nAGQ" in options:  # glmer's spelling
+        r_nagq = options.pop("nAGQ")
+        if nagq is not None and nagq != r_nagq:
+            raise UsageError("fit() got both nagq= and nAGQ= with different values.")
+        nagq = r_nagq
     rows_args = {k: options.pop(k) for k in ROW_ARGUMENTS if k in options}
     contrasts = options.pop("contrasts", None)  # lmer's contrasts=, applied by the design (both engines)
     adapter = require_engine(engine)
     _check_options(adapter, options)
-    spec = as_spec(model, reml)
-    df_method = _df_method(model, spec, df_method)
+    if reml and (family is not None or as_spec(model).is_glmm):
+        raise UsageError(f"reml=True: {GLMM_NO_REML}.")
+    spec = _glmm_spec(model, reml, family, nagq) if family is not None or nagq is not None else as_spec(model, reml)
+    if spec.is_glmm:
+        if reml:
+            raise UsageError(f"reml=True: {GLMM_NO_REML}.")
+        if df_method is not None:
+            raise UsageError("df_method= applies to linear mixed models: a GLMM's fixed effects have z tests, as in "
+                             "glmer and Stata's melogit.")
+    df_method = None if spec.is_glmm else _df_method(model, spec, df_method)
     reasons = adapter.unsupported(spec)
     if reasons:  # each reason is a whole sentence naming the construct and the engine
         raise UnsupportedSpecError(reasons[0], engine, message=reasons[0])
@@ -137,6 +157,39 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     estimates = adapter.fit_design(design, data=data, column_prints=prints, **options)
     result = result_from_estimates(design, estimates, engine, wall_start=t0)
     return result.with_df(df_method) if df_method else result
+
+
+def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, nagq: Any) -> ModelSpec:
+    """The spec of ``fit(model, family=..., nagq=...)``: the family and glmer's integration."""
+    if nagq is not None and (isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer))):
+        raise UsageError(f"nagq= must be a whole number of quadrature points, got {nagq!r}")
+    if nagq is not None and nagq < 1:
+        raise UsageError(f"nagq={nagq} is not supported: glmer's nAGQ = 0 optimizes the fixed effects in PIRLS, "
+                         "an estimate neither Laplace's nor Stata's; use nagq=1 (Laplace) or more points.")
+    if isinstance(model, str) and model.lstrip().startswith("cbind(") and "~" in model:
+        raise UnsupportedSpecError("a cbind() response", "lme4", message=(
+            "hlmbridge does not fit cbind(successes, failures) binomial responses yet: give a 0/1 response with "
+            "one row per trial."))
+    if isinstance(model, ModelSpec) and not model.is_glmm and model.reml and reml is None:
+        raise UsageError(f"the spec's method is REML: {GLMM_NO_REML}.")
+    base = as_spec(model, None if isinstance(model, ModelSpec) and model.is_glmm else False)
+    if base.is_glmm:  # a Stata GLMM command or a GLMM spec: its own family and integration
+        if family is not None and family != base.family:
+            raise UsageError(f"fit() got family={family!r} but the model is a {base.family} GLMM")
+        if nagq is not None:
+            raise UsageError("fit() got nagq= for a model that states its integration (give Stata's intpoints() "
+                             "and intmethod() in the command)")
+        return base
+    if family is None:
+        raise UsageError("nagq= applies to a GLMM: give family='binomial' or family='poisson' too")
+    if not isinstance(family, str) or family not in ("binomial", "poisson"):
+        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (logit link) or 'poisson' (log link)")
+    if base.formula is None and isinstance(model, str):
+        raise UsageError("family= goes with an lme4 formula; for a Stata command write melogit, mepoisson or "
+                         "xtlogit")
+    points = 1 if nagq is None else int(nagq)
+    return base.with_family(family, intmethod="laplace" if points == 1 else "mcaghermite",  # type: ignore[arg-type]
+                            intpoints=points)
 
 
 def _df_method(model: ModelSpec | str, spec: ModelSpec, df_method: str | None) -> str | None:
@@ -187,29 +240,22 @@ def _group_info(design: Design) -> tuple[GroupInfo, ...]:
     return tuple(out)
 
 
-def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_start: float | None = None) -> FitResult:
-    """Turn an engine's point estimates into a FitResult with Stata's inference."""
-    spec = design.spec
-    if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
-        raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik}); the data are "
-                       "probably too large in magnitude: rescale the response or the predictors", engine=engine)
-    inf = est.inference if est.inference is not None else evaluate(design, est.beta, est.theta)
-    if not np.isfinite(inf.loglik):
-        raise FitError("the log likelihood at the engine's estimates is not finite; rescale the data", engine=engine)
-    fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
+def _fixed_rows(design: Design, beta: np.ndarray, fixed_vcov: np.ndarray) -> tuple[tuple[Any, ...], ...]:
+    """The fixed-effects table: estimate, SE, z, p and the 95% CI, one row per column."""
     se = np.sqrt(np.diag(fixed_vcov))
-    z = est.beta / se
+    z = beta / se
     p = 2 * norm_sf(np.abs(z))
-    fixed_rows = tuple(
+    return tuple(
         (lme4, stata, float(b), float(s), float(zz), float(pp), float(b - Z_95 * s), float(b + Z_95 * s))
-        for lme4, stata, b, s, zz, pp in zip(design.fixed_lme4, design.fixed_stata, est.beta, se, z, p, strict=True)
+        for lme4, stata, b, s, zz, pp in zip(design.fixed_lme4, design.fixed_stata, beta, se, z, p, strict=True)
     )
 
-    params = variance_parameters(design)
-    rvar = np.diag(inf.random_vcov)
+
+def _random_rows(design: Design, params: Any, values: np.ndarray, rvar: np.ndarray) -> list[tuple[Any, ...]]:
+    """The variance-parameter table: estimate, SE and Stata's CI (a variance's on the log scale)."""
     random_rows = []
     for k, prm in enumerate(params):
-        value = float(est.theta[k])
+        value = float(values[k])
         s = float(np.sqrt(rvar[k])) if rvar[k] > 0 else float("nan")
         if prm.kind == "var":
             if value > 0 and np.isfinite(s):
@@ -222,15 +268,90 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
             lo, hi = value - Z_95 * s, value + Z_95 * s
         random_rows.append((prm.group, prm.kind, prm.term1, prm.term2, prm.stata_term, value, s, float(lo), float(hi),
                             lme4_block_name(design, prm)))
+    return random_rows
 
-    # Wald test of every fixed effect but the constant.
+
+def _wald(design: Design, beta: np.ndarray, fixed_vcov: np.ndarray) -> tuple[float, float, list[int]]:
+    """Wald test of every fixed effect but the constant: chi2, p and the columns tested."""
     keep = [j for j, name in enumerate(design.fixed_stata) if name != "_cons"]
-    if keep:
-        b = est.beta[keep]
-        wald = float(b @ np.linalg.solve(fixed_vcov[np.ix_(keep, keep)], b))
-        wald_p = chi2_sf(wald, len(keep))
+    if not keep:
+        return float("nan"), float("nan"), keep
+    b = beta[keep]
+    wald = float(b @ np.linalg.solve(fixed_vcov[np.ix_(keep, keep)], b))
+    return wald, chi2_sf(wald, len(keep)), keep
+
+
+def _design_warnings(design: Design, est: EngineFit) -> list[str]:
+    """Notes on the design (dropped columns, single-observation groups, dropped rows) and the engine's warnings."""
+    warns = list(dict.fromkeys(list(design.spec.notes) + list(rank_notes(design)) + list(est.warnings)))
+    for ld in design.levels:
+        n1 = int(np.sum(ld.sizes == 1))
+        if n1:
+            warns.append(f"{n1} group(s) of {ld.name!r} have a single observation")
+    if design.n_dropped:
+        warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
+    return warns
+
+
+def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float | None) -> FitResult:
+    """A GLMM's FitResult: everything from the engine's estimates and its covariance of them.
+
+    Not :mod:`~hlmbridge.inference.stata_parity` (the linear model's closed forms): the fixed
+    effects' and variance parameters' covariances are the engine's, from the full observed
+    information of (theta, beta) (``est.fixed_vcov``, ``est.extra["random_vcov"]``); the LR
+    test compares with the fixed-only GLM (``est.extra["loglik_fixed"]``); no residual variance.
+    """
+    if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
+        raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik})", engine=engine)
+    fixed_vcov = np.asarray(est.fixed_vcov, dtype=float)
+    random_vcov = np.asarray(est.extra["random_vcov"], dtype=float)
+    params = variance_parameters(design)[:-1]  # no residual variance in a GLMM
+    random_rows = _random_rows(design, params, est.theta, np.diag(random_vcov))
+    wald, wald_p, keep = _wald(design, est.beta, fixed_vcov)
+    ll_fixed = float(est.extra["loglik_fixed"])
+    lr = max(0.0, 2.0 * (est.loglik - ll_fixed))
+    n_theta = len(params)
+    if n_theta == 1:
+        lr_kind, lr_p = "chibar2", 0.5 * chi2_sf(lr, 1)
     else:
-        wald, wald_p = float("nan"), float("nan")
+        lr_kind, lr_p = "chi2", chi2_sf(lr, n_theta)
+    df = design.n_fixed + n_theta
+    wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
+    return FitResult(
+        spec=design.spec, engine=engine, fixed_rows=_fixed_rows(design, est.beta, fixed_vcov),
+        random_rows=tuple(random_rows),
+        fixed_vcov=tuple(map(tuple, fixed_vcov.tolist())), random_vcov=tuple(map(tuple, random_vcov.tolist())),
+        loglik=float(est.loglik), nobs=design.nobs, groups=_group_info(design),
+        wald_chi2=wald, wald_df=len(keep), wald_p=wald_p, lr_chi2=lr, lr_df=n_theta, lr_p=lr_p, lr_kind=lr_kind,
+        loglik_linear=ll_fixed, aic=float(-2 * est.loglik + 2 * df), bic=float(-2 * est.loglik + df * np.log(design.nobs)),
+        df=int(df), converged=bool(est.converged), singular=bool(est.singular), n_dropped=design.n_dropped,
+        warnings=tuple(_design_warnings(design, est)), versions=dict(est.versions), optimizer=est.optimizer,
+        wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
+        dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata,
+        integration=str(est.extra.get("integration", "")), engine_ranef=tuple(est.extra.get("ranef", ())),
+        design=design,
+    )
+
+
+def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_start: float | None = None) -> FitResult:
+    """Turn an engine's point estimates into a FitResult with Stata's inference (a GLMM's by
+    :func:`_glmm_result`, a linear model's by :mod:`hlmbridge.inference.stata_parity`)."""
+    spec = design.spec
+    if spec.is_glmm:
+        return _glmm_result(design, est, engine, wall_start)
+    if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
+        raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik}); the data are "
+                       "probably too large in magnitude: rescale the response or the predictors", engine=engine)
+    inf = est.inference if est.inference is not None else evaluate(design, est.beta, est.theta)
+    if not np.isfinite(inf.loglik):
+        raise FitError("the log likelihood at the engine's estimates is not finite; rescale the data", engine=engine)
+    fixed_vcov = est.fixed_vcov if est.fixed_vcov is not None else inf.fixed_vcov
+    fixed_rows = _fixed_rows(design, est.beta, fixed_vcov)
+
+    params = variance_parameters(design)
+    random_rows = _random_rows(design, params, est.theta, np.diag(inf.random_vcov))
+
+    wald, wald_p, keep = _wald(design, est.beta, fixed_vcov)
 
     n_theta = len(params) - 1
     ll_lin = linear_loglik(design)
@@ -244,13 +365,7 @@ def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_s
     bic = -2 * inf.loglik + df * np.log(design.nobs)
 
     # What R (or Stata) says about dropped collinear columns; the lme4 engine hears R say it too.
-    warns = list(dict.fromkeys(list(spec.notes) + list(rank_notes(design)) + list(est.warnings)))
-    for ld in design.levels:
-        n1 = int(np.sum(ld.sizes == 1))
-        if n1:
-            warns.append(f"{n1} group(s) of {ld.name!r} have a single observation")
-    if design.n_dropped:
-        warns.append(f"{design.n_dropped} observation(s) dropped for missing values")
+    warns = _design_warnings(design, est)
     if not_identified(inf.information):
         warns.append("the variance parameters are not all identified by these data (their information matrix is "
                      "singular): another optimizer can report other values with the same log likelihood, and "

@@ -67,6 +67,42 @@ hlmbridge_formula_env <- function() {
   e
 }
 
+## The data and the call of one fit: `factors` (variable -> base level, NA = lowest) coded as
+## factors, `rows` (1-based, NULL = all) given as `subset=`, `weights` and `offset` (per-row
+## vectors over all rows, NULL = none) and `contrasts` (NULL = none) as the fitting function's
+## own arguments. `call` is the fitting call with `data = d`; returns list(d, call).
+hlmbridge_call_data <- function(data, call, factors = list(), rows = NULL, weights = NULL, offset = NULL,
+                                contrasts = NULL) {
+  d <- data
+  for (nm in names(factors)) {
+    x <- d[[nm]]
+    ## Stata's factor values are whole numbers: label them as integers (200000, not R's
+    ## 2e+05 for a double), as hlmbridge's design does.
+    if (is.double(x) && all(x == round(x), na.rm = TRUE) && max(abs(x), 0, na.rm = TRUE) < .Machine$integer.max)
+      x <- as.integer(round(x))
+    f <- factor(x)
+    base <- factors[[nm]]
+    if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
+    d[[nm]] <- f
+  }
+  if (length(contrasts)) call$contrasts <- contrasts
+  if (!is.null(rows)) {
+    keep <- logical(nrow(d))
+    keep[rows] <- TRUE
+    d[[".hlmbridge_keep"]] <- keep
+    call$subset <- as.name(".hlmbridge_keep")
+  }
+  if (!is.null(weights)) {
+    d[[".hlmbridge_weights"]] <- weights
+    call$weights <- as.name(".hlmbridge_weights")
+  }
+  if (!is.null(offset)) {
+    d[[".hlmbridge_offset"]] <- offset
+    call$offset <- as.name(".hlmbridge_offset")
+  }
+  list(d = d, call = call)
+}
+
 ## Fit one model. `factors` is a named list: variable -> base level (NA = lowest level);
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
@@ -85,34 +121,10 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
                           weights = NULL, offset = NULL, boundary_restart = TRUE, contrasts = NULL) {
   warns <- character()
   msgs <- character()
-  d <- data
-  for (nm in names(factors)) {
-    x <- d[[nm]]
-    ## Stata's factor values are whole numbers: label them as integers (200000, not R's
-    ## 2e+05 for a double), as hlmbridge's design does.
-    if (is.double(x) && all(x == round(x), na.rm = TRUE) && max(abs(x), 0, na.rm = TRUE) < .Machine$integer.max)
-      x <- as.integer(round(x))
-    f <- factor(x)
-    base <- factors[[nm]]
-    if (!is.na(base)) f <- stats::relevel(f, ref = if (is.integer(x)) as.character(as.integer(base)) else as.character(base))
-    d[[nm]] <- f
-  }
-  call <- quote(lme4::lmer(form, data = d, REML = reml, control = ctrl))
-  if (length(contrasts)) call$contrasts <- contrasts
-  if (!is.null(rows)) {
-    keep <- logical(nrow(d))
-    keep[rows] <- TRUE
-    d[[".hlmbridge_keep"]] <- keep
-    call$subset <- as.name(".hlmbridge_keep")
-  }
-  if (!is.null(weights)) {
-    d[[".hlmbridge_weights"]] <- weights
-    call$weights <- as.name(".hlmbridge_weights")
-  }
-  if (!is.null(offset)) {
-    d[[".hlmbridge_offset"]] <- offset
-    call$offset <- as.name(".hlmbridge_offset")
-  }
+  prep <- hlmbridge_call_data(data, quote(lme4::lmer(form, data = d, REML = reml, control = ctrl)),
+                              factors, rows, weights, offset, contrasts)
+  d <- prep$d
+  call <- prep$call
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   run <- function(ctrl, start) {
     cl <- call
@@ -151,6 +163,143 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
   out$feval_before <- feval_before
   out
+}
+
+## Fit one generalized linear mixed model with glmer: `family` "binomial" or "poisson" (its
+## canonical link), `nagq` glmer's nAGQ (1 = Laplace; k > 1 = adaptive Gauss-Hermite
+## quadrature at the conditional modes, k points, for one scalar random effect). Other
+## arguments as hlmbridge_fit (no weights or offset yet). Tight settings so that the estimates
+## are the optimum: bobyqa in both stages to rhoend 1e-10, PIRLS to tolPwrss 1e-10.
+## `vcov_full` = 2 H^-1, the covariance of the estimates from the full observed information,
+## with H the Hessian of glmer's deviance function in c(theta, beta) (update(fit, devFunOnly =
+## TRUE)) at the optimum by hlmbridge_hessian (Richardson-extrapolated central differences).
+## glmer's own vcov(fit, use.hessian = TRUE) uses lme4's deriv12 (central differences, step
+## 1e-4), which is 1e-5 to 3e-5 relative off on the hospital data (Stata's SEs agree with the
+## extrapolated Hessian to 1e-6); so calc.derivs = FALSE, and glmer's gradient check is made
+## here on the extrapolated gradient, with lme4's rule and wording (scaled gradient > 0.002). `vc_jacobian`: d VarCorr entries / d theta (central differences,
+## exact: the entries are quadratic in theta). `loglik_fixed`: the fixed-only GLM's log
+## likelihood (for the LR test). `loglik_constant`: what to add to logLik(fit) for the full
+## log likelihood. With nAGQ > 1 glmer's deviance is the sum of deviance residuals, i.e. it
+## leaves out the saturated model's log likelihood: 0 for a 0/1 binomial response, but
+## sum(dpois(y, y, log = TRUE)) for a Poisson one (grouseticks: -465.5); Laplace (nAGQ = 1)
+## includes it. Returns a plain list; an error comes back as list(error =).
+hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows = NULL, contrasts = NULL,
+                            rhoend = 1e-10, maxfun = 1e5) {
+  warns <- character()
+  msgs <- character()
+  fam <- switch(family, binomial = stats::binomial(), poisson = stats::poisson(),
+                stop("unknown family ", family))
+  ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
+                             tolPwrss = 1e-10, calc.derivs = FALSE)
+  prep <- hlmbridge_call_data(data, quote(lme4::glmer(form, data = d, family = fam, nAGQ = nagq, control = ctrl)),
+                              factors, rows, NULL, NULL, contrasts)
+  d <- prep$d
+  form <- stats::as.formula(formula, env = hlmbridge_formula_env())
+  t0 <- proc.time()[["elapsed"]]
+  fit <- withCallingHandlers(
+    tryCatch(eval(prep$call), error = function(e) e),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    }
+  )
+  elapsed <- proc.time()[["elapsed"]] - t0
+  if (inherits(fit, "error")) {
+    return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
+  }
+  theta <- lme4::getME(fit, "theta")
+  devfun <- stats::update(fit, devFunOnly = TRUE)
+  derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
+  H <- derivs$hessian
+  ## lme4 skips these checks on a boundary (singular) fit, which it reports itself
+  if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
+  out <- hlmbridge_summarise(fit, warns, msgs, elapsed, FALSE)
+  out$theta <- theta
+  out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
+  out$feval_before <- 0
+  out$vcov_full <- tryCatch(as.numeric(2 * solve(H)), error = function(e) rep(NA_real_, length(H)))
+  vc_of <- function(th) {
+    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
+                           names(fit@flist)[attr(fit@flist, "assign")])
+    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
+  }
+  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
+    e <- numeric(length(theta))
+    e[j] <- 1
+    (vc_of(theta + e) - vc_of(theta - e)) / 2
+  }, numeric(length(vc_of(theta)))))
+  X <- lme4::getME(fit, "X")
+  y <- lme4::getME(fit, "y")
+  g <- stats::glm.fit(X, y, family = fam, control = list(epsilon = 1e-12, maxit = 100))
+  out$loglik_fixed <- -(g$aic - 2 * g$rank) / 2
+  out$loglik_constant <- if (nagq > 1 && family == "poisson") sum(stats::dpois(y, y, log = TRUE)) else 0
+  ## glmer's conditional modes and conditional SDs (ranef(condVar = TRUE)), long form.
+  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
+  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
+  out$ranef_num <- c(re$condval, re$condsd)
+  out$nagq <- nagq
+  out
+}
+
+## lme4's convergence checks (lme4:::checkConv and checkHess with glmerControl's defaults:
+## scaled gradient tol 0.002, Hessian tol 1e-6), on hlmbridge's gradient and Hessian of the
+## deviance, with lme4's messages; glmer itself skips them when calc.derivs = FALSE.
+hlmbridge_check_conv <- function(gradient, H, tol_grad = 0.002, tol_hess = 1e-6) {
+  out <- character()
+  scgrad <- tryCatch(solve(chol(H), gradient), error = function(e) NULL)
+  if (is.null(scgrad)) {
+    scgrad <- gradient  # lme4: unscaled gradient when the Hessian has no Cholesky factor
+  }
+  if (max(abs(scgrad)) > tol_grad)
+    out <- c(out, sprintf("Model failed to converge with max|grad| = %g (tol = %g, component %d)",
+                          max(abs(scgrad)), tol_grad, which.max(abs(scgrad))))
+  ev <- tryCatch(eigen(H, symmetric = TRUE, only.values = TRUE)$values, error = function(e) NULL)
+  if (is.null(ev)) return(c(out, "Problem with Hessian check (infinite or missing values?)"))
+  if (sum(ev < -tol_hess)) {
+    out <- c(out, sprintf("Model failed to converge: degenerate  Hessian with %d negative eigenvalues",
+                          sum(ev < -tol_hess)))
+  } else if (sum(abs(ev) < tol_hess) || inherits(tryCatch(chol(H), error = function(e) e), "error")) {
+    out <- c(out, " Hessian is numerically singular: parameters are not uniquely determined")
+  } else {
+    if (max(ev) * tol_hess > 1)
+      out <- c(out, "Model is nearly unidentifiable: very large eigenvalue\n - Rescale variables?")
+    if (min(ev) / max(ev) < tol_hess)
+      out <- c(out, "Model is nearly unidentifiable: large eigenvalue ratio\n - Rescale variables?")
+  }
+  out
+}
+
+## Gradient and Hessian of `f` at `x` by central differences with steps h and h/2 (h = step *
+## max(|x|, 0.1) per coordinate), Richardson-extrapolated (error O(h^4)): 2n(n + 1) + 1
+## evaluations of f. Used on glmer's deviance, whose evaluation noise (PIRLS to tolPwrss
+## 1e-10) is far below the O(h^2) error of a single step.
+hlmbridge_hessian <- function(f, x, step = 2e-3) {
+  n <- length(x)
+  f0 <- f(x)
+  one <- function(h) {
+    H <- matrix(0, n, n)
+    g <- numeric(n)
+    for (i in seq_len(n)) {
+      ei <- replace(numeric(n), i, h[i])
+      fp <- f(x + ei)
+      fm <- f(x - ei)
+      g[i] <- (fp - fm) / (2 * h[i])
+      H[i, i] <- (fp - 2 * f0 + fm) / h[i]^2
+      if (i < n) for (j in (i + 1L):n) {
+        ej <- replace(numeric(n), j, h[j])
+        H[i, j] <- H[j, i] <- (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+      }
+    }
+    list(g = g, H = H)
+  }
+  h <- step * pmax(abs(x), 0.1)
+  a <- one(h)
+  b <- one(h / 2)
+  list(gradient = (4 * b$g - a$g) / 3, hessian = (4 * b$H - a$H) / 3)
 }
 
 ## Checksums of R's fixed-effects model matrix, to compare with hlmbridge's own design:

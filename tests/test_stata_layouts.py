@@ -285,7 +285,8 @@ def test_lenient_import_lists_every_skipped_block_with_its_line(tmp_path, capsys
 
 
 def test_results_of_models_hlmbridge_does_not_fit_are_not_checked():
-    text = (". use d, clear\n\n. xtlogit y x, i(g) re\n\n      output\n\n. estimates store xt\n\n"
+    # xtlogit, fe (the conditional logit): a model hlmbridge does not fit (xtlogit, re it does)
+    text = (". use d, clear\n\n. xtlogit y x, i(g) fe\n\n      output\n\n. estimates store xt\n\n"
             ". estimates table xt\n\n----\n\n. estat ic\n\nAkaike's information criterion\n")
     log = parse_log_text(text, name="t")
     assert log.blocks == () and log.problems == ()

@@ -243,7 +243,8 @@ def validate(
         for m in ref.models:
             if m.command not in specs:
                 specs[m.command] = ModelSpec.parse(m.command)
-                df_methods[m.command] = parse_stata_df_method(m.command)
+                # a GLMM command has no dfmethod() (z tests, as melogit)
+                df_methods[m.command] = None if specs[m.command].is_glmm else parse_stata_df_method(m.command)
             wanted.update(((specs[m.command], e), None) for e in _engines_for(ref, engs))
     fits: dict[tuple[Any, str], Any] = {}
     base = load_data(data) if data is not None else None

@@ -29,14 +29,15 @@ from hlmbridge.design.build import Design
 from hlmbridge.engines.base import EngineFit
 from hlmbridge.engines.r_session import INSTALL_HINT, _RSession, r_source_path
 from hlmbridge.engines.r_session import session as _session
-from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError
+from hlmbridge.errors import DataError, EngineUnavailableError, FitError, UnsupportedSpecError, UsageError
 from hlmbridge.design.cache import FrameCache, fingerprints, per_design
 from hlmbridge.inference.optimum import (is_singular, likelihood_gain, overflow_problem, profiled_loglik,
                                          weight_scale)
 from hlmbridge.inference.stata_parity import evaluate, theta_from_matrices, uses_sparse_algebra
 from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.render import glmer_refusal
 
-__all__ = ["INSTALL_HINT", "Lme4Engine", "push_frame", "r_source_path"]
+__all__ = ["INSTALL_HINT", "Lme4Engine", "glmer_nagq", "push_frame", "r_source_path"]
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,51 @@ def _check_optimum(design: Design, est: EngineFit) -> EngineFit:
                    extra={**est.extra, "gain_nearby": gain})
 
 
+#: bobyqa's final radius for glmer (both stages): the optimum to the digits Stata prints.
+_GLMER_RHOEND = 1e-10
+
+
+def glmer_nagq(design: Design) -> tuple[int, str]:
+    """glmer's ``nAGQ`` for a GLMM design and a sentence saying which integral it computes.
+
+    Laplace (one point) is glmer's ``nAGQ = 1`` for any random part. With more points glmer
+    integrates one scalar random effect only, adapting at the conditional mode and curvature
+    (Stata's ``mcaghermite``); Stata's ``mvaghermite`` (its default, adapted at the posterior
+    mean and variance) is the same integral in the limit of many points, and is taken as
+    ``nAGQ = k`` with the difference said. Anything else raises UnsupportedSpecError.
+    """
+    spec = design.spec
+    method, points = spec.intmethod, spec.intpoints
+    if method == "ghermite":
+        raise UnsupportedSpecError("intmethod(ghermite)", "lme4", message=glmer_refusal(method, int(points)))
+    if method == "laplace":
+        return 1, "Laplace's approximation (glmer nAGQ = 1; Stata's intmethod(laplace))"
+    scalar = len(design.levels) == 1 and len(design.levels[0].terms_lme4) == 1
+    if not scalar:
+        raise UnsupportedSpecError(f"{method} quadrature with {points} points", "lme4",
+                                   message=glmer_refusal(method, int(points)))
+    if method == "mcaghermite":
+        return int(points), (f"adaptive Gauss-Hermite quadrature at the conditional mode, {points} points "
+                             f"(glmer nAGQ = {points}; Stata's intmethod(mcaghermite))")
+    return int(points), (f"adaptive Gauss-Hermite quadrature, {points} points, by glmer nAGQ = {points}, which "
+                         "adapts at the conditional mode and curvature (Stata's mcaghermite); Stata's mvaghermite "
+                         "adapts at the posterior mean and variance: the same integral as the points grow")
+
+
+def _check_glmm_response(design: Design) -> None:
+    """The response a GLMM family takes, as glmer checks it (DataError otherwise)."""
+    y = design.y
+    family = design.spec.family
+    if family == "binomial" and not np.all((y == 0) | (y == 1)):
+        bad = y[~((y == 0) | (y == 1))][0]
+        raise DataError(f"a binomial GLMM needs a 0/1 response; {design.spec.response!r} has the value {bad:g} "
+                        "(proportions with weights and cbind() responses are not supported yet)")
+    if family == "poisson" and not np.all((y >= 0) & (y == np.round(y))):
+        bad = y[~((y >= 0) & (y == np.round(y)))][0]
+        raise DataError(f"a Poisson GLMM needs a non-negative whole-number response; {design.spec.response!r} "
+                        f"has the value {bad:g}")
+
+
 class Lme4Engine:
     """Fits through ``lme4::lmer``: its default optimizer, then a Newton polish (see fit_design)."""
 
@@ -411,6 +457,12 @@ class Lme4Engine:
         """
         if data is None:
             raise FitError("the lme4 engine needs the original data frame", engine=self.name)
+        if design.spec.is_glmm:
+            if engine_vcov:
+                raise UsageError("engine_vcov= applies to lmer fits: a GLMM's covariance is always glmer's own "
+                                 "(the inverse of its Hessian in theta and beta)")
+            return self._fit_glmer(design, data, column_prints, _GLMER_RHOEND if rhoend is None else rhoend,
+                                   maxfun)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
         too_large = overflow_problem(design)
@@ -459,6 +511,92 @@ class Lme4Engine:
         return _check_optimum(design, replace(tight, engine_seconds=out.elapsed + out2.elapsed,
                                               extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)}))
 
+    def _fit_glmer(self, design: Design, data: pd.DataFrame, column_prints: Mapping[str, tuple[Any, ...]] | None,
+                   rhoend: float, maxfun: int) -> EngineFit:
+        """A GLMM through ``hlmbridge_glmer`` (r/hlmbridge.R): glmer with the ``nAGQ`` of
+        :func:`glmer_nagq`, bobyqa to ``rhoend`` in both stages, and the covariance of
+        (theta, beta) from glmer's Hessian of the deviance at the optimum.
+
+        What differs from an lmer fit: no Newton polish (hlmbridge has no GLMM likelihood of
+        its own yet), the fixed effects' covariance and the variance parameters' come from
+        glmer's full Hessian (``EngineFit.extra["random_vcov"]``, on the variance scale by the
+        delta method), and the fixed-only GLM's log likelihood comes back for the LR test."""
+        spec = design.spec
+        nagq, integration = glmer_nagq(design)
+        if design.weights is not None or design.offset is not None:
+            raise UnsupportedSpecError("a GLMM with weights or an offset", self.name,
+                                       message="hlmbridge does not fit GLMMs with weights= or an offset yet "
+                                               "(glmer's binomial weights are numbers of trials, not lmer's).")
+        _check_glmm_response(design)
+        if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
+            raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
+        session = _session()
+        ro = session.ro
+        if spec.formula is not None:
+            formula = spec.formula.r_formula()
+            group_vars: set[str] = set()
+        else:
+            formula = spec.to_lme4().formula
+            group_vars = {lv.group for lv in spec.levels}
+        n_data = design.n_data if design.n_data >= 0 else len(data)
+        with session.lock, session.converting():
+            rframe = _push(session, data, spec.variables, group_vars, column_prints,
+                           as_r_reads=spec.formula is not None)
+            rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
+            t0 = time.perf_counter()
+            raw = session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
+                                _r_contrasts(design), rhoend, maxfun)
+            seconds = time.perf_counter() - t0
+            out = _read_fit(raw)
+            items = _r_items(raw)
+        if isinstance(out, str):
+            raise FitError(f"glmer failed: {out}", engine=self.name)
+        _check_design_parity(design, out)
+        est = self._estimates(design, out, session.versions, seconds,
+                              f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={rhoend:g}, tolPwrss=1e-10, "
+                              f"maxfun={maxfun:g}")
+        theta_lme4 = _r_doubles(items["theta"])
+        n_t, p = len(theta_lme4), len(out.fixed_names)
+        full = _r_doubles(items["vcov_full"])
+        if full.size != (n_t + p) ** 2:
+            raise FitError("glmer did not return the Hessian of its deviance at the optimum", engine=self.name)
+        full = full.reshape((n_t + p, n_t + p), order="F")
+        idx = [out.fixed_names.index(t) for t in design.fixed_lme4]
+        fixed_vcov = full[np.ix_([n_t + i for i in idx], [n_t + i for i in idx])]
+        # d(variance parameters)/d(lme4 theta): glmer's VarCorr entries mapped to hlmbridge's
+        # parameters exactly as the estimates are (the map is linear in the covariance matrices).
+        jac_vc = _r_doubles(items["vc_jacobian"]).reshape((-1, n_t), order="F")
+        jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
+        random_vcov = jac @ full[:n_t, :n_t] @ jac.T
+        warns = est.warnings
+        if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
+            warns += ("glmer's Hessian at the optimum is not positive definite: the standard errors are not "
+                      "reliable",)
+        # glmer's nAGQ > 1 deviance leaves out the saturated log likelihood (r/hlmbridge.R): added back,
+        # so that the log likelihood is the one Laplace's and Stata's include (engine_loglik keeps glmer's).
+        constant = float(items["loglik_constant"][0])
+        chr_ = [str(x) for x in items["ranef_chr"]]
+        num = _r_doubles(items["ranef_num"])
+        n = len(num) // 2
+        ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
+        return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
+                       extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
+                              "glmer_loglik": est.loglik, "loglik_constant": constant, "ranef": ranef,
+                              "loglik_fixed": float(items["loglik_fixed"][0]),
+                              "vcov_note": "glmer's Hessian of the deviance in (theta, beta) at the optimum "
+                                           "(lme4's finite differences, calc.derivs = TRUE)"})
+
+    def _variance_parameters(self, design: Design, out: _RFit, flat: np.ndarray) -> np.ndarray:
+        """hlmbridge's variance parameters (no residual) from glmer's VarCorr blocks flattened
+        column-major in ``out.blocks``' order (values or their derivatives)."""
+        pos = 0
+        blocks = []
+        for group, terms, mat in out.blocks:
+            q = mat.shape[0]
+            blocks.append((group, terms, flat[pos : pos + q * q].reshape((q, q), order="F")))
+            pos += q * q
+        return theta_from_matrices(design, self._covariances(design, blocks), 0.0)[:-1]
+
     def _run_lmer(self, design: Design, data: pd.DataFrame,
                   column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float | None, maxfun: int,
                   engine_vcov: bool, *, boundary_restart: bool = True) -> tuple[_RFit, float, dict[str, str]]:
@@ -502,21 +640,14 @@ class Lme4Engine:
         _check_design_parity(design, out)
         return out, seconds, session.versions
 
-    def _estimates(self, design: Design, out: _RFit, versions: dict[str, str], seconds: float,
-                   settings: str) -> EngineFit:
-        fixef = out.fixef
-        beta = np.array([fixef[t] for t in design.fixed_lme4])
-        fixed_vcov = None
-        if out.vcov is not None:
-            idx = [list(fixef).index(t) for t in design.fixed_lme4]
-            fixed_vcov = out.vcov[np.ix_(idx, idx)]
-
+    def _covariances(self, design: Design, blocks: Sequence[tuple[str, list[str], np.ndarray]]) -> list[np.ndarray]:
+        """Each level's covariance matrix (lme4 term order) from lme4's VarCorr blocks."""
         covs = [np.zeros((ld.Z.shape[1], ld.Z.shape[1])) for ld in design.levels]
         seen = [np.zeros(ld.Z.shape[1], dtype=bool) for ld in design.levels]
         keys: dict[str, list[int]] = {}
         for i, ld in enumerate(design.levels):
             keys.setdefault(ld.key, []).append(i)
-        for group, terms, mat in out.blocks:
+        for group, terms, mat in blocks:
             candidates = keys.get(group) or keys.get(_SUFFIX.sub("", group)) or []
             level = next((i for i in candidates if set(terms) <= set(design.levels[i].terms_lme4)), None)
             if level is None:
@@ -530,6 +661,18 @@ class Lme4Engine:
             if not got.all():
                 missing = [t for t, g in zip(ld.terms_lme4, got) if not g]
                 raise FitError(f"lme4 returned no variance for {', '.join(missing)} | {ld.key}", engine=self.name)
+        return covs
+
+    def _estimates(self, design: Design, out: _RFit, versions: dict[str, str], seconds: float,
+                   settings: str) -> EngineFit:
+        fixef = out.fixef
+        beta = np.array([fixef[t] for t in design.fixed_lme4])
+        fixed_vcov = None
+        if out.vcov is not None:
+            idx = [list(fixef).index(t) for t in design.fixed_lme4]
+            fixed_vcov = out.vcov[np.ix_(idx, idx)]
+
+        covs = self._covariances(design, out.blocks)
         # R fitted weights / weight_scale: the same covariances and log likelihood, and a
         # residual variance that many times smaller.
         theta = theta_from_matrices(design, covs, out.sigma2 * weight_scale(design.weights))

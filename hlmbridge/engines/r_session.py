@@ -283,6 +283,7 @@ class _RSession:
             self.env = ro.r("new.env(parent = baseenv())")
             ro.r["sys.source"](str(r_source_path()), envir=self.env)
             self.fit = _Interruptible(self.env["hlmbridge_fit"])  # Ctrl-C stops a long fit
+            self.glmer = _Interruptible(self.env["hlmbridge_glmer"])
             self.frame = self.env["hlmbridge_frame"]
             self.codes_factor = self.env["hlmbridge_codes_factor"]
             self.ordered = self.env["hlmbridge_ordered"]

@@ -68,6 +68,9 @@ class StatsmodelsEngine:
     def unsupported(self, spec: ModelSpec) -> list[str]:
         """Constructs MixedLM cannot fit exactly."""
         reasons: list[str] = []
+        if spec.is_glmm:
+            return [f"statsmodels cannot fit a {spec.family} GLMM: it has no maximum-likelihood GLMM (its "
+                    "BinomialBayesMixedGLM/PoissonBayesMixedGLM are Bayesian approximations); use engine='lme4'."]
 
         def refuse(construct: str, detail: str) -> None:
             reasons.append(f"statsmodels cannot fit {construct} exactly: {detail}.")

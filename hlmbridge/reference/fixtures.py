@@ -137,6 +137,8 @@ KIND_SECTIONS: Mapping[str, tuple[str, ...]] = {
     "tab": ("tab",),
     "prose": ("derived",),
     "xtreg": ("header", "fixed", "random", "lr"),
+    "melogit": ("header", "fixed", "random", "lr"),
+    "xtlogit": ("header", "fixed", "random", "lr"),
     "list": ("list",),
     "etable": ("etable",),
     "tab2": ("tab2",),
@@ -420,6 +422,10 @@ def _toml_key(k: str) -> str:
     return k if _BARE.match(k) else _toml_str(k)
 
 
+#: Block kinds of GLMM commands (melogit/mepoisson, xtlogit): fitted by the lme4 engine only.
+GLMM_KINDS = ("melogit", "xtlogit")
+
+
 def case_name(block: LogBlock) -> str:
     """The case name of a block: ``L<line>_<kind>`` (e.g. ``L0174_mixed``)."""
     return f"L{block.line:04d}_{block.kind}"
@@ -605,8 +611,9 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         f"kind = {_toml_str(block.kind)}",
         f"numbers = {len(block.cells)}",
     ]
-    if block.models:  # numbers from model fits: every engine must reproduce them
-        out.append(f"engines = {_toml_val(list(ENGINES))}")
+    if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
+        glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
+        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(ENGINES))}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
@@ -791,7 +798,8 @@ def _allowed(spec: Any) -> dict[str, Any]:
         if lv.cov in ("unstructured", "exchangeable"):
             rnd |= {f"cov({a},{b})" for i, a in enumerate(terms) for b in terms[i + 1:]}
         levels[lv.group] = (terms, rnd)
-    return {"fixed": fixed_patterns, "levels": levels, "constant": spec.constant, "response": spec.response}
+    return {"fixed": fixed_patterns, "levels": levels, "constant": spec.constant, "response": spec.response,
+            "glmm": spec.is_glmm}
 
 
 def _fixed_ok(label: str, allowed: dict[str, Any]) -> bool:
@@ -829,7 +837,15 @@ def random_labels(allowed: Mapping[str, Any]) -> set[str]:
         labels = set(rnd)
         labels |= {"sd(" + r[4:] for r in rnd if r.startswith("var(")}
         labels |= {"corr(" + r[4:] for r in rnd if r.startswith("cov(")}
+        if allowed.get("glmm"):  # melogit names the level above its rows (level:label), even one level
+            out |= {f"{group}:{lab}" for lab in labels}
+            continue
         out |= {f"{group}:{lab}" for lab in labels} if len(levels) > 1 else labels
+    if allowed.get("glmm"):
+        out -= {"var(Residual)", "sd(Residual)"}  # a GLMM has no residual variance
+        if len(levels) == 1 and next(iter(levels.values()))[0] == ("_cons",):
+            out |= {"/lnsig2u", "sigma_u", "rho"}  # xtlogit, re
+        return out
     if len(levels) == 1 and next(iter(levels.values()))[0] == ("_cons",):
         out |= {"/sigma_u", "/sigma_e", "rho"}
     return out

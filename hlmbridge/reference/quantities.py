@@ -529,6 +529,16 @@ def _xtreg(ref: Any, v: Any, res: Any, cache: dict[str, Any]) -> Actual | None:
     return None
 
 
+def _xtlogit_row(v: Any, res: Any, cache: dict[str, Any]) -> Actual | None:
+    """``xtlogit, re``'s ``/lnsig2u``, ``sigma_u`` and ``rho`` rows (result.xt_parameters())."""
+    df = cache.setdefault(f"xt:{id(res)}", res.xt_parameters())
+    row = _frame_row(df, "stata_term", v.path[1])
+    if row is None:
+        return None
+    se = float(row["std_error"]) if v.path[2] in ("estimate", "conf_low", "conf_high") else None
+    return Actual(float(row[v.path[2]]), se, bool(res.singular))
+
+
 def _etable(ref: Any, v: Any, models: Mapping[str, Any], cache: dict[str, Any]) -> Actual | None:
     """An ``estimates table`` cell: e(b) (and its SE) of the stored model the column names."""
     res = models.get(v.path[1]) or (models.get(".") if v.path[1] == "active" else None)
@@ -593,6 +603,8 @@ def quantities_for(
             a = _etable(reference, v, models, cache)
         elif reference.kind == "xtreg":
             a = _xtreg(reference, v, next(iter(models.values())), cache)
+        elif reference.kind == "xtlogit" and sec == "random":
+            a = _xtlogit_row(v, next(iter(models.values())), cache)
         elif sec in ("di", "derived"):
             if sec == "di":
                 _check_di_columns(reference, v, models, cache)

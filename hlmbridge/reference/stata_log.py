@@ -210,7 +210,13 @@ def is_model_command(command: str) -> bool:
     """
     c, _ = strip_prefixes(command)
     w = c.split()[0] if c.split() else ""
-    return stata_command_name(w.rstrip(",")) in ("mixed", "xtmixed", "xtreg")
+    return stata_command_name(w.rstrip(",")) in ("mixed", "xtmixed", "xtreg") + GLMM_COMMANDS
+
+
+#: The GLMM commands whose output hlmbridge reads (kinds ``melogit``: also ``mepoisson``; ``xtlogit``).
+GLMM_COMMANDS = ("melogit", "mepoisson", "xtlogit")
+#: Model-fitting block kinds (one model each, the active one).
+MODEL_KINDS = ("mixed", "xtreg", "melogit", "xtlogit")
 
 
 def is_mixed_command(command: str) -> bool:
@@ -803,6 +809,93 @@ def _parse_xtreg(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
     return cells, meta, i
 
 
+_GLMM_TITLE_RE = re.compile(r"^((?:Mixed|Random)-effects (?:logistic|Poisson) regression)\s")
+_INTEGRATION_RE = re.compile(r"^Integration method:\s+(\S+)\s+Integration pts\.\s+=\s+(\d+)\s*$")
+_GLMM_LR_RE = re.compile(
+    r"^LR test (?:vs\. (?:logistic|Poisson) model|of rho=0):\s+(chibar2|chi2)\((\d+)\)\s+=\s+(" + NUM
+    + r")\s+Prob\s*>=?\s*(?:chibar2|chi2)\s+=\s+(" + NUM + r")\s*$")
+_XTLOGIT_ROWS = ("/lnsig2u", "sigma_u", "rho")
+
+
+def _parse_glmm(lines: _Lines, start: int, stop: int, kind: str) -> tuple[list[Cell], dict[str, Any], int]:
+    """``melogit``/``mepoisson`` and ``xtlogit, re`` (Stata 15-18): the header (with
+    ``Integration method: ...  Integration pts. = k`` as meta), the z table, the random part
+    (melogit: a level's ``var()``/``cov()`` rows under its name, keyed ``level:var(_cons)``;
+    xtlogit: ``/lnsig2u``, ``sigma_u``, ``rho``) and the LR test line (section ``lr``)."""
+    cells: list[Cell] = []
+    meta: dict[str, Any] = {}
+    it = list(_nonblank(lines, start + 1, stop))
+    pos = 0
+    while pos < len(it) and not _RULE_RE.match(it[pos][1]):
+        i, text = it[pos]
+        t = _GLMM_TITLE_RE.match(text)
+        if t:
+            meta["title"] = t.group(1)
+        g = _GROUPVAR_RE.match(text)
+        if g:
+            meta["group"] = g.group(1)
+        m = _INTEGRATION_RE.match(text)
+        if m:
+            meta["options"] = f"intmethod({m.group(1)}) intpoints({m.group(2)})"
+        cells.extend(_header_cells(text, i))
+        pos += 1
+    need = {"nobs", "n_groups", "group_min", "group_mean", "group_max", "loglik", "wald_chi2", "wald_p"}
+    found = {c.path[1] for c in cells}
+    if "title" not in meta or "options" not in meta or need - found:
+        missing = sorted(need - found) or "the title or the integration line"
+        raise lines.error(f"{kind} output header incomplete (missing {missing})",
+                          it[min(pos, len(it) - 1)][0] if it else start)
+    pos += 1
+    if pos >= len(it) or _table_row(it[pos][1]) is None:
+        raise lines.error("expected the coefficient table header", it[min(pos, len(it) - 1)][0] if it else start)
+    meta["response"] = it[pos][1].partition("|")[0].strip()
+    columns = _fixed_columns(it[pos][1], lines, it[pos][0])
+    pos += 2  # header, rule
+    part = "fixed"
+    level = None
+    end = start
+    while pos < len(it):
+        i, text = it[pos]
+        pos += 1
+        if _RULE_RE.match(text):
+            if "+" not in text:
+                break
+            part = "random"
+            continue
+        row = _table_row(text)
+        if row is None:
+            raise lines.error(f"not a {part} row of the {kind} table", i)
+        label, rest = row
+        if part == "fixed":
+            _check_label(label, lines, i)
+            toks = _nums(rest, lines, i, len(columns))
+            cells.extend(Cell(("fixed", label, f), t, i) for f, t in zip(columns, toks))
+        elif kind == "xtlogit":
+            if label not in _XTLOGIT_ROWS:
+                raise lines.error(f"unrecognized xtlogit row {label!r} (expected {', '.join(_XTLOGIT_ROWS)})", i)
+            toks = _nums(rest, lines, i, 4 if label != "/lnsig2u" else None)
+            if len(toks) != 4:
+                raise lines.error(f"expected 4 numbers on the {label} row", i)
+            cells.extend(Cell(("random", label, f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
+        elif not rest.strip():
+            level = label  # a level's name heads its rows
+        else:
+            if level is None or not re.fullmatch(r"(?:var|cov)\([^()]+\)", label):
+                raise lines.error(f"unrecognized {kind} random-effects row {label!r}", i)
+            toks = _nums(rest, lines, i, 4)
+            cells.extend(Cell(("random", f"{level}:{label}", f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
+        end = i
+    if pos >= len(it) or not (m := _GLMM_LR_RE.match(it[pos][1].strip())):
+        raise lines.error("expected the LR test line ('LR test vs. logistic model: ...' / 'LR test of rho=0: ...')",
+                          it[min(pos, len(it) - 1)][0] if it else end)
+    i = it[pos][0]
+    meta["lr_kind"] = m.group(1)
+    cells.append(Cell(("lr", "df"), m.group(2), i))
+    cells.append(Cell(("lr", "chi2"), m.group(3), i))
+    cells.append(Cell(("lr", "p_value"), m.group(4), i))
+    return cells, meta, i
+
+
 def _parse_list(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
     """``list`` output in a box: a header row of variable names, then ``n. | values |`` rows
     (cells ``list.<obs number>.<variable>``)."""
@@ -1229,6 +1322,10 @@ def _classify(command: str) -> tuple[str, dict[str, Any]] | None:
     if w0 == "xtreg":
         opts = rest.partition(",")[2]
         return ("xtreg", {}) if re.search(r"\bmle?\b", opts) else None
+    if w0 in ("melogit", "mepoisson"):
+        return "melogit", {}
+    if w0 == "xtlogit":
+        return None if re.search(r"\b(?:fe|pa)\b", rest.partition(",")[2]) else ("xtlogit", {})
     if w0 == "estat" and rest:
         sub = rest.split(",")[0].strip()
         opts = rest.partition(",")[2].strip()
@@ -1275,6 +1372,8 @@ _PARSERS = {
     "tab": _parse_tab,
     "tab2": _parse_tab2,
     "xtreg": _parse_xtreg,
+    "melogit": lambda lines, start, stop: _parse_glmm(lines, start, stop, "melogit"),
+    "xtlogit": lambda lines, start, stop: _parse_glmm(lines, start, stop, "xtlogit"),
     "list": _parse_list,
     "etable": _parse_etable,
 }
@@ -1310,8 +1409,8 @@ _QUIET_COMMANDS = frozenset({"use", "generate", "egen", "replace", "set", "clear
                              "order", "compress", "recode", "encode", "decode", "center", "predict", "webuse",
                              "sysuse", "save", "graph", "more", "timer", "infile", "infix"})
 #: Estimation commands whose models hlmbridge does not fit (their e() replaces the active model).
-_OTHER_ESTIMATION = frozenset({"regress", "logit", "logistic", "probit", "poisson", "xtlogit", "melogit", "meglm",
-                               "mepoisson", "meqrlogit", "xtmelogit", "xtpoisson", "anova"})
+_OTHER_ESTIMATION = frozenset({"regress", "logit", "logistic", "probit", "poisson", "meglm",
+                               "meqrlogit", "xtmelogit", "xtpoisson", "anova"})
 _BY_RE = re.compile(r"^(?:by|bys|byso|bysor|bysort)\s+([^:]+):\s*(.*)$", re.IGNORECASE)
 
 
@@ -1428,14 +1527,15 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
             invalid_since.append(bad)
             continue
         w0 = stata_command_name(re.split(r"[,(\[=]", words[0])[0]) or words[0].lower()
-        readable = is_model_command(cmd) and not (w0 == "xtreg" and not re.search(r",.*\bmle?\b", bare))
+        readable = is_model_command(cmd) and not (w0 == "xtreg" and not re.search(r",.*\bmle?\b", bare)) and not (
+            w0 == "xtlogit" and re.search(r",.*\b(?:fe|pa)\b", bare))
         if w0 in _OTHER_ESTIMATION or (is_model_command(cmd) and not readable):
             current, current_foreign = None, (line, cmd)  # e() now holds a model hlmbridge does not fit
             invalid_since = []
         elif readable:
             current_foreign = None
             model_cmd = cmd
-            if w0 == "xtreg" and not re.search(r",.*\bi\(", bare) and panel is not None:
+            if w0 in ("xtreg", "xtlogit") and not re.search(r",.*\bi\(", bare) and panel is not None:
                 model_cmd = cmd + (" " if "," in bare else ", ") + f"i({panel})"
             current = ModelRef(".", model_cmd, line)
             invalid_since = []
@@ -1497,7 +1597,7 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
             meta = {**kmeta, **meta}
             models: list[ModelRef] = []
             notes: list[str] = []
-            if kname in ("mixed", "xtreg"):
+            if kname in MODEL_KINDS:
                 models = [current] if current else []
             elif kname in ("estat_icc", "estat_ic", "estat_recov", "ereturn"):
                 if current is None:
@@ -1528,7 +1628,7 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
                 for col in meta["columns"]:
                     if col in predicted:
                         models.append(ModelRef(col, predicted[col].command, predicted[col].line))
-            if kname in ("summarize", "tab", "tab2", "list") or (kname in ("mixed", "xtreg")
+            if kname in ("summarize", "tab", "tab2", "list") or (kname in MODEL_KINDS
                                                                   and _uses_made_variable(cmd, data_steps)):
                 if dataset is None:
                     raise lines.error(f"{cmd!r} before any 'use'", line)
@@ -1538,7 +1638,7 @@ def parse_log_text(text: str, *, name: str = "<log>", lenient: bool = False) -> 
                     meta["data_steps"] = [c for _, c in data_steps]
                     if data_steps:
                         meta["data_step_lines"] = [i for i, _ in data_steps]
-            if kname not in ("mixed", "xtreg") and models and invalid_since and any(m.name == "." for m in models):
+            if kname not in MODEL_KINDS and models and invalid_since and any(m.name == "." for m in models):
                 for bad in invalid_since:
                     notes.append(
                         f"line {bad.line} `{bad.command}` is not a valid command ({bad.reason}); "

@@ -64,7 +64,9 @@ def summary(res: FitResult) -> str:
     """The fit laid out like Stata's ``mixed`` output (header, fixed table, random table, LR test)."""
     method = "REML" if res.method == "reml" else "ML"
     lines = []
-    left = f"Mixed-effects {method} regression"
+    glmm = res.spec.is_glmm
+    model_name = {"binomial": "logistic", "poisson": "Poisson"}.get(res.spec.family, "linear")
+    left = f"Mixed-effects {model_name} regression" if glmm else f"Mixed-effects {method} regression"
     lines.append(f"{left:<48}Number of obs     = {res.nobs:>10,}")
     if len(res.groups) == 1:
         g = res.groups[0]
@@ -87,9 +89,15 @@ def summary(res: FitResult) -> str:
         lines.append(f"{'DF method: ' + name:<48}DF:           min = {min(dfs):>10.2f}")
         lines.append(f"{'':62}avg = {sum(dfs) / len(dfs):>10.2f}")
         lines.append(f"{'':62}max = {max(dfs):>10.2f}")
+    if glmm:
+        lines.append("")
+        lines.append(f"{'Integration method: ' + str(res.spec.intmethod):<48}Integration pts.  = "
+                     f"{res.spec.intpoints:>10}")
+        lines.append("")
     chi = "." if math.isnan(res.wald_chi2) else f"{res.wald_chi2:.2f}"
     lines.append(f"{'':48}{'Wald chi2(' + str(res.wald_df) + ')':<18}= {chi:>10}")
-    lines.append(f"{'Log likelihood = ' + f'{res.loglik:.3f}':<48}Prob > chi2       = {_p(res.wald_p):>10}")
+    ll_digits = 5 if glmm else 3
+    lines.append(f"{'Log likelihood = ' + f'{res.loglik:.{ll_digits}f}':<48}Prob > chi2       = {_p(res.wald_p):>10}")
     lines.append("")
     lines.append(_RULE)
     small = bool(res.df_method)  # t tests on a df method: a df column, t and P>|t|
@@ -97,10 +105,11 @@ def summary(res: FitResult) -> str:
         lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.        df      t    P>|t|     "
                      "[95% conf. interval]")
     else:
-        lines.append(f"{res.spec.response[:12]:>12} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]")
+        head = {"or": "Odds ratio", "irr": "       IRR"}.get(res.spec.eform or "", "Coefficient")
+        lines.append(f"{res.spec.response[:12]:>12} | {head}  Std. err.      z    P>|z|     [95% conf. interval]")
     lines.append("-" * 13 + "+" + "-" * 64)
     header = None
-    for r in res.fixed.itertuples(index=False):
+    for r in (res.eform() if res.spec.eform else res.fixed).itertuples(index=False):
         label = r.stata_term
         if "#" in label and label.split("#")[0].split(".")[0].isdigit():
             # Stata's factor-variable layout: a header naming the interaction, then the level.
@@ -135,16 +144,21 @@ def summary(res: FitResult) -> str:
     lines += [_random_line(r) for r in rnd[rnd["group"] == "Residual"].itertuples(index=False)]
     lines.append(_RULE)
     if res.lr_kind == "chibar2":
-        lines.append(f"LR test vs. linear model: chibar2(01) = {res.lr_chi2:.2f}        "
+        lines.append(f"LR test vs. {model_name} model: chibar2(01) = {res.lr_chi2:.2f}        "
                      f"Prob >= chibar2 = {res.lr_p:.4f}")
     else:
-        lines.append(f"LR test vs. linear model: chi2({res.lr_df}) = {res.lr_chi2:.2f}                "
+        lines.append(f"LR test vs. {model_name} model: chi2({res.lr_df}) = {res.lr_chi2:.2f}                "
                      f"Prob > chi2 = {res.lr_p:.4f}")
         lines.append("")
         lines.append("Note: LR test is conservative and provided only for reference.")
     if res.singular:
         lines.append("Note: boundary (singular) fit: a variance is at zero or a correlation at +-1; the "
                      "variance-component SEs and CIs are not reliable.")
+    if res.spec.eform:
+        what = {"or": "odds ratios", "irr": "incidence-rate ratios"}[res.spec.eform]
+        lines.append(f"Note: Estimates are transformed only in the first equation to {what}.")
+    if glmm:
+        lines.append(f"[integration: {res.integration}]")
     lines.append(f"[{res.engine}: {res.optimizer}; converged={res.converged}]")
     for w in res.warnings:
         lines.append(f"Warning: {w}")

@@ -114,7 +114,8 @@ def _unjson(x: Any) -> Any:
 
 
 #: Fields a result written by an older hlmbridge may lack (their defaults apply).
-_OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms")
+_OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms",
+                    "integration", "engine_ranef")
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,11 @@ class FitResult:
     # Stata ("omitted because of collinearity"): lme4's names and Stata's.
     dropped_columns: tuple[str, ...] = ()
     dropped_stata_terms: tuple[str, ...] = ()
+    # A GLMM's integration of the random effects, as the engine computed it ("" for a linear model).
+    integration: str = ""
+    # A GLMM's random effects as the engine gives them (glmer's ranef(condVar = TRUE)): rows of
+    # (grouping factor, level, lme4 term, conditional mode, conditional SD).
+    engine_ranef: tuple[tuple[Any, ...], ...] = ()
     # The design the estimates belong to (not serialized, not compared): what post-fit
     # computations (df methods, predictions) need without a refit. None after from_dict.
     design: Any = field(default=None, compare=False, repr=False)
@@ -217,21 +223,53 @@ class FitResult:
         """``"ml"`` or ``"reml"``, as fitted."""
         return self.spec.method
 
+    @property
+    def family(self) -> str:
+        """``"gaussian"`` (a linear mixed model), ``"binomial"`` or ``"poisson"`` (a GLMM)."""
+        return self.spec.family
+
+    def _lmm_only(self, what: str) -> None:
+        """Refuse a linear-model-only computation on a GLMM (one sentence naming it)."""
+        if self.spec.is_glmm:
+            from hlmbridge.errors import UnsupportedSpecError
+
+            raise UnsupportedSpecError(what, self.engine, message=(
+                f"{what} is computed for linear mixed models only; hlmbridge does not compute it for a "
+                f"{self.spec.family} GLMM yet."))
+
+    # ---- GLMM tables ------------------------------------------------------------------
+    def eform(self) -> pd.DataFrame:
+        """Exponentiated fixed effects, Stata's ``or`` (logit) / ``irr`` (Poisson) table:
+        exp(b), its SE by the delta method (exp(b) se(b)), z and p of b, the exponentiated CI."""
+        from hlmbridge.results.glmm import eform_table
+
+        return eform_table(self)
+
+    def xt_parameters(self) -> pd.DataFrame:
+        """``xtlogit, re``'s ancillary rows: ``/lnsig2u``, ``sigma_u`` and ``rho`` (the latent
+        intra-class correlation var/(var + pi^2/3)), with Stata's SEs and CIs."""
+        from hlmbridge.results.glmm import xt_parameters
+
+        return xt_parameters(self)
+
     # ---- views and postestimation (thin wrappers) -----------------------------------
     def random_sd(self) -> pd.DataFrame:
         """The random part on the sd/corr scale (Stata's ``stddev`` option)."""
+        self._lmm_only("random_sd()")
         from hlmbridge.results.postestimation import random_sd
 
         return random_sd(self)
 
     def icc(self) -> pd.DataFrame:
         """Stata's ``estat icc``."""
+        self._lmm_only("icc() (estat icc)")
         from hlmbridge.results.postestimation import icc
 
         return icc(self)
 
     def recov(self, corr: bool = False) -> dict[str, pd.DataFrame]:
         """Stata's ``estat recov`` (``corr=True``: ``estat recov, corr``)."""
+        self._lmm_only("recov() (estat recov)")
         from hlmbridge.results.postestimation import recov
 
         return recov(self, corr=corr)
@@ -251,6 +289,7 @@ class FitResult:
     def profile_ci(self, level: float = 0.95, which: str | list[str] | None = None) -> pd.DataFrame:
         """Profile-likelihood intervals (lme4's ``confint(method = "profile")``), sd/cor and
         variance scales; needs the design (see :mod:`hlmbridge.inference.profile`)."""
+        self._lmm_only("profile_ci()")
         from hlmbridge.inference.profile import profile_ci
 
         return profile_ci(self, level, which)
@@ -260,6 +299,7 @@ class FitResult:
         """Parametric bootstrap: ``n`` refits by the same engine on ``data`` (the fit's frame) with
         the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile
         intervals for every number (a :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
+        self._lmm_only("bootstrap()")
         from hlmbridge.inference.bootstrap import bootstrap
 
         return bootstrap(self, data, n=n, seed=seed, executor=executor, progress=progress, level=level,
@@ -268,6 +308,7 @@ class FitResult:
     def with_df(self, method: str, *, information: str | None = None) -> FitResult:
         """The same fit with t tests on ``method``'s df (``"residual"``, ``"satterthwaite"``,
         ``"kenward-roger"``): no refit (see :mod:`hlmbridge.results.small_sample`)."""
+        self._lmm_only("with_df() (t tests)")
         from hlmbridge.results.small_sample import with_df
 
         return with_df(self, method, information=information)
@@ -277,6 +318,7 @@ class FitResult:
         lmerTest's type I, II or III contrasts (see :mod:`hlmbridge.results.anova`); ``ddf``
         ``"Satterthwaite"``, ``"Kenward-Roger"`` or ``"residual"`` (the fit's df method when
         None). ``show_tests=True`` returns ``(table, {term: L})`` (lmerTest's ``show_tests``)."""
+        self._lmm_only("anova()")
         from hlmbridge.results.anova import anova_table
 
         return anova_table(self, type, ddf, show_tests)
@@ -286,6 +328,7 @@ class FitResult:
         fixed effects: an expression in their names (Stata's ``lincom``: ``"ses + 2*sector"``,
         Stata's or lme4's names), a weight vector, or a matrix of them (one row each;
         lmerTest's ``contest(joint = FALSE)``). See :mod:`hlmbridge.results.lincom`."""
+        self._lmm_only("lincom()")
         from hlmbridge.results.lincom import lincom
 
         return lincom(self, L, df_method, level)
@@ -293,6 +336,7 @@ class FitResult:
     def glance(self) -> pd.DataFrame:
         """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance (ML) or REMLcrit
         (REML), df.residual (see :mod:`hlmbridge.results.broom`)."""
+        self._lmm_only("glance()")
         from hlmbridge.results.broom import glance
 
         return glance(self)
@@ -300,12 +344,14 @@ class FitResult:
     def augment(self, data: pd.DataFrame | None = None) -> pd.DataFrame:
         """broom.mixed's ``augment``: the model's variables (or ``data``'s rows used) with
         ``.fitted``, ``.resid``, ``.fixed`` and lme4's response columns."""
+        self._lmm_only("augment()")
         from hlmbridge.results.broom import augment
 
         return augment(self, data)
 
     def test(self, L: Any, rhs: Any = None, df_method: str | None = None) -> pd.DataFrame:
         """The F test of ``L beta = rhs`` for a contrast matrix ``L`` (one column per fixed effect)."""
+        self._lmm_only("test() (F tests)")
         from hlmbridge.results.small_sample import f_test
 
         return f_test(self, L, rhs, df_method)
@@ -313,6 +359,7 @@ class FitResult:
     def tidy(self, effects: str | tuple[str, ...] = ("fixed", "ran_pars")) -> pd.DataFrame:
         """A long table in broom.mixed's vocabulary (sd/cor scale for the random part);
         ``effects`` picks ``"fixed"``, ``"ran_pars"`` and/or ``"ran_vals"`` (random effects)."""
+        self._lmm_only("tidy()")
         from hlmbridge.results.postestimation import tidy
 
         return tidy(self, effects=effects)
@@ -320,25 +367,33 @@ class FitResult:
     # ---- after the fit (need the design: a result read from JSON has none) ----------
     def ranef(self, level: float = 0.95) -> pd.DataFrame:
         """Random effects (conditional modes) with conditional SDs and intervals, one row per
-        grouping factor, group and term (lme4's ``ranef(condVar = TRUE)``)."""
+        grouping factor, group and term (lme4's ``ranef(condVar = TRUE)``). For a GLMM these
+        are glmer's own (the engine's, not computed by hlmbridge; ``frame.attrs["source"]`` says so)."""
+        if self.spec.is_glmm:
+            from hlmbridge.results.glmm import engine_ranef_frame
+
+            return engine_ranef_frame(self, level)
         from hlmbridge.results.random_effects import ranef_frame
 
         return ranef_frame(self, level)
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """Each group's coefficients, fixed plus random, per grouping factor (lme4's ``coef``)."""
+        self._lmm_only("coef()")
         from hlmbridge.results.random_effects import coef_frames
 
         return coef_frames(self)
 
     def fitted(self, level: int | None = None) -> pd.Series:
         """Fitted values (``level=0``: population level; see :mod:`hlmbridge.results.prediction`)."""
+        self._lmm_only("fitted()")
         from hlmbridge.results.prediction import fitted
 
         return fitted(self, level)
 
     def residuals(self, kind: str = "response", level: int | None = None) -> pd.Series:
         """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`)."""
+        self._lmm_only("residuals()")
         from hlmbridge.results.prediction import residuals
 
         return residuals(self, kind, level)
@@ -346,6 +401,7 @@ class FitResult:
     def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> Any:
         """Predictions on new data, with (``re_form=None``) or without (``"~0"``) the random
         effects: a :class:`hlmbridge.results.prediction.Prediction`."""
+        self._lmm_only("predict()")
         from hlmbridge.results.prediction import predict
 
         return predict(self, newdata, re_form)
@@ -389,7 +445,8 @@ class FitResult:
                 v = tuple(GroupInfo(**g) for g in v)
             elif f.name == "fixed_df":
                 v = tuple(_unjson(x) for x in v)
-            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted"):
+            elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted",
+                            "engine_ranef"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
             elif f.name in ("warnings", "dropped_columns", "dropped_stata_terms"):
                 v = tuple(v)

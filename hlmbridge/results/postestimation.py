@@ -212,6 +212,12 @@ def lrtest(a: FitResult, b: FitResult, *, names: tuple[str, str] | None = None) 
         raise UsageError(f"the models were fitted on different samples ({a.nobs} vs {b.nobs} observations)")
     if a.method != b.method:
         raise UsageError("the models were fitted with different methods (ML vs REML)")
+    if a.spec.family != b.spec.family:
+        raise UsageError(f"the models have different families ({a.spec.family} vs {b.spec.family}): not nested")
+    if (a.spec.intmethod, a.spec.intpoints) != (b.spec.intmethod, b.spec.intpoints):
+        raise UsageError("the models' likelihoods integrate the random effects differently "
+                         f"({a.spec.intmethod}, {a.spec.intpoints} points vs {b.spec.intmethod}, {b.spec.intpoints}): "
+                         "their log likelihoods are not comparable")
     small, big = (a, b) if a.df <= b.df else (b, a)
     if a.method == "reml" and list(small.fixed["term"]) != list(big.fixed["term"]):
         raise UsageError("REML likelihoods are not comparable across different fixed effects; refit with ML")

@@ -33,14 +33,29 @@ from hlmbridge.spec.rformula import Formula
 
 CovStructure = Literal["identity", "independent", "exchangeable", "unstructured"]
 Method = Literal["ml", "reml"]
+Family = Literal["gaussian", "binomial", "poisson"]
+IntMethod = Literal["laplace", "mcaghermite", "mvaghermite", "ghermite"]
 
 COV_STRUCTURES: tuple[str, ...] = get_args(CovStructure)
 METHODS: tuple[str, ...] = get_args(Method)
+FAMILIES: tuple[str, ...] = get_args(Family)
+INT_METHODS: tuple[str, ...] = get_args(IntMethod)
+#: Each family's link (the canonical one; other links are not supported yet).
+LINKS: dict[str, str] = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
+#: Why a GLMM has no REML (the sentence fit() and the spec give).
+GLMM_NO_REML = ("REML is not defined for a generalized linear mixed model: glmer and Stata's melogit/mepoisson "
+                "fit by maximum likelihood (Laplace or adaptive quadrature)")
 
 __all__ = [
     "COV_STRUCTURES",
+    "FAMILIES",
+    "GLMM_NO_REML",
+    "INT_METHODS",
+    "LINKS",
     "METHODS",
     "CovStructure",
+    "Family",
+    "IntMethod",
     "Method",
     "ModelSpec",
     "RandomLevel",
@@ -186,6 +201,21 @@ class ModelSpec:
         ``False`` is Stata's ``noconstant`` / lme4's ``0 +`` in the fixed part.
     method
         ``"ml"`` or ``"reml"``.
+    family, link
+        ``"gaussian"``/``"identity"`` (the default: a linear mixed model), ``"binomial"``/
+        ``"logit"`` or ``"poisson"``/``"log"`` (a generalized linear mixed model, fitted by ML
+        only; ``link=None`` means the family's link).
+    intmethod, intpoints
+        How a GLMM's likelihood integrates the random effects out: ``"laplace"`` (1 point,
+        glmer's ``nAGQ = 1``), ``"mcaghermite"`` (adaptive Gauss-Hermite at the conditional
+        mode and curvature: glmer's ``nAGQ = k``), ``"mvaghermite"`` (Stata's default: adapted
+        at the posterior mean and variance) or ``"ghermite"`` (not adaptive). ``None`` for a
+        linear model; for a GLMM ``None`` means glmer's default, Laplace.
+
+    >>> spec = ModelSpec("y", levels=(RandomLevel("g"),), family="binomial", intmethod="mcaghermite",
+    ...                  intpoints=12)
+    >>> spec.link, spec.is_glmm, spec.nagq
+    ('logit', True, 12)
     """
 
     response: str
@@ -196,10 +226,17 @@ class ModelSpec:
     _source: str | None = field(default=None, compare=False, repr=False)
     formula: Formula | None = None
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    family: Family = "gaussian"
+    link: str | None = None
+    intmethod: IntMethod | None = None
+    intpoints: int | None = None
+    #: Stata's ``or``/``irr`` display option (exponentiated coefficients); not part of the model.
+    eform: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SpecError(f"unknown method {self.method!r}; choose 'ml' or 'reml'")
+        self._check_family()
         if self.formula is not None:
             # An lme4 formula carries its whole meaning (R's rules); the Stata-style
             # fields stay empty so that a model has one description only.
@@ -231,6 +268,60 @@ class ModelSpec:
         for name in self.variables:
             _check_name(name, "a variable")
 
+    def _check_family(self) -> None:
+        if self.family not in FAMILIES:
+            raise SpecError(f"unknown family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        link = LINKS[self.family] if self.link is None else self.link
+        if link != LINKS[self.family]:
+            raise SpecError(f"the {self.family} family with the {link!r} link is not supported (only "
+                            f"{LINKS[self.family]!r})")
+        object.__setattr__(self, "link", link)
+        if self.eform is not None and (self.eform, self.family) not in (("or", "binomial"), ("irr", "poisson")):
+            raise SpecError(f"the {self.eform!r} display option does not apply to the {self.family} family "
+                            "(or: binomial with logit link; irr: poisson)")
+        if self.family == "gaussian":
+            if self.intmethod is not None or self.intpoints is not None:
+                raise SpecError("integration points and methods belong to a generalized linear mixed model "
+                                "(family='binomial' or 'poisson'); a linear mixed model's likelihood is exact")
+            return
+        if self.method == "reml":
+            raise SpecError(GLMM_NO_REML)
+        method = "laplace" if self.intmethod is None else self.intmethod
+        if method not in INT_METHODS:
+            raise SpecError(f"unknown integration method {method!r}; choose one of {', '.join(INT_METHODS)}")
+        points = self.intpoints
+        if points is None:
+            points = 1 if method == "laplace" else 7  # Stata's default: 7 points
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise SpecError(f"the number of integration points must be a positive integer, got {points!r}")
+        if method == "laplace" and points != 1:
+            raise SpecError(f"Laplace's approximation uses one integration point, got {points}")
+        if method == "mcaghermite" and points == 1:
+            method = "laplace"  # mode-curvature adaptive quadrature with one point is Laplace's
+        object.__setattr__(self, "intmethod", method)
+        object.__setattr__(self, "intpoints", points)
+
+    @property
+    def is_glmm(self) -> bool:
+        """True for a generalized linear mixed model (a family other than gaussian)."""
+        return self.family != "gaussian"
+
+    @property
+    def nagq(self) -> int | None:
+        """glmer's ``nAGQ`` for this integration when glmer computes the same integral
+        (Laplace: 1; mode-curvature adaptive quadrature: its points), else None."""
+        if self.intmethod == "laplace":
+            return 1
+        if self.intmethod == "mcaghermite":
+            return self.intpoints
+        return None
+
+    def with_family(self, family: Family, link: str | None = None, intmethod: IntMethod | None = None,
+                    intpoints: int | None = None) -> ModelSpec:
+        """The same model with another family, link and integration (method ML)."""
+        return replace(self, family=family, link=link, intmethod=intmethod, intpoints=intpoints,
+                       method="ml" if family != "gaussian" else self.method)
+
     @property
     def variables(self) -> tuple[str, ...]:
         """Every data column the model uses (response, fixed, slopes, groups), no repeats."""
@@ -253,8 +344,7 @@ class ModelSpec:
 
     def with_method(self, method: Method) -> ModelSpec:
         """The same model with another estimation method."""
-        return ModelSpec(self.response, self.fixed, self.levels, self.constant, method, self._source, self.formula,
-                         self.notes)
+        return replace(self, method=method)
 
     # Parsers and renderers live in their own modules; imported lazily to keep this one small.
     @classmethod

@@ -121,6 +121,9 @@ class Lme4Model:
     factors: tuple[tuple[str, int | str | None], ...]
     reml: bool
     explicit_formula: str = field(default="", compare=False)
+    #: A GLMM's family (``"gaussian"``: lmer) and glmer's ``nAGQ``.
+    family: str = "gaussian"
+    nagq: int | None = None
 
     def r_code(self, data: str = "data") -> str:
         """Runnable R: factor conversions, then ``lme4::lmer(...)`` assigned to ``fit``."""
@@ -131,8 +134,39 @@ class Lme4Model:
                 lines.append(f"{col} <- factor({col})")
             else:
                 lines.append(f"{col} <- relevel(factor({col}), ref = {_r_base_ref(f'factor({col})', base)})")
-        lines.append(f"fit <- lme4::lmer({self.formula}, data = {data}, REML = {'TRUE' if self.reml else 'FALSE'})")
+        if self.family != "gaussian":
+            lines.append(f"fit <- lme4::glmer({self.formula}, data = {data}, family = {self.family}, "
+                         f"nAGQ = {self.nagq})")
+        else:
+            lines.append(f"fit <- lme4::lmer({self.formula}, data = {data}, REML = {'TRUE' if self.reml else 'FALSE'})")
         return "\n".join(lines)
+
+
+def glmer_refusal(method: str, points: int) -> str:
+    """The lme4 engine's sentence for a quadrature glmer cannot compute on this random part."""
+    if method == "ghermite":
+        return ("The lme4 engine cannot fit intmethod(ghermite): glmer has no non-adaptive Gauss-Hermite quadrature, "
+                "and its adaptive quadrature or Laplace would be a different estimate.")
+    return (f"The lme4 engine cannot fit {method} quadrature with {points} points on this random part: glmer's "
+            "nAGQ > 1 needs a single scalar random effect, and Laplace would be a different estimate (ask for "
+            "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
+
+
+def _glmer_nagq(spec: ModelSpec) -> int:
+    """glmer's nAGQ for a GLMM spec (the lme4 engine checks the design again)."""
+    method, points = spec.intmethod or "laplace", spec.intpoints or 1
+    if method == "ghermite":
+        raise UnsupportedSpecError("intmethod(ghermite)", "lme4", message=glmer_refusal(method, points))
+    if method == "laplace":
+        return 1
+    if spec.formula is not None:
+        bars = spec.formula.random
+        scalar = len(bars) == 1 and int(bars[0].lhs.intercept) + len(bars[0].lhs.labels) == 1
+    else:
+        scalar = len(spec.levels) == 1 and spec.levels[0].n_terms == 1
+    if not scalar:
+        raise UnsupportedSpecError(f"{method} quadrature", "lme4", message=glmer_refusal(method, points))
+    return points
 
 
 def _factor_coding(spec: ModelSpec, engine: str) -> dict[str, int | None]:
@@ -230,9 +264,10 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
     'y ~ 1 + x + (0 + x | id)'
     """
+    glmm = {"family": spec.family, "nagq": _glmer_nagq(spec)} if spec.is_glmm else {}
     if spec.formula is not None:
         text = spec.formula.r_formula()
-        return Lme4Model(formula=text, factors=(), reml=spec.reml, explicit_formula=text)
+        return Lme4Model(formula=text, factors=(), reml=spec.reml, explicit_formula=text, **glmm)
     factors = _factor_coding(spec, "lme4")
     _check_r_codes_like_stata(spec)
     random = _lme4_random(spec)
@@ -259,6 +294,7 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
         factors=tuple(factors.items()),
         reml=spec.reml,
         explicit_formula=f"{resp} ~ {' + '.join(explicit + random)}",
+        **glmm,
     )
 
 
@@ -371,6 +407,10 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
     >>> m.groups, m.re_formula, dict(m.vc_formula), m.all_group
     ('_all', '0', {'a': '0 + C(a)', 'b': '0 + C(b)'}, True)
     """
+    if spec.is_glmm:
+        raise UnsupportedSpecError(f"a {spec.family} GLMM", "statsmodels", message=(
+            f"statsmodels cannot fit a {spec.family} GLMM: it has no maximum-likelihood GLMM (its "
+            "BinomialBayesMixedGLM/PoissonBayesMixedGLM are Bayesian approximations)."))
     if spec.formula is not None:
         spec = stata_like(spec, "statsmodels")
     fixed = ["1" if spec.constant else "0"]
@@ -542,7 +582,10 @@ def _stata_like(spec: ModelSpec, target: str) -> ModelSpec:
     if not f.fixed.intercept and any(is_factor):
         raise refuse("a model without intercept that has factors", f"{target} and R code such factors differently")
     try:
-        return ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+        out = ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+        if spec.is_glmm:
+            out = out.with_family(spec.family, spec.link, spec.intmethod, spec.intpoints)  # type: ignore[arg-type]
+        return out
     except SpecError as exc:  # e.g. a name Stata cannot hold, or no fixed part at all
         raise refuse("this model", str(exc)) from None
 
@@ -584,7 +627,8 @@ def to_stata(spec: ModelSpec) -> str:
         spec = stata_like(spec, "Stata")
     for name in spec.variables:
         _stata_name(name)
-    head = ["mixed", spec.response] + [t.stata_name for t in spec.fixed]
+    command = {"gaussian": "mixed", "binomial": "melogit", "poisson": "mepoisson"}[spec.family]
+    head = [command, spec.response] + [t.stata_name for t in spec.fixed]
     out = " ".join(head)
     if not spec.constant:
         out += ", noconstant"
@@ -613,6 +657,13 @@ def to_stata(spec: ModelSpec) -> str:
         equations.append([body, opts])
     if spec.reml:
         equations[-1][1].append("reml")
+    if spec.is_glmm:
+        if spec.intmethod != "mvaghermite":
+            equations[-1][1].append(f"intmethod({spec.intmethod})")
+        if spec.intmethod != "laplace" and spec.intpoints != 7:
+            equations[-1][1].append(f"intpoints({spec.intpoints})")
+        if spec.eform:
+            equations[-1][1].append(spec.eform)
     df_option = _stata_df_option(spec)
     if df_option:
         equations[-1][1].append(df_option)

@@ -21,8 +21,10 @@ __all__ = ["spec_from_dict", "spec_to_dict"]
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     """The spec as nested dicts and lists of plain values (an lme4-formula spec as its formula)."""
+    glmm = ({"family": spec.family, "link": spec.link, "intmethod": spec.intmethod, "intpoints": spec.intpoints,
+             "eform": spec.eform} if spec.is_glmm else {})
     if spec.formula is not None:
-        return {"lme4_formula": spec.formula.r_formula(), "method": spec.method}
+        return {"lme4_formula": spec.formula.r_formula(), "method": spec.method, **glmm}
     return {
         "response": spec.response,
         "fixed": [[{"name": v.name, "factor": v.factor, "base": v.base} for v in t.vars] for t in spec.fixed],
@@ -38,6 +40,7 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
         ],
         "constant": spec.constant,
         "method": spec.method,
+        **glmm,
     }
 
 
@@ -46,9 +49,9 @@ def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
     if isinstance(d, Mapping) and "lme4_formula" in d:
         from hlmbridge.spec.parse_lme4 import parse_lme4
 
-        return parse_lme4(d["lme4_formula"], reml=d.get("method") == "reml")
+        return _with_glmm(parse_lme4(d["lme4_formula"], reml=d.get("method") == "reml"), d)
     try:
-        return ModelSpec(
+        return _with_glmm(ModelSpec(
             response=d["response"],
             fixed=tuple(Term(tuple(Var(**v) for v in t)) for t in d["fixed"]),
             levels=tuple(
@@ -63,6 +66,16 @@ def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
             ),
             constant=d["constant"],
             method=d["method"],
-        )
+        ), d)
     except (KeyError, TypeError) as exc:
         raise SpecError(f"not a serialized ModelSpec: {exc}") from exc
+
+
+def _with_glmm(spec: ModelSpec, d: Mapping[str, Any]) -> ModelSpec:
+    """The spec with the family, link and integration of a serialized GLMM (unchanged for an LMM)."""
+    if d.get("family", "gaussian") == "gaussian":
+        return spec
+    from dataclasses import replace
+
+    return replace(spec.with_family(d["family"], d.get("link"), d.get("intmethod"), d.get("intpoints")),
+                   eform=d.get("eform"))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 
 from hlmbridge.errors import SpecError, UnsupportedSpecError
-from hlmbridge.spec.model import ModelSpec
+from hlmbridge.spec.model import GLMM_NO_REML, ModelSpec
+from hlmbridge.spec.parse_stata_glmm import GLMM_COMMANDS, parse_stata_glmm
 from hlmbridge.spec.parse_lme4 import parse_lme4
 from hlmbridge.spec.parse_stata import parse_stata, parse_stata_method
 
@@ -62,6 +63,11 @@ def parse_any(text: str, *, reml: bool | None = None) -> ModelSpec:
         raise SpecError(f"reml must be True, False or None, got {reml!r}")
     head = _STATA_HEAD.match(text)
     word = head.group("word") if head else None
+    if word in GLMM_COMMANDS:
+        spec = parse_stata_glmm(text)
+        if reml:
+            raise SpecError(GLMM_NO_REML)
+        return spec
     if word in ("mixed", "xtmixed", "xtreg"):
         spec, stated = parse_stata_method(text)
         if reml is None:
@@ -113,6 +119,9 @@ def translate(text: str, *, reml: bool | None = None) -> str:
     spec = parse_any(text, reml=reml)
     out = _indent("model:", text.strip())
     out += _indent("method:", "REML (restricted maximum likelihood)" if spec.reml else "ML (maximum likelihood)")
+    if spec.is_glmm:
+        out += _indent("family:", f"{spec.family} ({spec.link} link); integration: {spec.intmethod}, "
+                                  f"{spec.intpoints} point{'s' if spec.intpoints != 1 else ''}")
     try:
         stata = to_stata(spec)
     except UnsupportedSpecError as e:

@@ -1,0 +1,113 @@
+"""Tables only a GLMM has: Stata's ``or``/``irr`` display and ``xtlogit``'s ancillary rows.
+
+Both are transformations of the result's own estimates and covariances (no refit):
+
+- :func:`eform_table`: exp(b), SE exp(b) se(b) (the delta method, as Stata), z and p of b,
+  the CI exp(b -+ 1.96 se(b));
+- :func:`xt_parameters`: ``/lnsig2u`` = log var(_cons) with SE se(var)/var and a normal CI;
+  ``sigma_u`` = exp(lnsig2u / 2) and ``rho`` = var / (var + pi^2/3) (the latent intra-class
+  correlation of the logit), their SEs by the delta method from ``/lnsig2u`` and their CIs
+  the transformed ``/lnsig2u`` bounds.
+
+Examples
+--------
+>>> import math
+>>> round(math.pi ** 2 / 3, 6)    # the standard logistic distribution's variance
+3.289868
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hlmbridge.errors import UnsupportedSpecError
+
+__all__ = ["ENGINE_RANEF_SOURCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "xt_parameters"]
+
+#: What a GLMM's ranef() frame holds (its ``attrs["source"]``).
+ENGINE_RANEF_SOURCE = ("glmer's ranef(condVar = TRUE): conditional modes and conditional SDs, as the lme4 engine "
+                       "returns them (not Stata's empirical Bayes means, predict, reffects ebmeans)")
+
+#: The variance of the standard logistic distribution, the latent residual of a logit model.
+LOGISTIC_VARIANCE = math.pi**2 / 3
+_Z_95 = 1.959963984540054
+
+
+def _require_glmm(res: Any, what: str) -> None:
+    if not res.spec.is_glmm:
+        raise UnsupportedSpecError(what, res.engine, message=f"{what} belongs to a GLMM (family binomial or poisson); "
+                                   "this is a linear mixed model.")
+
+
+def eform_table(res: Any) -> pd.DataFrame:
+    """Stata's ``or`` (binomial, logit) / ``irr`` (Poisson) table, one row per fixed effect."""
+    _require_glmm(res, "eform()")
+    fx = res.fixed
+    b = fx["estimate"].to_numpy()
+    se = fx["std_error"].to_numpy()
+    eb = np.exp(b)
+    return pd.DataFrame({
+        "term": fx["term"], "stata_term": fx["stata_term"],
+        "estimate": eb, "std_error": eb * se, "statistic": fx["statistic"], "p_value": fx["p_value"],
+        "conf_low": np.exp(fx["conf_low"].to_numpy()), "conf_high": np.exp(fx["conf_high"].to_numpy()),
+    })
+
+
+def xt_parameters(res: Any) -> pd.DataFrame:
+    """``/lnsig2u``, ``sigma_u`` and ``rho`` of a random-intercept logit (``xtlogit, re``)."""
+    _require_glmm(res, "xt_parameters()")
+    rnd = res.random
+    if res.spec.family != "binomial" or len(rnd) != 1 or rnd["stata_term"].iloc[0] != "var(_cons)":
+        raise UnsupportedSpecError("xt_parameters()", res.engine, message=(
+            "xt_parameters() gives xtlogit's /lnsig2u, sigma_u and rho, which belong to a random-intercept "
+            "logit with one grouping level."))
+    var = float(rnd["estimate"].iloc[0])
+    se_var = float(rnd["std_error"].iloc[0])
+    ln = math.log(var)
+    se_ln = se_var / var
+    lo, hi = ln - _Z_95 * se_ln, ln + _Z_95 * se_ln
+    sigma = math.exp(ln / 2)
+
+    def rho_of(x: float) -> float:
+        return math.exp(x) / (math.exp(x) + LOGISTIC_VARIANCE)
+
+    rho = rho_of(ln)
+    rows = [
+        ("/lnsig2u", ln, se_ln, lo, hi),
+        ("sigma_u", sigma, sigma * se_ln / 2, math.exp(lo / 2), math.exp(hi / 2)),
+        ("rho", rho, rho * (1 - rho) * se_ln, rho_of(lo), rho_of(hi)),
+    ]
+    return pd.DataFrame(rows, columns=["stata_term", "estimate", "std_error", "conf_low", "conf_high"])
+
+
+def engine_ranef_frame(res: Any, level: float = 0.95) -> pd.DataFrame:
+    """A GLMM's random effects from the engine (glmer's ``ranef(condVar = TRUE)``), in the
+    columns of :meth:`FitResult.ranef`: one row per grouping factor, level and term, the
+    conditional mode, its conditional SD and the normal interval at ``level``."""
+    from statistics import NormalDist
+
+    from hlmbridge.errors import UsageError
+    from hlmbridge.results.random_effects import RANEF_COLUMNS
+
+    _require_glmm(res, "engine_ranef_frame()")
+    if not 0 < level < 1:
+        raise UsageError(f"level must be between 0 and 1, got {level!r}")
+    if not res.engine_ranef:
+        raise UnsupportedSpecError("ranef()", res.engine, message=(
+            f"this {res.spec.family} GLMM result holds no random effects from its engine."))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    df = pd.DataFrame(list(res.engine_ranef), columns=["group", "level", "term", "estimate", "std_error"])
+    order = {k: i for i, k in enumerate(dict.fromkeys(df["group"]))}
+    # glmer lists each factor's terms one after another, all levels each: made level-major, as ranef()
+    df = df.assign(_g=df["group"].map(order), _l=df.groupby(["group", "term"]).cumcount())
+    df = df.sort_values(["_g", "_l"], kind="stable").drop(columns=["_g", "_l"]).reset_index(drop=True)
+    df["stata_term"] = df["term"].map(lambda t: "_cons" if t == "(Intercept)" else t)
+    df["conf_low"] = df["estimate"] - z * df["std_error"]
+    df["conf_high"] = df["estimate"] + z * df["std_error"]
+    out = df[list(RANEF_COLUMNS)]
+    out.attrs["source"] = ENGINE_RANEF_SOURCE
+    return out
