@@ -1,0 +1,175 @@
+"""Post-fit quantities of nested designs by the block-recursive algebra (hlmbridge.inference.nested)
+against the dense per-block computations: random effects (conditional modes and covariances) and
+the df methods' derivatives of ``(X'V^-1X)^-1`` (Satterthwaite, Kenward-Roger).
+
+Everything is computed: simulated nested data (2 and 3 levels, random slopes, unbalanced groups,
+weights, variances at the boundary), both paths at the same estimates; the recursion is exact, so
+they agree to rounding. A design too wide for the dense blocks is checked against a direct sparse
+computation (scipy) of the same formulas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from hlmbridge.design.build import build_design
+from hlmbridge.inference import df_methods, nested, stata_parity
+from hlmbridge.results import random_effects
+from hlmbridge.spec.model import ModelSpec
+from tests.test_nested_inference import FORMULAS, _nested_data, _theta
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def _designs(formula: str, weighted: bool, reml: bool = True, seeds: int = 3):
+    for seed in range(seeds):
+        rng = np.random.default_rng(200 + seed)
+        df = _nested_data(seed + 11, n=int(rng.integers(300, 700)), schools=int(rng.integers(6, 14)), classes=4,
+                          students=3)
+        d = build_design(ModelSpec.from_lme4(formula, reml=reml), df, weights="w" if weighted else None)
+        assert nested.is_nested_chain(d) and (d.weights is not None) == weighted
+        yield d, rng
+
+
+def _check_effects(d: object, beta: np.ndarray, theta: np.ndarray) -> None:
+    """Both paths' modes and covariances agree to rounding on the scale of each level (a level
+    whose variance is 0 on the scale of all levels: the recursion gives exact zeros there, the
+    dense path rounding noise)."""
+    dense = random_effects.dense_conditional_effects(d, beta, theta)
+    got = nested.nested_conditional_effects(d, beta, theta)
+    assert len(got) == len(dense) == len(d.levels)
+    m_all = max(np.abs(dm).max() for dm, _ in dense)
+    c_all = max(np.abs(dc).max() for _, dc in dense)
+    for ld, (dm, dc), (gm, gc) in zip(d.levels, dense, got):
+        assert gm.shape == dm.shape == (ld.n_groups, ld.Z.shape[1]) and gc.shape == dc.shape
+        m_scale = np.abs(dm).max() if np.abs(dc).max() > 1e-8 * c_all else m_all
+        c_scale = max(np.abs(dc).max(), 1e-8 * c_all)
+        assert np.abs(dm - gm).max() < 1e-10 * m_scale
+        assert np.abs(dc - gc).max() < 1e-10 * c_scale
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_nested_random_effects_match_dense(formula: str, weighted: bool) -> None:
+    for d, rng in _designs(formula, weighted):
+        _check_effects(d, rng.normal(size=d.n_fixed), _theta(d, rng))
+
+
+def test_nested_random_effects_at_a_boundary() -> None:
+    """A level's covariance singular (a variance and its covariances at 0): zero modes with zero
+    variance there, and the other levels as the dense path has them."""
+    df = _nested_data(7, n=500, schools=10, classes=4, students=3)
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | s) + (1 | s:c) + (1 | s:c:t)"), df)
+    params = stata_parity.variance_parameters(d)
+    for zero in [k for k, p in enumerate(params) if p.kind == "var" and p.level is not None]:
+        theta = _theta(d, np.random.default_rng(zero), zero=zero)
+        theta[[k for k, p in enumerate(params) if p.kind == "cov" and params[zero].level == p.level]] = 0.0
+        _check_effects(d, np.array([1.0, 0.5]), theta)
+
+
+def test_wide_nested_design_routes_random_effects_to_the_recursion() -> None:
+    """Few outer groups holding many inner ones: conditional_effects (ranef, coef, fitted ...)
+    takes the block-recursive path, with the dense path's numbers."""
+    rng = np.random.default_rng(4)
+    n, schools, classes = 4000, 5, 150
+    cls = rng.integers(0, schools * classes, n)
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=schools)[cls // classes] + rng.normal(size=schools * classes)[cls] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "s": cls // classes, "c": cls})
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | s) + (x | s:c)"), df)
+    assert stata_parity._path(d) == "nested"
+    theta = np.array([0.9, 0.4, 0.1, 0.8, 0.3, -0.1, 1.0])
+    beta = np.array([0.1, 1.0])
+    got = random_effects.conditional_effects(d, beta, theta)
+    for le, (dm, dc) in zip(got, random_effects.dense_conditional_effects(d, beta, theta)):
+        assert _rel(dm, le.modes) < 1e-10 and _rel(dc, le.cond_cov) < 1e-10
+
+
+def _too_wide_for_dense_blocks() -> tuple[object, pd.DataFrame]:
+    """Two schools of 5,100 classes each: dense blocks of width 5,102 (2 x 5102^2 > 50M numbers,
+    which the dense path refuses)."""
+    rng = np.random.default_rng(12)
+    schools, classes = 2, 5100
+    n = 3 * schools * classes
+    cls = np.repeat(np.arange(schools * classes), 3)
+    s = cls // classes
+    x = rng.normal(size=n)
+    y = (1 + x + rng.normal(size=schools)[s] + 0.4 * rng.normal(size=schools)[s] * x
+         + 0.7 * rng.normal(size=schools * classes)[cls] + rng.normal(size=n))
+    df = pd.DataFrame({"y": y, "x": x, "s": s, "c": cls, "w": rng.uniform(0.5, 2.0, n)})
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | s) + (1 | s:c)"), df, weights="w")
+    return d, df
+
+
+def _sparse_parts(d: object, theta: np.ndarray) -> tuple[sp.csc_matrix, sp.csc_matrix, np.ndarray, np.ndarray]:
+    """The whole-sample ``Z`` (weighted rows), the block-diagonal ``D^-1`` of every random
+    effect (positive definite level covariances), and the weighted ``X`` and ``y``, by scipy.sparse."""
+    sw = np.sqrt(d.weights)
+    blocks, dblocks = [], []
+    covs = stata_parity.level_covariances(d, theta)
+    n = d.nobs
+    for ld, G in zip(d.levels, covs):
+        q = ld.Z.shape[1]
+        rows = np.repeat(np.arange(n), q)
+        cols = (ld.codes[:, None] * q + np.arange(q)).ravel()
+        blocks.append(sp.csc_matrix(((ld.Z * sw[:, None]).ravel(), (rows, cols)), shape=(n, ld.n_groups * q)))
+        dblocks.append(sp.block_diag([np.linalg.inv(G)] * ld.n_groups))
+    return sp.hstack(blocks).tocsc(), sp.block_diag(dblocks).tocsc(), d.X * sw[:, None], d.y_fit * sw
+
+
+def test_design_too_wide_for_dense_blocks_gets_random_effects() -> None:
+    """Before the recursion such a design raised "too large for Stata-parity inference"; now its
+    modes and conditional covariances match the sparse posterior ``(Z'Z / s2 + D^-1)^-1``."""
+    d, _ = _too_wide_for_dense_blocks()
+    assert stata_parity._path(d) == "nested"
+    theta = np.array([0.8, 0.1, 0.2, 0.5, 1.1])  # var(x), var(_cons), cov at s; var(_cons) at c; residual
+    beta = np.array([0.9, 1.1])
+    got = random_effects.conditional_effects(d, beta, theta)
+    Z, Dinv, X, y = _sparse_parts(d, theta)
+    s2 = theta[-1]
+    prec = (Z.T @ Z / s2 + Dinv).tocsc()
+    lu = spla.splu(prec)
+    mode = lu.solve(Z.T @ (y - X @ beta) / s2)
+    q0 = d.levels[0].Z.shape[1]
+    n0 = d.levels[0].n_groups * q0
+    assert _rel(mode[:n0].reshape(-1, q0), got[0].modes) < 1e-9
+    assert _rel(mode[n0:].reshape(-1, 1), got[1].modes) < 1e-9
+    # Covariances: the posterior covariance's columns for both schools and a few classes.
+    picks = list(range(n0)) + [n0 + j for j in (0, 17, 5099, 5100, 10199)]
+    E = np.zeros((prec.shape[0], len(picks)))
+    E[picks, np.arange(len(picks))] = 1.0
+    cols = lu.solve(E)
+    assert _rel(cols[:n0, :n0].reshape(2, q0, 2, q0)[[0, 1], :, [0, 1], :], got[0].cond_cov) < 1e-9
+    cls_var = cols[picks[n0:], np.arange(n0, len(picks))]
+    assert _rel(cls_var, got[1].cond_cov[[0, 17, 5099, 5100, 10199], 0, 0]) < 1e-9
+
+
+@pytest.mark.requires_r
+def test_nested_path_random_effects_equal_lme4() -> None:
+    """On a design the recursion handles (5 schools of 150 classes, slopes at both levels), the
+    lme4 engine's random effects and whole conditional covariances equal lme4's
+    ``ranef(condVar = TRUE)`` (the checks of tests/test_postfit.py, same optimizer both sides)."""
+    import hlmbridge
+    from tests.test_postfit import SAME_OPTIMIZER, _check_ranef, _R
+
+    rng = np.random.default_rng(21)
+    n, schools, classes = 3000, 5, 150
+    cls = rng.integers(0, schools * classes, n)
+    x = rng.normal(size=n)
+    s = cls // classes
+    y = (x + rng.normal(size=schools)[s] + 0.5 * rng.normal(size=schools)[s] * x
+         + rng.normal(size=schools * classes)[cls] + 0.4 * rng.normal(size=schools * classes)[cls] * x
+         + rng.normal(size=n))
+    df = pd.DataFrame({"y": y, "x": x, "s": [f"s{v}" for v in s], "c": [f"c{v}" for v in cls]})
+    formula = "y ~ x + (x | s) + (x | s:c)"
+    res = hlmbridge.fit(formula, df, engine="lme4", **SAME_OPTIMIZER)
+    assert stata_parity._path(res.design) == "nested"
+    R = _R()
+    rfit = R.lmer(R.from_pandas(df), formula, True)
+    assert _check_ranef(res, R, rfit) == 2 * (schools + df["c"].nunique())
