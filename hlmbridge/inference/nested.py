@@ -457,7 +457,7 @@ def nested_conditional_effects(design: Design, beta: np.ndarray,
     >>> df = pd.DataFrame({"y": [1.0, 2, 4, 5, 7, 9], "s": list("aaaabb"), "c": list("xxyyzz")})
     >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s/c)"), df)
     >>> [m.shape for m, _ in nested_conditional_effects(d, np.array([4.5]), np.array([1.0, 1.0, 1.0]))]
-    [(3, 1), (2, 1)]
+    [(2, 1), (3, 1)]
     """
     tr = _tree_of(design)
     theta = np.asarray(theta, dtype=float)
