@@ -173,3 +173,81 @@ def test_nested_path_random_effects_equal_lme4() -> None:
     R = _R()
     rfit = R.lmer(R.from_pandas(df), formula, True)
     assert _check_ranef(res, R, rfit) == 2 * (schools + df["c"].nunique())
+
+
+# ---------------------------------------------------------------------------- df methods
+def _analyses(d: object, beta: np.ndarray, theta: np.ndarray, reml: bool) -> list[df_methods.DfAnalysis]:
+    out = [df_methods.df_analysis(d, beta, theta, "satterthwaite"),
+           df_methods.df_analysis(d, beta, theta, "satterthwaite", information="expected")]
+    if reml:
+        out.append(df_methods.df_analysis(d, beta, theta, "kenward-roger"))
+    return out
+
+
+def _same_analysis(a: df_methods.DfAnalysis, b: df_methods.DfAnalysis) -> None:
+    assert a.method == b.method
+    assert _rel(a.vcov, b.vcov) < 1e-9
+    assert _rel(a.vcov_adjusted, b.vcov_adjusted) < 1e-9
+    assert _rel(a.jacobian, b.jacobian) < 1e-9
+    for x, y in ((a.vcov_varpar, b.vcov_varpar), (a.kr_P, b.kr_P), (a.kr_W, b.kr_W)):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert _rel(x, y) < 1e-9
+    assert _rel(a.df, b.df) < 1e-9
+    L = np.eye(a.beta.size)
+    ta, tb = a.test(L), b.test(L)
+    assert tb.f_value == pytest.approx(ta.f_value, rel=1e-9) and tb.ddf == pytest.approx(ta.ddf, rel=1e-9)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_nested_df_methods_match_dense(formula: str, weighted: bool, reml: bool,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Satterthwaite (observed and expected information) and Kenward-Roger from the recursion's
+    derivatives equal those from the dense blocks: the derivatives themselves (``Q_kl`` up to
+    its symmetric part, the only part the methods use) and every df, covariance and F test."""
+    for d, rng in _designs(formula, weighted, reml=reml, seeds=2):
+        theta = _theta(d, rng)
+        beta = rng.normal(size=d.n_fixed)
+        dense = df_methods._dense_derivatives(d, theta)
+        got = df_methods._nested_derivatives(d, theta)
+        assert _rel(dense.phi, got.phi) < 1e-10 and _rel(dense.C, got.C) < 1e-10 and _rel(dense.S, got.S) < 1e-10
+        assert _rel(0.5 * (dense.Q + dense.Q.transpose(1, 0, 2, 3)), got.Q) < 1e-10
+        # The whole analyses, with df_analysis's derivatives taken from one path and then the other.
+        monkeypatch.setattr(df_methods, "_derivatives", df_methods._dense_derivatives)
+        want = _analyses(d, beta, theta, reml)
+        monkeypatch.setattr(df_methods, "_derivatives", df_methods._nested_derivatives)
+        for a, b in zip(want, _analyses(d, beta, theta, reml), strict=True):
+            _same_analysis(a, b)
+        monkeypatch.undo()
+
+
+def test_design_too_wide_for_dense_blocks_gets_df_methods() -> None:
+    """Before the recursion Satterthwaite and Kenward-Roger refused such a design ("too large for
+    Stata-parity inference"); now ``Phi = (X'V^-1X)^-1`` and ``C_k = X'V^-1 V_k V^-1 X`` equal a
+    direct sparse computation (Woodbury with ``(Z'Z / s2 + D^-1)^-1`` by scipy's LU)."""
+    d, _ = _too_wide_for_dense_blocks()
+    theta = np.array([0.8, 0.1, 0.2, 0.5, 1.1])
+    beta = np.array([0.9, 1.1])
+    assert stata_parity._path(d) == "nested"
+    kr = df_methods.df_analysis(d, beta, theta, "kenward-roger")
+    sat = df_methods.df_analysis(d, beta, theta, "satterthwaite")
+    Z, Dinv, X, _ = _sparse_parts(d, theta)
+    s2 = theta[-1]
+    lu = spla.splu((Z.T @ Z / s2 + Dinv).tocsc())
+    VX = (X - Z @ lu.solve(Z.T @ X) / s2) / s2  # V^-1 X
+    phi = np.linalg.inv(X.T @ VX)
+    assert _rel(phi, kr.vcov) < 1e-9 and _rel(phi, sat.vcov) < 1e-9
+    params = stata_parity.variance_parameters(d)
+    ZVX = Z.T @ VX
+    for k, prm in enumerate(params):
+        if prm.level is None:
+            C = VX.T @ VX
+        else:
+            E = sp.block_diag([sp.csr_matrix((ld.n_groups * ld.Z.shape[1],) * 2) if li != prm.level else
+                               sp.block_diag([prm.pattern] * ld.n_groups) for li, ld in enumerate(d.levels)])
+            C = ZVX.T @ (E @ ZVX)
+        assert _rel(-C, kr.kr_P[k]) < 1e-9
+    assert np.all(np.diag(kr.vcov_adjusted) > np.diag(kr.vcov)) and np.all(np.isfinite(kr.df))
+    assert np.all(np.isfinite(sat.df)) and np.all(sat.df > 1)
