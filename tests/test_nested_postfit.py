@@ -251,3 +251,21 @@ def test_design_too_wide_for_dense_blocks_gets_df_methods() -> None:
         assert _rel(-C, kr.kr_P[k]) < 1e-9
     assert np.all(np.diag(kr.vcov_adjusted) > np.diag(kr.vcov)) and np.all(np.isfinite(kr.df))
     assert np.all(np.isfinite(sat.df)) and np.all(sat.df > 1)
+
+
+def test_the_last_recursion_is_reused_and_read_only() -> None:
+    """After a fit, evaluate() (Satterthwaite's Hessian) and the df methods' derivatives at the
+    same estimates share one recursion; another theta recomputes, and the shared arrays cannot
+    be changed by a caller."""
+    df = _nested_data(5, n=500, schools=10, classes=4, students=3)
+    d = build_design(ModelSpec.from_lme4("y ~ x + (x | s) + (1 | s:c)"), df)
+    theta = _theta(d, np.random.default_rng(1))
+    first = nested.nested_derivatives(d, theta)
+    assert list(nested._last_recursion(d)) == [theta.tobytes()]
+    again = nested.nested_derivatives(d, theta.copy())
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    with pytest.raises(ValueError):
+        first[0][0, 0] = 1.0
+    other = theta * 1.1
+    moved = nested.nested_derivatives(d, other)
+    assert list(nested._last_recursion(d)) == [other.tobytes()] and not np.allclose(moved[1], first[1])

@@ -313,7 +313,7 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     from hlmbridge.inference.stata_parity import assemble_inference
 
     tr = _tree_of(design)
-    G, Gd, Gdd, logdet, lg, lh = _recursion(tr, np.asarray(theta, dtype=float))
+    G, Gd, Gdd, logdet, lg, lh = _recursion_at(design, tr, np.asarray(theta, dtype=float))
     return _closed_forms(design, tr.b0, beta, G, Gd, Gdd, logdet, lg, lh, reml=reml,
                          finish=assemble_inference)
 
@@ -338,7 +338,7 @@ def nested_derivatives(design: Design, theta: np.ndarray) -> tuple[np.ndarray, n
     ((3, 1, 1), (3, 3, 1, 1), (3, 3))
     """
     tr = _tree_of(design)
-    G, Gd, Gdd, _, _, lh = _recursion(tr, np.asarray(theta, dtype=float))
+    G, Gd, Gdd, _, _, lh = _recursion_at(design, tr, np.asarray(theta, dtype=float))
     p = design.n_fixed
     return G[:p, :p], -Gd[:, :p, :p], 0.5 * Gdd[:, :, :p, :p], -lh
 
@@ -348,6 +348,28 @@ def _tree_of(design: Design) -> _Tree:
     if tr is None:
         raise FitError("the design's levels are not nested in one another")
     return tr
+
+
+@per_design
+def _last_recursion(design: Design) -> dict[bytes, tuple[object, ...]]:
+    return {}  # theta -> _recursion's result, the last theta only
+
+
+def _recursion_at(design: Design, tr: _Tree, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float,
+                                                                        np.ndarray, np.ndarray]:
+    """:func:`_recursion`, kept for the last ``theta`` of a design: after a fit the likelihood's
+    information (Satterthwaite's Hessian) and the df methods' derivatives are asked at the same
+    estimates, one recursion for both. The arrays are read-only (shared)."""
+    memo = _last_recursion(design)
+    key = theta.tobytes()
+    if key not in memo:
+        out = _recursion(tr, theta)
+        for x in out:
+            if isinstance(x, np.ndarray):
+                x.flags.writeable = False
+        memo.clear()
+        memo[key] = out
+    return memo[key]  # type: ignore[return-value]
 
 
 def _recursion(tr: _Tree, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray,
