@@ -269,3 +269,44 @@ def test_the_last_recursion_is_reused_and_read_only() -> None:
     other = theta * 1.1
     moved = nested.nested_derivatives(d, other)
     assert list(nested._last_recursion(d)) == [other.tobytes()] and not np.allclose(moved[1], first[1])
+
+
+# ---------------------------------------------------------------------------- profile likelihood
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_nested_ml_parts_match_dense(formula: str, weighted: bool) -> None:
+    """The profile likelihood's points (ML log likelihood at the GLS fixed effects, those and
+    their covariance) from the recursion without derivatives equal the dense blocks' numbers."""
+    from hlmbridge.inference import profile
+
+    for d, rng in _designs(formula, weighted, reml=False):
+        theta = _theta(d, rng)
+        ll, b, v = profile._ml_parts(d, theta)
+        ll2, b2, v2 = nested.nested_ml_parts(d, theta)
+        assert ll2 == pytest.approx(ll, rel=1e-12, abs=1e-9)
+        assert _rel(b, b2) < 1e-10 and _rel(v, v2) < 1e-10
+
+
+@pytest.mark.requires_r
+def test_nested_path_profile_matches_lme4() -> None:
+    """A design the recursion handles (8 schools of 120 classes, ML): every profile point is
+    the recursion's likelihood, and the intervals equal lme4's ``confint(method = "profile")``
+    (the checks and tolerance of tests/test_profile.py)."""
+    from hlmbridge.inference.profile import _Profiler, profile_ci
+    from tests.test_profile import _check, _R as _ProfileR
+
+    rng = np.random.default_rng(31)
+    n, schools, classes = 2500, 8, 120
+    cls = rng.integers(0, schools * classes, n)
+    s = cls // classes
+    x = rng.normal(size=n)
+    y = 1 + x + rng.normal(size=schools)[s] + 0.8 * rng.normal(size=schools * classes)[cls] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "s": pd.Categorical([f"s{v}" for v in s]),
+                       "c": pd.Categorical([f"c{v}" for v in cls])})
+    formula = "y ~ x + (1 | s) + (1 | s:c)"
+    import hlmbridge
+
+    res = hlmbridge.fit(formula, df, engine="lme4", reml=False)
+    assert _Profiler(res.design, np.array([r[5] for r in res.random_rows])).nested
+    theirs, _ = _ProfileR().confint(df, formula, False)
+    _check(profile_ci(res), theirs, "nested-8x120", res)

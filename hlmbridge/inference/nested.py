@@ -63,7 +63,7 @@ from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 
 __all__ = ["is_nested_chain", "nested_conditional_effects", "nested_derivatives", "nested_evaluate",
-           "nested_work"]
+           "nested_ml_parts", "nested_work"]
 
 
 #: The groups of a level are eliminated in chunks whose second derivatives hold about this many
@@ -454,6 +454,70 @@ def _recursion(tr: _Tree, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return G, Gd, Gdd, logdet, lg, lh
 
 
+def _upward(tr: _Tree, theta: np.ndarray, s2: float, *, top: bool) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                       float, np.ndarray | None]:
+    """The recursion of :func:`nested_evaluate` without derivatives: each tree level's ``S``
+    (g, a, a) and ``W`` (g, q, q), ``log|V| - n log s2`` (the sum of the ``log|I + N D|``) and,
+    with ``top``, ``G = [X y]'V^-1[X y]`` (y less ``X b0``; else None)."""
+    L = len(tr.q)
+    S_of: list[np.ndarray] = [np.zeros(0)] * L
+    W_of: list[np.ndarray] = [np.zeros(0)] * L
+    logdet = 0.0
+    S = tr.S_leaf / s2
+    for t in range(L - 1, -1, -1):
+        q = tr.q[t]
+        Dl = np.zeros((q, q))
+        for k, pat in tr.params[t]:
+            Dl += theta[k] * pat
+        Bm, ld = _inv_logdet(np.eye(q) + _mm(S[:, :q, :q], Dl))  # B = (I + N D)^-1
+        logdet += float(ld.sum())
+        W = _mm(Dl, Bm)
+        W = 0.5 * (W + _t(W))
+        S_of[t], W_of[t] = S, W
+        if t or top:
+            Y = S[:, :q, q:]
+            T = S[:, q:, q:] - _mm(_t(Y), _mm(W, Y))
+            r = T.shape[-1]
+            S = np.asarray(tr.up[t] @ T.reshape(T.shape[0], r * r)).reshape(-1, r, r)  # type: ignore[operator]
+    return S_of, W_of, logdet, S[0] if top else None
+
+
+def nested_ml_parts(design: Design, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The ML log likelihood at the GLS fixed effects for ``theta``, the GLS fixed effects and
+    their covariance, by :func:`_upward` alone (no derivatives): what the profile likelihood
+    asks at each of its points (:mod:`hlmbridge.inference.profile`).
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> rng = np.random.default_rng(3)
+    >>> cls = rng.integers(0, 60, 400)
+    >>> df = pd.DataFrame({"y": rng.normal(size=400), "s": cls // 6, "c": cls})
+    >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s/c)", reml=False), df)
+    >>> ll, b, v = nested_ml_parts(d, np.array([0.5, 1.0, 1.0]))
+    >>> bool(abs(ll - nested_evaluate(d, None, np.array([0.5, 1.0, 1.0]), reml=False).loglik) < 1e-9)
+    True
+    """
+    tr = _tree_of(design)
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    _, _, logdet, G = _upward(tr, theta, s2, top=True)
+    assert G is not None
+    p = design.n_fixed
+    try:
+        vcov = np.linalg.inv(G[:p, :p])
+    except np.linalg.LinAlgError as exc:
+        raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
+    b = vcov @ G[:p, p]
+    quad = float(G[p, p] - G[:p, p] @ b)
+    ll = -0.5 * (tr.n_total * np.log(2 * np.pi) + logdet + tr.n_total * np.log(s2) + quad)
+    if design.weights is not None:
+        ll += 0.5 * float(np.sum(np.log(design.weights)))
+    return ll, b + tr.b0, vcov
+
+
 def nested_conditional_effects(design: Design, beta: np.ndarray,
                                theta: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """The conditional modes (BLUPs) and conditional covariances of every level's random
@@ -487,24 +551,7 @@ def nested_conditional_effects(design: Design, beta: np.ndarray,
     if not s2 > 0:
         raise FitError(f"the residual variance must be positive, got {s2}")
     L = len(tr.q)
-    # Upward: each level's S (innermost first), without derivatives.
-    S_of: list[np.ndarray] = [np.zeros(0)] * L
-    W_of: list[np.ndarray] = [np.zeros(0)] * L
-    S = tr.S_leaf / s2
-    for t in range(L - 1, -1, -1):
-        q = tr.q[t]
-        Dl = np.zeros((q, q))
-        for k, pat in tr.params[t]:
-            Dl += theta[k] * pat
-        Bm, _ = _inv_logdet(np.eye(q) + _mm(S[:, :q, :q], Dl))  # B = (I + N D)^-1
-        W = _mm(Dl, Bm)
-        W = 0.5 * (W + _t(W))
-        S_of[t], W_of[t] = S, W
-        if t:
-            Y = S[:, :q, q:]
-            T = S[:, q:, q:] - _mm(_t(Y), _mm(W, Y))
-            r = T.shape[-1]
-            S = np.asarray(tr.up[t] @ T.reshape(T.shape[0], r * r)).reshape(-1, r, r)  # type: ignore[operator]
+    S_of, W_of, _, _ = _upward(tr, theta, s2, top=False)
     # Downward: modes and covariances given y, with each group's chain of ancestors.
     cb = np.append(-(np.asarray(beta, dtype=float) - tr.b0), 1.0)  # [X y] c = y - X beta
     out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * L
