@@ -34,7 +34,17 @@ levels), at fixed residual variance; the residual's derivatives follow from homo
 (``G`` has degree -1 in all the parameters, ``log|V|`` gains ``n log t`` under scaling by ``t``).
 No matrix grows with the number of groups at any level beyond one small matrix per group.
 
-tests/test_nested_inference.py checks it against the dense closed forms.
+The same recursion serves the other post-fit quantities of a nested design (where
+:func:`hlmbridge.inference.stata_parity._path` chooses it): the df methods take ``X'V^-1 X``,
+``C_k = -dG_k`` and ``(Q_kl + Q_lk) / 2 = d2G_kl / 2`` on the ``X`` block and
+``tr(V^-1 V_k V^-1 V_l) = -d2 log|V|_kl`` (:func:`nested_derivatives`); the profile likelihood
+its upward pass without derivatives (:func:`nested_ml_parts`); the random effects a downward
+pass after it (:func:`nested_conditional_effects`: each group's effects given its ancestors' are
+normal with covariance ``W`` and a mean linear in the ancestors' effects, so the modes and
+conditional covariances given y follow level by level, outermost first).
+
+tests/test_nested_inference.py checks it against the dense closed forms, and
+tests/test_nested_postfit.py the post-fit quantities against the dense paths, scipy and lme4.
 
 Examples
 --------
