@@ -20,7 +20,7 @@ from hlmbridge.design.build import build_design
 from hlmbridge.inference import df_methods, nested, stata_parity
 from hlmbridge.results import random_effects
 from hlmbridge.spec.model import ModelSpec
-from tests.test_nested_inference import FORMULAS, _nested_data, _theta
+from tests.test_nested_inference import FORMULAS, _nested_data, _theta, wide_nested_design
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,13 +76,7 @@ def test_nested_random_effects_at_a_boundary() -> None:
 def test_wide_nested_design_routes_random_effects_to_the_recursion() -> None:
     """Few outer groups holding many inner ones: conditional_effects (ranef, coef, fitted ...)
     takes the block-recursive path, with the dense path's numbers."""
-    rng = np.random.default_rng(4)
-    n, schools, classes = 4000, 5, 150
-    cls = rng.integers(0, schools * classes, n)
-    x = rng.normal(size=n)
-    y = x + rng.normal(size=schools)[cls // classes] + rng.normal(size=schools * classes)[cls] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "s": cls // classes, "c": cls})
-    d = build_design(ModelSpec.from_lme4("y ~ x + (x | s) + (x | s:c)"), df)
+    d = wide_nested_design()
     assert stata_parity._path(d) == "nested"
     theta = np.array([0.9, 0.4, 0.1, 0.8, 0.3, -0.1, 1.0])
     beta = np.array([0.1, 1.0])
