@@ -23,7 +23,10 @@ variance/covariance scale, the residual variance last), whichever engine estimat
 - residual: ``n - p`` for every test (Stata's ``dfmethod(residual)``).
 
 Every ``V^-1``-product is summed over per-block cross-products (the outermost groups; the
-whole sample when a level is crossed) with the Woodbury identity, never an n-by-n matrix.
+whole sample when a level is crossed) with the Woodbury identity, never an n-by-n matrix; a
+chain of nested levels with wide blocks (where the Stata-parity inference is block-recursive)
+takes ``C_k``, ``Q_kl`` and ``tr(V^-1 V_k V^-1 V_l)`` from the derivatives of ``X'V^-1 X`` and
+``log|V|`` that :mod:`hlmbridge.inference.nested` carries through its recursion.
 
 Examples
 --------
@@ -114,7 +117,9 @@ class _Derivatives:
 
 
 def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
-    """``Phi``, ``C_k``, ``Q_kl`` and ``S_kl`` at ``theta`` from the per-block cross-products.
+    """``Phi``, ``C_k``, ``Q_kl`` and ``S_kl`` at ``theta``: from the per-block cross-products,
+    or, for the nested designs :func:`~hlmbridge.inference.stata_parity.evaluate` takes
+    block-recursively, from :mod:`hlmbridge.inference.nested` (:func:`_nested_derivatives`).
 
     Notation (per block, as in :mod:`~hlmbridge.inference.stata_parity`): ``E_k = dD/dtheta_k``,
     so ``V_k = Z E_k Z'`` (the residual's is ``I``), and ``V^-1 = (I - Z W Z') / s2`` gives the
@@ -124,11 +129,35 @@ def _derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
     on small designs. A sum over blocks of ``a_b' c_b`` for two (B, Q, m) arrays is one matrix
     product of them flattened to (B Q, m).
     """
+    from hlmbridge.inference.stata_parity import _path
+
+    theta = np.asarray(theta, dtype=float)
+    if _path(design) == "nested":  # a chain of nested levels with wide blocks: block-recursive
+        return _nested_derivatives(design, theta)
+    return _dense_derivatives(design, theta)
+
+
+def _nested_derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
+    """:func:`_derivatives` by :func:`hlmbridge.inference.nested.nested_derivatives` (one small
+    matrix per group at every level). Its ``Q`` is the symmetric part ``(Q_kl + Q_lk) / 2``,
+    all the df methods use: both contract ``Q_kl`` with a symmetric matrix (``Phi``) or sum it
+    with symmetric weights (``W_kl``)."""
+    from hlmbridge.inference.nested import nested_derivatives
+
+    XtVX, C, Qm, S = nested_derivatives(design, theta)
+    try:
+        phi = np.linalg.inv(XtVX)
+    except np.linalg.LinAlgError as exc:
+        raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
+    return _Derivatives(phi, 0.5 * (C + _t(C)), Qm, 0.5 * (S + S.T))
+
+
+def _dense_derivatives(design: Design, theta: np.ndarray) -> _Derivatives:
+    """:func:`_derivatives` from the dense per-block cross-products (see there)."""
     # The block cross-products are shared with the Stata-parity inference (computed once per design).
     from hlmbridge.inference.stata_parity import _blocks, inverse_powers, woodbury
 
     bl = _blocks(design)
-    theta = np.asarray(theta, dtype=float)
     s2, _, _, W = woodbury(bl, theta)  # V^-1 = (I - Z W Z') / s2
     Kr = len(theta) - 1
     K = Kr + 1

@@ -34,7 +34,17 @@ levels), at fixed residual variance; the residual's derivatives follow from homo
 (``G`` has degree -1 in all the parameters, ``log|V|`` gains ``n log t`` under scaling by ``t``).
 No matrix grows with the number of groups at any level beyond one small matrix per group.
 
-tests/test_nested_inference.py checks it against the dense closed forms.
+The same recursion serves the other post-fit quantities of a nested design (where
+:func:`hlmbridge.inference.stata_parity._path` chooses it): the df methods take ``X'V^-1 X``,
+``C_k = -dG_k`` and ``(Q_kl + Q_lk) / 2 = d2G_kl / 2`` on the ``X`` block and
+``tr(V^-1 V_k V^-1 V_l) = -d2 log|V|_kl`` (:func:`nested_derivatives`); the profile likelihood
+its upward pass without derivatives (:func:`nested_ml_parts`); the random effects a downward
+pass after it (:func:`nested_conditional_effects`: each group's effects given its ancestors' are
+normal with covariance ``W`` and a mean linear in the ancestors' effects, so the modes and
+conditional covariances given y follow level by level, outermost first).
+
+tests/test_nested_inference.py checks it against the dense closed forms, and
+tests/test_nested_postfit.py the post-fit quantities against the dense paths, scipy and lme4.
 
 Examples
 --------
@@ -62,7 +72,8 @@ from hlmbridge.design.build import Design
 from hlmbridge.design.cache import per_design
 from hlmbridge.errors import FitError
 
-__all__ = ["is_nested_chain", "nested_evaluate", "nested_work"]
+__all__ = ["is_nested_chain", "nested_conditional_effects", "nested_derivatives", "nested_evaluate",
+           "nested_ml_parts", "nested_work"]
 
 
 #: The groups of a level are eliminated in chunks whose second derivatives hold about this many
@@ -81,6 +92,7 @@ class _Tree:
     order: tuple[int, ...]  # design level of each tree level, outermost first
     q: tuple[int, ...]  # random effects per group, per tree level
     up: tuple[object, ...]  # per tree level t: the (groups at t-1) x (groups at t) sum (t = 0: one row), CSC
+    parent: tuple[np.ndarray, ...]  # per tree level t: each group's parent at t - 1 (t = 0: all 0)
     S_leaf: np.ndarray  # (innermost groups, a, a): [Z_{L-1} .. Z_0 | X | y]'[...] over their rows
     params: tuple[tuple[tuple[int, np.ndarray], ...], ...]  # per tree level: (parameter, pattern)
     b0: np.ndarray  # least-squares coefficients taken out of y
@@ -154,17 +166,19 @@ def _tree(design: Design) -> _Tree | None:
     agg = sp.csr_matrix((np.ones(n), (leaf.codes, np.arange(n))), shape=(leaf.n_groups, n))
     S_leaf = np.asarray(agg @ (v[:, :, None] * v[:, None, :]).reshape(n, a * a)).reshape(leaf.n_groups, a, a)
     up = [sp.csc_matrix(np.ones((1, levels[0].n_groups)))]
+    parents = [np.zeros(levels[0].n_groups, dtype=np.int64)]
     for t in range(1, len(levels)):
         parent = np.empty(levels[t].n_groups, dtype=np.int64)
         parent[levels[t].codes] = levels[t - 1].codes
         m = levels[t].n_groups
         up.append(sp.csc_matrix((np.ones(m), (parent, np.arange(m))), shape=(levels[t - 1].n_groups, m)))
+        parents.append(parent)
     tree_level = {li: t for t, li in enumerate(order)}
     params: list[list[tuple[int, np.ndarray]]] = [[] for _ in levels]
     for k, prm in enumerate(variance_parameters(design)):
         if prm.level is not None:
             params[tree_level[prm.level]].append((k, prm.pattern))
-    return _Tree(tuple(order), tuple(ld.Z.shape[1] for ld in levels), tuple(up), S_leaf,
+    return _Tree(tuple(order), tuple(ld.Z.shape[1] for ld in levels), tuple(up), tuple(parents), S_leaf,
                  tuple(tuple(x) for x in params), b0, float(n))
 
 
@@ -308,10 +322,70 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     same result type) by block-recursive elimination; see the module docstring."""
     from hlmbridge.inference.stata_parity import assemble_inference
 
+    tr = _tree_of(design)
+    G, Gd, Gdd, logdet, lg, lh = _recursion_at(design, tr, np.asarray(theta, dtype=float))
+    return _closed_forms(design, tr.b0, beta, G, Gd, Gdd, logdet, lg, lh, reml=reml,
+                         finish=assemble_inference)
+
+
+def nested_derivatives(design: Design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the df methods (:mod:`hlmbridge.inference.df_methods`) need of ``V`` at ``theta``,
+    by the same recursion as :func:`nested_evaluate`: ``X'V^-1 X`` (p, p); ``C_k = X'V^-1 V_k
+    V^-1 X`` (K, p, p); the symmetric part of ``Q_kl = X'V^-1 V_k V^-1 V_l V^-1 X``, i.e.
+    ``(Q_kl + Q_lk) / 2`` (K, K, p, p: ``Q_lk = Q_kl'``, and every use of ``Q`` in the df methods
+    contracts it with a symmetric matrix); and ``tr(V^-1 V_k V^-1 V_l)`` (K, K). They are
+    ``-dG_k``, ``d2G_kl / 2`` and ``-d2 log|V|_kl`` on the ``X`` block of ``G``.
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> rng = np.random.default_rng(3)
+    >>> cls = rng.integers(0, 60, 400)
+    >>> df = pd.DataFrame({"y": rng.normal(size=400), "s": cls // 6, "c": cls})
+    >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s/c)"), df)
+    >>> XtVX, C, Q, S = nested_derivatives(d, np.array([0.5, 1.0, 1.0]))
+    >>> C.shape, Q.shape, S.shape
+    ((3, 1, 1), (3, 3, 1, 1), (3, 3))
+    """
+    tr = _tree_of(design)
+    G, Gd, Gdd, _, _, lh = _recursion_at(design, tr, np.asarray(theta, dtype=float))
+    p = design.n_fixed
+    return G[:p, :p], -Gd[:, :p, :p], 0.5 * Gdd[:, :, :p, :p], -lh
+
+
+def _tree_of(design: Design) -> _Tree:
     tr = _tree(design)
     if tr is None:
         raise FitError("the design's levels are not nested in one another")
-    theta = np.asarray(theta, dtype=float)
+    return tr
+
+
+@per_design
+def _last_recursion(design: Design) -> dict[bytes, tuple[object, ...]]:
+    return {}  # theta -> _recursion's result, the last theta only
+
+
+def _recursion_at(design: Design, tr: _Tree, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float,
+                                                                        np.ndarray, np.ndarray]:
+    """:func:`_recursion`, kept for the last ``theta`` of a design: after a fit the likelihood's
+    information (Satterthwaite's Hessian) and the df methods' derivatives are asked at the same
+    estimates, one recursion for both. The arrays are read-only (shared)."""
+    memo = _last_recursion(design)
+    key = theta.tobytes()
+    if key not in memo:
+        out = _recursion(tr, theta)
+        for x in out:
+            if isinstance(x, np.ndarray):
+                x.flags.writeable = False
+        memo.clear()
+        memo[key] = out
+    return memo[key]  # type: ignore[return-value]
+
+
+def _recursion(tr: _Tree, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray,
+                                                      np.ndarray]:
+    """``G = [X y]'V^-1[X y]`` (y less ``X b0``), ``log|V|`` and their first and second
+    derivatives in ``theta``: ``(G, Gd, Gdd, logdet, lg, lh)``."""
     s2 = float(theta[-1])
     if not s2 > 0:
         raise FitError(f"the residual variance must be positive, got {s2}")
@@ -387,8 +461,144 @@ def nested_evaluate(design: Design, beta: np.ndarray | None, theta: np.ndarray, 
     lg[Kr] = (n - th @ ld_g) / s2
     lh[Kr, :Kr] = lh[:Kr, Kr] = -(ld_g + th @ ld_h) / s2
     lh[Kr, Kr] = -(lg[Kr] + th @ lh[:Kr, Kr]) / s2
-    return _closed_forms(design, tr.b0, beta, G, Gd, Gdd, logdet, lg, lh, reml=reml,
-                         finish=assemble_inference)
+    return G, Gd, Gdd, logdet, lg, lh
+
+
+def _upward(tr: _Tree, theta: np.ndarray, s2: float, *, top: bool) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                       float, np.ndarray | None]:
+    """The recursion of :func:`nested_evaluate` without derivatives: each tree level's ``S``
+    (g, a, a) and ``W`` (g, q, q), ``log|V| - n log s2`` (the sum of the ``log|I + N D|``) and,
+    with ``top``, ``G = [X y]'V^-1[X y]`` (y less ``X b0``; else None)."""
+    L = len(tr.q)
+    S_of: list[np.ndarray] = [np.zeros(0)] * L
+    W_of: list[np.ndarray] = [np.zeros(0)] * L
+    logdet = 0.0
+    S = tr.S_leaf / s2
+    for t in range(L - 1, -1, -1):
+        q = tr.q[t]
+        Dl = np.zeros((q, q))
+        for k, pat in tr.params[t]:
+            Dl += theta[k] * pat
+        Bm, ld = _inv_logdet(np.eye(q) + _mm(S[:, :q, :q], Dl))  # B = (I + N D)^-1
+        logdet += float(ld.sum())
+        W = _mm(Dl, Bm)
+        W = 0.5 * (W + _t(W))
+        S_of[t], W_of[t] = S, W
+        if t or top:
+            Y = S[:, :q, q:]
+            T = S[:, q:, q:] - _mm(_t(Y), _mm(W, Y))
+            r = T.shape[-1]
+            S = np.asarray(tr.up[t] @ T.reshape(T.shape[0], r * r)).reshape(-1, r, r)  # type: ignore[operator]
+    return S_of, W_of, logdet, S[0] if top else None
+
+
+def nested_ml_parts(design: Design, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The ML log likelihood at the GLS fixed effects for ``theta``, the GLS fixed effects and
+    their covariance, by :func:`_upward` alone (no derivatives): what the profile likelihood
+    asks at each of its points (:mod:`hlmbridge.inference.profile`).
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> rng = np.random.default_rng(3)
+    >>> cls = rng.integers(0, 60, 400)
+    >>> df = pd.DataFrame({"y": rng.normal(size=400), "s": cls // 6, "c": cls})
+    >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s/c)", reml=False), df)
+    >>> ll, b, v = nested_ml_parts(d, np.array([0.5, 1.0, 1.0]))
+    >>> bool(abs(ll - nested_evaluate(d, None, np.array([0.5, 1.0, 1.0]), reml=False).loglik) < 1e-9)
+    True
+    """
+    tr = _tree_of(design)
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    _, _, logdet, G = _upward(tr, theta, s2, top=True)
+    assert G is not None
+    p = design.n_fixed
+    try:
+        vcov = np.linalg.inv(G[:p, :p])
+    except np.linalg.LinAlgError as exc:
+        raise FitError("X' V^-1 X is singular: the fixed effects are not identified") from exc
+    b = vcov @ G[:p, p]
+    quad = float(G[p, p] - G[:p, p] @ b)
+    ll = -0.5 * (tr.n_total * np.log(2 * np.pi) + logdet + tr.n_total * np.log(s2) + quad)
+    if design.weights is not None:
+        ll += 0.5 * float(np.sum(np.log(design.weights)))
+    return ll, b + tr.b0, vcov
+
+
+def nested_conditional_effects(design: Design, beta: np.ndarray,
+                               theta: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The conditional modes (BLUPs) and conditional covariances of every level's random
+    effects given y at ``beta`` and ``theta`` (what
+    :func:`hlmbridge.results.random_effects.conditional_effects` computes densely), per design
+    level: ``(modes (groups, q), cond_cov (groups, q, q))`` in group-code order.
+
+    The upward pass of :func:`nested_evaluate` without derivatives keeps each group's ``S``
+    (its rows' cross-products with its descendants integrated out) and ``W = D B``; then a
+    downward pass, outermost level first. Given its ancestors' effects ``u_a`` (the chain
+    parent, grandparent, ...), a group's effects depend on its own rows only: they are normal
+    with covariance ``W`` and mean ``W Y'[-u_a; -beta; 1] = m - K u_a`` (``Y`` the group's
+    own-by-rest block of ``S``, ``K = W Y_a``, the part of ``Y`` on the ancestors' columns). So,
+    given y alone, the mode is ``m - K E(u_a | y)`` and the covariance
+    ``W + K Cov(u_a | y) K'``, with ``Cov(u_a | y)`` carried down the chain (each group's joint
+    covariance with its ancestors: ``-K Cov(u_a | y)`` off the diagonal). A group at depth
+    ``t`` carries a matrix of width ``q_0 + ... + q_t``; nothing grows with the number of groups
+    but their count.
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> df = pd.DataFrame({"y": [1.0, 2, 4, 5, 7, 9], "s": list("aaaabb"), "c": list("xxyyzz")})
+    >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | s/c)"), df)
+    >>> [m.shape for m, _ in nested_conditional_effects(d, np.array([4.5]), np.array([1.0, 1.0, 1.0]))]
+    [(2, 1), (3, 1)]
+    """
+    tr = _tree_of(design)
+    theta = np.asarray(theta, dtype=float)
+    s2 = float(theta[-1])
+    if not s2 > 0:
+        raise FitError(f"the residual variance must be positive, got {s2}")
+    L = len(tr.q)
+    S_of, W_of, _, _ = _upward(tr, theta, s2, top=False)
+    # Downward: modes and covariances given y, with each group's chain of ancestors.
+    cb = np.append(-(np.asarray(beta, dtype=float) - tr.b0), 1.0)  # [X y] c = y - X beta
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * L
+    mu_a = Sig_a = np.zeros(0)
+    ca = 0  # width of the chain of ancestors
+    for t in range(L):
+        q, S, W = tr.q[t], S_of[t], W_of[t]
+        Y = S[:, :q, q:]
+        mode = (W @ (Y[:, :, ca:] @ cb)[:, :, None])[:, :, 0]
+        if t == 0:
+            cov = W
+        else:
+            K = W @ Y[:, :, :ca]
+            par = tr.parent[t]
+            mu, Sig = mu_a[par], Sig_a[par]
+            mode = mode - (K @ mu[:, :, None])[:, :, 0]
+            KS = K @ Sig
+            cov = W + KS @ _t(K)
+            cov = 0.5 * (cov + _t(cov))
+        out[t] = (mode, cov)
+        if t < L - 1:  # the chain [own; ancestors] for the next level
+            g = mode.shape[0]
+            chain = np.empty((g, q + ca, q + ca))
+            chain[:, :q, :q] = cov
+            if t:
+                chain[:, q:, q:] = Sig
+                chain[:, :q, q:] = -KS
+                chain[:, q:, :q] = -_t(KS)
+                mu_a = np.concatenate([mode, mu], axis=1)
+            else:
+                mu_a = mode
+            Sig_a = chain
+            ca += q
+    result: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * L
+    for t, li in enumerate(tr.order):
+        result[li] = out[t]
+    return tuple(result)
 
 
 def _closed_forms(design: Design, b0: np.ndarray, beta: np.ndarray | None, G: np.ndarray, Gd: np.ndarray,

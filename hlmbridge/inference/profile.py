@@ -109,9 +109,10 @@ class _Profiler:
         # The log likelihood alone, without the information matrices evaluate() also computes:
         # from per-block cross-products (nested levels, or a small crossed design as one dense
         # block), or from the sparse random-effects system where evaluate() takes that path.
-        from hlmbridge.inference.stata_parity import uses_sparse_algebra
+        from hlmbridge.inference.stata_parity import _path, uses_sparse_algebra
 
         self.dense_blocks = not uses_sparse_algebra(design)
+        self.nested = _path(design) == "nested"  # block-recursive (hlmbridge.inference.nested)
         self.theta0 = np.asarray(theta0, dtype=float)
 
     # ---- maps between scales ----------------------------------------------------------------
@@ -156,6 +157,10 @@ class _Profiler:
         if not is_feasible(self.design, theta):
             return None
         try:
+            if self.nested:
+                from hlmbridge.inference.nested import nested_ml_parts
+
+                return nested_ml_parts(self.design, theta)
             if self.dense_blocks:
                 return _ml_parts(self.design, theta)
             return _sparse_ml_parts(self.design, theta)

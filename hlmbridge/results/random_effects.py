@@ -10,6 +10,11 @@ block, ``M = Z'Z``, ``A = s2 I + M D`` and ``W = D A^-1``:
 - the conditional covariance given y (beta and the variances treated as known, lme4's
   ``condVar`` and Stata's ``reses``) is ``D - D Z'V^-1 Z D = s2 W``.
 
+A chain of nested levels whose dense blocks would be wide (the designs
+:func:`~hlmbridge.inference.stata_parity.evaluate` takes block-recursively) gets the same
+numbers from :func:`hlmbridge.inference.nested.nested_conditional_effects`, one small matrix
+per group.
+
 No ``D^-1`` is needed (a variance at zero gives zero modes with zero variance) and no
 n-by-n matrix is ever built. Precision weights enter as in the fit (rows scaled by sqrt(w)).
 
@@ -40,9 +45,8 @@ from hlmbridge.design.build import Design
 from hlmbridge.errors import UsageError
 from hlmbridge.threads import with_bounded_blas
 
-__all__ = ["LevelEffects", "RANEF_COLUMNS", "coef_frames", "conditional_effects", "estimates_of", "level_effects",
-           "ranef_frame",
-           "require_design"]
+__all__ = ["LevelEffects", "RANEF_COLUMNS", "coef_frames", "conditional_effects", "dense_conditional_effects",
+           "estimates_of", "level_effects", "ranef_frame", "require_design"]
 
 RANEF_COLUMNS: tuple[str, ...] = ("group", "level", "term", "stata_term", "estimate", "std_error", "conf_low",
                                   "conf_high")
@@ -97,7 +101,7 @@ def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> 
     >>> le.modes.round(4).tolist(), le.cond_cov.ravel().round(4).tolist()
     ([[-1.0], [1.0]], [0.3333, 0.3333])
     """
-    from hlmbridge.inference.stata_parity import _blocks, woodbury
+    from hlmbridge.inference.stata_parity import _path
 
     beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
@@ -105,21 +109,44 @@ def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> 
     cached = _CACHE.setdefault(design, {})
     if key in cached:
         return cached[key]
-    bl = _blocks(design)
-    s2, _, _, W = woodbury(bl, theta)
-    W = 0.5 * (W + np.swapaxes(W, -1, -2))
-    Zr = bl.Zy - bl.ZX @ (beta - bl.b0)
-    b = np.einsum("bij,bj->bi", W, Zr)
-    out = []
-    for ld, (g_block, g_first, q) in zip(design.levels, bl.group_place, strict=True):
-        cols = g_first[:, None] + np.arange(q)[None, :]
-        modes = b[g_block[:, None], cols]
-        cov = s2 * W[g_block[:, None, None], cols[:, :, None], cols[:, None, :]]
-        out.append(LevelEffects(ld.key, tuple(ld.group_labels), tuple(ld.terms_lme4), tuple(ld.terms_stata),
-                                modes, cov))
-    result = tuple(out)
+    if _path(design) == "nested":  # a chain of nested levels with wide blocks: block-recursive
+        from hlmbridge.inference.nested import nested_conditional_effects
+
+        per_level = nested_conditional_effects(design, beta, theta)
+    else:
+        per_level = dense_conditional_effects(design, beta, theta)
+    result = tuple(LevelEffects(ld.key, tuple(ld.group_labels), tuple(ld.terms_lme4), tuple(ld.terms_stata),
+                                modes, cov)
+                   for ld, (modes, cov) in zip(design.levels, per_level, strict=True))
     cached[key] = result
     return result
+
+
+def dense_conditional_effects(design: Design, beta: np.ndarray,
+                              theta: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """:func:`conditional_effects`' numbers from the dense per-block cross-products: per level
+    ``(modes, cond_cov)`` (see the module docstring).
+
+    >>> import numpy as np, pandas as pd
+    >>> from hlmbridge.spec.model import ModelSpec
+    >>> from hlmbridge.design.build import build_design
+    >>> df = pd.DataFrame({"y": [1.0, 2, 4, 5], "g": list("aabb")})
+    >>> d = build_design(ModelSpec.from_lme4("y ~ 1 + (1 | g)"), df)
+    >>> [m.ravel().round(4).tolist() for m, _ in dense_conditional_effects(d, np.array([3.0]), np.array([1.0, 1.0]))]
+    [[-1.0, 1.0]]
+    """
+    from hlmbridge.inference.stata_parity import _blocks, woodbury
+
+    bl = _blocks(design)
+    s2, _, _, W = woodbury(bl, np.asarray(theta, dtype=float))
+    W = 0.5 * (W + np.swapaxes(W, -1, -2))
+    Zr = bl.Zy - bl.ZX @ (np.asarray(beta, dtype=float) - bl.b0)
+    b = np.einsum("bij,bj->bi", W, Zr)
+    out = []
+    for g_block, g_first, q in bl.group_place:
+        cols = g_first[:, None] + np.arange(q)[None, :]
+        out.append((b[g_block[:, None], cols], s2 * W[g_block[:, None, None], cols[:, :, None], cols[:, None, :]]))
+    return tuple(out)
 
 
 def level_effects(res: object) -> tuple[LevelEffects, ...]:
