@@ -455,6 +455,16 @@ def _header_cells(text: str, line: int) -> list[Cell]:
     return out
 
 
+def _coefficient_header(it: list[tuple[int, str]], pos: int, lines: _Lines, start: int,
+                        meta: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """The coefficient table's header line at ``it[pos]`` (``xtreg``, ``xtlogit``, ``melogit``):
+    the response into ``meta``, the table's columns, and the position after the header and its rule."""
+    if pos >= len(it) or _table_row(it[pos][1]) is None:
+        raise lines.error("expected the coefficient table header", it[min(pos, len(it) - 1)][0] if it else start)
+    meta["response"] = it[pos][1].partition("|")[0].strip()
+    return _fixed_columns(it[pos][1], lines, it[pos][0]), pos + 2  # header, rule
+
+
 # ``mixed ..., dfmethod()`` (Stata 14+): the method and the range of the fixed effects' df on
 # the left and right of one line, then ``avg``/``max`` lines, and an F test of the fixed
 # effects (``F(k, ddf)``, ``Prob > F``) in place of the Wald chi2 lines.
@@ -769,12 +779,7 @@ def _parse_xtreg(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
     if "title" not in meta or need - found:
         raise lines.error(f"xtreg, mle output header incomplete (missing {sorted(need - found) or 'the title'})",
                           it[min(pos, len(it) - 1)][0] if it else start)
-    pos += 1
-    if pos >= len(it) or _table_row(it[pos][1]) is None:
-        raise lines.error("expected the coefficient table header", it[min(pos, len(it) - 1)][0] if it else start)
-    meta["response"] = it[pos][1].partition("|")[0].strip()
-    columns = _fixed_columns(it[pos][1], lines, it[pos][0])
-    pos += 2  # header, rule
+    columns, pos = _coefficient_header(it, pos + 1, lines, start, meta)
     part = "fixed"
     end = start
     while pos < len(it):
@@ -845,12 +850,7 @@ def _parse_glmm(lines: _Lines, start: int, stop: int, kind: str) -> tuple[list[C
         missing = sorted(need - found) or "the title or the integration line"
         raise lines.error(f"{kind} output header incomplete (missing {missing})",
                           it[min(pos, len(it) - 1)][0] if it else start)
-    pos += 1
-    if pos >= len(it) or _table_row(it[pos][1]) is None:
-        raise lines.error("expected the coefficient table header", it[min(pos, len(it) - 1)][0] if it else start)
-    meta["response"] = it[pos][1].partition("|")[0].strip()
-    columns = _fixed_columns(it[pos][1], lines, it[pos][0])
-    pos += 2  # header, rule
+    columns, pos = _coefficient_header(it, pos + 1, lines, start, meta)
     part = "fixed"
     level = None
     end = start
