@@ -103,6 +103,25 @@ hlmbridge_call_data <- function(data, call, factors = list(), rows = NULL, weigh
   list(d = d, call = call)
 }
 
+## Evaluates `call` in `env`; an error comes back as the condition object, and R's warnings and
+## messages are kept (muffled) instead of printed: list(value, warnings, messages).
+hlmbridge_collect <- function(call, env) {
+  warns <- character()
+  msgs <- character()
+  value <- withCallingHandlers(
+    tryCatch(eval(call, env), error = function(e) e),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    }
+  )
+  list(value = value, warnings = warns, messages = msgs)
+}
+
 ## Fit one model. `factors` is a named list: variable -> base level (NA = lowest level);
 ## `rows` are 1-based row numbers of the estimation sample (NULL = all rows); `weights` and
 ## `offset` are per-row vectors over all rows of `data` (NULL = none), passed to lmer as its
@@ -129,17 +148,10 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   run <- function(ctrl, start) {
     cl <- call
     if (!is.null(start)) cl$start <- list(theta = start)
-    withCallingHandlers(
-      tryCatch(eval(cl), error = function(e) e),
-      warning = function(w) {
-        warns <<- c(warns, conditionMessage(w))
-        invokeRestart("muffleWarning")
-      },
-      message = function(m) {
-        msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
-        invokeRestart("muffleMessage")
-      }
-    )
+    got <- hlmbridge_collect(cl, environment())
+    warns <<- c(warns, got$warnings)
+    msgs <<- c(msgs, got$messages)
+    got$value
   }
   t0 <- proc.time()[["elapsed"]]
   fit <- run(hlmbridge_control(rhoend = rhoend, maxfun = maxfun), NULL)
@@ -196,17 +208,10 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   d <- prep$d
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   t0 <- proc.time()[["elapsed"]]
-  fit <- withCallingHandlers(
-    tryCatch(eval(prep$call), error = function(e) e),
-    warning = function(w) {
-      warns <<- c(warns, conditionMessage(w))
-      invokeRestart("muffleWarning")
-    },
-    message = function(m) {
-      msgs <<- c(msgs, sub("\n$", "", conditionMessage(m)))
-      invokeRestart("muffleMessage")
-    }
-  )
+  got <- hlmbridge_collect(prep$call, environment())
+  fit <- got$value
+  warns <- got$warnings
+  msgs <- got$messages
   elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))

@@ -78,6 +78,14 @@ stopifnot(env$hlmbridge_control(NULL)$checkControl$check.nlev.gtr.1 == "warning"
 options(old_opt)
 stopifnot(env$hlmbridge_control(NULL)$checkControl$check.nlev.gtr.1 == "stop")
 
+## hlmbridge_collect: warnings and messages kept in order (muffled), an error returned, the
+## call evaluated in the environment given.
+got <- env$hlmbridge_collect(quote({ warning("w1"); message("m1"); warning("w2"); x + 1 }),
+                             list2env(list(x = 41)))
+stopifnot(identical(got$value, 42), identical(got$warnings, c("w1", "w2")), identical(got$messages, "m1"))
+got <- env$hlmbridge_collect(quote(stop("boom")), new.env())
+stopifnot(inherits(got$value, "error"), identical(conditionMessage(got$value), "boom"))
+
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
 cat("r/tests/test_hlmbridge.R: all checks passed\n")
