@@ -465,6 +465,35 @@ def _coefficient_header(it: list[tuple[int, str]], pos: int, lines: _Lines, star
     return _fixed_columns(it[pos][1], lines, it[pos][0]), pos + 2  # header, rule
 
 
+
+def _z_table_rows(it: list[tuple[int, str]], pos: int, lines: _Lines,
+                  what: str) -> tuple[list[tuple[int, str, str, str]], int]:
+    """The rows of an ``xtreg``/``xtlogit``/``melogit`` z table from ``it[pos]`` to its closing
+    rule, as ``(line, part, label, rest)`` (``part`` "fixed" above the first inner rule, "random"
+    below it), and the position after the closing rule."""
+    rows: list[tuple[int, str, str, str]] = []
+    part = "fixed"
+    while pos < len(it):
+        i, text = it[pos]
+        pos += 1
+        if _RULE_RE.match(text):
+            if "+" not in text:
+                break
+            part = "random"
+            continue
+        row = _table_row(text)
+        if row is None:
+            raise lines.error(f"not a {part} row of the {what} table", i)
+        rows.append((i, part, row[0], row[1]))
+    return rows, pos
+
+
+def _lr_test_cells(m: re.Match[str], line: int, meta: dict[str, Any]) -> list[Cell]:
+    """The LR test line under a table (groups: kind, df, chi2, p): its kind into ``meta``."""
+    meta["lr_kind"] = m.group(1)
+    return [Cell(("lr", "df"), m.group(2), line), Cell(("lr", "chi2"), m.group(3), line),
+            Cell(("lr", "p_value"), m.group(4), line)]
+
 # ``mixed ..., dfmethod()`` (Stata 14+): the method and the range of the fixed effects' df on
 # the left and right of one line, then ``avg``/``max`` lines, and an F test of the fixed
 # effects (``F(k, ddf)``, ``Prob > F``) in place of the Wald chi2 lines.
@@ -780,20 +809,8 @@ def _parse_xtreg(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         raise lines.error(f"xtreg, mle output header incomplete (missing {sorted(need - found) or 'the title'})",
                           it[min(pos, len(it) - 1)][0] if it else start)
     columns, pos = _coefficient_header(it, pos + 1, lines, start, meta)
-    part = "fixed"
-    end = start
-    while pos < len(it):
-        i, text = it[pos]
-        pos += 1
-        if _RULE_RE.match(text):
-            if "+" not in text:
-                break
-            part = "random"
-            continue
-        row = _table_row(text)
-        if row is None:
-            raise lines.error(f"not a {part} row of the xtreg table", i)
-        label, rest = row
+    rows, pos = _z_table_rows(it, pos, lines, "xtreg")
+    for i, part, label, rest in rows:
         _check_label(label, lines, i)
         if part == "fixed":
             toks = _nums(rest, lines, i, len(columns))
@@ -803,15 +820,9 @@ def _parse_xtreg(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
                 raise lines.error(f"unrecognized xtreg row {label!r} (expected /sigma_u, /sigma_e, rho)", i)
             toks = _nums(rest, lines, i, 4)
             cells.extend(Cell(("random", label, f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
-        end = i
     if pos >= len(it) or not (m := _XT_LR_RE.match(it[pos][1].strip())):
         raise lines.error("expected 'LR test of sigma_u=0: ...'", it[min(pos, len(it) - 1)][0])
-    i = it[pos][0]
-    meta["lr_kind"] = m.group(1)
-    cells.append(Cell(("lr", "df"), m.group(2), i))
-    cells.append(Cell(("lr", "chi2"), m.group(3), i))
-    cells.append(Cell(("lr", "p_value"), m.group(4), i))
-    return cells, meta, i
+    return cells + _lr_test_cells(m, it[pos][0], meta), meta, it[pos][0]
 
 
 _GLMM_TITLE_RE = re.compile(r"^((?:Mixed|Random)-effects (?:logistic|Poisson) regression)\s")
@@ -851,21 +862,10 @@ def _parse_glmm(lines: _Lines, start: int, stop: int, kind: str) -> tuple[list[C
         raise lines.error(f"{kind} output header incomplete (missing {missing})",
                           it[min(pos, len(it) - 1)][0] if it else start)
     columns, pos = _coefficient_header(it, pos + 1, lines, start, meta)
-    part = "fixed"
+    rows, pos = _z_table_rows(it, pos, lines, kind)
     level = None
-    end = start
-    while pos < len(it):
-        i, text = it[pos]
-        pos += 1
-        if _RULE_RE.match(text):
-            if "+" not in text:
-                break
-            part = "random"
-            continue
-        row = _table_row(text)
-        if row is None:
-            raise lines.error(f"not a {part} row of the {kind} table", i)
-        label, rest = row
+    end = rows[-1][0] if rows else start
+    for i, part, label, rest in rows:
         if part == "fixed":
             _check_label(label, lines, i)
             toks = _nums(rest, lines, i, len(columns))
@@ -884,16 +884,10 @@ def _parse_glmm(lines: _Lines, start: int, stop: int, kind: str) -> tuple[list[C
                 raise lines.error(f"unrecognized {kind} random-effects row {label!r}", i)
             toks = _nums(rest, lines, i, 4)
             cells.extend(Cell(("random", f"{level}:{label}", f), t, i) for f, t in zip(_RANDOM_FIELDS, toks))
-        end = i
     if pos >= len(it) or not (m := _GLMM_LR_RE.match(it[pos][1].strip())):
         raise lines.error("expected the LR test line ('LR test vs. logistic model: ...' / 'LR test of rho=0: ...')",
                           it[min(pos, len(it) - 1)][0] if it else end)
-    i = it[pos][0]
-    meta["lr_kind"] = m.group(1)
-    cells.append(Cell(("lr", "df"), m.group(2), i))
-    cells.append(Cell(("lr", "chi2"), m.group(3), i))
-    cells.append(Cell(("lr", "p_value"), m.group(4), i))
-    return cells, meta, i
+    return cells + _lr_test_cells(m, it[pos][0], meta), meta, it[pos][0]
 
 
 def _parse_list(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
