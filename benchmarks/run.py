@@ -159,6 +159,17 @@ def write_columns(dirpath: Path, columns: dict[str, np.ndarray], groups: set[str
             fh.write(f"{name}\t{'group' if name in groups else 'num'}\n")
 
 
+def read_columns(dirpath: Path) -> pd.DataFrame:
+    """The frame :func:`write_columns` wrote (group columns as int64 codes): what the benchmark
+    children and the in-process sections fit."""
+    cols = [line.split("\t") for line in (dirpath / "columns").read_text().splitlines()]
+    df = pd.DataFrame({c: np.fromfile(dirpath / f"{c}.f64", dtype="<f8") for c, _ in cols})
+    for c, kind in cols:
+        if kind == "group":
+            df[c] = df[c].astype(np.int64)
+    return df
+
+
 def write_models(dirpath: Path, models: list[tuple[str, str, bool, str]]) -> None:
     with open(dirpath / "models", "w") as fh:
         for name, formula, reml, factors in models:
@@ -442,17 +453,13 @@ def status(field):
             return int(line.split()[1])
 d = Path(sys.argv[1]); reps = int(sys.argv[2]); formula = sys.argv[3]; reml = sys.argv[4] == "TRUE"
 import hlmbridge
-cols = [line.split("\t") for line in (d / "columns").read_text().splitlines()]
-df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c, _ in cols})
-for c, kind in cols:
-    if kind == "group":
-        df[c] = df[c].astype(np.int64)
+sys.path.insert(0, sys.argv[5])  # benchmarks/: its data reader, and lmer with its defaults in this process's R
+from run import embedded_default_lmer, interleaved, read_columns
+df = read_columns(d)
 hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
 before = status("VmHWM")
 last = []
 fit = lambda: last.append(hlmbridge.fit(formula, df, engine="lme4", reml=reml))
-sys.path.insert(0, sys.argv[5])  # benchmarks/: lmer with its defaults in this process's R, interleaved
-from run import embedded_default_lmer, interleaved
 times, emb = interleaved(fit, embedded_default_lmer(d, 1), reps)
 res = last[-1]
 print(json.dumps({"times": times, "hwm_before_kb": before, "hwm_after_kb": status("VmHWM"),
@@ -631,11 +638,9 @@ import numpy as np, pandas as pd
 import hlmbridge
 from threadpoolctl import threadpool_info
 d = Path(sys.argv[1]); reps = int(sys.argv[2]); model = sys.argv[3]; reml = sys.argv[4] == "TRUE"
-cols = [line.split("	") for line in (d / "columns").read_text().splitlines()]
-df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c, _ in cols})
-for c, kind in cols:
-    if kind == "group":
-        df[c] = df[c].astype(np.int64)
+sys.path.insert(0, sys.argv[5])  # benchmarks/: its data reader
+from run import read_columns
+df = read_columns(d)
 out = {"1": [], "all": []}
 for rep in range(reps + 1):  # the settings alternate; the first round is a warm-up
     for setting in (("1", "all") if rep % 2 else ("all", "1")):
@@ -676,7 +681,7 @@ def bench_threads(reps: int, tmp: Path) -> dict[str, Any]:
 
             def run() -> dict[str, Any]:
                 out = subprocess.run([sys.executable, "-c", THREADS_CHILD, str(dirs[name]), str(reps), model,
-                                      "TRUE" if reml else "FALSE"], capture_output=True, text=True, check=False,
+                                      "TRUE" if reml else "FALSE", str(BENCH)], capture_output=True, text=True, check=False,
                                      env=env)
                 if out.returncode != 0:
                     raise RuntimeError(f"threads child failed:\n{out.stderr[-3000:]}")
@@ -793,9 +798,7 @@ def bench_sm_nested(reps: int, tmp: Path) -> dict[str, Any]:
     rows = []
     for name, dataset, columns, formula, fixed, top, inner in SM_NESTED_CASES:
         d = _nested_dir(tmp, dataset, columns, {top, inner})
-        df = pd.DataFrame({c: np.fromfile(d / f"{c}.f64", dtype="<f8") for c in columns})
-        for g in (top, inner):
-            df[g] = df[g].astype(np.int64)
+        df = read_columns(d)
         log(f"sm_nested: {name}")
         model = MixedLM.from_formula(fixed, df, groups=df[top], re_formula="1",
                                      vc_formula={inner: f"0 + C({inner})"})
