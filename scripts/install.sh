@@ -43,10 +43,10 @@ if ! PROBE="$(r_probe)"; then
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update
         # r-base-dev, python3-dev and gcc let pip build rpy2's compiled interface.
-        # r-cran-mlmrev, r-cran-jsonlite, r-cran-lmertest and r-cran-pbkrtest are test
+        # r-cran-mlmrev, r-cran-jsonlite, r-cran-lmertest, r-cran-pbkrtest and r-cran-emmeans are test
         # dependencies (see R_TEST_PACKAGES below).
         as_root apt-get install -y r-base-core r-base-dev r-cran-lme4 r-cran-nlme \
-            r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest python3-venv python3-dev gcc
+            r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest r-cran-emmeans python3-venv python3-dev gcc
         PROBE="$(r_probe)" || die "apt-get finished but Rscript still cannot load lme4"
     else
         echo "hlmbridge needs R >= 4.2 with the lme4 package (install R from https://cran.r-project.org, then in R: install.packages('lme4')), and then rerun: bash scripts/install.sh" >&2
@@ -58,18 +58,19 @@ fi
 # The differential tests against R (tests/test_differential_r.py) export real data sets
 # from nlme and mlmRev with jsonlite (r/export_datasets.R). Checked with one quick Rscript
 # call; installed with apt-get when missing (a no-op when present). lmerTest and pbkrtest
-# are the references of the df-method tests (tests/test_df_methods.py, r/tests/df_reference.R).
-R_TEST_PACKAGES="nlme mlmRev jsonlite lmerTest pbkrtest"
+# are the references of the df-method tests (tests/test_df_methods.py, r/tests/df_reference.R);
+# emmeans is the reference of the marginal-means tests.
+R_TEST_PACKAGES="nlme mlmRev jsonlite lmerTest pbkrtest emmeans"
 r_test_probe() {
-    Rscript --vanilla -e 'p <- c("nlme", "mlmRev", "jsonlite", "lmerTest", "pbkrtest"); cat(paste0(p, "=", sapply(p, function(x) as.character(packageVersion(x)))))' 2>/dev/null
+    Rscript --vanilla -e 'p <- c("nlme", "mlmRev", "jsonlite", "lmerTest", "pbkrtest", "emmeans"); cat(paste0(p, "=", sapply(p, function(x) as.character(packageVersion(x)))))' 2>/dev/null
 }
 if ! TEST_PROBE="$(r_test_probe)"; then
     if command -v apt-get >/dev/null 2>&1; then
         say "R test packages ($R_TEST_PACKAGES) not all found; installing them with apt-get"
         export DEBIAN_FRONTEND=noninteractive
-        as_root apt-get install -y r-cran-nlme r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest ||
+        as_root apt-get install -y r-cran-nlme r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest r-cran-emmeans ||
             { as_root apt-get update &&
-              as_root apt-get install -y r-cran-nlme r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest; }
+              as_root apt-get install -y r-cran-nlme r-cran-mlmrev r-cran-jsonlite r-cran-lmertest r-cran-pbkrtest r-cran-emmeans; }
         TEST_PROBE="$(r_test_probe)" || die "apt-get finished but R still lacks one of: $R_TEST_PACKAGES"
     else
         say "warning: R lacks one of the test packages ($R_TEST_PACKAGES); install them in R with install.packages() or the differential tests fail"
