@@ -9,7 +9,8 @@ a one-dimensional integral for any random part, since ``z' b`` is normal with va
 ``s^2 = sum over grouping factors of z' D z`` (the factors are independent). It is computed by
 Gauss-Hermite quadrature with ``k`` points (for one scalar random intercept this is the sum
 Stata's ``predict, marginal`` and the hospital page's ``mata`` block compute; for random slopes
-it is the exact reduction of Stata's k^q-point product rule to one dimension). The rule is not
+it is the integral Stata's k^q-point product rule approximates, reduced exactly to one dimension,
+so at equal k the two approximations differ by their quadrature errors, not in what they compute). The rule is not
 adaptive (there are no responses to adapt to): for a large random-intercept SD it needs many
 points (logit, SD 3: 12 points are 1e-3 off the integral, 60 points 5e-8).
 
