@@ -1,17 +1,18 @@
-"""Empirical Bayes means and modes of a GLMM's scalar random effect (Stata's ``predict, reffects``).
+"""Empirical Bayes means and modes of a GLMM's random effects (Stata's ``predict, reffects``).
 
-Two summaries of the posterior of a group's random effect ``u`` given its responses, at the
-fit's estimates (``beta``, ``sigma^2 = var(u)``), with density proportional to
-``prod_i f(y_i | eta_i + u) * phi(u; 0, sigma^2)``:
+Two summaries of the posterior of a group's random effects ``b`` given its responses, at the
+fit's estimates (``beta``, the covariance ``D`` of ``b``), with density proportional to
+``prod_i f(y_i | eta_i + z_i' b) * N(b; 0, D)``, for one grouping level:
 
-- the **mode** and the SD from the curvature there (Fisher information ``sum w mu_eta^2 / V +
-  1/sigma^2``): Stata's ``predict, reffects ebmodes`` with ``reses``, and what glmer's
+- the **mode** and the SDs from the curvature there (Fisher information ``sum z z' w mu_eta^2 / V
+  + D^-1``): Stata's ``predict, reffects ebmodes`` with ``reses``, and what glmer's
   ``ranef(condVar = TRUE)`` returns (conditional modes and conditional SDs) — the same numbers
   for the canonical links (logit, log), found here by Fisher scoring;
-- the **mean** and **SD** of the posterior: Stata's default ``predict, reffects`` (``ebmeans``)
+- the **mean** and **SDs** of the posterior: Stata's default ``predict, reffects`` (``ebmeans``)
   with ``reses``. No closed form: computed by adaptive Gauss-Hermite quadrature with ``k``
-  points per group, adapted as Stata's ``mvaghermite`` does (started at the mode and curvature,
-  then moved to the posterior mean and SD the last pass gave, until they stop moving).
+  points per random effect (the k^q-point product rule for q of them, as Stata), adapted as
+  Stata's ``mvaghermite`` does (started at the mode and curvature, then moved to the posterior
+  mean and covariance the last pass gave, until they stop moving).
 
 The posterior of a logit or Poisson model is skewed, so means and modes differ, most for small
 groups (hospital data, 12 points: by up to 0.14, a tenth of a posterior SD).
@@ -36,7 +37,7 @@ import pandas as pd
 from hlmbridge.errors import FitError, UnsupportedSpecError, UsageError
 from hlmbridge.families import Family
 
-__all__ = ["EB_SOURCE", "EbPosterior", "eb_frame", "eb_posterior", "gauss_hermite"]
+__all__ = ["EB_SOURCE", "EbPosterior", "eb_frame", "eb_posterior", "eb_posterior_vector", "gauss_hermite"]
 
 #: What :func:`eb_frame`'s columns are (its ``attrs["source"]``).
 EB_SOURCE = ("empirical Bayes predictions at the fit's estimates: ebmean/ebmean_sd = Stata's predict, reffects "
@@ -60,20 +61,100 @@ def gauss_hermite(points: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, eq=False)
 class EbPosterior:
-    """Per group: posterior ``modes`` and ``mode_sd`` (curvature), ``means`` and ``sds``."""
+    """Per group: posterior ``modes`` and ``mode_sd`` (curvature), ``means`` and ``sds``; for a
+    vector random effect ``(n_groups, q)`` arrays, and ``mode_cov``/``cov`` the ``(n_groups, q, q)``
+    covariances (None for a scalar one)."""
 
     modes: np.ndarray
     mode_sd: np.ndarray
     means: np.ndarray
     sds: np.ndarray
+    mode_cov: np.ndarray | None = None
+    cov: np.ndarray | None = None
 
 
 def _group_sum(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Column-wise sums of ``values`` (n, k) or (n,) by group."""
-    if values.ndim == 1:
-        return np.bincount(codes, weights=values, minlength=n_groups)
-    return np.stack([np.bincount(codes, weights=values[:, j], minlength=n_groups) for j in range(values.shape[1])],
-                    axis=1)
+    """Sums of ``values`` (n, ...) by group: (n_groups, ...)."""
+    flat = values.reshape(values.shape[0], -1)
+    out = np.stack([np.bincount(codes, weights=flat[:, j], minlength=n_groups) for j in range(flat.shape[1])],
+                   axis=1)
+    return out.reshape((n_groups, *values.shape[1:]))
+
+
+def _product_rule(points: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k^q-point product Gauss-Hermite rule: nodes (k^q, q) and weights (k^q,)."""
+    x, w = gauss_hermite(points)
+    grids = np.meshgrid(*([x] * q), indexing="ij")
+    wgrids = np.meshgrid(*([w] * q), indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1), np.prod(np.stack([g.ravel() for g in wgrids], axis=1), axis=1)
+
+
+def eb_posterior_vector(fam: Family, y: np.ndarray, eta: np.ndarray, Z: np.ndarray, codes: np.ndarray,
+                        n_groups: int, *, cov: np.ndarray, points: int, weights: np.ndarray | None = None,
+                        tol: float = 1e-10, max_iter: int = 200) -> EbPosterior:
+    """Posterior modes, curvature covariances, means and covariances of a random effect
+    ``b ~ N(0, cov)`` entering row ``i`` of group ``codes[i]`` as ``Z[i] @ b``, each group's
+    integrals by the k^q-point product rule, mean-variance adaptive (Stata's mvaghermite)."""
+    y = np.asarray(y, dtype=float)
+    eta = np.asarray(eta, dtype=float)
+    Z = np.asarray(Z, dtype=float)
+    codes = np.asarray(codes)
+    q = Z.shape[1]
+    try:
+        np.linalg.cholesky(cov)
+        Dinv = np.linalg.inv(cov)
+    except np.linalg.LinAlgError:
+        raise UsageError("the random effects' covariance matrix is singular (a fit on the boundary): their "
+                         "posterior is degenerate, with no empirical Bayes means to integrate") from None
+    X, W = _product_rule(points, q)
+    wt = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    ZZ = Z[:, :, None] * Z[:, None, :]
+
+    def working(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = eta + np.einsum("ij,ij->i", Z, b[codes])
+        mu = fam.link.linkinv(e)
+        d = fam.link.mu_eta(e)
+        v = fam.variance(mu)
+        score = _group_sum(Z * (wt * (y - mu) * d / v)[:, None], codes, n_groups) - b @ Dinv
+        return score, _group_sum(ZZ * (wt * d**2 / v)[:, None, None], codes, n_groups) + Dinv
+
+    # the mode by Fisher scoring (Newton's method for the canonical links), all groups at once
+    u = np.zeros((n_groups, q))
+    for _ in range(max_iter):
+        score, info = working(u)
+        step = np.linalg.solve(info, score[:, :, None])[:, :, 0]
+        u = u + step
+        if np.max(np.abs(step)) < tol:
+            break
+    else:
+        raise FitError(f"the posterior modes did not converge in {max_iter} Fisher-scoring steps")
+    mode_cov = np.linalg.inv(working(u)[1])
+    ynodes = np.repeat(y[:, None], len(W), 1)
+    wnodes = np.repeat(wt[:, None], len(W), 1)
+    half_x2 = np.sum(X**2, axis=1)
+
+    # mean-variance adaptive quadrature (Stata's mvaghermite): start at the mode and curvature
+    centre, chol = u.copy(), np.linalg.cholesky(mode_cov)
+    for _ in range(max_iter):
+        nodes = centre[:, None, :] + np.sqrt(2.0) * np.einsum("gij,mj->gmi", chol, X)  # (G, M, q)
+        mu = fam.link.linkinv(eta[:, None] + np.einsum("iq,imq->im", Z, nodes[codes]))
+        ll = _group_sum(fam.loglik(ynodes, mu, wnodes, binomial_constant=False), codes, n_groups)
+        lp = ll - 0.5 * np.einsum("gmi,ij,gmj->gm", nodes, Dinv, nodes) + half_x2[None, :]
+        a = W[None, :] * np.exp(lp - lp.max(axis=1, keepdims=True))
+        a = a / a.sum(axis=1, keepdims=True)
+        mean = np.einsum("gm,gmi->gi", a, nodes)
+        dev = nodes - mean[:, None, :]
+        post_cov = np.einsum("gm,gmi,gmj->gij", a, dev, dev)
+        new_chol = np.linalg.cholesky(post_cov)
+        moved = max(np.max(np.abs(mean - centre)), np.max(np.abs(new_chol - chol)))
+        centre, chol = mean, new_chol
+        if moved < tol:
+            break
+    else:
+        raise FitError(f"the mean-variance adaptation did not settle in {max_iter} passes")
+    post_cov = chol @ np.swapaxes(chol, 1, 2)
+    return EbPosterior(u, np.sqrt(np.einsum("gii->gi", mode_cov)), centre, np.sqrt(np.einsum("gii->gi", post_cov)),
+                       mode_cov, post_cov)
 
 
 def eb_posterior(fam: Family, y: np.ndarray, eta: np.ndarray, codes: np.ndarray, n_groups: int, *, sd: float,
@@ -81,55 +162,12 @@ def eb_posterior(fam: Family, y: np.ndarray, eta: np.ndarray, codes: np.ndarray,
                  max_iter: int = 200) -> EbPosterior:
     """Posterior modes, curvature SDs, means and SDs of a scalar random intercept ``u ~ N(0, sd^2)``
     added to the linear predictor ``eta`` (fixed part and offset) of each group (``codes``)."""
-    y = np.asarray(y, dtype=float)
-    eta = np.asarray(eta, dtype=float)
-    codes = np.asarray(codes)
     if not sd > 0:
         raise UsageError(f"the random effect's SD is {sd!r}: with no variance every posterior is the point 0")
-    x, w = gauss_hermite(points)
-    wt = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    prec = 1.0 / sd**2
-    # the mode by Fisher scoring (Newton's method for the canonical links), all groups at once
-    u = np.zeros(n_groups)
-    for _ in range(max_iter):
-        e = eta + u[codes]
-        mu = fam.link.linkinv(e)
-        d = fam.link.mu_eta(e)
-        score = _group_sum(wt * (y - mu) * d / fam.variance(mu), codes, n_groups) - prec * u
-        info = _group_sum(wt * d**2 / fam.variance(mu), codes, n_groups) + prec
-        step = score / info
-        u = u + step
-        if np.max(np.abs(step)) < tol:
-            break
-    else:
-        raise FitError(f"the posterior modes did not converge in {max_iter} Fisher-scoring steps")
-    e = eta + u[codes]
-    mu = fam.link.linkinv(e)
-    d = fam.link.mu_eta(e)
-    mode_sd = 1.0 / np.sqrt(_group_sum(wt * d**2 / fam.variance(mu), codes, n_groups) + prec)
-
-    def log_post(at: np.ndarray) -> np.ndarray:  # (n_groups, k) log posterior up to a constant
-        mu_k = fam.link.linkinv(eta[:, None] + at[codes])
-        ll = fam.loglik(np.repeat(y[:, None], len(x), 1), mu_k, np.repeat(wt[:, None], len(x), 1),
-                        binomial_constant=False)
-        return _group_sum(ll, codes, n_groups) - 0.5 * prec * at**2
-
-    # mean-variance adaptive quadrature (Stata's mvaghermite): start at the mode and curvature
-    centre, scale = u.copy(), mode_sd.copy()
-    for _ in range(max_iter):
-        nodes = centre[:, None] + np.sqrt(2.0) * scale[:, None] * x[None, :]
-        lp = log_post(nodes) + x[None, :] ** 2
-        a = w[None, :] * np.exp(lp - lp.max(axis=1, keepdims=True))
-        a = a / a.sum(axis=1, keepdims=True)
-        mean = np.sum(a * nodes, axis=1)
-        var = np.sum(a * (nodes - mean[:, None]) ** 2, axis=1)
-        moved = max(np.max(np.abs(mean - centre)), np.max(np.abs(np.sqrt(var) - scale)))
-        centre, scale = mean, np.sqrt(var)
-        if moved < tol:
-            break
-    else:
-        raise FitError(f"the mean-variance adaptation did not settle in {max_iter} passes")
-    return EbPosterior(u, mode_sd, centre, scale)
+    post = eb_posterior_vector(fam, y, eta, np.ones((len(np.asarray(y)), 1)), codes, n_groups,
+                               cov=np.array([[float(sd) ** 2]]), points=points, weights=weights, tol=tol,
+                               max_iter=max_iter)
+    return EbPosterior(post.modes[:, 0], post.mode_sd[:, 0], post.means[:, 0], post.sds[:, 0])
 
 
 def _points(res: object, points: int | None) -> int:
@@ -143,32 +181,36 @@ def _points(res: object, points: int | None) -> int:
 
 
 def eb_frame(res: object, points: int | None = None) -> pd.DataFrame:
-    """Stata's empirical Bayes predictions of a GLMM's scalar random effect, one row per group:
-    ``ebmean``, ``ebmean_sd`` (``predict, reffects`` and ``reses``), ``ebmode``, ``ebmode_sd``
-    (``ebmodes`` and ``reses``; glmer's ``ranef(condVar = TRUE)``). ``points`` defaults to the
-    fit's integration points."""
-    from hlmbridge.results.glmm_predict import result_family
+    """Stata's empirical Bayes predictions of a GLMM's random effects at one grouping level, one
+    row per group and term (level-major, as ranef()): ``ebmean``, ``ebmean_sd`` (``predict,
+    reffects`` and ``reses``), ``ebmode``, ``ebmode_sd`` (``ebmodes`` and ``reses``; glmer's
+    ``ranef(condVar = TRUE)``). ``points`` per random effect (k^q in all: the product rule)
+    defaults to the fit's integration points."""
+    from hlmbridge.results.glmm_predict import level_covariances, result_family
     from hlmbridge.results.random_effects import estimates_of, require_design
 
     design = require_design(res, "empirical Bayes means")
     if not res.spec.is_glmm:  # type: ignore[attr-defined]
         raise UnsupportedSpecError("ebmeans()", res.engine, message=(  # type: ignore[attr-defined]
             "ebmeans() belongs to a GLMM; a linear model's posterior means are its conditional modes (ranef())."))
-    if len(design.levels) != 1 or design.levels[0].Z.shape[1] != 1 or not np.all(design.levels[0].Z == 1):
+    if len(design.levels) != 1:
         raise UnsupportedSpecError("ebmeans()", res.engine, message=(  # type: ignore[attr-defined]
-            "ebmeans() integrates one scalar random intercept at one grouping level; this model has "
-            f"{sum(ld.Z.shape[1] for ld in design.levels)} random effects over {len(design.levels)} level(s)."))
+            "ebmeans() integrates the random effects of one grouping level; this model has "
+            f"{len(design.levels)} (crossed or nested levels need their groups' effects integrated jointly)."))
     k = _points(res, points)
-    beta, theta = estimates_of(res)
+    beta, _ = estimates_of(res)
     ld = design.levels[0]
     eta = design.X @ beta
     if design.offset is not None:
         eta = eta + design.offset
-    post = eb_posterior(result_family(res), design.y, eta, ld.codes, ld.n_groups, sd=float(np.sqrt(theta[0])),
-                        points=k, weights=design.weights)
-    out = pd.DataFrame({"group": ld.key, "level": list(ld.group_labels), "term": ld.terms_lme4[0],
-                        "stata_term": ld.terms_stata[0], "ebmean": post.means, "ebmean_sd": post.sds,
-                        "ebmode": post.modes, "ebmode_sd": post.mode_sd})
+    post = eb_posterior_vector(result_family(res), design.y, eta, ld.Z, ld.codes, ld.n_groups,
+                               cov=level_covariances(res)[0], points=k, weights=design.weights)
+    q = ld.Z.shape[1]
+    out = pd.DataFrame({"group": ld.key, "level": np.repeat(np.array(ld.group_labels, dtype=object), q),
+                        "term": np.tile(np.array(ld.terms_lme4, dtype=object), ld.n_groups),
+                        "stata_term": np.tile(np.array(ld.terms_stata, dtype=object), ld.n_groups),
+                        "ebmean": post.means.ravel(), "ebmean_sd": post.sds.ravel(),
+                        "ebmode": post.modes.ravel(), "ebmode_sd": post.mode_sd.ravel()})
     out.attrs["source"] = EB_SOURCE
     out.attrs["points"] = k
     return out

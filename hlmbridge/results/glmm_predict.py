@@ -36,7 +36,8 @@ import pandas as pd
 from hlmbridge.errors import FitError, UnsupportedSpecError, UsageError
 from hlmbridge.families import Family, family
 
-__all__ = ["RESIDUAL_KINDS", "glmm_fitted", "glmm_modes", "glmm_predict", "glmm_residuals", "result_family"]
+__all__ = ["RESIDUAL_KINDS", "glmm_fitted", "glmm_modes", "glmm_predict", "glmm_residuals", "level_covariances",
+           "result_family"]
 
 #: glmer's residual types (``residuals(m, type = ...)``).
 RESIDUAL_KINDS = ("response", "pearson", "deviance", "working")
@@ -48,6 +49,25 @@ def result_family(res: object) -> Family:
     """The :class:`~hlmbridge.families.Family` of a GLMM result (its spec's family and link)."""
     spec = res.spec  # type: ignore[attr-defined]
     return family(spec.family, spec.link)
+
+
+def level_covariances(res: object) -> list[np.ndarray]:
+    """Each grouping factor's random-effects covariance matrix D (from the result's ``random``
+    table), in the design's lme4 term order."""
+    rnd = res.random  # type: ignore[attr-defined]
+    out = []
+    for ld in res.design.levels:  # type: ignore[attr-defined]
+        terms = list(ld.terms_lme4)
+        D = np.zeros((len(terms), len(terms)))
+        for row in rnd[rnd["group"] == ld.name].itertuples():
+            i = terms.index(row.term1)
+            if row.kind == "var":
+                D[i, i] = row.estimate
+            else:
+                j = terms.index(row.term2)
+                D[i, j] = D[j, i] = row.estimate
+        out.append(D)
+    return out
 
 
 def glmm_modes(res: object) -> tuple[np.ndarray, ...]:

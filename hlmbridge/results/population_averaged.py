@@ -92,27 +92,11 @@ def _require_glmm(res: Any, what: str) -> None:
             "fixed part (predict(re_form='~0'))."))
 
 
-def _covariances(res: Any) -> list[np.ndarray]:
-    """Each grouping factor's covariance matrix D, in the design's lme4 term order."""
-    rnd = res.random
-    out = []
-    for ld in res.design.levels:
-        terms = list(ld.terms_lme4)
-        D = np.zeros((len(terms), len(terms)))
-        for row in rnd[rnd["group"] == ld.name].itertuples():
-            i = terms.index(row.term1)
-            if row.kind == "var":
-                D[i, i] = row.estimate
-            else:
-                j = terms.index(row.term2)
-                D[i, j] = D[j, i] = row.estimate
-        out.append(D)
-    return out
-
-
 def row_variances(res: Any, Zs: list[np.ndarray]) -> np.ndarray:
     """``sum_l z_l' D_l z_l`` per row: the variance of the random part of each row's linear predictor."""
-    return sum((np.einsum("ij,jk,ik->i", Z, D, Z) for Z, D in zip(Zs, _covariances(res), strict=True)),
+    from hlmbridge.results.glmm_predict import level_covariances
+
+    return sum((np.einsum("ij,jk,ik->i", Z, D, Z) for Z, D in zip(Zs, level_covariances(res), strict=True)),
                start=np.zeros(Zs[0].shape[0]))
 
 

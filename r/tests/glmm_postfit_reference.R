@@ -113,6 +113,30 @@ res <- lapply(cases, function(k) {
     Z <- lme4::getME(m, "X")[, "urban"]
     rows <- c(1L, 2L, 3L, 400L, 401L)
     L <- t(chol(D[1:2, 1:2]))
+    ## posterior means and SDs of (intercept, urban) for three districts: nested integrate() about
+    ## glmer's conditional mode, 12 conditional SDs each way
+    y <- lme4::getME(m, "y")
+    g <- lme4::getME(m, "flist")[[1]]
+    Dinv <- solve(D[1:2, 1:2])
+    re <- as.data.frame(lme4::ranef(m, condVar = TRUE))
+    picks <- levels(g)[c(1L, 2L, 11L)]
+    r$ebmeans <- do.call(rbind, lapply(picks, function(lv) {
+      i <- which(g == lv)
+      at <- re[re$grp == lv, ]
+      c0 <- at$condval[at$term == "(Intercept)"]; s0 <- at$condsd[at$term == "(Intercept)"]
+      c1 <- at$condval[at$term == "urban"]; s1 <- at$condsd[at$term == "urban"]
+      logpost <- function(b0, b1) sum(stats::dbinom(y[i], 1, stats::plogis(eta[i] + b0 + Z[i] * b1), log = TRUE)) -
+        0.5 * sum(c(b0, b1) * (Dinv %*% c(b0, b1)))
+      top <- logpost(c0, c1)
+      moment <- function(f) stats::integrate(function(a) vapply(a, function(b0) stats::integrate(function(b1)
+        vapply(b1, function(v) f(b0, v) * exp(logpost(b0, v) - top), 0), c1 - 12 * s1, c1 + 12 * s1,
+        rel.tol = 1e-11)$value, 0), c0 - 12 * s0, c0 + 12 * s0, rel.tol = 1e-10)$value
+      m0 <- moment(function(b0, b1) 1)
+      e0 <- c0 + moment(function(b0, b1) b0 - c0) / m0
+      e1 <- c1 + moment(function(b0, b1) b1 - c1) / m0
+      data.frame(grp = lv, term = c("(Intercept)", "urban"), mean = c(e0, e1),
+                 sd = sqrt(c(moment(function(b0, b1) (b0 - e0)^2), moment(function(b0, b1) (b1 - e1)^2)) / m0))
+    }))
     r$marginal_rows <- rows
     r$marginal <- vapply(rows, function(i) stats::integrate(function(t1) vapply(t1, function(a)
       stats::integrate(function(t2) { b <- L %*% rbind(a, t2); inv(eta[i] + b[1, ] + Z[i] * b[2, ]) * stats::dnorm(t2) },
