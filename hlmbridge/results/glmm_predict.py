@@ -18,6 +18,11 @@ modes (glmer's ``ranef``: the random effects the fit's PIRLS ends at; see
   :mod:`hlmbridge.results.population_averaged`). A group the fit did not see gets 0 for
   its grouping factor (``allow.new.levels = TRUE``), counted in ``n_new_levels``.
 
+All three use the conditional modes, as glmer does: Stata's ``predict`` after ``melogit``/
+``mepoisson`` uses the empirical Bayes *means* by default for ``mu``, ``pearson`` and
+``deviance`` (its ``modes`` option gives these numbers); the means are
+:meth:`FitResult.ebmeans() <hlmbridge.results.fit_result.FitResult.ebmeans>`.
+
 Examples
 --------
 >>> import numpy as np

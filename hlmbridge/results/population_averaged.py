@@ -132,7 +132,7 @@ def _eta_and_variance(res: Any, newdata: pd.DataFrame | None) -> tuple[np.ndarra
 def marginal_predict(res: Any, newdata: pd.DataFrame | None = None, points: int | None = None) -> Any:
     """Stata's ``predict, marginal``: each row's mean with the random effects integrated out
     (response scale), on the fit's rows or ``newdata``; ``points`` defaults to the fit's
-    integration points (as Stata's ``intpoints()`` of predict). A
+    integration points (Laplace fits must name it). A
     :class:`~hlmbridge.results.prediction.Prediction` (NaN where a needed value is missing)."""
     from hlmbridge.results.glmm_predict import result_family
     from hlmbridge.results.prediction import Prediction
