@@ -65,6 +65,7 @@ _LAZY = {
     "LRTest": "hlmbridge.results.postestimation",
     "VarianceExplained": "hlmbridge.results.postestimation",
     "lrtest": "hlmbridge.results.postestimation",
+    "anova": "hlmbridge.results.compare",
     "variance_explained": "hlmbridge.results.postestimation",
     "fit_many": "hlmbridge.parallel",
     "CheckReport": "hlmbridge.check.crosscheck",
@@ -93,6 +94,7 @@ __all__ = [
     "Var",
     "VarianceExplained",
     "__version__",
+    "anova",
     "center",
     "crosscheck",
     "datasets",
@@ -114,6 +116,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first
     from hlmbridge.fit import fit
     from hlmbridge.parallel import fit_many
+    from hlmbridge.results.compare import anova
     from hlmbridge.results.fit_result import FitResult, GroupInfo
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate

@@ -126,7 +126,9 @@ def ml_refit_loglik(res: Any) -> float:
 # ---- anova(m0, m1, ...) ---------------------------------------------------------------------------
 def anova(*models: Any, refit: bool = True, names: tuple[str, ...] | list[str] | None = None,
           **single: Any) -> Any:
-    """lme4's ``anova(m0, m1, ...)`` (see the module docstring); one model: ``m.anova(**single)``.
+    """lme4's ``anova(m0, m1, ...)`` (see the module docstring); one model: lmerTest's
+    ``anova(m)``, ``m.anova(**single)`` (type III; Satterthwaite's df unless the fit has a df
+    method or ``ddf=`` says otherwise).
 
     ``refit=False`` compares the fits' own criteria (REML fits stay REML, as lme4's
     ``refit = FALSE``). ``names`` labels the models (lme4's ``model.names``); by default each is
@@ -141,6 +143,8 @@ def anova(*models: Any, refit: bool = True, names: tuple[str, ...] | list[str] |
         if names is not None or refit is not True:
             raise UsageError("anova(m) of one model is lmerTest's ANOVA table: names= and refit= apply to a "
                              "comparison of several models")
+        if single.get("ddf") is None and not models[0].df_method:
+            single["ddf"] = "Satterthwaite"  # lmerTest's default
         return models[0].anova(**single)
     if single:
         raise UsageError(f"anova() of several models takes refit= and names= only; got {sorted(single)}")
@@ -348,7 +352,9 @@ def _reduced_formulas(res: Any) -> list[tuple[str, str, int]]:
             else:
                 new_lhs = " + ".join(keep) if lhs.intercept else " + ".join(["0", *keep])
             new_bar = f"({new_lhs} | {bar.group_r})"
-            rhs = " + ".join([fixed, *others, new_bar])
+            # R's update() keeps one copy of a term written twice: reducing (0 + x | g) beside (1 | g)
+            # leaves (1 | g) once.
+            rhs = " + ".join([fixed, *others, *([] if new_bar in others else [new_bar])])
             out.append((f"{lhs.labels[i]} in ({form})", f"{f.response.deparse()} ~ {rhs}", -1))
     return out
 
