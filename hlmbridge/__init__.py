@@ -66,6 +66,9 @@ _LAZY = {
     "VarianceExplained": "hlmbridge.results.postestimation",
     "lrtest": "hlmbridge.results.postestimation",
     "anova": "hlmbridge.results.compare",
+    "kr_modcomp": "hlmbridge.results.compare",
+    "sat_modcomp": "hlmbridge.results.compare",
+    "pbmodcomp": "hlmbridge.inference.pbmodcomp",
     "variance_explained": "hlmbridge.results.postestimation",
     "fit_many": "hlmbridge.parallel",
     "CheckReport": "hlmbridge.check.crosscheck",
@@ -100,10 +103,13 @@ __all__ = [
     "datasets",
     "fit",
     "fit_many",
+    "kr_modcomp",
     "lrtest",
     "merge_levels",
     "parse_any",
+    "pbmodcomp",
     "read_dta",
+    "sat_modcomp",
     "summarize",
     "tag_first",
     "translate",
@@ -116,7 +122,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first
     from hlmbridge.fit import fit
     from hlmbridge.parallel import fit_many
-    from hlmbridge.results.compare import anova
+    from hlmbridge.inference.pbmodcomp import pbmodcomp
+    from hlmbridge.results.compare import anova, kr_modcomp, sat_modcomp
     from hlmbridge.results.fit_result import FitResult, GroupInfo
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate

@@ -219,6 +219,14 @@ def drop1(res: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
     """lmerTest's ``drop1(fit, ddf = ddf)``: the F test of each marginal term (:data:`DROP1_COLUMNS`).
 
     ``ddf``: ``"Satterthwaite"`` (lmerTest's default) or ``"Kenward-Roger"`` (a REML fit).
+
+    Examples
+    --------
+    >>> import hlmbridge
+    >>> hsb = hlmbridge.datasets.hsb()
+    >>> m = hlmbridge.fit("mathach ~ ses * sector + meanses + (1 | id)", hsb, engine="statsmodels")
+    >>> drop1(m)["term"].tolist()  # ses and sector are inside ses:sector: not marginal
+    ['meanses', 'ses:sector']
     """
     from hlmbridge.results.anova import _HEAD, _contest
     from hlmbridge.results.small_sample import df_analysis_of, resolve_df_method
@@ -383,6 +391,17 @@ def ranova(res: Any, data: pd.DataFrame, *, reduce_terms: bool = True) -> pd.Dat
     p-value (half the chi2(1) tail) where the test removes a single variance, which is at the
     boundary under the null; ``attrs["notes"]`` carries Stata's boundary note for the other tests.
     ``reduce_terms=False`` removes every term whole (lmerTest's ``reduce.terms = FALSE``).
+
+    Examples
+    --------
+    >>> import hlmbridge
+    >>> ss = hlmbridge.datasets.sleepstudy()
+    >>> m = hlmbridge.fit("Reaction ~ Days + (Days | Subject)", ss, engine="statsmodels")
+    >>> tab = ranova(m, ss)
+    >>> tab["term"].tolist(), tab["df"].tolist()[1:]
+    (['<none>', 'Days in (Days | Subject)'], [2.0])
+    >>> round(float(tab["lrt"].iloc[1]), 2)
+    42.84
     """
     import hlmbridge
     from hlmbridge.inference.tails import chi2_sf
