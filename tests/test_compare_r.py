@@ -285,3 +285,44 @@ def test_ranova_whole_terms_and_refusals(rref: _R) -> None:
         ranova(w, d)
     with pytest.raises(UsageError, match="ddf must be"):
         drop1(res, "lme4")
+
+
+# ---- a Stata command: the same comparisons through R's reading of the same model ----------------------
+STATA_LARGE = "mixed mathach ib2.g3##c.ses i.sector || id:, reml"
+STATA_SMALL = "mixed mathach ib2.g3 c.ses i.sector || id:, reml"
+R_LARGE = "mathach ~ g3 * ses + sector + (1 | id)"  # hlmbridge translate's lme4 form
+R_SMALL = "mathach ~ g3 + ses + sector + (1 | id)"
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stata_command_comparisons_match_r(rref: _R, hsb_combined, engine: str) -> None:
+    import pandas as pd
+
+    df = hsb_combined[["mathach", "ses", "sector", "meanses", "id"]].copy()
+    df["g3"] = pd.qcut(df["meanses"], 3, labels=False).astype("int64")
+    rdf = rref.conv(pd.DataFrame({
+        "mathach": df["mathach"], "ses": df["ses"],
+        "g3": pd.Categorical(df["g3"].astype(str), categories=["2", "0", "1"]),
+        "sector": pd.Categorical(df["sector"].astype(int).astype(str), categories=["0", "1"]),
+        "id": df["id"].astype(int).astype(str),
+    }), True)
+    big, sm = hlmbridge.fit(STATA_LARGE, df, engine=engine), hlmbridge.fit(STATA_SMALL, df, engine=engine)
+    what = f"Stata command/{engine}"
+    for ddf in ("Satterthwaite", "Kenward-Roger"):
+        got = big.drop1(ddf)
+        ref = rref.call("compare_reference_drop1", rdf, R_LARGE, True, rref.at(big), ddf)
+        assert got["term"].tolist() == ["i.sector", "ib2.g3#c.ses"] and list(ref["terms"]) == ["sector", "g3:ses"]
+        want = np.atleast_2d(ref["table"])
+        _close(got[["sum_sq", "mean_sq", "num_df", "den_df", "f_value"]].to_numpy(), want[:, :5], f"{what}: drop1")
+        _close(got["p_value"], want[:, 5], f"{what}: drop1 p", RTOL, 1e-12)
+    ref = rref.call("compare_reference_modcomp", rdf, R_LARGE, R_SMALL, rref.at(big))
+    _close(sat_modcomp(big, sm)[["f_value", "ndf", "ddf", "p_value"]].to_numpy()[0], ref["sat"], f"{what}: SAT")
+    _close(kr_modcomp(big, sm)[["f_value", "ndf", "ddf", "f_scaling", "p_value"]].to_numpy()[0], ref["kr"],
+           f"{what}: KR")
+    got = anova(sm, big, names=("m1", "m2"))
+    ref = rref.call("compare_reference_anova", rdf, rref.ro.StrVector([R_SMALL, R_LARGE]), True)
+    assert got["model"].tolist() == list(ref["models"]) == ["m1", "m2"]
+    want = np.atleast_2d(ref["table"])
+    _close(got[["aic", "bic", "loglik", "deviance"]].to_numpy(), want[:, 1:5], f"{what}: anova", RTOL, LL_ATOL)
+    _close(got["chisq"].iloc[1], want[1, 5], f"{what}: anova Chisq", RTOL, 2 * LL_ATOL)
