@@ -326,3 +326,21 @@ def test_stata_command_comparisons_match_r(rref: _R, hsb_combined, engine: str) 
     want = np.atleast_2d(ref["table"])
     _close(got[["aic", "bic", "loglik", "deviance"]].to_numpy(), want[:, 1:5], f"{what}: anova", RTOL, LL_ATOL)
     _close(got["chisq"].iloc[1], want[1, 5], f"{what}: anova Chisq", RTOL, 2 * LL_ATOL)
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+def test_anova_refits_a_singular_reml_fit_by_ml(rref: _R, engine: str) -> None:
+    """Dyestuff2's batch variance is 0: Newton steps cannot refit it by ML, the bounded search
+    does; the table is still lme4's."""
+    d = rref.data("lme4", "Dyestuff2")[1].copy()
+    d["x"] = np.arange(len(d)) % 5 - 2.0
+    forms = ["Yield ~ 1 + (1 | Batch)", "Yield ~ x + (1 | Batch)"]
+    fits = [hlmbridge.fit(f, d, engine=engine) for f in forms]
+    assert fits[0].singular
+    got = anova(*fits, names=("m1", "m2"))
+    ref = rref.call("compare_reference_anova", rref.conv(d, True), rref.ro.StrVector(forms), True)
+    want = np.atleast_2d(ref["table"])
+    _close(got[["aic", "bic", "loglik", "deviance"]].to_numpy(), want[:, 1:5], f"Dyestuff2/{engine}", RTOL, LL_ATOL)
+    _close(got["chisq"].iloc[1], want[1, 5], f"Dyestuff2/{engine}: Chisq", RTOL, 2 * LL_ATOL)
+    assert got.attrs["notes"] == (REFIT_NOTE,)
