@@ -344,3 +344,26 @@ def test_anova_refits_a_singular_reml_fit_by_ml(rref: _R, engine: str) -> None:
     _close(got[["aic", "bic", "loglik", "deviance"]].to_numpy(), want[:, 1:5], f"Dyestuff2/{engine}", RTOL, LL_ATOL)
     _close(got["chisq"].iloc[1], want[1, 5], f"Dyestuff2/{engine}: Chisq", RTOL, 2 * LL_ATOL)
     assert got.attrs["notes"] == (REFIT_NOTE,)
+
+
+@pytest.mark.requires_r
+def test_anova_of_two_glmms_matches_lme4(rref: _R) -> None:
+    """GLMMs (glmer, Laplace) are ML fits: no refit, lme4's table as it is."""
+    import pandas as pd
+
+    from hlmbridge.datasets import resource_path
+
+    hosp = pd.read_csv(resource_path("fixtures", "glmm", "hospital.csv"))
+    forms = ["hosp ~ loginc + distance + (1 | mother)", "hosp ~ loginc + distance + dropout + college + (1 | mother)"]
+    fits = [hlmbridge.fit(f, hosp, family="binomial") for f in forms]
+    got = anova(fits[1], fits[0], names=("m2", "m1"))
+    ref = rref.call("compare_reference_glmer_anova", rref.conv(hosp, True), rref.ro.StrVector(forms))
+    assert got["model"].tolist() == list(ref["models"]) == ["m1", "m2"]
+    want = np.atleast_2d(ref["table"])
+    _close(got[["aic", "bic", "loglik", "deviance"]].to_numpy(), want[:, 1:5], "glmer anova", RTOL, 1e-6)
+    _close(got["chisq"].iloc[1], want[1, 5], "glmer anova: Chisq", RTOL, 2e-6)
+    _close(got["p_value"].iloc[1], want[1, 7], "glmer anova: p", 1e-5, 1e-12)
+    assert got.attrs["notes"] == ()
+    quad = hlmbridge.fit(forms[0], hosp, family="binomial", nagq=5)
+    with pytest.raises(UsageError, match="integrate the random effects differently"):
+        anova(quad, fits[1])

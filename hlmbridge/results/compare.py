@@ -176,6 +176,9 @@ def anova(*models: Any, refit: bool = True, names: tuple[str, ...] | list[str] |
     _same_rows(models_, "anova()")
     if len({m.spec.family for m in models_}) > 1:
         raise UsageError("anova(): the models have different families; their likelihoods are not comparable")
+    if len({(m.spec.intmethod, m.spec.intpoints) for m in models_}) > 1:
+        raise UsageError("anova(): the models' likelihoods integrate the random effects differently (Laplace and "
+                         "quadrature points differ): their log likelihoods are not comparable")
     reml = [m.method == "reml" for m in models_]
     notes: list[str] = []
     if refit:

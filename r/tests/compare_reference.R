@@ -75,3 +75,13 @@ compare_reference_pbmodcomp <- function(data, large, small, nsim, seed) {
        p = unname(tab[c("LRT", "PBtest", "Gamma", "Bartlett", "F"), "p.value"]),
        npos = unname(s$samples["npos"]), ref = as.numeric(pb$ref))
 }
+
+## lme4's anova(m1, m2, ...) of binomial glmer fits (Laplace, tight bobyqa): the numeric table.
+compare_reference_glmer_anova <- function(data, formulas) {
+  ctrl <- lme4::glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5))
+  fits <- lapply(formulas, function(f) lme4::glmer(stats::as.formula(f), data = data, family = stats::binomial,
+                                                  control = ctrl))
+  av <- do.call(stats::anova, c(unname(fits), list(model.names = paste0("m", seq_along(fits)))))
+  list(models = rownames(av),
+       table = unname(as.matrix(av[, c("npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)")])))
+}
