@@ -367,3 +367,22 @@ def test_anova_of_two_glmms_matches_lme4(rref: _R) -> None:
     quad = hlmbridge.fit(forms[0], hosp, family="binomial", nagq=5)
     with pytest.raises(UsageError, match="integrate the random effects differently"):
         anova(quad, fits[1])
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+def test_drop1_of_a_rank_deficient_fit_matches_lmertest(rref: _R, engine: str) -> None:
+    """I(2 * temp) is dropped (collinear with temp): lmerTest rebuilds each reduced model matrix;
+    the collinear term tests nothing (a row of NA), the interaction its own columns."""
+    formula = "angle ~ recipe * temp + I(2 * temp) + (1 | recipe:replicate)"
+    d_r, d = rref.data("lme4", "cake")
+    res = hlmbridge.fit(formula, d, engine=engine)
+    assert res.dropped_columns == ("I(2 * temp)",)
+    for ddf in ("Satterthwaite", "Kenward-Roger"):
+        got = res.drop1(ddf)
+        ref = rref.call("compare_reference_drop1", d_r, formula, True, rref.at(res), ddf)
+        assert got["term"].tolist() == ["I(2 * temp)", "recipe:temp"] == list(ref["terms"])
+        want = np.atleast_2d(ref["table"])
+        _close(got[["sum_sq", "mean_sq", "num_df", "den_df", "f_value"]].to_numpy()[1:], want[1:, :5], ddf)
+        _close(got["p_value"].iloc[1:], want[1:, 5], f"{ddf}: p", RTOL, 1e-12)
+        assert got.iloc[0, 1:7].isna().all() and np.isnan(want[0]).all()

@@ -17,7 +17,9 @@
   design as R's ``logLik.lm`` does. Stata's ``chibar2(01)`` p-value (half the chi2(1) tail) is
   given for a test of one variance at 0, and the boundary note for the others.
 - :func:`drop1` is lmerTest's ``drop1`` for an lmer fit: an F test (Satterthwaite or
-  Kenward-Roger df) of each marginal term (one no other term contains), by its own columns.
+  Kenward-Roger df) of each marginal term (one no other term contains), by its own columns; on
+  a fit with dropped (collinear) columns, by the part of the model matrix the model without the
+  term does not span (lmerTest's ``get_Ldiffmat2``; NaN where that is nothing).
 - :func:`kr_modcomp` and :func:`sat_modcomp` are pbkrtest's ``KRmodcomp`` and ``SATmodcomp`` of
   two nested fixed-effect structures: the restriction matrix ``L`` spans the part of the large
   model's column space orthogonal to the small model's (pbkrtest's
@@ -231,6 +233,37 @@ def _marginal_contrasts(res: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _reduced_contrasts(res: Any, scope: list[str]) -> dict[str, np.ndarray]:
+    """lmerTest's drop1 on a fit with dropped (collinear) columns: for each term, the model matrix
+    without it (R's coding, every column) and ``get_Ldiffmat2`` -- the part of the fit's ``X``
+    the reduced matrix does not span; no rows when it spans all of it (lmerTest's row of NA)."""
+    from hlmbridge.design.model_matrix import model_matrix
+    from hlmbridge.results.anova import zapsmall
+
+    design = res.design
+    spec = design.spec
+    if spec.formula is None:
+        raise UnsupportedSpecError("drop1() of a rank-deficient Stata-command fit", res.engine, message=(
+            "drop1() of a Stata-command fit with omitted (collinear) columns is not computed by hlmbridge; "
+            f"drop {list(res.dropped_stata_terms)} from the command first"))
+    terms = spec.formula.fixed
+    mm = model_matrix(terms, list(design.fixed_values), design.X.shape[0], dict(design.contrasts))
+    labels = list(terms.labels)
+    X = np.asarray(design.X, dtype=float)
+    out = {}
+    for label in scope:
+        k = labels.index(label)
+        X0 = mm.X[:, [j for j, t in enumerate(mm.term_of_column) if t != k]]
+        R = X - X0 @ np.linalg.lstsq(X0, X, rcond=None)[0] if X0.shape[1] else X
+        R = R[:, np.abs(R).sum(axis=0) > 1e-8]
+        if R.shape[1] == 0:
+            out[label] = np.zeros((0, X.shape[1]))
+            continue
+        Q, _ = np.linalg.qr(X.T @ R)
+        out[label] = zapsmall(Q).T
+    return out
+
+
 def drop1(res: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
     """lmerTest's ``drop1(fit, ddf = ddf)``: the F test of each marginal term (:data:`DROP1_COLUMNS`).
 
@@ -254,21 +287,17 @@ def drop1(res: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
     if res.design is None:
         raise UsageError("drop1 needs the fit's design, which a result rebuilt from JSON (from_dict) does not "
                          "carry: refit with hlmbridge.fit")
-    if res.dropped_columns:
-        raise UnsupportedSpecError("drop1() of a rank-deficient fit", res.engine, message=(
-            "drop1() of a fit with dropped (collinear) columns is not computed by hlmbridge: lmerTest rebuilds "
-            f"each reduced model matrix there; drop {list(res.dropped_columns)} from the formula first"))
     method = resolve_df_method(ddf)
+    Ls = _marginal_contrasts(res)
+    if res.dropped_columns:
+        Ls = _reduced_contrasts(res, list(Ls))
     a = df_analysis_of(res, method)
     sigma2 = float(res.random_rows[-1][5])
-    rows, empty = [], []
-    for label, L in _marginal_contrasts(res).items():
+    rows = []
+    for label, L in Ls.items():  # a term that tests nothing keeps its place with NaN (lmerTest's NA row)
         r = _contest(a, L, sigma2)
-        if r is None:
-            empty.append((label, *([float("nan")] * 7), method))
-        else:
-            rows.append((label, *r, method))
-    table = pd.DataFrame(rows + empty, columns=list(DROP1_COLUMNS))
+        rows.append((label, *([float("nan")] * 7 if r is None else r), method))
+    table = pd.DataFrame(rows, columns=list(DROP1_COLUMNS))
     table.attrs["heading"] = f"Single term deletions using {_HEAD.get(method, method)} method"
     return table
 
