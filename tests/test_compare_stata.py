@@ -32,3 +32,18 @@ def test_ranova_of_a_random_intercept_is_statas_lr_test(ref, engine: str) -> Non
     assert row["p_chibar2"] == pytest.approx(0.5 * row["p_value"], rel=1e-15)
     assert row["lrt"] == pytest.approx(res.lr_chi2, rel=1e-9)  # the fit's own LR test vs the linear model
     assert tab.attrs["notes"] == ()  # a single variance: chibar2, no conservative-test note
+
+
+def test_ranova_refuses_a_reduced_model_with_other_fixed_columns() -> None:
+    """A Stata command's ``ib2.g3`` (a three-level factor held as integers) is a number in the lme4
+    formula the reductions are written in: the reduced model's fixed part would differ, so its
+    likelihood is not comparable. An error, never a table of such tests."""
+    import pandas as pd
+
+    from hlmbridge.errors import UnsupportedSpecError
+
+    df = hlmbridge.datasets.hsb()[["mathach", "ses", "sector", "meanses", "id"]].copy()
+    df["g3"] = pd.qcut(df["meanses"], 3, labels=False).astype("int64")
+    m = hlmbridge.fit("mixed mathach ib2.g3##c.ses i.sector || id: ses, reml", df, engine="statsmodels")
+    with pytest.raises(UnsupportedSpecError, match="does not have the fit's fixed-effect columns"):
+        m.ranova(df)

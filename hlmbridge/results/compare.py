@@ -322,7 +322,7 @@ def restriction_matrix(X: np.ndarray, X2: np.ndarray) -> np.ndarray:
         raise UsageError("the models have the same fixed-effect column space: nothing to test")
     # The part of X's column space orthogonal to X2's (pbkrtest: the last columns of Q of cbind(X2, X)).
     if X2.shape[1]:
-        U2, s2, _ = np.linalg.svd(X2, full_matrices=False)
+        U2 = np.linalg.svd(X2, full_matrices=False)[0]
         U2 = U2[:, :r2]
         R = X - U2 @ (U2.T @ X)
     else:
@@ -482,7 +482,6 @@ def ranova(res: Any, data: pd.DataFrame, *, reduce_terms: bool = True) -> pd.Dat
             forms.append((f"({bars[k]})", f"{f.response.deparse()} ~ {' + '.join([fixed, *others])}",
                           len(bar.lhs.terms) + int(bar.lhs.intercept)))
     rows = [("<none>", int(res.df), float(res.loglik))]
-    n_var = []
     for name, formula, _ in forms:
         if "|" not in formula.split("~", 1)[1]:
             ll, k = _lm_loglik(design, reml)
@@ -491,9 +490,15 @@ def ranova(res: Any, data: pd.DataFrame, *, reduce_terms: bool = True) -> pd.Dat
             if fit.nobs != res.nobs:
                 raise UsageError("ranova: the number of rows in use has changed in a reduced model: remove missing "
                                  "values first")
+            X = fit.design.X
+            if X.shape != design.X.shape or not np.allclose(X, design.X, rtol=1e-12, atol=0):
+                # e.g. a Stata command's i.x read as a number in the lme4 formula: not the same fixed part
+                raise UnsupportedSpecError("ranova() of this model", res.engine, message=(
+                    f"ranova: the reduced model {formula!r} does not have the fit's fixed-effect columns, so its "
+                    "likelihood is not comparable; fit the model as an lme4 formula (factors as categorical "
+                    "columns) and call ranova on that"))
             ll, k = float(fit.loglik), int(fit.df)
         rows.append((name, k, ll))
-        n_var.append(res.df - k)
     out = []
     notes: list[str] = []
     ll0, k0 = rows[0][2], rows[0][1]
