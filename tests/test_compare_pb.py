@@ -65,9 +65,10 @@ def test_pbmodcomp_is_reproducible_and_refits_reml_by_ml() -> None:
 @pytest.mark.requires_r
 def test_pbmodcomp_p_values_in_distribution_with_pbkrtest() -> None:
     """200 replicates each, hlmbridge (lme4 engine) and pbkrtest, on sleepstudy's quadratic term
-    (p about 0.2): every p-value within 4 Monte Carlo standard errors of the difference of two
-    independent estimates, and the two reference distributions not told apart by a two-sample
-    Kolmogorov-Smirnov test (p > 0.001). The observed statistic is the same to 1e-6."""
+    (p about 0.2): the PBtest, Gamma and Bartlett p-values within 4 Monte Carlo standard errors
+    of the difference of two independent estimates, and the two reference distributions not told
+    apart by a two-sample Kolmogorov-Smirnov test (p > 0.001). The observed statistic is the
+    same to 1e-6."""
     import rpy2.robjects as ro
     from scipy import stats
 
@@ -86,9 +87,9 @@ def test_pbmodcomp_p_values_in_distribution_with_pbkrtest() -> None:
     p_r = np.array(ref_r["p"], dtype=float)
     p_py = got.table()["p_value"].to_numpy()
     assert p_py[0] == pytest.approx(p_r[0], rel=1e-6)  # LRT: no simulation
-    for name, a, b in zip(("PBtest", "Gamma", "Bartlett", "F"), p_py[1:], p_r[1:]):
-        if name == "F" and np.isnan(a) and np.isnan(b):  # mean of the replicates below 1: no F df, in both
-            continue
+    # F's denominator df, 2 mean / (mean - 1), is undefined below a mean of 1 and unbounded near it:
+    # on one df (a chi2(1)-like reference, mean about 1) it is not a stable summary to compare.
+    for name, a, b in zip(("PBtest", "Gamma", "Bartlett"), p_py[1:4], p_r[1:4]):
         p = 0.5 * (a + b)
         se = np.sqrt(2 * p * (1 - p) / nsim)
         assert abs(a - b) <= 4 * se, f"{name}: hlmbridge {a:.4f}, pbkrtest {b:.4f} (MC se of the difference {se:.4f})"
