@@ -170,6 +170,9 @@ def test_anova_refuses_different_rows_and_takes_one_model_as_lmertest() -> None:
         anova(m1, m1, ddf="Satterthwaite")
     with pytest.raises(UsageError, match="names must be 2"):
         anova(m1, m1, names=("a",))
+    m0 = hlmbridge.fit("Reaction ~ 1 + (1 | Subject)", ss, engine="statsmodels")
+    assert anova(m1, m0)["model"].tolist() == ["Reaction ~ 1 + (1 | Subject)", "Reaction ~ Days + (1 | Subject)"]
+    assert anova(m1, m1)["model"].tolist() == ["MODEL1", "MODEL2"]  # lme4's generic names for equal ones
     one = hlmbridge.anova(m1)  # lmerTest's anova(m): the type III table
     assert one["term"].tolist() == ["Days"]
     assert one.attrs["heading"] == "Type III Analysis of Variance Table with Satterthwaite's method"
