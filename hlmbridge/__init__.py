@@ -65,6 +65,10 @@ _LAZY = {
     "LRTest": "hlmbridge.results.postestimation",
     "VarianceExplained": "hlmbridge.results.postestimation",
     "lrtest": "hlmbridge.results.postestimation",
+    "anova": "hlmbridge.results.compare",
+    "kr_modcomp": "hlmbridge.results.compare",
+    "sat_modcomp": "hlmbridge.results.compare",
+    "pbmodcomp": "hlmbridge.inference.pbmodcomp",
     "variance_explained": "hlmbridge.results.postestimation",
     "fit_many": "hlmbridge.parallel",
     "CheckReport": "hlmbridge.check.crosscheck",
@@ -93,15 +97,19 @@ __all__ = [
     "Var",
     "VarianceExplained",
     "__version__",
+    "anova",
     "center",
     "crosscheck",
     "datasets",
     "fit",
     "fit_many",
+    "kr_modcomp",
     "lrtest",
     "merge_levels",
     "parse_any",
+    "pbmodcomp",
     "read_dta",
+    "sat_modcomp",
     "summarize",
     "tag_first",
     "translate",
@@ -114,6 +122,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first
     from hlmbridge.fit import fit
     from hlmbridge.parallel import fit_many
+    from hlmbridge.inference.pbmodcomp import pbmodcomp
+    from hlmbridge.results.compare import anova, kr_modcomp, sat_modcomp
     from hlmbridge.results.fit_result import FitResult, GroupInfo
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate

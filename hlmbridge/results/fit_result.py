@@ -494,3 +494,18 @@ class FitResult:
         from hlmbridge.results.population_averaged import XTRHO_POINTS, manifest_association
 
         return manifest_association(self, at, XTRHO_POINTS if points is None else points, level)
+
+    # ---- model comparison (hlmbridge.results.compare; keep these together) ------------
+    def ranova(self, data: pd.DataFrame, *, reduce_terms: bool = True) -> pd.DataFrame:
+        """lmerTest's ``ranova``: an LR test for each random term, reduced as lmerTest reduces it;
+        the reduced models are refitted on ``data`` (see :func:`hlmbridge.results.compare.ranova`)."""
+        from hlmbridge.results.compare import ranova
+
+        return ranova(self, data, reduce_terms=reduce_terms)
+
+    def drop1(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """lmerTest's ``drop1``: the F test of each marginal fixed term
+        (see :func:`hlmbridge.results.compare.drop1`)."""
+        from hlmbridge.results.compare import drop1
+
+        return drop1(self, ddf)
