@@ -38,13 +38,14 @@ Not supported (an error naming them): GLMMs, fits with an offset, fits with drop
 Examples
 --------
 >>> import hlmbridge
->>> df = hlmbridge.datasets.sleepstudy().assign(late=lambda d: d["Days"] >= 5)
->>> res = hlmbridge.fit("Reaction ~ Days * late + (1 | Subject)", df, engine="statsmodels")
->>> em = emmeans(res, "pairwise ~ late", df_method="satterthwaite")
->>> em.emmeans[["late", "emmean"]].round(2).values.tolist()
-[[False, 298.51], [True, 298.51]]
+>>> df = hlmbridge.datasets.sleepstudy()
+>>> df["phase"] = pd.cut(df["Days"], [-1, 2, 5, 9], labels=["early", "mid", "late"])
+>>> res = hlmbridge.fit("Reaction ~ Days * phase + (1 | Subject)", df, engine="statsmodels")
+>>> em = emmeans(res, "pairwise ~ phase")      # Days at its mean; Kenward-Roger df
+>>> em.emmeans[["phase", "emmean", "df"]].round(1).values.tolist()
+[['early', 277.4, 157.8], ['mid', 299.8, 25.8], ['late', 289.4, 75.2]]
 >>> em.contrasts[["contrast", "adjust"]].values.tolist()
-[['FALSE - TRUE', 'tukey']]
+[['early - mid', 'tukey'], ['early - late', 'tukey'], ['mid - late', 'tukey']]
 """
 
 from __future__ import annotations
@@ -430,7 +431,7 @@ def adjust_family(t: np.ndarray, df: np.ndarray, adjust: str, n_means: int, leve
 
     >>> p, q = adjust_family(np.array([2.0, -1.0]), np.array([10.0, 10.0]), "bonferroni", 3, 0.95)
     >>> p.round(4).tolist(), q.round(4).tolist()
-    [[0.1467, 0.682], [2.6338, 2.6338]]
+    ([0.1468, 0.6818], [2.6338, 2.6338])
     """
     k = len(t)
     p_raw = _t_sf2(t, df)
