@@ -31,7 +31,7 @@ emmeans_reference <- function(fit, specs, by = NULL, at = NULL, weights = "equal
     args <- c(args, list(lmer.df = df, lmerTest.limit = n, pbkrtest.limit = n))
   }
   if (!is.null(at)) args$at <- at
-  if (!is.null(counterfactuals)) args$counterfactuals <- counterfactuals
+  if (!is.null(counterfactuals)) args <- c(args, list(counterfactuals = counterfactuals, rg.limit = 1e6))
   em <- do.call(emmeans::emmeans, args)
   s <- summary(em, infer = c(TRUE, TRUE), level = level)
   vars <- c(specs, by)
@@ -46,4 +46,12 @@ emmeans_reference <- function(fit, specs, by = NULL, at = NULL, weights = "equal
     out$con_adjust <- attr(cs, "mesg")
   }
   out
+}
+
+## emtrends(fit, specs, var = var, weights = weights, lmer.df = "asymptotic"): the slope of the
+## prediction in `var` (estimate, SE, df, lower, upper, z, p), labelled as emmeans_reference.
+emmeans_reference_trend <- function(fit, specs, var, weights = "proportional") {
+  tr <- emmeans::emtrends(fit, specs = specs, var = var, weights = weights, lmer.df = "asymptotic")
+  s <- summary(tr, infer = c(TRUE, TRUE))
+  list(emm = emmeans_reference_numbers(s, paste0(var, ".trend")))
 }
