@@ -71,6 +71,9 @@ _LAZY = {
     "crosscheck": "hlmbridge.check.crosscheck",
     "parse_any": "hlmbridge.spec.translate",
     "translate": "hlmbridge.spec.translate",
+    "emmeans": "hlmbridge.results.emmeans",
+    "margins": "hlmbridge.results.margins",
+    "marginsplot": "hlmbridge.results.margins_plot",
 }
 
 __all__ = [
@@ -96,9 +99,12 @@ __all__ = [
     "center",
     "crosscheck",
     "datasets",
+    "emmeans",
     "fit",
     "fit_many",
     "lrtest",
+    "margins",
+    "marginsplot",
     "merge_levels",
     "parse_any",
     "read_dta",
@@ -114,7 +120,10 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first
     from hlmbridge.fit import fit
     from hlmbridge.parallel import fit_many
+    from hlmbridge.results.emmeans import emmeans
     from hlmbridge.results.fit_result import FitResult, GroupInfo
+    from hlmbridge.results.margins import margins
+    from hlmbridge.results.margins_plot import marginsplot
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate
 

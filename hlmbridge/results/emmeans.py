@@ -18,7 +18,10 @@ its SE, df, t and CI come from :func:`hlmbridge.results.lincom.lincom` with the 
 the fit's own when it has one (``with_df`` / ``fit(..., df_method=)``), otherwise emmeans'
 default for ``lmer`` fits, Kenward-Roger (``lmer.df = "kenward-roger"``), which emmeans
 replaces by asymptotic (z, df = Inf) when the fit has more than 3,000 observations
-(``pbkrtest.limit`` and ``lmerTest.limit``). ``df_method="asymptotic"`` asks for z.
+(``pbkrtest.limit`` and ``lmerTest.limit``). ``df_method="asymptotic"`` asks for z. On an ML
+fit of at most 3,000 observations emmeans applies pbkrtest's Kenward-Roger to the ML fit,
+which hlmbridge does not (its Kenward-Roger is for REML fits): there the df method must be
+given.
 
 **Contrasts** (emmeans' ``contrast``) are computed within each ``by`` group:
 ``"pairwise"`` (each mean minus each later one), ``"revpairwise"``, ``"trt.vs.ctrl"`` (each
@@ -379,7 +382,14 @@ def _resolve_method(result: Any, df_method: str | None) -> str:
         return resolve_df_method(df_method)
     if result.df_method:
         return result.df_method
-    return "kenward-roger" if result.nobs <= DF_LIMIT else "asymptotic"
+    if result.nobs > DF_LIMIT:
+        return "asymptotic"
+    if not result.spec.reml:
+        raise UsageError(
+            "emmeans' default df for this fit are Kenward-Roger's (lmer.df), which emmeans gets from pbkrtest "
+            "even for an ML fit; hlmbridge defines Kenward-Roger for REML fits only: pass "
+            "df_method='satterthwaite' or 'asymptotic', or refit with REML")
+    return "kenward-roger"
 
 
 def _combinations(result: Any, W: np.ndarray, method: str) -> np.ndarray:
