@@ -40,14 +40,12 @@ def marginsplot(m: Any, title: str | None = None, width: float = 6.0, height: fl
 
     if not isinstance(m, MarginsResult):
         raise UsageError(f"marginsplot takes the result of margins(), got {type(m).__name__}")
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'hlmbridge[plot]'") from None
+    from hlmbridge.results.plots import _figure  # matplotlib, imported here only (an error naming the extra)
+
     t = m.table
     col = "dydx" if m.kind == "dydx" else "margin"
-    fig = Figure(figsize=(width, height), layout="constrained")
-    ax = fig.subplots()
+    fig, axes = _figure(1, width, height)
+    ax = axes[0]
     numeric_at = [a for a in m.at if t[a].nunique() > 1 and np.issubdtype(np.asarray(t[a]).dtype, np.number)]
     series_cols = [c for c in t.columns if c not in (col, "std_error", "statistic", "p_value", "conf_low",
                                                        "conf_high", "_at") and c not in numeric_at[:1]]
