@@ -117,13 +117,13 @@ def test_adjustments_basic_identities():
 
 
 @pytest.mark.requires_r
-def test_glmms_are_refused():
+def test_glmm_margins_are_refused():
     hospital = pd.read_csv(REPO / "fixtures" / "glmm" / "hospital.dat", sep=r"\s+", header=None,
                            names=["hosp", "loginc", "distance", "dropout", "college", "mother"])
     glmm = hlmbridge.fit("hosp ~ loginc + distance + (1 | mother)", hospital, family="binomial")
     assert glmm.spec.is_glmm
-    with pytest.raises(UnsupportedSpecError, match="linear mixed models only.*binomial GLMM"):
-        glmm.emmeans("~ 1")
+    with pytest.raises(UsageError, match="asymptotic .z. inference only"):
+        glmm.emmeans("~ loginc", df_method="satterthwaite")
     with pytest.raises(UnsupportedSpecError, match="linear mixed models only.*binomial GLMM"):
         glmm.margins()
 

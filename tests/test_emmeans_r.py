@@ -57,7 +57,7 @@ class _R:
     def emmeans(self, fit, query: dict) -> dict:
         ro = self.ro
         kw = {}
-        for key in ("by", "weights", "df", "adjust", "counterfactuals"):
+        for key in ("by", "weights", "df", "adjust", "counterfactuals", "type"):
             if query.get(key) is not None:
                 kw[key] = query[key]
         if query.get("at"):
@@ -204,3 +204,49 @@ def test_default_df_follows_emmeans_limits(rref, fits) -> None:
     assert em.df_method == "asymptotic" and np.isinf(em.emmeans["df"]).all()
     assert any("3000" in n for n in em.notes)
     assert emmeans(big.with_df("satterthwaite"), "~ sex").df_method == "satterthwaite"
+
+
+# ---- GLMMs: emmeans' grid at hlmbridge's estimates (qdrg), link and response scales ----------
+def _hospital() -> pd.DataFrame:
+    h = pd.read_csv(REPO / "fixtures" / "glmm" / "hospital.dat", sep=r"\s+", header=None,
+                    names=["hosp", "loginc", "distance", "dropout", "college", "mother"])
+    return h.assign(coll=np.where(h["college"] == 1, "yes", "no"), drop=np.where(h["dropout"] == 1, "yes", "no"))
+
+
+GLMMS = [
+    ("hospital", "binomial", "hosp ~ loginc * coll + drop + distance + (1 | mother)", "logit", [
+        dict(specs=["coll"], method="pairwise"),
+        dict(specs=["coll"], by="drop", method="pairwise", type="response"),
+        dict(specs=["coll", "drop"], method="revpairwise", type="response", adjust="holm"),
+        dict(specs=["coll"], by="drop", method={"yes vs no": [-1.0, 1.0], "yes": [0.0, 1.0]}, type="response"),
+    ]),
+    ("grouseticks", "poisson", "TICKS ~ YEAR * HEIGHT + (1 | BROOD)", "log", [
+        dict(specs=["YEAR"], method="pairwise", type="response"),
+        dict(specs=["YEAR"], method="trt.vs.ctrl", weights="proportional"),
+    ]),
+]
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("mid", [g[0] for g in GLMMS])
+def test_glmm_emmeans_match_emmeans(rref, mid: str) -> None:
+    _, fam, formula, link, queries = next(g for g in GLMMS if g[0] == mid)
+    df = _hospital() if mid == "hospital" else rref.data("lme4", "grouseticks")[1]
+    res = hlmbridge.fit(formula, df, family=fam)
+    fixed = formula.split("~", 1)[1].rsplit("+ (", 1)[0]
+    ro = rref.ro
+    V = np.asarray(res.fixed_vcov, dtype=float)
+    rg = rref.env["emmeans_reference_qdrg"](
+        "~ " + fixed, rref.conv(df, True), ro.FloatVector([r[2] for r in res.fixed_rows]),
+        ro.r["matrix"](ro.FloatVector(V.ravel(order="F")), nrow=V.shape[0]), link)
+    for q in queries:
+        what = f"{mid}: {q}"
+        ref = rref.emmeans(rg, q)
+        em = emmeans(res, list(q["specs"]), by=q.get("by"), at=q.get("at"), weights=q.get("weights", "equal"),
+                     type=q.get("type", "link"))
+        assert em.df_method == "asymptotic"
+        _compare(em.emmeans, ref["emm"], "emmean", f"{what}: means")
+        con = em.contrast(q["method"], q.get("adjust"))
+        assert con["contrast"].tolist() == [str(s) for s in ref["con_labels"]], what
+        ci_rtol = 5e-4 if set(con["adjust"]) == {"dunnettx"} else RTOL
+        _compare(con, ref["con"], "estimate", f"{what}: contrasts", ci_rtol)

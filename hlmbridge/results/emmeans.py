@@ -35,8 +35,14 @@ CIs are Bonferroni's, as emmeans'). emmeans finds the Dunnett-x quantile with ``
 5e-4)``; hlmbridge solves it to machine precision, so those CI bounds can differ from
 emmeans' in the 4th digit of the quantile (the p-values do not).
 
-Not supported (an error naming them): GLMMs, fits with an offset, fits with dropped
-(rank-deficient) columns, and emmeans' ``"mvt"`` adjustment.
+**GLMMs** (glmer fits): the means and contrasts are on the link scale (z tests, df = Inf, as
+emmeans' for glmer), or with ``type="response"`` back-transformed as emmeans' ``type =
+"response"``: each mean through the inverse link (SE by the delta method, CI the
+back-transformed link-scale CI), contrasts of the logit and log links as odds ratios and
+ratios (``"A / B"``; tests stay on the link scale).
+
+Not supported (an error naming them): fits with an offset, fits with dropped (rank-deficient)
+columns, and emmeans' ``"mvt"`` adjustment.
 
 Examples
 --------
@@ -77,6 +83,7 @@ CONTRAST_COLUMNS: tuple[str, ...] = ("contrast", "estimate", "std_error", "df", 
 ADJUSTMENTS: tuple[str, ...] = ("tukey", "dunnettx", "holm", "bonferroni", "sidak", "none")
 _METHODS = ("pairwise", "revpairwise", "trt.vs.ctrl")
 _DEFAULT_ADJUST = {"pairwise": "tukey", "revpairwise": "tukey", "trt.vs.ctrl": "dunnettx"}
+_RATIOS = {"logit": "odds ratio", "log": "ratio"}
 _FACTOR_CALLS = ("factor", "as.factor", "ordered", "as.ordered")
 _WRAPPERS = _FACTOR_CALLS + ("relevel", "C")
 #: emmeans' pbkrtest.limit and lmerTest.limit: above this many observations its df are asymptotic.
@@ -234,11 +241,12 @@ class ReferenceGrid:
     raw: pd.DataFrame = field(repr=False)
 
 
-def _check_lmm(result: Any, what: str) -> None:
-    if result.spec.is_glmm:
+def _check_lmm(result: Any, what: str, glmm: bool = False) -> None:
+    """Refuse what ``what`` cannot compute (a GLMM unless ``glmm``, no design, an offset, dropped columns)."""
+    if result.spec.is_glmm and not glmm:
         raise UnsupportedSpecError(what, result.engine, message=(
             f"{what} is computed for linear mixed models only; hlmbridge does not compute it for a "
-            f"{result.spec.family} GLMM (response-scale means through the inverse link) yet."))
+            f"{result.spec.family} GLMM yet (emmeans() does, on the link and response scales)."))
     design = result.design
     if design is None:
         raise UsageError(f"{what} needs the fit's design, which a result rebuilt from JSON (from_dict) does not "
@@ -262,7 +270,7 @@ def reference_grid(result: Any, data: pd.DataFrame | None = None, at: Mapping[st
     """
     from hlmbridge.design.newdata import new_design
 
-    _check_lmm(result, "the reference grid")
+    _check_lmm(result, "the reference grid", glmm=True)
     v = _variables(result, data)
     at = dict(at or {})
     unknown = [k for k in at if k not in v.frame.columns]
@@ -373,9 +381,23 @@ def _cell_weights(grid: ReferenceGrid, rows: np.ndarray, nuisance: list[str], we
 
 
 # ---------------------------------------------------------------------------- inference
+def _link(result: Any) -> Any:
+    """A GLMM's link (:mod:`hlmbridge.families`), None for a linear mixed model."""
+    if not result.spec.is_glmm:
+        return None
+    from hlmbridge.families import family
+
+    return family(result.spec.family).link
+
 def _resolve_method(result: Any, df_method: str | None) -> str:
     from hlmbridge.results.small_sample import resolve_df_method
 
+    if result.spec.is_glmm:  # emmeans' df for glmer fits: Inf (z)
+        if df_method is not None and not (isinstance(df_method, str) and df_method.strip().lower() in
+                                          ("asymptotic", "z", "inf")):
+            raise UsageError(f"df_method={df_method!r}: a GLMM's marginal means have asymptotic (z) inference "
+                             "only, as in emmeans")
+        return "asymptotic"
     if df_method is not None:
         if isinstance(df_method, str) and df_method.strip().lower() in ("asymptotic", "z", "inf"):
             return "asymptotic"
@@ -476,8 +498,9 @@ def adjust_family(t: np.ndarray, df: np.ndarray, adjust: str, n_means: int, leve
 class EMMResult:
     """Estimated marginal means: ``emmeans`` (one row per cell, specs and by variables first,
     then :data:`EMM_COLUMNS`), their fixed-effect weights ``L`` (one row each), the grid,
-    ``contrasts`` when specs named a method (``"pairwise ~ f"``), ``df_method`` and
-    ``notes`` (what emmeans would print under the table)."""
+    ``contrasts`` when specs named a method (``"pairwise ~ f"``), ``df_method``, ``type``
+    (``"link"`` or ``"response"``: the scale of ``emmean`` and the CI) and ``notes`` (what
+    emmeans would print under the table)."""
 
     emmeans: pd.DataFrame
     L: np.ndarray
@@ -490,6 +513,7 @@ class EMMResult:
     result: Any = field(repr=False)
     contrasts: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
+    type: str = "link"
 
     def contrast(self, method: str | Mapping[str, Sequence[float]] = "pairwise", adjust: str | None = None,
                  level: float | None = None) -> pd.DataFrame:
@@ -499,8 +523,13 @@ class EMMResult:
 
 def emmeans(result: Any, specs: Any, by: Any = None, *, data: pd.DataFrame | None = None,
             at: Mapping[str, Any] | None = None, weights: str = "equal", df_method: str | None = None,
-            level: float = 0.95, adjust: str | None = None) -> EMMResult:
+            level: float = 0.95, adjust: str | None = None, type: str = "link") -> EMMResult:
     """emmeans' ``emmeans(fit, specs, by = by, at = at, weights = weights, lmer.df = df_method)``.
+
+    ``type="response"`` (emmeans' ``type = "response"``; a GLMM only differs): the means
+    through the inverse link (``prob`` of a logit model, ``rate`` of a log one, in the
+    ``emmean`` column), SEs by the delta method, CIs the back-transformed link-scale CIs,
+    tests on the link scale; contrasts become ratios (odds ratios for the logit link).
 
     ``specs``: ``"~ f"``, ``"~ f + g | h"``, ``"pairwise ~ f | g"`` (then ``contrasts`` holds
     the pairwise comparisons, adjusted by ``adjust`` or the method's default) or a list of
@@ -510,6 +539,8 @@ def emmeans(result: Any, specs: Any, by: Any = None, *, data: pd.DataFrame | Non
         raise UsageError(f"level must be a number between 0 and 1, got {level!r}")
     if weights not in ("equal", "proportional", "outer"):
         raise UsageError(f"weights must be 'equal', 'proportional' or 'outer', got {weights!r}")
+    if type not in ("link", "response"):
+        raise UsageError(f"type must be 'link' or 'response', got {type!r}")
     method, names, by_names = _parse_specs(specs, by)
     grid = reference_grid(result, data, at)
     unknown = [n for n in names + by_names if n not in grid.levels]
@@ -543,16 +574,25 @@ def emmeans(result: Any, specs: Any, by: Any = None, *, data: pd.DataFrame | Non
     table["conf_low"], table["conf_high"] = est[:, 0] - q * est[:, 1], est[:, 0] + q * est[:, 1]
     table["statistic"], table["p_value"] = stat, _t_sf2(stat, est[:, 2])
     notes = []
+    link = _link(result)
+    if type == "response" and link is not None:
+        table["emmean"] = link.linkinv(est[:, 0])
+        table["std_error"] = np.abs(link.mu_eta(est[:, 0])) * est[:, 1]
+        table["conf_low"] = link.linkinv(est[:, 0] - q * est[:, 1])
+        table["conf_high"] = link.linkinv(est[:, 0] + q * est[:, 1])
+        notes.append(f"Means back-transformed from the {link.name} scale; tests on the {link.name} scale")
+    elif link is not None:
+        notes.append(f"Results are given on the {link.name} (not the response) scale")
     if nuisance:
         notes.append(f"Results are averaged over the levels of: {', '.join(nuisance)} ({weights} weights)")
     if df_method is None and not result.df_method and df_label == "asymptotic":
         notes.append(f"df are asymptotic (z): the fit has {result.nobs} observations, more than emmeans' "
                      f"pbkrtest.limit and lmerTest.limit ({DF_LIMIT})")
     out = EMMResult(table, L, tuple(names), tuple(by_names), grid, df_label, weights, level, result,
-                    notes=tuple(notes))
+                    notes=tuple(notes), type=type)
     if method is not None:
         out = EMMResult(table, L, tuple(names), tuple(by_names), grid, df_label, weights, level, result,
-                        contrast(out, method, adjust), tuple(notes))
+                        contrast(out, method, adjust), tuple(notes), type)
     elif adjust is not None:
         raise UsageError("adjust= applies to contrasts: name a method in specs ('pairwise ~ f') or call .contrast()")
     return out
@@ -640,9 +680,20 @@ def contrast(em: EMMResult, method: Any = "pairwise", adjust: str | None = None,
         t = est[:, 0] / est[:, 1]
         p, q = adjust_family(t, est[:, 2], adj, len(rows), level)
         frame = pd.DataFrame({n: [table[n].iloc[rows[0]]] * len(names) for n in em.by})
+        lo, hi = est[:, 0] - q * est[:, 1], est[:, 0] + q * est[:, 1]
+        link = _link(em.result)
+        if em.type == "response" and link is not None and link.name in _RATIOS:
+            if np.all(np.abs(C.sum(axis=1)) < 1e-6):  # contrasts of log odds / log rates: ratios
+                est = np.column_stack([np.exp(est[:, 0]), np.exp(est[:, 0]) * est[:, 1], est[:, 2]])
+                lo, hi = np.exp(lo), np.exp(hi)
+                names = [nm.replace(" - ", " / ") if not isinstance(method, Mapping) else nm for nm in names]
+                notes.append(f"{_RATIOS[link.name]}s: back-transformed from the {link.name} scale; tests on the "
+                             f"log {_RATIOS[link.name]} scale")
+            else:
+                notes.append(f"contrasts whose weights do not sum to zero stay on the {link.name} scale")
         frame["contrast"] = names
         frame["estimate"], frame["std_error"], frame["df"] = est[:, 0], est[:, 1], est[:, 2]
-        frame["conf_low"], frame["conf_high"] = est[:, 0] - q * est[:, 1], est[:, 0] + q * est[:, 1]
+        frame["conf_low"], frame["conf_high"] = lo, hi
         frame["statistic"], frame["p_value"], frame["adjust"] = t, p, adj
         out.append(frame)
         if adj != "none":

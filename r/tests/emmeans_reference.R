@@ -24,7 +24,8 @@ emmeans_reference_numbers <- function(s, first) {
 ## df NULL: emmeans' default (Kenward-Roger, asymptotic above 3000 observations); a df method
 ## given is used whatever the size (the limits are raised to the fit's size).
 emmeans_reference <- function(fit, specs, by = NULL, at = NULL, weights = "equal", df = NULL,
-                              method = NULL, adjust = NULL, level = 0.95, counterfactuals = NULL) {
+                              method = NULL, adjust = NULL, level = 0.95, counterfactuals = NULL,
+                              type = NULL) {
   args <- list(fit, specs = specs, by = by, weights = weights, level = level)
   if (!is.null(df)) {
     n <- lme4::getME(fit, "N")
@@ -33,15 +34,18 @@ emmeans_reference <- function(fit, specs, by = NULL, at = NULL, weights = "equal
   if (!is.null(at)) args$at <- at
   if (!is.null(counterfactuals)) args <- c(args, list(counterfactuals = counterfactuals, rg.limit = 1e6))
   em <- do.call(emmeans::emmeans, args)
-  s <- summary(em, infer = c(TRUE, TRUE), level = level)
+  s <- if (is.null(type)) summary(em, infer = c(TRUE, TRUE), level = level) else
+    summary(em, infer = c(TRUE, TRUE), level = level, type = type)
   vars <- c(specs, by)
-  out <- list(emm = emmeans_reference_numbers(s, "emmean"),
+  first <- intersect(c("emmean", "prob", "rate", "response"), names(s))[1]
+  out <- list(emm = emmeans_reference_numbers(s, first),
               emm_labels = do.call(paste, c(lapply(vars, function(v) as.character(s[[v]])), sep = " ")))
   if (!is.null(method)) {
     con <- if (is.null(adjust)) emmeans::contrast(em, method = method) else
       emmeans::contrast(em, method = method, adjust = adjust)
-    cs <- summary(con, infer = c(TRUE, TRUE), level = level)
-    out$con <- emmeans_reference_numbers(cs, "estimate")
+    cs <- if (is.null(type)) summary(con, infer = c(TRUE, TRUE), level = level) else
+      summary(con, infer = c(TRUE, TRUE), level = level, type = type)
+    out$con <- emmeans_reference_numbers(cs, intersect(c("estimate", "odds.ratio", "ratio"), names(cs))[1])
     out$con_labels <- as.character(cs$contrast)
     out$con_adjust <- attr(cs, "mesg")
   }
@@ -54,4 +58,10 @@ emmeans_reference_trend <- function(fit, specs, var, weights = "proportional") {
   tr <- emmeans::emtrends(fit, specs = specs, var = var, weights = weights, lmer.df = "asymptotic")
   s <- summary(tr, infer = c(TRUE, TRUE))
   list(emm = emmeans_reference_numbers(s, paste0(var, ".trend")))
+}
+
+## emmeans' reference grid of a GLMM from its fixed part, coefficients and covariance
+## (qdrg: the grid emmeans builds for a glmer fit, at hlmbridge's estimates; df = Inf as for glmer).
+emmeans_reference_qdrg <- function(formula, data, coef, vcov, link) {
+  emmeans::qdrg(stats::as.formula(formula), data = data, coef = coef, vcov = vcov, df = Inf, link = link)
 }
