@@ -141,3 +141,13 @@ def test_marginsplot_writes_png(tmp_path, sleep):
         assert sum(len(ln.get_xdata()) for ln in drawn) == len(m.table)
     with pytest.raises(UsageError, match="takes the result of margins"):
         hlmbridge.marginsplot(res)
+
+
+def test_weighted_fits_refused_where_weights_would_change_the_answer(sleep):
+    df, _ = sleep
+    res = hlmbridge.fit("Reaction ~ Days * phase + (1 | Subject)", df, engine="statsmodels",
+                        weights="1 / (Days + 1)")
+    with pytest.raises(UnsupportedSpecError, match="margins: the fit has lmer's precision weights"):
+        margins(res, "phase")
+    with pytest.raises(UnsupportedSpecError, match="weights='proportional' with a weighted fit"):
+        emmeans(res, "~ phase", weights="proportional")

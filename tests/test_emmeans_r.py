@@ -250,3 +250,24 @@ def test_glmm_emmeans_match_emmeans(rref, mid: str) -> None:
         assert con["contrast"].tolist() == [str(s) for s in ref["con_labels"]], what
         ci_rtol = 5e-4 if set(con["adjust"]) == {"dunnettx"} else RTOL
         _compare(con, ref["con"], "estimate", f"{what}: contrasts", ci_rtol)
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stata_command_emmeans_match_emmeans(rref, engine: str) -> None:
+    """A Stata command's factor variables (i.sector##c.ses i.himinty) are the grid's factors."""
+    hsb = hlmbridge.datasets.hsb()
+    res = hlmbridge.fit("mixed mathach i.sector##c.ses i.himinty || id:", hsb, engine=engine)
+    formula = "mathach ~ factor(sector) * ses + factor(himinty) + (1 | id)"
+    rfit = rref.model(rref.conv(hsb[["mathach", "sector", "ses", "himinty", "id"]], True), formula, False, res)
+    for q in (dict(specs=["sector"], by="himinty", method="pairwise"),
+              dict(specs=["sector"], weights="proportional", method="revpairwise"),
+              dict(specs=["himinty"], at={"ses": [-1.0, 1.0]}, by="ses", method="pairwise")):
+        what = f"{engine}: {q}"
+        ref = rref.emmeans(rfit, q)  # 7,185 rows: emmeans' df are asymptotic
+        em = emmeans(res, list(q["specs"]), by=q.get("by"), at=q.get("at"), weights=q.get("weights", "equal"))
+        assert em.df_method == "asymptotic"
+        _compare(em.emmeans, ref["emm"], "emmean", f"{what}: means")
+        con = em.contrast(q["method"])
+        assert con["contrast"].tolist() == [str(s) for s in ref["con_labels"]], what
+        _compare(con, ref["con"], "estimate", f"{what}: contrasts")

@@ -547,7 +547,7 @@ def emmeans(result: Any, specs: Any, by: Any = None, *, data: pd.DataFrame | Non
     if unknown:
         raise UsageError(f"{', '.join(map(repr, unknown))} is not a variable of the reference grid "
                          f"({', '.join(grid.levels)})")
-    if grid.raw is not None and result.design.weights is not None and weights != "equal":
+    if result.design.weights is not None and weights != "equal":
         raise UnsupportedSpecError("weights=" + weights, "emmeans", message=(
             f"weights={weights!r} with a weighted fit: emmeans weighs by the fit's weights, hlmbridge does not"))
     df_label = _resolve_method(result, df_method)

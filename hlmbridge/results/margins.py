@@ -35,8 +35,8 @@ Stata                                   emmeans
 linear in x, interacting with factors)
 ======================================  =========================================================
 
-Not supported (an error naming them): GLMMs (response-scale margins), fits with an offset or
-dropped columns, ``predict()`` options other than ``xb``, ``vce(unconditional)``.
+Not supported (an error naming them): GLMMs (response-scale margins), fits with weights, an
+offset or dropped columns, ``predict()`` options other than ``xb``, ``vce(unconditional)``.
 
 Examples
 --------
@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hlmbridge.errors import UsageError
+from hlmbridge.errors import UnsupportedSpecError, UsageError
 
 __all__ = ["MARGINS_COLUMNS", "MarginsResult", "margins"]
 
@@ -190,6 +190,10 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     from hlmbridge.results.emmeans import _check_lmm, _level_label
 
     _check_lmm(result, "margins")
+    if result.design.weights is not None:
+        raise UnsupportedSpecError("weights", "margins", message=(
+            "margins: the fit has lmer's precision weights, which are not Stata's sampling weights that "
+            "margins would average with; hlmbridge does not compute margins for weighted fits"))
     if not (isinstance(level, float) and 0 < level < 1):
         raise UsageError(f"level must be a number between 0 and 1, got {level!r}")
     if not isinstance(atmeans, bool):
