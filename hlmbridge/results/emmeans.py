@@ -612,7 +612,7 @@ def _cell_labels(em: EMMResult, rows: np.ndarray) -> list[str]:
     return [f"({lab})" if re.search(r"-|\+|/|\*", lab) else lab for lab in out]
 
 
-def _method_matrix(method: Any, labels: list[str]) -> tuple[np.ndarray, list[str], str]:
+def _method_matrix(method: Any, labels: list[str], sep: str = " - ") -> tuple[np.ndarray, list[str], str]:
     k = len(labels)
     if isinstance(method, Mapping):
         rows, names = [], []
@@ -640,7 +640,7 @@ def _method_matrix(method: Any, labels: list[str]) -> tuple[np.ndarray, list[str
         c = np.zeros(k)
         c[i], c[j] = 1.0, -1.0
         rows.append(c)
-        names.append(f"{labels[i]} - {labels[j]}")
+        names.append(f"{labels[i]}{sep}{labels[j]}")
     if not rows:
         raise UsageError(f"{method} needs at least two means in each group, got {k}")
     return np.array(rows), names, _DEFAULT_ADJUST[method]
@@ -666,7 +666,13 @@ def contrast(em: EMMResult, method: Any = "pairwise", adjust: str | None = None,
     out, notes = [], []
     for rows in members:
         labels = _cell_labels(em, rows)
+        link = _link(em.result)
+        ratios = em.type == "response" and link is not None and link.name in _RATIOS
         C, names, default = _method_matrix(method, labels)
+        if ratios and np.all(np.abs(C.sum(axis=1)) < 1e-6):  # emmeans labels ratios "A / B"
+            C, names, default = _method_matrix(method, labels, " / ")
+        else:
+            ratios = False
         adj = default if adjust is None else adjust
         pairwise = not isinstance(method, Mapping) and method in ("pairwise", "revpairwise")
         if adj == "tukey" and not pairwise:
@@ -681,16 +687,13 @@ def contrast(em: EMMResult, method: Any = "pairwise", adjust: str | None = None,
         p, q = adjust_family(t, est[:, 2], adj, len(rows), level)
         frame = pd.DataFrame({n: [table[n].iloc[rows[0]]] * len(names) for n in em.by})
         lo, hi = est[:, 0] - q * est[:, 1], est[:, 0] + q * est[:, 1]
-        link = _link(em.result)
-        if em.type == "response" and link is not None and link.name in _RATIOS:
-            if np.all(np.abs(C.sum(axis=1)) < 1e-6):  # contrasts of log odds / log rates: ratios
-                est = np.column_stack([np.exp(est[:, 0]), np.exp(est[:, 0]) * est[:, 1], est[:, 2]])
-                lo, hi = np.exp(lo), np.exp(hi)
-                names = [nm.replace(" - ", " / ") if not isinstance(method, Mapping) else nm for nm in names]
-                notes.append(f"{_RATIOS[link.name]}s: back-transformed from the {link.name} scale; tests on the "
-                             f"log {_RATIOS[link.name]} scale")
-            else:
-                notes.append(f"contrasts whose weights do not sum to zero stay on the {link.name} scale")
+        if ratios:  # contrasts of log odds / log rates: ratios
+            est = np.column_stack([np.exp(est[:, 0]), np.exp(est[:, 0]) * est[:, 1], est[:, 2]])
+            lo, hi = np.exp(lo), np.exp(hi)
+            notes.append(f"{_RATIOS[link.name]}s: back-transformed from the {link.name} scale; tests on the "
+                         f"log {_RATIOS[link.name]} scale")
+        elif em.type == "response" and link is not None and link.name in _RATIOS:
+            notes.append(f"contrasts whose weights do not sum to zero stay on the {link.name} scale")
         frame["contrast"] = names
         frame["estimate"], frame["std_error"], frame["df"] = est[:, 0], est[:, 1], est[:, 2]
         frame["conf_low"], frame["conf_high"] = lo, hi
