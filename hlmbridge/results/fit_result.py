@@ -385,26 +385,26 @@ class FitResult:
         return coef_frames(self)
 
     def fitted(self, level: int | None = None) -> pd.Series:
-        """Fitted values (``level=0``: population level; see :mod:`hlmbridge.results.prediction`)."""
-        self._lmm_only("fitted()")
+        """Fitted values (``level=0``: population level; see :mod:`hlmbridge.results.prediction`;
+        a GLMM's on the response scale, glmer's ``fitted()``)."""
         from hlmbridge.results.prediction import fitted
 
         return fitted(self, level)
 
     def residuals(self, kind: str = "response", level: int | None = None) -> pd.Series:
-        """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`)."""
-        self._lmm_only("residuals()")
+        """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`);
+        a GLMM's also ``"deviance"`` and ``"working"``, glmer's ``residuals(type = kind)``."""
         from hlmbridge.results.prediction import residuals
 
         return residuals(self, kind, level)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> Any:
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None, type: str = "link") -> Any:
         """Predictions on new data, with (``re_form=None``) or without (``"~0"``) the random
-        effects: a :class:`hlmbridge.results.prediction.Prediction`."""
-        self._lmm_only("predict()")
+        effects: a :class:`hlmbridge.results.prediction.Prediction`; ``type="link"`` or
+        ``"response"`` (glmer's; the same for a linear model)."""
         from hlmbridge.results.prediction import predict
 
-        return predict(self, newdata, re_form)
+        return predict(self, newdata, re_form, type)
 
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
@@ -464,11 +464,42 @@ class FitResult:
 
     __hash__ = None  # type: ignore[assignment]
 
+    # ---- a GLMM after the fit: empirical Bayes and population-averaged quantities -------
+    def ebmeans(self, points: int | None = None) -> pd.DataFrame:
+        """Stata's ``predict, reffects`` (empirical Bayes means) and ``reses`` of a GLMM's scalar
+        random intercept, beside ``ebmodes`` (= glmer's ``ranef``), by adaptive quadrature with
+        ``points`` (the fit's by default); see :mod:`hlmbridge.results.eb_means`."""
+        from hlmbridge.results.eb_means import eb_frame
+
+        return eb_frame(self, points)
+
+    def marginal_predict(self, newdata: pd.DataFrame | None = None, points: int | None = None) -> Any:
+        """Stata's ``predict, marginal``: means with the random effects integrated out (see
+        :mod:`hlmbridge.results.population_averaged`)."""
+        from hlmbridge.results.population_averaged import marginal_predict
+
+        return marginal_predict(self, newdata, points)
+
+    def population_averaged_ratio(self, at0: Mapping[str, Any], at1: Mapping[str, Any],
+                                  points: int | None = None) -> dict[str, float]:
+        """The population-averaged odds ratio (binomial) or rate ratio (Poisson) of ``at1``
+        against ``at0`` (see :mod:`hlmbridge.results.population_averaged`)."""
+        from hlmbridge.results.population_averaged import population_averaged_ratio
+
+        return population_averaged_ratio(self, at0, at1, points)
+
+    def xtrho(self, at: float | None = None, points: int | None = None, level: float = 0.95) -> pd.DataFrame:
+        """``xtrho``'s manifest intra-class measures of a random-intercept binary GLMM at the
+        median linear predictor (or ``at``), with CIs (see :mod:`hlmbridge.results.population_averaged`)."""
+        from hlmbridge.results.population_averaged import XTRHO_POINTS, manifest_association
+
+        return manifest_association(self, at, XTRHO_POINTS if points is None else points, level)
+
     # ---- marginal means and margins (thin delegates) ----------------------------------
     def emmeans(self, specs: Any, by: Any = None, **kwargs: Any) -> Any:
         """R's ``emmeans(fit, specs, by = by, ...)``: estimated marginal means over the reference
         grid, with contrasts when ``specs`` names a method (``"pairwise ~ f | g"``); keywords
-        ``data``, ``at``, ``weights``, ``df_method``, ``level``, ``adjust`` (see
+        ``data``, ``at``, ``weights``, ``df_method``, ``level``, ``adjust``, ``type`` (see
         :mod:`hlmbridge.results.emmeans`)."""
         from hlmbridge.results.emmeans import emmeans
 

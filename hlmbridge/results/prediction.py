@@ -107,14 +107,24 @@ def _fitted_array(res: object, level: int | None) -> np.ndarray:
 
 
 def fitted(res: object, level: int | None = None) -> pd.Series:
-    """Fitted values on the fit's rows (see the module docstring for ``level``)."""
+    """Fitted values on the fit's rows (see the module docstring for ``level``); a GLMM's are
+    glmer's ``fitted()``, on the response scale (:mod:`hlmbridge.results.glmm_predict`)."""
+    if res.spec.is_glmm:  # type: ignore[attr-defined]
+        from hlmbridge.results.glmm_predict import glmm_fitted
+
+        return glmm_fitted(res, level)
     design = require_design(res, "fitted values")
     return pd.Series(_fitted_array(res, level), index=pd.Index(design.rows, name="row"), name="fitted")
 
 
 def residuals(res: object, kind: str = "response", level: int | None = None) -> pd.Series:
     """Residuals ``y - fitted``: ``kind="response"``, or ``"pearson"`` (divided by the residual
-    SD, times sqrt of the precision weight)."""
+    SD, times sqrt of the precision weight). A GLMM's are glmer's ``residuals(type = kind)``, also
+    ``"deviance"`` and ``"working"`` (:mod:`hlmbridge.results.glmm_predict`)."""
+    if res.spec.is_glmm:  # type: ignore[attr-defined]
+        from hlmbridge.results.glmm_predict import glmm_residuals
+
+        return glmm_residuals(res, kind, level)
     if kind not in ("response", "pearson"):
         raise UsageError(f"kind must be 'response' or 'pearson', got {kind!r}")
     design = require_design(res, "residuals")
@@ -130,9 +140,18 @@ def residuals(res: object, kind: str = "response", level: int | None = None) -> 
 _NO_RANDOM = ("~0", "~ 0", "NA", "na")
 
 
-def predict(res: object, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> Prediction:
+def predict(res: object, newdata: pd.DataFrame | None = None, re_form: str | None = None,
+            type: str = "link") -> Prediction:
     """Predictions on ``newdata`` (the fit's rows when None), with every random effect
-    (``re_form=None``) or none (``re_form="~0"``, R's ``re.form = NA`` or ``~0``)."""
+    (``re_form=None``) or none (``re_form="~0"``, R's ``re.form = NA`` or ``~0``). ``type``
+    is glmer's: ``"link"`` or ``"response"`` (the same for a linear model's identity link);
+    a GLMM's are :func:`hlmbridge.results.glmm_predict.glmm_predict`'s."""
+    if res.spec.is_glmm:  # type: ignore[attr-defined]
+        from hlmbridge.results.glmm_predict import glmm_predict
+
+        return glmm_predict(res, newdata, re_form, type)  # type: ignore[return-value]
+    if type not in ("link", "response"):
+        raise UsageError(f"type must be 'link' or 'response', got {type!r}")
     if re_form is not None and (not isinstance(re_form, str) or re_form.strip() not in _NO_RANDOM):
         raise UsageError(f"re_form must be None (every random effect) or '~0' (none), got {re_form!r}")
     random = re_form is None
