@@ -75,6 +75,9 @@ _LAZY = {
     "crosscheck": "hlmbridge.check.crosscheck",
     "parse_any": "hlmbridge.spec.translate",
     "translate": "hlmbridge.spec.translate",
+    "emmeans": "hlmbridge.results.emmeans",
+    "margins": "hlmbridge.results.margins",
+    "marginsplot": "hlmbridge.results.margins_plot",
 }
 
 __all__ = [
@@ -101,10 +104,13 @@ __all__ = [
     "center",
     "crosscheck",
     "datasets",
+    "emmeans",
     "fit",
     "fit_many",
     "kr_modcomp",
     "lrtest",
+    "margins",
+    "marginsplot",
     "merge_levels",
     "parse_any",
     "pbmodcomp",
@@ -124,7 +130,10 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.parallel import fit_many
     from hlmbridge.inference.pbmodcomp import pbmodcomp
     from hlmbridge.results.compare import anova, kr_modcomp, sat_modcomp
+    from hlmbridge.results.emmeans import emmeans
     from hlmbridge.results.fit_result import FitResult, GroupInfo
+    from hlmbridge.results.margins import margins
+    from hlmbridge.results.margins_plot import marginsplot
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate
 

@@ -509,3 +509,20 @@ class FitResult:
         from hlmbridge.results.compare import drop1
 
         return drop1(self, ddf)
+
+    # ---- marginal means and margins (thin delegates) ----------------------------------
+    def emmeans(self, specs: Any, by: Any = None, **kwargs: Any) -> Any:
+        """R's ``emmeans(fit, specs, by = by, ...)``: estimated marginal means over the reference
+        grid, with contrasts when ``specs`` names a method (``"pairwise ~ f | g"``); keywords
+        ``data``, ``at``, ``weights``, ``df_method``, ``level``, ``adjust``, ``type`` (see
+        :mod:`hlmbridge.results.emmeans`)."""
+        from hlmbridge.results.emmeans import emmeans
+
+        return emmeans(self, specs, by, **kwargs)
+
+    def margins(self, variables: Any = None, **kwargs: Any) -> Any:
+        """Stata's ``margins`` after ``mixed``: predictive margins, ``at``, ``over``, ``dydx``,
+        ``atmeans`` with delta-method z (see :mod:`hlmbridge.results.margins`)."""
+        from hlmbridge.results.margins import margins
+
+        return margins(self, variables, **kwargs)

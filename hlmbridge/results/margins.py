@@ -1,0 +1,296 @@
+"""Stata's ``margins`` after ``mixed``: predictive margins and average marginal effects.
+
+The prediction is Stata's default after ``mixed``, the linear prediction of the fixed part
+(``xb``). Every margin is a linear combination ``L beta`` of the fixed effects, so its SE is the
+delta method's ``sqrt(L V L')`` (``V``: the fit's covariance of the fixed effects), with z
+statistics and normal CIs, as Stata prints them.
+
+- ``margins(res)``: the mean prediction over the estimation sample.
+- ``margins(res, "f")`` (Stata ``margins f``): for each level of the factor ``f``, the mean
+  prediction with every row's ``f`` set to that level (a predictive margin); ``"f#g"`` for
+  the cells of two factors; a list for several (``margins f g``).
+- ``at={"x": [1, 2, 3]}`` (``margins, at(x=(1 2 3))``): each value (the combinations of several
+  variables' values) set for every row; a factor may be set to a level.
+- ``over="g"`` (``margins f, over(g)``): the same within each group of the factor ``g`` (the
+  group's rows only).
+- ``dydx="x"`` (``margins, dydx(x)``): the average marginal effect: for a covariate the mean
+  derivative of the prediction (a central difference on the design, exact for a prediction
+  linear in ``x`` and to about 1e-10 otherwise); for a factor the discrete change of the
+  predictive margin from the base level (Stata's base; lme4's first level).
+- ``atmeans=True`` (``margins f, atmeans``): the other covariates at their sample means, and
+  each other factor's indicators at their means (its levels weighted by their sample
+  proportions, the products for interactions), instead of averaging over the rows.
+
+Which emmeans call gives the same numbers (checked in ``tests/test_margins_r.py``, with
+emmeans' ``lmer.df = "asymptotic"``, the z of Stata's ``margins``):
+
+======================================  =========================================================
+Stata                                   emmeans
+======================================  =========================================================
+``margins f``                           ``emmeans(fit, ~ f, counterfactuals = "f")``
+``margins, dydx(f)`` (a factor)         ``contrast(emmeans(fit, ~ f, counterfactuals = "f"),
+                                        "trt.vs.ctrl")``
+``margins f, atmeans``                  ``emmeans(fit, ~ f, weights = "outer")``
+``margins, dydx(x)`` (x in a model      ``emtrends(fit, ~ 1, var = "x", weights = "proportional")``
+linear in x, interacting with factors)
+======================================  =========================================================
+
+Not supported (an error naming them): GLMMs (response-scale margins), fits with weights, an
+offset or dropped columns, ``predict()`` options other than ``xb``, ``vce(unconditional)``.
+
+Examples
+--------
+>>> import hlmbridge
+>>> df = hlmbridge.datasets.hsb()
+>>> res = hlmbridge.fit("mixed mathach i.sector##c.ses || id:", df, engine="statsmodels")
+>>> m = margins(res, "sector")
+>>> m.table[["sector", "margin", "std_error"]].round(3).values.tolist()
+[[0.0, 11.799, 0.227], [1.0, 13.936, 0.252]]
+>>> margins(res, dydx="ses").table[["term", "dydx"]].round(3).values.tolist()
+[['ses', 2.306]]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hlmbridge.errors import UnsupportedSpecError, UsageError
+
+__all__ = ["MARGINS_COLUMNS", "MarginsResult", "margins"]
+
+#: Columns after the label columns (``margin`` is ``dydx`` for marginal effects).
+MARGINS_COLUMNS: tuple[str, ...] = ("margin", "std_error", "statistic", "p_value", "conf_low", "conf_high")
+
+
+@dataclass(frozen=True, eq=False)
+class MarginsResult:
+    """``table``: one row per margin (label columns, then :data:`MARGINS_COLUMNS`, ``margin``
+    named ``dydx`` for marginal effects); ``L``: each row's fixed-effect weights; ``kind``
+    ``"margins"`` or ``"dydx"``; ``at``, ``over`` and ``variables`` as asked (for
+    :func:`hlmbridge.results.margins_plot.marginsplot`)."""
+
+    table: pd.DataFrame
+    L: np.ndarray
+    kind: str
+    variables: tuple[str, ...]
+    at: tuple[str, ...]
+    over: tuple[str, ...]
+    level: float
+    notes: tuple[str, ...] = field(default=())
+
+    def plot(self, **kwargs: Any) -> Any:
+        """:func:`hlmbridge.results.margins_plot.marginsplot` of this result."""
+        from hlmbridge.results.margins_plot import marginsplot
+
+        return marginsplot(self, **kwargs)
+
+
+def _names(x: Any, what: str) -> list[str]:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [x]
+    if isinstance(x, (list, tuple)) and all(isinstance(v, str) for v in x):
+        return list(x)
+    raise UsageError(f"{what} must be a name or a list of names, got {x!r}")
+
+
+class _Frame:
+    """The estimation sample's variables and how to turn settings into a weighted X."""
+
+    def __init__(self, result: Any, data: pd.DataFrame | None) -> None:
+        from hlmbridge.results.emmeans import _variables
+
+        v = _variables(result, data)
+        self.result = result
+        self.frame = v.frame
+        self.factors = v.factors
+        design = result.design
+        self.bases = dict(design.factor_bases) if design.spec.formula is None else {}
+
+    def base(self, f: str) -> Any:
+        if f in self.bases:
+            return float(self.bases[f])
+        return self.factors[f][0]
+
+    def check(self, names: list[str], what: str, factor: bool | None = None) -> None:
+        for n in names:
+            if n not in self.frame.columns:
+                raise UsageError(f"{what}: {n!r} is not a variable of the fixed part ({', '.join(self.frame.columns)})")
+            if factor is True and n not in self.factors:
+                raise UsageError(f"{what}: {n!r} is a covariate, not a factor (Stata: use at() for covariates)")
+
+    def _set(self, frame: pd.DataFrame, var: str, value: Any) -> None:
+        col = self.frame[var]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            frame[var] = pd.Categorical([value] * len(frame), categories=col.cat.categories, ordered=col.cat.ordered)
+        else:
+            frame[var] = np.full(len(frame), value, dtype=col.to_numpy().dtype if var in self.factors else float)
+
+    def row(self, rows: np.ndarray, setting: Mapping[str, Any], shift: tuple[str, float] | None, atmeans: bool
+            ) -> np.ndarray:
+        """The mean fixed-effect row over ``rows`` with ``setting`` applied (``shift``: add h to a covariate)."""
+        from hlmbridge.design.newdata import new_design
+        from hlmbridge.results.emmeans import _level_label
+
+        sub = self.frame.iloc[rows].reset_index(drop=True)
+        if atmeans:
+            parts: list[list[tuple[Any, float]]] = []
+            names = list(self.frame.columns)
+            for n in names:
+                if n in setting:
+                    parts.append([(setting[n], 1.0)])
+                elif n in self.factors:
+                    counts = sub[n].astype(object).map(_level_label).value_counts()
+                    parts.append([(lv, counts.get(_level_label(lv), 0) / len(sub)) for lv in self.factors[n]])
+                else:
+                    parts.append([(float(np.mean(sub[n].to_numpy(dtype=float))), 1.0)])
+            combos = list(itertools.product(*parts))
+            w = np.array([np.prod([c[1] for c in combo]) for combo in combos])
+            keep = w > 0
+            frame = pd.DataFrame([[c[0] for c in combo] for combo, k in zip(combos, keep) if k], columns=names)
+            w = w[keep]
+            for n in names:
+                col = self.frame[n]
+                if isinstance(col.dtype, pd.CategoricalDtype):
+                    frame[n] = pd.Categorical(frame[n], categories=col.cat.categories, ordered=col.cat.ordered)
+                elif n not in self.factors:
+                    frame[n] = frame[n].astype(float)
+        else:
+            frame = sub.copy()
+            for n, value in setting.items():
+                self._set(frame, n, value)
+            w = np.ones(len(frame))
+        if shift is not None:
+            frame[shift[0]] = frame[shift[0]].to_numpy(dtype=float) + shift[1]
+        X = new_design(self.result.design, frame, random=False).X
+        return (w / w.sum()) @ X
+
+
+def _cells(fr: _Frame, spec: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    names = [s.strip() for s in spec.split("#")]
+    fr.check(names, f"margins {spec!r}", factor=True)
+    combos = [tuple(reversed(t)) for t in itertools.product(*(fr.factors[n] for n in reversed(names)))]
+    return names, combos
+
+
+def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None = None, over: Any = None,
+            dydx: Any = None, atmeans: bool = False, data: pd.DataFrame | None = None, level: float = 0.95
+            ) -> MarginsResult:
+    """Stata's ``margins [variables], at() over() dydx() atmeans`` after ``mixed`` (see the
+    module docstring). ``data`` is the fit's data frame, needed only when a variable enters the
+    model transformed (``log(x)``, ``poly(x, 2)``)."""
+    from hlmbridge.results.emmeans import _check_lmm, _level_label
+
+    _check_lmm(result, "margins")
+    if result.design.weights is not None:
+        raise UnsupportedSpecError("weights", "margins", message=(
+            "margins: the fit has lmer's precision weights, which are not Stata's sampling weights that "
+            "margins would average with; hlmbridge does not compute margins for weighted fits"))
+    if not (isinstance(level, float) and 0 < level < 1):
+        raise UsageError(f"level must be a number between 0 and 1, got {level!r}")
+    if not isinstance(atmeans, bool):
+        raise UsageError(f"atmeans must be True or False, got {atmeans!r}")
+    fr = _Frame(result, data)
+    specs = _names(variables, "variables")
+    over_names = _names(over, "over")
+    dydx_names = _names(dydx, "dydx")
+    fr.check(over_names, "over()", factor=True)
+    fr.check(dydx_names, "dydx()")
+    if dydx_names and specs:
+        raise UsageError("give either variables (predictive margins by level) or dydx= (marginal effects); "
+                         "for effects within groups use over=")
+    at = dict(at or {})
+    fr.check(list(at), "at()")
+    at_values: dict[str, list[Any]] = {}
+    for n, vals in at.items():
+        vals = list(vals) if isinstance(vals, (list, tuple, np.ndarray, pd.Series)) else [vals]
+        if not vals:
+            raise UsageError(f"at({n}=) gives no values")
+        if n in fr.factors:
+            labels = {_level_label(x): x for x in fr.factors[n]}
+            bad = [x for x in vals if _level_label(x) not in labels]
+            if bad:
+                raise UsageError(f"at({n}=): {bad} not among the factor's levels {list(labels)}")
+            vals = [labels[_level_label(x)] for x in vals]
+        else:
+            try:
+                vals = [float(x) for x in vals]
+            except (TypeError, ValueError):
+                raise UsageError(f"at({n}=): a covariate takes numbers, got {vals!r}") from None
+        at_values[n] = vals
+    at_names = list(at_values)
+    clash = set(at_names) & (set(over_names) | set(dydx_names) | {p for s in specs for p in s.split("#")})
+    if clash:
+        raise UsageError(f"{', '.join(sorted(clash))} is both in at() and in the margins' variables, over() or dydx()")
+    at_combos = list(itertools.product(*(at_values[n] for n in at_names))) or [()]
+    if over_names:
+        keys = fr.frame[over_names].astype(object).apply(lambda r: tuple(_level_label(x) for x in r), axis=1)
+        groups = [tuple(reversed(t)) for t in itertools.product(*(fr.factors[n] for n in reversed(over_names)))]
+        group_rows = [(g, np.flatnonzero((keys == tuple(_level_label(x) for x in g)).to_numpy())) for g in groups]
+        group_rows = [(g, r) for g, r in group_rows if len(r)]
+    else:
+        group_rows = [((), np.arange(len(fr.frame)))]
+    records: list[dict[str, Any]] = []
+    L: list[np.ndarray] = []
+    for (g, rows), (ai, combo) in itertools.product(group_rows, enumerate(at_combos)):
+        base_set = dict(zip(at_names, combo))
+        label: dict[str, Any] = {}
+        if at_names:
+            label["_at"] = ai + 1
+            label.update(base_set)
+        label.update(dict(zip(over_names, g)))
+        if dydx_names:
+            for x in dydx_names:
+                if x in fr.factors:
+                    b = fr.base(x)
+                    ref = fr.row(rows, {**base_set, x: b}, None, atmeans)
+                    for lv in fr.factors[x]:
+                        if _level_label(lv) == _level_label(b):
+                            continue
+                        L.append(fr.row(rows, {**base_set, x: lv}, None, atmeans) - ref)
+                        records.append({**label, "term": f"{x}: {_level_label(lv)} vs {_level_label(b)}"})
+                else:
+                    xs = fr.frame[x].to_numpy(dtype=float)[rows]
+                    h = 1e-5 * max(1.0, float(np.mean(np.abs(xs))), float(np.std(xs)))
+                    up = fr.row(rows, base_set, (x, h), atmeans)
+                    down = fr.row(rows, base_set, (x, -h), atmeans)
+                    L.append((up - down) / (2 * h))
+                    records.append({**label, "term": x})
+        elif specs:
+            for s in specs:
+                names, combos = _cells(fr, s)
+                for c in combos:
+                    L.append(fr.row(rows, {**base_set, **dict(zip(names, c))}, None, atmeans))
+                    records.append({**label, "term": s, **dict(zip(names, c))})
+        else:
+            L.append(fr.row(rows, base_set, None, atmeans))
+            records.append(dict(label))
+    W = np.array(L)
+    beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
+    V = np.asarray(result.fixed_vcov, dtype=float)
+    est = W @ beta
+    se = np.sqrt(np.einsum("ij,jk,ik->i", W, V, W))
+    z = est / se
+    q = stats.norm.ppf(0.5 + level / 2)
+    table = pd.DataFrame(records)
+    if not len(table.columns):
+        table = pd.DataFrame(index=range(len(W)))
+    kind = "dydx" if dydx_names else "margins"
+    table["dydx" if dydx_names else "margin"] = est
+    table["std_error"], table["statistic"] = se, z
+    table["p_value"] = 2 * stats.norm.sf(np.abs(z))
+    table["conf_low"], table["conf_high"] = est - q * se, est + q * se
+    notes = ["Delta-method standard errors; z statistics (Stata's margins after mixed)",
+             "Expression: Linear prediction, fixed portion (xb)"]
+    if atmeans:
+        notes.append("at: the other covariates at their means (atmeans)")
+    return MarginsResult(table, W, kind, tuple(dydx_names or specs), tuple(at_names), tuple(over_names), level,
+                         tuple(notes))
