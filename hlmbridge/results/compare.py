@@ -158,9 +158,7 @@ def anova(*models: Any, refit: bool = True, names: tuple[str, ...] | list[str] |
         if names is not None or refit is not True:
             raise UsageError("anova(m) of one model is lmerTest's ANOVA table: names= and refit= apply to a "
                              "comparison of several models")
-        if single.get("ddf") is None and not models[0].df_method:
-            single["ddf"] = "Satterthwaite"  # lmerTest's default
-        return models[0].anova(**single)
+        return models[0].anova(**single)  # Satterthwaite unless the fit or ddf= says otherwise
     if single:
         raise UsageError(f"anova() of several models takes refit= and names= only; got {sorted(single)}")
     if not isinstance(refit, bool):

@@ -316,10 +316,14 @@ class FitResult:
     def anova(self, ddf: str | None = None, type: int | str = 3, *, show_tests: bool = False) -> Any:
         """lmerTest's ``anova(fit, type = type, ddf = ddf)``: an F test of every fixed term with
         lmerTest's type I, II or III contrasts (see :mod:`hlmbridge.results.anova`); ``ddf``
-        ``"Satterthwaite"``, ``"Kenward-Roger"`` or ``"residual"`` (the fit's df method when
-        None). ``show_tests=True`` returns ``(table, {term: L})`` (lmerTest's ``show_tests``)."""
+        ``"Satterthwaite"``, ``"Kenward-Roger"`` or ``"residual"`` (when None: the fit's df method,
+        else Satterthwaite, lmerTest's default). ``show_tests=True`` returns ``(table, {term: L})``
+        (lmerTest's ``show_tests``)."""
         self._lmm_only("anova()")
         from hlmbridge.results.anova import anova_table
+
+        if ddf is None and not self.df_method:
+            ddf = "Satterthwaite"  # lmerTest's anova() default
 
         return anova_table(self, type, ddf, show_tests)
 
