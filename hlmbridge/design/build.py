@@ -498,7 +498,12 @@ def check_design(design: Design, response: str) -> None:
     for ld in design.levels:
         if not np.all(np.isfinite(ld.Z)):
             raise DataError(f"the random-effects design of {ld.name} has non-finite values")
-    if max(ld.n_groups for ld in design.levels) >= design.nobs:
+    spec = design.spec
+    # A GLMM without a residual (Poisson counts, binomial trials) takes an observation-level random
+    # effect: the overdispersion model glmer fits (grouseticks' (1 | INDEX)). A 0/1 response cannot.
+    overdispersion = spec.is_glmm and (spec.family == "poisson" or (design.weights is not None
+                                                                     and np.any(design.weights != 1)))
+    if max(ld.n_groups for ld in design.levels) >= design.nobs and not overdispersion:
         worst = max(design.levels, key=lambda ld: ld.n_groups)
         raise DataError(
             f"every group of {worst.name!r} has a single observation: the random effect "

@@ -623,6 +623,10 @@ class Lme4Engine:
         jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
         random_vcov = jac @ full[:n_t, :n_t] @ jac.T
         warns = est.warnings
+        if est.singular and not any("singular" in w for w in warns):
+            # glmer with its default checks says so (check.conv.singular, a message); with
+            # calc.derivs = FALSE it stays silent, so the message is put back here.
+            warns += ("boundary (singular) fit: see help('isSingular')",)
         if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
             warns += ("glmer's Hessian at the optimum is not positive definite: the standard errors are not "
                       "reliable",)
