@@ -217,3 +217,21 @@ def test_singular_fit_is_a_warning():
 def test_all_zero_groups_fit_without_false_warnings():
     res = hlmbridge.fit("c ~ x + (1 | g)", _noise(), family="poisson")
     assert not [w for w in res.warnings if "converge" in w or "Hessian" in w], res.warnings
+
+
+def test_cbind_response_needs_the_binomial_family(binary):
+    """lmer has no two-column response: cbind() without family='binomial' is refused, never fitted
+    as a linear model of the proportion."""
+    with pytest.raises(SpecError, match=re.escape("is a binomial response (successes, failures): give "
+                                                  "family='binomial'")):
+        hlmbridge.fit("cbind(s, f) ~ x + (1 | g)", binary, engine="statsmodels")
+    with pytest.raises(UnsupportedSpecError, match="is a binomial response"):
+        parse_any("cbind(s, f) ~ x + (1 | g)").to_lme4()
+
+
+@pytest.mark.requires_r
+def test_cbind_response_needs_the_binomial_family_lme4(binary):
+    with pytest.raises(UnsupportedSpecError, match=re.escape("the response cbind(s, f) is a binomial response")):
+        hlmbridge.fit("cbind(s, f) ~ x + (1 | g)", binary)
+    with pytest.raises(UnsupportedSpecError, match="is a binomial response"):
+        hlmbridge.fit("cbind(s, f) ~ x + (1 | g)", binary, family="poisson")

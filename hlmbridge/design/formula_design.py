@@ -117,6 +117,9 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
     n_all = len(data)
     trials = None
     if f.response.kind == "call" and f.response.value == "cbind":
+        if spec.family != "binomial":
+            raise SpecError(f"the response {f.response.deparse()} is a binomial response (successes, failures): "
+                            "give family='binomial'")
         # glmer's binomial cbind(s, f): the proportion s / (s + f) with s + f trials as prior weights
         # (R's binomial()$initialize; a row of no trials has proportion 0 and weight 0)
         parts = [evaluate(a, data) for a in f.response.args]

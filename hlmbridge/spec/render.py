@@ -152,6 +152,16 @@ def glmer_refusal(method: str, points: int) -> str:
             "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
 
 
+def _cbind_needs_binomial(spec: ModelSpec, engine: str) -> None:
+    """A ``cbind(successes, failures)`` response is glmer's binomial response only (lmer refuses a
+    two-column response); anything else is refused rather than fitted as another model."""
+    response = spec.formula.response if spec.formula is not None else None
+    if response is not None and response.kind == "call" and response.value == "cbind" and spec.family != "binomial":
+        raise UnsupportedSpecError(f"the response {response.deparse()}", engine, message=(
+            f"the response {response.deparse()} is a binomial response (successes, failures): give "
+            "family='binomial'."))
+
+
 def _r_family(spec: ModelSpec) -> str:
     """R's family object for a GLMM spec: ``binomial``, ``binomial(link = "probit")``, ``poisson``."""
     canonical = {"binomial": "logit", "poisson": "log"}[spec.family]
@@ -270,6 +280,7 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
     'y ~ 1 + x + (0 + x | id)'
     """
+    _cbind_needs_binomial(spec, "lme4")
     glmm = {"family": _r_family(spec), "nagq": _glmer_nagq(spec)} if spec.is_glmm else {}
     if spec.formula is not None:
         text = spec.formula.r_formula()
@@ -420,6 +431,7 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
     >>> m.groups, m.re_formula, dict(m.vc_formula), m.all_group
     ('_all', '0', {'a': '0 + C(a)', 'b': '0 + C(b)'}, True)
     """
+    _cbind_needs_binomial(spec, "statsmodels")
     if spec.is_glmm:
         raise UnsupportedSpecError(f"a {spec.family} GLMM", "statsmodels", message=(
             f"statsmodels cannot fit a {spec.family} GLMM: it has no maximum-likelihood GLMM (its "
