@@ -212,7 +212,13 @@ class ModelSpec:
         linear mixed model, fitted by ML only; ``link=None`` means the family's canonical link).
     trials
         Stata's ``binomial(varname|#)`` on a binomial GLMM: the number of trials, a column name
-        or a whole number; the response counts the successes.
+        or a whole number; the response counts the successes. The log likelihood then includes
+        the log binomial coefficients log C(n, s): glmer's does (R's ``binomial()$aic``; its
+        quadrature deviance leaves them out with the rest of the saturated log likelihood, and
+        the lme4 engine adds them back), and Stata's ``meglm`` states the full binomial density
+        (with lnGamma(n+1) - lnGamma(s+1) - lnGamma(n-s+1); [ME] meglm, Methods and formulas),
+        so no correction is applied. That last point is from the manual only: no Stata log with
+        ``binomial()`` was at hand to confirm it on numbers. A 0/1 response makes them 0.
     offset, exposure
         Stata's ``offset(varname)`` / ``exposure(varname)`` on a GLMM: a column added to the
         linear predictor as it is or as its log.
