@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import re
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from hlmbridge.inference.stata_parity import (evaluate, linear_loglik, lme4_bloc
                                               variance_parameters)
 from hlmbridge.inference.tails import chi2_sf, norm_sf
 from hlmbridge.results.fit_result import FitResult, GroupInfo
-from hlmbridge.spec.model import GLMM_NO_REML, ModelSpec
+from hlmbridge.spec.model import FAMILY_LINKS, GLMM_NO_REML, ModelSpec
 from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["Z_95", "as_spec", "fit", "result_from_estimates"]
@@ -41,7 +42,7 @@ _LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "control", "start", "verbose", "devF
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
 #: fit()'s own keywords besides the engine's tuning options (named in an unknown keyword's message).
-FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts", "family", "nagq", "nAGQ") + ROW_ARGUMENTS
+FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts", "family", "link", "nagq", "nAGQ") + ROW_ARGUMENTS
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -84,7 +85,7 @@ def _parse(text: str, reml: bool | None) -> ModelSpec:
 @with_bounded_blas
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
         df_method: str | None = None, family: str | None = None, nagq: int | None = None,
-        **options: Any) -> FitResult:
+        link: str | None = None, **options: Any) -> FitResult:
     """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").
 
     A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
@@ -104,11 +105,16 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     ``df_method`` (``"residual"``, ``"satterthwaite"``, ``"kenward-roger"``; a Stata command's
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
 
-    ``family="binomial"`` (0/1 response, logit link) or ``"poisson"`` (log link) fits a
-    generalized linear mixed model by ML (glmer on the lme4 engine); ``nagq=`` (glmer's
-    ``nAGQ=`` too) is glmer's number of quadrature points: 1 (the default) Laplace, k > 1
-    adaptive Gauss-Hermite quadrature (one scalar random effect only). Stata's ``melogit``,
-    ``mepoisson`` and ``xtlogit ..., re`` commands carry their family and integration.
+    ``family="binomial"`` (link ``"logit"``, ``"probit"`` or ``"cloglog"``: ``link=`` or R's
+    ``family='binomial(link = "probit")'``) or ``"poisson"`` (log link) fits a generalized
+    linear mixed model by ML (glmer on the lme4 engine). A binomial response is 0/1,
+    ``cbind(successes, failures)`` in the formula, or a proportion with the trials as
+    ``weights=`` (glmer's way); a formula's ``offset(log(t))`` or ``offset=`` enter the linear
+    predictor. ``nagq=`` (glmer's ``nAGQ=`` too) is glmer's number of quadrature points: 1
+    (the default) Laplace, k > 1 adaptive Gauss-Hermite quadrature (one scalar random effect
+    only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``meglm`` and
+    ``xtlogit``/``xtprobit``/``xtpoisson ..., re`` commands carry their family, link,
+    ``binomial()``/``offset()``/``exposure()`` and integration.
     """
     t0 = time.perf_counter()
     if "REML" in options:  # R's spelling
@@ -127,7 +133,8 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     _check_options(adapter, options)
     if reml and (family is not None or as_spec(model).is_glmm):
         raise UsageError(f"reml=True: {GLMM_NO_REML}.")
-    spec = _glmm_spec(model, reml, family, nagq) if family is not None or nagq is not None else as_spec(model, reml)
+    spec = (_glmm_spec(model, reml, family, nagq, link) if family is not None or nagq is not None or link is not None
+            else as_spec(model, reml))
     if spec.is_glmm:
         if reml:
             raise UsageError(f"reml=True: {GLMM_NO_REML}.")
@@ -159,36 +166,63 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     return result.with_df(df_method) if df_method else result
 
 
-def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, nagq: Any) -> ModelSpec:
-    """The spec of ``fit(model, family=..., nagq=...)``: the family and glmer's integration."""
+#: R's family argument as text: ``binomial``, ``binomial()``, ``binomial(link = "probit")``,
+#: ``binomial("cloglog")``, ``poisson(link = log)``.
+_R_FAMILY = re.compile(r"\s*(?P<family>[A-Za-z_]+)\s*(?:\(\s*(?:(?:link\s*=\s*)?(?P<q>[\"']?)(?P<link>[A-Za-z_]+)"
+                       r"(?P=q))?\s*\))?\s*\Z")
+
+
+def _family_link(family: Any, link: Any) -> tuple[str, str | None]:
+    """fit()'s family= (a name or R's family call as text) and link= as (family, link)."""
+    m = _R_FAMILY.match(family) if isinstance(family, str) else None
+    if m is None or m.group("family") not in ("binomial", "poisson"):
+        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (links logit, probit, cloglog) or "
+                         "'poisson' (log link), as a name or as R writes it, e.g. 'binomial(link = \"probit\")'")
+    name, in_call = m.group("family"), m.group("link")
+    if link is not None and not isinstance(link, str):
+        raise UsageError(f"link= must be a link's name, got {link!r}")
+    if in_call is not None and link is not None and in_call != link:
+        raise UsageError(f"fit() got family={family!r} and link={link!r}: give the link once")
+    chosen = link if link is not None else in_call
+    links = FAMILY_LINKS[name]
+    if chosen is not None and chosen not in links:
+        raise UsageError(f"link={chosen!r} is not supported for the {name} family (it takes "
+                         f"{', '.join(repr(k) for k in links)})")
+    return name, chosen
+
+
+def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, nagq: Any,
+               link: str | None = None) -> ModelSpec:
+    """The spec of ``fit(model, family=..., link=..., nagq=...)``: the family, link and glmer's integration."""
     if nagq is not None and (isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer))):
         raise UsageError(f"nagq= must be a whole number of quadrature points, got {nagq!r}")
     if nagq is not None and nagq < 1:
         raise UsageError(f"nagq={nagq} is not supported: glmer's nAGQ = 0 optimizes the fixed effects in PIRLS, "
                          "an estimate neither Laplace's nor Stata's; use nagq=1 (Laplace) or more points.")
-    if isinstance(model, str) and model.lstrip().startswith("cbind(") and "~" in model:
-        raise UnsupportedSpecError("a cbind() response", "lme4", message=(
-            "hlmbridge does not fit cbind(successes, failures) binomial responses yet: give a 0/1 response with "
-            "one row per trial."))
     if isinstance(model, ModelSpec) and not model.is_glmm and model.reml and reml is None:
         raise UsageError(f"the spec's method is REML: {GLMM_NO_REML}.")
     base = as_spec(model, None if isinstance(model, ModelSpec) and model.is_glmm else False)
     if base.is_glmm:  # a Stata GLMM command or a GLMM spec: its own family and integration
-        if family is not None and family != base.family:
-            raise UsageError(f"fit() got family={family!r} but the model is a {base.family} GLMM")
+        if family is not None:
+            name, chosen = _family_link(family, link)
+            if name != base.family or (chosen is not None and chosen != base.link):
+                raise UsageError(f"fit() got family={family!r} but the model is a {base.family} GLMM with the "
+                                 f"{base.link} link")
+        elif link is not None and link != base.link:
+            raise UsageError(f"fit() got link={link!r} but the model is a {base.family} GLMM with the {base.link} link")
         if nagq is not None:
             raise UsageError("fit() got nagq= for a model that states its integration (give Stata's intpoints() "
                              "and intmethod() in the command)")
         return base
     if family is None:
-        raise UsageError("nagq= applies to a GLMM: give family='binomial' or family='poisson' too")
-    if not isinstance(family, str) or family not in ("binomial", "poisson"):
-        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (logit link) or 'poisson' (log link)")
+        what = "nagq=" if nagq is not None else "link="
+        raise UsageError(f"{what} applies to a GLMM: give family='binomial' or family='poisson' too")
+    name, chosen = _family_link(family, link)
     if base.formula is None and isinstance(model, str):
-        raise UsageError("family= goes with an lme4 formula; for a Stata command write melogit, mepoisson or "
-                         "xtlogit")
+        raise UsageError("family= goes with an lme4 formula; for a Stata command write melogit, meprobit, mecloglog, "
+                         "mepoisson, meglm or xtlogit/xtprobit/xtpoisson")
     points = 1 if nagq is None else int(nagq)
-    return base.with_family(family, intmethod="laplace" if points == 1 else "mcaghermite",  # type: ignore[arg-type]
+    return base.with_family(name, chosen, intmethod="laplace" if points == 1 else "mcaghermite",  # type: ignore[arg-type]
                             intpoints=points)
 
 

@@ -195,16 +195,22 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
 ## leaves out the saturated model's log likelihood: 0 for a 0/1 binomial response, but
 ## sum(dpois(y, y, log = TRUE)) for a Poisson one (grouseticks: -465.5); Laplace (nAGQ = 1)
 ## includes it. Returns a plain list; an error comes back as list(error =).
+## `link`: the binomial family's link (logit, probit, cloglog; NULL: the family's canonical
+## link); `weights`: glmer's prior weights (a binomial proportion's numbers of trials) and
+## `offset`: an offset= vector, both for the rows of `data` (a cbind() response and
+## offset() terms stay in the formula, where glmer reads them).
 hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows = NULL, contrasts = NULL,
-                            rhoend = 1e-10, maxfun = 1e5) {
+                            rhoend = 1e-10, maxfun = 1e5, link = NULL, weights = NULL, offset = NULL) {
   warns <- character()
   msgs <- character()
-  fam <- switch(family, binomial = stats::binomial(), poisson = stats::poisson(),
+  fam <- switch(family,
+                binomial = stats::binomial(link = if (is.null(link)) "logit" else link),
+                poisson = stats::poisson(link = if (is.null(link)) "log" else link),
                 stop("unknown family ", family))
   ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
                              tolPwrss = 1e-10, calc.derivs = FALSE)
   prep <- hlmbridge_call_data(data, quote(lme4::glmer(form, data = d, family = fam, nAGQ = nagq, control = ctrl)),
-                              factors, rows, NULL, NULL, contrasts)
+                              factors, rows, weights, offset, contrasts)
   d <- prep$d
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   t0 <- proc.time()[["elapsed"]]
@@ -239,9 +245,17 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   }, numeric(length(vc_of(theta)))))
   X <- lme4::getME(fit, "X")
   y <- lme4::getME(fit, "y")
-  g <- stats::glm.fit(X, y, family = fam, control = list(epsilon = 1e-12, maxit = 100))
+  pw <- fit@resp$weights  # prior weights: a binomial proportion's trials (1 for a 0/1 response)
+  g <- stats::glm.fit(X, y, weights = pw, offset = fit@resp$offset, family = fam,
+                      control = list(epsilon = 1e-12, maxit = 100))
   out$loglik_fixed <- -(g$aic - 2 * g$rank) / 2
-  out$loglik_constant <- if (nagq > 1 && family == "poisson") sum(stats::dpois(y, y, log = TRUE)) else 0
+  ## glmer's nAGQ > 1 deviance is relative to the saturated model (sums of deviance residuals):
+  ## the saturated log likelihood comes back here (0 for a 0/1 response; with trials it holds
+  ## the log binomial coefficients, which glmer's Laplace log likelihood includes).
+  out$loglik_constant <- if (nagq <= 1) 0 else if (family == "poisson") sum(stats::dpois(y, y, log = TRUE)) else
+    sum(stats::dbinom(round(pw * y), round(pw), y, log = TRUE))
+  out$prior_weights_sum <- sum(pw)
+  out$offset_sum <- sum(fit@resp$offset)
   ## glmer's conditional modes and conditional SDs (ranef(condVar = TRUE)), long form.
   re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
   out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))

@@ -365,8 +365,8 @@ def test_parse_any_lme4() -> None:
 
 
 def test_parse_any_other_stata_command_with_bars() -> None:
-    with pytest.raises(SpecError, match="this is not a mixed command: 'meglm'"):
-        parse_any("meglm y x || g:")
+    with pytest.raises(SpecError, match="this is not a mixed command: 'meologit'"):
+        parse_any("meologit y x || g:")
 
 
 @pytest.mark.parametrize("text", ["", "   ", "hello world", "regress y x"])

@@ -397,6 +397,10 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
         lme4.append("(Intercept)")
     X = np.column_stack(cols) if cols else np.empty((len(sub), 0))
     y = sub[spec.response].to_numpy(dtype=float)
+    weights = plan.weights[rows] if plan.weights is not None else None
+    offset = plan.offset[rows] if plan.offset is not None else None
+    if spec.trials is not None or spec.offset is not None or spec.exposure is not None:
+        y, weights, offset = _glmm_columns(spec, sub, y, weights, offset)
 
     levels: list[LevelDesign] = []
     chain: list[str] = []
@@ -438,14 +442,43 @@ def _build_stata_design(spec: ModelSpec, data: pd.DataFrame, plan: Any) -> Desig
         rows=rows,
         n_dropped=int(len(data) - rows.size - n_out),
         factor_bases=tuple(bases.items()),
-        weights=plan.weights[rows] if plan.weights is not None else None,
-        offset=plan.offset[rows] if plan.offset is not None else None,
+        weights=weights,
+        offset=offset,
         n_data=len(data),
         n_subset_out=n_out,
         offset_argument=plan.offset[rows] if plan.offset is not None else None,
     )
     check_design(design, spec.response)
     return design
+
+
+def _glmm_columns(spec: ModelSpec, sub: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None,
+                  offset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Stata's ``binomial(varname|#)``, ``offset()`` and ``exposure()`` in glmer's terms: the
+    response as the proportion of successes with the trials as prior weights, and the offset
+    (exposure: its log) added to any offset= given."""
+    if spec.trials is not None:
+        n = (np.full(len(y), float(spec.trials)) if isinstance(spec.trials, int)
+             else sub[spec.trials].to_numpy(dtype=float))
+        if np.any(n <= 0) or np.any(n != np.round(n)):
+            bad = n[(n <= 0) | (n != np.round(n))][0]
+            raise DataError(f"the binomial trials {spec.trials!r} must be positive whole numbers; one is {bad:g}")
+        if weights is not None:
+            raise UsageError(f"weights= with binomial({spec.trials}): the trials are given already; give them once")
+        y = y / n
+        weights = n
+    extra = None
+    if spec.offset is not None:
+        extra = sub[spec.offset].to_numpy(dtype=float)
+    elif spec.exposure is not None:
+        t = sub[spec.exposure].to_numpy(dtype=float)
+        if np.any(t <= 0):
+            raise DataError(f"exposure({spec.exposure}) must be positive (its log enters the model); one value is "
+                            f"{t[t <= 0][0]:g}")
+        extra = np.log(t)
+    if extra is not None:
+        offset = extra if offset is None else offset + extra
+    return y, weights, offset
 
 
 def _label(value: Any) -> str:
@@ -465,7 +498,12 @@ def check_design(design: Design, response: str) -> None:
     for ld in design.levels:
         if not np.all(np.isfinite(ld.Z)):
             raise DataError(f"the random-effects design of {ld.name} has non-finite values")
-    if max(ld.n_groups for ld in design.levels) >= design.nobs:
+    spec = design.spec
+    # A GLMM without a residual (Poisson counts, binomial trials) takes an observation-level random
+    # effect: the overdispersion model glmer fits (grouseticks' (1 | INDEX)). A 0/1 response cannot.
+    overdispersion = spec.is_glmm and (spec.family == "poisson" or (design.weights is not None
+                                                                     and np.any(design.weights != 1)))
+    if max(ld.n_groups for ld in design.levels) >= design.nobs and not overdispersion:
         worst = max(design.levels, key=lambda ld: ld.n_groups)
         raise DataError(
             f"every group of {worst.name!r} has a single observation: the random effect "

@@ -115,7 +115,24 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         raise SpecError("build_formula_design needs a spec read from an lme4 formula")
     plan = plan or RowPlan()
     n_all = len(data)
-    response = evaluate(f.response, data)
+    trials = None
+    if f.response.kind == "call" and f.response.value == "cbind":
+        if spec.family != "binomial":
+            raise SpecError(f"the response {f.response.deparse()} is a binomial response (successes, failures): "
+                            "give family='binomial'")
+        # glmer's binomial cbind(s, f): the proportion s / (s + f) with s + f trials as prior weights
+        # (R's binomial()$initialize; a row of no trials has proportion 0 and weight 0)
+        parts = [evaluate(a, data) for a in f.response.args]
+        if any(isinstance(v, Factor) or v.values.shape[1] != 1 for v in parts):
+            raise DataError(f"each column of the response {f.response.deparse()} must be one numeric column")
+        succ, fail = (v.values[:, 0] for v in parts)
+        total = succ + fail
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prop = np.where(total == 0, 0.0, succ / np.where(total == 0, 1.0, total))
+        response = Numeric(np.where(parts[0].missing | parts[1].missing, np.nan, prop)[:, None])
+        trials = total
+    else:
+        response = evaluate(f.response, data)
     if isinstance(response, Factor) or response.values.shape[1] != 1:
         raise DataError(f"the response {f.response.deparse()} must be one numeric column")
     fixed_vals = [evaluate(v, data) for v in f.fixed.variables]
@@ -150,6 +167,11 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
         if plan.offset is not None:
             offset += plan.offset[rows]
     weights = plan.weights[rows] if plan.weights is not None else None
+    if trials is not None:
+        if weights is not None:
+            raise UsageError(f"weights= with the response {f.response.deparse()}: the trials are given by cbind() "
+                             "already; give them once (hlmbridge does not multiply further weights in, as glmer would)")
+        weights = trials[rows]
 
     # Random-effects terms grouped by grouping factor, in order of appearance.
     order: list[str] = []

@@ -398,18 +398,61 @@ def glmer_nagq(design: Design) -> tuple[int, str]:
                          "adapts at the posterior mean and variance: the same integral as the points grow")
 
 
+def _trials_in_formula(design: Design) -> bool:
+    """True when the trials are written in the model (a cbind() response, Stata's binomial()),
+    so that glmer reads them from the formula and its prior weights are not passed apart."""
+    spec = design.spec
+    if spec.trials is not None:
+        return True
+    return spec.formula is not None and spec.formula.response.kind == "call" and spec.formula.response.value == "cbind"
+
+
 def _check_glmm_response(design: Design) -> None:
-    """The response a GLMM family takes, as glmer checks it (DataError otherwise)."""
+    """The response a GLMM family takes, as glmer checks it (DataError otherwise): a binomial
+    proportion in [0, 1] whose successes (proportion x trials) are whole numbers (glmer only
+    warns "non-integer #successes"; its log likelihood then is no binomial likelihood), a
+    Poisson count a non-negative whole number."""
     y = design.y
-    family = design.spec.family
-    if family == "binomial" and not np.all((y == 0) | (y == 1)):
-        bad = y[~((y == 0) | (y == 1))][0]
-        raise DataError(f"a binomial GLMM needs a 0/1 response; {design.spec.response!r} has the value {bad:g} "
-                        "(proportions with weights and cbind() responses are not supported yet)")
+    spec = design.spec
+    family = spec.family
+    w = design.weights
+    if w is not None and (not np.all(np.isfinite(w)) or np.any(w < 0)):
+        raise DataError("a GLMM's prior weights (a binomial response's numbers of trials) must be finite and "
+                        "non-negative")
+    if family == "binomial":
+        what = "a cbind() response's proportion" if _trials_in_formula(design) else repr(spec.response)
+        if not np.all((y >= 0) & (y <= 1)):
+            bad = y[~((y >= 0) & (y <= 1))][0]
+            raise DataError(f"a binomial GLMM needs a response in [0, 1] (0/1, or a proportion with its trials as "
+                            f"weights); {what} has the value {bad:g}")
+        if w is None and not np.all((y == 0) | (y == 1)):
+            bad = y[~((y == 0) | (y == 1))][0]
+            raise DataError(f"a binomial GLMM needs a 0/1 response; {what} has the value {bad:g} (a proportion needs "
+                            "its numbers of trials: weights=, cbind(successes, failures) or Stata's binomial())")
+        if w is not None:
+            s = y * w
+            off = np.abs(s - np.round(s)) > 1e-7 * np.maximum(1.0, np.abs(s))
+            if np.any(off):
+                i = int(np.flatnonzero(off)[0])
+                raise DataError(f"a binomial GLMM needs whole numbers of successes (proportion x trials); row "
+                                f"{int(design.rows[i]) + 1} has {y[i]:g} x {w[i]:g} = {s[i]:g}")
     if family == "poisson" and not np.all((y >= 0) & (y == np.round(y))):
         bad = y[~((y >= 0) & (y == np.round(y)))][0]
-        raise DataError(f"a Poisson GLMM needs a non-negative whole-number response; {design.spec.response!r} "
+        raise DataError(f"a Poisson GLMM needs a non-negative whole-number response; {spec.response!r} "
                         f"has the value {bad:g}")
+
+
+def _check_glmm_parity(design: Design, items: Mapping[str, Any]) -> None:
+    """glmer's prior weights (a binomial's trials) and offset must be hlmbridge's design's: a fit
+    of another model is never kept (FitError naming which differs)."""
+    for key, ours, what in (("prior_weights_sum", design.weights, "prior weights (binomial trials)"),
+                            ("offset_sum", design.offset, "offset")):
+        mine = float(np.sum(ours)) if ours is not None else (float(design.nobs) if key == "prior_weights_sum" else 0.0)
+        theirs = float(items[key][0])
+        scale = float(np.sum(np.abs(ours))) if ours is not None else float(design.nobs)
+        if abs(mine - theirs) > 1e-9 * max(1.0, scale):
+            raise FitError(f"glmer's {what} differ from hlmbridge's design (sums {theirs:.10g} and {mine:.10g})",
+                           engine="lme4")
 
 
 class Lme4Engine:
@@ -523,10 +566,10 @@ class Lme4Engine:
         delta method), and the fixed-only GLM's log likelihood comes back for the LR test."""
         spec = design.spec
         nagq, integration = glmer_nagq(design)
-        if design.weights is not None or design.offset is not None:
-            raise UnsupportedSpecError("a GLMM with weights or an offset", self.name,
-                                       message="hlmbridge does not fit GLMMs with weights= or an offset yet "
-                                               "(glmer's binomial weights are numbers of trials, not lmer's).")
+        if design.weights is not None and spec.family == "poisson":
+            raise UnsupportedSpecError("a Poisson GLMM with weights", self.name, message=(
+                "hlmbridge does not fit a Poisson GLMM with prior weights: glmer's weighted Poisson log likelihood "
+                "is not a likelihood of the counts (and Stata's mepoisson has no such weights)."))
         _check_glmm_response(design)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
@@ -543,15 +586,26 @@ class Lme4Engine:
             rframe = _push(session, data, spec.variables, group_vars, column_prints,
                            as_r_reads=spec.formula is not None)
             rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
+            weights = offset = ro.NULL
+            if design.weights is not None and not _trials_in_formula(design):  # a proportion's trials
+                full = np.ones(n_data)
+                full[design.rows] = design.weights
+                weights = ro.FloatVector(full)
+            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
+                full = np.zeros(n_data)
+                full[design.rows] = design.offset_argument
+                offset = ro.FloatVector(full)
             t0 = time.perf_counter()
             raw = session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
-                                _r_contrasts(design), rhoend, maxfun)
+                                _r_contrasts(design), rhoend, maxfun, link=spec.link, weights=weights,
+                                offset=offset)
             seconds = time.perf_counter() - t0
             out = _read_fit(raw)
             items = _r_items(raw)
         if isinstance(out, str):
             raise FitError(f"glmer failed: {out}", engine=self.name)
         _check_design_parity(design, out)
+        _check_glmm_parity(design, items)
         est = self._estimates(design, out, session.versions, seconds,
                               f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={rhoend:g}, tolPwrss=1e-10, "
                               f"maxfun={maxfun:g}")
@@ -569,6 +623,10 @@ class Lme4Engine:
         jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
         random_vcov = jac @ full[:n_t, :n_t] @ jac.T
         warns = est.warnings
+        if est.singular and not any("singular" in w for w in warns):
+            # glmer with its default checks says so (check.conv.singular, a message); with
+            # calc.derivs = FALSE it stays silent, so the message is put back here.
+            warns += ("boundary (singular) fit: see help('isSingular')",)
         if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
             warns += ("glmer's Hessian at the optimum is not positive definite: the standard errors are not "
                       "reliable",)

@@ -65,7 +65,8 @@ def summary(res: FitResult) -> str:
     method = "REML" if res.method == "reml" else "ML"
     lines = []
     glmm = res.spec.is_glmm
-    model_name = {"binomial": "logistic", "poisson": "Poisson"}.get(res.spec.family, "linear")
+    model_name = {"logit": "logistic", "probit": "probit", "cloglog": "cloglog", "log": "Poisson"}.get(
+        res.spec.link or "", "linear") if glmm else "linear"
     left = f"Mixed-effects {model_name} regression" if glmm else f"Mixed-effects {method} regression"
     lines.append(f"{left:<48}Number of obs     = {res.nobs:>10,}")
     if len(res.groups) == 1:

@@ -5,15 +5,15 @@ Both are transformations of the result's own estimates and covariances (no refit
 - :func:`eform_table`: exp(b), SE exp(b) se(b) (the delta method, as Stata), z and p of b,
   the CI exp(b -+ 1.96 se(b));
 - :func:`xt_parameters`: ``/lnsig2u`` = log var(_cons) with SE se(var)/var and a normal CI;
-  ``sigma_u`` = exp(lnsig2u / 2) and ``rho`` = var / (var + pi^2/3) (the latent intra-class
-  correlation of the logit), their SEs by the delta method from ``/lnsig2u`` and their CIs
-  the transformed ``/lnsig2u`` bounds.
+  ``sigma_u`` = exp(lnsig2u / 2) and ``rho`` = var / (var + v) (the latent intra-class
+  correlation; v the variance of the latent residual: pi^2/3 for the logit, 1 for the probit,
+  pi^2/6 for the cloglog, as xtlogit, xtprobit and xtcloglog print it), their SEs by the delta
+  method from ``/lnsig2u`` and their CIs the transformed ``/lnsig2u`` bounds.
 
 Examples
 --------
->>> import math
->>> round(math.pi ** 2 / 3, 6)    # the standard logistic distribution's variance
-3.289868
+>>> round(LATENT_VARIANCE["logit"], 6), LATENT_VARIANCE["probit"]   # logistic and normal variances
+(3.289868, 1.0)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pandas as pd
 
 from hlmbridge.errors import UnsupportedSpecError
 
-__all__ = ["ENGINE_RANEF_SOURCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "xt_parameters"]
+__all__ = ["ENGINE_RANEF_SOURCE", "LATENT_VARIANCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "xt_parameters"]
 
 #: What a GLMM's ranef() frame holds (its ``attrs["source"]``).
 ENGINE_RANEF_SOURCE = ("glmer's ranef(condVar = TRUE): conditional modes and conditional SDs, as the lme4 engine "
@@ -34,6 +34,9 @@ ENGINE_RANEF_SOURCE = ("glmer's ranef(condVar = TRUE): conditional modes and con
 
 #: The variance of the standard logistic distribution, the latent residual of a logit model.
 LOGISTIC_VARIANCE = math.pi**2 / 3
+#: The latent residual's variance by link: logistic (pi^2/3), standard normal (1) and the
+#: standard minimum extreme-value distribution of the cloglog (pi^2/6).
+LATENT_VARIANCE: dict[str, float] = {"logit": LOGISTIC_VARIANCE, "probit": 1.0, "cloglog": math.pi**2 / 6}
 _Z_95 = 1.959963984540054
 
 
@@ -46,6 +49,10 @@ def _require_glmm(res: Any, what: str) -> None:
 def eform_table(res: Any) -> pd.DataFrame:
     """Stata's ``or`` (binomial, logit) / ``irr`` (Poisson) table, one row per fixed effect."""
     _require_glmm(res, "eform()")
+    if res.spec.link == "probit":
+        raise UnsupportedSpecError("eform()", res.engine, message=(
+            "eform() exponentiates coefficients on the log-odds (logit), log-rate (Poisson) or cloglog scale; a "
+            "probit coefficient's exponential means nothing (Stata's meprobit has no or/eform option)."))
     fx = res.fixed
     b = fx["estimate"].to_numpy()
     se = fx["std_error"].to_numpy()
@@ -58,13 +65,15 @@ def eform_table(res: Any) -> pd.DataFrame:
 
 
 def xt_parameters(res: Any) -> pd.DataFrame:
-    """``/lnsig2u``, ``sigma_u`` and ``rho`` of a random-intercept logit (``xtlogit, re``)."""
+    """``/lnsig2u``, ``sigma_u`` and ``rho`` of a random-intercept binomial model (``xtlogit``,
+    ``xtprobit``, ``xtcloglog ..., re``); rho on the latent scale of the link (:data:`LATENT_VARIANCE`)."""
     _require_glmm(res, "xt_parameters()")
     rnd = res.random
     if res.spec.family != "binomial" or len(rnd) != 1 or rnd["stata_term"].iloc[0] != "var(_cons)":
         raise UnsupportedSpecError("xt_parameters()", res.engine, message=(
-            "xt_parameters() gives xtlogit's /lnsig2u, sigma_u and rho, which belong to a random-intercept "
-            "logit with one grouping level."))
+            "xt_parameters() gives xtlogit's (xtprobit's, xtcloglog's) /lnsig2u, sigma_u and rho, which belong to a "
+            "random-intercept binomial model with one grouping level."))
+    latent = LATENT_VARIANCE[res.spec.link]
     var = float(rnd["estimate"].iloc[0])
     se_var = float(rnd["std_error"].iloc[0])
     ln = math.log(var)
@@ -73,7 +82,7 @@ def xt_parameters(res: Any) -> pd.DataFrame:
     sigma = math.exp(ln / 2)
 
     def rho_of(x: float) -> float:
-        return math.exp(x) / (math.exp(x) + LOGISTIC_VARIANCE)
+        return math.exp(x) / (math.exp(x) + latent)
 
     rho = rho_of(ln)
     rows = [

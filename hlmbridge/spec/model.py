@@ -40,8 +40,12 @@ COV_STRUCTURES: tuple[str, ...] = get_args(CovStructure)
 METHODS: tuple[str, ...] = get_args(Method)
 FAMILIES: tuple[str, ...] = get_args(Family)
 INT_METHODS: tuple[str, ...] = get_args(IntMethod)
-#: Each family's link (the canonical one; other links are not supported yet).
+#: Each family's link (the canonical one, the default).
 LINKS: dict[str, str] = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
+#: The links each family takes, its canonical link first (hlmbridge.families.FAMILY_LINKS holds the
+#: same table with the functions; written out here so that the spec does not import scipy).
+FAMILY_LINKS: dict[str, tuple[str, ...]] = {"gaussian": ("identity",), "binomial": ("logit", "probit", "cloglog"),
+                                            "poisson": ("log",)}
 #: Why a GLMM has no REML (the sentence fit() and the spec give).
 GLMM_NO_REML = ("REML is not defined for a generalized linear mixed model: glmer and Stata's melogit/mepoisson "
                 "fit by maximum likelihood (Laplace or adaptive quadrature)")
@@ -49,6 +53,7 @@ GLMM_NO_REML = ("REML is not defined for a generalized linear mixed model: glmer
 __all__ = [
     "COV_STRUCTURES",
     "FAMILIES",
+    "FAMILY_LINKS",
     "GLMM_NO_REML",
     "INT_METHODS",
     "LINKS",
@@ -202,9 +207,21 @@ class ModelSpec:
     method
         ``"ml"`` or ``"reml"``.
     family, link
-        ``"gaussian"``/``"identity"`` (the default: a linear mixed model), ``"binomial"``/
-        ``"logit"`` or ``"poisson"``/``"log"`` (a generalized linear mixed model, fitted by ML
-        only; ``link=None`` means the family's link).
+        ``"gaussian"``/``"identity"`` (the default: a linear mixed model), ``"binomial"`` with
+        ``"logit"``, ``"probit"`` or ``"cloglog"``, or ``"poisson"``/``"log"`` (a generalized
+        linear mixed model, fitted by ML only; ``link=None`` means the family's canonical link).
+    trials
+        Stata's ``binomial(varname|#)`` on a binomial GLMM: the number of trials, a column name
+        or a whole number; the response counts the successes. The log likelihood then includes
+        the log binomial coefficients log C(n, s): glmer's does (R's ``binomial()$aic``; its
+        quadrature deviance leaves them out with the rest of the saturated log likelihood, and
+        the lme4 engine adds them back), and Stata's ``meglm`` states the full binomial density
+        (with lnGamma(n+1) - lnGamma(s+1) - lnGamma(n-s+1); [ME] meglm, Methods and formulas),
+        so no correction is applied. That last point is from the manual only: no Stata log with
+        ``binomial()`` was at hand to confirm it on numbers. A 0/1 response makes them 0.
+    offset, exposure
+        Stata's ``offset(varname)`` / ``exposure(varname)`` on a GLMM: a column added to the
+        linear predictor as it is or as its log.
     intmethod, intpoints
         How a GLMM's likelihood integrates the random effects out: ``"laplace"`` (1 point,
         glmer's ``nAGQ = 1``), ``"mcaghermite"`` (adaptive Gauss-Hermite at the conditional
@@ -216,6 +233,8 @@ class ModelSpec:
     ...                  intpoints=12)
     >>> spec.link, spec.is_glmm, spec.nagq
     ('logit', True, 12)
+    >>> ModelSpec("y", levels=(RandomLevel("g"),), family="binomial", link="probit").link
+    'probit'
     """
 
     response: str
@@ -232,6 +251,13 @@ class ModelSpec:
     intpoints: int | None = None
     #: Stata's ``or``/``irr`` display option (exponentiated coefficients); not part of the model.
     eform: str | None = field(default=None, repr=False)
+    #: Stata's ``binomial(varname|#)``: the number of trials (a column or a whole number); the
+    #: response then counts successes. (An lme4 formula writes ``cbind(s, f)`` instead.)
+    trials: str | int | None = None
+    #: Stata's ``offset(varname)`` and ``exposure(varname)`` (log of it) on a GLMM's linear
+    #: predictor. (An lme4 formula writes ``offset(...)`` in the formula instead.)
+    offset: str | None = None
+    exposure: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -240,6 +266,9 @@ class ModelSpec:
         if self.formula is not None:
             # An lme4 formula carries its whole meaning (R's rules); the Stata-style
             # fields stay empty so that a model has one description only.
+            if self.trials is not None or self.offset is not None or self.exposure is not None:
+                raise SpecError("an lme4 formula writes its trials as cbind(successes, failures) and its offset as "
+                                "offset(...) in the formula, not as Stata's binomial()/offset()/exposure()")
             if self.fixed or self.levels:
                 raise SpecError("a spec read from an lme4 formula takes no Stata-style fixed terms or levels")
             object.__setattr__(self, "response", self.formula.response.deparse())
@@ -272,13 +301,15 @@ class ModelSpec:
         if self.family not in FAMILIES:
             raise SpecError(f"unknown family {self.family!r}; choose one of {', '.join(FAMILIES)}")
         link = LINKS[self.family] if self.link is None else self.link
-        if link != LINKS[self.family]:
-            raise SpecError(f"the {self.family} family with the {link!r} link is not supported (only "
-                            f"{LINKS[self.family]!r})")
+        if link not in FAMILY_LINKS[self.family]:
+            raise SpecError(f"the {self.family} family with the {link!r} link is not supported (it takes "
+                            f"{' or '.join(repr(k) for k in FAMILY_LINKS[self.family])})")
         object.__setattr__(self, "link", link)
-        if self.eform is not None and (self.eform, self.family) not in (("or", "binomial"), ("irr", "poisson")):
-            raise SpecError(f"the {self.eform!r} display option does not apply to the {self.family} family "
-                            "(or: binomial with logit link; irr: poisson)")
+        if self.eform is not None and (self.eform, self.family, link) not in (("or", "binomial", "logit"),
+                                                                              ("irr", "poisson", "log")):
+            raise SpecError(f"the {self.eform!r} display option does not apply to the {self.family} family with "
+                            f"the {link} link (or: binomial with the logit link; irr: poisson)")
+        self._check_glmm_inputs()
         if self.family == "gaussian":
             if self.intmethod is not None or self.intpoints is not None:
                 raise SpecError("integration points and methods belong to a generalized linear mixed model "
@@ -300,6 +331,29 @@ class ModelSpec:
             method = "laplace"  # mode-curvature adaptive quadrature with one point is Laplace's
         object.__setattr__(self, "intmethod", method)
         object.__setattr__(self, "intpoints", points)
+
+    def _check_glmm_inputs(self) -> None:
+        """Stata's binomial(), offset() and exposure() fields: the right family, well formed."""
+        if self.trials is not None:
+            if self.family != "binomial":
+                raise SpecError(f"the number of binomial trials (Stata's binomial()) belongs to the binomial family, "
+                                f"not {self.family}")
+            if isinstance(self.trials, bool) or not isinstance(self.trials, (str, int)):
+                raise SpecError(f"the binomial trials must be a variable name or a whole number, got {self.trials!r}")
+            if isinstance(self.trials, int) and self.trials < 1:
+                raise SpecError(f"the number of binomial trials must be positive, got {self.trials}")
+            if isinstance(self.trials, str):
+                _check_name(self.trials, "the binomial trials")
+        for name, value in (("offset", self.offset), ("exposure", self.exposure)):
+            if value is None:
+                continue
+            if self.family == "gaussian":
+                raise SpecError(f"Stata's {name}() belongs to a GLMM here (mixed has no {name}() option)")
+            _check_name(value, f"the {name}() variable")
+        if self.offset is not None and self.exposure is not None:
+            raise SpecError("offset() and exposure() cannot both be given (Stata allows one of them)")
+        if self.exposure is not None and self.family != "poisson":
+            raise SpecError(f"exposure() belongs to a Poisson model, not the {self.family} family (use offset())")
 
     @property
     def is_glmm(self) -> bool:
@@ -335,6 +389,9 @@ class ModelSpec:
             for s in lv.slopes:
                 seen.setdefault(s)
             seen.setdefault(lv.group)
+        for extra in (self.trials, self.offset, self.exposure):
+            if isinstance(extra, str):
+                seen.setdefault(extra)
         return tuple(seen)
 
     @property

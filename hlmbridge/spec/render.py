@@ -152,6 +152,22 @@ def glmer_refusal(method: str, points: int) -> str:
             "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
 
 
+def _cbind_needs_binomial(spec: ModelSpec, engine: str) -> None:
+    """A ``cbind(successes, failures)`` response is glmer's binomial response only (lmer refuses a
+    two-column response); anything else is refused rather than fitted as another model."""
+    response = spec.formula.response if spec.formula is not None else None
+    if response is not None and response.kind == "call" and response.value == "cbind" and spec.family != "binomial":
+        raise UnsupportedSpecError(f"the response {response.deparse()}", engine, message=(
+            f"the response {response.deparse()} is a binomial response (successes, failures): give "
+            "family='binomial'."))
+
+
+def _r_family(spec: ModelSpec) -> str:
+    """R's family object for a GLMM spec: ``binomial``, ``binomial(link = "probit")``, ``poisson``."""
+    canonical = {"binomial": "logit", "poisson": "log"}[spec.family]
+    return spec.family if spec.link == canonical else f'{spec.family}(link = "{spec.link}")'
+
+
 def _glmer_nagq(spec: ModelSpec) -> int:
     """glmer's nAGQ for a GLMM spec (the lme4 engine checks the design again)."""
     method, points = spec.intmethod or "laplace", spec.intpoints or 1
@@ -264,7 +280,8 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     >>> to_lme4(parse_stata("mixed y x || id: x, nocons")).formula
     'y ~ 1 + x + (0 + x | id)'
     """
-    glmm = {"family": spec.family, "nagq": _glmer_nagq(spec)} if spec.is_glmm else {}
+    _cbind_needs_binomial(spec, "lme4")
+    glmm = {"family": _r_family(spec), "nagq": _glmer_nagq(spec)} if spec.is_glmm else {}
     if spec.formula is not None:
         text = spec.formula.r_formula()
         return Lme4Model(formula=text, factors=(), reml=spec.reml, explicit_formula=text, **glmm)
@@ -289,6 +306,13 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
                 exp.append(f"relevel(factor({_r_name(v.name)}), ref = {_r_string(str(v.base))})")
         explicit.append(":".join(exp))
     resp = _r_name(spec.response)
+    if spec.trials is not None:  # Stata's binomial(varname|#): glmer's cbind(successes, failures)
+        n = spec.trials if isinstance(spec.trials, int) else _r_name(spec.trials)
+        resp = f"cbind({resp}, {n} - {resp})"
+    if spec.offset is not None:
+        random = random + [f"offset({_r_name(spec.offset)})"]
+    elif spec.exposure is not None:
+        random = random + [f"offset(log({_r_name(spec.exposure)}))"]
     return Lme4Model(
         formula=f"{resp} ~ {' + '.join(plain + random)}",
         factors=tuple(factors.items()),
@@ -407,6 +431,7 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
     >>> m.groups, m.re_formula, dict(m.vc_formula), m.all_group
     ('_all', '0', {'a': '0 + C(a)', 'b': '0 + C(b)'}, True)
     """
+    _cbind_needs_binomial(spec, "statsmodels")
     if spec.is_glmm:
         raise UnsupportedSpecError(f"a {spec.family} GLMM", "statsmodels", message=(
             f"statsmodels cannot fit a {spec.family} GLMM: it has no maximum-likelihood GLMM (its "
@@ -627,11 +652,17 @@ def to_stata(spec: ModelSpec) -> str:
         spec = stata_like(spec, "Stata")
     for name in spec.variables:
         _stata_name(name)
-    command = {"gaussian": "mixed", "binomial": "melogit", "poisson": "mepoisson"}[spec.family]
+    command = {("gaussian", "identity"): "mixed", ("binomial", "logit"): "melogit", ("binomial", "probit"): "meprobit",
+               ("binomial", "cloglog"): "mecloglog", ("poisson", "log"): "mepoisson"}[(spec.family, spec.link or "")]
     head = [command, spec.response] + [t.stata_name for t in spec.fixed]
     out = " ".join(head)
-    if not spec.constant:
-        out += ", noconstant"
+    fe_options = [] if spec.constant else ["noconstant"]
+    if spec.offset is not None:
+        fe_options.append(f"offset({spec.offset})")
+    if spec.exposure is not None:
+        fe_options.append(f"exposure({spec.exposure})")
+    if fe_options:
+        out += ", " + " ".join(fe_options)
     crossed_at = [i for i, lv in enumerate(spec.levels) if i > 0 and not lv.nested]
     k = crossed_at[-1] if crossed_at else 0
     for i in range(k):
@@ -662,6 +693,8 @@ def to_stata(spec: ModelSpec) -> str:
             equations[-1][1].append(f"intmethod({spec.intmethod})")
         if spec.intmethod != "laplace" and spec.intpoints != 7:
             equations[-1][1].append(f"intpoints({spec.intpoints})")
+        if spec.trials is not None:
+            equations[-1][1].append(f"binomial({spec.trials})")
         if spec.eform:
             equations[-1][1].append(spec.eform)
     df_option = _stata_df_option(spec)

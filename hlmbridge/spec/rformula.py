@@ -248,7 +248,7 @@ class Expr:
             # Only a call's data argument reads columns (raw = TRUE, ref = "a", 2 are values).
             keyed = [a for a, k in zip(self.args, self.keys) if k in ("x", "object")]
             positional = [a for a, k in zip(self.args, self.keys) if k is None]
-            every = self.value in ("interaction", "min", "max", "sum")  # each positional argument is data
+            every = self.value in ("interaction", "min", "max", "sum", "cbind")  # each positional argument is data
             args = tuple(keyed + positional if every else (keyed or positional[:1]))
         out: dict[str, None] = {}
         for a in args:
@@ -789,7 +789,14 @@ def parse_formula(text: str) -> Formula:
     response = lhs_parser.expr(0)
     if lhs_parser.peek()[0] != "end":
         raise spec_error("the response (left of '~') must be one expression", text, lhs_parser.peek()[2])
-    if response.kind == "call":
+    if response.kind == "call" and response.value == "cbind":
+        # glmer's binomial response cbind(successes, failures): the response only, two expressions
+        if len(response.args) != 2 or any(k is not None for k in response.keys):
+            raise spec_error("cbind() as a binomial response takes two expressions: cbind(successes, failures)",
+                             text, response.pos)
+        for a in response.args:
+            _check_inner(a, text)
+    elif response.kind == "call":
         _check_call(response, text)
         if response.value in ("offset", "factor", "as.factor", "ordered", "as.ordered", "relevel", "poly"):
             raise spec_error(f"{response.value}() cannot be the response", text, response.pos)

@@ -22,7 +22,8 @@ __all__ = ["spec_from_dict", "spec_to_dict"]
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     """The spec as nested dicts and lists of plain values (an lme4-formula spec as its formula)."""
     glmm = ({"family": spec.family, "link": spec.link, "intmethod": spec.intmethod, "intpoints": spec.intpoints,
-             "eform": spec.eform} if spec.is_glmm else {})
+             "eform": spec.eform, **{k: getattr(spec, k) for k in ("trials", "offset", "exposure")
+                                    if getattr(spec, k) is not None}} if spec.is_glmm else {})
     if spec.formula is not None:
         return {"lme4_formula": spec.formula.r_formula(), "method": spec.method, **glmm}
     return {
@@ -78,4 +79,4 @@ def _with_glmm(spec: ModelSpec, d: Mapping[str, Any]) -> ModelSpec:
     from dataclasses import replace
 
     return replace(spec.with_family(d["family"], d.get("link"), d.get("intmethod"), d.get("intpoints")),
-                   eform=d.get("eform"))
+                   eform=d.get("eform"), trials=d.get("trials"), offset=d.get("offset"), exposure=d.get("exposure"))
