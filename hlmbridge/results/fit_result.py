@@ -398,13 +398,14 @@ class FitResult:
 
         return residuals(self, kind, level)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> Any:
-        """Predictions on new data, with (``re_form=None``) or without (``"~0"``) the random
-        effects: a :class:`hlmbridge.results.prediction.Prediction`."""
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None, se_fit: bool = False) -> Any:
+        """Predictions on new data with every random effect (``re_form=None``), none (``"~0"``)
+        or some (``"~ (1 | g)"``, lme4's ``re.form``); ``se_fit=True``: population-level SEs.
+        A :class:`hlmbridge.results.prediction.Prediction`."""
         self._lmm_only("predict()")
         from hlmbridge.results.prediction import predict
 
-        return predict(self, newdata, re_form)
+        return predict(self, newdata, re_form, se_fit)
 
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+## Reference numbers for hlmbridge's predictions and simulations (tests/test_predict_r.py,
+## tests/test_simulate_r.py): lme4's predict(re.form = ...) on the fit's rows and on new rows
+## (allow.new.levels = TRUE), the population-level prediction's standard error from the
+## fixed-effects covariance (sqrt(diag(X vcov X')); lme4 has no se.fit), and lme4's simulate(),
+## on an lmer fit evaluated (optimizer = NULL) at the variance components hlmbridge estimated.
+##
+## Sourced together with df_reference.R (df_reference_theta, df_reference_control) into a
+## private environment through rpy2. It also runs from R alone, e.g.
+##   source("r/tests/df_reference.R"); source("r/tests/predict_reference.R")
+##   d <- predict_reference_data("lme4", "sleepstudy")
+##   fit <- predict_reference_model(d, "Reaction ~ Days + (Days | Subject)", TRUE, NULL)
+##   str(predict_reference(fit, d[1:3, ], c("NA", "~ (1 | Subject)")))
+
+## A data set of an R package as a plain data frame.
+predict_reference_data <- function(package, name) {
+  e <- new.env()
+  utils::data(list = name, package = package, envir = e)
+  d <- as.data.frame(get(name, envir = e))
+  class(d) <- "data.frame"
+  d
+}
+
+## The lmer fit of `formula` at the variance components `at` (NULL: lmer's own optimum).
+predict_reference_model <- function(data, formula, reml = TRUE, at = NULL) {
+  f <- stats::as.formula(formula, env = new.env(parent = environment(predict_reference_model)))
+  fit <- lme4::lmer(f, data = data, REML = reml, control = df_reference_control())
+  if (!is.null(at)) {
+    fit <- lme4::lmer(f, data = data, REML = reml, start = list(theta = df_reference_theta(fit, at)),
+                      control = lme4::lmerControl(optimizer = NULL))
+  }
+  fit
+}
+
+## predict(fit, re.form = ...) for each of `re_forms` ("NA", "NULL" or a one-sided formula as
+## text), on the fit's rows (fit_<i>) and on `newdata` (new_<i>, allow.new.levels = TRUE);
+## the population-level standard errors on both (se_fit, se_new).
+predict_reference <- function(fit, newdata, re_forms) {
+  out <- list()
+  for (i in seq_along(re_forms)) {
+    rf <- switch(re_forms[i], "NA" = NA, "NULL" = NULL, stats::as.formula(re_forms[i]))
+    out[[paste0("fit_", i)]] <- unname(stats::predict(fit, re.form = rf))
+    out[[paste0("new_", i)]] <- unname(stats::predict(fit, newdata = newdata, re.form = rf,
+                                                      allow.new.levels = TRUE))
+  }
+  V <- as.matrix(stats::vcov(fit))
+  X <- lme4::getME(fit, "X")
+  out$se_fit <- sqrt(rowSums((X %*% V) * X))
+  tt <- stats::delete.response(stats::terms(fit, fixed.only = TRUE))
+  mf <- stats::model.frame(tt, newdata)
+  Xn <- stats::model.matrix(tt, mf, contrasts.arg = attr(X, "contrasts"))
+  out$se_new <- unname(sqrt(rowSums((Xn %*% V) * Xn)))
+  out
+}
+
+## simulate(fit, nsim, seed, re.form = NA (new random effects) or NULL (conditional on the
+## fitted ones, use.u = TRUE)) as a numeric matrix, one column per simulation.
+simulate_reference <- function(fit, nsim, seed, conditional = FALSE) {
+  s <- if (conditional) stats::simulate(fit, nsim = nsim, seed = seed, re.form = NULL)
+       else stats::simulate(fit, nsim = nsim, seed = seed, re.form = NA)
+  unname(as.matrix(s))
+}
