@@ -36,11 +36,15 @@ import pandas as pd
 
 from hlmbridge.errors import HlmbridgeError, UsageError
 
-__all__ = ["BootstrapResult", "bootstrap", "result_numbers", "simulate"]
+__all__ = ["BootstrapResult", "bootstrap", "result_numbers", "simulate", "simulate_frame"]
 
 
-def simulate(result: Any, rng: np.random.Generator) -> np.ndarray:
-    """One response vector drawn from the fitted model (the fit's rows, in order)."""
+def simulate(result: Any, rng: np.random.Generator, conditional: tuple[int, ...] = ()) -> np.ndarray:
+    """One response vector drawn from the fitted model (the fit's rows, in order).
+
+    ``conditional`` lists the grouping factors (indices into ``design.levels``) whose random
+    effects are held at their conditional modes (lme4's ``use.u = TRUE`` for all of them);
+    every other factor's effects are drawn afresh from their estimated covariance."""
     design = _design(result)
     beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
     theta = np.array([r[5] for r in result.random_rows], dtype=float)
@@ -49,17 +53,78 @@ def simulate(result: Any, rng: np.random.Generator) -> np.ndarray:
     y = design.X @ beta
     if design.offset is not None:
         y = y + design.offset
-    for ld, G in zip(design.levels, level_covariances(design, theta), strict=True):
-        q = ld.Z.shape[1]
-        w, V = np.linalg.eigh(G)  # G may be singular (a boundary fit): no Cholesky
-        root = V * np.sqrt(np.clip(w, 0.0, None))
-        b = rng.standard_normal((ld.n_groups, q)) @ root.T
+    if conditional:
+        from hlmbridge.results.random_effects import level_effects
+
+        effects = level_effects(result)
+    for k, (ld, G) in enumerate(zip(design.levels, level_covariances(design, theta), strict=True)):
+        if k in conditional:
+            b = effects[k].modes
+        else:
+            q = ld.Z.shape[1]
+            w, V = np.linalg.eigh(G)  # G may be singular (a boundary fit): no Cholesky
+            root = V * np.sqrt(np.clip(w, 0.0, None))
+            b = rng.standard_normal((ld.n_groups, q)) @ root.T
         y = y + np.einsum("ij,ij->i", ld.Z, b[ld.codes])
     sd = np.sqrt(theta[-1])
     e = rng.standard_normal(design.nobs) * sd
     if design.weights is not None:
         e = e / np.sqrt(design.weights)
     return y + e
+
+
+def simulate_frame(result: Any, nsim: int = 1, seed: int | None = None, re_form: str | None = "~0",
+                   use_u: bool = False) -> pd.DataFrame:
+    """``nsim`` responses drawn from the fitted model, as lme4's ``simulate``: a frame with one
+    column per simulation (``sim_1``, ``sim_2`` ...) and one row per row of the fit (indexed as
+    :meth:`FitResult.fitted`).
+
+    ``re_form="~0"`` (lme4's default ``re.form = NA``) draws new random effects for every group;
+    ``re_form=None`` or ``use_u=True`` (lme4's ``use.u = TRUE``) holds every random effect at its
+    conditional mode and draws only the residuals; ``re_form="~ (1 | g)"`` holds the named
+    grouping factors' effects and draws the others (each named factor's terms must be all of
+    its random effects). Simulation ``i`` draws from
+    ``numpy.random.default_rng(SeedSequence(seed).spawn(nsim)[i])``, the bootstrap's replicate
+    ``i`` (numpy's generator: the draws are lme4's in distribution, not R's numbers).
+
+    >>> import hlmbridge
+    >>> res = hlmbridge.fit("Reaction ~ Days + (Days | Subject)", hlmbridge.datasets.sleepstudy(),
+    ...                     engine="statsmodels")
+    >>> sims = res.simulate(3, seed=1)
+    >>> sims.shape, list(sims.columns)
+    ((180, 3), ['sim_1', 'sim_2', 'sim_3'])
+    >>> bool((sims == res.simulate(3, seed=1)).all().all())
+    True
+    """
+    if isinstance(nsim, bool) or not isinstance(nsim, int | np.integer) or nsim < 1:
+        raise UsageError(f"simulate: nsim must be a positive integer, got {nsim!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+        raise UsageError(f"simulate: seed must be a non-negative integer or None, got {seed!r}")
+    if not isinstance(use_u, bool):
+        raise UsageError(f"simulate: use_u must be True or False, got {use_u!r}")
+    design = _design(result)
+    if use_u:
+        if re_form != "~0":
+            raise UsageError("simulate: give use_u=True or re_form, not both (lme4: \"should specify only one "
+                             "of 'use.u' and 're.form'\")")
+        re_form = None
+    from hlmbridge.results.prediction import _re_form_terms
+
+    bars, columns = _re_form_terms(design, re_form)
+    if bars is None:
+        conditional = tuple(range(len(design.levels)))
+    else:
+        conditional = tuple(sorted({lev for lev, _ in columns}))
+        for lev, cols in columns:
+            whole = len(design.levels[lev].terms_lme4)
+            if sum(len(c) for k, c in columns if k == lev) != whole:
+                raise UsageError(f"simulate: re_form names some but not all random effects of "
+                                 f"{design.levels[lev].key!r} ({', '.join(design.levels[lev].terms_lme4)}); "
+                                 "hold a grouping factor's random effects all together or not at all")
+    children = np.random.SeedSequence(seed).spawn(int(nsim))
+    sims = np.column_stack([simulate(result, np.random.default_rng(c), conditional) for c in children])
+    return pd.DataFrame(sims, index=pd.Index(design.rows, name="row"),
+                        columns=[f"sim_{i + 1}" for i in range(int(nsim))])
 
 
 def result_numbers(result: Any) -> dict[str, float]:

@@ -407,6 +407,17 @@ class FitResult:
 
         return predict(self, newdata, re_form, se_fit)
 
+    # ---- issue 27: simulation, intervals, display (kept at the end of the methods) ---
+    def simulate(self, nsim: int = 1, seed: int | None = None, re_form: str | None = "~0",
+                 use_u: bool = False) -> pd.DataFrame:
+        """lme4's ``simulate``: ``nsim`` responses on the fit's rows, one column each (``sim_1`` ...);
+        new random effects (``re_form="~0"``) or the fitted ones (``use_u=True`` / ``re_form=None``)
+        (see :func:`hlmbridge.inference.bootstrap.simulate_frame`)."""
+        self._lmm_only("simulate()")
+        from hlmbridge.inference.bootstrap import simulate_frame
+
+        return simulate_frame(self, nsim, seed, re_form, use_u)
+
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
         """A JSON-serializable dict; :meth:`from_dict` gives back an equal result.

@@ -52,10 +52,11 @@ predict_reference <- function(fit, newdata, re_forms) {
   out
 }
 
-## simulate(fit, nsim, seed, re.form = NA (new random effects) or NULL (conditional on the
-## fitted ones, use.u = TRUE)) as a numeric matrix, one column per simulation.
-simulate_reference <- function(fit, nsim, seed, conditional = FALSE) {
-  s <- if (conditional) stats::simulate(fit, nsim = nsim, seed = seed, re.form = NULL)
-       else stats::simulate(fit, nsim = nsim, seed = seed, re.form = NA)
+## simulate(fit, nsim, seed, re.form = ...) as a numeric matrix, one column per simulation;
+## `re_form` as in predict_reference: "NA" (new random effects, lme4's default), "NULL" (the
+## fitted ones, use.u = TRUE) or a one-sided formula (hold those terms, draw the others).
+simulate_reference <- function(fit, nsim, seed, re_form = "NA") {
+  rf <- switch(re_form, "NA" = NA, "NULL" = NULL, stats::as.formula(re_form))
+  s <- stats::simulate(fit, nsim = nsim, seed = seed, re.form = rf)
   unname(as.matrix(s))
 }
