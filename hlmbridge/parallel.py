@@ -76,12 +76,14 @@ _FRAME_CACHE_SIZE = 4
 
 @dataclass(frozen=True)
 class FitJob:
-    """One fit: a spec (or model string), its data, the engine and an optional REML flag."""
+    """One fit: a spec (or model string), its data, the engine, an optional REML flag and any other
+    keywords of :func:`hlmbridge.fit` (``options``: lmer's ``weights=``, ``offset=``, ``subset=`` ...)."""
 
     model: ModelSpec | str
     data: pd.DataFrame
     engine: str = "lme4"
     reml: bool | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # more keywords of hlmbridge.fit
 
 
 @dataclass(frozen=True)
@@ -224,14 +226,15 @@ def _r_conversion(engine: str) -> contextlib.AbstractContextManager[Any]:
     return localconverter(ro.default_converter)
 
 
-def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | None) -> tuple[bool, Any]:
+def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | None,
+             options: Mapping[str, Any] | None = None) -> tuple[bool, Any]:
     """Fit one job in a worker: ``(True, FitResult)`` or ``(False, _Failure)``; never raises."""
     try:
         from hlmbridge.fit import fit
 
         data = _worker_frame(frame)
         with _r_conversion(engine):
-            res = fit(model, data, engine=engine, reml=reml)
+            res = fit(model, data, engine=engine, reml=reml, **dict(options or {}))
         # The design (y, X, Z: as large as the data) stays in the worker; post-fit methods
         # on the returned result ask for a refit with hlmbridge.fit.
         return True, dataclasses.replace(res, design=None)
@@ -455,7 +458,7 @@ class _Run:
             saved = os.environ.get(_GUARD_NOTE_ENV)
             os.environ[_GUARD_NOTE_ENV] = self.notes
             try:
-                return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml)
+                return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml, dict(job.options))
             finally:
                 _set_env({_GUARD_NOTE_ENV: saved})
 

@@ -295,15 +295,17 @@ class FitResult:
         return profile_ci(self, level, which)
 
     def bootstrap(self, data: pd.DataFrame, n: int = 200, seed: int | None = None, executor: Any = None,
-                  progress: Any = True, level: float = 0.95, max_workers: int | None = None) -> Any:
+                  progress: Any = True, level: float = 0.95, max_workers: int | None = None,
+                  statistic: Any = None) -> Any:
         """Parametric bootstrap: ``n`` refits by the same engine on ``data`` (the fit's frame) with
-        the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile
-        intervals for every number (a :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
+        the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile, basic
+        and normal intervals for every number, or for ``statistic(refit)`` (a
+        :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
         self._lmm_only("bootstrap()")
         from hlmbridge.inference.bootstrap import bootstrap
 
         return bootstrap(self, data, n=n, seed=seed, executor=executor, progress=progress, level=level,
-                         max_workers=max_workers)
+                         max_workers=max_workers, statistic=statistic)
 
     def with_df(self, method: str, *, information: str | None = None) -> FitResult:
         """The same fit with t tests on ``method``'s df (``"residual"``, ``"satterthwaite"``,
