@@ -69,7 +69,10 @@ class _R:
         rd = self.env["predict_reference_data"](package, name)
         return rd, self.conv(rd, False)
 
-    def model(self, rdata, formula: str, reml: bool, at: hlmbridge.FitResult):
+    def model(self, rdata, formula: str, reml: bool, at: hlmbridge.FitResult | None):
+        """lmer's fit at ``at``'s variance components (None: lmer's own optimum)."""
+        if at is None:
+            return self.env["predict_reference_model"](rdata, formula, reml, self.ro.NULL)
         rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
         where = self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
         return self.env["predict_reference_model"](rdata, formula, reml, where)

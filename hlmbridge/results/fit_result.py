@@ -420,6 +420,16 @@ class FitResult:
 
         return simulate_frame(self, nsim, seed, re_form, use_u)
 
+    def confint(self, method: str = "profile", level: float = 0.95, **options: Any) -> pd.DataFrame:
+        """lme4's ``confint``: one interval per parameter (sd/cor scale, sigma, fixed effects) by
+        ``method`` ``"Wald"``, ``"profile"`` or ``"boot"`` (``data=`` or ``boot=``, ``boot_type=``,
+        ``n=``, ``seed=``); the ``method`` column names each interval's method
+        (see :mod:`hlmbridge.results.confint`)."""
+        self._lmm_only("confint()")
+        from hlmbridge.results.confint import confint
+
+        return confint(self, method, level, **options)
+
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
         """A JSON-serializable dict; :meth:`from_dict` gives back an equal result.

@@ -60,3 +60,9 @@ simulate_reference <- function(fit, nsim, seed, re_form = "NA") {
   s <- stats::simulate(fit, nsim = nsim, seed = seed, re.form = rf)
   unname(as.matrix(s))
 }
+
+## confint(fit, method = method, level = level, oldNames = FALSE): names, lower, upper.
+confint_reference <- function(fit, method, level) {
+  ci <- suppressMessages(stats::confint(fit, method = method, level = level, oldNames = FALSE))
+  list(names = rownames(ci), low = unname(ci[, 1]), high = unname(ci[, 2]))
+}
