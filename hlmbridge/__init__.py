@@ -69,6 +69,8 @@ _LAZY = {
     "fit_many": "hlmbridge.parallel",
     "CheckReport": "hlmbridge.check.crosscheck",
     "crosscheck": "hlmbridge.check.crosscheck",
+    "EstimatesTable": "hlmbridge.results.estimates_table",
+    "estimates_table": "hlmbridge.results.estimates_table",
     "parse_any": "hlmbridge.spec.translate",
     "translate": "hlmbridge.spec.translate",
 }
@@ -78,6 +80,7 @@ __all__ = [
     "ConvergenceError",
     "DataError",
     "EngineUnavailableError",
+    "EstimatesTable",
     "FitError",
     "FitResult",
     "FixtureError",
@@ -96,6 +99,7 @@ __all__ = [
     "center",
     "crosscheck",
     "datasets",
+    "estimates_table",
     "fit",
     "fit_many",
     "lrtest",
@@ -114,6 +118,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.data import center, merge_levels, read_dta, summarize, tag_first
     from hlmbridge.fit import fit
     from hlmbridge.parallel import fit_many
+    from hlmbridge.results.estimates_table import EstimatesTable, estimates_table
     from hlmbridge.results.fit_result import FitResult, GroupInfo
     from hlmbridge.results.postestimation import LRTest, VarianceExplained, lrtest, variance_explained
     from hlmbridge.spec.translate import parse_any, translate

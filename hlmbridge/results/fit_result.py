@@ -430,6 +430,12 @@ class FitResult:
 
         return confint(self, method, level, **options)
 
+    def _repr_html_(self) -> str:
+        """The fit as HTML tables in Jupyter (see :mod:`hlmbridge.results.html`)."""
+        from hlmbridge.results.html import fit_html
+
+        return fit_html(self)
+
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
         """A JSON-serializable dict; :meth:`from_dict` gives back an equal result.
