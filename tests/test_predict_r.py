@@ -7,7 +7,7 @@ private rpy2 environment: lme4's ``predict(fit, re.form = ...)`` on the fit's ro
 components each hlmbridge engine estimated, so both sides predict at the same point. lme4 has no
 ``se.fit``; the reference standard error is R's ``sqrt(diag(X vcov(fit) X'))`` from lme4's own
 ``vcov`` and model matrix. Nested (Pastes, Oats) and crossed (Penicillin) models, random slopes
-(sleepstudy, Orthodont), both engines.
+(sleepstudy, Orthodont, HSB), lme4 formulas and Stata commands, both engines.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ R_FILES = (REPO / "r" / "tests" / "df_reference.R", REPO / "r" / "tests" / "pred
 RTOL = 1e-7  # both sides at the same variance components: predictions agree to the fixed effects' 1e-8
 ENGINES = ("lme4", "statsmodels")
 
-# (id, package, data set, formula, REML, re_forms as lme4 writes them, the pure grouping columns)
+# (id, package, data set, formula, REML, re_forms as lme4 writes them, the pure grouping columns);
+# a Stata command's id says which lme4 formula R fits ("stata" cases, ML as Stata's default).
 MODELS = [
     ("sleep", "lme4", "sleepstudy", "Reaction ~ Days + (Days | Subject)", True,
      ("NA", "NULL", "~ (1 | Subject)", "~ (0 + Days | Subject)"), ("Subject",)),
@@ -40,7 +41,16 @@ MODELS = [
      ("~ (1 | Block)", "~ (1 | Variety:Block)", "NA"), ("Block",)),
     ("penicillin_crossed", "lme4", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", True,
      ("~ (1 | plate)", "~ (1 | sample)", "~ (1 | sample) + (1 | plate)"), ("plate", "sample")),
+    ("pastes_stata_nested", "lme4", "Pastes", "mixed strength || batch: || cask:", False,
+     ("~ (1 | batch)", "~ (1 | batch:cask)"), ("batch", "cask")),
+    ("hsb_stata_slope", "hlmbridge", "hsb", "mixed mathach ses || id: ses, cov(unstructured)", False,
+     ("~ (1 | id)", "~ (0 + ses | id)", "NULL"), ("id",)),
 ]
+#: The lme4 formula R fits for a Stata command (the lme4 engine's own translation).
+R_FORMULA = {
+    "pastes_stata_nested": "strength ~ 1 + (1 | batch) + (1 | batch:cask)",
+    "hsb_stata_slope": "mathach ~ ses + (ses | id)",
+}
 
 
 def _engines(mid: str) -> tuple[str, ...]:
@@ -66,6 +76,10 @@ class _R:
             return c.py2rpy(x) if to_r else c.rpy2py(x)
 
     def data(self, package: str, name: str) -> tuple:
+        """(R data frame, the same as pandas); ``hlmbridge`` data sets go from pandas to R."""
+        if package == "hlmbridge":
+            df = getattr(hlmbridge.datasets, name)()
+            return self.conv(df, True), df
         rd = self.env["predict_reference_data"](package, name)
         return rd, self.conv(rd, False)
 
@@ -93,6 +107,9 @@ def _newdata(df: pd.DataFrame, groups: tuple[str, ...]) -> pd.DataFrame:
     new = df.iloc[::max(1, len(df) // 8)].iloc[:8].copy()
     new.index = [f"r{i}" for i in range(len(new))]
     for g in groups:
+        if pd.api.types.is_numeric_dtype(new[g]):  # a numeric group code (hsb's id): a code not in the data
+            new.iloc[-2:, new.columns.get_loc(g)] = df[g].max() + 1
+            continue
         new[g] = new[g].astype(str).to_numpy(dtype=object)
         new.iloc[-2:, new.columns.get_loc(g)] = "unseen"
     return new
@@ -109,8 +126,9 @@ def cases(rref: _R) -> dict:
         rdata, df = rref.data(pkg, name)
         new = _newdata(df, groups)
         for engine in _engines(mid):
-            res = hlmbridge.fit(formula, df, engine=engine, reml=reml)
-            fit = rref.model(rdata, formula, reml, res)
+            stata = formula.startswith("mixed")
+            res = hlmbridge.fit(formula, df, engine=engine, reml=None if stata else reml)
+            fit = rref.model(rdata, R_FORMULA.get(mid, formula), reml, res)
             out[(mid, engine)] = (res, new, re_forms, rref.predict(fit, new, re_forms))
     return out
 
