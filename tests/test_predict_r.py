@@ -83,13 +83,15 @@ class _R:
         rd = self.env["predict_reference_data"](package, name)
         return rd, self.conv(rd, False)
 
-    def model(self, rdata, formula: str, reml: bool, at: hlmbridge.FitResult | None):
-        """lmer's fit at ``at``'s variance components (None: lmer's own optimum)."""
+    def model(self, rdata, formula: str, reml: bool, at: hlmbridge.FitResult | None, weights: str | None = None):
+        """lmer's fit at ``at``'s variance components (None: lmer's own optimum), with the
+        precision weights in column ``weights`` of the data."""
+        w = self.ro.NULL if weights is None else weights
         if at is None:
-            return self.env["predict_reference_model"](rdata, formula, reml, self.ro.NULL)
+            return self.env["predict_reference_model"](rdata, formula, reml, self.ro.NULL, w)
         rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
         where = self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
-        return self.env["predict_reference_model"](rdata, formula, reml, where)
+        return self.env["predict_reference_model"](rdata, formula, reml, where, w)
 
     def predict(self, fit, newdata: pd.DataFrame, re_forms: tuple[str, ...]) -> dict:
         out = self.env["predict_reference"](fit, self.conv(newdata, True), self.ro.StrVector(list(re_forms)))

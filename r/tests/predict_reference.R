@@ -20,13 +20,17 @@ predict_reference_data <- function(package, name) {
   d
 }
 
-## The lmer fit of `formula` at the variance components `at` (NULL: lmer's own optimum).
-predict_reference_model <- function(data, formula, reml = TRUE, at = NULL) {
+## The lmer fit of `formula` at the variance components `at` (NULL: lmer's own optimum);
+## `weights`: the name of a column of data holding precision weights, or NULL.
+predict_reference_model <- function(data, formula, reml = TRUE, at = NULL, weights = NULL) {
   f <- stats::as.formula(formula, env = new.env(parent = environment(predict_reference_model)))
-  fit <- lme4::lmer(f, data = data, REML = reml, control = df_reference_control())
+  args <- list(formula = f, data = data, REML = reml, control = df_reference_control())
+  if (!is.null(weights)) args$weights <- data[[weights]]
+  fit <- do.call(lme4::lmer, args)
   if (!is.null(at)) {
-    fit <- lme4::lmer(f, data = data, REML = reml, start = list(theta = df_reference_theta(fit, at)),
-                      control = lme4::lmerControl(optimizer = NULL))
+    args$start <- list(theta = df_reference_theta(fit, at))
+    args$control <- lme4::lmerControl(optimizer = NULL)
+    fit <- do.call(lme4::lmer, args)
   }
   fit
 }
@@ -65,4 +69,18 @@ simulate_reference <- function(fit, nsim, seed, re_form = "NA") {
 confint_reference <- function(fit, method, level) {
   ci <- suppressMessages(stats::confint(fit, method = method, level = level, oldNames = FALSE))
   list(names = rownames(ci), low = unname(ci[, 1]), high = unname(ci[, 2]))
+}
+
+## The moments of each row's response under the fitted model, from lme4's own matrices:
+## unconditional (new random effects): mean X beta (+ offset), variance
+## sigma^2 (diag(Z Lambda Lambda' Z') + 1 / w); conditional on the fitted random effects:
+## mean fitted(fit), variance sigma^2 / w (w the precision weights, 1 without).
+## (lme4 1.1.31's simulate() draws sigma * rnorm() for a linear mixed model whatever the
+## weights, so for a weighted fit these moments, not simulate(), are the model's.)
+model_moments <- function(fit, conditional = FALSE) {
+  s2 <- stats::sigma(fit)^2
+  w <- stats::weights(fit)
+  if (conditional) return(list(mean = unname(stats::fitted(fit)), var = unname(s2 / w)))
+  ZL <- lme4::getME(fit, "Z") %*% lme4::getME(fit, "Lambda")
+  list(mean = unname(stats::predict(fit, re.form = NA)), var = unname(s2 * (Matrix::rowSums(ZL^2) + 1 / w)))
 }
