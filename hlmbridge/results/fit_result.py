@@ -409,33 +409,6 @@ class FitResult:
 
         return predict(self, newdata, re_form, se_fit)
 
-    # ---- issue 27: simulation, intervals, display (kept at the end of the methods) ---
-    def simulate(self, nsim: int = 1, seed: int | None = None, re_form: str | None = "~0",
-                 use_u: bool = False) -> pd.DataFrame:
-        """lme4's ``simulate``: ``nsim`` responses on the fit's rows, one column each (``sim_1`` ...);
-        new random effects (``re_form="~0"``) or the fitted ones (``use_u=True`` / ``re_form=None``)
-        (see :func:`hlmbridge.inference.bootstrap.simulate_frame`)."""
-        self._lmm_only("simulate()")
-        from hlmbridge.inference.bootstrap import simulate_frame
-
-        return simulate_frame(self, nsim, seed, re_form, use_u)
-
-    def confint(self, method: str = "profile", level: float = 0.95, **options: Any) -> pd.DataFrame:
-        """lme4's ``confint``: one interval per parameter (sd/cor scale, sigma, fixed effects) by
-        ``method`` ``"Wald"``, ``"profile"`` or ``"boot"`` (``data=`` or ``boot=``, ``boot_type=``,
-        ``n=``, ``seed=``); the ``method`` column names each interval's method
-        (see :mod:`hlmbridge.results.confint`)."""
-        self._lmm_only("confint()")
-        from hlmbridge.results.confint import confint
-
-        return confint(self, method, level, **options)
-
-    def _repr_html_(self) -> str:
-        """The fit as HTML tables in Jupyter (see :mod:`hlmbridge.results.html`)."""
-        from hlmbridge.results.html import fit_html
-
-        return fit_html(self)
-
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
         """A JSON-serializable dict; :meth:`from_dict` gives back an equal result.
@@ -493,3 +466,30 @@ class FitResult:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+    # ---- issue 27: simulation, intervals, notebook display ---------------------------
+    def simulate(self, nsim: int = 1, seed: int | None = None, re_form: str | None = "~0",
+                 use_u: bool = False) -> pd.DataFrame:
+        """lme4's ``simulate``: ``nsim`` responses on the fit's rows, one column each (``sim_1`` ...);
+        new random effects (``re_form="~0"``) or the fitted ones (``use_u=True`` / ``re_form=None``)
+        (see :func:`hlmbridge.inference.bootstrap.simulate_frame`)."""
+        self._lmm_only("simulate()")
+        from hlmbridge.inference.bootstrap import simulate_frame
+
+        return simulate_frame(self, nsim, seed, re_form, use_u)
+
+    def confint(self, method: str = "profile", level: float = 0.95, **options: Any) -> pd.DataFrame:
+        """lme4's ``confint``: one interval per parameter (sd/cor scale, sigma, fixed effects) by
+        ``method`` ``"Wald"``, ``"profile"`` or ``"boot"`` (``data=`` or ``boot=``, ``boot_type=``,
+        ``n=``, ``seed=``); the ``method`` column names each interval's method
+        (see :mod:`hlmbridge.results.confint`)."""
+        self._lmm_only("confint()")
+        from hlmbridge.results.confint import confint
+
+        return confint(self, method, level, **options)
+
+    def _repr_html_(self) -> str:
+        """The fit as HTML tables in Jupyter (see :mod:`hlmbridge.results.html`)."""
+        from hlmbridge.results.html import fit_html
+
+        return fit_html(self)
