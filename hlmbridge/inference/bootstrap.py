@@ -320,7 +320,7 @@ def bootstrap(result: Any, data: pd.DataFrame | None = None, *, n: int = 200, se
     response = result.spec.response
     for child in children:
         y = simulate(result, np.random.default_rng(child))
-        col = frame[response].to_numpy(dtype=float, copy=True)
+        col = frame[response].to_numpy(dtype=float, na_value=np.nan, copy=True)
         col[rows] = y
         jobs.append(FitJob(result.spec, frame.assign(**{response: col}), result.engine, None, options))
     fits = fit_many(jobs, executor, progress=progress, return_exceptions=True, max_workers=max_workers)
