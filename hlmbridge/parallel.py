@@ -248,17 +248,25 @@ def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | No
 
 
 def _as_job(job: Any, k: int) -> FitJob:
+    out = _read_job(job, k)
+    if not isinstance(out.options, Mapping):
+        raise UsageError(f"job {k}: options must be a dict of keywords of hlmbridge.fit, got "
+                         f"{type(out.options).__name__}")
+    return out
+
+
+def _read_job(job: Any, k: int) -> FitJob:
     if isinstance(job, FitJob):
         return job
     if isinstance(job, Mapping):
-        extra = set(job) - {"model", "spec", "data", "engine", "reml"}
+        extra = set(job) - {"model", "spec", "data", "engine", "reml", "options"}
         if extra:
-            raise UsageError(f"job {k}: unknown key(s) {sorted(extra)}; use spec/model, data, engine, reml")
+            raise UsageError(f"job {k}: unknown key(s) {sorted(extra)}; use spec/model, data, engine, reml, options")
         model = job.get("spec", job.get("model"))
         if model is None or "data" not in job:
             raise UsageError(f"job {k}: a dict job needs 'spec' (or 'model') and 'data'")
-        return FitJob(model, job["data"], job.get("engine", "lme4"), job.get("reml"))
-    if isinstance(job, Sequence) and not isinstance(job, str) and len(job) in (2, 3, 4):
+        return FitJob(model, job["data"], job.get("engine", "lme4"), job.get("reml"), job.get("options") or {})
+    if isinstance(job, Sequence) and not isinstance(job, str) and len(job) in (2, 3, 4, 5):
         return FitJob(*job)
     raise UsageError(f"job {k}: expected a (spec, data, engine) triple, a dict or a FitJob, got {type(job).__name__}")
 
@@ -360,8 +368,9 @@ def fit_many(
     ----------
     jobs
         ``(spec, data, engine)`` triples (``spec`` a ModelSpec, Stata command or lme4
-        formula; a fourth item is ``reml``), dicts with keys ``spec`` (or ``model``),
-        ``data``, ``engine``, ``reml``, or :class:`FitJob` objects.
+        formula; a fourth item is ``reml``, a fifth a dict of other keywords of
+        :func:`hlmbridge.fit` such as ``weights=``), dicts with keys ``spec`` (or ``model``),
+        ``data``, ``engine``, ``reml``, ``options``, or :class:`FitJob` objects.
     executor
         Any :class:`concurrent.futures.Executor` whose workers are separate processes
         (a ``ProcessPoolExecutor``, a Dask client's ``get_executor()`` ...). It is used,

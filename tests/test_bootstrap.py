@@ -222,3 +222,23 @@ def test_intervals_equal_boot_ci() -> None:
             assert got["method"] == method
             np.testing.assert_allclose([got["conf_low"], got["conf_high"]], want[2 * k:2 * k + 2], rtol=1e-12,
                                        err_msg=f"{method}, R = {n}, level {level}")
+
+
+def test_fit_many_jobs_carry_fit_keywords() -> None:
+    """What the bootstrap of a weighted fit relies on: a job's options reach hlmbridge.fit
+    (FitJob, a five-item tuple or a dict's "options"); a misspelt one is refused by fit."""
+    from hlmbridge.parallel import FitJob
+
+    df = _small()
+    w = np.linspace(0.5, 2.0, len(df))
+    want = hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", weights=w)
+    jobs = [FitJob("y ~ x + (1 | g)", df, "statsmodels", None, {"weights": w}),
+            ("y ~ x + (1 | g)", df, "statsmodels", None, {"weights": w}),
+            {"spec": "y ~ x + (1 | g)", "data": df, "engine": "statsmodels", "options": {"weights": w}}]
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        got = hlmbridge.fit_many(jobs, ex, progress=False)
+        assert all(r.loglik == want.loglik for r in got)
+        with pytest.raises(UsageError, match="weigths"):
+            hlmbridge.fit_many([("y ~ x + (1 | g)", df, "statsmodels", None, {"weigths": w})], ex, progress=False)
+        with pytest.raises(UsageError, match="options must be a dict"):
+            hlmbridge.fit_many([("y ~ x + (1 | g)", df, "statsmodels", None, 3)], ex, progress=False)
