@@ -132,3 +132,22 @@ def test_confint_errors(fits) -> None:
     est = tuple(result_numbers(other).items())
     with pytest.raises(UsageError, match="another fit"):
         res.confint("boot", boot=BootstrapResult(1, 1, "lme4", est, (tuple(v for _, v in est),), (0,), ()))
+
+
+def test_parm_picks_rows_as_lme4(fits) -> None:
+    res, _, _ = fits[("sleep", "statsmodels")]
+    full = res.confint("Wald", level=0.9)
+    fixed = [str(r[0]) for r in res.fixed_rows]
+    pd.testing.assert_frame_equal(res.confint("Wald", level=0.9, parm="beta_"),
+                                  full[full["term"].isin(fixed)].reset_index(drop=True))
+    pd.testing.assert_frame_equal(res.confint("Wald", level=0.9, parm="theta_"),
+                                  full[~full["term"].isin(fixed)].reset_index(drop=True))
+    prof = res.confint("profile", parm=["Days", "sigma"])
+    assert prof["term"].tolist() == ["sigma", "Days"]  # the table's order
+    from hlmbridge.inference.profile import profile_ci
+
+    whole = profile_ci(res).set_index("term").loc[["sigma", "Days"]]
+    np.testing.assert_allclose(prof[["conf_low", "conf_high"]].to_numpy(), whole[["conf_low", "conf_high"]].to_numpy(),
+                               rtol=1e-9)
+    with pytest.raises(UsageError, match="parm must be"):
+        res.confint("Wald", parm=["days"])

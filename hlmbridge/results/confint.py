@@ -28,12 +28,13 @@ Examples
 ['sd_Days|Subject', 'sd_(Intercept)|Subject', 'cor_Days.(Intercept)|Subject', 'sigma', '(Intercept)', 'Days']
 >>> ci["method"].unique().tolist(), bool(ci["conf_low"].iloc[:4].isna().all())
 (['Wald'], True)
->>> res.confint("profile")[["term", "method"]].iloc[-1].tolist()
-['Days', 'profile']
+>>> res.confint("profile", parm="beta_")[["term", "method"]].values.tolist()
+[['(Intercept)', 'profile'], ['Days', 'profile']]
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,13 +49,16 @@ CONFINT_COLUMNS: tuple[str, ...] = ("term", "estimate", "conf_low", "conf_high",
 CONFINT_METHODS: tuple[str, ...] = ("Wald", "profile", "boot")
 
 
-def confint(result: Any, method: str = "profile", level: float = 0.95, *, data: pd.DataFrame | None = None,
-            boot: Any = None, boot_type: str = "percentile", n: int = 200, seed: int | None = None,
-            **boot_options: Any) -> pd.DataFrame:
+def confint(result: Any, method: str = "profile", level: float = 0.95, *, parm: str | Sequence[str] | None = None,
+            data: pd.DataFrame | None = None, boot: Any = None, boot_type: str = "percentile", n: int = 200,
+            seed: int | None = None, **boot_options: Any) -> pd.DataFrame:
     """Confidence intervals for every parameter by ``method`` (see the module docstring).
 
-    ``data``, ``n``, ``seed`` and ``boot_options`` (``executor``, ``progress``,
-    ``max_workers``) go to the bootstrap for ``method="boot"``, and are refused otherwise.
+    ``parm`` picks rows as lme4's ``parm``: ``"beta_"`` (the fixed effects), ``"theta_"``
+    (the random part and sigma) or a list of names (lme4's, as in the ``term`` column); only
+    those are profiled. ``data``, ``n``, ``seed`` and ``boot_options`` (``executor``,
+    ``progress``, ``max_workers``) go to the bootstrap for ``method="boot"``, and are refused
+    otherwise.
     """
     if method not in CONFINT_METHODS:
         raise UsageError(f"confint: method must be one of {', '.join(CONFINT_METHODS)}, got {method!r}")
@@ -70,13 +74,33 @@ def confint(result: Any, method: str = "profile", level: float = 0.95, *, data: 
         if given:
             raise UsageError(f"confint: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to "
                              f"method='boot' only, not {method!r}")
+    wanted = _wanted(result, parm)
     if method == "Wald":
         out = _wald(result, float(level))
     elif method == "profile":
-        out = _profile(result, float(level))
+        out = _profile(result, float(level), wanted)
     else:
         out = _boot(result, float(level), data, boot, boot_type, n, seed, boot_options)
+    out = out[out["term"].isin(wanted)]
     return out[list(CONFINT_COLUMNS)].reset_index(drop=True)
+
+
+def _wanted(result: Any, parm: str | Sequence[str] | None) -> list[str]:
+    """The rows ``parm`` picks, in the table's order."""
+    names = [t for t, _ in _parameters(result)]
+    fixed = {str(r[0]) for r in result.fixed_rows}
+    if parm is None:
+        return names
+    if parm == "beta_":
+        return [t for t in names if t in fixed]
+    if parm == "theta_":
+        return [t for t in names if t not in fixed]
+    picked = [parm] if isinstance(parm, str) else list(parm)
+    unknown = [p for p in picked if p not in names]
+    if unknown or not picked:
+        raise UsageError(f"confint: parm must be 'beta_', 'theta_' or names among {', '.join(names)}; got "
+                         f"{parm!r}")
+    return [t for t in names if t in picked]
 
 
 def _parameters(result: Any) -> list[tuple[str, float]]:
@@ -102,10 +126,10 @@ def _wald(result: Any, level: float) -> pd.DataFrame:
                                                                                           method="Wald")
 
 
-def _profile(result: Any, level: float) -> pd.DataFrame:
+def _profile(result: Any, level: float, wanted: list[str]) -> pd.DataFrame:
     from hlmbridge.inference.profile import profile_ci
 
-    ci = profile_ci(result, level)
+    ci = profile_ci(result, level, wanted)
     return ci[["term", "estimate", "conf_low", "conf_high"]].assign(level=level, method="profile")
 
 

@@ -481,7 +481,7 @@ class FitResult:
     def confint(self, method: str = "profile", level: float = 0.95, **options: Any) -> pd.DataFrame:
         """lme4's ``confint``: one interval per parameter (sd/cor scale, sigma, fixed effects) by
         ``method`` ``"Wald"``, ``"profile"`` or ``"boot"`` (``data=`` or ``boot=``, ``boot_type=``,
-        ``n=``, ``seed=``); the ``method`` column names each interval's method
+        ``n=``, ``seed=``), for the rows ``parm=`` picks; the ``method`` column names each interval's method
         (see :mod:`hlmbridge.results.confint`)."""
         self._lmm_only("confint()")
         from hlmbridge.results.confint import confint
