@@ -184,3 +184,18 @@ def test_estimates_table_options(fits) -> None:
         hlmbridge.estimates_table([fits["m1"]], labels="r")
     with pytest.raises(UsageError, match="digits"):
         hlmbridge.estimates_table([fits["m1"]], digits=-1)
+
+
+@pytest.mark.requires_r
+def test_glmm_html_shows_its_tables() -> None:
+    rng = np.random.default_rng(2)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    y = (rng.random(200) < 1 / (1 + np.exp(-(0.3 + x + rng.normal(size=20)[g])))).astype(int)
+    res = hlmbridge.fit("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), engine="lme4", family="binomial")
+    html = res._repr_html_()
+    rows = _cells(html, "Fixed effects (y)")
+    np.testing.assert_allclose([_num(r[1]) for r in rows], res.fixed["estimate"].to_numpy(float), atol=5e-5)
+    rnd = _cells(html, "Random-effects parameters")
+    assert [r[0] for r in rnd] == ["g: var(_cons)"]
+    assert _num(rnd[0][1]) == pytest.approx(res.random["estimate"].iloc[0], abs=5e-5)

@@ -158,7 +158,7 @@ def fit_html(res: Any) -> str:
     parts.append(frame_html(fixed[cols], f"Fixed effects ({res.spec.response})", columns={
         "stata_term": "term", "estimate": "Coef.", "std_error": "Std. err.", "statistic": stat,
         "p_value": f"P>|{stat}|", "conf_low": "[95% conf.", "conf_high": "interval]"}))
-    if res.random_rows and not res.spec.is_glmm:
+    if res.random_rows:
         rnd = res.random.assign(parameter=lambda d: np.where(d["group"] == "Residual", d["stata_term"],
                                                              d["group"] + ": " + d["stata_term"]))
         parts.append(frame_html(rnd[["parameter", "estimate", "std_error", "conf_low", "conf_high"]],
