@@ -358,7 +358,7 @@ def test_predict_bad_input(sleep_fit: FitResult) -> None:
     with pytest.raises(UsageError, match="level"):
         sleep_fit.fitted(level=3)
     with pytest.raises(UsageError, match="kind"):
-        sleep_fit.residuals(kind="deviance")
+        sleep_fit.residuals(kind="partial")
     pd.testing.assert_frame_equal(good, before)
 
 

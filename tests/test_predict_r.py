@@ -190,3 +190,20 @@ def test_re_form_errors(cases) -> None:
         res.predict(new, se_fit=True)
     with pytest.raises(UsageError, match="se_fit"):
         res.predict(new, re_form="~0", se_fit="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_residual_kinds_match_lme4_with_weights(rref: _R, engine: str) -> None:
+    """lme4's residuals(type = "response", "working", "deviance", "pearson") of a weighted fit:
+    hlmbridge's response, working and deviance kinds, and its (scaled) Pearson residuals."""
+    _, df = rref.data("lme4", "sleepstudy")
+    df = df.assign(w=np.tile([0.5, 1.0, 2.0, 4.0], 45))
+    formula = "Reaction ~ Days + (Days | Subject)"
+    res = hlmbridge.fit(formula, df, engine=engine, weights="w")
+    out = rref.env["residuals_reference"](rref.model(rref.conv(df, True), formula, True, res, "w"))
+    ref = {k: np.array(v, dtype=float) for k, v in zip(out.names, out)}
+    for ours, theirs in (("response", "response"), ("working", "working"), ("deviance", "deviance"),
+                         ("deviance", "pearson"), ("pearson", "pearson_scaled")):
+        np.testing.assert_allclose(res.residuals(ours).to_numpy(), ref[theirs], rtol=1e-7, atol=1e-9,
+                                   err_msg=f"{engine}: {ours} vs lme4's {theirs}")
+    assert not np.allclose(ref["deviance"], ref["response"])  # the weights matter here

@@ -394,7 +394,8 @@ class FitResult:
         return fitted(self, level)
 
     def residuals(self, kind: str = "response", level: int | None = None) -> pd.Series:
-        """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`)."""
+        """Residuals, ``kind="response"``, ``"working"``, ``"deviance"`` or ``"pearson"`` (see
+        :mod:`hlmbridge.results.prediction`)."""
         self._lmm_only("residuals()")
         from hlmbridge.results.prediction import residuals
 

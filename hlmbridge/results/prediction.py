@@ -4,9 +4,10 @@
   includes every grouping factor's random effects (lme4's ``fitted``), ``level=0`` none
   (the population-level or marginal prediction, lme4's ``predict(re.form = NA)``), and
   ``level=k`` those of the ``k`` outermost grouping factors (nlme's convention).
-- ``residuals(res, kind="response" | "pearson", level=None)``: ``y - fitted``; Pearson
-  residuals are scaled by the residual SD (and sqrt of the precision weight): lme4's
-  ``residuals(type = "pearson", scaled = TRUE)``.
+- ``residuals(res, kind="response" | "working" | "deviance" | "pearson", level=None)``:
+  ``y - fitted``; deviance residuals times sqrt of the precision weight (lme4's ``"deviance"``
+  and unscaled ``"pearson"``); Pearson residuals also divided by the residual SD: lme4's
+  ``residuals(type = "pearson", scaled = TRUE)``; working residuals are the response ones.
 - ``predict(res, newdata, re_form=None | "~0" | "~ (1 | g)", se_fit=False)``: new rows through
   the fit's design rules (:mod:`hlmbridge.design.newdata`). A group the fit did not see
   contributes nothing for its grouping factor (lme4's ``allow.new.levels = TRUE``); the result
@@ -52,7 +53,7 @@ import pandas as pd
 from hlmbridge.errors import UsageError
 from hlmbridge.results.random_effects import estimates_of, level_effects, require_design
 
-__all__ = ["Prediction", "fitted", "predict", "residuals"]
+__all__ = ["RESIDUAL_KINDS", "Prediction", "fitted", "predict", "residuals"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,18 +128,23 @@ def fitted(res: object, level: int | None = None) -> pd.Series:
     return pd.Series(_fitted_array(res, level), index=pd.Index(design.rows, name="row"), name="fitted")
 
 
+RESIDUAL_KINDS = ("response", "pearson", "deviance", "working")
+
+
 def residuals(res: object, kind: str = "response", level: int | None = None) -> pd.Series:
-    """Residuals ``y - fitted``: ``kind="response"``, or ``"pearson"`` (divided by the residual
-    SD, times sqrt of the precision weight)."""
-    if kind not in ("response", "pearson"):
-        raise UsageError(f"kind must be 'response' or 'pearson', got {kind!r}")
+    """Residuals ``y - fitted``: ``kind="response"`` (lme4's ``"response"``, and its
+    ``"working"``, the same for a linear model), ``"deviance"`` (times sqrt of the precision
+    weight: lme4's ``"deviance"``, and its unscaled ``"pearson"``), or ``"pearson"`` (also
+    divided by the residual SD: lme4's ``residuals(type = "pearson", scaled = TRUE)``)."""
+    if kind not in RESIDUAL_KINDS:
+        raise UsageError(f"kind must be one of {', '.join(map(repr, RESIDUAL_KINDS))}, got {kind!r}")
     design = require_design(res, "residuals")
     r = design.y - _fitted_array(res, level)
+    if kind in ("pearson", "deviance") and design.weights is not None:
+        r = r * np.sqrt(design.weights)
     if kind == "pearson":
         _, theta = estimates_of(res)
         r = r / np.sqrt(theta[-1])
-        if design.weights is not None:
-            r = r * np.sqrt(design.weights)
     return pd.Series(r, index=pd.Index(design.rows, name="row"), name=kind)
 
 

@@ -84,3 +84,11 @@ model_moments <- function(fit, conditional = FALSE) {
   ZL <- lme4::getME(fit, "Z") %*% lme4::getME(fit, "Lambda")
   list(mean = unname(stats::predict(fit, re.form = NA)), var = unname(s2 * (Matrix::rowSums(ZL^2) + 1 / w)))
 }
+
+## residuals(fit, type = ...) for lme4's four types, and the scaled Pearson residuals.
+residuals_reference <- function(fit) {
+  out <- lapply(c(response = "response", working = "working", deviance = "deviance", pearson = "pearson"),
+                function(t) unname(stats::residuals(fit, type = t)))
+  out$pearson_scaled <- unname(stats::residuals(fit, type = "pearson", scaled = TRUE))
+  out
+}
