@@ -73,6 +73,8 @@ _LAZY = {
     "fit_many": "hlmbridge.parallel",
     "CheckReport": "hlmbridge.check.crosscheck",
     "crosscheck": "hlmbridge.check.crosscheck",
+    "EstimatesTable": "hlmbridge.results.estimates_table",
+    "estimates_table": "hlmbridge.results.estimates_table",
     "parse_any": "hlmbridge.spec.translate",
     "translate": "hlmbridge.spec.translate",
     "emmeans": "hlmbridge.results.emmeans",
@@ -85,6 +87,7 @@ __all__ = [
     "ConvergenceError",
     "DataError",
     "EngineUnavailableError",
+    "EstimatesTable",
     "FitError",
     "FitResult",
     "FixtureError",
@@ -105,6 +108,7 @@ __all__ = [
     "crosscheck",
     "datasets",
     "emmeans",
+    "estimates_table",
     "fit",
     "fit_many",
     "kr_modcomp",
@@ -131,6 +135,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from hlmbridge.inference.pbmodcomp import pbmodcomp
     from hlmbridge.results.compare import anova, kr_modcomp, sat_modcomp
     from hlmbridge.results.emmeans import emmeans
+    from hlmbridge.results.estimates_table import EstimatesTable, estimates_table
     from hlmbridge.results.fit_result import FitResult, GroupInfo
     from hlmbridge.results.margins import margins
     from hlmbridge.results.margins_plot import marginsplot

@@ -76,12 +76,14 @@ _FRAME_CACHE_SIZE = 4
 
 @dataclass(frozen=True)
 class FitJob:
-    """One fit: a spec (or model string), its data, the engine and an optional REML flag."""
+    """One fit: a spec (or model string), its data, the engine, an optional REML flag and any other
+    keywords of :func:`hlmbridge.fit` (``options``: lmer's ``weights=``, ``offset=``, ``subset=`` ...)."""
 
     model: ModelSpec | str
     data: pd.DataFrame
     engine: str = "lme4"
     reml: bool | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # more keywords of hlmbridge.fit
 
 
 @dataclass(frozen=True)
@@ -224,14 +226,15 @@ def _r_conversion(engine: str) -> contextlib.AbstractContextManager[Any]:
     return localconverter(ro.default_converter)
 
 
-def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | None) -> tuple[bool, Any]:
+def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | None,
+             options: Mapping[str, Any] | None = None) -> tuple[bool, Any]:
     """Fit one job in a worker: ``(True, FitResult)`` or ``(False, _Failure)``; never raises."""
     try:
         from hlmbridge.fit import fit
 
         data = _worker_frame(frame)
         with _r_conversion(engine):
-            res = fit(model, data, engine=engine, reml=reml)
+            res = fit(model, data, engine=engine, reml=reml, **dict(options or {}))
         # The design (y, X, Z: as large as the data) stays in the worker; post-fit methods
         # on the returned result ask for a refit with hlmbridge.fit.
         return True, dataclasses.replace(res, design=None)
@@ -245,17 +248,25 @@ def _run_job(model: ModelSpec | str, frame: _Frame, engine: str, reml: bool | No
 
 
 def _as_job(job: Any, k: int) -> FitJob:
+    out = _read_job(job, k)
+    if not isinstance(out.options, Mapping):
+        raise UsageError(f"job {k}: options must be a dict of keywords of hlmbridge.fit, got "
+                         f"{type(out.options).__name__}")
+    return out
+
+
+def _read_job(job: Any, k: int) -> FitJob:
     if isinstance(job, FitJob):
         return job
     if isinstance(job, Mapping):
-        extra = set(job) - {"model", "spec", "data", "engine", "reml"}
+        extra = set(job) - {"model", "spec", "data", "engine", "reml", "options"}
         if extra:
-            raise UsageError(f"job {k}: unknown key(s) {sorted(extra)}; use spec/model, data, engine, reml")
+            raise UsageError(f"job {k}: unknown key(s) {sorted(extra)}; use spec/model, data, engine, reml, options")
         model = job.get("spec", job.get("model"))
         if model is None or "data" not in job:
             raise UsageError(f"job {k}: a dict job needs 'spec' (or 'model') and 'data'")
-        return FitJob(model, job["data"], job.get("engine", "lme4"), job.get("reml"))
-    if isinstance(job, Sequence) and not isinstance(job, str) and len(job) in (2, 3, 4):
+        return FitJob(model, job["data"], job.get("engine", "lme4"), job.get("reml"), job.get("options") or {})
+    if isinstance(job, Sequence) and not isinstance(job, str) and len(job) in (2, 3, 4, 5):
         return FitJob(*job)
     raise UsageError(f"job {k}: expected a (spec, data, engine) triple, a dict or a FitJob, got {type(job).__name__}")
 
@@ -357,8 +368,9 @@ def fit_many(
     ----------
     jobs
         ``(spec, data, engine)`` triples (``spec`` a ModelSpec, Stata command or lme4
-        formula; a fourth item is ``reml``), dicts with keys ``spec`` (or ``model``),
-        ``data``, ``engine``, ``reml``, or :class:`FitJob` objects.
+        formula; a fourth item is ``reml``, a fifth a dict of other keywords of
+        :func:`hlmbridge.fit` such as ``weights=``), dicts with keys ``spec`` (or ``model``),
+        ``data``, ``engine``, ``reml``, ``options``, or :class:`FitJob` objects.
     executor
         Any :class:`concurrent.futures.Executor` whose workers are separate processes
         (a ``ProcessPoolExecutor``, a Dask client's ``get_executor()`` ...). It is used,
@@ -455,7 +467,7 @@ class _Run:
             saved = os.environ.get(_GUARD_NOTE_ENV)
             os.environ[_GUARD_NOTE_ENV] = self.notes
             try:
-                return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml)
+                return ex.submit(_run_job, job.model, self.frames[k], job.engine, job.reml, dict(job.options))
             finally:
                 _set_env({_GUARD_NOTE_ENV: saved})
 

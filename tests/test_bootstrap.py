@@ -1,5 +1,7 @@
-"""Parametric bootstrap: simulation from the fitted model, refits through fit_many, percentile
-intervals, reproducibility per seed, failed replicates counted.
+"""Parametric bootstrap: simulation from the fitted model, refits through fit_many, percentile,
+basic and normal intervals (equal to boot's ``boot.ci`` on the same replicates), a user statistic,
+fits with weights/offset/subset refitted as the same model, reproducibility per seed, failed
+replicates counted.
 
 The 200-replicate run of seed model 2 (lme4) takes about 15 s on 2 workers, so it stays in the
 default suite (marked ``slow``); its timing is in benchmarks/README.md.
@@ -17,7 +19,7 @@ import pytest
 
 import hlmbridge
 from hlmbridge.errors import UsageError
-from hlmbridge.inference.bootstrap import bootstrap, result_numbers, simulate
+from hlmbridge.inference.bootstrap import BootstrapResult, bootstrap, result_numbers, simulate
 
 MODEL2 = "mixed mathach ses || id: ses, cov(unstructured)"
 
@@ -103,9 +105,16 @@ def test_bad_input() -> None:
         res.bootstrap(df.head(10), n=2)
     with pytest.raises(UsageError, match="design"):
         hlmbridge.FitResult.from_dict(res.to_dict()).bootstrap(df, n=2)
-    w = hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", reml=False, weights=np.ones(len(df)))
-    with pytest.raises(UsageError, match="weights"):
-        w.bootstrap(df, n=2)
+    c = hlmbridge.fit("y ~ f + (1 | g)", df.assign(f=np.where(df["g"] > 7, "hi", "lo")), engine="statsmodels",
+                      reml=False, contrasts={"f": "contr.sum"})
+    with pytest.raises(UsageError, match="contrasts="):
+        c.bootstrap(df, n=2)
+    with pytest.raises(UsageError, match="statistic must be a function"):
+        res.bootstrap(df, n=2, statistic=3)
+    with pytest.raises(UsageError, match="statistic must return a number"):
+        res.bootstrap(df, n=2, statistic=lambda r: "x")
+    with pytest.raises(UsageError, match="method must be one of"):
+        BootstrapResult(1, 1, "statsmodels", (("a", 1.0),), ((1.0,), (2.0,)), (0, 1), ()).intervals(method="bca")
 
 
 @pytest.mark.slow
@@ -123,3 +132,113 @@ def test_bootstrap_200_of_seed_model_2() -> None:
     assert out.n_ok + out.n_failed == 200 and out.n_ok >= 190
     iv = out.intervals().set_index("quantity")
     assert iv.loc["ses", "conf_low"] < res.fixed["estimate"].iloc[0] < iv.loc["ses", "conf_high"]
+
+
+# ---------------------------------------------------------------------------- issue 27, item 4
+def _replicate_by_hand(res, data: pd.DataFrame, seed: int, n: int, i: int, **fit_args) -> hlmbridge.FitResult:
+    """Replicate ``i`` redone without the bootstrap: the same draw put in the fit's rows of the
+    caller's data, refitted with the caller's own lmer arguments."""
+    y = simulate(res, np.random.default_rng(np.random.SeedSequence(seed).spawn(n)[i]))
+    col = data["y"].to_numpy(dtype=float, copy=True)
+    col[np.asarray(res.design.rows)] = y
+    return hlmbridge.fit("y ~ x + (1 | g)", data.assign(y=col), engine="statsmodels", reml=False, **fit_args)
+
+
+@pytest.mark.parametrize("args", [
+    {"weights": "w"},
+    {"offset": "off"},
+    {"subset": "x > -1 & g != 3"},
+    {"subset": "x < 1.5", "weights": "w", "offset": "off"},
+], ids=["weights", "offset", "subset", "all_three"])
+def test_weights_offset_subset_refit_the_same_model(args: dict) -> None:
+    """Each replicate is the refit an R user would write: the same weights=, offset= and subset=
+    (before issue 27 these fits were refused). Checked against refits by hand."""
+    rng = np.random.default_rng(5)
+    df = _small().assign(w=rng.uniform(0.5, 2.0, 90), off=rng.normal(size=90))
+    res = hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", reml=False, **args)
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        out = res.bootstrap(df, n=3, seed=9, executor=ex, progress=False)
+    assert out.n_ok == 3
+    tab = out.table()
+    for i in range(3):
+        by_hand = result_numbers(_replicate_by_hand(res, df, 9, 3, i, **args))
+        got = tab.loc[i]
+        for k in ("(Intercept)", "x", "var(_cons)|g", "var(Residual)", "loglik"):
+            assert got[k] == pytest.approx(by_hand[k], rel=1e-9, abs=1e-12), (args, i, k)
+    assert res.nobs < 90 if "subset" in args else res.nobs == 90
+
+
+def test_user_statistic_is_applied_to_the_fit_and_each_refit() -> None:
+    df = _small()
+    res = hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", reml=False)
+
+    def icc(r: hlmbridge.FitResult) -> dict:
+        v = r.random["estimate"].to_numpy()
+        return {"icc": v[0] / v.sum(), "slope": r.fixed["estimate"].iloc[1]}
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        out = res.bootstrap(df, n=4, seed=3, executor=ex, progress=False, statistic=icc)
+    assert [k for k, _ in out.estimates] == ["icc", "slope"] and out.statistic == "icc"
+    assert dict(out.estimates) == icc(res)
+    for i in range(4):
+        assert out.table().loc[i].to_dict() == pytest.approx(icc(_replicate_by_hand(res, df, 3, 4, i)), rel=1e-9)
+    assert set(out.intervals()["quantity"]) == {"icc", "slope"}
+    # a lone number is named "statistic"; a statistic failing on one refit fails that replicate only
+    calls = []
+
+    def flaky(r: hlmbridge.FitResult) -> float:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("no luck")
+        return float(r.loglik)
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        out = res.bootstrap(df, n=4, seed=3, executor=ex, progress=False, statistic=flaky)
+    assert [k for k, _ in out.estimates] == ["statistic"] and out.n_ok == 3 and out.n_failed == 1
+    assert "statistic raised ValueError: no luck" in out.failures[0][1]
+
+
+@pytest.mark.requires_r
+def test_intervals_equal_boot_ci() -> None:
+    """Percentile, basic and normal intervals equal R's boot::boot.ci(type = "perc", "basic",
+    "norm") on the same replicates (boot's own order-statistic interpolation), for replicate
+    counts where (R + 1) alpha is and is not an integer."""
+    import rpy2.robjects as ro
+
+    boot_ci = ro.r("""function(t0, t, conf) {
+      b <- list(t0 = t0, t = matrix(t, ncol = 1), R = length(t), sim = "parametric", stype = "i",
+                call = quote(boot(data, statistic, R)), strata = rep(1, length(t)), weights = rep(1, length(t)))
+      class(b) <- "boot"
+      ci <- suppressWarnings(boot::boot.ci(b, conf = conf, type = c("perc", "basic", "norm")))
+      c(ci$percent[4:5], ci$basic[4:5], ci$normal[2:3])
+    }""")
+    rng = np.random.default_rng(27)
+    for n, level in ((199, 0.95), (57, 0.9), (1000, 0.8)):
+        t = rng.gamma(2.0, size=n)
+        br = BootstrapResult(n, 1, "statsmodels", (("t", 1.7),), tuple((float(v),) for v in t), tuple(range(n)), ())
+        want = np.array(boot_ci(1.7, ro.FloatVector(t), level), dtype=float)
+        for k, method in enumerate(("percentile", "basic", "normal")):
+            got = br.intervals(level, method).iloc[0]
+            assert got["method"] == method
+            np.testing.assert_allclose([got["conf_low"], got["conf_high"]], want[2 * k:2 * k + 2], rtol=1e-12,
+                                       err_msg=f"{method}, R = {n}, level {level}")
+
+
+def test_fit_many_jobs_carry_fit_keywords() -> None:
+    """What the bootstrap of a weighted fit relies on: a job's options reach hlmbridge.fit
+    (FitJob, a five-item tuple or a dict's "options"); a misspelt one is refused by fit."""
+    from hlmbridge.parallel import FitJob
+
+    df = _small()
+    w = np.linspace(0.5, 2.0, len(df))
+    want = hlmbridge.fit("y ~ x + (1 | g)", df, engine="statsmodels", weights=w)
+    jobs = [FitJob("y ~ x + (1 | g)", df, "statsmodels", None, {"weights": w}),
+            ("y ~ x + (1 | g)", df, "statsmodels", None, {"weights": w}),
+            {"spec": "y ~ x + (1 | g)", "data": df, "engine": "statsmodels", "options": {"weights": w}}]
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        got = hlmbridge.fit_many(jobs, ex, progress=False)
+        assert all(r.loglik == want.loglik for r in got)
+        with pytest.raises(UsageError, match="weigths"):
+            hlmbridge.fit_many([("y ~ x + (1 | g)", df, "statsmodels", None, {"weigths": w})], ex, progress=False)
+        with pytest.raises(UsageError, match="options must be a dict"):
+            hlmbridge.fit_many([("y ~ x + (1 | g)", df, "statsmodels", None, 3)], ex, progress=False)

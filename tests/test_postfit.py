@@ -354,11 +354,11 @@ def test_predict_bad_input(sleep_fit: FitResult) -> None:
     with pytest.raises(DataError, match="DataFrame"):
         sleep_fit.predict({"Days": [1.0]})  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="re_form"):
-        sleep_fit.predict(good, re_form="~(1|Subject)")
+        sleep_fit.predict(good, re_form="~(1|Nope)")
     with pytest.raises(UsageError, match="level"):
         sleep_fit.fitted(level=3)
     with pytest.raises(UsageError, match="kind"):
-        sleep_fit.residuals(kind="deviance")
+        sleep_fit.residuals(kind="partial")
     pd.testing.assert_frame_equal(good, before)
 
 

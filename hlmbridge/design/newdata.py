@@ -41,7 +41,8 @@ from hlmbridge.design.build import Design, LevelDesign
 from hlmbridge.design.evaluate import Factor, Numeric, Value, column_value, evaluate_learned
 from hlmbridge.errors import DataError, HlmbridgeError, UsageError
 
-__all__ = ["NewDesign", "NewLevel", "VariableInfo", "learned_variables", "new_design"]
+__all__ = ["NewDesign", "NewLevel", "NewTerm", "VariableInfo", "learned_variables", "new_design", "new_terms",
+           "term_level", "term_names"]
 
 
 @dataclass(frozen=True)
@@ -335,3 +336,85 @@ def _stata_new(design: Design, data: pd.DataFrame, random: bool) -> NewDesign:
                 missing |= np.isnan(values[s])
             levels.append(NewLevel(_codes(ld, labels), np.column_stack(zcols)))
     return NewDesign(X, None, tuple(levels), missing, data.index)
+
+
+# ---------------------------------------------------------------------------- re_form terms
+@dataclass(frozen=True, eq=False)
+class NewTerm:
+    """One random-effects term of a ``re_form`` (``(1 | g)``) on new rows: the fit's grouping
+    factor it belongs to (``level``, an index into ``design.levels``), the fit's columns it
+    names (``columns``, indices into that level's ``terms_lme4``), each row's group code (-1:
+    a group the fit did not see, or a missing group) and the term's columns on the rows."""
+
+    level: int
+    columns: tuple[int, ...]
+    codes: np.ndarray
+    Z: np.ndarray
+    missing: np.ndarray
+
+
+def term_level(design: Design, bar: Any) -> int:
+    """The index in ``design.levels`` of the grouping factor a ``re_form`` term names (lme4's
+    name: ``Subject``, ``batch:cask``), or a UsageError naming the fit's grouping factors."""
+    keys = [ld.key for ld in design.levels]
+    if bar.label not in keys:
+        raise UsageError(f"re_form names the grouping factor {bar.label!r}, which the model does not have "
+                         f"(its grouping factors: {', '.join(keys)})")
+    return keys.index(bar.label)
+
+
+def term_names(design: Design, lhs: Any) -> tuple[str, ...]:
+    """The column names lme4 gives the left-hand side ``lhs`` (a :class:`Terms`) of a
+    ``re_form`` term, from what the fit's variables were (no data needed): ``(Intercept)``,
+    a numeric variable's name, a factor's ``f<level>`` columns."""
+    from hlmbridge.design.model_matrix import model_matrix
+
+    info = {v.expr: v for v in design.predvars}
+    values: list[Value] = []
+    for e in lhs.variables:
+        v = info.get(e.deparse())
+        if v is None and design.spec.formula is not None:
+            raise UsageError(f"re_form uses {e.deparse()!r}, which is not a variable of the model's random "
+                             "effects (lme4: random effects specified in re.form that were not present in "
+                             "original model)")
+        if v is not None and v.factor:
+            values.append(Factor(np.zeros(1, dtype=np.int64), v.levels, v.ordered, v.logical, contrasts=v.contrasts))
+        elif v is not None and v.ncol > 1:
+            raise UsageError(f"re_form: the matrix variable {e.deparse()!r} in a random-effects term is not "
+                             "supported (write the term exactly as the model has it, or leave re_form=None)")
+        else:
+            values.append(Numeric(np.zeros((1, 1))))
+    return tuple(model_matrix(lhs, values, 1).names)
+
+
+def new_terms(design: Design, newdata: pd.DataFrame, bars: list[Any],
+              columns: list[tuple[int, tuple[int, ...]]]) -> tuple[NewTerm, ...]:
+    """The ``re_form`` terms ``bars`` on ``newdata`` (``columns``: each term's fit level and
+    columns, from :func:`term_level` and :func:`term_names`). Only the variables of these
+    terms are read, as lme4's ``mkNewReTrms`` builds only ``re.form``'s terms.
+
+    A Stata-command fit gives each level's whole random part on new rows (so newdata needs
+    every grouping variable and random slope of the model) and the term's columns are taken
+    from it.
+    """
+    if design.spec.formula is None:
+        nd = new_design(design, newdata, random=True)
+        return tuple(NewTerm(lev, cols, nd.levels[lev].codes, nd.levels[lev].Z[:, list(cols)], nd.missing)
+                     for (lev, cols) in columns)
+    from hlmbridge.design.model_matrix import model_matrix
+
+    info = {v.expr: v for v in design.predvars}
+    out = []
+    for bar, (lev, cols) in zip(bars, columns, strict=True):
+        _need(newdata, list(bar.lhs.columns()) + list(bar.group))
+        n = len(newdata)
+        missing = np.zeros(n, dtype=bool)
+        vals = []
+        for e in bar.lhs.variables:
+            v = _new_value(e, info[e.deparse()], newdata)
+            missing |= v.missing
+            vals.append(v)
+        Z = model_matrix(bar.lhs, vals, n).X
+        labels, _ = _group_labels([column_value(newdata, g) for g in bar.group])  # NA: an unseen group
+        out.append(NewTerm(lev, cols, _codes(design.levels[lev], labels), Z, missing))
+    return tuple(out)

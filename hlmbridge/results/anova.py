@@ -500,7 +500,9 @@ def anova_table(result: Any, type: Any = 3, ddf: str | None = None,
             empty.append((label, *([float("nan")] * 7), method))
         else:
             rows.append((label, *r, method))
-    table = pd.DataFrame(rows + empty, columns=list(ANOVA_COLUMNS))
+    from hlmbridge.results.html import TitledFrame  # a DataFrame shown with its heading in Jupyter
+
+    table = TitledFrame(rows + empty, columns=list(ANOVA_COLUMNS))
     roman = {1: "I", 2: "II", 3: "III"}[t]
     table.attrs["heading"] = f"Type {roman} Analysis of Variance Table with {_HEAD.get(method, method)} method"
     if not show_tests:

@@ -295,15 +295,17 @@ class FitResult:
         return profile_ci(self, level, which)
 
     def bootstrap(self, data: pd.DataFrame, n: int = 200, seed: int | None = None, executor: Any = None,
-                  progress: Any = True, level: float = 0.95, max_workers: int | None = None) -> Any:
+                  progress: Any = True, level: float = 0.95, max_workers: int | None = None,
+                  statistic: Any = None) -> Any:
         """Parametric bootstrap: ``n`` refits by the same engine on ``data`` (the fit's frame) with
-        the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile
-        intervals for every number (a :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
+        the response simulated from this fit, through :func:`hlmbridge.fit_many`; percentile, basic
+        and normal intervals for every number, or for ``statistic(refit)`` (a
+        :class:`hlmbridge.inference.bootstrap.BootstrapResult`)."""
         self._lmm_only("bootstrap()")
         from hlmbridge.inference.bootstrap import bootstrap
 
         return bootstrap(self, data, n=n, seed=seed, executor=executor, progress=progress, level=level,
-                         max_workers=max_workers)
+                         max_workers=max_workers, statistic=statistic)
 
     def with_df(self, method: str, *, information: str | None = None) -> FitResult:
         """The same fit with t tests on ``method``'s df (``"residual"``, ``"satterthwaite"``,
@@ -396,19 +398,21 @@ class FitResult:
         return fitted(self, level)
 
     def residuals(self, kind: str = "response", level: int | None = None) -> pd.Series:
-        """Residuals, ``kind="response"`` or ``"pearson"`` (see :mod:`hlmbridge.results.prediction`);
-        a GLMM's also ``"deviance"`` and ``"working"``, glmer's ``residuals(type = kind)``."""
+        """Residuals, ``kind="response"``, ``"working"``, ``"deviance"`` or ``"pearson"`` (see
+        :mod:`hlmbridge.results.prediction`); a GLMM's are glmer's ``residuals(type = kind)``."""
         from hlmbridge.results.prediction import residuals
 
         return residuals(self, kind, level)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None, type: str = "link") -> Any:
-        """Predictions on new data, with (``re_form=None``) or without (``"~0"``) the random
-        effects: a :class:`hlmbridge.results.prediction.Prediction`; ``type="link"`` or
-        ``"response"`` (glmer's; the same for a linear model)."""
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None, type: str = "link",
+                se_fit: bool = False) -> Any:
+        """Predictions on new data with every random effect (``re_form=None``), none (``"~0"``)
+        or some (``"~ (1 | g)"``, lme4's ``re.form``); ``type="link"`` or ``"response"`` (glmer's;
+        the same for a linear model); ``se_fit=True``: population-level SEs (linear models).
+        A :class:`hlmbridge.results.prediction.Prediction`."""
         from hlmbridge.results.prediction import predict
 
-        return predict(self, newdata, re_form, type)
+        return predict(self, newdata, re_form, type, se_fit)
 
     # ---- serialization -------------------------------------------------------------
     def to_dict(self, ranef: bool = False) -> dict[str, Any]:
@@ -530,3 +534,30 @@ class FitResult:
         from hlmbridge.results.margins import margins
 
         return margins(self, variables, **kwargs)
+
+    # ---- issue 27: simulation, intervals, notebook display ---------------------------
+    def simulate(self, nsim: int = 1, seed: int | None = None, re_form: str | None = "~0",
+                 use_u: bool = False) -> pd.DataFrame:
+        """lme4's ``simulate``: ``nsim`` responses on the fit's rows, one column each (``sim_1`` ...);
+        new random effects (``re_form="~0"``) or the fitted ones (``use_u=True`` / ``re_form=None``)
+        (see :func:`hlmbridge.inference.bootstrap.simulate_frame`)."""
+        self._lmm_only("simulate()")
+        from hlmbridge.inference.bootstrap import simulate_frame
+
+        return simulate_frame(self, nsim, seed, re_form, use_u)
+
+    def confint(self, method: str = "profile", level: float = 0.95, **options: Any) -> pd.DataFrame:
+        """lme4's ``confint``: one interval per parameter (sd/cor scale, sigma, fixed effects) by
+        ``method`` ``"Wald"``, ``"profile"`` or ``"boot"`` (``data=`` or ``boot=``, ``boot_type=``,
+        ``n=``, ``seed=``), for the rows ``parm=`` picks; the ``method`` column names each interval's method
+        (see :mod:`hlmbridge.results.confint`)."""
+        self._lmm_only("confint()")
+        from hlmbridge.results.confint import confint
+
+        return confint(self, method, level, **options)
+
+    def _repr_html_(self) -> str:
+        """The fit as HTML tables in Jupyter (see :mod:`hlmbridge.results.html`)."""
+        from hlmbridge.results.html import fit_html
+
+        return fit_html(self)

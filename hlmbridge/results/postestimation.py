@@ -169,6 +169,12 @@ class LRTest:
     def _repr_pretty_(self, p: object, cycle: bool) -> None:  # IPython shows the printed form
         p.text(str(self))  # type: ignore[attr-defined]
 
+    def _repr_html_(self) -> str:
+        """The test as an HTML table in Jupyter (:mod:`hlmbridge.results.html`)."""
+        from hlmbridge.results.html import lrtest_html
+
+        return lrtest_html(self)
+
 
 def _written(res: FitResult) -> str:
     """A model as the user wrote it (the command or formula it was fitted from)."""
