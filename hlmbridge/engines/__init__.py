@@ -1,4 +1,4 @@
-"""The engine registry: ``lme4`` (R through rpy2) and ``statsmodels``.
+"""The engine registry: ``lme4`` and ``nlme`` (R through rpy2) and ``statsmodels``.
 
 Engines are created on first use; nothing here imports rpy2.
 
@@ -6,7 +6,7 @@ Examples
 --------
 >>> from hlmbridge.engines import ENGINES, get_engine
 >>> ENGINES
-('lme4', 'statsmodels')
+('lme4', 'statsmodels', 'nlme')
 >>> get_engine("statsmodels").name
 'statsmodels'
 """
@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
 
-ENGINES: tuple[str, ...] = ("lme4", "statsmodels")
+ENGINES: tuple[str, ...] = ("lme4", "statsmodels", "nlme")
 _INSTANCES: dict[str, Engine] = {}
 
 
@@ -46,6 +46,10 @@ def get_engine(name: str) -> Engine:
             from hlmbridge.engines.lme4 import Lme4Engine
 
             _INSTANCES[name] = Lme4Engine()
+        elif name == "nlme":
+            from hlmbridge.engines.nlme import NlmeEngine
+
+            _INSTANCES[name] = NlmeEngine()
         else:
             from hlmbridge.engines.statsmodels import StatsmodelsEngine
 

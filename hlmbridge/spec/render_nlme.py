@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from hlmbridge.errors import UnsupportedSpecError
 from hlmbridge.spec.model import ModelSpec, RandomLevel
-from hlmbridge.spec.render import _r_name, _r_string, level_paths, stata_like, to_lme4
+from hlmbridge.spec.render import _r_name, _r_string, stata_like, to_lme4
 
 __all__ = ["NlmeModel", "to_nlme"]
 
@@ -123,10 +123,7 @@ def to_nlme(spec: ModelSpec) -> NlmeModel:
         fixed = lme4.formula.split(" + (")[0]
         factors = lme4.factors
     random = "list(" + ", ".join(f"{_r_name(lv.group)} = {_pd(lv)}" for lv in levels) + ")"
-    stata_levels = replace(spec, residuals=None, levels=levels) if spec.formula is not None else spec
-    path = level_paths(stata_levels)[-1] if spec.formula is None else tuple(
-        lv.group for lv in levels)
-    inner = "/".join(_r_name(p) for p in path)
+    inner = "/".join(_r_name(lv.group) for lv in levels)  # every level nests in the one before it
     correlation = weights = None
     if res is not None:
         if res.group is not None and res.group != levels[-1].group:
