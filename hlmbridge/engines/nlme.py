@@ -209,8 +209,13 @@ class NlmeEngine:
             terms = re_terms[tpos : tpos + q]
             pos += q * q
             tpos += q
-            hit = [i for i, ld in enumerate(design.levels)
-                   if ld.name == name or ld.key == name or ld.key.split(":")[0] == name]
+            # A Stata level by its variable; an lme4-formula level by its factor's name, or (nested,
+            # "diet:rat" / "rat:diet") by the one component of its key that is not an outer level's.
+            hit = [i for i, ld in enumerate(design.levels) if ld.name == name or ld.key == name]
+            if not hit:
+                hit = [i for i, ld in enumerate(design.levels)
+                       if name in ld.key.split(":") and ":" in ld.key and out[i] is None
+                       and not any(n in ld.key.split(":") for n in re_names[re_names.index(name) + 1:])]
             if len(hit) != 1 or set(terms) != set(design.levels[hit[0]].terms_lme4):
                 raise FitError(f"nlme returned a random-effects block ({' + '.join(terms)} | {name}) that "
                                "hlmbridge's design does not have", engine="nlme")

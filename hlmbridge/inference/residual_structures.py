@@ -224,11 +224,49 @@ class StructuredModel:
             ll = -0.5 * (n * _LOG_2PI + logdet + rss)
         return float(ll), beta, np.linalg.inv(XVX)
 
+    def steps(self, theta: np.ndarray, relative: float) -> np.ndarray:
+        """Finite-difference steps: ``relative`` times each parameter's own scale (a variance's
+        size; a covariance's the SDs' product; a correlation-type parameter's size, at least 0.1),
+        kept inside the parameter space for the four-point stencils."""
+        theta = np.asarray(theta, dtype=float)
+        covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
+        variances = [abs(float(theta[k])) for k, p in enumerate(self.params) if p.kind == "var"]
+        floor = 1e-6 * max(variances + [1e-300])
+        rtheta = theta[self.n_level_params:]
+        scale = np.empty(len(theta))
+        for k, prm in enumerate(self.params):
+            x = abs(float(theta[k]))
+            if prm.kind in ("rho", "phi", "theta"):
+                scale[k] = max(x, 0.1)
+            elif prm.kind == "cov":
+                if is_level_param(prm):
+                    i, j = np.argwhere(np.triu(prm.pattern, 1) != 0)[0]
+                    G = covs[prm.level]
+                    ref = float(np.sqrt(abs(G[i, i] * G[j, j])))
+                elif self.structure.kind == "exchangeable":
+                    ref = abs(float(rtheta[0]))
+                else:
+                    ref = float(np.sqrt(abs(rtheta[prm.index] * rtheta[prm.index2])))
+                scale[k] = max(x, 0.1 * ref, floor)
+            else:
+                scale[k] = max(x, floor)
+        h = relative * scale
+        for k, prm in enumerate(self.params):
+            if prm.kind == "rho":  # stay inside (-1, 1), and (0, 1) for the exponential's
+                room = 1 - abs(float(theta[k]))
+                if self.structure.kind == "exponential" and theta[k] > 0:
+                    room = min(room, float(theta[k]))
+                if room > 0:
+                    h[k] = min(h[k], room / 4)
+            elif prm.kind == "var" and theta[k] > 0:
+                h[k] = min(h[k], float(theta[k]) / 4)
+        return h
+
     def hessian(self, theta: np.ndarray) -> np.ndarray:
         """The Hessian of :meth:`loglik` in ``theta`` (central differences, Richardson-extrapolated)."""
         theta = np.asarray(theta, dtype=float)
         k = len(theta)
-        h0 = 1e-3 * np.maximum(np.abs(theta), 1e-2 * max(float(np.max(np.abs(theta))), 1e-8))
+        h0 = self.steps(theta, 1e-3)
 
         def f(x: np.ndarray) -> float:
             return self.loglik(x)[0]
@@ -254,7 +292,7 @@ class StructuredModel:
         """The gradient of :meth:`loglik` (central differences, Richardson-extrapolated)."""
         theta = np.asarray(theta, dtype=float)
         k = len(theta)
-        h0 = 1e-4 * np.maximum(np.abs(theta), 1e-2 * max(float(np.max(np.abs(theta))), 1e-8))
+        h0 = self.steps(theta, 1e-4)
         g = np.empty(k)
         for i in range(k):
             e = np.zeros(k)
@@ -445,10 +483,10 @@ def structured_inference(model: StructuredModel, theta: np.ndarray) -> Structure
     ll, beta, fixed_vcov = model.loglik(theta)
     H = model.hessian(theta)
     try:
-        vcov = np.linalg.inv(-H)
+        vcov = np.linalg.inv(-H) if np.all(np.isfinite(H)) else np.full(H.shape, np.nan)
     except np.linalg.LinAlgError:
         vcov = np.full(H.shape, np.nan)
-    if not np.all(np.linalg.eigvalsh(-0.5 * (H + H.T)) > 0):
+    if not np.all(np.isfinite(H)) or not np.all(np.linalg.eigvalsh(-0.5 * (H + H.T)) > 0):
         vcov = np.full(H.shape, np.nan)
     rows = []
     for k, prm in enumerate(model.params):

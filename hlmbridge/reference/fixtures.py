@@ -569,7 +569,7 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
 def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]],
                   encoding: str) -> tuple[str, dict[int, int]]:
     """The fixture text and, for each fixture line holding a number, that number's log line."""
-    from hlmbridge.engines import ENGINES
+    from hlmbridge.engines import DEFAULT_ENGINES
     from hlmbridge.reference.quantities import DI_TABLE, normalize_expression
 
     name = case_name(block)
@@ -613,7 +613,7 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
     ]
     if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
         glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
-        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(ENGINES))}")
+        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(DEFAULT_ENGINES))}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
@@ -918,7 +918,7 @@ def load_reference(path: str | Path) -> Reference:
 
 def _reference_from_text(text: str, p: Path) -> Reference:
     """:func:`load_reference` on the text of a file at ``p`` (which need not exist yet)."""
-    from hlmbridge.engines import ENGINES
+    from hlmbridge.engines import DEFAULT_ENGINES, ENGINES
 
     spath = str(p)
     try:
@@ -1006,7 +1006,7 @@ def _reference_from_text(text: str, p: Path) -> Reference:
         if v.override is not None and v.override.rtol and v.qclass in ABSOLUTE_CLASSES:
             raise err(_ABSOLUTE_MSG.format(where=v.key), v.path)
     needs_engine = any(v.engine and v.path[0] not in DATA_SECTIONS for v in values)
-    engines = case.get("engines", list(ENGINES) if needs_engine else [])
+    engines = case.get("engines", list(DEFAULT_ENGINES) if needs_engine else [])
     if not isinstance(engines, list) or not all(isinstance(e, str) and e in ENGINES for e in engines):
         raise err(f"[case] engines must be a list of engine names ({', '.join(ENGINES)}), got {engines!r}",
                   ["case", "engines"])
