@@ -236,3 +236,17 @@ def test_refusals_name_the_engine(frames: dict) -> None:
                       residuals="ar1(occ | id)")
     with pytest.raises(SpecError, match="innermost"):
         hlmbridge.fit("distance ~ age + (1 | id)", frames["orth"], engine="nlme", residuals="ar1(occ | male)")
+
+
+def test_post_estimation_that_assumes_independent_residuals_is_refused(frames: dict) -> None:
+    res = hlmbridge.fit("mixed distance age || id:, residuals(ar 1, t(occ))", frames["orth"], engine="nlme")
+    for call in (res.icc, res.random_sd, res.tidy, res.predict, res.fitted, res.residuals, res.ranef, res.glance,
+                 res.profile_ci, lambda: res.with_df("satterthwaite"), lambda: res.bootstrap(frames["orth"], n=2)):
+        with pytest.raises(UnsupportedSpecError, match=r"residuals\(ar 1, t\(occ\)\)"):
+            call()
+    assert float(res.recov()["id"].iloc[0, 0]) == pytest.approx(res.random["estimate"].iloc[0])
+    assert res.lincom("age")["estimate"].iloc[0] == pytest.approx(res.fixed["estimate"].iloc[0])
+    ic = res.ic()
+    assert int(ic["df"].iloc[0]) == 5 and ic["aic"].iloc[0] == pytest.approx(-2 * res.loglik + 10)
+    back = hlmbridge.results.fit_result.FitResult.from_dict(res.to_dict())
+    assert back.spec == res.spec

@@ -133,3 +133,13 @@ def test_nlme_refusals() -> None:
     with pytest.raises(UnsupportedSpecError, match="own correlation"):
         to_nlme(parse_stata("mixed y || id:, residuals(ar 1, t(t) by(sex))"))
     assert "not expressible" in translate("mixed y || id:, residuals(toeplitz 1, t(t))").split("nlme:")[1]
+
+
+@pytest.mark.parametrize("text", ["mixed y x || id:, residuals(ar 2, t(t)) reml",
+                                  "mixed y x || id: x, cov(exch) residuals(independent, by(sex))"])
+def test_serialized_spec_keeps_the_structure(text: str) -> None:
+    from hlmbridge.spec.serialize import spec_from_dict, spec_to_dict
+
+    spec = parse_any(text)
+    assert spec_to_dict(spec)["residuals"]["kind"] in ("ar", "independent")
+    assert spec_from_dict(spec_to_dict(spec)) == spec

@@ -167,9 +167,11 @@ class StructuredModel:
         corr = np.where(b.same_inner, corr, 0.0)
         return corr * np.outer(sd, sd)
 
-    def block_v(self, theta: np.ndarray, b: _Block) -> np.ndarray:
-        """``V`` of one outermost group at ``theta``."""
-        covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
+    def block_v(self, theta: np.ndarray, b: _Block, covs: list[np.ndarray] | None = None) -> np.ndarray:
+        """``V`` of one outermost group at ``theta`` (``covs``: the levels' covariance matrices at
+        ``theta`` when the caller has them)."""
+        if covs is None:
+            covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
         V = self._residual_cov(np.asarray(theta[self.n_level_params:], dtype=float), b)
         for Zl, cl, G in zip(b.Z, b.codes, covs, strict=True):
             V = V + (Zl @ G @ Zl.T) * (cl[:, None] == cl[None, :])
@@ -200,8 +202,9 @@ class StructuredModel:
         XVy = np.zeros(p)
         yVy = 0.0
         logdet = 0.0
+        covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
         for b in self.blocks:
-            V = self.block_v(theta, b)
+            V = self.block_v(theta, b, covs)
             try:
                 L = np.linalg.cholesky(V)
             except np.linalg.LinAlgError:
