@@ -177,10 +177,15 @@ def test_own_likelihood_at_nlme_estimates(name: str, frames: dict) -> None:
 
 @pytest.mark.parametrize("command", ["mixed distance age || id: age, cov(unstructured)",
                                      "mixed distance age || id: age, cov(independent) reml",
-                                     "mixed distance age || id:"])
+                                     "mixed distance age || id:",
+                                     "mixed distance age || male: || id:",
+                                     "distance ~ age + (1 | id) + (0 + age | id)",  # pdDiag
+                                     "distance ~ age + (1 + age | id) + (0 + occ2 | id)",  # pdBlocked
+                                     "distance ~ age + (1 | male/id)"])
 def test_independent_residuals_nlme_equals_lme4(command: str, frames: dict) -> None:
-    a = hlmbridge.fit(command, frames["orth"], engine="nlme")
-    b = hlmbridge.fit(command, frames["orth"], engine="lme4")
+    data = frames["orth"].assign(occ2=(frames["orth"]["occ"] - 2.5) ** 2)
+    a = hlmbridge.fit(command, data, engine="nlme")
+    b = hlmbridge.fit(command, data, engine="lme4")
     assert abs(a.loglik - b.loglik) < 1e-8
     for ta, tb in ((a.fixed, b.fixed), (a.random, b.random)):
         assert list(ta["stata_term"]) == list(tb["stata_term"])

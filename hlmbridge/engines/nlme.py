@@ -49,6 +49,13 @@ def _session() -> Any:
     return session()
 
 
+def _names(key: str) -> list[str]:
+    """The variable names in an lme4 grouping factor's name (``c:(b:a)`` -> c, b, a)."""
+    import re
+
+    return re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", key)
+
+
 def _values(x: Any) -> list[Any]:
     """The elements of a small R vector (an empty list for NULL or a length-0 vector)."""
     from rpy2.rinterface import NULL
@@ -180,18 +187,21 @@ class NlmeEngine:
                         engine_seconds=seconds,
                         extra={"nlme_loglik": loglik, "own_loglik_at_nlme": own, "nlme_beta": beta,
                                "nlme_vcov": nlme_vcov})
-        if not polish or est.singular:
+        if not polish:
             return est
-        from hlmbridge.inference.polish import newton_polish
+        from hlmbridge.inference.polish import newton_polish, newton_polish_boundary
 
-        polished = newton_polish(design, theta)
+        # On a boundary (a zero variance, a correlation of +-1) in lme4's parameters, as the lme4 engine.
+        polished = (newton_polish_boundary if est.singular else newton_polish)(design, theta)
         if polished is None:
-            return est
+            return replace(est, warnings=est.warnings + (
+                "hlmbridge's Newton polish could not improve nlme's optimum (reported as nlme found it)",))
         inf = polished.inference
         return replace(est, beta=inf.beta_gls, theta=polished.theta, loglik=inf.loglik, inference=inf,
                        singular=is_singular(design, polished.theta),
-                       optimizer=f"{settings} + Newton polish on the analytic score ({polished.steps} step"
-                                 f"{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)",
+                       optimizer=f"{settings} + Newton polish on the analytic score"
+                                 f"{' in lme4 parameters, on the boundary' if est.singular else ''} ({polished.steps} "
+                                 f"step{'s' if polished.steps != 1 else ''}, largest move {polished.move_se:.1g} SE)",
                        extra={**est.extra, "polish_steps": polished.steps, "polish_move_se": polished.move_se})
 
     @staticmethod
@@ -214,8 +224,8 @@ class NlmeEngine:
             hit = [i for i, ld in enumerate(design.levels) if ld.name == name or ld.key == name]
             if not hit:
                 hit = [i for i, ld in enumerate(design.levels)
-                       if name in ld.key.split(":") and ":" in ld.key and out[i] is None
-                       and not any(n in ld.key.split(":") for n in re_names[re_names.index(name) + 1:])]
+                       if name in _names(ld.key) and ":" in ld.key and out[i] is None
+                       and not any(n in _names(ld.key) for n in re_names[re_names.index(name) + 1:])]
             if len(hit) != 1 or set(terms) != set(design.levels[hit[0]].terms_lme4):
                 raise FitError(f"nlme returned a random-effects block ({' + '.join(terms)} | {name}) that "
                                "hlmbridge's design does not have", engine="nlme")

@@ -7,6 +7,7 @@ spec                            nlme
 ``cov(exchangeable)``           ``pdCompSymm(~ 1 + x)``
 ``cov(independent)``            ``pdDiag(~ 1 + x)``
 ``cov(unstructured)``           ``pdSymm(~ 1 + x)``
+several terms of one factor     ``pdDiag`` / ``pdBlocked(list(...))`` (lme4 formulas)
 nested levels                   ``random = list(school = ..., class = ...)``
 crossed levels                  refused (the lme4 engine fits them)
 residual structures             :mod:`hlmbridge.spec.residuals`
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from hlmbridge.errors import UnsupportedSpecError
 from hlmbridge.spec.model import ModelSpec, RandomLevel
-from hlmbridge.spec.render import _r_name, _r_string, stata_like, to_lme4
+from hlmbridge.spec.render import _r_name, _r_string, to_lme4
 
 __all__ = ["NlmeModel", "to_nlme"]
 
@@ -66,19 +67,66 @@ class NlmeModel:
         return "\n".join(lines)
 
 
-def _levels_of(spec: ModelSpec) -> tuple[RandomLevel, ...]:
-    """Stata-style levels of a spec (an lme4 formula's random part read as Stata's levels)."""
-    if spec.formula is None:
-        return spec.levels
-    from hlmbridge.spec.parse_lme4 import parse_lme4
-
-    bars = [f"({' + '.join(bar.lhs.rhs())} | {bar.group_r})" for bar in spec.formula.random]
-    return stata_like(parse_lme4("y ~ 1 + " + " + ".join(bars)), "nlme").levels
-
-
 def _pd(lv: RandomLevel) -> str:
     terms = (["1"] if lv.intercept else ["0"]) + [_r_name(s) for s in lv.slopes]
     return f"nlme::{_PD[lv.cov or 'identity']}(~ {' + '.join(terms)})"
+
+
+def _stata_levels(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(nlme's level name, pd class) of a Stata-style spec, outermost first."""
+    for i, lv in enumerate(spec.levels):
+        if i > 0 and not lv.nested:
+            raise _crossed(lv.group, spec.levels[i - 1].group)
+    return [(lv.group, _pd(lv)) for lv in spec.levels]
+
+
+def _crossed(inner: str, outer: str) -> UnsupportedSpecError:
+    return UnsupportedSpecError("crossed random effects", "nlme", message=(
+        f"nlme cannot fit crossed random effects ({inner} is not nested in {outer}) efficiently: nlme's lme nests "
+        "every grouping level in the one before it; use engine='lme4'"))
+
+
+def _formula_levels(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(nlme's level name, pd class) of an lme4 formula's random part, outermost first: one
+    term per factor is ``pdSymm`` (``pdIdent`` for one column), several one-column terms
+    ``pdDiag``, other several terms ``pdBlocked``; ``(1 | a/b)`` nests ``b`` in ``a``."""
+    assert spec.formula is not None
+    by_group: dict[frozenset[str], list] = {}
+    for bar in spec.formula.random:
+        for v in bar.lhs.variables:
+            if v.kind != "name":
+                raise UnsupportedSpecError(f"the random term {v.deparse()}", "nlme", message=(
+                    f"the nlme engine takes random slopes on plain variables, not {v.deparse()}: generate the "
+                    "column first"))
+        if any(len(t) > 1 for t in bar.lhs.terms):
+            raise UnsupportedSpecError("an interaction as a random slope", "nlme", message=(
+                "the nlme engine takes no interaction as a random slope: generate the product column first"))
+        by_group.setdefault(frozenset(bar.group), []).append(bar)
+    out: list[tuple[str, str]] = []
+    previous: frozenset[str] = frozenset()
+    for names in sorted(by_group, key=len):
+        new = names - previous
+        if not previous <= names or len(new) != 1:
+            raise _crossed(":".join(sorted(names)), ":".join(sorted(previous)) or "nothing")
+        name = next(iter(new))
+        pieces = []
+        for bar in by_group[names]:
+            terms = (["1"] if bar.lhs.intercept else ["0"]) + [_r_name(v.value) for v in bar.lhs.variables]
+            n = len(terms) - 1 + int(bar.lhs.intercept)
+            pieces.append((terms, n))
+        if len(pieces) == 1:
+            terms, n = pieces[0]
+            pd = f"nlme::{'pdSymm' if n > 1 else 'pdIdent'}(~ {' + '.join(terms)})"
+        elif all(n == 1 for _, n in pieces):
+            cols = [t for terms, _ in pieces for t in terms if t not in ("0", "1")]
+            head = "1" if any("1" in terms for terms, _ in pieces) else "0"
+            pd = f"nlme::pdDiag(~ {' + '.join([head] + cols)})"
+        else:
+            blocks = [f"nlme::{'pdSymm' if n > 1 else 'pdIdent'}(~ {' + '.join(terms)})" for terms, n in pieces]
+            pd = f"nlme::pdBlocked(list({', '.join(blocks)}))"
+        out.append((name, pd))
+        previous = names
+    return out
 
 
 def to_nlme(spec: ModelSpec) -> NlmeModel:
@@ -107,12 +155,7 @@ def to_nlme(spec: ModelSpec) -> NlmeModel:
     res = spec.residuals
     if res is not None:
         res.check_fittable("nlme")
-    levels = _levels_of(spec)
-    for i, lv in enumerate(levels):
-        if i > 0 and not lv.nested:
-            raise UnsupportedSpecError("crossed random effects", "nlme", message=(
-                f"nlme cannot fit crossed random effects ({lv.group} is not nested in {levels[i - 1].group}) "
-                "efficiently: nlme's lme nests every grouping level in the one before it; use engine='lme4'"))
+    levels = _formula_levels(spec) if spec.formula is not None else _stata_levels(spec)
     if spec.formula is not None:
         fixed = f"{spec.formula.response.deparse()} ~ {' + '.join(spec.formula.fixed.rhs())}"
         factors: tuple[tuple[str, int | str | None], ...] = ()
@@ -122,14 +165,14 @@ def to_nlme(spec: ModelSpec) -> NlmeModel:
         lme4 = to_lme4(plain)
         fixed = lme4.formula.split(" + (")[0]
         factors = lme4.factors
-    random = "list(" + ", ".join(f"{_r_name(lv.group)} = {_pd(lv)}" for lv in levels) + ")"
-    inner = "/".join(_r_name(lv.group) for lv in levels)  # every level nests in the one before it
+    random = "list(" + ", ".join(f"{_r_name(name)} = {pd}" for name, pd in levels) + ")"
+    inner = "/".join(_r_name(name) for name, _ in levels)  # every level nests in the one before it
     correlation = weights = None
     if res is not None:
-        if res.group is not None and res.group != levels[-1].group:
+        if res.group is not None and res.group != levels[-1][0]:
             raise UnsupportedSpecError(res.stata(), "nlme", message=(
                 f"the residual structure is within {res.group!r}, but the innermost grouping level is "
-                f"{levels[-1].group!r}: Stata and nlme correlate the errors within the innermost groups"))
+                f"{levels[-1][0]!r}: Stata and nlme correlate the errors within the innermost groups"))
         t = _r_name(res.t) if res.t is not None else None
         if res.kind == "ar":
             correlation = (f"nlme::corAR1(form = ~ {t} | {inner})" if res.order == 1 else
