@@ -207,7 +207,9 @@ def test_stata_rows_and_lr_test(frames: dict) -> None:
     by = hlmbridge.fit("mixed distance age || id:, residuals(independent, by(male))", frames["orth"], engine="nlme")
     assert list(by.random["stata_term"]) == ["var(_cons)", "0: var(e)", "1: var(e)"]
     text = by.summary()
+    assert "Residual: Independent,       |\n    by male                  |\n" in text
     assert "0: var(e)" in text and "1: var(e)" in text
+    assert "Residual: AR(1)              |\n                         rho |" in res.summary()
 
 
 # ----------------------------------------------------------------------- bad input

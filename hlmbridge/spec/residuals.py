@@ -123,6 +123,21 @@ class ResidualStructure:
         opts = "".join(f", {k}({v})" for k, v in (("t", self.t), ("by", self.by)) if v is not None)
         return f"residuals({head}{opts})"
 
+    def stata_title(self) -> tuple[str, ...]:
+        """The title lines of the residual block in Stata's random-effects table.
+
+        >>> ResidualStructure("ar", t="t").stata_title()
+        ('Residual: AR(1)',)
+        >>> ResidualStructure("independent", by="sex").stata_title()
+        ('Residual: Independent,', '    by sex')
+        """
+        name = {"independent": "Independent", "exponential": "Exponential", "exchangeable": "Exchangeable",
+                "unstructured": "Unstructured", "ar": f"AR({self.order})", "ma": f"MA({self.order})",
+                "banded": f"Banded({self.order})", "toeplitz": f"Toeplitz({self.order})"}[self.kind]
+        if self.by is None:
+            return (f"Residual: {name}",)
+        return (f"Residual: {name},", f"    by {self.by}")
+
     def nlme_refusal(self) -> str | None:
         """Why nlme's ``lme`` cannot fit this structure exactly (None when it can)."""
         if self.kind in ("banded", "toeplitz"):
