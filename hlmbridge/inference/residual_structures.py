@@ -499,7 +499,8 @@ def structured_inference(model: StructuredModel, theta: np.ndarray) -> Structure
         if np.isfinite(se):
             if prm.kind == "var" and value > 0:
                 half = _Z_95 * se / value
-                lo, hi = value * np.exp(-half), value * np.exp(half)
+                with np.errstate(over="ignore"):  # a variance near zero: the CI is (0, inf)
+                    lo, hi = value * np.exp(-half), value * np.exp(half)
             elif prm.kind == "rho" and abs(value) < 1:
                 z, half = np.arctanh(value), _Z_95 * se / (1 - value * value)
                 lo, hi = float(np.tanh(z - half)), float(np.tanh(z + half))
