@@ -224,6 +224,18 @@ def test_stata_rows_and_lr_test(frames: dict) -> None:
     assert "Residual: AR(1)              |\n                         rho |" in res.summary()
 
 
+def test_polish_keeps_the_random_effects_covariance_positive_semidefinite() -> None:
+    """sleepstudy's slope and intercept are perfectly correlated at nlme's optimum: the Newton polish
+    must not leave the parameter space (before: it moved to a 'correlation' of 42, 0.23 above nlme)."""
+    sleep = hlmbridge.datasets.sleepstudy()
+    command = "mixed Reaction Days || Subject: Days, cov(un) residuals(ar 1, t(Days))"
+    res = hlmbridge.fit(command, sleep, engine="nlme")
+    raw = hlmbridge.fit(command, sleep, engine="nlme", polish=False)
+    v_days, v_cons, cov = res.random["estimate"].iloc[:3]
+    assert cov ** 2 <= v_days * v_cons * (1 + 1e-8)
+    assert -1e-8 < res.loglik - raw.loglik < 1e-6
+
+
 # ----------------------------------------------------------------------- bad input
 def test_bad_times_are_data_errors(frames: dict) -> None:
     d = frames["orth"].assign(half=frames["orth"]["occ"] / 2, same=1.0)

@@ -165,9 +165,12 @@ class NlmeEngine:
         if polish:
             theta, steps, move = structured.polish(theta)
         ll, beta_gls, fixed_vcov = structured.loglik(theta)
+        from hlmbridge.inference.optimum import is_singular
+
+        singular = is_singular(design, np.append(theta[: structured.n_level_params], 1.0))
         optimizer = settings + (f" + Newton polish on hlmbridge's likelihood ({steps} step{'s' if steps != 1 else ''}, "
                                 f"largest move {move:.1g} SE)" if polish else "")
-        return EngineFit(beta=beta_gls, theta=theta, loglik=ll, converged=bool(np.isfinite(ll)), singular=False,
+        return EngineFit(beta=beta_gls, theta=theta, loglik=ll, converged=bool(np.isfinite(ll)), singular=singular,
                          optimizer=optimizer, versions=versions, warnings=warns, fixed_vcov=fixed_vcov,
                          engine_seconds=seconds,
                          extra={"nlme_loglik": loglik, "own_loglik_at_nlme": own_at_nlme, "nlme_beta": beta,

@@ -186,7 +186,17 @@ class StructuredModel:
             return False
         if kind == "exponential" and not (0 <= r[0] < 1):
             return False
-        return all(p.kind != "var" or theta[k] >= 0 for k, p in enumerate(self.params))
+        if not all(p.kind != "var" or theta[k] >= 0 for k, p in enumerate(self.params)):
+            return False
+        # Every level's covariance matrix positive semidefinite (V alone can stay positive definite
+        # with an impossible G: a correlation beyond +-1 of two random effects).
+        covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
+        for G in covs:
+            if G.shape[0] > 1:
+                d = np.sqrt(np.maximum(np.diag(G), 1e-300))
+                if np.linalg.eigvalsh(G / np.outer(d, d))[0] < -1e-10:
+                    return False
+        return True  # the residual covariance itself is checked through V's Cholesky factor
 
     # --------------------------------------------------------------------- likelihood
     def loglik(self, theta: np.ndarray, reml: bool | None = None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -288,8 +298,9 @@ class StructuredModel:
                                          + f(theta - ei - ej)) / (4 * h[i] * h[j])
             return H
 
-        H1, H2 = one(h0), one(h0 / 2)
-        return (4 * H2 - H1) / 3
+        with np.errstate(invalid="ignore"):  # a stencil point outside the space: -inf - -inf is NaN
+            H1, H2 = one(h0), one(h0 / 2)
+            return (4 * H2 - H1) / 3
 
     def gradient(self, theta: np.ndarray) -> np.ndarray:
         """The gradient of :meth:`loglik` (central differences, Richardson-extrapolated)."""
@@ -300,9 +311,10 @@ class StructuredModel:
         for i in range(k):
             e = np.zeros(k)
             e[i] = h0[i]
-            d1 = (self.loglik(theta + e)[0] - self.loglik(theta - e)[0]) / (2 * h0[i])
-            d2 = (self.loglik(theta + e / 2)[0] - self.loglik(theta - e / 2)[0]) / h0[i]
-            g[i] = (4 * d2 - d1) / 3
+            with np.errstate(invalid="ignore"):  # as in hessian()
+                d1 = (self.loglik(theta + e)[0] - self.loglik(theta - e)[0]) / (2 * h0[i])
+                d2 = (self.loglik(theta + e / 2)[0] - self.loglik(theta - e / 2)[0]) / h0[i]
+                g[i] = (4 * d2 - d1) / 3
         return g
 
     def polish(self, theta: np.ndarray, steps: int = 4) -> tuple[np.ndarray, int, float]:
