@@ -109,16 +109,18 @@ def time_problems(res: ResidualStructure, t: np.ndarray | None, inner: np.ndarra
 
 @dataclass(frozen=True, eq=False)
 class _Block:
-    rows: np.ndarray
-    X: np.ndarray
-    y: np.ndarray
-    Z: tuple[np.ndarray, ...]  # per level, the block's rows of Z
-    codes: tuple[np.ndarray, ...]  # per level, group codes in the block
+    """The outermost groups of one size n, stacked: every array has a leading axis of B groups."""
+
+    rows: np.ndarray  # B x n
+    X: np.ndarray  # B x n x p
+    y: np.ndarray  # B x n
+    Z: tuple[np.ndarray, ...]  # per level, B x n x q
+    codes: tuple[np.ndarray, ...]  # per level, group codes, B x n
     inner: np.ndarray
     t: np.ndarray | None
     by: np.ndarray | None  # by() group index per row (or time index for unstructured)
-    same_inner: np.ndarray  # n x n: rows in one innermost group
-    lag: np.ndarray | None  # |t_i - t_j|
+    same_inner: np.ndarray  # B x n x n: rows in one innermost group
+    lag: np.ndarray | None  # |t_i - t_j|, B x n x n
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +139,8 @@ class StructuredModel:
     def _residual_cov(self, rtheta: np.ndarray, b: _Block) -> np.ndarray:
         res = self.structure
         kind = res.kind
-        n = len(b.rows)
+        n = b.rows.shape[-1]
+        eye = np.eye(n, dtype=bool)
         if kind == "unstructured":
             k = len(self.by_levels)
             C = np.zeros((k, k))
@@ -146,15 +149,13 @@ class StructuredModel:
                     C[prm.index, prm.index] = rtheta[j]
                 else:
                     C[prm.index, prm.index2] = C[prm.index2, prm.index] = rtheta[j]
-            return C[np.ix_(b.by, b.by)] * b.same_inner
+            return C[b.by[..., :, None], b.by[..., None, :]] * b.same_inner
         if kind == "exchangeable":
-            out = np.where(b.same_inner, rtheta[1], 0.0)
-            np.fill_diagonal(out, rtheta[0])
-            return out
+            return np.where(eye, rtheta[0], np.where(b.same_inner, rtheta[1], 0.0))
         var = rtheta[-1] if res.by is None else rtheta[b.by]
-        sd = np.sqrt(var) if np.ndim(var) else np.full(n, np.sqrt(var))
+        sd = np.sqrt(var) if np.ndim(var) else np.full(b.rows.shape, np.sqrt(var))
         if kind == "independent":
-            return np.diag(sd * sd)
+            return eye * (sd * sd)[..., None]
         if kind == "exponential":
             with np.errstate(divide="ignore", invalid="ignore"):
                 corr = np.where(b.lag == 0, 1.0, np.power(rtheta[0], b.lag))
@@ -165,16 +166,16 @@ class StructuredModel:
         else:  # pragma: no cover - refused earlier
             raise FitError(f"no likelihood for residuals({kind})")
         corr = np.where(b.same_inner, corr, 0.0)
-        return corr * np.outer(sd, sd)
+        return corr * sd[..., :, None] * sd[..., None, :]
 
     def block_v(self, theta: np.ndarray, b: _Block, covs: list[np.ndarray] | None = None) -> np.ndarray:
-        """``V`` of one outermost group at ``theta`` (``covs``: the levels' covariance matrices at
-        ``theta`` when the caller has them)."""
+        """``V`` of a stack of outermost groups at ``theta`` (``covs``: the levels' covariance
+        matrices at ``theta`` when the caller has them)."""
         if covs is None:
             covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
         V = self._residual_cov(np.asarray(theta[self.n_level_params:], dtype=float), b)
         for Zl, cl, G in zip(b.Z, b.codes, covs, strict=True):
-            V = V + (Zl @ G @ Zl.T) * (cl[:, None] == cl[None, :])
+            V = V + (Zl @ G @ np.swapaxes(Zl, -1, -2)) * (cl[..., :, None] == cl[..., None, :])
         return V
 
     def valid(self, theta: np.ndarray) -> bool:
@@ -219,11 +220,11 @@ class StructuredModel:
                 L = np.linalg.cholesky(V)
             except np.linalg.LinAlgError:
                 return bad
-            logdet += 2.0 * float(np.sum(np.log(np.diag(L))))
-            A = np.linalg.solve(L, np.column_stack([b.X, b.y]))
-            XVX += A[:, :p].T @ A[:, :p]
-            XVy += A[:, :p].T @ A[:, p]
-            yVy += float(A[:, p] @ A[:, p])
+            logdet += 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1))))
+            A = np.linalg.solve(L, np.concatenate([b.X, b.y[..., None]], axis=-1))
+            XVX += np.einsum("bnp,bnq->pq", A[..., :p], A[..., :p])
+            XVy += np.einsum("bnp,bn->p", A[..., :p], A[..., p])
+            yVy += float(np.sum(A[..., p] ** 2))
         try:
             Lx = np.linalg.cholesky(XVX)
         except np.linalg.LinAlgError:
@@ -237,10 +238,12 @@ class StructuredModel:
             ll = -0.5 * (n * _LOG_2PI + logdet + rss)
         return float(ll), beta, np.linalg.inv(XVX)
 
-    def steps(self, theta: np.ndarray, relative: float) -> np.ndarray:
+    def steps(self, theta: np.ndarray, relative: float, se: np.ndarray | None = None) -> np.ndarray:
         """Finite-difference steps: ``relative`` times each parameter's own scale (a variance's
         size; a covariance's the SDs' product; a correlation-type parameter's size, at least 0.1),
-        kept inside the parameter space for the four-point stencils."""
+        at least 0.05 of the parameter's SE when ``se`` is given (a parameter much smaller than its
+        SE would otherwise be differenced in rounding noise), kept inside the parameter space for
+        the four-point stencils."""
         theta = np.asarray(theta, dtype=float)
         covs = level_covariances(self.design, np.append(theta[: self.n_level_params], 0.0))
         variances = [abs(float(theta[k])) for k, p in enumerate(self.params) if p.kind == "var"]
@@ -264,6 +267,9 @@ class StructuredModel:
             else:
                 scale[k] = max(x, floor)
         h = relative * scale
+        if se is not None:
+            ok = np.isfinite(se) & (se > 0)
+            h[ok] = np.maximum(h[ok], 0.05 * se[ok])
         for k, prm in enumerate(self.params):
             if prm.kind == "rho":  # stay inside (-1, 1), and (0, 1) for the exponential's
                 room = 1 - abs(float(theta[k]))
@@ -299,8 +305,18 @@ class StructuredModel:
             return H
 
         with np.errstate(invalid="ignore"):  # a stencil point outside the space: -inf - -inf is NaN
-            H1, H2 = one(h0), one(h0 / 2)
-            return (4 * H2 - H1) / 3
+            H = (4 * one(h0 / 2) - one(h0)) / 3
+            # Again with steps of at least 0.05 SE (from this first Hessian) where they were smaller.
+            try:
+                se = np.sqrt(np.diag(np.linalg.inv(-H))) if np.all(np.isfinite(H)) else None
+            except np.linalg.LinAlgError:
+                se = None
+            if se is None:
+                return H
+            h1 = self.steps(theta, 1e-3, se)
+            if np.allclose(h1, h0, rtol=0, atol=0):
+                return H
+            return (4 * one(h1 / 2) - one(h1)) / 3
 
     def gradient(self, theta: np.ndarray) -> np.ndarray:
         """The gradient of :meth:`loglik` (central differences, Richardson-extrapolated)."""
@@ -453,15 +469,18 @@ def structured_model(design: Design, data: pd.DataFrame) -> StructuredModel:
         times, by_levels, by_idx = tuple(tv.tolist()), tuple(_label(v) for v in tv), codes
     params = tuple(variance_parameters(design)[:-1]) + tuple(_residual_params(res, by_levels))
     blocks = []
-    for g in range(levels[top].n_groups):
-        r = np.flatnonzero(top_codes == g)
+    order = np.argsort(top_codes, kind="stable")
+    sizes = np.bincount(top_codes, minlength=levels[top].n_groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for n in np.unique(sizes):  # one stack per group size: batched algebra, no loop over groups
+        r = np.stack([order[s : s + n] for s in starts[sizes == n]])
         inn = inner[r]
         tt = t[r] if t is not None else None
         blocks.append(_Block(
             rows=r, X=design.X[r], y=design.y_fit[r], Z=tuple(ld.Z[r] for ld in levels),
             codes=tuple(ld.codes[r] for ld in levels), inner=inn, t=tt,
-            by=by_idx[r] if by_idx is not None else None, same_inner=inn[:, None] == inn[None, :],
-            lag=np.abs(tt[:, None] - tt[None, :]) if tt is not None else None))
+            by=by_idx[r] if by_idx is not None else None, same_inner=inn[..., :, None] == inn[..., None, :],
+            lag=np.abs(tt[..., :, None] - tt[..., None, :]) if tt is not None else None))
     return StructuredModel(design, res, params, len(variance_parameters(design)) - 1, tuple(blocks), by_levels,
                            times)
 

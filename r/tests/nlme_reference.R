@@ -18,7 +18,8 @@ hb_nlme_data <- function() {
   mare <- as.integer(as.character(v$Mare))
   ovary <- data.frame(follicles = v$follicles, Time = v$Time, mare = mare, s = sin(2 * pi * v$Time),
                       c = cos(2 * pi * v$Time), idx = stats::ave(v$Time, mare, FUN = seq_along))
-  list(orth = orth, bw = bw, ovary = ovary)
+  ## Ovary without every fourth day (idx 2, 6, 10, ...): AR(1) with gaps in the times
+  list(orth = orth, bw = bw, ovary = ovary, ovary_gaps = ovary[ovary$idx %% 4 != 2, ])
 }
 
 ## Write the data sets as CSV at full precision (17 significant digits) into `dir`.
