@@ -280,3 +280,21 @@ def test_post_estimation_that_assumes_independent_residuals_is_refused(frames: d
     assert int(ic["df"].iloc[0]) == 5 and ic["aic"].iloc[0] == pytest.approx(-2 * res.loglik + 10)
     back = hlmbridge.results.fit_result.FitResult.from_dict(res.to_dict())
     assert back.spec == res.spec
+
+
+def test_missing_times_drop_rows_as_stata_does(frames: dict) -> None:
+    """A missing t() or by() value drops the row (Stata's listwise deletion), for a Stata command
+    and for the residuals= keyword alike: the same fit as on the data without those rows."""
+    d = frames["orth"].copy()
+    d.loc[[3, 17, 40], "occ"] = np.nan
+    d["sex"] = np.where(d["male"] == 1, "boy", "girl")  # text: a factor for the formula's by =
+    d.loc[[50], "sex"] = None
+    for model, kw, column in (("mixed distance age || id:, residuals(ar 1, t(occ))", {}, "occ"),
+                              ("distance ~ age + (1 | id)", {"residuals": "ar1(occ | id)", "reml": False}, "occ"),
+                              ("distance ~ age + (1 | id)", {"residuals": "independent(by = sex)"}, "sex")):
+        kept = d.dropna(subset=[column])
+        a = hlmbridge.fit(model, d, engine="nlme", **kw)
+        b = hlmbridge.fit(model, kept, engine="nlme", **kw)
+        assert a.nobs == b.nobs == len(kept) < len(d)
+        assert a.n_dropped == len(d) - len(kept)
+        assert abs(a.loglik - b.loglik) < 1e-8
