@@ -14,7 +14,8 @@
 ## hlmbridge_fit (r/hlmbridge.R). The optimizer runs with tight tolerances (nlminb, relative
 ## tolerance 1e-12) so that the estimates are the optimum to the digits compared.
 ## Returns list(loglik, sigma2, fixef, fixed_names, vcov, re_names, re_terms, re_sizes, re_cov,
-## cor_coef, var_coef, var_levels, nobs, warnings, messages) or list(error = message).
+## cor_coef, var_coef, var_levels, nobs, n_used, fixed_fitted, iterations, elapsed, warnings, messages)
+## or list(error = message).
 
 hlmbridge_nlme_control <- function() {
   nlme::lmeControl(maxIter = 500, msMaxIter = 1000, niterEM = 25, msVerbose = FALSE, tolerance = 1e-10,
@@ -62,6 +63,7 @@ hlmbridge_nlme_fit <- function(data, fixed, random, correlation, weights, reml, 
     var_levels = names(var_coef),
     nobs = nrow(fit$data) - length(fit$na.action),
     n_used = as.integer(fit$dims$N),
+    fixed_fitted = as.numeric(stats::fitted(fit, level = 0)),  # X beta, rows in the data's order
     iterations = as.numeric(fit$numIter),
     elapsed = elapsed,
     warnings = got$warnings,

@@ -298,3 +298,14 @@ def test_missing_times_drop_rows_as_stata_does(frames: dict) -> None:
         assert a.nobs == b.nobs == len(kept) < len(d)
         assert a.n_dropped == len(d) - len(kept)
         assert abs(a.loglik - b.loglik) < 1e-8
+
+
+def test_row_order_does_not_matter(frames: dict) -> None:
+    """nlme sorts the rows by group internally; the design check (R's X beta against hlmbridge's, row by
+    row) and the time structure must hold on shuffled rows too."""
+    d = frames["orth"]
+    shuffled = d.sample(frac=1.0, random_state=3)
+    command = "mixed distance age || male: || id:, residuals(ar 1, t(occ))"
+    a = hlmbridge.fit(command, d, engine="nlme")
+    b = hlmbridge.fit(command, shuffled, engine="nlme")
+    assert abs(a.loglik - b.loglik) < 1e-8

@@ -129,7 +129,7 @@ class NlmeEngine:
             if "error" in items:
                 raise FitError(f"nlme failed: {items['error'][0]}", engine=self.name)
             num = {k: np.array([float(x) for x in _values(items[k])], dtype=float)
-                   for k in ("fixef", "vcov", "re_cov", "cor_coef", "var_coef")}
+                   for k in ("fixef", "vcov", "re_cov", "cor_coef", "var_coef", "fixed_fitted")}
             names = {k: [str(x) for x in _values(items[k])]
                      for k in ("fixed_names", "re_names", "re_terms", "var_levels", "warnings", "messages")}
             sizes = [int(x) for x in items["re_sizes"]]
@@ -147,6 +147,14 @@ class NlmeEngine:
                            engine=self.name)
         idx = [fixed.index(c) for c in design.fixed_lme4]
         beta = num["fixef"][idx]
+        # R's fixed-effects columns are hlmbridge's: X beta from nlme's model matrix (fitted at level 0,
+        # in the rows' order) equals hlmbridge's X times nlme's beta.
+        mine = design.X @ beta
+        theirs = num["fixed_fitted"]
+        scale = np.abs(design.X) @ np.abs(beta) + 1e-300
+        if theirs.shape != mine.shape or np.any(np.abs(theirs - mine) > 1e-9 * scale + 1e-12):
+            raise FitError("nlme's fixed-effects model matrix differs from hlmbridge's design (X beta at nlme's "
+                           "estimates)", engine=self.name)
         p = len(fixed)
         nlme_vcov = num["vcov"].reshape((p, p), order="F")[np.ix_(idx, idx)]
         covs = self._covariances(design, names["re_names"], names["re_terms"], sizes, num["re_cov"])
