@@ -154,6 +154,7 @@ def _check(fit_it, ref: dict, identified: bool) -> None:
                                                                              value, row["std_error"])
     polished = fit_it()
     assert -1e-8 < polished.loglik - ref["loglik"] < 1e-6, (polished.loglik, ref["loglik"])
+    assert not [w for w in polished.warnings if "nlme's logLik" in w]
 
 
 @pytest.mark.parametrize("name", list(CASES))

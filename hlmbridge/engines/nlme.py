@@ -169,6 +169,9 @@ class NlmeEngine:
         theta = np.concatenate([theta_levels[:-1], self._residual_theta(structured, sigma2, num["cor_coef"],
                                                                         num["var_coef"], names["var_levels"])])
         own_at_nlme = structured.loglik(theta)[0]
+        if not abs(own_at_nlme - loglik) <= 1e-6 * max(1.0, abs(loglik)):
+            warns += (f"hlmbridge's likelihood at nlme's estimates ({own_at_nlme:.8f}) differs from nlme's "
+                      f"logLik ({loglik:.8f}): the structure's parameters were not read as nlme meant them",)
         steps, move = 0, 0.0
         if polish:
             theta, steps, move = structured.polish(theta)
@@ -193,6 +196,9 @@ class NlmeEngine:
         from hlmbridge.inference.stata_parity import evaluate
 
         own = evaluate(design, None, theta).loglik
+        if not abs(own - loglik) <= 1e-6 * max(1.0, abs(loglik)):
+            warns += (f"hlmbridge's likelihood at nlme's estimates ({own:.8f}) differs from nlme's logLik "
+                      f"({loglik:.8f})",)
         est = EngineFit(beta=beta, theta=theta, loglik=loglik, converged=True, singular=is_singular(design, theta),
                         optimizer=settings, versions=versions, warnings=warns, fixed_vcov=None,
                         engine_seconds=seconds,
