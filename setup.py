@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 # What the wheel carries, relative to the repository root (files or whole folders).
-BUNDLED = ("r/hlmbridge.R", "fixtures/data", "fixtures/stata")
+BUNDLED = ("r/hlmbridge.R", "r/hlmbridge_nlme.R", "fixtures/data", "fixtures/stata")
 TARGET = Path("hlmbridge") / "_bundled"
 
 

@@ -42,7 +42,7 @@ _LMER_ARGUMENTS_NOT_APPLIED = ("na.action", "control", "start", "verbose", "devF
 #: lmer's row arguments, applied the same way by every engine (hlmbridge.design.rows).
 ROW_ARGUMENTS = ("subset", "weights", "offset", "na_action")
 #: fit()'s own keywords besides the engine's tuning options (named in an unknown keyword's message).
-FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts", "family", "link", "nagq", "nAGQ") + ROW_ARGUMENTS
+FIT_KEYWORDS = ("reml", "REML", "df_method", "contrasts", "family", "link", "nagq", "nAGQ", "residuals") + ROW_ARGUMENTS
 
 
 def _check_options(adapter: Engine, options: dict[str, Any]) -> None:
@@ -85,8 +85,8 @@ def _parse(text: str, reml: bool | None) -> ModelSpec:
 @with_bounded_blas
 def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, reml: bool | None = None,
         df_method: str | None = None, family: str | None = None, nagq: int | None = None,
-        link: str | None = None, **options: Any) -> FitResult:
-    """Fit ``model`` on ``data`` with ``engine`` ("lme4" or "statsmodels").
+        link: str | None = None, residuals: Any = None, **options: Any) -> FitResult:
+    """Fit ``model`` on ``data`` with ``engine`` ("lme4", "statsmodels", "nlme" or another of ``ENGINES``).
 
     A string starting with ``mixed`` (or ``qui mixed``) is a Stata command (ML unless it
     says ``reml``); any other string is an lme4 formula (REML unless ``reml=False``).
@@ -115,6 +115,11 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``meglm`` and
     ``xtlogit``/``xtprobit``/``xtpoisson ..., re`` commands carry their family, link,
     ``binomial()``/``offset()``/``exposure()`` and integration.
+    ``residuals=`` gives an lme4 formula (or a Stata command without ``residuals()``) Stata's
+    residual-error structure, fitted by ``engine="nlme"``: ``"ar1(time | id)"``, ``"ar2(time | id)"``,
+    ``"ma1(time | id)"``, ``"exponential(age | id)"``, ``"exchangeable(1 | id)"``,
+    ``"unstructured(time | id)"``, ``"independent(by = sex)"`` (:func:`hlmbridge.spec.residuals.parse_residuals`;
+    a :class:`~hlmbridge.spec.residuals.ResidualStructure` works too).
     """
     t0 = time.perf_counter()
     if "REML" in options:  # R's spelling
@@ -135,6 +140,8 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
         raise UsageError(f"reml=True: {GLMM_NO_REML}.")
     spec = (_glmm_spec(model, reml, family, nagq, link) if family is not None or nagq is not None or link is not None
             else as_spec(model, reml))
+    if residuals is not None:
+        spec = _with_residuals(spec, residuals)
     if spec.is_glmm:
         if reml:
             raise UsageError(f"reml=True: {GLMM_NO_REML}.")
@@ -164,6 +171,17 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     estimates = adapter.fit_design(design, data=data, column_prints=prints, **options)
     result = result_from_estimates(design, estimates, engine, wall_start=t0)
     return result.with_df(df_method) if df_method else result
+
+
+def _with_residuals(spec: ModelSpec, residuals: Any) -> ModelSpec:
+    """``spec`` with fit()'s ``residuals=`` structure (never replacing a command's own ``residuals()``)."""
+    from dataclasses import replace
+
+    from hlmbridge.spec.residuals import parse_residuals
+
+    if spec.residuals is not None:
+        raise UsageError(f"fit() got residuals= but the model says {spec.residuals.stata()} already")
+    return replace(spec, residuals=parse_residuals(residuals))
 
 
 #: R's family argument as text: ``binomial``, ``binomial()``, ``binomial(link = "probit")``,
@@ -367,12 +385,53 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
     )
 
 
+def _structured_result(design: Design, est: EngineFit, engine: str, wall_start: float | None) -> FitResult:
+    """A model with a residual structure (the nlme engine): the log likelihood, fixed effects and
+    variance-parameter table from hlmbridge's own likelihood of the structure
+    (:mod:`hlmbridge.inference.residual_structures`, handed over in ``est.extra``); the LR test
+    against the linear regression with independent errors, as Stata's."""
+    from hlmbridge.inference.residual_structures import structured_inference
+
+    model = est.extra.get("structured_model")
+    if model is None:
+        raise FitError(f"the {engine} engine gave no likelihood for {design.spec.residuals.stata()}", engine=engine)
+    inf = structured_inference(model, est.theta)
+    if not np.isfinite(inf.loglik):
+        raise FitError("the log likelihood at the engine's estimates is not finite", engine=engine)
+    wald, wald_p, keep = _wald(design, inf.beta, inf.fixed_vcov)
+    n_theta = len(model.params)
+    ll_lin = linear_loglik(design)
+    lr = max(0.0, 2.0 * (inf.loglik - ll_lin))
+    lr_df = n_theta - 1
+    lr_kind, lr_p = ("chibar2", 0.5 * chi2_sf(lr, 1)) if lr_df == 1 else ("chi2", chi2_sf(lr, lr_df))
+    df = design.n_fixed + n_theta
+    warns = _design_warnings(design, est)
+    if not np.all(np.isfinite(inf.random_vcov)):
+        warns.append("the Hessian of the log likelihood in the variance parameters is not negative definite at "
+                     "the estimates (a parameter on its boundary or not identified): their standard errors are "
+                     "not reported")
+    wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
+    return FitResult(
+        spec=design.spec, engine=engine, fixed_rows=_fixed_rows(design, inf.beta, inf.fixed_vcov),
+        random_rows=inf.rows, fixed_vcov=tuple(map(tuple, inf.fixed_vcov.tolist())),
+        random_vcov=tuple(map(tuple, inf.random_vcov.tolist())), loglik=inf.loglik, nobs=design.nobs,
+        groups=_group_info(design), wald_chi2=wald, wald_df=len(keep), wald_p=wald_p, lr_chi2=lr, lr_df=lr_df,
+        lr_p=lr_p, lr_kind=lr_kind, loglik_linear=ll_lin, aic=float(-2 * inf.loglik + 2 * df),
+        bic=float(-2 * inf.loglik + df * np.log(design.nobs)), df=int(df), converged=bool(est.converged),
+        singular=bool(est.singular), n_dropped=design.n_dropped, warnings=tuple(warns), versions=dict(est.versions),
+        optimizer=est.optimizer, wall_time=wall, engine_loglik=float(est.extra.get("nlme_loglik", est.loglik)),
+        dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata, design=design,
+    )
+
+
 def result_from_estimates(design: Design, est: EngineFit, engine: str, *, wall_start: float | None = None) -> FitResult:
     """Turn an engine's point estimates into a FitResult with Stata's inference (a GLMM's by
     :func:`_glmm_result`, a linear model's by :mod:`hlmbridge.inference.stata_parity`)."""
     spec = design.spec
     if spec.is_glmm:
         return _glmm_result(design, est, engine, wall_start)
+    if spec.residuals is not None:
+        return _structured_result(design, est, engine, wall_start)
     if not (np.all(np.isfinite(est.beta)) and np.all(np.isfinite(est.theta)) and np.isfinite(est.loglik)):
         raise FitError(f"the {engine} fit gave non-finite estimates (log likelihood {est.loglik}); the data are "
                        "probably too large in magnitude: rescale the response or the predictors", engine=engine)

@@ -21,8 +21,8 @@ import pytest
 from hlmbridge import datasets
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = [REPO / "r" / "hlmbridge.R", *sorted((REPO / "fixtures" / "data").rglob("*")),
-           *sorted((REPO / "fixtures" / "stata").rglob("*"))]
+BUNDLED = [REPO / "r" / "hlmbridge.R", REPO / "r" / "hlmbridge_nlme.R",
+           *sorted((REPO / "fixtures" / "data").rglob("*")), *sorted((REPO / "fixtures" / "stata").rglob("*"))]
 
 
 @pytest.fixture(scope="module")

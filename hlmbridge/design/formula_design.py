@@ -147,6 +147,8 @@ def build_formula_design(spec: ModelSpec, data: pd.DataFrame, plan: RowPlan | No
     missing = response.missing.copy()
     for v in fixed_vals + offsets + [x for vals in bar_vals for x in vals] + list(group_vals.values()):
         missing |= v.missing
+    for name in (spec.residuals.variables if spec.residuals is not None else ()):
+        missing |= column_value(data, name).missing  # residuals(t(), by()) columns, as Stata drops them
     rows, n_out = select_rows(plan, missing)
 
     _finite(response, rows, f"the response {f.response.deparse()}")

@@ -41,13 +41,14 @@ INSTALL_HINT = (
 )
 
 
-def r_source_path() -> Path:
-    """Where ``hlmbridge.R`` lives: the installed package's copy (a wheel carries one), else the
+def r_source_path(name: str = "hlmbridge.R") -> Path:
+    """Where ``hlmbridge.R`` (or another file of ``r/``, e.g. the nlme engine's
+    ``hlmbridge_nlme.R``) lives: the installed package's copy (a wheel carries one), else the
     source tree's ``r/`` folder (see :func:`hlmbridge.datasets.resource_path`)."""
     from hlmbridge.datasets import resource_path
 
     try:
-        return resource_path("r", "hlmbridge.R")
+        return resource_path("r", name)
     except DataError as exc:
         raise EngineUnavailableError(str(exc)) from None
 
@@ -292,6 +293,16 @@ class _RSession:
             self.versions = dict(zip(versions.names, versions, strict=True))
         self.versions["rpy2"] = rpy2_version()  # rpy2 3.6's `rpy2` is a namespace package: no __version__
         self.lock = threading.Lock()
+        self._sourced: set[str] = set()
+
+    def source_once(self, name: str) -> Any:
+        """Source ``r/<name>`` into the private environment the first time it is asked for (the
+        nlme engine's ``hlmbridge_nlme.R``, which uses hlmbridge.R's helpers); returns that
+        environment. Call it holding :attr:`lock`, inside :meth:`converting`."""
+        if name not in self._sourced:
+            self.ro.r["sys.source"](str(r_source_path(name)), envir=self.env)
+            self._sourced.add(name)
+        return self.env
 
     @contextlib.contextmanager
     def converting(self) -> Iterator[Any]:

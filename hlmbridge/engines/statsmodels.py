@@ -75,6 +75,9 @@ class StatsmodelsEngine:
         def refuse(construct: str, detail: str) -> None:
             reasons.append(f"statsmodels cannot fit {construct} exactly: {detail}.")
 
+        if spec.residuals is not None:
+            refuse(spec.residuals.stata(), "MixedLM's residuals are independent with one variance; use engine='nlme'")
+
         for i, lv in enumerate(spec.levels):
             where = f"level {lv.group!r}"
             if lv.cov == "exchangeable":

@@ -41,7 +41,8 @@ from typing import Any
 
 from hlmbridge.datasets import resource_path
 from hlmbridge.errors import FixtureError, HlmbridgeError
-from hlmbridge.reference.stata_log import CONTROL_RE, LogBlock, ModelRef, ParsedLog, parse_log, parse_number
+from hlmbridge.reference.stata_log import (CONTROL_RE, RESIDUAL_ROW_RE, LogBlock, ModelRef, ParsedLog, parse_log,
+                                          parse_number)
 
 __all__ = [
     "ABSOLUTE_CLASSES",
@@ -197,7 +198,8 @@ FORMAT_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "meta": ("title", "method", "group", "response", "levels", "lr_kind", "lr_note", "df_method", "statistic",
              "expression", "row", "nested", "within", "note", "matrix", "corr", "level", "columns", "variable",
              "variable_label", "cmdline", "dataset", "dataset_line", "data_steps", "data_step_lines", "condition",
-             "scale", "variables", "row_variable", "models", "names", "options", "statistics"),
+             "scale", "variables", "row_variable", "models", "names", "options", "statistics", "residuals",
+             "residuals_by"),
     "tolerance": ("rtol", "se", "atol", "reason", "explain_when"),
     "cell": ("printed", "value", "line", "rtol", "se", "atol", "reason", "explain_when", "engine", "quantity",
              "args", "text"),
@@ -569,7 +571,7 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
 def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]],
                   encoding: str) -> tuple[str, dict[int, int]]:
     """The fixture text and, for each fixture line holding a number, that number's log line."""
-    from hlmbridge.engines import ENGINES
+    from hlmbridge.engines import DEFAULT_ENGINES
     from hlmbridge.reference.quantities import DI_TABLE, normalize_expression
 
     name = case_name(block)
@@ -613,7 +615,8 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
     ]
     if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
         glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
-        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(ENGINES))}")
+        engines = ["lme4"] if glmm else ["nlme"] if _needs_nlme(block) else list(DEFAULT_ENGINES)
+        out.append(f"engines = {_toml_val(engines)}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
@@ -771,6 +774,22 @@ def _find_line(text_lines: list[str], path: Sequence[str]) -> int | None:
     return None
 
 
+def _needs_nlme(block: LogBlock) -> bool:
+    """Whether a block's models need the nlme engine (issue 25): a residual structure, or an
+    identity/exchangeable covariance over several random terms (which lme4 and statsmodels lack)."""
+    from hlmbridge.spec.model import ModelSpec
+
+    for model in block.models:
+        try:
+            spec = ModelSpec.parse(model.command)
+        except HlmbridgeError:
+            continue  # reported where the case is checked
+        if not spec.is_glmm and (spec.residuals is not None or any(
+                lv.cov in ("identity", "exchangeable") and lv.n_terms > 1 for lv in spec.levels)):
+            return True
+    return False
+
+
 def _spec_for(command: str, err) -> Any:
     from hlmbridge.spec.model import ModelSpec
 
@@ -799,7 +818,7 @@ def _allowed(spec: Any) -> dict[str, Any]:
             rnd |= {f"cov({a},{b})" for i, a in enumerate(terms) for b in terms[i + 1:]}
         levels[lv.group] = (terms, rnd)
     return {"fixed": fixed_patterns, "levels": levels, "constant": spec.constant, "response": spec.response,
-            "glmm": spec.is_glmm}
+            "glmm": spec.is_glmm, "residuals": spec.residuals is not None}
 
 
 def _fixed_ok(label: str, allowed: dict[str, Any]) -> bool:
@@ -859,6 +878,10 @@ def _check_label(path: tuple[str, ...], allowed: dict[str, Any]) -> str | None:
         return f"fixed-effect label {path[1]!r} is not a column of the model's design"
     if sec == "random":
         known = random_labels(allowed)
+        if allowed.get("residuals"):  # issue 25: the structure's rows (rho, var(e), male: var(e) ...)
+            known -= {"var(Residual)", "sd(Residual)"}
+            if RESIDUAL_ROW_RE.fullmatch(path[1]):
+                return None
         if path[1] not in known:
             return f"random-effects label {path[1]!r} is not one of {sorted(known)}"
     if sec == "groups" and path[1] not in levels:
@@ -918,7 +941,7 @@ def load_reference(path: str | Path) -> Reference:
 
 def _reference_from_text(text: str, p: Path) -> Reference:
     """:func:`load_reference` on the text of a file at ``p`` (which need not exist yet)."""
-    from hlmbridge.engines import ENGINES
+    from hlmbridge.engines import DEFAULT_ENGINES, ENGINES
 
     spath = str(p)
     try:
@@ -1006,7 +1029,7 @@ def _reference_from_text(text: str, p: Path) -> Reference:
         if v.override is not None and v.override.rtol and v.qclass in ABSOLUTE_CLASSES:
             raise err(_ABSOLUTE_MSG.format(where=v.key), v.path)
     needs_engine = any(v.engine and v.path[0] not in DATA_SECTIONS for v in values)
-    engines = case.get("engines", list(ENGINES) if needs_engine else [])
+    engines = case.get("engines", list(DEFAULT_ENGINES) if needs_engine else [])
     if not isinstance(engines, list) or not all(isinstance(e, str) and e in ENGINES for e in engines):
         raise err(f"[case] engines must be a list of engine names ({', '.join(ENGINES)}), got {engines!r}",
                   ["case", "engines"])

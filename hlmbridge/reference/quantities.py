@@ -258,7 +258,16 @@ _RANDOM_LABEL = re.compile(r"^(?:(?P<level>[^():]+):)?(?P<label>(?:var|cov|sd|co
 def _random_row(v: Any, res: Any, cache: dict[str, Any]) -> Actual | None:
     """A random-effects row: ``var()``/``cov()`` (result.random) or ``sd()``/``corr()``
     (result.random_sd(), Stata's ``stddeviations``), at the level the key names (``level:label``)
-    or the only level (the residual rows have none)."""
+    or the only level (the residual rows have none). After Stata's ``residuals()`` (issue 25) the
+    residual block's rows (``rho``, ``var(e)``, ``male: var(e)`` ...) are the result's rows of that
+    label in its ``Residual`` group."""
+    if getattr(res.spec, "residuals", None) is not None:
+        df = cache.setdefault(f"random:{id(res)}", res.random)
+        hit = df[(df["group"] == "Residual") & (df["stata_term"] == v.path[1])]
+        if len(hit) == 1:
+            row = hit.iloc[0]
+            se = float(row["std_error"]) if v.path[2] in ("estimate", "conf_low", "conf_high") else None
+            return Actual(float(row[v.path[2]]), se, bool(res.singular))
     m = _RANDOM_LABEL.match(v.path[1])
     if m is None:
         return None

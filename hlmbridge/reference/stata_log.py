@@ -602,6 +602,13 @@ def _df_header_line(text: str, i: int, cells: list[Cell], meta: dict[str, Any], 
     return hit
 
 
+#: The title of a residual structure's block in mixed's random-effects table (issue 25), and its
+#: rows: var(e), cov(e), var(e2), cov(e1,e2), rho, phi1, theta2, and per by() group "male: var(e)".
+_RESIDUAL_TITLE_RE = re.compile(r"Residual:\s+((?:AR|MA|Banded|Toeplitz)\(\d+\)|Exponential|Exchangeable|"
+                                r"Unstructured|Independent),?")
+RESIDUAL_ROW_RE = re.compile(r"(?:[^:|]+:\s+)?(?:(?:var|cov)\(e[^()]*\)|rho|phi\d+|theta\d+)")
+
+
 def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict[str, Any], int]:
     cells: list[Cell] = []
     meta: dict[str, Any] = {}
@@ -711,13 +718,22 @@ def _parse_mixed(lines: _Lines, start: int, stop: int) -> tuple[list[Cell], dict
         if row is None:
             raise lines.error("not a random-effects row", i)
         label, rest = row
+        rt = _RESIDUAL_TITLE_RE.fullmatch(label)
+        if rt and not rest:  # issue 25: "Residual: AR(1)", "Residual: Independent," (then "by sex")
+            meta["residuals"] = rt.group(1).rstrip(",")
+            level = None
+            continue
+        if not rest and "residuals" in meta and re.fullmatch(r"by \w+", label):
+            meta["residuals_by"] = label[3:]
+            continue
         lv = re.fullmatch(r"(\S+):\s+(\w+)", label)
         if lv and not rest:
             levels[lv.group(1)] = lv.group(2)
             level = lv.group(1)
             continue
         _check_label(label, lines, i)
-        if not re.fullmatch(r"(var|cov|sd|corr)\([^()]+\)", label):
+        if not re.fullmatch(r"(var|cov|sd|corr)\([^()]+\)", label) and not (
+                "residuals" in meta and level is None and RESIDUAL_ROW_RE.fullmatch(label)):
             raise lines.error(f"unrecognized random-effects row {label!r}", i)
         rows.append((level, label, _nums(rest, lines, i, 4), i))
     for level, label, toks, i in rows:

@@ -142,6 +142,8 @@ def summary(res: FitResult) -> str:
         lines.append(f"{level.group + ': ' + title:<29}|")
         lines += [_random_line(r) for r in rnd[rnd["group"] == level.group].itertuples(index=False)]
         lines.append("-" * 29 + "+" + "-" * 48)
+    if res.spec.residuals is not None:  # issue 25: Stata titles the structure's rows
+        lines += [f"{title:<29}|" for title in res.spec.residuals.stata_title()]
     lines += [_random_line(r) for r in rnd[rnd["group"] == "Residual"].itertuples(index=False)]
     lines.append(_RULE)
     if res.lr_kind == "chibar2":

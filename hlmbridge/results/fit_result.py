@@ -61,6 +61,11 @@ RANDOM_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: What a fit with a residual structure (issue 25) supports among the post-estimation
+#: computations: those that need only the fixed effects' covariance or the levels' rows.
+_STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)")
+
+
 @dataclass(frozen=True)
 class GroupInfo:
     """Group sizes at one grouping level (Stata's ``Obs per group``)."""
@@ -229,13 +234,20 @@ class FitResult:
         return self.spec.family
 
     def _lmm_only(self, what: str) -> None:
-        """Refuse a linear-model-only computation on a GLMM (one sentence naming it)."""
+        """Refuse a linear-model-only computation on a GLMM (one sentence naming it), and one that
+        assumes independent residuals on a fit with a residual structure (issue 25)."""
         if self.spec.is_glmm:
             from hlmbridge.errors import UnsupportedSpecError
 
             raise UnsupportedSpecError(what, self.engine, message=(
                 f"{what} is computed for linear mixed models only; hlmbridge does not compute it for a "
                 f"{self.spec.family} GLMM yet."))
+        if self.spec.residuals is not None and what not in _STRUCTURE_OK:
+            from hlmbridge.errors import UnsupportedSpecError
+
+            raise UnsupportedSpecError(what, self.engine, message=(
+                f"{what} assumes independent residuals with one variance; hlmbridge does not compute it after "
+                f"{self.spec.residuals.stata()} yet."))
 
     # ---- GLMM tables ------------------------------------------------------------------
     def eform(self) -> pd.DataFrame:

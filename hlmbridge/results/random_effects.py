@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from hlmbridge.design.build import Design
-from hlmbridge.errors import UsageError
+from hlmbridge.errors import UnsupportedSpecError, UsageError
 from hlmbridge.threads import with_bounded_blas
 
 __all__ = ["LevelEffects", "RANEF_COLUMNS", "coef_frames", "conditional_effects", "dense_conditional_effects",
@@ -83,6 +83,12 @@ def require_design(res: object, what: str) -> Design:
 
 def estimates_of(res: object) -> tuple[np.ndarray, np.ndarray]:
     """(beta in design order, theta in variance_parameters order) of a FitResult."""
+    spec = getattr(res, "spec", None)
+    if spec is not None and spec.residuals is not None:  # issue 25: V has the structure's residual covariance
+        raise UnsupportedSpecError(spec.residuals.stata(), "hlmbridge", message=(
+            f"random effects, fitted values, residuals and predictions after {spec.residuals.stata()} are not "
+            "computed yet: they need the structure's residual covariance (nlme's own ranef() and predict() "
+            "on the fit have them)"))
     beta = np.array([r[2] for r in res.fixed_rows], dtype=float)  # type: ignore[attr-defined]
     theta = np.array([r[5] for r in res.random_rows], dtype=float)  # type: ignore[attr-defined]
     return beta, theta

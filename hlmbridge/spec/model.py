@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from hlmbridge.errors import SpecError
+from hlmbridge.spec.residuals import ResidualStructure
 from hlmbridge.spec.rformula import Formula
 
 CovStructure = Literal["identity", "independent", "exchangeable", "unstructured"]
@@ -258,11 +259,14 @@ class ModelSpec:
     #: predictor. (An lme4 formula writes ``offset(...)`` in the formula instead.)
     offset: str | None = None
     exposure: str | None = None
+    #: Stata's ``residuals()``: the level-1 errors' structure (None: independent, one variance).
+    residuals: ResidualStructure | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SpecError(f"unknown method {self.method!r}; choose 'ml' or 'reml'")
         self._check_family()
+        self._check_residuals()
         if self.formula is not None:
             # An lme4 formula carries its whole meaning (R's rules); the Stata-style
             # fields stay empty so that a model has one description only.
@@ -355,6 +359,18 @@ class ModelSpec:
         if self.exposure is not None and self.family != "poisson":
             raise SpecError(f"exposure() belongs to a Poisson model, not the {self.family} family (use offset())")
 
+    def _check_residuals(self) -> None:
+        res = self.residuals
+        if res is None:
+            return
+        if not isinstance(res, ResidualStructure):
+            raise SpecError(f"residuals must be a ResidualStructure, got {type(res).__name__}")
+        if self.is_glmm:
+            raise SpecError(f"{res.stata()} belongs to a linear mixed model; a {self.family} GLMM has no "
+                            "residual errors")
+        if res.is_independent:
+            object.__setattr__(self, "residuals", None)  # Stata's default: the same model, one spelling
+
     @property
     def is_glmm(self) -> bool:
         """True for a generalized linear mixed model (a family other than gaussian)."""
@@ -379,8 +395,9 @@ class ModelSpec:
     @property
     def variables(self) -> tuple[str, ...]:
         """Every data column the model uses (response, fixed, slopes, groups), no repeats."""
+        extra = self.residuals.variables if self.residuals is not None else ()
         if self.formula is not None:
-            return self.formula.columns()
+            return tuple(dict.fromkeys(self.formula.columns() + extra))
         seen: dict[str, None] = {self.response: None}
         for t in self.fixed:
             for v in t.variables:
@@ -389,9 +406,11 @@ class ModelSpec:
             for s in lv.slopes:
                 seen.setdefault(s)
             seen.setdefault(lv.group)
-        for extra in (self.trials, self.offset, self.exposure):
-            if isinstance(extra, str):
-                seen.setdefault(extra)
+        for glmm_input in (self.trials, self.offset, self.exposure):
+            if isinstance(glmm_input, str):
+                seen.setdefault(glmm_input)
+        for v in extra:
+            seen.setdefault(v)
         return tuple(seen)
 
     @property

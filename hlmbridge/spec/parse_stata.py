@@ -92,7 +92,7 @@ _OPTIONS: tuple[tuple[str, int, str], ...] = (
     ("matsqrt", 7, "display"),
     ("vce", 3, "refuse"),
     ("dfmethod", 3, "df"),
-    ("residuals", 3, "refuse"),
+    ("residuals", 3, "residuals"),
     ("pwscale", 7, "refuse"),
     ("fweight", 2, "refuse"),
     ("pweight", 2, "refuse"),
@@ -101,7 +101,8 @@ _OPTIONS: tuple[tuple[str, int, str], ...] = (
     ("matlog", 6, "refuse"),
     ("emonly", 6, "refuse"),
 )
-_VALID_OPTIONS_TEXT = "covariance(vartype), noconstant, reml, mle (and display options such as variance, nolog)"
+_VALID_OPTIONS_TEXT = ("covariance(vartype), noconstant, reml, mle, residuals(rspec) (and display options such as "
+                       "variance, nolog)")
 
 
 _err = spec_error
@@ -558,10 +559,20 @@ def _parse(command: str) -> tuple[ModelSpec, str | None, str | None]:
     df_method: str | None = None
     constant = True
     levels: list[_Level] = []
+    residuals = None
 
     def apply_global(opt: _Option) -> None:
-        nonlocal method, method_pos, df_method
-        if opt.kind == "df":
+        nonlocal method, method_pos, df_method, residuals
+        if opt.kind == "residuals":
+            from hlmbridge.spec.residuals import parse_stata_residuals
+
+            if residuals is not None:
+                raise _err("residuals() is given twice", command, opt.pos)
+            try:
+                residuals = parse_stata_residuals(opt.arg or "")
+            except SpecError as exc:
+                raise _err(str(exc), command, opt.arg_pos if opt.arg is not None else opt.pos) from None
+        elif opt.kind == "df":
             new_df = _df_method(opt, command)
             if df_method is not None and df_method != new_df:
                 raise _err(f"conflicting options: {opt.written!r} and an earlier dfmethod({df_method})", command, opt.pos)
@@ -730,6 +741,7 @@ def _parse(command: str) -> tuple[ModelSpec, str | None, str | None]:
         method=method or default_method,  # type: ignore[arg-type]
         _source=command,
         notes=tuple(notes),
+        residuals=residuals,
     )
     return spec, method, df_method
 

@@ -258,7 +258,8 @@ def _lme4_random(spec: ModelSpec) -> list[str]:
                     if lv.cov == "identity"
                     else "exchangeable (one common variance and covariance) structure"
                 )
-                + "; use unstructured or independent",
+                + "; use unstructured or independent, or engine='nlme' (nlme's "
+                + ("pdIdent" if lv.cov == "identity" else "pdCompSymm") + ")",
             )
     return parts
 
@@ -281,6 +282,10 @@ def to_lme4(spec: ModelSpec) -> Lme4Model:
     'y ~ 1 + x + (0 + x | id)'
     """
     _cbind_needs_binomial(spec, "lme4")
+    if spec.residuals is not None:
+        raise UnsupportedSpecError(spec.residuals.stata(), "lme4", message=(
+            f"lme4 cannot fit {spec.residuals.stata()}: lmer's residuals are independent with one variance; "
+            "use engine='nlme' (nlme's lme fits this structure)"))
     glmm = {"family": _r_family(spec), "nagq": _glmer_nagq(spec)} if spec.is_glmm else {}
     if spec.formula is not None:
         text = spec.formula.r_formula()
@@ -436,6 +441,10 @@ def to_statsmodels(spec: ModelSpec) -> StatsmodelsModel:
         raise UnsupportedSpecError(f"a {spec.family} GLMM", "statsmodels", message=(
             f"statsmodels cannot fit a {spec.family} GLMM: it has no maximum-likelihood GLMM (its "
             "BinomialBayesMixedGLM/PoissonBayesMixedGLM are Bayesian approximations)."))
+    if spec.residuals is not None:
+        raise UnsupportedSpecError(spec.residuals.stata(), "statsmodels", message=(
+            f"statsmodels cannot fit {spec.residuals.stata()}: MixedLM's residuals are independent with one "
+            "variance; use engine='nlme'"))
     if spec.formula is not None:
         spec = stata_like(spec, "statsmodels")
     fixed = ["1" if spec.constant else "0"]
@@ -607,7 +616,8 @@ def _stata_like(spec: ModelSpec, target: str) -> ModelSpec:
     if not f.fixed.intercept and any(is_factor):
         raise refuse("a model without intercept that has factors", f"{target} and R code such factors differently")
     try:
-        out = ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method)
+        out = ModelSpec(f.response.value, fixed, tuple(levels), f.fixed.intercept, spec.method,
+                        residuals=spec.residuals)
         if spec.is_glmm:
             out = out.with_family(spec.family, spec.link, spec.intmethod, spec.intpoints)  # type: ignore[arg-type]
         return out
@@ -700,6 +710,8 @@ def to_stata(spec: ModelSpec) -> str:
     df_option = _stata_df_option(spec)
     if df_option:
         equations[-1][1].append(df_option)
+    if spec.residuals is not None:
+        equations[-1][1].append(spec.residuals.stata())
     for body, opts in equations:
         out += f" || {body}"
         if opts:

@@ -24,6 +24,9 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     glmm = ({"family": spec.family, "link": spec.link, "intmethod": spec.intmethod, "intpoints": spec.intpoints,
              "eform": spec.eform, **{k: getattr(spec, k) for k in ("trials", "offset", "exposure")
                                     if getattr(spec, k) is not None}} if spec.is_glmm else {})
+    if spec.residuals is not None:  # issue 25: Stata's residuals() structure
+        r = spec.residuals
+        glmm["residuals"] = {"kind": r.kind, "t": r.t, "by": r.by, "order": r.order, "group": r.group}
     if spec.formula is not None:
         return {"lme4_formula": spec.formula.r_formula(), "method": spec.method, **glmm}
     return {
@@ -73,10 +76,16 @@ def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
 
 
 def _with_glmm(spec: ModelSpec, d: Mapping[str, Any]) -> ModelSpec:
-    """The spec with the family, link and integration of a serialized GLMM (unchanged for an LMM)."""
+    """The spec with the family, link and integration of a serialized GLMM (unchanged for an LMM),
+    and a serialized residual structure."""
+    from dataclasses import replace
+
+    if d.get("residuals") is not None:
+        from hlmbridge.spec.residuals import ResidualStructure
+
+        spec = replace(spec, residuals=ResidualStructure(**d["residuals"]))
     if d.get("family", "gaussian") == "gaussian":
         return spec
-    from dataclasses import replace
 
     return replace(spec.with_family(d["family"], d.get("link"), d.get("intmethod"), d.get("intpoints")),
                    eform=d.get("eform"), trials=d.get("trials"), offset=d.get("offset"), exposure=d.get("exposure"))

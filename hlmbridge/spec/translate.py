@@ -80,7 +80,8 @@ def parse_any(text: str, *, reml: bool | None = None) -> ModelSpec:
             )
         if spec.method == wanted:
             return spec
-        return ModelSpec(spec.response, spec.fixed, spec.levels, spec.constant, wanted, _source=text)  # type: ignore[arg-type]
+        return ModelSpec(spec.response, spec.fixed, spec.levels, spec.constant, wanted, _source=text,  # type: ignore[arg-type]
+                         residuals=spec.residuals)
     if "~" in text:
         return parse_lme4(text, reml=True if reml is None else reml)
     if "||" in text:
@@ -132,6 +133,15 @@ def translate(text: str, *, reml: bool | None = None) -> str:
     except UnsupportedSpecError as e:
         lme4 = f"not expressible: {e}"
     out += _indent("lme4:", lme4)
+    if spec.residuals is not None or any(lv.cov in ("identity", "exchangeable") and lv.n_terms > 1
+                                         for lv in spec.levels):
+        from hlmbridge.spec.render_nlme import to_nlme  # the nlme engine: structures lme4 lacks
+
+        try:
+            nlme = to_nlme(spec).r_code()
+        except UnsupportedSpecError as e:
+            nlme = f"not expressible: {e}"
+        out += _indent("nlme:", nlme)
     out += _indent("statsmodels:", _statsmodels(spec, text.strip(), to_statsmodels))
     return "\n".join(out)
 
