@@ -230,12 +230,12 @@ def _integration(result: Any, points: int | None) -> int:
 
 
 def _response_margins(result: Any, recipes: list[list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]]],
-                      prediction: str, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      prediction: str, points: int, vcov: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A GLMM's margins on the response scale, their delta-method SEs and their Jacobian in beta.
 
     The parameters are beta and the random table's estimates (variances on the variance scale);
     the margins' Jacobian in them is a central difference (one-sided at a variance's boundary 0),
-    the covariance the block-diagonal of ``fixed_vcov`` and ``random_vcov``."""
+    the covariance ``vcov`` or else the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
     from hlmbridge.results.glmm_predict import result_family
     from hlmbridge.results.population_averaged import normal_quadrature
 
@@ -291,20 +291,30 @@ def _response_margins(result: Any, recipes: list[list[tuple[float, np.ndarray, n
                 f"margins: the result's covariance of the variance parameters is {rv.shape}, not one row per "
                 f"variance parameter ({q}); the marginal mean's standard errors need it"))
         V[p:, p:] = rv
+    if vcov is not None:
+        full = np.asarray(vcov, dtype=float)
+        n = p + len(variances)
+        if full.shape != (n, n) or not np.all(np.isfinite(full)) or not np.allclose(full, full.T):
+            raise UsageError(f"vcov must be a symmetric finite ({n}, {n}) matrix: the covariance of the {p} fixed "
+                             f"effects and the {len(variances)} variance parameter(s), got shape {full.shape}")
+        V = full[:p + q, :p + q]
     se = np.sqrt(np.einsum("ij,jk,ik->i", J, V, J))
     return est, se, J[:, :p]
 
 
 def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None = None, over: Any = None,
             dydx: Any = None, atmeans: bool = False, data: pd.DataFrame | None = None, level: float = 0.95,
-            predict: str | None = None, points: int | None = None) -> MarginsResult:
+            predict: str | None = None, points: int | None = None, vcov: Any = None) -> MarginsResult:
     """Stata's ``margins [variables], at() over() dydx() atmeans predict()`` after ``mixed``,
     ``melogit``, ``mepoisson``, ... (see the module docstring). ``data`` is the fit's data frame,
     needed only when a variable enters the model transformed (``log(x)``, ``poly(x, 2)``).
     ``predict``: ``"xb"`` (a linear model's only one), for a GLMM ``"mu"`` (the default: the mean
     with the random effects integrated out, Stata's ``predict(mu marginal)``), ``"mu_fixedonly"``
     (``predict(mu conditional(fixedonly))``: the random effects set to 0) or ``"xb"`` (``"eta"``);
-    ``points``: Gauss-Hermite points of the integral (``"mu"`` only; default the fit's)."""
+    ``points``: Gauss-Hermite points of the integral (``"mu"`` only; default the fit's).
+    ``vcov`` (GLMMs only): the full covariance of (fixed effects in ``fixed`` order, variance
+    parameters in ``random`` order), cross-covariances included (Stata's ``e(V)``), for the
+    delta method instead of the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
     from hlmbridge.results.emmeans import _check_lmm, _level_label
 
     kind_of_prediction = _prediction(result, predict)
@@ -314,6 +324,8 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
         raise UsageError("points= sets the quadrature of the marginal mean (predict='mu'); the prediction "
                          f"{kind_of_prediction!r} integrates nothing")
     k_points = _integration(result, points) if kind_of_prediction == "mu" else 0
+    if vcov is not None and not result.spec.is_glmm:
+        raise UsageError("vcov= belongs to a GLMM's response-scale margins; a linear model's margins use fixed_vcov")
     if result.design.weights is not None:
         raise UnsupportedSpecError("weights", "margins", message=(
             "margins: the fit has lmer's precision weights, which are not Stata's sampling weights that "
@@ -421,7 +433,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
     V = np.asarray(result.fixed_vcov, dtype=float)
     if glm:
-        est, se, W = _response_margins(result, recipes, kind_of_prediction, k_points)
+        est, se, W = _response_margins(result, recipes, kind_of_prediction, k_points, vcov)
     else:
         est = W @ beta
         se = np.sqrt(np.einsum("ij,jk,ik->i", W, V, W))
@@ -441,7 +453,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     else:
         notes = ["Delta-method standard errors; z statistics (Stata's margins after melogit/mepoisson)",
                  f"Expression: {EXPRESSIONS[kind_of_prediction]}"]
-        if kind_of_prediction == "mu":
+        if kind_of_prediction == "mu" and vcov is None:
             notes.append(f"The random effects integrated out by {k_points}-point Gauss-Hermite quadrature; SEs from "
                          "the fixed effects' and the variance parameters' covariances, without their cross-covariance "
                          "(the result does not carry it; Stata's e(V) does)")
