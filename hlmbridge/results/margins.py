@@ -1,4 +1,4 @@
-"""Stata's ``margins`` after ``mixed``: predictive margins and average marginal effects.
+"""Stata's ``margins`` after ``mixed`` and the me commands: predictive margins and average marginal effects.
 
 The prediction is Stata's default after ``mixed``, the linear prediction of the fixed part
 (``xb``). Every margin is a linear combination ``L beta`` of the fixed effects, so its SE is the
@@ -35,8 +35,35 @@ Stata                                   emmeans
 linear in x, interacting with factors)
 ======================================  =========================================================
 
-Not supported (an error naming them): GLMMs (response-scale margins), fits with weights, an
-offset or dropped columns, ``predict()`` options other than ``xb``, ``vce(unconditional)``.
+**After a GLMM** (``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``; glmer) the margins
+average a prediction on the response scale, chosen by ``predict=``:
+
+- ``"mu"`` (the default; Stata's ``predict(mu marginal)``, "Marginal predicted mean"): each
+  row's mean with the random effects integrated out, ``E linkinv(x'b + u)``, ``u`` normal with
+  the random intercepts' summed variance, by Gauss-Hermite quadrature with the fit's
+  integration points (``points=`` to change them; a Laplace fit must name them), as
+  :func:`hlmbridge.results.population_averaged.marginal_predict`. This is the prediction recent
+  Stata releases' ``margins`` uses after the me commands by default (their postestimation
+  manuals; hlmbridge holds no Stata log of ``margins`` after ``melogit`` to check it against).
+  Random intercepts only (random slopes: an error; use ``"mu_fixedonly"``).
+- ``"mu_fixedonly"`` (``predict(mu conditional(fixedonly))``, older Stata's ``fixedonly``): the
+  mean at random effects 0, ``linkinv(x'b)``; equal to emmeans on the response scale with
+  ``counterfactuals`` (``tests/test_margins_glmm.py``).
+- ``"xb"`` (or ``"eta"``): the fixed part's linear prediction, as after ``mixed``.
+
+``dydx`` of a covariate is the average derivative of the mean (``E mu_eta(x'b + u)`` times the
+row's ``d x'b / dx``); of a factor the discrete change of the predictive margins. The SEs are
+the delta method's with the Jacobian of the margins in (beta, variance parameters), by central
+differences. Stata's ``margins`` differentiates with respect to all of ``e(b)`` and uses the full
+``e(V)``, cross-covariances of beta and the variances included; hlmbridge's result carries only
+the two blocks (``fixed_vcov``, ``random_vcov``), so by default the SEs of ``"mu"`` leave the cross
+terms out (a note says so; measured on the hospital fit: the overall margin's SE 0.01744 against
+0.01448 with them). Pass the full covariance as ``vcov=`` to include them. ``"mu_fixedonly"``
+and ``"xb"`` depend on beta only: their SEs are Stata's. ``atmeans`` sets the fixed-effect row
+to the means (factors' indicators at their proportions) before the link, as Stata does.
+
+Not supported (an error naming them): fits with weights, an offset or dropped columns, other
+``predict()`` statistics, ``vce(unconditional)``.
 
 Examples
 --------
@@ -48,6 +75,10 @@ Examples
 [[0.0, 11.799, 0.227], [1.0, 13.936, 0.252]]
 >>> margins(res, dydx="ses").table[["term", "dydx"]].round(3).values.tolist()
 [['ses', 2.306]]
+>>> PREDICTIONS   # a GLMM's default is "mu", e.g. margins(glmm, "f", predict="mu_fixedonly")
+('mu', 'mu_fixedonly', 'xb')
+>>> EXPRESSIONS["mu"]
+'Marginal predicted mean, predict(mu marginal)'
 """
 
 from __future__ import annotations
