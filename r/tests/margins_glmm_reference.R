@@ -109,7 +109,9 @@ hosp_margins <- list(
   college0 = list(list(kind = "mean", coef = 1, X = Xh(setting(hosp, college = 0)))),
   college1 = list(list(kind = "mean", coef = 1, X = Xh(setting(hosp, college = 1)))),
   dydx_distance = list(list(kind = "slope", coef = 1, X = Xh(hosp), dX = dX_distance)),
-  college1_dropout1 = list(list(kind = "mean", coef = 1, X = Xh(setting(hosp, college = 1, dropout = 1))))
+  college1_dropout1 = list(list(kind = "mean", coef = 1, X = Xh(setting(hosp, college = 1, dropout = 1)))),
+  ## margins, dydx(distance) atmeans: the derivative at the mean row (the link applied after averaging)
+  dydx_distance_atmeans = list(list(kind = "slope", coef = 1, X = t(colMeans(Xh(hosp))), dX = t(colMeans(dX_distance))))
 )
 res$hospital <- c(list(fixef = as.list(fixef(mh)), variance = as.numeric(VarCorr(mh)[[1]]),
                        vcov_full = full_vcov(mh), names = names(hosp_margins)),
@@ -133,6 +135,12 @@ grouse_margins <- list(
   dydx_YEAR97 = list(list(kind = "mean", coef = 1, X = Xg(setting(gr, YEAR = yr("97")))),
                      list(kind = "mean", coef = -1, X = Xg(setting(gr, YEAR = yr("95")))))
 )
+## margins, dydx(H) over(YEAR): the average derivative within each year's rows
+for (y in levels(gr$YEAR)) {
+  rows <- gr$YEAR == y
+  grouse_margins[[paste0("dydx_H_over_YEAR", y)]] <- list(list(kind = "slope", coef = 1, X = Xg(gr)[rows, , drop = FALSE],
+                                                               dX = dX_H[rows, , drop = FALSE]))
+}
 em <- emmeans(mg, ~ YEAR, counterfactuals = "YEAR", df = Inf)
 emm <- as.data.frame(summary(em))
 con <- as.data.frame(summary(contrast(em, "trt.vs.ctrl", adjust = "none")))
