@@ -234,3 +234,23 @@ def test_marginsplot_of_glmm_margins_writes_png(fits, tmp_path):
     path = tmp_path / "margins_glmm.png"
     fig.savefig(path)
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.requires_r
+def test_marginal_margins_at_a_zero_variance(fits):
+    """At a variance of 0 (a singular fit's boundary) the marginal mean is the fixed-only one and
+    its derivative in the variance is one-sided: E[linkinv(eta + s z)] = linkinv(eta) +
+    var * linkinv''(eta) / 2 + O(var^2), for the logit linkinv'' = p (1 - p) (1 - 2 p)."""
+    res = fits("hospital")
+    row = res.random_rows[0]
+    zero = dataclasses.replace(res, random_rows=((*row[:5], 0.0, *row[6:]),))
+    got = margins(zero)
+    fixedonly = margins(zero, predict="mu_fixedonly")
+    close(got.table["margin"], fixedonly.table["margin"], 1e-12, 0, "margin at variance 0")
+    X = zero.design.X
+    beta = np.array([r[2] for r in zero.fixed_rows])
+    p = 1 / (1 + np.exp(-(X @ beta)))
+    jb = (p * (1 - p)) @ X / len(p)
+    dv = float(np.mean(p * (1 - p) * (1 - 2 * p))) / 2
+    want = np.sqrt(jb @ np.asarray(zero.fixed_vcov) @ jb + dv**2 * zero.random_vcov[0][0])
+    close(got.table["std_error"], [want], 1e-6, 0, "SE at variance 0 (one-sided difference in the variance)")
