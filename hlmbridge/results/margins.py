@@ -42,11 +42,14 @@ average a prediction on the response scale, chosen by ``predict=``:
   row's mean with the random effects integrated out, ``E linkinv(x'b + u)``, ``u`` normal with
   the random intercepts' summed variance, by Gauss-Hermite quadrature with the fit's
   integration points (``points=`` to change them; a Laplace fit must name them), as
-  :func:`hlmbridge.results.population_averaged.marginal_predict`. This is the prediction recent
-  Stata releases' ``margins`` uses after the me commands by default (their postestimation
-  manuals; hlmbridge holds no Stata log of ``margins`` after ``melogit`` to check it against).
+  :func:`hlmbridge.results.population_averaged.marginal_predict`. Since Stata 14 ``margins``
+  and ``predict`` after the me commands integrate over the random effects
+  (https://www.stata.com/stata14/marginal-margins: "margins and Stata's predict now integrate
+  over the unobserved effects"); before, ``margins`` after ``xtmelogit``/``meglm`` was asked
+  for ``predict(mu fixedonly)``. hlmbridge holds no Stata log of ``margins`` after ``melogit``
+  to check the numbers against; they are checked against R's ``integrate()``.
   Random intercepts only (random slopes: an error; use ``"mu_fixedonly"``).
-- ``"mu_fixedonly"`` (``predict(mu conditional(fixedonly))``, older Stata's ``fixedonly``): the
+- ``"mu_fixedonly"`` (``predict(mu conditional(fixedonly))``, Stata 14's ``mu fixedonly``): the
   mean at random effects 0, ``linkinv(x'b)``; equal to emmeans on the response scale with
   ``counterfactuals`` (``tests/test_margins_glmm.py``).
 - ``"xb"`` (or ``"eta"``): the fixed part's linear prediction, as after ``mixed``.
