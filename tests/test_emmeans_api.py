@@ -117,15 +117,17 @@ def test_adjustments_basic_identities():
 
 
 @pytest.mark.requires_r
-def test_glmm_margins_are_refused():
+def test_glmm_emmeans_df_refused_and_laplace_margins_need_points():
     hospital = pd.read_csv(REPO / "fixtures" / "glmm" / "hospital.dat", sep=r"\s+", header=None,
                            names=["hosp", "loginc", "distance", "dropout", "college", "mother"])
     glmm = hlmbridge.fit("hosp ~ loginc + distance + (1 | mother)", hospital, family="binomial")
     assert glmm.spec.is_glmm
     with pytest.raises(UsageError, match="asymptotic .z. inference only"):
         glmm.emmeans("~ loginc", df_method="satterthwaite")
-    with pytest.raises(UnsupportedSpecError, match="linear mixed models only.*binomial GLMM"):
+    # margins after a GLMM (tests/test_margins_glmm.py): the marginal mean of a Laplace fit needs points=
+    with pytest.raises(UsageError, match="give points="):
         glmm.margins()
+    assert glmm.margins(predict="mu_fixedonly").predict == "mu_fixedonly"
 
 
 def test_marginsplot_writes_png(tmp_path, sleep):

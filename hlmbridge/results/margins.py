@@ -1,4 +1,4 @@
-"""Stata's ``margins`` after ``mixed``: predictive margins and average marginal effects.
+"""Stata's ``margins`` after ``mixed`` and the me commands: predictive margins and average marginal effects.
 
 The prediction is Stata's default after ``mixed``, the linear prediction of the fixed part
 (``xb``). Every margin is a linear combination ``L beta`` of the fixed effects, so its SE is the
@@ -35,8 +35,38 @@ Stata                                   emmeans
 linear in x, interacting with factors)
 ======================================  =========================================================
 
-Not supported (an error naming them): GLMMs (response-scale margins), fits with weights, an
-offset or dropped columns, ``predict()`` options other than ``xb``, ``vce(unconditional)``.
+**After a GLMM** (``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``; glmer) the margins
+average a prediction on the response scale, chosen by ``predict=``:
+
+- ``"mu"`` (the default; Stata's ``predict(mu marginal)``, "Marginal predicted mean"): each
+  row's mean with the random effects integrated out, ``E linkinv(x'b + u)``, ``u`` normal with
+  the random intercepts' summed variance, by Gauss-Hermite quadrature with the fit's
+  integration points (``points=`` to change them; a Laplace fit must name them), as
+  :func:`hlmbridge.results.population_averaged.marginal_predict`. Since Stata 14 ``margins``
+  and ``predict`` after the me commands integrate over the random effects
+  (https://www.stata.com/stata14/marginal-margins: "margins and Stata's predict now integrate
+  over the unobserved effects"); before, ``margins`` after ``xtmelogit``/``meglm`` was asked
+  for ``predict(mu fixedonly)``. hlmbridge holds no Stata log of ``margins`` after ``melogit``
+  to check the numbers against; they are checked against R's ``integrate()``.
+  Random intercepts only (random slopes: an error; use ``"mu_fixedonly"``).
+- ``"mu_fixedonly"`` (``predict(mu conditional(fixedonly))``, Stata 14's ``mu fixedonly``): the
+  mean at random effects 0, ``linkinv(x'b)``; equal to emmeans on the response scale with
+  ``counterfactuals`` (``tests/test_margins_glmm.py``).
+- ``"xb"`` (or ``"eta"``): the fixed part's linear prediction, as after ``mixed``.
+
+``dydx`` of a covariate is the average derivative of the mean (``E mu_eta(x'b + u)`` times the
+row's ``d x'b / dx``); of a factor the discrete change of the predictive margins. The SEs are
+the delta method's with the Jacobian of the margins in (beta, variance parameters), by central
+differences. Stata's ``margins`` differentiates with respect to all of ``e(b)`` and uses the full
+``e(V)``, cross-covariances of beta and the variances included; hlmbridge's result carries only
+the two blocks (``fixed_vcov``, ``random_vcov``), so by default the SEs of ``"mu"`` leave the cross
+terms out (a note says so; measured on the hospital fit: the overall margin's SE 0.01744 against
+0.01448 with them). Pass the full covariance as ``vcov=`` to include them. ``"mu_fixedonly"``
+and ``"xb"`` depend on beta only: their SEs are Stata's. ``atmeans`` sets the fixed-effect row
+to the means (factors' indicators at their proportions) before the link, as Stata does.
+
+Not supported (an error naming them): fits with weights, an offset or dropped columns, other
+``predict()`` statistics, ``vce(unconditional)``.
 
 Examples
 --------
@@ -48,6 +78,10 @@ Examples
 [[0.0, 11.799, 0.227], [1.0, 13.936, 0.252]]
 >>> margins(res, dydx="ses").table[["term", "dydx"]].round(3).values.tolist()
 [['ses', 2.306]]
+>>> PREDICTIONS   # a GLMM's default is "mu", e.g. margins(glmm, "f", predict="mu_fixedonly")
+('mu', 'mu_fixedonly', 'xb')
+>>> EXPRESSIONS["mu"]
+'Marginal predicted mean, predict(mu marginal)'
 """
 
 from __future__ import annotations
@@ -63,7 +97,7 @@ from scipy import stats
 
 from hlmbridge.errors import UnsupportedSpecError, UsageError
 
-__all__ = ["MARGINS_COLUMNS", "MarginsResult", "margins"]
+__all__ = ["EXPRESSIONS", "MARGINS_COLUMNS", "PREDICTIONS", "MarginsResult", "margins"]
 
 #: Columns after the label columns (``margin`` is ``dydx`` for marginal effects).
 MARGINS_COLUMNS: tuple[str, ...] = ("margin", "std_error", "statistic", "p_value", "conf_low", "conf_high")
@@ -72,7 +106,9 @@ MARGINS_COLUMNS: tuple[str, ...] = ("margin", "std_error", "statistic", "p_value
 @dataclass(frozen=True, eq=False)
 class MarginsResult:
     """``table``: one row per margin (label columns, then :data:`MARGINS_COLUMNS`, ``margin``
-    named ``dydx`` for marginal effects); ``L``: each row's fixed-effect weights; ``kind``
+    named ``dydx`` for marginal effects); ``L``: each row's fixed-effect weights (for a GLMM's
+    response scale the Jacobian of the margins in the fixed effects); ``predict`` the prediction
+    (:data:`PREDICTIONS`); ``kind``
     ``"margins"`` or ``"dydx"``; ``at``, ``over`` and ``variables`` as asked (for
     :func:`hlmbridge.results.margins_plot.marginsplot`)."""
 
@@ -84,6 +120,7 @@ class MarginsResult:
     over: tuple[str, ...]
     level: float
     notes: tuple[str, ...] = field(default=())
+    predict: str = "xb"
 
     def plot(self, **kwargs: Any) -> Any:
         """:func:`hlmbridge.results.margins_plot.marginsplot` of this result."""
@@ -134,9 +171,10 @@ class _Frame:
         else:
             frame[var] = np.full(len(frame), value, dtype=col.to_numpy().dtype if var in self.factors else float)
 
-    def row(self, rows: np.ndarray, setting: Mapping[str, Any], shift: tuple[str, float] | None, atmeans: bool
-            ) -> np.ndarray:
-        """The mean fixed-effect row over ``rows`` with ``setting`` applied (``shift``: add h to a covariate)."""
+    def rows_of(self, rows: np.ndarray, setting: Mapping[str, Any], shift: tuple[str, float] | None, atmeans: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed-effect rows over ``rows`` with ``setting`` applied and their averaging weights
+        (summing to 1; with ``atmeans`` the combinations of the factors' levels)."""
         from hlmbridge.design.newdata import new_design
         from hlmbridge.results.emmeans import _level_label
 
@@ -171,7 +209,13 @@ class _Frame:
         if shift is not None:
             frame[shift[0]] = frame[shift[0]].to_numpy(dtype=float) + shift[1]
         X = new_design(self.result.design, frame, random=False).X
-        return (w / w.sum()) @ X
+        return w / w.sum(), X
+
+    def row(self, rows: np.ndarray, setting: Mapping[str, Any], shift: tuple[str, float] | None, atmeans: bool
+            ) -> np.ndarray:
+        """The mean fixed-effect row over ``rows`` with ``setting`` applied (``shift``: add h to a covariate)."""
+        w, X = self.rows_of(rows, setting, shift, atmeans)
+        return w @ X
 
 
 def _cells(fr: _Frame, spec: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -181,15 +225,141 @@ def _cells(fr: _Frame, spec: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     return names, combos
 
 
+#: The predictions margins averages: a linear model's ``xb``; a GLMM's ``mu`` (the mean with the
+#: random effects integrated out), ``mu_fixedonly`` (the mean at random effects 0) or ``xb``.
+PREDICTIONS: tuple[str, ...] = ("mu", "mu_fixedonly", "xb")
+#: Stata's spellings of ``predict()`` accepted for each.
+_SPELLINGS = {"mu": "mu", "mu marginal": "mu", "marginal": "mu", "mu_fixedonly": "mu_fixedonly",
+              "mu fixedonly": "mu_fixedonly", "mu conditional(fixedonly)": "mu_fixedonly", "xb": "xb", "eta": "xb"}
+EXPRESSIONS = {"mu": "Marginal predicted mean, predict(mu marginal)",
+               "mu_fixedonly": "Predicted mean, fixed portion only, predict(mu conditional(fixedonly))",
+               "xb": "Linear prediction, fixed portion, predict(xb)"}
+
+
+def _prediction(result: Any, predict: Any) -> str:
+    if predict is None:
+        return "mu" if result.spec.is_glmm else "xb"
+    key = " ".join(predict.split()) if isinstance(predict, str) else None
+    if key not in _SPELLINGS:
+        raise UsageError(f"predict must be one of {', '.join(map(repr, PREDICTIONS))} (or Stata's 'mu marginal', "
+                         f"'mu conditional(fixedonly)', 'eta'), got {predict!r}")
+    kind = _SPELLINGS[key]
+    if kind != "xb" and not result.spec.is_glmm:
+        raise UsageError(f"predict={predict!r}: a linear mixed model's margins average its linear prediction "
+                         "(predict='xb'); 'mu' belongs to a GLMM")
+    return kind
+
+
+def _integration(result: Any, points: int | None) -> int:
+    from hlmbridge.results.eb_means import _points
+
+    if points is not None and (isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 1):
+        raise UsageError(f"points must be a positive number of quadrature points, got {points!r}")
+    for ld in result.design.levels:
+        if tuple(ld.terms_lme4) != ("(Intercept)",):
+            raise UnsupportedSpecError("margins with random slopes", result.engine, message=(
+                "margins: the marginal mean (predict='mu') is computed for random intercepts only; this model has "
+                f"random slopes ({', '.join(ld.terms_lme4)} | {ld.name}); use predict='mu_fixedonly'"))
+    return _points(result, points)
+
+
+def _response_margins(result: Any, recipes: list[list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]]],
+                      prediction: str, points: int, vcov: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A GLMM's margins on the response scale, their delta-method SEs and their Jacobian in beta.
+
+    The parameters are beta and the random table's estimates (variances on the variance scale);
+    the margins' Jacobian in them is a central difference (one-sided at a variance's boundary 0),
+    the covariance ``vcov`` or else the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
+    from hlmbridge.results.glmm_predict import result_family
+    from hlmbridge.results.population_averaged import normal_quadrature
+
+    link = result_family(result).link
+    beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
+    rnd = result.random
+    variances = np.array(rnd["estimate"], dtype=float)
+    names = {ld.name for ld in result.design.levels}
+    intercept = ((rnd["kind"] == "var") & (rnd["term1"] == "(Intercept)") & rnd["group"].isin(names)).to_numpy()
+    if prediction == "mu":
+        t, wq = normal_quadrature(points)
+    else:
+        t, wq = np.zeros(1), np.ones(1)
+
+    def values(b: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        s = np.sqrt(max(float(theta[intercept].sum()), 0.0)) if prediction == "mu" else 0.0
+        out = np.zeros(len(recipes))
+        for i, recipe in enumerate(recipes):
+            for coef, w, X, dX in recipe:
+                eta = (X @ b)[:, None] + s * t[None, :]
+                if dX is None:
+                    g = link.linkinv(eta) @ wq
+                else:
+                    g = (link.mu_eta(eta) @ wq) * (dX @ b)
+                out[i] += coef * float(w @ g)
+        return out
+
+    est = values(beta, variances)
+    p, q = len(beta), len(variances) if prediction == "mu" else 0
+    J = np.zeros((len(recipes), p + q))
+    for j in range(p + q):
+        h = 1e-5 * max(1.0, abs(beta[j] if j < p else variances[j - p]))
+        up_b, down_b, up_v, down_v = beta.copy(), beta.copy(), variances.copy(), variances.copy()
+        if j < p:
+            up_b[j] += h
+            down_b[j] -= h
+            J[:, j] = (values(up_b, up_v) - values(down_b, down_v)) / (2 * h)
+        elif variances[j - p] - h >= 0:
+            up_v[j - p] += h
+            down_v[j - p] -= h
+            J[:, j] = (values(up_b, up_v) - values(down_b, down_v)) / (2 * h)
+        else:  # at the boundary: forward differences (the mean is smooth in the variance at 0)
+            up_v[j - p] += h
+            two = variances.copy()
+            two[j - p] += 2 * h
+            J[:, j] = (-3 * est + 4 * values(beta, up_v) - values(beta, two)) / (2 * h)
+    V = np.zeros((p + q, p + q))
+    V[:p, :p] = np.asarray(result.fixed_vcov, dtype=float)
+    if q:
+        rv = np.asarray(result.random_vcov, dtype=float)
+        if rv.shape != (q, q):
+            raise UnsupportedSpecError("margins", result.engine, message=(
+                f"margins: the result's covariance of the variance parameters is {rv.shape}, not one row per "
+                f"variance parameter ({q}); the marginal mean's standard errors need it"))
+        V[p:, p:] = rv
+    if vcov is not None:
+        full = np.asarray(vcov, dtype=float)
+        n = p + len(variances)
+        if full.shape != (n, n) or not np.all(np.isfinite(full)) or not np.allclose(full, full.T):
+            raise UsageError(f"vcov must be a symmetric finite ({n}, {n}) matrix: the covariance of the {p} fixed "
+                             f"effects and the {len(variances)} variance parameter(s), got shape {full.shape}")
+        V = full[:p + q, :p + q]
+    se = np.sqrt(np.einsum("ij,jk,ik->i", J, V, J))
+    return est, se, J[:, :p]
+
+
 def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None = None, over: Any = None,
-            dydx: Any = None, atmeans: bool = False, data: pd.DataFrame | None = None, level: float = 0.95
-            ) -> MarginsResult:
-    """Stata's ``margins [variables], at() over() dydx() atmeans`` after ``mixed`` (see the
-    module docstring). ``data`` is the fit's data frame, needed only when a variable enters the
-    model transformed (``log(x)``, ``poly(x, 2)``)."""
+            dydx: Any = None, atmeans: bool = False, data: pd.DataFrame | None = None, level: float = 0.95,
+            predict: str | None = None, points: int | None = None, vcov: Any = None) -> MarginsResult:
+    """Stata's ``margins [variables], at() over() dydx() atmeans predict()`` after ``mixed``,
+    ``melogit``, ``mepoisson``, ... (see the module docstring). ``data`` is the fit's data frame,
+    needed only when a variable enters the model transformed (``log(x)``, ``poly(x, 2)``).
+    ``predict``: ``"xb"`` (a linear model's only one), for a GLMM ``"mu"`` (the default: the mean
+    with the random effects integrated out, Stata's ``predict(mu marginal)``), ``"mu_fixedonly"``
+    (``predict(mu conditional(fixedonly))``: the random effects set to 0) or ``"xb"`` (``"eta"``);
+    ``points``: Gauss-Hermite points of the integral (``"mu"`` only; default the fit's).
+    ``vcov`` (GLMMs only): the full covariance of (fixed effects in ``fixed`` order, variance
+    parameters in ``random`` order), cross-covariances included (Stata's ``e(V)``), for the
+    delta method instead of the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
     from hlmbridge.results.emmeans import _check_lmm, _level_label
 
-    _check_lmm(result, "margins")
+    kind_of_prediction = _prediction(result, predict)
+    glm = kind_of_prediction != "xb"
+    _check_lmm(result, "margins", glmm=True)
+    if points is not None and kind_of_prediction != "mu":
+        raise UsageError("points= sets the quadrature of the marginal mean (predict='mu'); the prediction "
+                         f"{kind_of_prediction!r} integrates nothing")
+    k_points = _integration(result, points) if kind_of_prediction == "mu" else 0
+    if vcov is not None and not result.spec.is_glmm:
+        raise UsageError("vcov= belongs to a GLMM's response-scale margins; a linear model's margins use fixed_vcov")
     if result.design.weights is not None:
         raise UnsupportedSpecError("weights", "margins", message=(
             "margins: the fit has lmer's precision weights, which are not Stata's sampling weights that "
@@ -240,6 +410,13 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
         group_rows = [((), np.arange(len(fr.frame)))]
     records: list[dict[str, Any]] = []
     L: list[np.ndarray] = []
+    # GLMM response scale: each margin as a sum of coef * sum_i w_i g(X_i beta) (dX: the derivative
+    # in a covariate, the rows' d eta / dx, so that g is the mean's derivative in eta).
+    recipes: list[list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]]] = []
+
+    def piece(rows: np.ndarray, setting: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        w, X = fr.rows_of(rows, setting, None, atmeans)
+        return (np.ones(1), (w @ X)[None, :]) if atmeans else (w, X)
     for (g, rows), (ai, combo) in itertools.product(group_rows, enumerate(at_combos)):
         base_set = dict(zip(at_names, combo))
         label: dict[str, Any] = {}
@@ -257,6 +434,9 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
                             continue
                         L.append(fr.row(rows, {**base_set, x: lv}, None, atmeans) - ref)
                         records.append({**label, "term": f"{x}: {_level_label(lv)} vs {_level_label(b)}"})
+                        if glm:
+                            recipes.append([(1.0, *piece(rows, {**base_set, x: lv}), None),
+                                            (-1.0, *piece(rows, {**base_set, x: b}), None)])
                 else:
                     xs = fr.frame[x].to_numpy(dtype=float)[rows]
                     h = 1e-5 * max(1.0, float(np.mean(np.abs(xs))), float(np.std(xs)))
@@ -264,20 +444,33 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
                     down = fr.row(rows, base_set, (x, -h), atmeans)
                     L.append((up - down) / (2 * h))
                     records.append({**label, "term": x})
+                    if glm:
+                        w, X = piece(rows, base_set)
+                        wu, Xu = fr.rows_of(rows, base_set, (x, h), atmeans)
+                        wd, Xd = fr.rows_of(rows, base_set, (x, -h), atmeans)
+                        dX = (wu @ Xu - wd @ Xd)[None, :] if atmeans else Xu - Xd
+                        recipes.append([(1.0, w, X, dX / (2 * h))])
         elif specs:
             for s in specs:
                 names, combos = _cells(fr, s)
                 for c in combos:
                     L.append(fr.row(rows, {**base_set, **dict(zip(names, c))}, None, atmeans))
                     records.append({**label, "term": s, **dict(zip(names, c))})
+                    if glm:
+                        recipes.append([(1.0, *piece(rows, {**base_set, **dict(zip(names, c))}), None)])
         else:
             L.append(fr.row(rows, base_set, None, atmeans))
             records.append(dict(label))
+            if glm:
+                recipes.append([(1.0, *piece(rows, base_set), None)])
     W = np.array(L)
     beta = np.array([r[2] for r in result.fixed_rows], dtype=float)
     V = np.asarray(result.fixed_vcov, dtype=float)
-    est = W @ beta
-    se = np.sqrt(np.einsum("ij,jk,ik->i", W, V, W))
+    if glm:
+        est, se, W = _response_margins(result, recipes, kind_of_prediction, k_points, vcov)
+    else:
+        est = W @ beta
+        se = np.sqrt(np.einsum("ij,jk,ik->i", W, V, W))
     z = est / se
     q = stats.norm.ppf(0.5 + level / 2)
     table = pd.DataFrame(records)
@@ -288,9 +481,17 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     table["std_error"], table["statistic"] = se, z
     table["p_value"] = 2 * stats.norm.sf(np.abs(z))
     table["conf_low"], table["conf_high"] = est - q * se, est + q * se
-    notes = ["Delta-method standard errors; z statistics (Stata's margins after mixed)",
-             "Expression: Linear prediction, fixed portion (xb)"]
+    if not result.spec.is_glmm:
+        notes = ["Delta-method standard errors; z statistics (Stata's margins after mixed)",
+                 "Expression: Linear prediction, fixed portion (xb)"]
+    else:
+        notes = ["Delta-method standard errors; z statistics (Stata's margins after melogit/mepoisson)",
+                 f"Expression: {EXPRESSIONS[kind_of_prediction]}"]
+        if kind_of_prediction == "mu" and vcov is None:
+            notes.append(f"The random effects integrated out by {k_points}-point Gauss-Hermite quadrature; SEs from "
+                         "the fixed effects' and the variance parameters' covariances, without their cross-covariance "
+                         "(the result does not carry it; Stata's e(V) does)")
     if atmeans:
         notes.append("at: the other covariates at their means (atmeans)")
     return MarginsResult(table, W, kind, tuple(dydx_names or specs), tuple(at_names), tuple(over_names), level,
-                         tuple(notes))
+                         tuple(notes), kind_of_prediction)

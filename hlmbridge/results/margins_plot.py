@@ -81,7 +81,11 @@ def marginsplot(m: Any, title: str | None = None, width: float = 6.0, height: fl
         ax.set_xticks(x, labels, rotation=30 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center")
     if m.kind == "dydx":
         ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_ylabel("Effects on linear prediction" if m.kind == "dydx" else "Linear prediction (fixed portion)")
+    scale = {"mu": "mean (random effects integrated out)", "mu_fixedonly": "mean (fixed portion only)"}.get(m.predict)
+    if scale is None:
+        ax.set_ylabel("Effects on linear prediction" if m.kind == "dydx" else "Linear prediction (fixed portion)")
+    else:
+        ax.set_ylabel(f"Effects on {scale}" if m.kind == "dydx" else scale[0].upper() + scale[1:])
     level = int(round(100 * m.level))
     ax.set_title(title or (f"Average marginal effects with {level}% CIs" if m.kind == "dydx"
                            else f"Predictive margins with {level}% CIs"))
