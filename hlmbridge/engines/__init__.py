@@ -1,4 +1,4 @@
-"""The engine registry: ``lme4`` (R through rpy2) and ``statsmodels``.
+"""The engine registry: ``lme4`` (R through rpy2), ``statsmodels`` and ``quadrature`` (hlmbridge's own GLMM fit).
 
 Engines are created on first use; nothing here imports rpy2.
 
@@ -6,7 +6,7 @@ Examples
 --------
 >>> from hlmbridge.engines import ENGINES, get_engine
 >>> ENGINES
-('lme4', 'statsmodels')
+('lme4', 'statsmodels', 'quadrature')
 >>> get_engine("statsmodels").name
 'statsmodels'
 """
@@ -31,9 +31,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
+__all__ = ["ENGINES", "LINEAR_ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
 
-ENGINES: tuple[str, ...] = ("lme4", "statsmodels")
+ENGINES: tuple[str, ...] = ("lme4", "statsmodels", "quadrature")
+#: The engines that fit linear mixed models (``quadrature`` fits GLMMs only).
+LINEAR_ENGINES: tuple[str, ...] = ("lme4", "statsmodels")
 _INSTANCES: dict[str, Engine] = {}
 
 
@@ -46,6 +48,10 @@ def get_engine(name: str) -> Engine:
             from hlmbridge.engines.lme4 import Lme4Engine
 
             _INSTANCES[name] = Lme4Engine()
+        elif name == "quadrature":
+            from hlmbridge.engines.quadrature import QuadratureEngine
+
+            _INSTANCES[name] = QuadratureEngine()
         else:
             from hlmbridge.engines.statsmodels import StatsmodelsEngine
 

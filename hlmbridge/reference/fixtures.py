@@ -569,7 +569,7 @@ def block_to_toml(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
 def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[str, Any]],
                   encoding: str) -> tuple[str, dict[int, int]]:
     """The fixture text and, for each fixture line holding a number, that number's log line."""
-    from hlmbridge.engines import ENGINES
+    from hlmbridge.engines import LINEAR_ENGINES
     from hlmbridge.reference.quantities import DI_TABLE, normalize_expression
 
     name = case_name(block)
@@ -613,7 +613,7 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
     ]
     if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
         glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
-        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(ENGINES))}")
+        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(LINEAR_ENGINES))}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
