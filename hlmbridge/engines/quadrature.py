@@ -103,7 +103,7 @@ class QuadratureEngine:
 
         from hlmbridge.families import family
         from hlmbridge.inference.glmm_ml import CovarianceForm, fit_glmm
-        from hlmbridge.inference.glmm_pirls import grouped_data
+        from hlmbridge.inference.glmm_pirls import fixed_only_glm, grouped_data
         from hlmbridge.inference.stata_parity import level_covariances, theta_from_matrices, variance_parameters
 
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
@@ -137,7 +137,7 @@ class QuadratureEngine:
             return level_covariances(design, np.append(theta, 0.0))[0]
 
         data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset)
-        beta0, ll_fixed = _glm_start(design, fam)
+        beta0, ll_fixed = fixed_only_glm(data_g)
         sd = np.where(np.ptp(ld.Z, axis=0) > 0, 1.0 / np.maximum(np.std(ld.Z, axis=0), 1e-8), 1.0)
         G0 = np.diag(np.minimum(sd, 1e3) ** 2)
         method, points = spec.intmethod or "laplace", int(spec.intpoints or 1)
@@ -153,7 +153,7 @@ class QuadratureEngine:
         random_vcov = vcov[p:, p:]
         warns = list(res.warnings)
         if not res.converged:
-            warns.append("the quadrature engine did not converge: its last Newton step was larger than 1e-7 of a "
+            warns.append("the quadrature engine did not converge: its last Newton step was larger than 1e-6 of a "
                          "standard error")
         lam = np.linalg.cholesky(res.G)
         m = res.marginal
@@ -194,15 +194,3 @@ def _check_response(design: Design) -> None:
         bad = y[~((y >= 0) & (y == np.round(y)))][0]
         raise DataError(f"a Poisson GLMM needs a non-negative whole-number response; {design.spec.response!r} "
                         f"has the value {bad:g}")
-
-
-def _glm_start(design: Design, fam: Any) -> tuple[np.ndarray, float]:
-    """The fixed-only GLM (statsmodels): start values and the log likelihood of the LR test."""
-    import statsmodels.api as sm
-
-    links = {"logit": sm.families.links.Logit(), "log": sm.families.links.Log(),
-             "probit": sm.families.links.Probit(), "cloglog": sm.families.links.CLogLog()}
-    sm_family = (sm.families.Binomial(link=links[fam.link.name]) if fam.name == "binomial"
-                 else sm.families.Poisson(link=links[fam.link.name]))
-    glm = sm.GLM(design.y, design.X, family=sm_family, offset=design.offset).fit()
-    return np.asarray(glm.params, dtype=float), float(glm.llf)

@@ -11,7 +11,8 @@ One grouping level with ``q`` random effects ``b_j ~ N(0, G)`` per group. Each g
   scalar random effect; Stata's ``intmethod(mcaghermite)``);
 - ``mvaghermite``: Stata's default, adapted at the posterior mean and variance of ``b_j``,
   which the quadrature itself computes: started at the mode and curvature and iterated until
-  the points are the fixed point (mean and variance move less than 1e-10 of a posterior SD);
+  the points are the fixed point (mean and SD move less than 1e-9 of a posterior SD, or less
+  than 1e-5 while the log likelihood changes by less than 1e-11 from one round to the next);
 - ``ghermite``: non-adaptive Gauss-Hermite quadrature (points ``chol(G) z``).
 
 The multivariate rule is the product rule (``k^q`` points) with ``C`` the Cholesky factor of the
@@ -135,8 +136,8 @@ def _moments(post: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def marginal_loglik(data: GroupedData, beta: np.ndarray, G: np.ndarray, method: str, points: int,
                     stata_order: np.ndarray | None = None, u0: np.ndarray | None = None,
-                    adapt0: tuple[np.ndarray, np.ndarray] | None = None, tol: float = 1e-10,
-                    max_rounds: int = 500, gradient: bool = False, modes: bool = True) -> Marginal:
+                    adapt0: tuple[np.ndarray, np.ndarray] | None = None, tol: float = 1e-9,
+                    max_rounds: int = 500, gradient: bool = False, modes: bool = True, hold: bool = False) -> Marginal:
     """The marginal log likelihood of ``(beta, G)`` by ``method`` with ``points`` per dimension.
 
     ``u0`` starts PIRLS; ``adapt0`` (posterior means and variances) starts mvaghermite's
@@ -145,6 +146,8 @@ def marginal_loglik(data: GroupedData, beta: np.ndarray, G: np.ndarray, method: 
     square root; the design's order when None. ``gradient=True`` adds the gradient with the
     quadrature points held fixed (not for Laplace, whose mode moves at first order).
     ``modes=False`` skips the conditional modes where nothing needs them (mvaghermite from ``adapt0``).
+    ``hold=True`` (mvaghermite with ``adapt0``): the quadrature at exactly those points, not iterated
+    (what the derivatives of an iteration of Stata's optimizer hold fixed).
     """
     if method not in METHODS:
         raise FitError(f"unknown integration method {method!r}; choose one of {', '.join(METHODS)}",
@@ -180,19 +183,24 @@ def marginal_loglik(data: GroupedData, beta: np.ndarray, G: np.ndarray, method: 
     else:
         mu, S = adapt0
     C = _chol_in_order(S, order)
-    mc = method == "mcaghermite"
+    mc = method == "mcaghermite" or (hold and adapt0 is not None)
     groups, post, b, eta = _quadrature(data, fixed, Ginv, logdet_G, mu, C, nodes, logw, gradient)
     m, V = _moments(post, b)
     if mc:
         grads = _gradient(data, Ginv, post, eta, m, V) if eta is not None else (None, None)
         return Marginal(float(groups.sum()), groups, u, H, m, V, 0, *grads)
     rounds = 0
+    previous = np.inf
     for rounds in range(1, max_rounds + 1):
         sd = np.sqrt(np.maximum(np.einsum("jqq->jq", V), 1e-300))
         move = max(float(np.max(np.abs(m - mu) / sd)),
                    float(np.max(np.abs(np.sqrt(np.maximum(np.einsum("jqq->jq", S), 0)) - sd) / sd)))
-        if move < tol:
+        total = float(groups.sum())
+        # settled: the points no longer move, or they move so little that the log likelihood
+        # (what the points are for) changes by less than 1e-11 from one round to the next
+        if move < tol or (move < 1e-5 and abs(total - previous) < 1e-11):
             break
+        previous = total
         mu, S = m, V
         C = _chol_in_order(S, order)
         groups, post, b, eta = _quadrature(data, fixed, Ginv, logdet_G, mu, C, nodes, logw, gradient)
