@@ -139,8 +139,8 @@ def test_lme4_refuses_quadrature_glmer_cannot_compute(hospital):
         hlmbridge.fit(slope, hospital)
     assert str(err.value) == (
         "The lme4 engine cannot fit mvaghermite quadrature with 7 points on this random part: glmer's nAGQ > 1 "
-        "needs a single scalar random effect, and Laplace would be a different estimate (ask for "
-        "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
+        "needs a single scalar random effect, and Laplace would be a different estimate (engine='quadrature' fits it "
+        "on one grouping level; or ask for intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
     with pytest.raises(UnsupportedSpecError, match="needs a single scalar random effect"):
         hlmbridge.fit("hosp ~ loginc + (distance | mother)", hospital, family="binomial", nAGQ=5)
     with pytest.raises(UnsupportedSpecError, match="glmer has no non-adaptive Gauss-Hermite quadrature"):

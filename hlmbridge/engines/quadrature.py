@@ -171,14 +171,15 @@ class QuadratureEngine:
         if m.mean is not None and m.var is not None:
             extra["ebmeans"] = m.mean
             extra["ebsd"] = np.sqrt(np.maximum(np.einsum("jqq->jq", m.var), 0.0))
+        grads = ("central-difference" if method in ("laplace", "ghermite") else
+                 "analytic (quadrature points held)")
         singular = bool(np.min(np.linalg.eigvalsh(res.G)) < 1e-8 * max(1.0, float(np.max(np.diag(res.G)))))
         if len(res.theta) != n_theta:
             raise FitError("internal: the variance parameters do not match the design", engine=_NAME)
         return EngineFit(
             beta=res.beta, theta=res.theta, loglik=res.loglik, converged=res.converged, singular=singular,
-            optimizer=(f"BFGS on central-difference gradients ({'Laplace, then ' if method != 'laplace' else ''}"
-                       f"{method}), then Newton steps on the observed information; {res.iterations} BFGS iterations, "
-                       f"{res.evaluations} likelihood evaluations"),
+            optimizer=(f"BFGS on {method} with {grads} gradients, then Newton steps on the observed information; "
+                       f"{res.iterations} BFGS iterations, {res.evaluations} likelihood evaluations"),
             versions={"numpy": np.__version__, "scipy": scipy_version}, warnings=tuple(warns),
             fixed_vcov=fixed_vcov, engine_seconds=seconds, extra=extra)
 

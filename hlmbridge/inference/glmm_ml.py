@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -236,6 +237,15 @@ def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.nda
 
     h2 = 1e-4 * np.maximum(np.abs(z), 0.1)
     h1 = 1e-5 * np.maximum(np.abs(z), 0.1)
+    sd = np.sqrt(np.diag(G))
+    reach = sd * np.max(np.abs(data.Z), axis=0)  # the largest move of the linear predictor a SD makes
+    corr_min = float(np.linalg.eigvalsh(G / np.outer(sd, sd))[0]) if np.all(sd > 0) else 0.0
+    if np.any(reach < 1e-4) or corr_min < 1e-6:
+        return _boundary_fit(obj, form, beta, G, to_theta, res, t0, evaluations, iterations, warns)
+    # variance steps that keep G positive definite (each pattern has eigenvalues within [-1, 1])
+    floor = 0.01 * float(np.linalg.eigvalsh(G)[0])
+    h2[p:] = np.minimum(h2[p:], floor)
+    h1[p:] = np.minimum(h1[p:], floor)
     held = method == "mvaghermite"
     patterns = [from_theta(e) for e in np.eye(len(z) - p)]  # dG / dtheta_k (G is linear in theta)
 
@@ -316,3 +326,30 @@ def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.nda
                      "are not reliable")
     return GlmmFit(beta, G, theta, final.loglik, final, vcov, converged, evaluations, iterations, g,
                    time.perf_counter() - t0, tuple(warns))
+
+
+def _boundary_fit(obj: _Objective, form: CovarianceForm, beta: np.ndarray, G: np.ndarray,
+                  to_theta: Callable[[np.ndarray], np.ndarray], res: Any, t0: float, evaluations: int,
+                  iterations: int, warns: list[str]) -> GlmmFit:
+    """The maximum on the boundary (a variance at 0 or a correlation at +-1): the BFGS estimates,
+    the fixed effects' covariance from their information with G held, none for G."""
+    p = len(beta)
+    h = 1e-4 * np.maximum(np.abs(beta), 0.1)
+
+    def llb(b: np.ndarray) -> float:
+        return obj(b, G).loglik
+
+    info = observed_information(llb, beta, h)
+    theta = to_theta(G)
+    vcov = np.full((p + len(theta), p + len(theta)), np.nan)
+    try:
+        vcov[:p, :p] = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        pass
+    warns.append("the random effects' covariance is singular at the estimates (a variance at 0 or a correlation at "
+                 "+-1, on the boundary of its space): the variance parameters have no standard errors, and the fixed "
+                 "effects' come from their information with the covariance held at its estimate")
+    final = obj(beta, G, modes=True)
+    grad = np.full(p + len(theta), np.nan)
+    return GlmmFit(beta, G, theta, final.loglik, final, vcov, bool(res.success), evaluations + obj.evaluations,
+                   iterations, grad, time.perf_counter() - t0, tuple(warns))

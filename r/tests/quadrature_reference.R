@@ -6,11 +6,12 @@
 ## fixed effects and of the covariance entries from numDeriv's Richardson-extrapolated Hessian
 ## of glmer's deviance in (theta, beta) (the entries by the delta method, in lme4's order:
 ## vech of each VarCorr block, column by column).
-## glmer runs with bobyqa to rhoend 1e-10 and tolPwrss = 1e-12: with glmer's default 1e-7
-## (and with 1e-10) PIRLS stops one step early and the Laplace deviance carries the Cholesky
-## factor of the previous iterate (on hospital logLik -524.58200 against -524.58190 at the
-## mode, variance 1.25062 against 1.25074); from 1e-12 on, glmer's Laplace is the
-## approximation at the conditional mode, the one the quadrature engine computes.
+## glmer runs with bobyqa to rhoend 1e-10 and tolPwrss = 1e-14: PIRLS stops when the penalized
+## deviance changes by less than tolPwrss (relative), and the Laplace deviance carries the
+## Cholesky factor of the iterate before the last; with glmer's default 1e-7 (and 1e-10) that
+## is a step early (hospital: logLik -524.58200 against -524.58190 at the mode, variance
+## 1.25062 against 1.25074), with 1e-12 still 6e-6 on grouseticks; with 1e-14 glmer's Laplace
+## is the approximation at the conditional mode, the one the quadrature engine computes.
 ##   hospital: fixtures/glmm/hospital.dat (Lillard & Panis; see fixtures/glmm/README.md)
 ##   grouseticks: lme4::grouseticks (Elston et al. 2001), HEIGHT centred and scaled
 ##   contraception: mlmRev::Contraception (use and urban as 0/1; livch as its labels)
@@ -46,7 +47,7 @@ cases <- list(
   contraception_slope = list(data = contra, family = binomial, nagq = 1L,
                              formula = use ~ urban + age + livch + (urban | district))
 )
-ctrl <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-12, optCtrl = list(rhoend = 1e-10, maxfun = 1e5))
+ctrl <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-14, optCtrl = list(rhoend = 1e-10, maxfun = 1e5))
 res <- lapply(cases, function(k) {
   m <- glmer(k$formula, data = k$data, family = k$family, nAGQ = k$nagq, control = ctrl)
   vc <- lme4::VarCorr(m)
