@@ -293,7 +293,7 @@ def test_hospital_fixtures_are_the_import_of_the_committed_log(tmp_path):
     assert sorted(p.name for p in paths) == sorted(p.name for p in GLMM_CASES.glob("L*.toml"))
     for p in paths:
         assert p.read_bytes() == (GLMM_CASES / p.name).read_bytes(), p.name
-    assert 'engines = ["lme4"]' in (GLMM_CASES / "L0061_melogit.toml").read_text(encoding="utf-8")
+    assert 'engines = ["lme4", "quadrature"]' in (GLMM_CASES / "L0061_melogit.toml").read_text(encoding="utf-8")
 
 
 def test_hospital_csv_is_the_dat_file():

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -162,26 +161,14 @@ def test_speed_of_the_issue_cases(hospital):
     assert max(timings.values()) < 6.0, timings
 
 
-def _with_engines(tmp_path: Path, engines: str) -> Path:
-    from hlmbridge.reference.manifest import update_manifest
-
-    dst = tmp_path / "cases"
-    shutil.copytree(GLMM_CASES, dst)
-    for p in dst.glob("L*.toml"):
-        text = p.read_text(encoding="utf-8")
-        assert 'engines = ["lme4"]' in text or "engines" not in text, p.name
-        p.write_text(text.replace('engines = ["lme4"]', f"engines = {engines}"), encoding="utf-8")
-    update_manifest(dst)
-    return dst
-
-
-def test_hospital_stata_tables_on_the_quadrature_engine(tmp_path):
+def test_hospital_stata_tables_on_the_quadrature_engine():
     """Stata's xtlogit and melogit tables (12-point mvaghermite), every printed number, on this
-    engine alone (no R): the committed fixtures with the engine named."""
+    engine alone (no R): the committed fixtures name both GLMM engines."""
     from hlmbridge.check.validate import validate
 
-    cases = _with_engines(tmp_path, '["quadrature"]')
-    report = validate(cases, data=HOSPITAL_CSV, engines=["quadrature"], compare=False)
+    for p in GLMM_CASES.glob("L*_*logit.toml"):
+        assert 'engines = ["lme4", "quadrature"]' in p.read_text(encoding="utf-8"), p.name
+    report = validate(GLMM_CASES, data=HOSPITAL_CSV, engines=["quadrature"], compare=False)
     bad = [r for r in report.rows if r.status not in ("match", "within", "explained")]
     assert not bad, bad[:5]
     assert len([r for r in report.rows if r.status in ("match", "within")]) == 100
@@ -283,14 +270,14 @@ def test_lme4_refusal_names_this_engine_which_fits_it(hospital):
 
 
 @pytest.mark.requires_r
-def test_validate_judges_quadrature_against_lme4(tmp_path):
-    """Both GLMM engines on the hospital fixtures: Stata's numbers on each, and "quadrature vs
-    lme4" rows (glmer nAGQ = 12 adapts at the mode, this engine at the posterior mean and
-    variance: the same integral at 12 points to the digits compared)."""
+def test_validate_judges_quadrature_against_lme4():
+    """Both GLMM engines on the hospital fixtures, as ``hlmbridge validate`` runs them by default
+    (the engines the fixtures name): Stata's numbers on each, and "quadrature vs lme4" rows
+    (glmer nAGQ = 12 adapts at the mode, this engine at the posterior mean and variance: the same
+    integral at 12 points to the digits compared)."""
     from hlmbridge.check.validate import validate
 
-    cases = _with_engines(tmp_path, '["lme4", "quadrature"]')
-    report = validate(cases, data=HOSPITAL_CSV, engines=["lme4", "quadrature"])
+    report = validate(GLMM_CASES, data=HOSPITAL_CSV)
     bad = [r for r in report.rows if r.status not in ("match", "within", "explained")]
     assert not bad, bad[:5]
     vs = [r for r in report.rows if r.engine == "quadrature vs lme4"]

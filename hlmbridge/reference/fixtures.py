@@ -612,8 +612,8 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         f"numbers = {len(block.cells)}",
     ]
     if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
-        glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
-        out.append(f"engines = {_toml_val(['lme4'] if glmm else list(LINEAR_ENGINES))}")
+        glmm = block.kind in GLMM_KINDS  # glmer's engine and hlmbridge's own quadrature (statsmodels has no ML GLMM)
+        out.append(f"engines = {_toml_val(['lme4', 'quadrature'] if glmm else list(LINEAR_ENGINES))}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")
     out += ["", "[source]", f"log = {_toml_str(log_name)}", f"line = {block.line}",
