@@ -17,9 +17,16 @@ refused too.
 
 Examples
 --------
->>> from hlmbridge.engines import get_engine
->>> get_engine("quadrature").available()
-(True, '')
+>>> import pandas as pd, hlmbridge
+>>> from hlmbridge.datasets import resource_path
+>>> hosp = pd.read_csv(resource_path("fixtures", "glmm", "hospital.csv"))
+>>> res = hlmbridge.fit("melogit hosp loginc distance dropout college || mother:, intpoints(12)", hosp,
+...                     engine="quadrature")                  # Stata's mvaghermite, no R needed
+>>> f"{res.loglik:.5f}", f"{res.random['estimate'].iloc[0]:.4f}"    # Stata: -522.65042, 1.5484
+('-522.65042', '1.5484')
+>>> slope = hlmbridge.fit("melogit hosp loginc || mother: loginc", hosp, engine="quadrature")
+>>> (slope.spec.intmethod, slope.spec.intpoints), slope.integration.split(", ")[2]
+(('mvaghermite', 7), '49 per group (product rule)')
 """
 
 from __future__ import annotations

@@ -300,7 +300,10 @@ def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.nda
             converged = True
             break
         t = 1.0
-        while t > 1e-3 and not ll(z + t * delta) >= f0 - 1e-9:
+        # mvaghermite solves "held gradient = 0", whose root is within a small fraction of an SE
+        # of the log likelihood's maximum but not at it: near the root its steps are taken whole
+        small = held and float(np.max(np.abs(delta) / np.maximum(se, 1e-300))) < 0.1
+        while not small and t > 1e-3 and not ll(z + t * delta) >= f0 - 1e-9:
             t *= 0.5
         z = z + t * delta
         f0, g, adapt = state(z)
