@@ -5,7 +5,7 @@
 ## leaves out, as r/hlmbridge.R adds it), fixed effects, VarCorr, and the covariance of the
 ## fixed effects and of the covariance entries from numDeriv's Richardson-extrapolated Hessian
 ## of glmer's deviance in (theta, beta) (the entries by the delta method, in lme4's order:
-## vech of each VarCorr block, column by column).
+## vech of each VarCorr block, column by column), and ranef(condVar = TRUE).
 ## glmer runs with bobyqa to rhoend 1e-10 and tolPwrss = 1e-14: PIRLS stops when the penalized
 ## deviance changes by less than tolPwrss (relative), and the Laplace deviance carries the
 ## Cholesky factor of the iterate before the last; with glmer's default 1e-7 (and 1e-10) that
@@ -82,6 +82,7 @@ res <- lapply(cases, function(k) {
        vc_entries = entries(th), vc_vcov = unname(vc_vcov), vc_terms = unname(cnms),
        varcorr = lapply(vc, function(x) { x <- unclass(x); attr(x, "stddev") <- NULL;
                                           attr(x, "correlation") <- NULL; x }),
+       ranef = as.data.frame(lme4::ranef(m, condVar = TRUE))[, c("grp", "term", "condval", "condsd")],
        nagq = k$nagq, seconds = as.numeric(system.time(
          glmer(k$formula, data = k$data, family = k$family, nAGQ = k$nagq, control = ctrl))[["elapsed"]]))
 })
