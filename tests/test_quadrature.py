@@ -110,11 +110,15 @@ def test_refusals(hospital):
     with pytest.raises(UnsupportedSpecError, match="The quadrature engine fits GLMMs"):
         hlmbridge.fit("mixed hosp loginc || mother:", hospital, engine="quadrature")
     two = hospital.assign(town=hospital["mother"] % 40)
-    with pytest.raises(UnsupportedSpecError, match="integrates one grouping level: with two or more, Stata "
-                                                   "integrates nested levels one inside the other"):
+    with pytest.raises(UnsupportedSpecError, match="integrates one grouping level by quadrature: with two or more, "
+                                                   "Stata integrates nested levels one inside the other"):
         hlmbridge.fit("melogit hosp loginc || town: || mother:", two, engine="quadrature")
-    with pytest.raises(UnsupportedSpecError, match="integrates one grouping level"):
-        hlmbridge.fit("hosp ~ loginc + (1 | mother) + (1 | town)", two, engine="quadrature", family="binomial")
+    with pytest.raises(UnsupportedSpecError, match="it fits Laplace's approximation on several levels"):
+        hlmbridge.fit("hosp ~ loginc + (1 | mother) + (1 | town)", two, engine="quadrature", family="binomial",
+                      nagq=3)
+    small = two[two["mother"] <= 150]  # dense matrices over every effect: a small case
+    laplace = hlmbridge.fit("melogit hosp loginc || town: || mother:, intmethod(laplace)", small, engine="quadrature")
+    assert [g.group for g in laplace.groups] == ["town", "mother"] and "2 grouping levels" in laplace.integration
     with pytest.raises(UnsupportedSpecError, match="does not fit GLMMs with weights="):
         hlmbridge.fit(HOSP_FORMULA, hospital, engine="quadrature", family="binomial", weights=np.ones(len(hospital)))
     with pytest.raises(UnsupportedSpecError, match=r"does not fit cov\(exchangeable\)"):
@@ -193,9 +197,10 @@ CASES = {
     "hospital_agq5": ("hospital.csv", HOSP_FORMULA, "binomial", 5),
     "grouse_laplace": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD)", "poisson", 1),
     "grouse_agq9": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD)", "poisson", 9),
+    "grouse_two_levels": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD) + (1 | LOCATION)", "poisson", 1),
     "contraception_slope": ("contraception.csv", "use ~ urban + age + livch + (urban | district)", "binomial", 1),
 }
-_DTYPES = {"YEAR": str, "BROOD": str, "district": str, "livch": str}
+_DTYPES = {"YEAR": str, "BROOD": str, "LOCATION": str, "district": str, "livch": str}
 
 
 def _glmer_point_loglik(res, r) -> float:
@@ -205,9 +210,17 @@ def _glmer_point_loglik(res, r) -> float:
     from hlmbridge.inference.glmm_quadrature import marginal_loglik
 
     d = res.design
+    beta = np.array([r["fixef"][t] for t in d.fixed_lme4])
+    if len(d.levels) > 1:  # scalar effects only here: every effect at once, as the engine integrates them
+        from hlmbridge.engines.quadrature import _expanded
+
+        assert all(ld.Z.shape[1] == 1 for ld in d.levels)
+        var = dict(zip(r["vc_groups"], np.atleast_1d(r["vc_entries"])))
+        G = np.diag(np.concatenate([np.full(ld.n_groups, var[ld.key]) for ld in d.levels]))
+        data = grouped_data(d.y, d.X, _expanded(d), np.zeros(d.nobs, dtype=np.int64), 1, family(res.spec.family))
+        return marginal_loglik(data, beta, G, "laplace", 1).loglik
     ld = d.levels[0]
     data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family(res.spec.family))
-    beta = np.array([r["fixef"][t] for t in d.fixed_lme4])
     q = ld.Z.shape[1]
     G = np.zeros((q, q))
     G[np.tril_indices(q)[::-1]] = r["vc_entries"]  # vech column by column = upper triangle row by row
@@ -236,21 +249,24 @@ def test_against_glmer(reference, case):
         assert abs(fx.loc[t, "std_error"] / se_r[i] - 1) <= 1e-4, t
     q_entries = np.atleast_1d(np.asarray(r["vc_entries"], dtype=float))
     se_vc = np.sqrt(np.diag(np.atleast_2d(np.asarray(r["vc_vcov"], dtype=float))))
-    terms = r["vc_terms"][0] if isinstance(r["vc_terms"][0], list) else r["vc_terms"]
-    rnd = res.random
+    blocks = [t if isinstance(t, list) else [t] for t in r["vc_terms"]]
+    groups = r["vc_groups"] if isinstance(r["vc_groups"], list) else [r["vc_groups"]]
     k = 0
-    for j in range(len(terms)):  # vech, column by column: (i, j) for i >= j
-        for i in range(j, len(terms)):
-            a, b = terms[i], terms[j]
-            if i == j:
-                row = rnd[(rnd["term1"] == a) & (rnd["kind"] == "var")]
-            else:
-                row = rnd[(rnd["kind"] == "cov") & (((rnd["term1"] == a) & (rnd["term2"] == b)) |
-                                                    ((rnd["term1"] == b) & (rnd["term2"] == a)))]
-            assert len(row) == 1, (a, b)
-            moves.append(abs(float(row["estimate"].iloc[0]) - q_entries[k]) / se_vc[k])
-            assert abs(float(row["std_error"].iloc[0]) / se_vc[k] - 1) <= 1e-4, (a, b)
-            k += 1
+    for group, terms in zip(groups, blocks):
+        rnd = res.random[res.random["lme4_group"] == group]
+        for j in range(len(terms)):  # vech, column by column: (i, j) for i >= j
+            for i in range(j, len(terms)):
+                a, b = terms[i], terms[j]
+                if i == j:
+                    row = rnd[(rnd["term1"] == a) & (rnd["kind"] == "var")]
+                else:
+                    row = rnd[(rnd["kind"] == "cov") & (((rnd["term1"] == a) & (rnd["term2"] == b)) |
+                                                        ((rnd["term1"] == b) & (rnd["term2"] == a)))]
+                assert len(row) == 1, (group, a, b)
+                moves.append(abs(float(row["estimate"].iloc[0]) - q_entries[k]) / se_vc[k])
+                assert abs(float(row["std_error"].iloc[0]) / se_vc[k] - 1) <= 1e-4, (group, a, b)
+                k += 1
+    assert k == len(q_entries)
     # estimates within 1e-5 of their SE; where glmer's bobyqa stopped short of that (9 parameters,
     # Contraception), its point must be below this engine's maximum, and within 1e-4 SE
     if max(moves) > 1e-5:

@@ -9,11 +9,12 @@ iterated; the product rule, ``k^q`` points, for vector random effects) and non-a
 returns the covariance of ``(beta, theta)`` from the full observed information, so
 :func:`hlmbridge.fit` makes every number Stata prints from it.
 
-Two or more grouping levels are refused: Stata integrates nested levels one inside the other
-(for each point of an outer group's effects, the adaptive quadrature of each inner group's,
-``k^q`` points per level) and crossed factors as one level ``_all`` with all their effects;
-neither is implemented here. Binomial responses with trials (weights, ``cbind()``) are
-refused too.
+Two or more grouping levels (nested or crossed) are fitted by Laplace's approximation only,
+over every effect at once with dense matrices (up to 2,000 effects): quadrature on them is
+refused, because Stata integrates nested levels one inside the other (for each point of an
+outer group's effects, the adaptive quadrature of each inner group's, ``k^q`` points per
+level) and crossed factors as one level ``_all`` with all their effects, which is not
+implemented here. Binomial responses with trials (weights, ``cbind()``) are refused too.
 
 Examples
 --------
@@ -75,13 +76,26 @@ def _reasons(spec: ModelSpec, n_levels: int | None = None) -> list[str]:
         return out
     levels = n_levels if n_levels is not None else (len(spec.formula.random) if spec.formula is not None
                                                       else len(spec.levels))
-    if levels > 1:
+    if levels > 1 and (spec.intmethod or "laplace") != "laplace":
         out.append(
-            "The quadrature engine integrates one grouping level: with two or more, Stata integrates nested levels "
-            "one inside the other (the inner groups' adaptive quadrature at every point of the outer group's) and "
-            "crossed factors as one level with all their effects, which this engine does not implement; use the "
-            "lme4 engine with intmethod(laplace) / nagq=1 for Laplace's approximation.")
+            "The quadrature engine integrates one grouping level by quadrature: with two or more, Stata integrates "
+            "nested levels one inside the other (the inner groups' adaptive quadrature at every point of the outer "
+            "group's) and crossed factors as one level with all their effects, which this engine does not implement; "
+            "it fits Laplace's approximation on several levels (intmethod(laplace) / nagq=1).")
     return out
+
+
+def _expanded(design: Design) -> np.ndarray:
+    """Every level's random-effects columns expanded to one column per group and term (level by
+    level, group by group, terms within a group): the Z of all effects at once."""
+    cols = []
+    n = design.nobs
+    for ld in design.levels:
+        q = ld.Z.shape[1]
+        M = np.zeros((n, ld.n_groups * q))
+        M[np.arange(n)[:, None], ld.codes[:, None] * q + np.arange(q)[None, :]] = ld.Z
+        cols.append(M)
+    return np.hstack(cols)
 
 
 class QuadratureEngine:
@@ -94,7 +108,7 @@ class QuadratureEngine:
         return True, ""
 
     def unsupported(self, spec: ModelSpec) -> list[str]:
-        """What this engine cannot fit: linear mixed models, several grouping levels."""
+        """What this engine cannot fit: linear mixed models, quadrature on several grouping levels."""
         # an lme4 formula's grouping factors are counted on the design (two bars may be one factor)
         return _reasons(spec, n_levels=1 if spec.formula is not None else None)
 
@@ -109,7 +123,7 @@ class QuadratureEngine:
         from scipy import __version__ as scipy_version
 
         from hlmbridge.families import family
-        from hlmbridge.inference.glmm_ml import CovarianceForm, fit_glmm
+        from hlmbridge.inference.glmm_ml import CovarianceForm, LevelsForm, fit_glmm
         from hlmbridge.inference.glmm_pirls import fixed_only_glm, grouped_data
         from hlmbridge.inference.stata_parity import level_covariances, theta_from_matrices, variance_parameters
 
@@ -124,30 +138,58 @@ class QuadratureEngine:
                 "The quadrature engine does not fit GLMMs with weights= (binomial trials or prior weights) yet."))
         fam = family(spec.family, spec.link)
         _check_response(design)
-        ld = design.levels[0]
-        q = ld.Z.shape[1]
-        if ld.cov in ("identity", "exchangeable") and q > 1:
-            raise UnsupportedSpecError(f"cov({ld.cov})", _NAME, message=(
-                f"The quadrature engine does not fit cov({ld.cov}) on several random effects (shared variance "
-                "parameters); use cov(independent) or cov(unstructured)."))
-        blocks = tuple((j,) for j in range(q)) if ld.cov == "independent" else (ld.blocks or (tuple(range(q)),))
-        form = CovarianceForm(q, tuple(tuple(b) for b in blocks))
-        terms = list(ld.terms_lme4)
-        stata_order = np.array([j for j in range(q) if terms[j] != "(Intercept)"] +
-                               [j for j in range(q) if terms[j] == "(Intercept)"])
+        forms, starts = [], []
+        for ld in design.levels:
+            q = ld.Z.shape[1]
+            if ld.cov in ("identity", "exchangeable") and q > 1:
+                raise UnsupportedSpecError(f"cov({ld.cov})", _NAME, message=(
+                    f"The quadrature engine does not fit cov({ld.cov}) on several random effects (shared variance "
+                    "parameters); use cov(independent) or cov(unstructured)."))
+            blocks = tuple((j,) for j in range(q)) if ld.cov == "independent" else (ld.blocks or (tuple(range(q)),))
+            forms.append(CovarianceForm(q, tuple(tuple(b) for b in blocks)))
+            sd = np.where(np.ptp(ld.Z, axis=0) > 0, 1.0 / np.maximum(np.std(ld.Z, axis=0), 1e-8), 1.0)
+            starts.append(np.diag(np.minimum(sd, 1e3) ** 2))
         n_theta = len(variance_parameters(design)) - 1
-
-        def to_theta(G: np.ndarray) -> np.ndarray:
-            return theta_from_matrices(design, [G], 0.0)[:-1]
-
-        def from_theta(theta: np.ndarray) -> np.ndarray:
-            return level_covariances(design, np.append(theta, 0.0))[0]
-
-        data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset)
-        beta0, ll_fixed = fixed_only_glm(data_g)
-        sd = np.where(np.ptp(ld.Z, axis=0) > 0, 1.0 / np.maximum(np.std(ld.Z, axis=0), 1e-8), 1.0)
-        G0 = np.diag(np.minimum(sd, 1e3) ** 2)
         method, points = spec.intmethod or "laplace", int(spec.intpoints or 1)
+        several = len(design.levels) > 1
+        form: CovarianceForm | LevelsForm
+        if several:  # Laplace over every effect at once (one "group"), dense
+            lf = LevelsForm(tuple(forms), tuple(ld.n_groups for ld in design.levels))
+            n_effects = sum(f.q * J for f, J in zip(lf.forms, lf.groups))
+            if n_effects > 2000 or n_effects * design.nobs > 2e7:
+                raise UnsupportedSpecError("Laplace on several levels", _NAME, message=(
+                    f"The quadrature engine fits several grouping levels with dense matrices, and this model has "
+                    f"{n_effects} random effects on {design.nobs} rows (at most 2,000 and 2e7 cells); use the lme4 "
+                    "engine."))
+            form = lf
+            stata_order = np.arange(n_effects)
+
+            def to_theta(G: np.ndarray) -> np.ndarray:
+                return theta_from_matrices(design, lf.levels_of(G), 0.0)[:-1]
+
+            def from_theta(theta: np.ndarray) -> np.ndarray:
+                return lf.expand(level_covariances(design, np.append(theta, 0.0)))
+
+            data_g = grouped_data(design.y, design.X, _expanded(design), np.zeros(design.nobs, dtype=np.int64), 1,
+                                  fam, design.offset)
+            G0 = lf.expand(starts)
+        else:
+            ld = design.levels[0]
+            q = ld.Z.shape[1]
+            form = forms[0]
+            terms = list(ld.terms_lme4)
+            stata_order = np.array([j for j in range(q) if terms[j] != "(Intercept)"] +
+                                   [j for j in range(q) if terms[j] == "(Intercept)"])
+
+            def to_theta(G: np.ndarray) -> np.ndarray:
+                return theta_from_matrices(design, [G], 0.0)[:-1]
+
+            def from_theta(theta: np.ndarray) -> np.ndarray:
+                return level_covariances(design, np.append(theta, 0.0))[0]
+
+            data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset)
+            G0 = starts[0]
+        beta0, ll_fixed = fixed_only_glm(data_g)
         t0 = time.perf_counter()
         res = fit_glmm(data_g, form, to_theta, from_theta, beta0, G0, method, points, stata_order,
                        max_iterations=int(max_iterations))
@@ -162,19 +204,16 @@ class QuadratureEngine:
         if not res.converged:
             warns.append("the quadrature engine did not converge: its last Newton step was larger than 1e-6 of a "
                          "standard error")
-        lam = np.linalg.cholesky(res.G)
-        m = res.marginal
-        b = m.u @ lam.T
-        cond_var = lam[None] @ np.linalg.inv(m.H) @ lam.T[None]
-        sds = np.sqrt(np.maximum(np.einsum("jqq->jq", cond_var), 0.0))
-        labels = ld.group_labels or tuple(str(i) for i in range(ld.n_groups))
-        ranef = tuple((ld.key, labels[j], terms[t], float(b[j, t]), float(sds[j, t]))
-                      for t in range(q) for j in range(ld.n_groups))
+        ranef = _conditional_modes(design, res)
+        q_all = max(ld.Z.shape[1] for ld in design.levels)
         extra: dict[str, Any] = {
-            "random_vcov": random_vcov, "nagq": points, "integration": integration_sentence(method, points, q),
+            "random_vcov": random_vcov, "nagq": points,
+            "integration": integration_sentence(method, points, q_all) + (
+                f", over the {len(design.levels)} grouping levels' effects at once" if several else ""),
             "loglik_fixed": ll_fixed, "ranef": ranef, "evaluations": res.evaluations,
             "gradient": res.gradient, "vcov_note": "the inverse of the observed information of (beta, theta): "
                                                    "central second differences of the log likelihood"}
+        m = res.marginal
         if m.mean is not None and m.var is not None:
             extra["ebmeans"] = m.mean
             extra["ebsd"] = np.sqrt(np.maximum(np.einsum("jqq->jq", m.var), 0.0))
@@ -189,6 +228,30 @@ class QuadratureEngine:
                        f"{res.iterations} BFGS iterations, {res.evaluations} likelihood evaluations"),
             versions={"numpy": np.__version__, "scipy": scipy_version}, warnings=tuple(warns),
             fixed_vcov=fixed_vcov, engine_seconds=seconds, extra=extra)
+
+
+def _conditional_modes(design: Design, res: Any) -> tuple[tuple[str, str, str, float, float], ...]:
+    """glmer's ``ranef(condVar = TRUE)`` from the fit: each effect's conditional mode and SD
+    (level by level; a level's terms one after another, all groups each, as glmer lists them)."""
+    lam = np.linalg.cholesky(res.G)
+    m = res.marginal
+    b = m.u @ lam.T
+    cond_var = lam[None] @ np.linalg.inv(m.H) @ lam.T[None]
+    sds = np.sqrt(np.maximum(np.diagonal(cond_var, axis1=1, axis2=2), 0.0))
+    out = []
+    pos = 0
+    for ld in design.levels:
+        q = ld.Z.shape[1]
+        labels = ld.group_labels or tuple(str(i) for i in range(ld.n_groups))
+        for t in range(q):
+            for j in range(ld.n_groups):
+                if len(design.levels) == 1:
+                    est, sd = b[j, t], sds[j, t]
+                else:
+                    est, sd = b[0, pos + j * q + t], sds[0, pos + j * q + t]
+                out.append((ld.key, labels[j], ld.terms_lme4[t], float(est), float(sd)))
+        pos += ld.n_groups * q
+    return tuple(out)
 
 
 def _check_response(design: Design) -> None:

@@ -41,7 +41,7 @@ from hlmbridge.errors import FitError
 from hlmbridge.inference.glmm_pirls import GroupedData
 from hlmbridge.inference.glmm_quadrature import Marginal, marginal_loglik
 
-__all__ = ["CovarianceForm", "GlmmFit", "fit_glmm", "observed_information"]
+__all__ = ["CovarianceForm", "GlmmFit", "LevelsForm", "fit_glmm", "observed_information"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,52 @@ class CovarianceForm:
                 for j in range(i + 1):
                     out.append(np.log(L[i, j]) if i == j else L[i, j])
         return np.array(out)
+
+
+@dataclass(frozen=True)
+class LevelsForm:
+    """Several grouping levels' covariances as one block-diagonal covariance of all their
+    effects, level by level, group by group, a level's terms within a group: ``kron(I_J, G_l)``
+    for each level (what Laplace's approximation over every effect at once needs)."""
+
+    forms: tuple[CovarianceForm, ...]
+    groups: tuple[int, ...]
+
+    @property
+    def n_params(self) -> int:
+        """Free parameters."""
+        return sum(f.n_params for f in self.forms)
+
+    def expand(self, mats: list[np.ndarray]) -> np.ndarray:
+        """The covariance of every effect from each level's q x q covariance."""
+        blocks = [np.kron(np.eye(J), G) for J, G in zip(self.groups, mats)]
+        size = sum(b.shape[0] for b in blocks)
+        out = np.zeros((size, size))
+        pos = 0
+        for b in blocks:
+            out[pos:pos + b.shape[0], pos:pos + b.shape[0]] = b
+            pos += b.shape[0]
+        return out
+
+    def levels_of(self, G: np.ndarray) -> list[np.ndarray]:
+        """Each level's q x q covariance (its first group's block) from the covariance of every effect."""
+        out, pos = [], 0
+        for f, J in zip(self.forms, self.groups):
+            out.append(G[pos:pos + f.q, pos:pos + f.q].copy())
+            pos += J * f.q
+        return out
+
+    def covariance(self, phi: np.ndarray) -> np.ndarray:
+        """The covariance of every effect from the unconstrained parameters."""
+        mats, pos = [], 0
+        for f in self.forms:
+            mats.append(f.covariance(phi[pos:pos + f.n_params]))
+            pos += f.n_params
+        return self.expand(mats)
+
+    def from_covariance(self, G: np.ndarray) -> np.ndarray:
+        """The unconstrained parameters of a positive definite covariance of every effect."""
+        return np.concatenate([f.from_covariance(Gl) for f, Gl in zip(self.forms, self.levels_of(G))])
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,7 +228,7 @@ def observed_information(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.
     return -H
 
 
-def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.ndarray], np.ndarray],
+def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Callable[[np.ndarray], np.ndarray],
              from_theta: Callable[[np.ndarray], np.ndarray], beta0: np.ndarray, G0: np.ndarray, method: str,
              points: int, stata_order: np.ndarray, max_iterations: int = 500) -> GlmmFit:
     """Maximize the marginal log likelihood by ``method``: BFGS in the unconstrained form, then
@@ -218,6 +264,7 @@ def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.nda
         if not np.isfinite(m.loglik):
             return np.inf, np.full(len(z), np.nan)
         assert m.grad_beta is not None and m.grad_G is not None
+        assert isinstance(form, CovarianceForm)  # several levels are fitted by Laplace only
         return -m.loglik, -np.concatenate([m.grad_beta, form.chain(z[p:], m.grad_G)])
 
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
@@ -333,7 +380,7 @@ def fit_glmm(data: GroupedData, form: CovarianceForm, to_theta: Callable[[np.nda
                    time.perf_counter() - t0, tuple(warns))
 
 
-def _boundary_fit(obj: _Objective, form: CovarianceForm, beta: np.ndarray, G: np.ndarray,
+def _boundary_fit(obj: _Objective, form: CovarianceForm | LevelsForm, beta: np.ndarray, G: np.ndarray,
                   to_theta: Callable[[np.ndarray], np.ndarray], res: Any, t0: float, evaluations: int,
                   iterations: int, warns: list[str]) -> GlmmFit:
     """The maximum on the boundary (a variance at 0 or a correlation at +-1): the BFGS estimates,

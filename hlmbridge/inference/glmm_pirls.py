@@ -142,12 +142,20 @@ def conditional_modes(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: 
     u = np.zeros((data.n_groups, q)) if u0 is None else np.array(u0, dtype=float)
     obj = penalized_objective(data, fixed, zl, u)
     eye = np.eye(q)
-    outer = zl[:, :, None] * zl[:, None, :]
+    # one group holding every effect (several grouping levels as one): Z'WZ by a product, not
+    # by the rows' outer products
+    outer = zl[:, :, None] * zl[:, None, :] if data.n_groups > 1 else None
+
+    def curvature(w: np.ndarray) -> np.ndarray:
+        if outer is None:
+            return ((zl.T * w) @ zl)[None] + eye
+        return data.group_sum(outer * w[:, None, None]) + eye
+
     for _ in range(max_iter):
         eta = fixed + np.einsum("iq,iq->i", zl, u[data.codes])
         s, w = score_and_weight(data, eta)
         grad = data.group_sum(zl * s[:, None]) - u
-        H = data.group_sum(outer * w[:, None, None]) + eye
+        H = curvature(w)
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
         t = np.ones(data.n_groups)
         for _half in range(40):
@@ -164,8 +172,7 @@ def conditional_modes(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: 
         raise FitError(f"PIRLS did not find the conditional modes in {max_iter} iterations", engine="quadrature")
     eta = fixed + np.einsum("iq,iq->i", zl, u[data.codes])
     _, w = score_and_weight(data, eta)
-    H = data.group_sum(outer * w[:, None, None]) + eye
-    return u, H, obj
+    return u, curvature(w), obj
 
 
 def fixed_only_glm(data: GroupedData, tol: float = 1e-12, max_iter: int = 100) -> tuple[np.ndarray, float]:

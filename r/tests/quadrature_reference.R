@@ -29,7 +29,7 @@ hosp <- read.table(file.path(repo, "fixtures", "glmm", "hospital.dat"),
                    col.names = c("hosp", "loginc", "distance", "dropout", "college", "mother"))
 gt <- lme4::grouseticks
 grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)),
-                     BROOD = as.character(gt$BROOD))
+                     BROOD = as.character(gt$BROOD), LOCATION = as.character(gt$LOCATION))
 cn <- mlmRev::Contraception
 contra <- data.frame(use = as.integer(cn$use == "Y"), urban = as.integer(cn$urban == "Y"), age = cn$age,
                      livch = as.character(cn$livch), district = as.character(cn$district))
@@ -44,6 +44,8 @@ cases <- list(
   hospital_agq5 = list(data = hosp, family = binomial, nagq = 5L, formula = hosp_f),
   grouse_laplace = list(data = grouse, family = poisson, nagq = 1L, formula = TICKS ~ YEAR + H + (1 | BROOD)),
   grouse_agq9 = list(data = grouse, family = poisson, nagq = 9L, formula = TICKS ~ YEAR + H + (1 | BROOD)),
+  grouse_two_levels = list(data = grouse, family = poisson, nagq = 1L,
+                           formula = TICKS ~ YEAR + H + (1 | BROOD) + (1 | LOCATION)),
   contraception_slope = list(data = contra, family = binomial, nagq = 1L,
                              formula = use ~ urban + age + livch + (urban | district))
 )
@@ -79,7 +81,7 @@ res <- lapply(cases, function(k) {
   fixed_vcov <- V[-seq_len(nt), -seq_len(nt), drop = FALSE]
   list(loglik = as.numeric(logLik(m)) + constant, fixef = as.list(lme4::fixef(m)),
        fixed_names = names(lme4::fixef(m)), fixed_vcov = unname(fixed_vcov),
-       vc_entries = entries(th), vc_vcov = unname(vc_vcov), vc_terms = unname(cnms),
+       vc_entries = entries(th), vc_vcov = unname(vc_vcov), vc_terms = unname(cnms), vc_groups = names(cnms),
        varcorr = lapply(vc, function(x) { x <- unclass(x); attr(x, "stddev") <- NULL;
                                           attr(x, "correlation") <- NULL; x }),
        ranef = as.data.frame(lme4::ranef(m, condVar = TRUE))[, c("grp", "term", "condval", "condsd")],
