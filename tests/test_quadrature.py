@@ -68,7 +68,8 @@ def _exact_loglik(data, beta: np.ndarray, var: float) -> float:
         y, e = data.y[start:stop], eta0[start:stop]
 
         def logf(b: float) -> float:
-            return float(np.sum(stats.bernoulli.logpmf(y, special.expit(e + b)))) + stats.norm.logpdf(b, 0, np.sqrt(var))
+            return (float(np.sum(stats.bernoulli.logpmf(y, special.expit(e + b))))
+                    + stats.norm.logpdf(b, 0, np.sqrt(var)))
 
         top = max(logf(b) for b in np.linspace(-6, 6, 121))
         val, _ = integrate.quad(lambda b: np.exp(logf(b) - top), -12 * np.sqrt(var), 12 * np.sqrt(var),
@@ -320,7 +321,8 @@ def test_vector_random_effect_converges_in_the_points(reference):
         assert abs(fits[k].loglik - fits[7].loglik) < 1e-3
         for part in ("fixed", "random"):
             a, b = getattr(fits[k], part), getattr(fits[7], part)
-            assert np.all(np.abs(a["estimate"].to_numpy() - b["estimate"].to_numpy()) < 1e-2 * b["std_error"].to_numpy())
+            moved = np.abs(a["estimate"].to_numpy() - b["estimate"].to_numpy())
+            assert np.all(moved < 1e-2 * b["std_error"].to_numpy()), (k, part)
 
 
 @pytest.mark.requires_r

@@ -66,8 +66,9 @@ class Marginal:
     """The marginal log likelihood and what the integration found on the way.
 
     ``u``/``H``: the conditional modes (spherical scale) and curvature (for a warm start and
-    glmer's ``ranef``; None when mvaghermite started from ``adapt0`` without ``modes``); ``mean``/``var``: the posterior mean and variance of ``b_j`` by the
-    quadrature (None for Laplace); ``iterations``: the mean-variance adaptation's rounds.
+    glmer's ``ranef``; None when mvaghermite started from ``adapt0`` without ``modes``);
+    ``mean``/``var``: the posterior mean and variance of ``b_j`` by the quadrature (None for
+    Laplace); ``iterations``: the mean-variance adaptation's rounds.
     """
 
     loglik: float
