@@ -2,9 +2,10 @@
 
 - against glmer run by ``Rscript r/tests/quadrature_reference.R`` (bobyqa, tolPwrss 1e-14, see
   there why): Laplace = glmer ``nAGQ = 1``, mode-curvature quadrature = glmer ``nAGQ = k``, on
-  hospital (fixtures/glmm), grouseticks (Poisson) and mlmRev's Contraception (a correlated
-  random slope, Laplace): log likelihood 1e-6 relative, estimates 1e-5 of their SE (numDeriv's
-  Hessian of glmer's deviance), SEs 1e-4 relative;
+  hospital (fixtures/glmm), grouseticks (Poisson; one and two grouping levels), mlmRev's
+  Contraception (a correlated random slope, Laplace) and Mmmec (Poisson with an offset): log
+  likelihood 1e-6 relative, estimates 1e-5 of their SE (numDeriv's Hessian of glmer's
+  deviance), SEs 1e-4 relative, conditional modes and SDs (ranef) 1e-4 of a conditional SD;
 - against Stata's printed hospital ``xtlogit``/``melogit`` tables (fixtures/glmm/cases, 12-point
   mvaghermite) by ``validate``, with the same tolerances as the lme4 engine;
 - the integrals themselves against scipy's adaptive quadrature (no R), and convergence in the
@@ -200,8 +201,9 @@ CASES = {
     "grouse_agq9": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD)", "poisson", 9),
     "grouse_two_levels": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD) + (1 | LOCATION)", "poisson", 1),
     "contraception_slope": ("contraception.csv", "use ~ urban + age + livch + (urban | district)", "binomial", 1),
+    "mmmec_offset": ("mmmec.csv", "deaths ~ uvb + offset(log(expected)) + (1 | region)", "poisson", 9),
 }
-_DTYPES = {"YEAR": str, "BROOD": str, "LOCATION": str, "district": str, "livch": str}
+_DTYPES = {"YEAR": str, "BROOD": str, "LOCATION": str, "district": str, "livch": str, "region": str}
 
 
 def _glmer_point_loglik(res, r) -> float:
@@ -218,10 +220,11 @@ def _glmer_point_loglik(res, r) -> float:
         assert all(ld.Z.shape[1] == 1 for ld in d.levels)
         var = dict(zip(r["vc_groups"], np.atleast_1d(r["vc_entries"])))
         G = np.diag(np.concatenate([np.full(ld.n_groups, var[ld.key]) for ld in d.levels]))
-        data = grouped_data(d.y, d.X, _expanded(d), np.zeros(d.nobs, dtype=np.int64), 1, family(res.spec.family))
+        data = grouped_data(d.y, d.X, _expanded(d), np.zeros(d.nobs, dtype=np.int64), 1, family(res.spec.family),
+                            d.offset)
         return marginal_loglik(data, beta, G, "laplace", 1).loglik
     ld = d.levels[0]
-    data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family(res.spec.family))
+    data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family(res.spec.family), d.offset)
     q = ld.Z.shape[1]
     G = np.zeros((q, q))
     G[np.tril_indices(q)[::-1]] = r["vc_entries"]  # vech column by column = upper triangle row by row

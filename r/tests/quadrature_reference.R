@@ -15,6 +15,7 @@
 ##   hospital: fixtures/glmm/hospital.dat (Lillard & Panis; see fixtures/glmm/README.md)
 ##   grouseticks: lme4::grouseticks (Elston et al. 2001), HEIGHT centred and scaled
 ##   contraception: mlmRev::Contraception (use and urban as 0/1; livch as its labels)
+##   mmmec: mlmRev::Mmmec (melanoma deaths by county, expected deaths as the offset's exposure)
 suppressPackageStartupMessages({
   library(lme4)
   library(jsonlite)
@@ -36,6 +37,9 @@ contra <- data.frame(use = as.integer(cn$use == "Y"), urban = as.integer(cn$urba
 write.csv(hosp, file.path(out, "hospital.csv"), row.names = FALSE)
 write.csv(grouse, file.path(out, "grouseticks.csv"), row.names = FALSE)
 write.csv(contra, file.path(out, "contraception.csv"), row.names = FALSE)
+mm <- mlmRev::Mmmec
+mmmec <- data.frame(deaths = mm$deaths, uvb = mm$uvb, expected = mm$expected, region = as.character(mm$region))
+write.csv(mmmec, file.path(out, "mmmec.csv"), row.names = FALSE)
 
 hosp_f <- hosp ~ loginc + distance + dropout + college + (1 | mother)
 cases <- list(
@@ -46,6 +50,8 @@ cases <- list(
   grouse_agq9 = list(data = grouse, family = poisson, nagq = 9L, formula = TICKS ~ YEAR + H + (1 | BROOD)),
   grouse_two_levels = list(data = grouse, family = poisson, nagq = 1L,
                            formula = TICKS ~ YEAR + H + (1 | BROOD) + (1 | LOCATION)),
+  mmmec_offset = list(data = mmmec, family = poisson, nagq = 9L,
+                      formula = deaths ~ uvb + offset(log(expected)) + (1 | region)),
   contraception_slope = list(data = contra, family = binomial, nagq = 1L,
                              formula = use ~ urban + age + livch + (urban | district))
 )
