@@ -25,6 +25,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -54,6 +55,9 @@ class GroupedData:
     family: Family
     order: np.ndarray
     constant: np.ndarray  # the part of each row's log density free of eta (e.g. -log y! for Poisson)
+    #: With one group holding every effect (several grouping levels at once): Z as a sparse
+    #: matrix (a row has one non-zero per level and term), for Z'WZ without dense products.
+    Z_sparse: Any = None
 
     @property
     def q(self) -> int:
@@ -80,9 +84,14 @@ def grouped_data(y: np.ndarray, X: np.ndarray, Z: np.ndarray, codes: np.ndarray,
         constant = -special.gammaln(ys + 1)
     else:
         constant = np.zeros(len(ys))
-    return GroupedData(ys, np.ascontiguousarray(np.asarray(X, dtype=float)[order]),
-                       np.ascontiguousarray(np.asarray(Z, dtype=float)[order]), off, codes[order], starts,
-                       int(n_groups), fam, order, constant)
+    Zs = np.ascontiguousarray(np.asarray(Z, dtype=float)[order])
+    sparse_z = None
+    if n_groups == 1 and Zs.shape[1] > 1:
+        from scipy import sparse
+
+        sparse_z = sparse.csr_matrix(Zs)
+    return GroupedData(ys, np.ascontiguousarray(np.asarray(X, dtype=float)[order]), Zs, off, codes[order], starts,
+                       int(n_groups), fam, order, constant, sparse_z)
 
 
 def _canonical(fam: Family) -> str | None:
@@ -136,6 +145,8 @@ def conditional_modes(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: 
 
     Raises FitError when PIRLS does not converge (a step larger than ``tol`` after ``max_iter``).
     """
+    if data.Z_sparse is not None:
+        return _modes_one_group(data, beta, lam, u0, tol, max_iter)
     q = data.q
     fixed = data.X @ beta + data.offset
     zl = data.Z @ lam
@@ -173,6 +184,42 @@ def conditional_modes(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: 
     eta = fixed + np.einsum("iq,iq->i", zl, u[data.codes])
     _, w = score_and_weight(data, eta)
     return u, curvature(w), obj
+
+
+def _modes_one_group(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: np.ndarray | None, tol: float,
+                     max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`conditional_modes` for one group holding every effect, with the sparse Z."""
+    Z = data.Z_sparse
+    q = data.q
+    fixed = data.X @ beta + data.offset
+    u = np.zeros(q) if u0 is None else np.array(u0, dtype=float).reshape(q)
+    eye = np.eye(q)
+
+    def objective(v: np.ndarray) -> float:
+        return float(np.sum(row_loglik(data, fixed + Z @ (lam @ v)))) - 0.5 * float(v @ v)
+
+    def curvature(w: np.ndarray) -> np.ndarray:
+        ztwz = (Z.T @ Z.multiply(w[:, None])).toarray()
+        return lam.T @ ztwz @ lam + eye
+
+    obj = objective(u)
+    for _ in range(max_iter):
+        s, w = score_and_weight(data, fixed + Z @ (lam @ u))
+        step = np.linalg.solve(curvature(w), lam.T @ (Z.T @ s) - u)
+        t = 1.0
+        for _half in range(40):
+            new = u + t * step
+            obj_new = objective(new)
+            if obj_new >= obj - 1e-13 * abs(obj):
+                break
+            t *= 0.5
+        u, obj = new, obj_new
+        if float(np.max(np.abs(t * step))) < tol:
+            break
+    else:
+        raise FitError(f"PIRLS did not find the conditional modes in {max_iter} iterations", engine="quadrature")
+    _, w = score_and_weight(data, fixed + Z @ (lam @ u))
+    return u[None, :], curvature(w)[None], np.array([obj])
 
 
 def fixed_only_glm(data: GroupedData, tol: float = 1e-12, max_iter: int = 100) -> tuple[np.ndarray, float]:
