@@ -58,7 +58,7 @@ def test_fit_stays_the_function_when_its_module_is_imported_first() -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "True True True"
-    assert lines[1] == "('lme4', 'statsmodels', 'nlme') hlmbridge.datasets"
+    assert lines[1] == "('lme4', 'statsmodels', 'nlme', 'quadrature') hlmbridge.datasets"
     assert lines[2] == "AttributeError module 'hlmbridge' has no attribute 'no_such_name'"
 
 

@@ -211,7 +211,7 @@ def test_asking_for_lme4_without_rpy2_says_what_to_install(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert "ERR the lme4 engine needs R" in out.stdout
     assert "apt-get install r-base-core r-cran-lme4" in out.stdout
-    assert "OK ['statsmodels']" in out.stdout
+    assert "OK ['statsmodels', 'quadrature']" in out.stdout
 
 
 @pytest.mark.parametrize("engine", ENGINES)

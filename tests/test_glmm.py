@@ -147,8 +147,8 @@ def test_lme4_refuses_quadrature_glmer_cannot_compute(hospital):
         hlmbridge.fit(slope, hospital)
     assert str(err.value) == (
         "The lme4 engine cannot fit mvaghermite quadrature with 7 points on this random part: glmer's nAGQ > 1 "
-        "needs a single scalar random effect, and Laplace would be a different estimate (ask for "
-        "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
+        "needs a single scalar random effect, and Laplace would be a different estimate (engine='quadrature' fits it "
+        "on one grouping level; or ask for intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
     with pytest.raises(UnsupportedSpecError, match="needs a single scalar random effect"):
         hlmbridge.fit("hosp ~ loginc + (distance | mother)", hospital, family="binomial", nAGQ=5)
     with pytest.raises(UnsupportedSpecError, match="glmer has no non-adaptive Gauss-Hermite quadrature"):
@@ -300,7 +300,7 @@ def test_hospital_fixtures_are_the_import_of_the_committed_log(tmp_path):
     assert sorted(p.name for p in paths) == sorted(p.name for p in GLMM_CASES.glob("L*.toml"))
     for p in paths:
         assert p.read_bytes() == (GLMM_CASES / p.name).read_bytes(), p.name
-    assert 'engines = ["lme4"]' in (GLMM_CASES / "L0061_melogit.toml").read_text(encoding="utf-8")
+    assert 'engines = ["lme4", "quadrature"]' in (GLMM_CASES / "L0061_melogit.toml").read_text(encoding="utf-8")
 
 
 def test_hospital_csv_is_the_dat_file():

@@ -1,4 +1,5 @@
-"""The engine registry: ``lme4`` and ``nlme`` (R through rpy2) and ``statsmodels``.
+"""The engine registry: ``lme4`` and ``nlme`` (R through rpy2), ``statsmodels`` and ``quadrature``
+(hlmbridge's own GLMM fit).
 
 Engines are created on first use; nothing here imports rpy2.
 
@@ -6,7 +7,7 @@ Examples
 --------
 >>> from hlmbridge.engines import ENGINES, get_engine
 >>> ENGINES
-('lme4', 'statsmodels', 'nlme')
+('lme4', 'statsmodels', 'nlme', 'quadrature')
 >>> get_engine("statsmodels").name
 'statsmodels'
 """
@@ -33,9 +34,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["DEFAULT_ENGINES", "ENGINES", "Engine", "EngineFit", "available_engines", "get_engine", "require_engine"]
 
-ENGINES: tuple[str, ...] = ("lme4", "statsmodels", "nlme")
-#: The engines run when none is named (``hlmbridge fit``/``validate``, a fixture without
-#: ``engines =``): nlme fits what these two cannot (issue 25) and runs when asked for by name.
+ENGINES: tuple[str, ...] = ("lme4", "statsmodels", "nlme", "quadrature")
+#: The engines run when none is named (``hlmbridge fit``/``validate``, a linear model's fixture
+#: without ``engines =``): nlme fits what these two cannot (issue 25) and quadrature fits GLMMs
+#: only (issue 24); both run when asked for by name or by a fixture's ``engines``.
 DEFAULT_ENGINES: tuple[str, ...] = ("lme4", "statsmodels")
 _INSTANCES: dict[str, Engine] = {}
 
@@ -53,6 +55,10 @@ def get_engine(name: str) -> Engine:
             from hlmbridge.engines.nlme import NlmeEngine
 
             _INSTANCES[name] = NlmeEngine()
+        elif name == "quadrature":
+            from hlmbridge.engines.quadrature import QuadratureEngine
+
+            _INSTANCES[name] = QuadratureEngine()
         else:
             from hlmbridge.engines.statsmodels import StatsmodelsEngine
 

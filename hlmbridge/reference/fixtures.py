@@ -614,8 +614,8 @@ def _render_block(block: LogBlock, log_name: str, overrides: Sequence[Mapping[st
         f"numbers = {len(block.cells)}",
     ]
     if block.models:  # numbers from model fits: every engine that fits the model must reproduce them
-        glmm = block.kind in GLMM_KINDS  # statsmodels has no ML GLMM: glmer's engine alone
-        engines = ["lme4"] if glmm else ["nlme"] if _needs_nlme(block) else list(DEFAULT_ENGINES)
+        glmm = block.kind in GLMM_KINDS  # glmer's engine and hlmbridge's own quadrature (statsmodels has no ML GLMM)
+        engines = ["lme4", "quadrature"] if glmm else ["nlme"] if _needs_nlme(block) else list(DEFAULT_ENGINES)
         out.append(f"engines = {_toml_val(engines)}")
     if notes:
         out.append(f"notes = {_toml_val(notes)}")

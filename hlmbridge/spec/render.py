@@ -143,13 +143,16 @@ class Lme4Model:
 
 
 def glmer_refusal(method: str, points: int) -> str:
-    """The lme4 engine's sentence for a quadrature glmer cannot compute on this random part."""
+    """The lme4 engine's sentence for a quadrature glmer cannot compute on this random part,
+    naming the engine that computes it (hlmbridge's own, on one grouping level)."""
     if method == "ghermite":
         return ("The lme4 engine cannot fit intmethod(ghermite): glmer has no non-adaptive Gauss-Hermite quadrature, "
-                "and its adaptive quadrature or Laplace would be a different estimate.")
+                "and its adaptive quadrature or Laplace would be a different estimate (engine='quadrature' fits it "
+                "on one grouping level).")
     return (f"The lme4 engine cannot fit {method} quadrature with {points} points on this random part: glmer's "
-            "nAGQ > 1 needs a single scalar random effect, and Laplace would be a different estimate (ask for "
-            "intmethod(laplace) / nagq=1 to fit Laplace's approximation).")
+            "nAGQ > 1 needs a single scalar random effect, and Laplace would be a different estimate (engine="
+            "'quadrature' fits it on one grouping level; or ask for intmethod(laplace) / nagq=1 to fit Laplace's "
+            "approximation).")
 
 
 def _cbind_needs_binomial(spec: ModelSpec, engine: str) -> None:

@@ -1,0 +1,267 @@
+"""The ``quadrature`` engine: hlmbridge's own GLMM fit (numpy and scipy, no R).
+
+It integrates the random effects of one grouping level as the spec asks
+(:mod:`hlmbridge.inference.glmm_quadrature`): Laplace (glmer ``nAGQ = 1``, Stata
+``intmethod(laplace)``), adaptive quadrature at the conditional mode (glmer ``nAGQ = k``,
+Stata ``mcaghermite``), Stata's default mvaghermite (at the posterior mean and variance,
+iterated; the product rule, ``k^q`` points, for vector random effects) and non-adaptive
+``ghermite``; it maximizes the log likelihood (:mod:`hlmbridge.inference.glmm_ml`) and
+returns the covariance of ``(beta, theta)`` from the full observed information, so
+:func:`hlmbridge.fit` makes every number Stata prints from it.
+
+Two or more grouping levels (nested or crossed) are fitted by Laplace's approximation only,
+over every effect at once with dense matrices (up to 2,000 effects): quadrature on them is
+refused, because Stata integrates nested levels one inside the other (for each point of an
+outer group's effects, the adaptive quadrature of each inner group's, ``k^q`` points per
+level) and crossed factors as one level ``_all`` with all their effects, which is not
+implemented here. Binomial responses with trials (weights, ``cbind()``) are refused too.
+
+Examples
+--------
+>>> import pandas as pd, hlmbridge
+>>> from hlmbridge.datasets import resource_path
+>>> hosp = pd.read_csv(resource_path("fixtures", "glmm", "hospital.csv"))
+>>> res = hlmbridge.fit("melogit hosp loginc distance dropout college || mother:, intpoints(12)", hosp,
+...                     engine="quadrature")                  # Stata's mvaghermite, no R needed
+>>> f"{res.loglik:.5f}", f"{res.random['estimate'].iloc[0]:.4f}"    # Stata: -522.65042, 1.5484
+('-522.65042', '1.5484')
+>>> slope = hlmbridge.fit("melogit hosp loginc || mother: loginc", hosp, engine="quadrature")
+>>> (slope.spec.intmethod, slope.spec.intpoints), slope.integration.split(", ")[2]
+(('mvaghermite', 7), '49 per group (product rule)')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hlmbridge.design.build import Design
+from hlmbridge.engines.base import EngineFit
+from hlmbridge.errors import DataError, FitError, UnsupportedSpecError, UsageError
+from hlmbridge.spec.model import ModelSpec
+
+__all__ = ["QuadratureEngine", "integration_sentence"]
+
+_NAME = "quadrature"
+
+
+def integration_sentence(method: str, points: int, q: int) -> str:
+    """What the engine computed, in one phrase (the result's ``integration``).
+
+    >>> integration_sentence("mvaghermite", 7, 2).split(", ")[1:3]
+    ['7 points per random effect', '49 per group (product rule)']
+    """
+    if method == "laplace":
+        return "Laplace's approximation (glmer nAGQ = 1; Stata's intmethod(laplace); hlmbridge's quadrature engine)"
+    total = f", {points ** q} per group (product rule)" if q > 1 else ""
+    where = {
+        "mvaghermite": ("mean-variance adaptive Gauss-Hermite quadrature (Stata's mvaghermite)",
+                        "adapted at the posterior mean and variance iterated to their fixed point"),
+        "mcaghermite": ("mode-curvature adaptive Gauss-Hermite quadrature (Stata's mcaghermite; glmer's nAGQ = "
+                        f"{points} for one scalar random effect)", "adapted at the conditional mode and curvature"),
+        "ghermite": ("non-adaptive Gauss-Hermite quadrature (Stata's ghermite)", "at the prior N(0, G)"),
+    }[method]
+    return f"{where[0]}, {points} points per random effect{total}, {where[1]} (hlmbridge's quadrature engine)"
+
+
+def _reasons(spec: ModelSpec, n_levels: int | None = None) -> list[str]:
+    out = []
+    if not spec.is_glmm:
+        out.append("The quadrature engine fits GLMMs (family binomial or poisson); a linear mixed model's likelihood "
+                   "is exact: use the lme4 or statsmodels engine.")
+        return out
+    levels = n_levels if n_levels is not None else (len(spec.formula.random) if spec.formula is not None
+                                                      else len(spec.levels))
+    if levels > 1 and (spec.intmethod or "laplace") != "laplace":
+        out.append(
+            "The quadrature engine integrates one grouping level by quadrature: with two or more, Stata integrates "
+            "nested levels one inside the other (the inner groups' adaptive quadrature at every point of the outer "
+            "group's) and crossed factors as one level with all their effects, which this engine does not implement; "
+            "it fits Laplace's approximation on several levels (intmethod(laplace) / nagq=1).")
+    return out
+
+
+def _expanded(design: Design) -> np.ndarray:
+    """Every level's random-effects columns expanded to one column per group and term (level by
+    level, group by group, terms within a group): the Z of all effects at once."""
+    cols = []
+    n = design.nobs
+    for ld in design.levels:
+        q = ld.Z.shape[1]
+        M = np.zeros((n, ld.n_groups * q))
+        M[np.arange(n)[:, None], ld.codes[:, None] * q + np.arange(q)[None, :]] = ld.Z
+        cols.append(M)
+    return np.hstack(cols)
+
+
+class QuadratureEngine:
+    """hlmbridge's own GLMM engine (see the module docstring)."""
+
+    name = _NAME
+
+    def available(self) -> tuple[bool, str]:
+        """Always: numpy and scipy only."""
+        return True, ""
+
+    def unsupported(self, spec: ModelSpec) -> list[str]:
+        """What this engine cannot fit: linear mixed models, quadrature on several grouping levels."""
+        # an lme4 formula's grouping factors are counted on the design (two bars may be one factor)
+        return _reasons(spec, n_levels=1 if spec.formula is not None else None)
+
+    def fit_design(self, design: Design, *, data: pd.DataFrame | None = None,
+                   column_prints: Mapping[str, tuple[Any, ...]] | None = None,
+                   max_iterations: int = 500) -> EngineFit:
+        """Fit the GLMM ``design`` by maximum likelihood on hlmbridge's own integral.
+
+        ``max_iterations`` bounds BFGS's iterations in each stage (Laplace, then the integral
+        asked for). ``data`` and ``column_prints`` are not needed (the design holds the model).
+        """
+        from scipy import __version__ as scipy_version
+
+        from hlmbridge.families import family
+        from hlmbridge.inference.glmm_ml import CovarianceForm, LevelsForm, fit_glmm
+        from hlmbridge.inference.glmm_pirls import fixed_only_glm, grouped_data
+        from hlmbridge.inference.stata_parity import level_covariances, theta_from_matrices, variance_parameters
+
+        if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
+            raise UsageError(f"max_iterations must be a positive whole number, got {max_iterations!r}")
+        spec = design.spec
+        reasons = _reasons(spec, len(design.levels))
+        if reasons:
+            raise UnsupportedSpecError("this model", _NAME, message=reasons[0])
+        if design.weights is not None:
+            raise UnsupportedSpecError("a GLMM with weights", _NAME, message=(
+                "The quadrature engine does not fit GLMMs with weights= (binomial trials or prior weights) yet."))
+        fam = family(spec.family, spec.link)
+        _check_response(design)
+        forms, starts = [], []
+        for ld in design.levels:
+            q = ld.Z.shape[1]
+            if ld.cov in ("identity", "exchangeable") and q > 1:
+                raise UnsupportedSpecError(f"cov({ld.cov})", _NAME, message=(
+                    f"The quadrature engine does not fit cov({ld.cov}) on several random effects (shared variance "
+                    "parameters); use cov(independent) or cov(unstructured)."))
+            blocks = tuple((j,) for j in range(q)) if ld.cov == "independent" else (ld.blocks or (tuple(range(q)),))
+            forms.append(CovarianceForm(q, tuple(tuple(b) for b in blocks)))
+            sd = np.where(np.ptp(ld.Z, axis=0) > 0, 1.0 / np.maximum(np.std(ld.Z, axis=0), 1e-8), 1.0)
+            starts.append(np.diag(np.minimum(sd, 1e3) ** 2))
+        n_theta = len(variance_parameters(design)) - 1
+        method, points = spec.intmethod or "laplace", int(spec.intpoints or 1)
+        several = len(design.levels) > 1
+        form: CovarianceForm | LevelsForm
+        if several:  # Laplace over every effect at once (one "group"), dense
+            lf = LevelsForm(tuple(forms), tuple(ld.n_groups for ld in design.levels))
+            n_effects = sum(f.q * J for f, J in zip(lf.forms, lf.groups))
+            if n_effects > 2000 or n_effects * design.nobs > 2e7:
+                raise UnsupportedSpecError("Laplace on several levels", _NAME, message=(
+                    f"The quadrature engine fits several grouping levels with dense matrices, and this model has "
+                    f"{n_effects} random effects on {design.nobs} rows (at most 2,000 and 2e7 cells); use the lme4 "
+                    "engine."))
+            form = lf
+            stata_order = np.arange(n_effects)
+
+            def to_theta(G: np.ndarray) -> np.ndarray:
+                return theta_from_matrices(design, lf.levels_of(G), 0.0)[:-1]
+
+            def from_theta(theta: np.ndarray) -> np.ndarray:
+                return lf.expand(level_covariances(design, np.append(theta, 0.0)))
+
+            data_g = grouped_data(design.y, design.X, _expanded(design), np.zeros(design.nobs, dtype=np.int64), 1,
+                                  fam, design.offset)
+            G0 = lf.expand(starts)
+        else:
+            ld = design.levels[0]
+            q = ld.Z.shape[1]
+            form = forms[0]
+            terms = list(ld.terms_lme4)
+            stata_order = np.array([j for j in range(q) if terms[j] != "(Intercept)"] +
+                                   [j for j in range(q) if terms[j] == "(Intercept)"])
+
+            def to_theta(G: np.ndarray) -> np.ndarray:
+                return theta_from_matrices(design, [G], 0.0)[:-1]
+
+            def from_theta(theta: np.ndarray) -> np.ndarray:
+                return level_covariances(design, np.append(theta, 0.0))[0]
+
+            data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset)
+            G0 = starts[0]
+        beta0, ll_fixed = fixed_only_glm(data_g)
+        t0 = time.perf_counter()
+        res = fit_glmm(data_g, form, to_theta, from_theta, beta0, G0, method, points, stata_order,
+                       max_iterations=int(max_iterations))
+        seconds = time.perf_counter() - t0
+        if not np.isfinite(res.loglik):
+            raise FitError("the quadrature engine's log likelihood is not finite at its estimates", engine=_NAME)
+        p = design.n_fixed
+        vcov = res.vcov
+        fixed_vcov = vcov[:p, :p]
+        random_vcov = vcov[p:, p:]
+        warns = list(res.warnings)
+        if not res.converged:
+            warns.append("the quadrature engine did not converge: its last Newton step was larger than 1e-6 of a "
+                         "standard error")
+        ranef = _conditional_modes(design, res)
+        q_all = max(ld.Z.shape[1] for ld in design.levels)
+        extra: dict[str, Any] = {
+            "random_vcov": random_vcov, "nagq": points,
+            "integration": integration_sentence(method, points, q_all) + (
+                f", over the {len(design.levels)} grouping levels' effects at once" if several else ""),
+            "loglik_fixed": ll_fixed, "ranef": ranef, "evaluations": res.evaluations,
+            "gradient": res.gradient, "vcov_note": "the inverse of the observed information of (beta, theta): "
+                                                   "central second differences of the log likelihood"}
+        m = res.marginal
+        if m.mean is not None and m.var is not None:
+            extra["ebmeans"] = m.mean
+            extra["ebsd"] = np.sqrt(np.maximum(np.einsum("jqq->jq", m.var), 0.0))
+        grads = ("central-difference" if method in ("laplace", "ghermite") else
+                 "analytic (quadrature points held)")
+        singular = bool(np.min(np.linalg.eigvalsh(res.G)) < 1e-8 * max(1.0, float(np.max(np.diag(res.G)))))
+        if len(res.theta) != n_theta:
+            raise FitError("internal: the variance parameters do not match the design", engine=_NAME)
+        return EngineFit(
+            beta=res.beta, theta=res.theta, loglik=res.loglik, converged=res.converged, singular=singular,
+            optimizer=(f"BFGS on {method} with {grads} gradients, then Newton steps on the observed information; "
+                       f"{res.iterations} BFGS iterations, {res.evaluations} likelihood evaluations"),
+            versions={"numpy": np.__version__, "scipy": scipy_version}, warnings=tuple(warns),
+            fixed_vcov=fixed_vcov, engine_seconds=seconds, extra=extra)
+
+
+def _conditional_modes(design: Design, res: Any) -> tuple[tuple[str, str, str, float, float], ...]:
+    """glmer's ``ranef(condVar = TRUE)`` from the fit: each effect's conditional mode and SD
+    (level by level; a level's terms one after another, all groups each, as glmer lists them)."""
+    lam = np.linalg.cholesky(res.G)
+    m = res.marginal
+    b = m.u @ lam.T
+    cond_var = lam[None] @ np.linalg.inv(m.H) @ lam.T[None]
+    sds = np.sqrt(np.maximum(np.diagonal(cond_var, axis1=1, axis2=2), 0.0))
+    out = []
+    pos = 0
+    for ld in design.levels:
+        q = ld.Z.shape[1]
+        labels = ld.group_labels or tuple(str(i) for i in range(ld.n_groups))
+        for t in range(q):
+            for j in range(ld.n_groups):
+                if len(design.levels) == 1:
+                    est, sd = b[j, t], sds[j, t]
+                else:
+                    est, sd = b[0, pos + j * q + t], sds[0, pos + j * q + t]
+                out.append((ld.key, labels[j], ld.terms_lme4[t], float(est), float(sd)))
+        pos += ld.n_groups * q
+    return tuple(out)
+
+
+def _check_response(design: Design) -> None:
+    """The response a GLMM family takes (DataError otherwise), as glmer checks it."""
+    y = design.y
+    fam = design.spec.family
+    if fam == "binomial" and not np.all((y == 0) | (y == 1)):
+        bad = y[~((y == 0) | (y == 1))][0]
+        raise DataError(f"a binomial GLMM needs a 0/1 response; {design.spec.response!r} has the value {bad:g}")
+    if fam == "poisson" and not np.all((y >= 0) & (y == np.round(y))):
+        bad = y[~((y >= 0) & (y == np.round(y)))][0]
+        raise DataError(f"a Poisson GLMM needs a non-negative whole-number response; {design.spec.response!r} "
+                        f"has the value {bad:g}")
