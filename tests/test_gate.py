@@ -140,7 +140,7 @@ def _run_without_r(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_missing_engine_fails_validate(tmp_path):
     # Before: with lme4 unavailable, validate ran statsmodels alone and exited 0.
     probe = _run_without_r(tmp_path, "-c", "from hlmbridge.engines import available_engines as a; print(a())")
-    assert probe.stdout.strip() == "['statsmodels', 'quadrature']", probe.stderr  # the environment really lacks lme4
+    assert probe.stdout.strip() == "['statsmodels']", probe.stderr  # the environment really lacks lme4
     named = _run_without_r(tmp_path, "-m", "hlmbridge.cli", "validate", "--case", "L0174_mixed", "--quiet")
     assert named.returncode == 2, named.stdout + named.stderr
     assert "engine lme4 cannot run here, and the fixtures name it" in named.stderr
