@@ -367,7 +367,9 @@ def _check_optimum(design: Design, est: EngineFit) -> EngineFit:
                    extra={**est.extra, "gain_nearby": gain})
 
 
-#: bobyqa's final radius for glmer (both stages): the optimum to the digits Stata prints.
+#: bobyqa's final radius for glmer (both stages) on the tight path (``rhoend=`` not given: the
+#: fallback where the Newton polish of glmer's default optimizers cannot finish; r/hlmbridge.R's
+#: ``hlmbridge_glmer_rhoend``): the optimum to the digits Stata prints.
 _GLMER_RHOEND = 1e-10
 
 
@@ -396,6 +398,25 @@ def glmer_nagq(design: Design) -> tuple[int, str]:
     return int(points), (f"adaptive Gauss-Hermite quadrature, {points} points, by glmer nAGQ = {points}, which "
                          "adapts at the conditional mode and curvature (Stata's mcaghermite); Stata's mvaghermite "
                          "adapts at the posterior mean and variance: the same integral as the points grow")
+
+
+def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: int) -> str:
+    """The optimizer path of a glmer fit, in words (``result.optimizer``): glmer's default
+    optimizers and ``polish_steps`` Newton steps on its deviance (``hlmbridge_glmer_polish`` in
+    r/hlmbridge.R), or bobyqa in both stages to ``rhoend`` (given, or the polish's fallback).
+
+    >>> _glmer_settings(12, None, 100000, 1)
+    "glmer nAGQ = 12; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, maxfun=100000, then 1 Newton step on its deviance"
+    >>> _glmer_settings(1, None, 100000, 0)
+    "glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000 (the Newton polish could not finish the default optimizers' optimum: a boundary fit, a warning, or no convergence)"
+    """
+    if polish_steps > 0:
+        return (f"glmer nAGQ = {nagq}; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, "
+                f"maxfun={maxfun:g}, then {polish_steps} Newton step{'s' if polish_steps != 1 else ''} on its deviance")
+    tight = f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={_GLMER_RHOEND if rhoend is None else rhoend:g}, " \
+            f"tolPwrss=1e-10, maxfun={maxfun:g}"
+    return tight if rhoend is not None else tight + (" (the Newton polish could not finish the default optimizers' "
+                                                     "optimum: a boundary fit, a warning, or no convergence)")
 
 
 def _check_glmm_response(design: Design) -> None:
@@ -461,8 +482,7 @@ class Lme4Engine:
             if engine_vcov:
                 raise UsageError("engine_vcov= applies to lmer fits: a GLMM's covariance is always glmer's own "
                                  "(the inverse of its Hessian in theta and beta)")
-            return self._fit_glmer(design, data, column_prints, _GLMER_RHOEND if rhoend is None else rhoend,
-                                   maxfun)
+            return self._fit_glmer(design, data, column_prints, rhoend, maxfun)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
         too_large = overflow_problem(design)
@@ -512,13 +532,15 @@ class Lme4Engine:
                                               extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)}))
 
     def _fit_glmer(self, design: Design, data: pd.DataFrame, column_prints: Mapping[str, tuple[Any, ...]] | None,
-                   rhoend: float, maxfun: int) -> EngineFit:
+                   rhoend: float | None, maxfun: int) -> EngineFit:
         """A GLMM through ``hlmbridge_glmer`` (r/hlmbridge.R): glmer with the ``nAGQ`` of
-        :func:`glmer_nagq`, bobyqa to ``rhoend`` in both stages, and the covariance of
-        (theta, beta) from glmer's Hessian of the deviance at the optimum.
+        :func:`glmer_nagq`; with ``rhoend`` None its default optimizers finished by Newton steps
+        on its deviance in R (falling back to the tight settings where they cannot finish), with
+        a number bobyqa to ``rhoend`` in both stages; and the covariance of (theta, beta) from
+        the Hessian of glmer's deviance at the optimum.
 
-        What differs from an lmer fit: no Newton polish (hlmbridge has no GLMM likelihood of
-        its own yet), the fixed effects' covariance and the variance parameters' come from
+        What differs from an lmer fit: the Newton polish runs in R on glmer's own deviance
+        (hlmbridge has no GLMM likelihood of its own yet), the fixed effects' covariance and the variance parameters' come from
         glmer's full Hessian (``EngineFit.extra["random_vcov"]``, on the variance scale by the
         delta method), and the fixed-only GLM's log likelihood comes back for the LR test."""
         spec = design.spec
@@ -545,7 +567,7 @@ class Lme4Engine:
             rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
             t0 = time.perf_counter()
             raw = session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
-                                _r_contrasts(design), rhoend, maxfun)
+                                _r_contrasts(design), ro.NULL if rhoend is None else rhoend, maxfun)
             seconds = time.perf_counter() - t0
             out = _read_fit(raw)
             items = _r_items(raw)
@@ -553,8 +575,7 @@ class Lme4Engine:
             raise FitError(f"glmer failed: {out}", engine=self.name)
         _check_design_parity(design, out)
         est = self._estimates(design, out, session.versions, seconds,
-                              f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={rhoend:g}, tolPwrss=1e-10, "
-                              f"maxfun={maxfun:g}")
+                              _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0])))
         theta_lme4 = _r_doubles(items["theta"])
         n_t, p = len(theta_lme4), len(out.fixed_names)
         full = _r_doubles(items["vcov_full"])
