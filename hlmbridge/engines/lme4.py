@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, replace
@@ -222,6 +223,13 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
 
 
 _SUFFIX = re.compile(r"\.\d+$")
+
+
+@functools.lru_cache(maxsize=256)
+def _lme4_model(spec: ModelSpec) -> Any:
+    """``spec.to_lme4()``, once per spec (immutable and hashable): every fit renders it twice
+    (the engine's check and the R call); errors are not cached."""
+    return spec.to_lme4()
 
 
 @per_design
@@ -449,7 +457,7 @@ class Lme4Engine:
     def unsupported(self, spec: ModelSpec) -> list[str]:
         """Constructs lme4 cannot fit exactly."""
         try:
-            spec.to_lme4()
+            _lme4_model(spec)
         except UnsupportedSpecError as exc:
             return [str(exc)]
         return []
@@ -558,7 +566,7 @@ class Lme4Engine:
             formula = spec.formula.r_formula()
             group_vars: set[str] = set()
         else:
-            formula = spec.to_lme4().formula
+            formula = _lme4_model(spec).formula
             group_vars = {lv.group for lv in spec.levels}
         n_data = design.n_data if design.n_data >= 0 else len(data)
         with session.lock, session.converting():
@@ -630,7 +638,7 @@ class Lme4Engine:
             formula, reml = spec.formula.r_formula(), spec.reml
             group_vars: set[str] = set()
         else:
-            model = spec.to_lme4()
+            model = _lme4_model(spec)
             formula, reml = model.formula, model.reml
             group_vars = {lv.group for lv in spec.levels}
         n_data = design.n_data if design.n_data >= 0 else len(data)

@@ -1,7 +1,10 @@
-"""The fingerprint memo (issue 22, per-fit overhead): a column whose bytes equal those of one
-fingerprinted before reuses its fingerprint without hashing it again, and a column changed in
-any way (in place, at a reused address, an element of an object column replaced or mutated)
-gets the fingerprint a fresh copy of it gets."""
+"""Per-fit overhead (issue 22): what a refit of the same model on the same data does not redo.
+
+The fingerprint memo: a column whose bytes equal those of one fingerprinted before reuses its
+fingerprint without hashing it again, and a column changed in any way (in place, at a reused
+address, an element of an object column replaced or mutated) gets the fingerprint a fresh copy
+of it gets. A Stata command's ``dfmethod()`` and the spec's lme4 rendering are made once per
+command and spec."""
 
 from __future__ import annotations
 
@@ -80,3 +83,29 @@ def test_frame_reads_and_memo_agree():
                                                                  dtype=pd.StringDtype("python"))})
     for name in ("y", "g"):
         assert column_fingerprint(column_values(df, name)) == column_fingerprint(df[name].copy())
+
+
+@pytest.mark.requires_r
+def test_refit_parses_and_renders_once(monkeypatch):
+    from hlmbridge.spec import parse_stata
+    from hlmbridge.spec.model import ModelSpec
+
+    parsed, rendered = [], []
+    real_parse, real_render = parse_stata.parse_stata_df_method, ModelSpec.to_lme4
+
+    def parse(command, *, reml=None):
+        parsed.append(command)
+        return real_parse(command, reml=reml)
+
+    def render(self):
+        rendered.append(self)
+        return real_render(self)
+
+    monkeypatch.setattr(parse_stata, "parse_stata_df_method", parse)
+    monkeypatch.setattr(ModelSpec, "to_lme4", render)
+    df = hlmbridge.datasets.hsb("combined")
+    command = "mixed mathach ses sector || id:, reml dfmethod(residual)"  # used by no other test
+    first = hlmbridge.fit(command, df, engine="lme4")
+    again = hlmbridge.fit(command, df, engine="lme4")
+    assert again.fixed.equals(first.fixed) and again.df_method == first.df_method == "residual"
+    assert parsed == [command] and len(rendered) == 1
