@@ -210,27 +210,24 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   d <- prep$d
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   t0 <- proc.time()[["elapsed"]]
-  got <- hlmbridge_collect(prep$call, environment())
-  fit <- got$value
-  warns <- got$warnings
-  msgs <- got$messages
   derivs <- NULL
   polish_steps <- 0L
-  if (is.null(rhoend) && !inherits(fit, "error")) {
-    ## glmer's default optimizers, finished by Newton steps (hlmbridge_glmer_polish); where
+  if (is.null(rhoend)) {
+    ## glmer's default optimizers, finished by Newton steps (hlmbridge_glmer_default); where
     ## they cannot finish it (a warning, a boundary fit, no convergence), the tight refit.
-    if (!length(warns) && !lme4::isSingular(fit))
-      derivs <- hlmbridge_glmer_polish(fit, stats::update(fit, devFunOnly = TRUE))
+    derivs <- hlmbridge_glmer_default(prep$call, environment(), nagq)
     if (is.null(derivs)) {
       ctrl <- hlmbridge_glmer_control(hlmbridge_glmer_rhoend, maxfun)
-      got <- hlmbridge_collect(prep$call, environment())
-      fit <- got$value
-      warns <- got$warnings
-      msgs <- got$messages
     } else {
       fit <- derivs$fit
       polish_steps <- derivs$steps
     }
+  }
+  if (is.null(derivs)) {
+    got <- hlmbridge_collect(prep$call, environment())
+    fit <- got$value
+    warns <- got$warnings
+    msgs <- got$messages
   }
   elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
@@ -290,25 +287,72 @@ hlmbridge_glmer_control <- function(rhoend, maxfun) {
 ## The tight settings' rhoend, which the polish falls back to.
 hlmbridge_glmer_rhoend <- 1e-10
 
-## Newton's method on glmer's deviance in c(theta, beta) (`devfun`, the second stage's, from
-## update(fit, devFunOnly = TRUE)) from the optimum of glmer's default optimizers, which stop
-## about 5e-5 standard errors short of it on the hospital data (bobyqa to rhoend 1e-10 takes
-## 2-3 times as many deviance evaluations to get there). Each step takes the gradient and
-## Hessian of hlmbridge_hessian (the Hessian the standard errors need anyway), so a fit costs
-## one or two of them (2n(n + 1) + 1 evaluations each, n parameters) instead of glmer's own deriv12.
-## Converged when a step moves no parameter by more than `settle` of its standard error (the
-## deviance is then within its evaluation noise of the optimum: 1e-10); the last step is
-## taken with the Hessian before it (its change over so small a move is far below the
-## extrapolation's error). Returns NULL (the caller then refits with the tight settings) when
-## the Hessian is not positive definite, a step leaves the parameter space or raises the
-## deviance even when quartered, or `max_steps` do not converge; else list(fit = the merMod at
-## the polished optimum (lme4::mkMerMod on the deviance function's state there), gradient (at
-## the polished optimum, for lme4's convergence check), hessian (at the point before the last
-## step), steps).
-hlmbridge_glmer_polish <- function(fit, devfun, max_steps = 4L, settle = 1e-3) {
+## glmer with its default optimizers, run as glmer runs them, then finished by Newton steps
+## (hlmbridge_glmer_polish). `call` is hlmbridge_glmer's glmer call (its model-building
+## arguments whatever they are), evaluated in `env`. Steps as in lme4::glmer: the call with
+## devFunOnly = TRUE (glFormula, the first stage, nAGQ = 0, and the second stage's deviance
+## function), the second stage by lme4::optimizeGlmer from the first stage's theta, and the
+## merMod by lme4::mkMerMod, with the model frame and random-effects terms of lme4::glFormula
+## on the same call. Run so rather than as glmer() and then update(fit, devFunOnly = TRUE)
+## because that update repeats the first stage (half of glmer's time on Contraception's
+## random slope) and a deviance function made without it starts its inner iterations
+## (PIRLS) elsewhere, which moves the deviance by 1e-4. NULL, for the caller's tight refit,
+## where a step gave an error, a warning or a message, the optimum is on the boundary (lme4's
+## isSingular rule: a diagonal element of a relative covariance factor below 1e-4), or the
+## polish cannot finish; else hlmbridge_glmer_polish's list with `fit`, the merMod at the
+## polished optimum.
+hlmbridge_glmer_default <- function(call, env, nagq) {
+  quiet <- function(got) !inherits(got$value, "error") && !length(got$warnings) && !length(got$messages)
+  dcall <- call
+  dcall$devFunOnly <- TRUE
+  got <- hlmbridge_collect(dcall, env)
+  if (!quiet(got)) return(NULL)
+  devfun <- got$value
+  gcall <- call
+  gcall[[1L]] <- quote(lme4::glFormula)
+  got <- hlmbridge_collect(gcall, env)
+  if (!quiet(got)) return(NULL)
+  glmod <- got$value
+  ctrl <- eval(call$control, env)
   rho <- environment(devfun)
-  x <- c(lme4::getME(fit, "theta"), lme4::fixef(fit))
-  lower <- c(fit@lower, rep(-Inf, length(x) - length(fit@lower)))
+  stage2 <- list(devfun = devfun, ctrl = ctrl, nagq = nagq, theta = rho$pp$theta + 0)
+  got <- hlmbridge_collect(quote(lme4::optimizeGlmer(
+    devfun, optimizer = ctrl$optimizer[[2L]], restart_edge = ctrl$restart_edge, boundary.tol = ctrl$boundary.tol,
+    control = ctrl$optCtrl, start = list(theta = theta), nAGQ = nagq, stage = 2, calc.derivs = FALSE,
+    use.last.params = ctrl$use.last.params)), list2env(stage2, parent = environment()))
+  if (!quiet(got)) return(NULL)
+  opt <- got$value
+  lower <- rho$lower[seq_along(rho$pp$theta)]
+  if (any(opt$par[seq_along(lower)][lower == 0] < 1e-4)) return(NULL)
+  out <- hlmbridge_glmer_polish(devfun, opt$par)
+  if (is.null(out)) return(NULL)
+  ## the deviance function's state is at the polished optimum (its last evaluation)
+  rho$resp$setOffset(rho$baseOffset)
+  polished <- list(par = out$x, fval = out$value, conv = 0L, feval = opt$feval + out$evals,
+                   message = sprintf("glmer's default optimizers, then %d Newton step(s)", out$steps))
+  for (a in c("optimizer", "control", "warnings")) attr(polished, a) <- attr(opt, a)
+  mc <- match.call(lme4::glmer, call)
+  mc$formula <- glmod$formula
+  out$fit <- lme4::mkMerMod(rho, polished, glmod$reTrms, fr = glmod$fr, mc = mc)
+  out
+}
+
+## Newton's method on glmer's deviance in c(theta, beta) (`devfun`, the second stage's) from
+## `x` (the optimum of glmer's default optimizers, which stop about 5e-5 standard errors short
+## of it on the hospital data; bobyqa to rhoend 1e-10 takes 2-3 times as many deviance
+## evaluations to get there). Each step takes the gradient and Hessian of hlmbridge_hessian
+## (the Hessian the standard errors need anyway), so a fit costs one or two of them (2n(n + 1)
+## + 1 evaluations each, n parameters) instead of glmer's own deriv12 (2n^2 + 1). Converged
+## when a step moves no parameter by more than `settle` of its standard error (the deviance is
+## then within its evaluation noise of the optimum: 1e-10); the last step is taken with the
+## Hessian before it (its change over so small a move is far below the extrapolation's error).
+## NULL when the Hessian is not positive definite, a step leaves the parameter space or raises
+## the deviance even when quartered, or `max_steps` do not converge; else list(x, value = the
+## deviance at x, gradient (at x, for lme4's convergence check), hessian (at the point before
+## the last step), steps, evals), with devfun's state left at x (its last evaluation).
+hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-3) {
+  rho <- environment(devfun)
+  lower <- rho$lower
   evals <- 0L
   f <- function(p) {
     evals <<- evals + 1L
@@ -340,16 +384,8 @@ hlmbridge_glmer_polish <- function(fit, devfun, max_steps = 4L, settle = 1e-3) {
         ei <- replace(numeric(length(x)), i, h[i])
         (f(x + ei) - f(x - ei)) / (2 * h[i])
       }, 0)
-      ## the deviance function's state at x (its last evaluation): the merMod from it
-      fn <- f(x)
-      rho$resp$setOffset(rho$baseOffset)
-      opt <- list(par = x, fval = fn, conv = 0L, feval = fit@optinfo$feval + evals,
-                  message = sprintf("glmer's default optimizers, then %d Newton step(s)", k))
-      attr(opt, "optimizer") <- fit@optinfo$optimizer
-      attr(opt, "control") <- fit@optinfo$control
-      reTrms <- list(flist = fit@flist, cnms = fit@cnms, Gp = fit@Gp, lower = fit@lower)
-      polished <- lme4::mkMerMod(rho, opt, reTrms, fr = fit@frame, mc = fit@call)
-      return(list(fit = polished, gradient = gradient, hessian = d$hessian, steps = k))
+      value <- f(x)
+      return(list(x = x, value = value, gradient = gradient, hessian = d$hessian, steps = k, evals = evals))
     }
   }
   NULL
