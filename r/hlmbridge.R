@@ -182,12 +182,14 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
 ## quadrature at the conditional modes, k points, for one scalar random effect). Other
 ## arguments as hlmbridge_fit (no weights or offset yet). The estimates are the optimum to the
 ## digits Stata prints: with `rhoend` NULL, glmer's default optimizers finished by Newton steps
-## (hlmbridge_glmer_polish; where those cannot finish, the tight settings instead); with a
+## (hlmbridge_glmer_default; where those cannot finish, the tight settings instead); with a
 ## number, the tight settings: bobyqa in both stages to that rhoend. PIRLS to tolPwrss 1e-10.
 ## `polish_steps`: the Newton steps taken (0: the tight settings' optimum).
 ## `vcov_full` = 2 H^-1, the covariance of the estimates from the full observed information,
-## with H the Hessian of glmer's deviance function in c(theta, beta) (update(fit, devFunOnly =
-## TRUE)) at the optimum by hlmbridge_hessian (Richardson-extrapolated central differences).
+## with H the Hessian of glmer's deviance function in c(theta, beta) by hlmbridge_hessian
+## (Richardson-extrapolated central differences): at the optimum on the tight path
+## (update(fit, devFunOnly = TRUE)), at the point before the last Newton step (at most 1e-4
+## standard errors from the optimum) on the polished one.
 ## glmer's own vcov(fit, use.hessian = TRUE) uses lme4's deriv12 (central differences, step
 ## 1e-4), which is 1e-5 to 3e-5 relative off on the hospital data (Stata's SEs agree with the
 ## extrapolated Hessian to 1e-6); so calc.derivs = FALSE, and glmer's gradient check is made
@@ -274,18 +276,23 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
 
 ## glmer's control for hlmbridge_glmer: bobyqa in both stages to `rhoend` (the tight settings),
 ## or with rhoend = NULL glmer's own default optimizers (bobyqa, then Nelder-Mead), whose
-## optimum hlmbridge_glmer_polish finishes. PIRLS to tolPwrss 1e-10 and calc.derivs = FALSE
-## either way (hlmbridge_hessian computes the derivatives).
+## optimum hlmbridge_glmer_polish finishes. PIRLS to tolPwrss 1e-10 in every stage (glmer's
+## default, 1e-7, leaves evaluation noise the finite differences would magnify, and a looser
+## first stage moves the point the second stage's inner iterations start from, which moves the
+## deviance itself by up to 1e-4: the standard errors then differ from the tight settings' by
+## more than 1e-5). calc.derivs = FALSE either way (hlmbridge_hessian computes the derivatives).
 hlmbridge_glmer_control <- function(rhoend, maxfun) {
   opt <- list(maxfun = maxfun)
   if (is.null(rhoend))
-    return(lme4::glmerControl(optCtrl = opt, tolPwrss = 1e-10, calc.derivs = FALSE))
+    return(lme4::glmerControl(optCtrl = opt, tolPwrss = hlmbridge_glmer_tolpwrss, calc.derivs = FALSE))
   lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = c(list(rhoend = rhoend), opt),
-                     tolPwrss = 1e-10, calc.derivs = FALSE)
+                     tolPwrss = hlmbridge_glmer_tolpwrss, calc.derivs = FALSE)
 }
 
-## The tight settings' rhoend, which the polish falls back to.
+## The tight settings' rhoend, which the polish falls back to, and PIRLS's tolerance for the
+## tight settings and the polish.
 hlmbridge_glmer_rhoend <- 1e-10
+hlmbridge_glmer_tolpwrss <- 1e-10
 
 ## glmer with its default optimizers, run as glmer runs them, then finished by Newton steps
 ## (hlmbridge_glmer_polish). `call` is hlmbridge_glmer's glmer call (its model-building
@@ -345,12 +352,14 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
 ## + 1 evaluations each, n parameters) instead of glmer's own deriv12 (2n^2 + 1). Converged
 ## when a step moves no parameter by more than `settle` of its standard error (the deviance is
 ## then within its evaluation noise of the optimum: 1e-10); the last step is taken with the
-## Hessian before it (its change over so small a move is far below the extrapolation's error).
+## Hessian before it (over a move of 1e-4 standard errors the Hessian changes by about 1e-4 /
+## sqrt(n) relative, below the 1e-5 the standard errors are checked to; glmer's defaults stop
+## 2e-5 to 5e-5 standard errors short on the hospital data, so one step is the rule).
 ## NULL when the Hessian is not positive definite, a step leaves the parameter space or raises
 ## the deviance even when quartered, or `max_steps` do not converge; else list(x, value = the
 ## deviance at x, gradient (at x, for lme4's convergence check), hessian (at the point before
 ## the last step), steps, evals), with devfun's state left at x (its last evaluation).
-hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-3) {
+hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-4) {
   rho <- environment(devfun)
   lower <- rho$lower
   evals <- 0L
