@@ -532,15 +532,26 @@ from pathlib import Path
 d = Path(sys.argv[1]); reps = int(sys.argv[2]); formula = sys.argv[3]; family = sys.argv[4]; nagq = int(sys.argv[5])
 import hlmbridge
 sys.path.insert(0, sys.argv[6])  # benchmarks/: its data reader, and glmer with its defaults in this process's R
-from run import embedded_default_glmer, interleaved, read_columns
+import time
+from run import embedded_default_glmer, read_columns
 df = read_columns(d)
 hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
 last, r_ll = [], []
 glmer, loglik_of = embedded_default_glmer(d, 1, family, nagq)
-times, emb = interleaved(lambda: last.append(hlmbridge.fit(formula, df, engine="lme4", family=family, nAGQ=nagq)),
-                         lambda: r_ll.append(glmer()), reps)
+hb = lambda: last.append(hlmbridge.fit(formula, df, engine="lme4", family=family, nAGQ=nagq))
+r = lambda: r_ll.append(glmer())
+hb(); r()
+# alternating, wall and this thread's CPU time (R runs in this thread: the CPU ratio barely moves
+# with the load of a shared machine, the wall one does)
+times, emb, cpu, emb_cpu = [], [], [], []
+for _ in range(reps):
+    for fn, wall, thread in ((hb, times, cpu), (r, emb, emb_cpu)):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        thread.append(time.thread_time() - c0)
 res = last[-1]
-print(json.dumps({"times": times, "embedded": emb, "loglik": res.engine_loglik,
+print(json.dumps({"times": times, "embedded": emb, "cpu": cpu, "embedded_cpu": emb_cpu, "loglik": res.engine_loglik,
                   "glmer_default_loglik": loglik_of(r_ll[-1]),
                   "converged": res.converged, "nobs": res.nobs, "optimizer": res.optimizer}))
 """
@@ -559,9 +570,12 @@ def _glmm_case(name: str, d: Path, formula: str, family: str, nagq: int, reps: i
         raise RuntimeError(f"{name} child failed:\n{out.stderr[-3000:]}")
     child = json.loads(out.stdout.strip().splitlines()[-1])
     hb, r = statistics.median(child["times"]), statistics.median(child["embedded"])
+    hb_cpu, r_cpu = statistics.median(child["cpu"]), statistics.median(child["embedded_cpu"])
     return {"case": name, "model": formula, "family": family, "nagq": nagq, "nobs": child["nobs"],
             "hlmbridge_s": hb, "hlmbridge_times": child["times"], "embedded_glmer_default_s": r,
             "embedded_glmer_default_times": child["embedded"], "ratio_interleaved": hb / r,
+            "hlmbridge_cpu_s": hb_cpu, "embedded_glmer_default_cpu_s": r_cpu, "ratio_cpu": hb_cpu / r_cpu,
+            "hlmbridge_cpu_times": child["cpu"], "embedded_glmer_default_cpu_times": child["embedded_cpu"],
             "converged": child["converged"], "loglik": child["loglik"], "optimizer": child["optimizer"],
             "loglik_gain": child["loglik"] - child["glmer_default_loglik"]}
 
@@ -991,11 +1005,14 @@ def table(results: dict[str, Any]) -> str:
     cases += [("4d. scaling", r) for r in results.get("scaling", {}).get("rows", [])]
     if "glmm" in results:
         add("4h. GLMMs: warm hlmbridge.fit (lme4 engine) vs glmer with its defaults and the same nAGQ in the "
-            "same process, alternating (median s); gain = hlmbridge's log likelihood - glmer default's")
-        add(f"   {'case':22s} {'nAGQ':>4s} {'nobs':>6s} {'glmer':>8s} {'hlmbr.':>8s} {'ratio':>6s} {'gain':>9s}")
+            "same process, alternating (median s, wall and this thread's CPU); gain = hlmbridge's log likelihood "
+            "- glmer default's")
+        add(f"   {'case':22s} {'nAGQ':>4s} {'nobs':>6s} {'glmer':>8s} {'hlmbr.':>8s} {'ratio':>6s} {'CPU gl.':>8s} "
+            f"{'CPU hb.':>8s} {'ratio':>6s} {'gain':>9s}")
         for r in results["glmm"]["rows"]:
             add(f"   {r['case']:22s} {r['nagq']:4d} {r['nobs']:6d} {_secs(r['embedded_glmer_default_s'])} "
-                f"{_secs(r['hlmbridge_s'])} {r['ratio_interleaved']:6.2f} {r['loglik_gain']:9.1e}")
+                f"{_secs(r['hlmbridge_s'])} {r['ratio_interleaved']:6.2f} {_secs(r['embedded_glmer_default_cpu_s'])} "
+                f"{_secs(r['hlmbridge_cpu_s'])} {r['ratio_cpu']:6.2f} {r['loglik_gain']:9.1e}")
     if cases:
         add("4a-d. fresh processes, median s: lmer (hlmbridge's control), lmer (defaults), hlmbridge; peak RSS MB")
         add(f"   {'case':22s} {'model':30s} {'nobs':>9s} {'R':>8s} {'R dflt':>8s} {'hlmbr.':>8s} {'ratio':>6s} "
@@ -1066,6 +1083,8 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         worst = max(r["ratio_interleaved"] for r in results["glmm"]["rows"])
         t["lme4 engine / default glmer, same nAGQ, interleaved (worst)"] = {"value": worst, "target": "<= 1.2",
                                                                            "holds": worst <= 1.2}
+        worst = max(r["ratio_cpu"] for r in results["glmm"]["rows"])
+        t["... the same in CPU time (worst)"] = {"value": worst, "target": "<= 1.2", "holds": worst <= 1.2}
     if "sm_default" in results or "sm_nested" in results:
         sm_rows = results.get("sm_default", {}).get("rows", []) + results.get("sm_nested", {}).get("rows", [])
         same = [r["ratio"] for r in sm_rows if r["same_optimum"]]

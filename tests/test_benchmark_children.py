@@ -70,6 +70,7 @@ def test_glmm_child_fits_the_model_hlmbridge_fits(run, tmp_path: Path) -> None:
     got = run._glmm_case("tiny", d, run.HOSPITAL_MODEL, "binomial", 12, 1)
     assert got["nobs"] == 1060 and got["converged"] and len(got["hlmbridge_times"]) == 1
     assert len(got["embedded_glmer_default_times"]) == 1 and math.isfinite(got["ratio_interleaved"])
+    assert got["hlmbridge_cpu_s"] > 0 and math.isfinite(got["ratio_cpu"])
     assert "Newton step" in got["optimizer"]
     here = hlmbridge.fit(run.HOSPITAL_MODEL, hosp.assign(mother=hosp["mother"].astype(np.int64)),
                          family="binomial", nAGQ=12)
