@@ -48,3 +48,13 @@ bench_default_fit <- function(dir, i) {
   reml <- as.logical(models$reml[i])
   function() invisible(suppressWarnings(suppressMessages(lme4::lmer(form, data = d, REML = reml))))
 }
+
+## The same with glmer's defaults (`family` "binomial" or "poisson" with its canonical link,
+## `nagq` its nAGQ; the models file's reml column is not read): the GLMM baseline.
+bench_default_glmer_fit <- function(dir, i, family, nagq) {
+  models <- bench_read_models(dir)
+  d <- bench_model_data(bench_read_data(dir), models$factors[i])
+  form <- stats::as.formula(models$formula[i])
+  fam <- switch(family, binomial = stats::binomial(), poisson = stats::poisson(), stop("unknown family ", family))
+  function() suppressWarnings(suppressMessages(lme4::glmer(form, data = d, family = fam, nAGQ = nagq)))
+}

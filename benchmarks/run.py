@@ -42,6 +42,9 @@ Issue 22 adds:
 14. ``sm_nested``: the statsmodels engine on Chem97 ``(1 | lea/school)`` and egsingle
     ``(1 | schoolid/childid)`` against ``MixedLM.fit()``'s defaults (the inner level as a variance
     component), and whether the default reaches the same optimum.
+15. ``glmm`` (issue 23): GLMMs against ``glmer`` with its defaults and the same ``nAGQ``, timed
+    alternately in one process: the hospital data (binomial, nAGQ 1 and 12), mlmRev's Contraception
+    with an ``urban`` slope and lme4's VerbAgg, crossed (Laplace).
 13. ``threads``: the thread policy (``hlmbridge/threads.py``): warm fits with one BLAS thread and
     with all, alternating, quiet and with the neighbour.
 ``cold`` also times the ``Rscript`` equivalent of ``hlmbridge fit`` (lme4 + read .dta + fit + print),
@@ -126,6 +129,30 @@ def embedded_default_lmer(dirpath: Path, index: int) -> Any:
             fit()
 
     return run
+
+
+def embedded_default_glmer(dirpath: Path, index: int, family: str, nagq: int) -> tuple[Any, Any]:
+    """:func:`embedded_default_lmer` for a GLMM: ``lme4::glmer`` with its default settings
+    (``family``, ``nAGQ = nagq``) in hlmbridge's embedded R, and a function giving the log
+    likelihood (R's ``logLik``) of a fit it returned."""
+    from hlmbridge.engines import r_session
+
+    session = r_session.session()
+    with session.converting():
+        env = session.ro.r("new.env()")
+        session.ro.r["sys.source"](str(BENCH / "bench_data.R"), envir=env)
+        fit = env["bench_default_glmer_fit"](str(dirpath), index, family, nagq)
+        loglik = session.ro.r("function(m) as.numeric(stats::logLik(m))")
+
+    def run() -> Any:
+        with session.converting():
+            return fit()
+
+    def loglik_of(m: Any) -> float:
+        with session.converting():
+            return float(loglik(m)[0])
+
+    return run, loglik_of
 
 
 def interleaved(hb: Any, r: Any, reps: int) -> tuple[list[float], list[float]]:
@@ -497,6 +524,90 @@ def _fit_case(name: str, d: Path, formula: str, reml: bool, reps: int, r_reps: i
             "embedded_lmer_default_s": statistics.median(child["embedded"]),
             "embedded_lmer_default_times": child["embedded"],
             "ratio_interleaved": hb / statistics.median(child["embedded"])}
+
+
+GLMM_CHILD = r"""
+import json, sys
+from pathlib import Path
+d = Path(sys.argv[1]); reps = int(sys.argv[2]); formula = sys.argv[3]; family = sys.argv[4]; nagq = int(sys.argv[5])
+import hlmbridge
+sys.path.insert(0, sys.argv[6])  # benchmarks/: its data reader, and glmer with its defaults in this process's R
+import time
+from run import embedded_default_glmer, read_columns
+df = read_columns(d)
+hlmbridge.fit("mixed mathach || id:", hlmbridge.datasets.hsb("combined"), engine="lme4")  # start R
+last, r_ll = [], []
+glmer, loglik_of = embedded_default_glmer(d, 1, family, nagq)
+hb = lambda: last.append(hlmbridge.fit(formula, df, engine="lme4", family=family, nAGQ=nagq))
+r = lambda: r_ll.append(glmer())
+hb(); r()
+# alternating, wall and this thread's CPU time (R runs in this thread: the CPU ratio barely moves
+# with the load of a shared machine, the wall one does)
+times, emb, cpu, emb_cpu = [], [], [], []
+for _ in range(reps):
+    for fn, wall, thread in ((hb, times, cpu), (r, emb, emb_cpu)):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        thread.append(time.thread_time() - c0)
+res = last[-1]
+print(json.dumps({"times": times, "embedded": emb, "cpu": cpu, "embedded_cpu": emb_cpu, "loglik": res.engine_loglik,
+                  "glmer_default_loglik": loglik_of(r_ll[-1]),
+                  "converged": res.converged, "nobs": res.nobs, "optimizer": res.optimizer}))
+"""
+
+
+def _glmm_case(name: str, d: Path, formula: str, family: str, nagq: int, reps: int) -> dict[str, Any]:
+    """One GLMM on the data in ``d``: warm ``hlmbridge.fit(..., family=, nAGQ=)`` (lme4 engine) in a
+    fresh process, timed alternately with ``lme4::glmer`` with its defaults and the same ``nAGQ`` in
+    that process's embedded R (issue 23 item 8). ``loglik_gain``: hlmbridge's log likelihood (glmer's
+    own, ``engine_loglik``) minus glmer's with its defaults: how far short of the optimum those stop."""
+    write_models(d, [(name, formula, False, "-")])
+    log(f"glmm {name}: hlmbridge and glmer (defaults, nAGQ = {nagq}) interleaved")
+    out = subprocess.run([sys.executable, "-c", GLMM_CHILD, str(d), str(reps), formula, family, str(nagq), str(BENCH)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} child failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    hb, r = statistics.median(child["times"]), statistics.median(child["embedded"])
+    hb_cpu, r_cpu = statistics.median(child["cpu"]), statistics.median(child["embedded_cpu"])
+    return {"case": name, "model": formula, "family": family, "nagq": nagq, "nobs": child["nobs"],
+            "hlmbridge_s": hb, "hlmbridge_times": child["times"], "embedded_glmer_default_s": r,
+            "embedded_glmer_default_times": child["embedded"], "ratio_interleaved": hb / r,
+            "hlmbridge_cpu_s": hb_cpu, "embedded_glmer_default_cpu_s": r_cpu, "ratio_cpu": hb_cpu / r_cpu,
+            "hlmbridge_cpu_times": child["cpu"], "embedded_glmer_default_cpu_times": child["embedded_cpu"],
+            "converged": child["converged"], "loglik": child["loglik"], "optimizer": child["optimizer"],
+            "loglik_gain": child["loglik"] - child["glmer_default_loglik"]}
+
+
+HOSPITAL_DAT = ROOT / "fixtures" / "glmm" / "hospital.dat"
+HOSPITAL_MODEL = "hosp ~ loginc + distance + dropout + college + (1 | mother)"
+CONTRACEPTION_MODEL = "use ~ urban + age + (urban | district)"
+# VerbAgg's factors as R's treatment-contrast columns (numbers, so that R and hlmbridge read the same).
+VERBAGG_MODEL = "r2 ~ Anger + GenderM + btypescold + btypeshout + situself + (1 | id) + (1 | item)"
+
+
+def bench_glmm(reps: int, tmp: Path) -> dict[str, Any]:
+    """GLMMs (issue 23): Lillard and Panis's hospital data (binomial, ``nAGQ`` 1 and 12), mlmRev's
+    Contraception with an ``urban`` slope (Laplace) and lme4's VerbAgg, crossed (Laplace)."""
+    rows = []
+    hosp = pd.read_csv(HOSPITAL_DAT, sep=r"\s+", header=None,
+                       names=["hosp", "loginc", "distance", "dropout", "college", "mother"])
+    d = tmp / "glmm_hospital"
+    write_columns(d, {c: hosp[c].to_numpy(dtype=float) for c in hosp.columns}, {"mother"})
+    for nagq in (1, 12):
+        rows.append(_glmm_case(f"hospital_agq{nagq}", d, HOSPITAL_MODEL, "binomial", nagq, reps))
+    d = tmp / "glmm_contraception"
+    cols = lme4_data("Contraception", ("use", "urban", "age", "district"), tmp, package="mlmRev")  # N/Y as 0/1
+    write_columns(d, cols, {"district"})
+    rows.append(_glmm_case("contraception_slope", d, CONTRACEPTION_MODEL, "binomial", 1, reps))
+    d = tmp / "glmm_verbagg"
+    va = lme4_data("VerbAgg", ("r2", "Anger", "Gender", "btype", "situ", "id", "item"), tmp)
+    write_columns(d, {"r2": va["r2"], "Anger": va["Anger"], "GenderM": va["Gender"],
+                      "btypescold": (va["btype"] == 1).astype(float), "btypeshout": (va["btype"] == 2).astype(float),
+                      "situself": va["situ"], "id": va["id"], "item": va["item"]}, {"id", "item"})
+    rows.append(_glmm_case("verbagg_crossed", d, VERBAGG_MODEL, "binomial", 1, reps))
+    return {"rows": rows, "reps": reps}
 
 
 LME4_DATA_R = r"""
@@ -892,6 +1003,16 @@ def table(results: dict[str, Any]) -> str:
     cases += [("4e. nested (mlmRev)", r) for r in results.get("nested", {}).get("rows", [])]
     cases += [("4f. busy neighbour", r) for r in results.get("busy", {}).get("rows", [])]
     cases += [("4d. scaling", r) for r in results.get("scaling", {}).get("rows", [])]
+    if "glmm" in results:
+        add("4h. GLMMs: warm hlmbridge.fit (lme4 engine) vs glmer with its defaults and the same nAGQ in the "
+            "same process, alternating (median s, wall and this thread's CPU); gain = hlmbridge's log likelihood "
+            "- glmer default's")
+        add(f"   {'case':22s} {'nAGQ':>4s} {'nobs':>6s} {'glmer':>8s} {'hlmbr.':>8s} {'ratio':>6s} {'CPU gl.':>8s} "
+            f"{'CPU hb.':>8s} {'ratio':>6s} {'gain':>9s}")
+        for r in results["glmm"]["rows"]:
+            add(f"   {r['case']:22s} {r['nagq']:4d} {r['nobs']:6d} {_secs(r['embedded_glmer_default_s'])} "
+                f"{_secs(r['hlmbridge_s'])} {r['ratio_interleaved']:6.2f} {_secs(r['embedded_glmer_default_cpu_s'])} "
+                f"{_secs(r['hlmbridge_cpu_s'])} {r['ratio_cpu']:6.2f} {r['loglik_gain']:9.1e}")
     if cases:
         add("4a-d. fresh processes, median s: lmer (hlmbridge's control), lmer (defaults), hlmbridge; peak RSS MB")
         add(f"   {'case':22s} {'model':30s} {'nobs':>9s} {'R':>8s} {'R dflt':>8s} {'hlmbr.':>8s} {'ratio':>6s} "
@@ -958,6 +1079,12 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         if inter:
             t["... interleaved in one process (worst case)"] = {"value": max(inter), "target": "<= 1.2",
                                                              "holds": max(inter) <= 1.2}
+    if "glmm" in results:
+        worst = max(r["ratio_interleaved"] for r in results["glmm"]["rows"])
+        t["lme4 engine / default glmer, same nAGQ, interleaved (worst)"] = {"value": worst, "target": "<= 1.2",
+                                                                           "holds": worst <= 1.2}
+        worst = max(r["ratio_cpu"] for r in results["glmm"]["rows"])
+        t["... the same in CPU time (worst)"] = {"value": worst, "target": "<= 1.2", "holds": worst <= 1.2}
     if "sm_default" in results or "sm_nested" in results:
         sm_rows = results.get("sm_default", {}).get("rows", []) + results.get("sm_nested", {}).get("rows", [])
         same = [r["ratio"] for r in sm_rows if r["same_optimum"]]
@@ -979,7 +1106,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
 
 
 SECTIONS = ("seed_lme4", "sm_default", "sm_nested", "push", "scale", "sleepstudy", "crossed", "three_level", "nested", "busy",
-            "threads", "scaling", "cold", "memory")
+            "threads", "glmm", "scaling", "cold", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1020,6 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
             results["busy"] = bench_busy(1 if q else 3, tmp)
         if "threads" in sections:
             results["threads"] = bench_threads(1 if q else 3, tmp)
+        if "glmm" in sections:
+            results["glmm"] = bench_glmm(1 if q else 5, tmp)
         if "scaling" in sections:
             results["scaling"] = bench_scaling(tmp, args.big)
         if "cold" in sections:

@@ -250,9 +250,7 @@ def _df_method(model: ModelSpec | str, spec: ModelSpec, df_method: str | None) -
 
     stated = None
     if isinstance(model, str) and spec.formula is None:  # a Stata command
-        from hlmbridge.spec.parse_stata import parse_stata_df_method
-
-        stated = parse_stata_df_method(model, reml=spec.reml)
+        stated = _stated_df_method(model, spec.reml)
     if df_method is None:
         return stated
     label = resolve_df_method(df_method)
@@ -261,6 +259,15 @@ def _df_method(model: ModelSpec | str, spec: ModelSpec, df_method: str | None) -
     if stated.split(" (")[0] != label.split(" (")[0]:
         raise UsageError(f"fit() got df_method={df_method!r} but the Stata command says dfmethod() = {stated!r}")
     return stated
+
+
+@functools.lru_cache(maxsize=256)
+def _stated_df_method(command: str, reml: bool) -> str | None:
+    """parse_stata_df_method, once per command (a refit would parse the text again, 0.1-0.25 ms
+    a fit); errors are not cached."""
+    from hlmbridge.spec.parse_stata import parse_stata_df_method
+
+    return parse_stata_df_method(command, reml=reml)
 
 
 _DESIGNS = FrameCache()

@@ -180,11 +180,16 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
 ## Fit one generalized linear mixed model with glmer: `family` "binomial" or "poisson" (its
 ## canonical link), `nagq` glmer's nAGQ (1 = Laplace; k > 1 = adaptive Gauss-Hermite
 ## quadrature at the conditional modes, k points, for one scalar random effect). Other
-## arguments as hlmbridge_fit (no weights or offset yet). Tight settings so that the estimates
-## are the optimum: bobyqa in both stages to rhoend 1e-10, PIRLS to tolPwrss 1e-10.
+## arguments as hlmbridge_fit (no weights or offset yet). The estimates are the optimum to the
+## digits Stata prints: with `rhoend` NULL, glmer's default optimizers finished by Newton steps
+## (hlmbridge_glmer_default; where those cannot finish, the tight settings instead); with a
+## number, the tight settings: bobyqa in both stages to that rhoend. PIRLS to tolPwrss 1e-10.
+## `polish_steps`: the Newton steps taken (0: the tight settings' optimum).
 ## `vcov_full` = 2 H^-1, the covariance of the estimates from the full observed information,
-## with H the Hessian of glmer's deviance function in c(theta, beta) (update(fit, devFunOnly =
-## TRUE)) at the optimum by hlmbridge_hessian (Richardson-extrapolated central differences).
+## with H the Hessian of glmer's deviance function in c(theta, beta) by hlmbridge_hessian
+## (Richardson-extrapolated central differences): at the optimum on the tight path
+## (update(fit, devFunOnly = TRUE)), at the point before the last Newton step (at most 1e-4
+## standard errors from the optimum) on the polished one.
 ## glmer's own vcov(fit, use.hessian = TRUE) uses lme4's deriv12 (central differences, step
 ## 1e-4), which is 1e-5 to 3e-5 relative off on the hospital data (Stata's SEs agree with the
 ## extrapolated Hessian to 1e-6); so calc.derivs = FALSE, and glmer's gradient check is made
@@ -207,24 +212,40 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
                 binomial = stats::binomial(link = if (is.null(link)) "logit" else link),
                 poisson = stats::poisson(link = if (is.null(link)) "log" else link),
                 stop("unknown family ", family))
-  ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
-                             tolPwrss = 1e-10, calc.derivs = FALSE)
+  ctrl <- hlmbridge_glmer_control(rhoend, maxfun)
   prep <- hlmbridge_call_data(data, quote(lme4::glmer(form, data = d, family = fam, nAGQ = nagq, control = ctrl)),
                               factors, rows, weights, offset, contrasts)
   d <- prep$d
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
   t0 <- proc.time()[["elapsed"]]
-  got <- hlmbridge_collect(prep$call, environment())
-  fit <- got$value
-  warns <- got$warnings
-  msgs <- got$messages
+  derivs <- NULL
+  polish_steps <- 0L
+  if (is.null(rhoend)) {
+    ## glmer's default optimizers, finished by Newton steps (hlmbridge_glmer_default); where
+    ## they cannot finish it (a warning, a boundary fit, no convergence), the tight refit.
+    derivs <- hlmbridge_glmer_default(prep$call, environment(), nagq)
+    if (is.null(derivs)) {
+      ctrl <- hlmbridge_glmer_control(hlmbridge_glmer_rhoend, maxfun)
+    } else {
+      fit <- derivs$fit
+      polish_steps <- derivs$steps
+    }
+  }
+  if (is.null(derivs)) {
+    got <- hlmbridge_collect(prep$call, environment())
+    fit <- got$value
+    warns <- got$warnings
+    msgs <- got$messages
+  }
   elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
   theta <- lme4::getME(fit, "theta")
-  devfun <- stats::update(fit, devFunOnly = TRUE)
-  derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
+  if (is.null(derivs)) {
+    devfun <- stats::update(fit, devFunOnly = TRUE)
+    derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
+  }
   H <- derivs$hessian
   ## lme4 skips these checks on a boundary (singular) fit, which it reports itself
   if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
@@ -261,7 +282,136 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
   out$ranef_num <- c(re$condval, re$condsd)
   out$nagq <- nagq
+  ## 0: the tight optimizer's optimum (rhoend given, or the polish refused); k > 0: glmer's
+  ## default optimizers and k Newton steps
+  out$polish_steps <- polish_steps
   out
+}
+
+## glmer's control for hlmbridge_glmer: bobyqa in both stages to `rhoend` (the tight settings),
+## or with rhoend = NULL glmer's own default optimizers (bobyqa, then Nelder-Mead), whose
+## optimum hlmbridge_glmer_polish finishes. PIRLS to tolPwrss 1e-10 in every stage (glmer's
+## default, 1e-7, leaves evaluation noise the finite differences would magnify, and a looser
+## first stage moves the point the second stage's inner iterations start from, which moves the
+## deviance itself by up to 1e-4: the standard errors then differ from the tight settings' by
+## more than 1e-5). calc.derivs = FALSE either way (hlmbridge_hessian computes the derivatives).
+hlmbridge_glmer_control <- function(rhoend, maxfun) {
+  opt <- list(maxfun = maxfun)
+  if (is.null(rhoend))
+    return(lme4::glmerControl(optCtrl = opt, tolPwrss = hlmbridge_glmer_tolpwrss, calc.derivs = FALSE))
+  lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = c(list(rhoend = rhoend), opt),
+                     tolPwrss = hlmbridge_glmer_tolpwrss, calc.derivs = FALSE)
+}
+
+## The tight settings' rhoend, which the polish falls back to, and PIRLS's tolerance for the
+## tight settings and the polish.
+hlmbridge_glmer_rhoend <- 1e-10
+hlmbridge_glmer_tolpwrss <- 1e-10
+
+## glmer with its default optimizers, run as glmer runs them, then finished by Newton steps
+## (hlmbridge_glmer_polish). `call` is hlmbridge_glmer's glmer call (its model-building
+## arguments whatever they are), evaluated in `env`. Steps as in lme4::glmer: the call with
+## devFunOnly = TRUE (glFormula, the first stage, nAGQ = 0, and the second stage's deviance
+## function), the second stage by lme4::optimizeGlmer from the first stage's theta, and the
+## merMod by lme4::mkMerMod, with the model frame and random-effects terms of lme4::glFormula
+## on the same call. Run so rather than as glmer() and then update(fit, devFunOnly = TRUE)
+## because that update repeats the first stage (half of glmer's time on Contraception's
+## random slope) and a deviance function made without it starts its inner iterations
+## (PIRLS) elsewhere, which moves the deviance by 1e-4. NULL, for the caller's tight refit,
+## where a step gave an error, a warning or a message, the optimum is on the boundary (lme4's
+## isSingular rule: a diagonal element of a relative covariance factor below 1e-4), or the
+## polish cannot finish; else hlmbridge_glmer_polish's list with `fit`, the merMod at the
+## polished optimum.
+hlmbridge_glmer_default <- function(call, env, nagq) {
+  quiet <- function(got) !inherits(got$value, "error") && !length(got$warnings) && !length(got$messages)
+  dcall <- call
+  dcall$devFunOnly <- TRUE
+  got <- hlmbridge_collect(dcall, env)
+  if (!quiet(got)) return(NULL)
+  devfun <- got$value
+  gcall <- call
+  gcall[[1L]] <- quote(lme4::glFormula)
+  got <- hlmbridge_collect(gcall, env)
+  if (!quiet(got)) return(NULL)
+  glmod <- got$value
+  ctrl <- eval(call$control, env)
+  rho <- environment(devfun)
+  stage2 <- list(devfun = devfun, ctrl = ctrl, nagq = nagq, theta = rho$pp$theta + 0)
+  got <- hlmbridge_collect(quote(lme4::optimizeGlmer(
+    devfun, optimizer = ctrl$optimizer[[2L]], restart_edge = ctrl$restart_edge, boundary.tol = ctrl$boundary.tol,
+    control = ctrl$optCtrl, start = list(theta = theta), nAGQ = nagq, stage = 2, calc.derivs = FALSE,
+    use.last.params = ctrl$use.last.params)), list2env(stage2, parent = environment()))
+  if (!quiet(got)) return(NULL)
+  opt <- got$value
+  lower <- rho$lower[seq_along(rho$pp$theta)]
+  if (any(opt$par[seq_along(lower)][lower == 0] < 1e-4)) return(NULL)
+  out <- hlmbridge_glmer_polish(devfun, opt$par)
+  if (is.null(out)) return(NULL)
+  ## the deviance function's state is at the polished optimum (its last evaluation)
+  rho$resp$setOffset(rho$baseOffset)
+  polished <- list(par = out$x, fval = out$value, conv = 0L, feval = opt$feval + out$evals,
+                   message = sprintf("glmer's default optimizers, then %d Newton step(s)", out$steps))
+  for (a in c("optimizer", "control", "warnings")) attr(polished, a) <- attr(opt, a)
+  mc <- match.call(lme4::glmer, call)
+  mc$formula <- glmod$formula
+  out$fit <- lme4::mkMerMod(rho, polished, glmod$reTrms, fr = glmod$fr, mc = mc)
+  out
+}
+
+## Newton's method on glmer's deviance in c(theta, beta) (`devfun`, the second stage's) from
+## `x` (the optimum of glmer's default optimizers, which stop about 5e-5 standard errors short
+## of it on the hospital data; bobyqa to rhoend 1e-10 takes 2-3 times as many deviance
+## evaluations to get there). Each step takes the gradient and Hessian of hlmbridge_hessian
+## (the Hessian the standard errors need anyway), so a fit costs one or two of them (2n(n + 1)
+## + 1 evaluations each, n parameters) instead of glmer's own deriv12 (2n^2 + 1). Converged
+## when a step moves no parameter by more than `settle` of its standard error (the deviance is
+## then within its evaluation noise of the optimum: 1e-10); the last step is taken with the
+## Hessian before it (over a move of 1e-4 standard errors the Hessian changes by about 1e-4 /
+## sqrt(n) relative, below the 1e-5 the standard errors are checked to; glmer's defaults stop
+## 2e-5 to 5e-5 standard errors short on the hospital data, so one step is the rule).
+## NULL when the Hessian is not positive definite, a step leaves the parameter space or raises
+## the deviance even when quartered, or `max_steps` do not converge; else list(x, value = the
+## deviance at x, gradient (at x, for lme4's convergence check), hessian (at the point before
+## the last step), steps, evals), with devfun's state left at x (its last evaluation).
+hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-4) {
+  rho <- environment(devfun)
+  lower <- rho$lower
+  evals <- 0L
+  f <- function(p) {
+    evals <<- evals + 1L
+    devfun(p)
+  }
+  for (k in seq_len(max_steps)) {
+    d <- hlmbridge_hessian(f, x)
+    R <- tryCatch(chol(d$hessian), error = function(e) NULL)
+    if (is.null(R) || !all(is.finite(d$gradient))) return(NULL)
+    step <- backsolve(R, forwardsolve(t(R), d$gradient))
+    se <- sqrt(2 * diag(chol2inv(R)))
+    accepted <- FALSE
+    for (t in c(1, 0.5, 0.25)) {
+      xn <- x - t * step
+      if (any(xn < lower)) next
+      fn <- f(xn)
+      if (is.finite(fn) && fn <= d$value + 1e-12 * abs(d$value)) {
+        accepted <- TRUE
+        break
+      }
+    }
+    if (!accepted) return(NULL)
+    x <- xn
+    if (t == 1 && max(abs(step) / se) <= settle) {
+      ## the gradient for the convergence check is the polished point's own (central
+      ## differences, step 1e-3 relative: its error is far below lme4's tolerance, 0.002)
+      h <- 1e-3 * pmax(abs(x), 0.1)
+      gradient <- vapply(seq_along(x), function(i) {
+        ei <- replace(numeric(length(x)), i, h[i])
+        (f(x + ei) - f(x - ei)) / (2 * h[i])
+      }, 0)
+      value <- f(x)
+      return(list(x = x, value = value, gradient = gradient, hessian = d$hessian, steps = k, evals = evals))
+    }
+  }
+  NULL
 }
 
 ## lme4's convergence checks (lme4:::checkConv and checkHess with glmerControl's defaults:
@@ -293,32 +443,34 @@ hlmbridge_check_conv <- function(gradient, H, tol_grad = 0.002, tol_hess = 1e-6)
 }
 
 ## Gradient and Hessian of `f` at `x` by central differences with steps h and h/2 (h = step *
-## max(|x|, 0.1) per coordinate), Richardson-extrapolated (error O(h^4)): 2n(n + 1) + 1
-## evaluations of f. Used on glmer's deviance, whose evaluation noise (PIRLS to tolPwrss
-## 1e-10) is far below the O(h^2) error of a single step.
+## max(|x|, 0.1) per coordinate), Richardson-extrapolated (error O(h^4)). A mixed second
+## derivative takes the two diagonal points x +- (h_i e_i + h_j e_j) and reuses the points
+## x +- h_i e_i of the diagonal and the gradient (f(x + u) + f(x - u) - 2 f(x) is even in the
+## step, so the extrapolation applies): 2n(n + 1) + 1 evaluations of f, where the four-point
+## formula took 4n^2 + 1 (the two agree to 1e-8 relative on the hospital data's standard
+## errors). Used on glmer's deviance, whose evaluation noise (PIRLS to tolPwrss 1e-10) is far
+## below the O(h^2) error of a single step. Returns list(gradient, hessian, value = f(x)).
 hlmbridge_hessian <- function(f, x, step = 2e-3) {
   n <- length(x)
   f0 <- f(x)
   one <- function(h) {
-    H <- matrix(0, n, n)
-    g <- numeric(n)
+    fp <- fm <- numeric(n)
     for (i in seq_len(n)) {
       ei <- replace(numeric(n), i, h[i])
-      fp <- f(x + ei)
-      fm <- f(x - ei)
-      g[i] <- (fp - fm) / (2 * h[i])
-      H[i, i] <- (fp - 2 * f0 + fm) / h[i]^2
-      if (i < n) for (j in (i + 1L):n) {
-        ej <- replace(numeric(n), j, h[j])
-        H[i, j] <- H[j, i] <- (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
-      }
+      fp[i] <- f(x + ei)
+      fm[i] <- f(x - ei)
     }
-    list(g = g, H = H)
+    H <- diag((fp - 2 * f0 + fm) / h^2, n)
+    for (i in seq_len(n - 1L)) for (j in (i + 1L):n) {
+      e <- replace(numeric(n), c(i, j), h[c(i, j)])
+      H[i, j] <- H[j, i] <- (f(x + e) - fp[i] - fp[j] + 2 * f0 - fm[i] - fm[j] + f(x - e)) / (2 * h[i] * h[j])
+    }
+    list(g = (fp - fm) / (2 * h), H = H)
   }
   h <- step * pmax(abs(x), 0.1)
   a <- one(h)
   b <- one(h / 2)
-  list(gradient = (4 * b$g - a$g) / 3, hessian = (4 * b$H - a$H) / 3)
+  list(gradient = (4 * b$g - a$g) / 3, hessian = (4 * b$H - a$H) / 3, value = f0)
 }
 
 ## Checksums of R's fixed-effects model matrix, to compare with hlmbridge's own design:

@@ -58,3 +58,21 @@ def test_fit_case_child_fits_the_model_hlmbridge_fits(run, tmp_path: Path) -> No
     assert len(got["embedded_lmer_default_times"]) == 3 and math.isfinite(got["ratio_interleaved"])
     here = hlmbridge.fit("y ~ x + (x | g)", _frame(cols), engine="lme4", reml=False)
     assert math.isclose(got["loglik"], here.loglik, rel_tol=1e-10)
+
+
+def test_glmm_child_fits_the_model_hlmbridge_fits(run, tmp_path: Path) -> None:
+    """The GLMM section's child (issue 23 item 8): glmer with its defaults timed alternately with
+    hlmbridge in one process, on the hospital data it reads as the section does."""
+    hosp = pd.read_csv(run.HOSPITAL_DAT, sep=r"\s+", header=None,
+                       names=["hosp", "loginc", "distance", "dropout", "college", "mother"])
+    d = tmp_path / "glmm"
+    run.write_columns(d, {c: hosp[c].to_numpy(dtype=float) for c in hosp.columns}, {"mother"})
+    got = run._glmm_case("tiny", d, run.HOSPITAL_MODEL, "binomial", 12, 1)
+    assert got["nobs"] == 1060 and got["converged"] and len(got["hlmbridge_times"]) == 1
+    assert len(got["embedded_glmer_default_times"]) == 1 and math.isfinite(got["ratio_interleaved"])
+    assert got["hlmbridge_cpu_s"] > 0 and math.isfinite(got["ratio_cpu"])
+    assert "Newton step" in got["optimizer"]
+    here = hlmbridge.fit(run.HOSPITAL_MODEL, hosp.assign(mother=hosp["mother"].astype(np.int64)),
+                         family="binomial", nAGQ=12)
+    assert math.isclose(got["loglik"], here.engine_loglik, rel_tol=1e-10)
+    assert abs(got["loglik_gain"]) < 1e-4  # glmer with its defaults stops that close to the optimum here

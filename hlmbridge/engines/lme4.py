@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, replace
@@ -224,6 +225,13 @@ def push_frame(data: pd.DataFrame, names: Sequence[str] | None = None, group_col
 _SUFFIX = re.compile(r"\.\d+$")
 
 
+@functools.lru_cache(maxsize=256)
+def _lme4_model(spec: ModelSpec) -> Any:
+    """``spec.to_lme4()``, once per spec (immutable and hashable): every fit renders it twice
+    (the engine's check and the R call); errors are not cached."""
+    return spec.to_lme4()
+
+
 @per_design
 def _r_factor_bases(design: Design) -> Any:
     """hlmbridge_fit's ``factors`` argument (variable -> base level) as an R list, made once per
@@ -367,7 +375,9 @@ def _check_optimum(design: Design, est: EngineFit) -> EngineFit:
                    extra={**est.extra, "gain_nearby": gain})
 
 
-#: bobyqa's final radius for glmer (both stages): the optimum to the digits Stata prints.
+#: bobyqa's final radius for glmer (both stages) on the tight path (``rhoend=`` not given: the
+#: fallback where the Newton polish of glmer's default optimizers cannot finish; r/hlmbridge.R's
+#: ``hlmbridge_glmer_rhoend``): the optimum to the digits Stata prints.
 _GLMER_RHOEND = 1e-10
 
 
@@ -405,6 +415,25 @@ def _trials_in_formula(design: Design) -> bool:
     if spec.trials is not None:
         return True
     return spec.formula is not None and spec.formula.response.kind == "call" and spec.formula.response.value == "cbind"
+
+
+def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: int) -> str:
+    """The optimizer path of a glmer fit, in words (``result.optimizer``): glmer's default
+    optimizers and ``polish_steps`` Newton steps on its deviance (``hlmbridge_glmer_polish`` in
+    r/hlmbridge.R), or bobyqa in both stages to ``rhoend`` (given, or the polish's fallback).
+
+    >>> _glmer_settings(12, None, 100000, 1)
+    "glmer nAGQ = 12; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, maxfun=100000, then 1 Newton step on its deviance"
+    >>> _glmer_settings(1, None, 100000, 0)
+    "glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000 (the Newton polish could not finish the default optimizers' optimum: a boundary fit, a warning, or no convergence)"
+    """
+    if polish_steps > 0:
+        return (f"glmer nAGQ = {nagq}; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, "
+                f"maxfun={maxfun:g}, then {polish_steps} Newton step{'s' if polish_steps != 1 else ''} on its deviance")
+    tight = f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={_GLMER_RHOEND if rhoend is None else rhoend:g}, " \
+            f"tolPwrss=1e-10, maxfun={maxfun:g}"
+    return tight if rhoend is not None else tight + (" (the Newton polish could not finish the default optimizers' "
+                                                     "optimum: a boundary fit, a warning, or no convergence)")
 
 
 def _check_glmm_response(design: Design) -> None:
@@ -471,7 +500,7 @@ class Lme4Engine:
     def unsupported(self, spec: ModelSpec) -> list[str]:
         """Constructs lme4 cannot fit exactly."""
         try:
-            spec.to_lme4()
+            _lme4_model(spec)
         except UnsupportedSpecError as exc:
             return [str(exc)]
         return []
@@ -504,8 +533,7 @@ class Lme4Engine:
             if engine_vcov:
                 raise UsageError("engine_vcov= applies to lmer fits: a GLMM's covariance is always glmer's own "
                                  "(the inverse of its Hessian in theta and beta)")
-            return self._fit_glmer(design, data, column_prints, _GLMER_RHOEND if rhoend is None else rhoend,
-                                   maxfun)
+            return self._fit_glmer(design, data, column_prints, rhoend, maxfun)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
         too_large = overflow_problem(design)
@@ -555,13 +583,15 @@ class Lme4Engine:
                                               extra={**tight.extra, "feval": (out.feval or 0) + (out2.feval or 0)}))
 
     def _fit_glmer(self, design: Design, data: pd.DataFrame, column_prints: Mapping[str, tuple[Any, ...]] | None,
-                   rhoend: float, maxfun: int) -> EngineFit:
+                   rhoend: float | None, maxfun: int) -> EngineFit:
         """A GLMM through ``hlmbridge_glmer`` (r/hlmbridge.R): glmer with the ``nAGQ`` of
-        :func:`glmer_nagq`, bobyqa to ``rhoend`` in both stages, and the covariance of
-        (theta, beta) from glmer's Hessian of the deviance at the optimum.
+        :func:`glmer_nagq`; with ``rhoend`` None its default optimizers finished by Newton steps
+        on its deviance in R (falling back to the tight settings where they cannot finish), with
+        a number bobyqa to ``rhoend`` in both stages; and the covariance of (theta, beta) from
+        the Hessian of glmer's deviance at the optimum.
 
-        What differs from an lmer fit: no Newton polish (hlmbridge has no GLMM likelihood of
-        its own yet), the fixed effects' covariance and the variance parameters' come from
+        What differs from an lmer fit: the Newton polish runs in R on glmer's own deviance
+        (hlmbridge has no GLMM likelihood of its own yet), the fixed effects' covariance and the variance parameters' come from
         glmer's full Hessian (``EngineFit.extra["random_vcov"]``, on the variance scale by the
         delta method), and the fixed-only GLM's log likelihood comes back for the LR test."""
         spec = design.spec
@@ -579,7 +609,7 @@ class Lme4Engine:
             formula = spec.formula.r_formula()
             group_vars: set[str] = set()
         else:
-            formula = spec.to_lme4().formula
+            formula = _lme4_model(spec).formula
             group_vars = {lv.group for lv in spec.levels}
         n_data = design.n_data if design.n_data >= 0 else len(data)
         with session.lock, session.converting():
@@ -597,8 +627,8 @@ class Lme4Engine:
                 offset = ro.FloatVector(full)
             t0 = time.perf_counter()
             raw = session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
-                                _r_contrasts(design), rhoend, maxfun, link=spec.link, weights=weights,
-                                offset=offset)
+                                _r_contrasts(design), ro.NULL if rhoend is None else rhoend, maxfun,
+                                link=spec.link, weights=weights, offset=offset)
             seconds = time.perf_counter() - t0
             out = _read_fit(raw)
             items = _r_items(raw)
@@ -607,8 +637,7 @@ class Lme4Engine:
         _check_design_parity(design, out)
         _check_glmm_parity(design, items)
         est = self._estimates(design, out, session.versions, seconds,
-                              f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={rhoend:g}, tolPwrss=1e-10, "
-                              f"maxfun={maxfun:g}")
+                              _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0])))
         theta_lme4 = _r_doubles(items["theta"])
         n_t, p = len(theta_lme4), len(out.fixed_names)
         full = _r_doubles(items["vcov_full"])
@@ -667,7 +696,7 @@ class Lme4Engine:
             formula, reml = spec.formula.r_formula(), spec.reml
             group_vars: set[str] = set()
         else:
-            model = spec.to_lme4()
+            model = _lme4_model(spec)
             formula, reml = model.formula, model.reml
             group_vars = {lv.group for lv in spec.levels}
         n_data = design.n_data if design.n_data >= 0 else len(data)

@@ -86,6 +86,23 @@ stopifnot(identical(got$value, 42), identical(got$warnings, c("w1", "w2")), iden
 got <- env$hlmbridge_collect(quote(stop("boom")), new.env())
 stopifnot(inherits(got$value, "error"), identical(conditionMessage(got$value), "boom"))
 
+## hlmbridge_hessian: 2n(n + 1) + 1 evaluations (the diagonal points reused by the mixed
+## derivatives), Richardson-extrapolated: exact to rounding on a quartic, whose O(h^2) term the
+## extrapolation removes (a single central-difference step is off by h^2 there).
+calls <- 0L
+quartic <- function(p) {
+  calls <<- calls + 1L
+  p[1]^4 + 3 * p[1]^2 * p[2] + p[2]^2 * p[3] - 2 * p[3]^3 + p[1] * p[3]
+}
+x0 <- c(0.7, -1.3, 2.1)
+got <- env$hlmbridge_hessian(quartic, x0)
+want_g <- c(4 * x0[1]^3 + 6 * x0[1] * x0[2] + x0[3], 3 * x0[1]^2 + 2 * x0[2] * x0[3], x0[2]^2 - 6 * x0[3]^2 + x0[1])
+want_H <- matrix(c(12 * x0[1]^2 + 6 * x0[2], 6 * x0[1], 1,
+                   6 * x0[1], 2 * x0[3], 2 * x0[2],
+                   1, 2 * x0[2], -12 * x0[3]), 3, 3)
+stopifnot(calls == 2L * 3L * (3L + 1L) + 1L, isTRUE(all.equal(got$value, quartic(x0))),
+          max(abs(got$gradient - want_g)) < 1e-8, max(abs(got$hessian - want_H)) < 1e-7)
+
 ## The global environment is untouched.
 stopifnot(!exists("hlmbridge_fit", envir = globalenv(), inherits = FALSE))
 cat("r/tests/test_hlmbridge.R: all checks passed\n")
