@@ -63,7 +63,7 @@ RANDOM_COLUMNS: tuple[str, ...] = (
 
 #: What a fit with a residual structure (issue 25) supports among the post-estimation
 #: computations: those that need only the fixed effects' covariance or the levels' rows.
-_STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)")
+_STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)", "icc() (estat icc)", "coef()")
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,14 @@ class FitResult:
         from hlmbridge.results.postestimation import icc
 
         return icc(self)
+
+    def wcorrelation(self, at: Any = None, covariance: bool = False) -> pd.DataFrame:
+        """Stata's ``estat wcorrelation[, at(id=#) covariance]``: the model-implied within-group
+        correlation (covariance) matrix of one outermost group (see
+        :func:`hlmbridge.results.structured.wcorrelation`)."""
+        from hlmbridge.results.structured import wcorrelation
+
+        return wcorrelation(self, at, covariance)
 
     def recov(self, corr: bool = False) -> dict[str, pd.DataFrame]:
         """Stata's ``estat recov`` (``corr=True``: ``estat recov, corr``)."""

@@ -1,0 +1,238 @@
+"""After-fit quantities of a fit with a residual structure (Stata's ``residuals()``, the nlme engine).
+
+The marginal model of one outermost group is ``y_i ~ N(X_i b, V_i)``, ``V_i = Z_i G Z_i' + R_i``
+with ``R_i`` the structure's residual covariance (:mod:`hlmbridge.inference.residual_structures`).
+Everything here is computed from the design at the fit's estimates (``FitResult.random``'s
+rows, in the structured model's parameter order):
+
+- random effects (BLUPs): ``u = G Z_i' V_i^-1 (y_i - X_i b)``, nlme's ``ranef()``; their
+  conditional covariance ``G - G Z_i' V_i^-1 Z_i G`` (the fixed effects and variances treated
+  as known, as lme4's ``condVar`` and Stata's ``reses``; nlme prints none);
+- residuals: ``"response"`` (also ``"working"``/``"deviance"``: no weights here) ``y - fitted``,
+  ``"pearson"`` divided by each row's residual SD ``sqrt(R_ii)`` (nlme's
+  ``resid(type = "pearson")``: by sigma times the variance function's weight), ``"normalized"``
+  the Pearson ones premultiplied within each innermost group by nlme's ``corFactor`` ``F``
+  (``F C F' = I``, ``C`` the residual correlation matrix: ``L^-1`` for its lower Cholesky
+  factor ``L``, but for ``exchangeable`` the eigenvalue-scaled Helmert basis nlme's corCompSymm
+  uses; nlme's ``resid(type = "normalized")``);
+- :func:`wcorrelation`: Stata's ``estat wcorrelation`` (``covariance=True``: the matrix
+  itself), ``V_i`` of one outermost group, which is nlme's ``getVarCov(fit, type = "marginal")``.
+
+``estat icc`` is not defined after a residual structure (Stata's manual: intraclass
+correlations "are not available ... with residual error structures other than independent
+structures"): :func:`icc_refusal` says so.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from hlmbridge.spec.parse_stata import parse_stata
+>>> from hlmbridge.design.build import build_design
+>>> from hlmbridge.inference.residual_structures import structured_model
+>>> rng = np.random.default_rng(1)
+>>> df = pd.DataFrame({"id": np.repeat(np.arange(10), 4), "t": np.tile(np.arange(4), 10)})
+>>> df["y"] = rng.normal(size=40) + rng.normal(size=10)[df["id"]]
+>>> d = build_design(parse_stata("mixed y t || id:, residuals(ar 1, t(t))"), df)
+>>> m = structured_model(d, df)
+>>> theta = np.array([1.0, 0.5, 2.0])                 # var(_cons), rho, var(e)
+>>> V = marginal_covariance(m, theta, 0)
+>>> V.round(3).tolist()[0]                             # 1 + 2 * 0.5^|s - t|
+[3.0, 2.0, 1.5, 1.25]
+>>> modes, cond = structured_effects(m, m.loglik(theta)[1], theta)[0]
+>>> modes.shape, cond.shape
+((10, 1), (10, 1, 1))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hlmbridge.errors import UnsupportedSpecError, UsageError
+from hlmbridge.inference.residual_structures import StructuredModel
+from hlmbridge.inference.stata_parity import level_covariances
+
+__all__ = ["STRUCTURED_RESIDUAL_KINDS", "icc_refusal", "marginal_covariance", "structured_effects",
+           "structured_level_effects", "structured_residuals", "wcorrelation"]
+
+STRUCTURED_RESIDUAL_KINDS = ("response", "pearson", "normalized", "working", "deviance")
+
+
+def model_of(res: Any) -> StructuredModel:
+    """The structured model of a fit (its design, rebuilt with the structure's columns)."""
+    from hlmbridge.inference.residual_structures import structured_model_again
+    from hlmbridge.results.random_effects import require_design
+
+    return structured_model_again(require_design(res, "quantities after a residual structure"))
+
+
+def _theta(res: Any) -> tuple[np.ndarray, np.ndarray]:
+    beta = np.array([r[2] for r in res.fixed_rows], dtype=float)
+    theta = np.array([r[5] for r in res.random_rows], dtype=float)
+    return beta, theta
+
+
+def _place(model: StructuredModel, group: int) -> tuple[Any, int]:
+    """The stacked block and position of outermost group ``group`` (its code)."""
+    top = int(np.argmin([ld.n_groups for ld in model.design.levels]))
+    codes = model.design.levels[top].codes
+    for b in model.blocks:
+        hit = np.flatnonzero(codes[b.rows[:, 0]] == group)
+        if hit.size:
+            return b, int(hit[0])
+    raise UsageError(f"no outermost group with code {group}")  # pragma: no cover - codes come from the design
+
+
+def marginal_covariance(model: StructuredModel, theta: np.ndarray, group: int) -> np.ndarray:
+    """``V_i`` of the outermost group with code ``group`` (its rows in the data's order)."""
+    b, k = _place(model, group)
+    return model.block_v(np.asarray(theta, dtype=float), b)[k]
+
+
+def structured_effects(model: StructuredModel, beta: np.ndarray,
+                       theta: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per design level ``(modes (n_groups, q), cond_cov (n_groups, q, q))`` at ``beta``, ``theta``
+    (see the module docstring)."""
+    design = model.design
+    theta = np.asarray(theta, dtype=float)
+    covs = level_covariances(design, np.append(theta[: model.n_level_params], 0.0))
+    out = [(np.zeros((ld.n_groups, ld.Z.shape[1])), np.zeros((ld.n_groups, ld.Z.shape[1], ld.Z.shape[1])))
+           for ld in design.levels]
+    for b in model.blocks:
+        V = model.block_v(theta, b, covs)
+        r = b.y - np.einsum("bnp,p->bn", b.X, np.asarray(beta, dtype=float))
+        a = np.linalg.solve(V, r[..., None])[..., 0]
+        for lev, (Zl, cl, G) in enumerate(zip(b.Z, b.codes, covs, strict=True)):
+            modes, cond = out[lev]
+            for k in range(b.rows.shape[0]):
+                for g in np.unique(cl[k]):
+                    Zg = np.where((cl[k] == g)[:, None], Zl[k], 0.0)  # n x q: the group's rows
+                    modes[g] = G @ (Zg.T @ a[k])
+                    VZ = np.linalg.solve(V[k], Zg)
+                    cond[g] = G - G @ Zg.T @ VZ @ G
+    return tuple(out)
+
+
+def structured_level_effects(res: Any) -> tuple[Any, ...]:
+    """:class:`hlmbridge.results.random_effects.LevelEffects` of a structured fit."""
+    from hlmbridge.results.random_effects import LevelEffects
+
+    model = model_of(res)
+    beta, theta = _theta(res)
+    return tuple(LevelEffects(ld.key, tuple(ld.group_labels), tuple(ld.terms_lme4), tuple(ld.terms_stata),
+                              modes, 0.5 * (cond + np.swapaxes(cond, -1, -2)))
+                 for ld, (modes, cond) in zip(model.design.levels, structured_effects(model, beta, theta),
+                                              strict=True))
+
+
+def structured_residuals(res: Any, kind: str = "response", level: int | None = None) -> pd.Series:
+    """Residuals of a structured fit (``kind`` as in the module docstring; ``level`` as
+    :func:`hlmbridge.results.prediction.fitted`'s: None every level, 0 population)."""
+    if kind not in STRUCTURED_RESIDUAL_KINDS:
+        raise UsageError(f"kind must be one of {', '.join(map(repr, STRUCTURED_RESIDUAL_KINDS))}, got {kind!r}")
+    from hlmbridge.results.prediction import fitted
+
+    model = model_of(res)
+    design = model.design
+    r = design.y - fitted(res, level).to_numpy()
+    if kind in ("pearson", "normalized"):
+        _, theta = _theta(res)
+        rtheta = theta[model.n_level_params:]
+        out = np.empty_like(r)
+        for b in model.blocks:
+            R = model._residual_cov(rtheta, b)
+            sd = np.sqrt(np.einsum("bii->bi", R))
+            e = r[b.rows] / sd
+            if kind == "normalized":
+                C = R / (sd[..., :, None] * sd[..., None, :])
+                for k in range(b.rows.shape[0]):
+                    for g in np.unique(b.inner[k]):
+                        idx = np.flatnonzero(b.inner[k] == g)
+                        e[k, idx] = _inverse_factor(C[k][np.ix_(idx, idx)], model.structure.kind) @ e[k, idx]
+            out[b.rows] = e
+        r = out
+    return pd.Series(r, index=pd.Index(design.rows, name="row"), name=kind)
+
+
+def _inverse_factor(C: np.ndarray, kind: str) -> np.ndarray:
+    """nlme's ``corFactor`` of one group's correlation matrix ``C`` (rows in the data's order):
+    a matrix ``F`` with ``F C F' = I``. The inverse of the lower Cholesky factor for every
+    structure but the exchangeable one, for which nlme's corCompSymm uses the Helmert basis
+    scaled by the eigenvalues ``1 + (n - 1) rho`` and ``1 - rho``."""
+    n = C.shape[0]
+    if kind != "exchangeable" or n == 1:
+        return np.linalg.inv(np.linalg.cholesky(C))
+    rho = float(C[0, 1])
+    F = np.zeros((n, n))
+    F[0] = 1.0 / np.sqrt(n * (1.0 + (n - 1) * rho))
+    for k in range(1, n):
+        F[k, :k] = -1.0
+        F[k, k] = k
+        F[k] /= np.sqrt(k * (k + 1.0) * (1.0 - rho))
+    return F
+
+
+def _cluster(model: StructuredModel | None, design: Any, at: Any) -> int:
+    """The code of the outermost group ``at`` names (``{var: value}`` or a value), or the
+    first row's when None (Stata's default: the first cluster in the data)."""
+    levels = design.levels
+    top = int(np.argmin([ld.n_groups for ld in levels]))
+    ld = levels[top]
+    if at is None:
+        return int(ld.codes[np.argmin(design.rows)])
+    value = at
+    if isinstance(at, dict):
+        if len(at) != 1 or ld.name not in at:
+            raise UsageError(f"at= names the outermost level's group as {{{ld.name!r}: value}}; got {at!r}")
+        value = at[ld.name]
+    labels = [str(x) for x in ld.group_labels]
+    text = str(int(value)) if isinstance(value, float) and float(value).is_integer() else str(value)
+    if text not in labels:
+        raise UsageError(f"at=: {ld.name} has no group {value!r} in the estimation sample")
+    return labels.index(text)
+
+
+def wcorrelation(res: Any, at: Any = None, covariance: bool = False) -> pd.DataFrame:
+    """Stata's ``estat wcorrelation[, at(id=#) covariance]``: the model-implied correlation (or
+    covariance) matrix of the observations of one outermost group, rows and columns labelled by
+    the rows' positions in the fit's frame, in the data's order. ``at``: ``{group variable:
+    value}`` (or the value); None: the group of the first row used."""
+    from hlmbridge.results.random_effects import require_design
+
+    design = require_design(res, "estat wcorrelation")
+    if res.spec.is_glmm:
+        raise UnsupportedSpecError("wcorrelation() (estat wcorrelation)", res.engine, message=(
+            "estat wcorrelation is computed for linear mixed models only"))
+    _, theta = _theta(res)
+    g = _cluster(None, design, at)
+    if res.spec.residuals is not None:
+        model = model_of(res)
+        b, k = _place(model, g)
+        V, rows = model.block_v(theta, b)[k], b.rows[k]
+    else:  # independent residuals: Z G Z' + s2 I
+        top = int(np.argmin([ld.n_groups for ld in design.levels]))
+        rows = np.flatnonzero(design.levels[top].codes == g)
+        covs = level_covariances(design, theta)
+        V = theta[-1] * np.eye(len(rows))
+        for ld, G in zip(design.levels, covs, strict=True):
+            Z = ld.Z[rows]
+            V = V + (Z @ G @ Z.T) * (ld.codes[rows][:, None] == ld.codes[rows][None, :])
+    if not covariance:
+        sd = np.sqrt(np.diag(V))
+        V = V / np.outer(sd, sd)
+    labels = pd.Index(design.rows[rows], name="row")
+    out = pd.DataFrame(V, index=labels, columns=labels)
+    out.attrs["title"] = "Standard deviations and covariances" if covariance else "Standard deviations and correlations"
+    return out
+
+
+def icc_refusal(res: Any) -> UnsupportedSpecError:
+    """The error ``estat icc`` gives after a residual structure (see the module docstring)."""
+    structure = res.spec.residuals.stata()
+    why = ("each by() group has its own var(e), so there is no one intraclass correlation"
+           if res.spec.residuals.by is not None else "the residuals are correlated within a group")
+    return UnsupportedSpecError("icc() (estat icc)", res.engine, message=(
+        f"estat icc is not defined after {structure}: {why}. Stata's manual: intraclass correlations are "
+        "\"not available ... with residual error structures other than independent structures\". "
+        "wcorrelation() (estat wcorrelation) gives the model-implied within-group correlations."))

@@ -1,0 +1,218 @@
+"""After-fit quantities of residual-structure fits (issue 25 follow-up) against nlme run directly in R.
+
+R fits each model itself with ``nlme::lme`` (``r/tests/nlme_postfit_reference.R``, on the data
+sets of ``r/tests/nlme_reference.R``) and returns nlme's ``ranef()``, ``fitted(level =)``,
+``resid(type =)``, ``predict(newdata, level =)``, ``getVarCov(type = "marginal")`` and the
+conditional SDs of the random effects computed in R from nlme's ``G``, ``V_i`` and ``Z_i``.
+hlmbridge's numbers come from its fit with ``polish=False`` (nlme's own estimates, so both sides
+are evaluated at one point; the R calls use the engine's pd classes, pdSymm rather than lme's
+default pdLogChol for a random slope, since another parameterization stops nlme's optimizer at
+another point of the same optimum, about 1e-6 of an SE away). Compared: the random effects and predictions within 1e-6 of the
+random effects' conditional SD, residuals (pearson, normalized: unit scale) within 1e-6,
+correlation matrices within 1e-8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hlmbridge
+from hlmbridge.errors import UnsupportedSpecError, UsageError
+
+pytestmark = pytest.mark.requires_r
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = (REPO / "r" / "tests" / "nlme_reference.R", REPO / "r" / "tests" / "nlme_postfit_reference.R")
+
+
+class _R:
+    """The two reference scripts sourced into a private R environment (never R's global one)."""
+
+    def __init__(self) -> None:
+        from hlmbridge.engines.r_session import session
+
+        self.s = session()
+        with self.s.lock, self.s.converting():
+            ro = self.s.ro
+            self.env = ro.r("new.env(parent = globalenv())")
+            for script in SCRIPTS:
+                ro.r["sys.source"](str(script), envir=self.env)
+
+    def export(self, outdir: Path) -> None:
+        with self.s.lock, self.s.converting():
+            self.env["hb_nlme_export"](str(outdir))
+
+    def postfit(self, data: str, call: str, newcode: str, group: str) -> dict:
+        with self.s.lock, self.s.converting():
+            d = self.env["hb_nlme_data"]().rx2(data)
+            out = self.env["hb_postfit"](d, call, newcode, group)
+            got: dict = {}
+            for name in out.names:
+                x = out.rx2(name)
+                if name == "new":
+                    got[name] = pd.DataFrame({str(k): np.array([float(v) for v in x.rx2(k)]) for k in x.names})
+                elif name in ("ranef_groups", "ranef_terms"):
+                    got[name] = [str(v) for v in x]
+                else:
+                    got[name] = np.array([float(v) for v in x])
+            return got
+
+
+@pytest.fixture(scope="module")
+def r() -> _R:
+    return _R()
+
+
+@pytest.fixture(scope="module")
+def frames(r: _R, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("nlme_postfit_data")
+    r.export(out)
+    return {name: pd.read_csv(out / f"{name}.csv") for name in ("orth", "bw", "ovary")}
+
+
+# name: (data, Stata command, nlme's call, new data (R code over d), outermost group)
+CASES = {
+    "ar1_ml": ("orth", "mixed distance age || id:, residuals(ar 1, t(occ))",
+               "nlme::lme(distance ~ age, random = ~ 1 | id, correlation = nlme::corAR1(form = ~ occ | id), "
+               "method = 'ML', data = d, control = ctl)", "transform(d[d$id %in% c(1, 2, 3), ], age = age + 1)", "id"),
+    "independent_by_ml": ("orth", "mixed distance age || id:, residuals(independent, by(male))",
+                          "nlme::lme(distance ~ age, random = ~ 1 | id, weights = nlme::varIdent(form = ~ 1 | male), "
+                          "method = 'ML', data = d, control = ctl)",
+                          "transform(d[d$id %in% c(1, 20), ], age = age - 1)", "id"),
+    "exchangeable_ml": ("orth", "mixed distance age || id: age, noconstant residuals(exchangeable)",
+                        "nlme::lme(distance ~ age, random = list(id = nlme::pdIdent(~ age - 1)), correlation = "
+                        "nlme::corCompSymm(form = ~ 1 | id), method = 'ML', data = d, control = ctl)",
+                        "transform(d[d$id %in% c(5, 6), ], age = age + 0.5)", "id"),
+    "exponential_slope_reml": ("bw", "mixed weight Time || rat: Time, cov(un) residuals(exponential, t(Time)) reml",
+                               "nlme::lme(weight ~ Time, random = list(rat = nlme::pdSymm(~ Time)), correlation = nlme::corCAR1(form = "
+                               "~ Time | rat), method = 'REML', data = d, control = ctl)",
+                               "transform(d[d$rat %in% c(1, 2, 16), ], Time = Time + 3)", "rat"),
+    "ar2_reml": ("ovary", "mixed follicles s c || mare:, residuals(ar 2, t(idx)) reml",
+                 "nlme::lme(follicles ~ s + c, random = ~ 1 | mare, correlation = nlme::corARMA(form = ~ idx | "
+                 "mare, p = 2), method = 'REML', data = d, control = ctl)",
+                 "transform(d[d$mare %in% c(1, 11), ], s = s / 2)", "mare"),
+    "ma1_ml": ("ovary", "mixed follicles s c || mare:, residuals(ma 1, t(idx))",
+               "nlme::lme(follicles ~ s + c, random = ~ 1 | mare, correlation = nlme::corARMA(form = ~ idx | mare, "
+               "q = 1), method = 'ML', data = d, control = ctl)", "transform(d[d$mare %in% c(2, 3), ], c = 0)", "mare"),
+    # Only the likelihood is identified here (var(_cons) trades against the covariances), but both
+    # sides are evaluated at nlme's one point.
+    "unstructured_reml": ("orth", "mixed distance age || id:, residuals(unstructured, t(occ)) reml",
+                          "nlme::lme(distance ~ age, random = ~ 1 | id, correlation = nlme::corSymm(form = ~ occ | "
+                          "id), weights = nlme::varIdent(form = ~ 1 | occ), method = 'REML', data = d, "
+                          "control = ctl)", "transform(d[d$id %in% c(4, 9), ], age = age + 1)", "id"),
+    "nested_ar1_ml": ("orth", "mixed distance age || male: || id:, residuals(ar 1, t(occ))",
+                      "nlme::lme(distance ~ age, random = list(male = ~ 1, id = ~ 1), correlation = "
+                      "nlme::corAR1(form = ~ occ | male/id), method = 'ML', data = d, control = ctl)",
+                      "transform(d[d$id %in% c(1, 20), ], age = age + 1)", "male"),
+}
+
+
+@pytest.fixture(scope="module")
+def fitted_pairs(r: _R, frames: dict) -> dict:
+    cache: dict = {}
+
+    def get(name: str) -> tuple:
+        if name not in cache:
+            data, command, call, newcode, group = CASES[name]
+            ref = r.postfit(data, call, newcode, group)
+            res = hlmbridge.fit(command, frames[data], engine="nlme", polish=False)
+            assert abs(res.loglik - ref["loglik"]) < 1e-8  # one point: nlme's estimates
+            cache[name] = (res, ref)
+        return cache[name]
+
+    return get
+
+
+def _scale(res: hlmbridge.FitResult) -> float:
+    """The smallest conditional SD of the random effects: the statistical scale of a BLUP."""
+    return float(res.ranef()["std_error"].min())
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "nested_ar1_ml"])
+def test_ranef_and_conditional_sd_equal_nlme(name: str, fitted_pairs) -> None:
+    res, ref = fitted_pairs(name)
+    re = res.ranef()
+    groups, terms = ref["ranef_groups"], ref["ranef_terms"]
+    want = pd.DataFrame(ref["ranef"].reshape(len(terms), len(groups)).T, index=groups, columns=terms)
+    sd = pd.DataFrame(ref["condsd"].reshape(len(terms), len(groups)).T, index=groups, columns=terms)
+    assert len(re) == want.size
+    for row in re.itertuples(index=False):
+        assert abs(row.estimate - want.loc[str(row.level), row.term]) <= 1e-6 * row.std_error, row
+        assert abs(row.std_error - sd.loc[str(row.level), row.term]) <= 1e-7 * row.std_error, row
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fitted_residuals_equal_nlme(name: str, fitted_pairs) -> None:
+    res, ref = fitted_pairs(name)
+    tol = 1e-6 * _scale(res)
+    n_levels = len(res.groups)
+    by_level = ref["fitted_levels"].reshape(n_levels + 1, -1)
+    for k in range(n_levels + 1):
+        assert np.max(np.abs(res.fitted(level=k).to_numpy() - by_level[k])) <= tol, k
+    assert np.max(np.abs(res.fitted().to_numpy() - ref["fitted"])) <= tol
+    assert np.max(np.abs(res.residuals().to_numpy() - ref["resid_response"])) <= tol
+    assert np.max(np.abs(res.residuals("pearson").to_numpy() - ref["resid_pearson"])) <= 1e-6
+    assert np.max(np.abs(res.residuals("normalized").to_numpy() - ref["resid_normalized"])) <= 1e-6
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_predict_newdata_levels_equal_nlme(name: str, fitted_pairs) -> None:
+    res, ref = fitted_pairs(name)
+    tol = 1e-6 * _scale(res)
+    new = ref["new"]
+    p0 = res.predict(new, re_form="~0")
+    assert np.max(np.abs(p0.to_numpy() - ref["pred0"])) <= tol
+    # nlme's level 1: the outermost level's random effects only
+    outer = res.design.levels[0]
+    form = "~ " + " + ".join(f"({' + '.join(outer.terms_lme4).replace('(Intercept)', '1')} | {outer.key})"
+                             for _ in [0])
+    p1 = res.predict(new, re_form=None if len(res.groups) == 1 else form)
+    assert p1.n_new_levels == 0
+    assert np.max(np.abs(p1.to_numpy() - ref["pred1"])) <= tol
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "nested_ar1_ml"])
+def test_wcorrelation_equals_nlme_marginal_getvarcov(name: str, fitted_pairs, frames: dict) -> None:
+    res, ref = fitted_pairs(name)
+    n = int(ref["wsize"][0])
+    cov = res.wcorrelation(covariance=True)
+    cor = res.wcorrelation()
+    assert cov.shape == (n, n)
+    want_cov = ref["wcov"].reshape(n, n, order="F")
+    assert np.max(np.abs(cov.to_numpy() - want_cov)) <= 1e-7 * np.max(np.abs(want_cov))
+    assert np.max(np.abs(cor.to_numpy() - ref["wcor"].reshape(n, n, order="F"))) <= 1e-8
+    # the first row's group (Stata's default), named with at=
+    data, group = CASES[name][0], CASES[name][4]
+    first = frames[data][group].iloc[0]
+    pd.testing.assert_frame_equal(res.wcorrelation(at={group: first}), cor)
+    assert list(cor.index) == list(np.flatnonzero(frames[data][group].to_numpy() == first))
+
+
+def test_wcorrelation_without_structure_is_random_intercept_icc(frames: dict) -> None:
+    """Without a residual structure the within-group correlation of a random-intercept model is
+    var(_cons) / (var(_cons) + var(e)) off the diagonal (Stata's estat wcorrelation)."""
+    res = hlmbridge.fit("mixed distance age || id:", frames["orth"], engine="nlme")
+    cor = res.wcorrelation(at={"id": 3}).to_numpy()
+    v = res.random["estimate"].to_numpy()
+    assert cor.shape == (4, 4)
+    assert np.allclose(cor[~np.eye(4, dtype=bool)], v[0] / v.sum(), rtol=0, atol=1e-12)
+    assert float(res.icc()["estimate"].iloc[0]) == pytest.approx(v[0] / v.sum(), abs=1e-12)
+    with pytest.raises(UsageError, match="no group"):
+        res.wcorrelation(at={"id": 999})
+
+
+@pytest.mark.parametrize("name", ["ar1_ml", "independent_by_ml"])
+def test_icc_refused_as_stata_refuses_it(name: str, fitted_pairs) -> None:
+    res, _ = fitted_pairs(name)
+    with pytest.raises(UnsupportedSpecError, match="not available .* residual error structures other than"):
+        res.icc()
+
+
+def test_residual_kind_checked(fitted_pairs) -> None:
+    res, _ = fitted_pairs("ar1_ml")
+    with pytest.raises(UsageError, match="kind must be one of"):
+        res.residuals("studentized")
