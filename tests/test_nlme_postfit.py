@@ -55,7 +55,7 @@ class _R:
                 x = out.rx2(name)
                 if name == "new":
                     got[name] = pd.DataFrame({str(k): np.array([float(v) for v in x.rx2(k)]) for k in x.names})
-                elif name in ("ranef_groups", "ranef_terms"):
+                elif name in ("ranef_groups", "ranef_terms", "var_levels", "sd_re_terms"):
                     got[name] = [str(v) for v in x]
                 else:
                     got[name] = np.array([float(v) for v in x])
@@ -214,5 +214,79 @@ def test_icc_refused_as_stata_refuses_it(name: str, fitted_pairs) -> None:
 
 def test_residual_kind_checked(fitted_pairs) -> None:
     res, _ = fitted_pairs("ar1_ml")
-    with pytest.raises(UsageError, match="kind must be one of"):
+    with pytest.raises(UsageError, match="kind must be one of .*'normalized'"):  # nlme's kinds
         res.residuals("studentized")
+
+
+# Each structure's tidy() terms and nlme's value of each: (term, R's value from the reference)
+def _nlme_terms(name: str, ref: dict) -> dict[str, float]:
+    sigma = float(ref["sigma"][0])
+    ratio = dict(zip(ref["var_levels"], ref["var_coef"]))
+    cor = ref["cor_coef"]
+    terms = ref["sd_re_terms"]
+    want = {f"sd__{t}": v for t, v in zip(terms, ref["sd_re"])}
+    R = ref["cor_re"].reshape(len(terms), len(terms))
+    want.update({f"cor__{a}.{b}": R[i, j] for i, a in enumerate(terms) for j, b in enumerate(terms) if i != j})
+    if name in ("ar1_ml", "exponential_slope_reml"):
+        want.update({"rho": cor[0], "sd__Observation": sigma})
+    elif name == "ar2_reml":
+        want.update({"phi1": cor[0], "phi2": cor[1], "sd__Observation": sigma})
+    elif name == "ma1_ml":
+        want.update({"theta1": cor[0], "sd__Observation": sigma})
+    elif name == "exchangeable_ml":
+        want.update({"cor__Observation": cor[0], "sd__Observation": sigma})
+    elif name == "independent_by_ml":
+        want.update({f"sd__Observation.{k}": sigma * v for k, v in ratio.items()})
+    elif name == "unstructured_reml":
+        times = sorted(ratio, key=float)
+        want.update({f"sd__Observation.{t}": sigma * ratio[t] for t in times})
+        pairs = [(a, b) for i, a in enumerate(times) for b in times[i + 1:]]
+        want.update({f"cor__Observation.{a}.{b}": c for (a, b), c in zip(pairs, cor, strict=True)})
+    return want
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "nested_ar1_ml"])
+def test_tidy_glance_random_sd_equal_nlme(name: str, fitted_pairs) -> None:
+    """tidy()'s ran_pars rows are nlme's SDs, correlation-function coefficients and
+    variance-function SDs (sigma times each stratum's ratio); glance() has nlme's sigma (NaN with
+    several residual variances), logLik and AIC, and BIC for ML fits (nlme's BIC of a REML fit uses
+    log(N - p); hlmbridge's, lme4's log(N)); random_sd() has the same numbers with Stata's names."""
+    res, ref = fitted_pairs(name)
+    pars = res.tidy("ran_pars")
+    want = _nlme_terms(name, ref)
+    assert set(pars["term"]) == {t for t in want if not t.startswith("cor__") or "Observation" in t
+                                 or t in set(pars["term"])}
+    q = len(ref["sd_re_terms"])
+    assert sum(t.startswith("cor__") and "Observation" not in t for t in pars["term"]) == q * (q - 1) // 2
+    for row in pars.itertuples(index=False):
+        assert abs(row.estimate - want[row.term]) <= 1e-8 * max(1.0, abs(want[row.term])), row
+    assert np.allclose(res.random_sd()["estimate"].to_numpy(), pars["estimate"].to_numpy(), rtol=1e-12, atol=0)
+    g = res.glance().iloc[0]
+    several = name in ("independent_by_ml", "unstructured_reml")
+    assert np.isnan(g["sigma"]) if several else abs(g["sigma"] - ref["sigma"][0]) < 1e-8
+    assert abs(g["logLik"] - ref["loglik"][0]) < 1e-8 and abs(g["AIC"] - ref["aic"][0]) < 1e-7
+    if not res.spec.reml:
+        assert abs(g["BIC"] - ref["bic"][0]) < 1e-7
+    both = res.tidy(("fixed", "ran_pars", "ran_vals"))
+    assert list(both["effect"].unique()) == ["fixed", "ran_pars", "ran_vals"]
+    assert len(both[both["effect"] == "ran_vals"]) == len(res.ranef())
+
+
+def test_structure_rows_have_stata_ses_and_cis(fitted_pairs) -> None:
+    """random_sd()'s residual rows: an SD's SE and CI from var(e)'s by the delta method and the
+    square root of the log-scale CI, a correlation's by the delta method and atanh."""
+    res, _ = fitted_pairs("exchangeable_ml")
+    rnd, sd = res.random, res.random_sd()
+    V = np.asarray(res.random_vcov)
+    v, c = rnd["estimate"].iloc[1], rnd["estimate"].iloc[2]
+    row = sd.iloc[1]
+    assert row["stata_term"] == "sd(e)" and row["estimate"] == pytest.approx(np.sqrt(v), rel=1e-14)
+    assert row["std_error"] == pytest.approx(np.sqrt(V[1, 1]) / (2 * np.sqrt(v)), rel=1e-12)
+    assert row["conf_low"] == pytest.approx(np.sqrt(rnd["conf_low"].iloc[1]), rel=1e-12)
+    r = sd.iloc[2]
+    grad = np.array([0.0, -c / v**2, 1 / v])
+    se = float(np.sqrt(grad @ V @ grad))
+    assert r["stata_term"] == "corr(e)" and r["estimate"] == pytest.approx(c / v, rel=1e-14)
+    assert r["std_error"] == pytest.approx(se, rel=1e-10)
+    assert r["conf_high"] == pytest.approx(np.tanh(np.arctanh(c / v) + 1.959963984540054 * se / (1 - (c / v) ** 2)),
+                                           rel=1e-10)

@@ -18,6 +18,17 @@ rows, in the structured model's parameter order):
 - :func:`wcorrelation`: Stata's ``estat wcorrelation`` (``covariance=True``: the matrix
   itself), ``V_i`` of one outermost group, which is nlme's ``getVarCov(fit, type = "marginal")``.
 
+- :func:`structured_random_sd` (Stata's ``estat sd``) and :func:`structured_tidy` /
+  :func:`structured_glance` (broom.mixed's vocabulary): the levels' rows as for any fit; the
+  structure's variances as SDs (``sd(e)``, ``1: sd(e)``, ``sd(e3)``; broom term
+  ``sd__Observation``, ``sd__Observation.1``, ``sd__Observation.3``), its covariances as
+  correlations (``corr(e)``, ``corr(e1,e2)``; ``cor__Observation``, ``cor__Observation.1.2``) and
+  ``rho``, ``phi#``, ``theta#`` as they are (Stata's names, also broom's terms: broom.mixed's
+  ``tidy.lme`` has no rows for nlme's correlation and variance functions). SEs by the delta
+  method from the fit's ``random_vcov``; CIs on Stata's scales (log SD, atanh correlation).
+  ``glance()``'s ``sigma`` is ``sqrt(var(e))``, NaN where the structure has several residual
+  variances (``by()``, ``unstructured``: nlme's ``sigma`` there is one stratum's).
+
 ``estat icc`` is not defined after a residual structure (Stata's manual: intraclass
 correlations "are not available ... with residual error structures other than independent
 structures"): :func:`icc_refusal` says so.
@@ -54,7 +65,8 @@ from hlmbridge.inference.residual_structures import StructuredModel
 from hlmbridge.inference.stata_parity import level_covariances
 
 __all__ = ["STRUCTURED_RESIDUAL_KINDS", "icc_refusal", "marginal_covariance", "structured_effects",
-           "structured_level_effects", "structured_residuals", "wcorrelation"]
+           "structured_glance", "structured_level_effects", "structured_random_sd", "structured_residuals",
+           "structured_tidy", "wcorrelation"]
 
 STRUCTURED_RESIDUAL_KINDS = ("response", "pearson", "normalized", "working", "deviance")
 
@@ -224,6 +236,111 @@ def wcorrelation(res: Any, at: Any = None, covariance: bool = False) -> pd.DataF
     labels = pd.Index(design.rows[rows], name="row")
     out = pd.DataFrame(V, index=labels, columns=labels)
     out.attrs["title"] = "Standard deviations and covariances" if covariance else "Standard deviations and correlations"
+    return out
+
+
+_Z = 1.959963984540054
+
+
+def structured_random_sd(res: Any) -> pd.DataFrame:
+    """Stata's ``estat sd`` after a residual structure (see the module docstring): columns
+    ``group``, ``kind``, ``stata_term``, ``estimate``, ``std_error``, ``conf_low``, ``conf_high``."""
+    from dataclasses import replace
+
+    from hlmbridge.results.postestimation import random_sd
+
+    model = model_of(res)
+    k = model.n_level_params
+    V = np.asarray(res.random_vcov, dtype=float)
+    levels = random_sd(replace(res, random_rows=res.random_rows[:k],
+                               random_vcov=tuple(tuple(r[:k]) for r in res.random_vcov[:k])))
+    theta = np.array([r[5] for r in res.random_rows], dtype=float)
+    rows = []
+    for i, prm in enumerate(model.params[k:], start=k):
+        row = res.random_rows[i]
+        if prm.kind == "var":
+            sd = float(np.sqrt(theta[i]))
+            se = float(np.sqrt(V[i, i]) / (2 * sd)) if sd > 0 else float("nan")
+            rows.append(("Residual", "sd", prm.stata_term.replace("var(", "sd("), sd, se,
+                         float(np.sqrt(row[7])), float(np.sqrt(row[8]))))
+        elif prm.kind == "cov":
+            ia, ib = (k, k) if model.structure.kind == "exchangeable" else (k + prm.index, k + prm.index2)
+            va, vb, c = theta[ia], theta[ib], theta[i]
+            r = float(c / np.sqrt(va * vb))
+            grad = np.zeros(len(theta))
+            grad[i] = 1 / np.sqrt(va * vb)
+            grad[ia] += -0.5 * r / va
+            grad[ib] += -0.5 * r / vb
+            se = float(np.sqrt(grad @ V @ grad))
+            half = _Z * se / (1 - r * r) if abs(r) < 1 else float("nan")
+            rows.append(("Residual", "corr", prm.stata_term.replace("cov(", "corr("), r, se,
+                         float(np.tanh(np.arctanh(r) - half)), float(np.tanh(np.arctanh(r) + half))))
+        else:  # rho, phi#, theta#: Stata's rows as they are
+            rows.append(("Residual", prm.kind, prm.stata_term, float(row[5]), float(row[6]), float(row[7]),
+                         float(row[8])))
+    return pd.concat([levels, pd.DataFrame(rows, columns=list(levels.columns))], ignore_index=True)
+
+
+def _broom_term(stata_term: str, kind: str) -> str:
+    """broom's term of a residual row of :func:`structured_random_sd`."""
+    if kind == "sd":
+        inner = stata_term.split(": ")[0] if ": " in stata_term else stata_term[4:-1].removeprefix("e")
+        return "sd__Observation" + (f".{inner}" if inner else "")
+    if kind == "corr":
+        inner = stata_term[5:-1].replace("e", "").replace(",", ".")
+        return "cor__Observation" + (f".{inner}" if inner else "")
+    return stata_term
+
+
+def structured_tidy(res: Any, effects: str | tuple[str, ...] = ("fixed", "ran_pars")) -> pd.DataFrame:
+    """:meth:`FitResult.tidy` after a residual structure: the ``fixed`` and ``ran_vals`` rows as
+    for any fit, ``ran_pars`` from :func:`structured_random_sd` (terms in the module docstring)."""
+    from dataclasses import replace
+
+    from hlmbridge.results.postestimation import tidy
+
+    wanted = (effects,) if isinstance(effects, str) else tuple(effects)
+    k = model_of(res).n_level_params
+    levels_only = replace(res, random_rows=res.random_rows[:k],
+                          random_vcov=tuple(tuple(r[:k]) for r in res.random_vcov[:k]))
+    tidy(levels_only, effects=wanted if "ran_vals" not in wanted else "fixed")  # checks effects
+    head = [e for e in wanted if e != "ran_vals"]
+    # the levels' rows (their residual row is replaced below); ran_vals from the fit itself
+    out = tidy(levels_only, effects=head) if head else None
+    vals = tidy(res, effects="ran_vals") if "ran_vals" in wanted else None
+    if out is None:
+        return vals
+    if "ran_pars" not in wanted:
+        return out if vals is None else _with_vals(out, vals)
+    sd = structured_random_sd(res).iloc[k:]
+    extra = pd.DataFrame({"effect": "ran_pars", "group": "Residual",
+                          "term": [_broom_term(t, kd) for t, kd in zip(sd["stata_term"], sd["kind"], strict=True)],
+                          "estimate": sd["estimate"].to_numpy(), "std_error": sd["std_error"].to_numpy(),
+                          "statistic": np.nan, "p_value": np.nan, "conf_low": sd["conf_low"].to_numpy(),
+                          "conf_high": sd["conf_high"].to_numpy()})
+    keep = ~((out["effect"] == "ran_pars") & (out["group"] == "Residual"))
+    out = out[keep]
+    cut = int(np.flatnonzero((out["effect"] == "ran_pars").to_numpy()).max(initial=len(out) - 1)) + 1 \
+        if (out["effect"] == "ran_pars").any() else int((out["effect"] == "fixed").sum())
+    out = pd.concat([out.iloc[:cut], extra, out.iloc[cut:]], ignore_index=True)
+    return out if vals is None else _with_vals(out, vals)
+
+
+def _with_vals(out: pd.DataFrame, vals: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with a ``level`` column and the ``ran_vals`` rows after it (as postestimation.tidy)."""
+    out = out.copy()
+    out.insert(2, "level", None)
+    return pd.concat([out, vals], ignore_index=True) if len(out) else vals
+
+
+def structured_glance(res: Any) -> pd.DataFrame:
+    """:meth:`FitResult.glance` after a residual structure (``sigma`` as in the module docstring)."""
+    from hlmbridge.results.broom import glance
+
+    out = glance(res)
+    model = model_of(res)
+    variances = [i for i, p in enumerate(model.params) if p.kind == "var" and i >= model.n_level_params]
+    out["sigma"] = float(np.sqrt(res.random_rows[variances[0]][5])) if len(variances) == 1 else float("nan")
     return out
 
 

@@ -14,11 +14,14 @@
 ##   loglik; fitted0 / fitted (nlme's fitted(fit, level = 0) and at every level, innermost);
 ##   fitted_levels (fitted(fit, level = 0:Q) as one vector, column after column);
 ##   resid_response / resid_pearson / resid_normalized (resid(fit, type = ...));
+##   sigma, aic, bic (nlme's sigma, AIC(), BIC()); cor_coef (the correlation function's coefficients,
+##   constrained scale); var_coef / var_levels (the variance function's ratios, every stratum's);
 ##   new (the new data's columns), pred0 / pred1 (predict(fit, new, level = 0 / 1));
 ##   for one level of random effects: ranef (ranef(fit), column after column), ranef_groups,
 ##   ranef_terms; condsd, the conditional SDs sqrt(diag(G - G Z_i' V_i^-1 Z_i G)) computed here from
 ##   nlme's G (getVarCov(fit)), V_i (getVarCov(fit, type = "marginal")) and Z_i (the random
-##   formula's model matrix), column after column; wcov, getVarCov(fit, individual = the first
+##   formula's model matrix), column after column; sd_re / sd_re_terms, sqrt(diag(G)),
+##   and cor_re, cov2cor(G); wcov, getVarCov(fit, individual = the first
 ##   row's group, type = "marginal"), and wcor, its cov2cor.
 
 hb_postfit <- function(d, call, newcode, group) {
@@ -35,7 +38,13 @@ hb_postfit <- function(d, call, newcode, group) {
     resid_normalized = as.numeric(stats::resid(fit, type = "normalized")),
     new = as.list(new),
     pred0 = as.numeric(stats::predict(fit, newdata = new, level = 0)),
-    pred1 = as.numeric(stats::predict(fit, newdata = new, level = 1))
+    pred1 = as.numeric(stats::predict(fit, newdata = new, level = 1)),
+    sigma = fit$sigma, aic = stats::AIC(fit), bic = stats::BIC(fit),
+    cor_coef = if (is.null(cs <- fit$modelStruct$corStruct)) numeric() else
+      as.numeric(stats::coef(cs, unconstrained = FALSE)),
+    var_coef = if (is.null(vs <- fit$modelStruct$varStruct)) numeric() else
+      as.numeric(stats::coef(vs, unconstrained = FALSE, allCoef = TRUE)),
+    var_levels = if (is.null(vs)) character() else names(stats::coef(vs, unconstrained = FALSE, allCoef = TRUE))
   )
   if (Q == 1) {
     re <- nlme::ranef(fit)
@@ -51,7 +60,7 @@ hb_postfit <- function(d, call, newcode, group) {
     if (ncol(G) == 1) sds <- t(sds)
     first <- as.character(d[[group]][1])
     V1 <- as.matrix(nlme::getVarCov(fit, individual = first, type = "marginal")[[1]])
-    out <- c(out, list(ranef = as.numeric(as.matrix(re)), ranef_groups = groups, ranef_terms = colnames(re),
+    out <- c(out, list(sd_re = sqrt(diag(G)), sd_re_terms = colnames(G), cor_re = as.numeric(stats::cov2cor(G)), ranef = as.numeric(as.matrix(re)), ranef_groups = groups, ranef_terms = colnames(re),
                        condsd = as.numeric(if (ncol(G) == 1) t(sds) else sds), wcov = as.numeric(V1),
                        wcor = as.numeric(stats::cov2cor(V1)), wsize = nrow(V1)))
   }
