@@ -55,7 +55,7 @@ class _R:
                 x = out.rx2(name)
                 if name == "new":
                     got[name] = pd.DataFrame({str(k): np.array([float(v) for v in x.rx2(k)]) for k in x.names})
-                elif name in ("ranef_groups", "ranef_terms", "var_levels", "sd_re_terms"):
+                elif name in ("ranef_groups", "ranef_terms", "var_levels", "sd_re_terms", "coef_terms"):
                     got[name] = [str(v) for v in x]
                 else:
                     got[name] = np.array([float(v) for v in x])
@@ -143,6 +143,18 @@ def test_ranef_and_conditional_sd_equal_nlme(name: str, fitted_pairs) -> None:
     for row in re.itertuples(index=False):
         assert abs(row.estimate - want.loc[str(row.level), row.term]) <= 1e-6 * row.std_error, row
         assert abs(row.std_error - sd.loc[str(row.level), row.term]) <= 1e-7 * row.std_error, row
+
+
+@pytest.mark.parametrize("name", ["ar1_ml", "exponential_slope_reml"])
+def test_coef_equals_nlme(name: str, fitted_pairs) -> None:
+    res, ref = fitted_pairs(name)
+    groups, terms = ref["ranef_groups"], ref["coef_terms"]
+    want = pd.DataFrame(ref["coef"].reshape(len(terms), len(groups)).T, index=groups, columns=terms)
+    got = next(iter(res.coef().values()))
+    got.index = [str(g) for g in got.index]
+    tol = 1e-6 * _scale(res)
+    assert sorted(got.columns) == sorted(terms)
+    assert float(np.max(np.abs(got.loc[groups, terms].to_numpy() - want.to_numpy()))) <= tol
 
 
 @pytest.mark.parametrize("name", list(CASES))

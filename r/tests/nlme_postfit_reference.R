@@ -21,7 +21,7 @@
 ##   ranef_terms; condsd, the conditional SDs sqrt(diag(G - G Z_i' V_i^-1 Z_i G)) computed here from
 ##   nlme's G (getVarCov(fit)), V_i (getVarCov(fit, type = "marginal")) and Z_i (the random
 ##   formula's model matrix), column after column; sd_re / sd_re_terms, sqrt(diag(G)),
-##   and cor_re, cov2cor(G); wcov, getVarCov(fit, individual = the first
+##   and cor_re, cov2cor(G); coef / coef_terms, coef(fit) (groups as ranef's), column after column; wcov, getVarCov(fit, individual = the first
 ##   row's group, type = "marginal"), and wcor, its cov2cor.
 
 hb_postfit <- function(d, call, newcode, group) {
@@ -60,7 +60,9 @@ hb_postfit <- function(d, call, newcode, group) {
     if (ncol(G) == 1) sds <- t(sds)
     first <- as.character(d[[group]][1])
     V1 <- as.matrix(nlme::getVarCov(fit, individual = first, type = "marginal")[[1]])
-    out <- c(out, list(sd_re = sqrt(diag(G)), sd_re_terms = colnames(G), cor_re = as.numeric(stats::cov2cor(G)), ranef = as.numeric(as.matrix(re)), ranef_groups = groups, ranef_terms = colnames(re),
+    out <- c(out, list(sd_re = sqrt(diag(G)), sd_re_terms = colnames(G), cor_re = as.numeric(stats::cov2cor(G)),
+                       coef = as.numeric(as.matrix(stats::coef(fit))), coef_terms = colnames(stats::coef(fit)),
+                       ranef = as.numeric(as.matrix(re)), ranef_groups = groups, ranef_terms = colnames(re),
                        condsd = as.numeric(if (ncol(G) == 1) t(sds) else sds), wcov = as.numeric(V1),
                        wcor = as.numeric(stats::cov2cor(V1)), wsize = nrow(V1)))
   }
