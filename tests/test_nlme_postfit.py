@@ -302,3 +302,20 @@ def test_structure_rows_have_stata_ses_and_cis(fitted_pairs) -> None:
     assert r["std_error"] == pytest.approx(se, rel=1e-10)
     assert r["conf_high"] == pytest.approx(np.tanh(np.arctanh(c / v) + 1.959963984540054 * se / (1 - (c / v) ** 2)),
                                            rel=1e-10)
+
+
+def test_validate_has_nlme_vs_own_likelihood_rows(tmp_path: Path) -> None:
+    """validate judges nlme's logLik of each residual-structure fit against hlmbridge's own
+    likelihood (fixtures/nlme: five structures), as engine-vs-engine rows."""
+    from hlmbridge.check.nlme_rows import ENGINE_LABEL
+    from hlmbridge.check.validate import validate
+    from hlmbridge.reference.fixtures import import_stata
+
+    nlme = REPO / "fixtures" / "nlme"
+    import_stata(nlme / "logs" / "orthodont_nlme.log", tmp_path)
+    report = validate(tmp_path, data=nlme / "orthodont.csv", engines=["nlme"])
+    rows = [r for r in report.rows if r.engine == ENGINE_LABEL]
+    assert len(rows) == 5 and len({r.case for r in rows}) == 5
+    assert all(r.key == "header.loglik" and r.status in ("match", "within") for r in rows), rows
+    assert max(r.abs_diff for r in rows) < 1e-6  # only the Newton polish's gain
+    assert report.ok
