@@ -213,8 +213,30 @@ def test_wcorrelation_without_structure_is_random_intercept_icc(frames: dict) ->
     assert cor.shape == (4, 4)
     assert np.allclose(cor[~np.eye(4, dtype=bool)], v[0] / v.sum(), rtol=0, atol=1e-12)
     assert float(res.icc()["estimate"].iloc[0]) == pytest.approx(v[0] / v.sum(), abs=1e-12)
-    with pytest.raises(UsageError, match="no group"):
+    with pytest.raises(UsageError, match="no cluster"):
         res.wcorrelation(at={"id": 999})
+    with pytest.raises(UsageError, match="from the outermost one"):
+        res.wcorrelation(at={"child": 3})
+
+
+def test_wcorrelation_nested_default_is_the_first_two_level_cluster(fitted_pairs, frames: dict) -> None:
+    """Stata's default cluster is "the first two-level cluster encountered in the data": in
+    male > id, the first row's child; at={"male": m} gives every child of one sex, uncorrelated
+    between children except through var(male)."""
+    res, _ = fitted_pairs("nested_ar1_ml")
+    d = frames["orth"]
+    first = res.wcorrelation()
+    assert list(first.index) == list(np.flatnonzero(d["id"].to_numpy() == d["id"].iloc[0]))
+    assert first.equals(res.wcorrelation(at={"male": d["male"].iloc[0], "id": d["id"].iloc[0]}))
+    cov = res.wcorrelation(at={"male": 1}, covariance=True)
+    rows = np.flatnonzero(d["male"].to_numpy() == 1)
+    assert list(cov.index) == list(rows)
+    v_male = res.random["estimate"].iloc[0]
+    other = d["id"].to_numpy()[rows][:, None] != d["id"].to_numpy()[rows][None, :]
+    assert np.allclose(cov.to_numpy()[other], v_male, rtol=1e-12, atol=0)
+    # the first child (male) is the first cluster: its block of the male=1 matrix is its own matrix
+    assert d["male"].iloc[0] == 1
+    assert np.array_equal(cov.iloc[:4, :4].to_numpy(), res.wcorrelation(covariance=True).to_numpy())
 
 
 @pytest.mark.parametrize("name", ["ar1_ml", "independent_by_ml"])

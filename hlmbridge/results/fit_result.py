@@ -62,7 +62,9 @@ RANDOM_COLUMNS: tuple[str, ...] = (
 
 
 #: What a fit with a residual structure (issue 25) supports among the post-estimation
-#: computations: those that need only the fixed effects' covariance or the levels' rows.
+#: computations: those that need only the fixed effects' covariance or the levels' rows, and
+#: those hlmbridge.results.structured computes with the structure's residual covariance
+#: (icc() is its refusal, worded as Stata's; ranef/fitted/residuals/predict dispatch there too).
 _STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)", "icc() (estat icc)", "coef()",
                  "tidy()", "glance()", "random_sd()")
 

@@ -185,31 +185,46 @@ def _inverse_factor(C: np.ndarray, kind: str) -> np.ndarray:
     return F
 
 
-def _cluster(model: StructuredModel | None, design: Any, at: Any) -> int:
-    """The code of the outermost group ``at`` names (``{var: value}`` or a value), or the
-    first row's when None (Stata's default: the first cluster in the data)."""
-    levels = design.levels
-    top = int(np.argmin([ld.n_groups for ld in levels]))
-    ld = levels[top]
+def _text(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _cluster_rows(design: Any, at: Any) -> np.ndarray:
+    """The design rows of the cluster ``at`` names: ``{level variable: value, ...}`` for the
+    outermost level and optionally the next ones in order (a bare value: the outermost level's);
+    None: the innermost (Stata's "two-level") cluster of the first row used, Stata's default."""
+    levels = sorted(design.levels, key=lambda ld: ld.n_groups)  # outermost first (nested levels)
+    first = int(np.argmin(design.rows))
     if at is None:
-        return int(ld.codes[np.argmin(design.rows)])
-    value = at
-    if isinstance(at, dict):
-        if len(at) != 1 or ld.name not in at:
-            raise UsageError(f"at= names the outermost level's group as {{{ld.name!r}: value}}; got {at!r}")
-        value = at[ld.name]
-    labels = [str(x) for x in ld.group_labels]
-    text = str(int(value)) if isinstance(value, float) and float(value).is_integer() else str(value)
-    if text not in labels:
-        raise UsageError(f"at=: {ld.name} has no group {value!r} in the estimation sample")
-    return labels.index(text)
+        chosen = {ld.name: ld.group_labels[ld.codes[first]].split(":")[-1] for ld in levels}
+    elif isinstance(at, dict):
+        names = [ld.name for ld in levels]
+        if not at or list(at) != names[: len(at)]:
+            raise UsageError(f"at= names the levels' variables from the outermost one, in order ({', '.join(names)}); "
+                             f"got {at!r}")
+        chosen = {k: _text(v) for k, v in at.items()}
+    else:
+        chosen = {levels[0].name: _text(at)}
+    keep = np.ones(design.nobs, dtype=bool)
+    for ld in levels:
+        if ld.name not in chosen:
+            break
+        own = np.array([lab.split(":")[-1] for lab in ld.group_labels], dtype=object)
+        keep &= own[ld.codes] == chosen[ld.name]
+        if not keep.any():
+            raise UsageError(f"at=: no cluster {chosen} in the estimation sample")
+    return np.flatnonzero(keep)
 
 
 def wcorrelation(res: Any, at: Any = None, covariance: bool = False) -> pd.DataFrame:
-    """Stata's ``estat wcorrelation[, at(id=#) covariance]``: the model-implied correlation (or
-    covariance) matrix of the observations of one outermost group, rows and columns labelled by
-    the rows' positions in the fit's frame, in the data's order. ``at``: ``{group variable:
-    value}`` (or the value); None: the group of the first row used."""
+    """Stata's ``estat wcorrelation[, at() covariance nosort]``: the model-implied correlation (or
+    covariance) matrix of the observations of one cluster, rows and columns labelled by the rows'
+    positions in the fit's frame, in the data's order (Stata's ``nosort``). ``at``: ``{level
+    variable: value}`` from the outermost level (``{"id": 3}``; ``{"school": 1, "class": 2}``), or
+    the outermost level's value; None: Stata's default, the first two-level cluster in the data
+    (the innermost group of the first row used)."""
     from hlmbridge.results.random_effects import require_design
 
     design = require_design(res, "estat wcorrelation")
@@ -217,14 +232,14 @@ def wcorrelation(res: Any, at: Any = None, covariance: bool = False) -> pd.DataF
         raise UnsupportedSpecError("wcorrelation() (estat wcorrelation)", res.engine, message=(
             "estat wcorrelation is computed for linear mixed models only"))
     _, theta = _theta(res)
-    g = _cluster(None, design, at)
+    rows = _cluster_rows(design, at)
     if res.spec.residuals is not None:
         model = model_of(res)
-        b, k = _place(model, g)
-        V, rows = model.block_v(theta, b)[k], b.rows[k]
-    else:  # independent residuals: Z G Z' + s2 I
         top = int(np.argmin([ld.n_groups for ld in design.levels]))
-        rows = np.flatnonzero(design.levels[top].codes == g)
+        b, k = _place(model, int(design.levels[top].codes[rows[0]]))
+        pos = np.flatnonzero(np.isin(b.rows[k], rows))
+        V, rows = model.block_v(theta, b)[k][np.ix_(pos, pos)], b.rows[k][pos]
+    else:  # independent residuals: Z G Z' + s2 I
         covs = level_covariances(design, theta)
         V = theta[-1] * np.eye(len(rows))
         for ld, G in zip(design.levels, covs, strict=True):
