@@ -341,3 +341,13 @@ def test_validate_has_nlme_vs_own_likelihood_rows(tmp_path: Path) -> None:
     assert all(r.key == "header.loglik" and r.status in ("match", "within") for r in rows), rows
     assert max(r.abs_diff for r in rows) < 1e-6  # only the Newton polish's gain
     assert report.ok
+
+
+def test_independent_residual_effects_refuse_a_structured_design(fitted_pairs) -> None:
+    """conditional_effects() (independent residuals) refuses a structured design rather than read
+    its parameters as sigma^2's."""
+    from hlmbridge.results.random_effects import conditional_effects, estimates_of
+
+    res, _ = fitted_pairs("ar1_ml")
+    with pytest.raises(UnsupportedSpecError, match="assumes independent residuals"):
+        conditional_effects(res.design, *estimates_of(res))
