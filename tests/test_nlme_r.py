@@ -270,9 +270,11 @@ def test_refusals_name_the_engine(frames: dict) -> None:
 
 
 def test_post_estimation_that_assumes_independent_residuals_is_refused(frames: dict) -> None:
+    """(ranef, fitted, residuals, predict, tidy, glance, random_sd and estat wcorrelation after a
+    residual structure: tests/test_nlme_postfit.py.)"""
     res = hlmbridge.fit("mixed distance age || id:, residuals(ar 1, t(occ))", frames["orth"], engine="nlme")
-    for call in (res.icc, res.random_sd, res.tidy, res.predict, res.fitted, res.residuals, res.ranef, res.glance,
-                 res.profile_ci, lambda: res.with_df("satterthwaite"), lambda: res.bootstrap(frames["orth"], n=2)):
+    for call in (res.icc, res.profile_ci, lambda: res.with_df("satterthwaite"),
+                 lambda: res.bootstrap(frames["orth"], n=2)):
         with pytest.raises(UnsupportedSpecError, match=r"residuals\(ar 1, t\(occ\)\)"):
             call()
     assert float(res.recov()["id"].iloc[0, 0]) == pytest.approx(res.random["estimate"].iloc[0])

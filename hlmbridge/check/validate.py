@@ -224,7 +224,8 @@ def validate(
         ``callback(done, total, label)`` after each fit.
     compare
         Also judge the engines against each other (rows named ``"statsmodels vs lme4"``)
-        when more than one engine ran.
+        when more than one engine ran, and nlme's log likelihood of a residual-structure fit
+        against hlmbridge's own (rows ``"nlme vs own likelihood"``, :mod:`hlmbridge.check.nlme_rows`).
     """
     from hlmbridge.reference.quantities import quantities_for
     from hlmbridge.spec.model import ModelSpec
@@ -294,6 +295,10 @@ def validate(
         if compare and len(actuals_by_engine) > 1 and by_cmd:
             # Engine against engine on every number the case holds (the first engine is the yardstick).
             reports.append(compare_engines(actuals_by_engine, ref))
+    if compare and "nlme" in engs:  # nlme's logLik against hlmbridge's own likelihood (issue 25)
+        from hlmbridge.check.nlme_rows import own_likelihood_rows
+
+        reports.append(own_likelihood_rows(refs, fits, specs))
     if compare and frame is not None and len(engs) > 1:
         # Engine against engine on the random effects of every model (no Stata reference).
         from hlmbridge.check.random_effects_check import compare_random_effects

@@ -45,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ from hlmbridge.inference.stata_parity import VarianceParam, level_covariances, v
 from hlmbridge.spec.residuals import ResidualStructure
 
 __all__ = ["ResidualParam", "StructuredInference", "StructuredModel", "is_level_param", "structured_inference",
-           "structured_model", "time_problems"]
+           "structured_model", "structured_model_again", "time_problems"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -481,8 +482,24 @@ def structured_model(design: Design, data: pd.DataFrame) -> StructuredModel:
             codes=tuple(ld.codes[r] for ld in levels), inner=inn, t=tt,
             by=by_idx[r] if by_idx is not None else None, same_inner=inn[..., :, None] == inn[..., None, :],
             lag=np.abs(tt[..., :, None] - tt[..., None, :]) if tt is not None else None))
+    # The structure's own columns (t(), by()) are kept for post-fit computations on the design
+    # (structured_model_again); a weak key: nothing outlives the design.
+    _STRUCTURE_COLUMNS[design] = data[[c for c in dict.fromkeys((res.t, res.by)) if c is not None]].copy()
     return StructuredModel(design, res, params, len(variance_parameters(design)) - 1, tuple(blocks), by_levels,
                            times)
+
+
+_STRUCTURE_COLUMNS: weakref.WeakKeyDictionary[Design, pd.DataFrame] = weakref.WeakKeyDictionary()
+
+
+def structured_model_again(design: Design) -> StructuredModel:
+    """The :class:`StructuredModel` of a design that :func:`structured_model` has seen (the fit's),
+    rebuilt from the structure's columns kept then (the design's arrays hold no ``t()``/``by()``)."""
+    frame = _STRUCTURE_COLUMNS.get(design)
+    if frame is None:
+        raise FitError("this design was not built for a fit with a residual structure in this session: refit to "
+                       "get the quantities that need the structure's residual covariance")
+    return structured_model(design, frame)
 
 
 def is_level_param(prm: Any) -> bool:

@@ -62,8 +62,11 @@ RANDOM_COLUMNS: tuple[str, ...] = (
 
 
 #: What a fit with a residual structure (issue 25) supports among the post-estimation
-#: computations: those that need only the fixed effects' covariance or the levels' rows.
-_STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)")
+#: computations: those that need only the fixed effects' covariance or the levels' rows, and
+#: those hlmbridge.results.structured computes with the structure's residual covariance
+#: (icc() is its refusal, worded as Stata's; ranef/fitted/residuals/predict dispatch there too).
+_STRUCTURE_OK = ("lincom()", "test() (F tests)", "recov() (estat recov)", "icc() (estat icc)", "coef()",
+                 "tidy()", "glance()", "random_sd()")
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,10 @@ class FitResult:
     def random_sd(self) -> pd.DataFrame:
         """The random part on the sd/corr scale (Stata's ``stddev`` option)."""
         self._lmm_only("random_sd()")
+        if self.spec.residuals is not None:
+            from hlmbridge.results.structured import structured_random_sd
+
+            return structured_random_sd(self)
         from hlmbridge.results.postestimation import random_sd
 
         return random_sd(self)
@@ -278,6 +285,14 @@ class FitResult:
         from hlmbridge.results.postestimation import icc
 
         return icc(self)
+
+    def wcorrelation(self, at: Any = None, covariance: bool = False) -> pd.DataFrame:
+        """Stata's ``estat wcorrelation[, at(id=#) covariance]``: the model-implied within-group
+        correlation (covariance) matrix of one outermost group (see
+        :func:`hlmbridge.results.structured.wcorrelation`)."""
+        from hlmbridge.results.structured import wcorrelation
+
+        return wcorrelation(self, at, covariance)
 
     def recov(self, corr: bool = False) -> dict[str, pd.DataFrame]:
         """Stata's ``estat recov`` (``corr=True``: ``estat recov, corr``)."""
@@ -355,6 +370,10 @@ class FitResult:
         """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance (ML) or REMLcrit
         (REML), df.residual (see :mod:`hlmbridge.results.broom`)."""
         self._lmm_only("glance()")
+        if self.spec.residuals is not None:
+            from hlmbridge.results.structured import structured_glance
+
+            return structured_glance(self)
         from hlmbridge.results.broom import glance
 
         return glance(self)
@@ -378,6 +397,10 @@ class FitResult:
         """A long table in broom.mixed's vocabulary (sd/cor scale for the random part);
         ``effects`` picks ``"fixed"``, ``"ran_pars"`` and/or ``"ran_vals"`` (random effects)."""
         self._lmm_only("tidy()")
+        if self.spec.residuals is not None:
+            from hlmbridge.results.structured import structured_tidy
+
+            return structured_tidy(self, effects)
         from hlmbridge.results.postestimation import tidy
 
         return tidy(self, effects=effects)

@@ -51,8 +51,13 @@ def icc(res: FitResult) -> pd.DataFrame:
     """Stata's ``estat icc``: intraclass correlation per level, delta-method SE, logit-scale CI.
 
     With covariates in the fixed part it is the residual ICC (Stata's title says so);
-    random slopes are conditioned at zero (only ``var(_cons)`` enters).
+    random slopes are conditioned at zero (only ``var(_cons)`` enters). Refused after a residual
+    structure, as Stata refuses it (:func:`hlmbridge.results.structured.icc_refusal`).
     """
+    if res.spec.residuals is not None:
+        from hlmbridge.results.structured import icc_refusal
+
+        raise icc_refusal(res)
     rnd = res.random
     theta = rnd["estimate"].to_numpy()
     V = _vcov(res)

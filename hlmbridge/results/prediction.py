@@ -146,6 +146,10 @@ def residuals(res: object, kind: str = "response", level: int | None = None) -> 
         from hlmbridge.results.glmm_predict import glmm_residuals
 
         return glmm_residuals(res, kind, level)
+    if res.spec.residuals is not None:  # type: ignore[attr-defined]  # issue 25: nlme's residual kinds
+        from hlmbridge.results.structured import structured_residuals
+
+        return structured_residuals(res, kind, level)
     if kind not in RESIDUAL_KINDS:
         raise UsageError(f"kind must be one of {', '.join(map(repr, RESIDUAL_KINDS))}, got {kind!r}")
     design = require_design(res, "residuals")

@@ -83,12 +83,6 @@ def require_design(res: object, what: str) -> Design:
 
 def estimates_of(res: object) -> tuple[np.ndarray, np.ndarray]:
     """(beta in design order, theta in variance_parameters order) of a FitResult."""
-    spec = getattr(res, "spec", None)
-    if spec is not None and spec.residuals is not None:  # issue 25: V has the structure's residual covariance
-        raise UnsupportedSpecError(spec.residuals.stata(), "hlmbridge", message=(
-            f"random effects, fitted values, residuals and predictions after {spec.residuals.stata()} are not "
-            "computed yet: they need the structure's residual covariance (nlme's own ranef() and predict() "
-            "on the fit have them)"))
     beta = np.array([r[2] for r in res.fixed_rows], dtype=float)  # type: ignore[attr-defined]
     theta = np.array([r[5] for r in res.random_rows], dtype=float)  # type: ignore[attr-defined]
     return beta, theta
@@ -109,6 +103,10 @@ def conditional_effects(design: Design, beta: np.ndarray, theta: np.ndarray) -> 
     """
     from hlmbridge.inference.stata_parity import _path
 
+    if design.spec.residuals is not None:  # issue 25: theta is the structured model's (results.structured)
+        raise UnsupportedSpecError(design.spec.residuals.stata(), "hlmbridge", message=(
+            "conditional_effects() assumes independent residuals; the random effects after "
+            f"{design.spec.residuals.stata()} are hlmbridge.results.structured's (FitResult.ranef())"))
     beta = np.asarray(beta, dtype=float)
     theta = np.asarray(theta, dtype=float)
     key = beta.tobytes() + b"|" + theta.tobytes()
@@ -158,6 +156,10 @@ def dense_conditional_effects(design: Design, beta: np.ndarray,
 def level_effects(res: object) -> tuple[LevelEffects, ...]:
     """The conditional modes and covariances of a FitResult (computed once per result)."""
     design = require_design(res, "its random effects")
+    if design.spec.residuals is not None:  # issue 25: V_i has the structure's residual covariance
+        from hlmbridge.results.structured import structured_level_effects
+
+        return structured_level_effects(res)
     beta, theta = estimates_of(res)
     return conditional_effects(design, beta, theta)
 
