@@ -26,7 +26,7 @@ Examples
 >>> res = hlmbridge.fit("Reaction ~ Days + (1 | Subject)", df, engine="statsmodels")
 >>> m = res.margins(at={"Days": [0, 9]})
 >>> print(str(m).splitlines()[0])
-Predictive margins                                             Number of obs = 180
+Predictive margins                                         Number of obs = 180
 >>> "1._at: Days = 0" in str(m), m._repr_html_().startswith('<div class="hlmbridge">')
 (True, True)
 """
@@ -339,10 +339,13 @@ def _pb_rows(pb: Any) -> pd.DataFrame:
 
 
 def _pb_head(pb: Any) -> list[str]:
+    """pbkrtest's header: ``samples`` the replicates in the reference distribution, ``Used`` its
+    positive ones (when some are not), ``extremes`` those above the observed statistic."""
     t = "NA" if math.isnan(pb.wall_time) else f"{pb.wall_time:.2f}"
-    lines = [f"Bootstrap test; time: {t} sec; samples: {pb.nsim}; extremes: {pb.n_extreme};"]
-    if len(pb.ref) < pb.nsim:
-        lines.append(f"Requested samples: {pb.nsim} Used samples: {len(pb.ref)} Extremes: {pb.n_extreme}")
+    n, npos = len(pb.ref), int(np.sum(np.asarray(pb.ref, dtype=float) > 0))
+    lines = [f"Bootstrap test; time: {t} sec; samples: {n}; extremes: {pb.n_extreme};"]
+    if npos < n:
+        lines.append(f"Requested samples: {n} Used samples: {npos} Extremes: {pb.n_extreme}")
     return lines + [f"large : {pb.large}", f"small : {pb.small}"]
 
 
@@ -350,32 +353,38 @@ def pbmodcomp_text(pb: Any) -> str:
     """A :class:`~hlmbridge.inference.pbmodcomp.PBModComp` as pbkrtest's ``summary()`` prints it."""
     lines = _pb_head(pb) + _aligned(_pb_rows(pb), left=("",), lead="")
     if pb.n_failed:
-        lines.append(f"Note: {pb.n_failed} replicate(s) failed or did not converge and are left out")
+        lines.append(f"Note: {pb.n_failed} of {pb.nsim} replicate(s) failed or did not converge and are left out")
     return "\n".join(lines)
 
 
 def pbmodcomp_html(pb: Any) -> str:
     """A :class:`~hlmbridge.inference.pbmodcomp.PBModComp` as HTML."""
     head = "".join(f"<tr><td>{_esc(line)}</td></tr>" for line in _pb_head(pb))
-    note = f"{pb.n_failed} replicate(s) failed or did not converge and are left out" if pb.n_failed else None
+    note = f"{pb.n_failed} of {pb.nsim} replicate(s) failed or did not converge and are left out" if pb.n_failed else None
     return _wrap(f"<table><caption>Parametric bootstrap test</caption><tbody>{head}</tbody></table>"
                  + frame_html(pb.table(), None, note, columns={"p_value": "p.value"}))
 
 
 # ------------------------------------------------------------------------------------------ anova(m0, m1)
-def _r_column(values: Any, digits: int = 5) -> list[str]:
-    """A numeric column as R's ``format`` shows it: enough decimals that each number has
-    ``digits`` significant digits, the same for the whole column; NaN as blank."""
+def _r_column(values: Any, digits: int = 5, zap: int | None = None) -> list[str]:
+    """A numeric column as R's ``print.anova`` shows it: first rounded as ``zapsmall(x, digits)``
+    (``zap=None``) or ``round(x, zap)`` (the test statistics' column), then ``format(x, digits)``:
+    the decimals that show every number to ``digits`` significant digits, the same for the whole
+    column; NaN blank."""
     xs = [float(v) for v in values]
-    finite = [abs(x) for x in xs if math.isfinite(x) and x != 0]
-    if all(x == int(x) for x in xs if math.isfinite(x)):
-        decimals = 0
-    else:
-        decimals = max([max(0, digits - 1 - int(math.floor(math.log10(a)))) for a in finite] or [0])
-        decimals = min(decimals, 15)
-        while decimals > 0 and all(round(x, decimals - 1) == round(x, decimals) for x in xs if math.isfinite(x)):
-            decimals -= 1
-    return ["" if math.isnan(x) else f"{x:.{decimals}f}" for x in xs]
+    finite = [x for x in xs if math.isfinite(x)]
+    mx = max((abs(x) for x in finite), default=0.0)
+    if zap is None:
+        zap = max(0, math.floor(digits - math.log10(mx) + 0.5)) if mx > 0 else digits
+    xs = [round(x, zap) if math.isfinite(x) else x for x in xs]
+    decimals = 0
+    for x in xs:
+        if not math.isfinite(x) or x == 0:
+            continue
+        full = float(f"{x:.{digits - 1}e}")
+        sig = next(k for k in range(1, digits + 1) if float(f"{x:.{k - 1}e}") == full)
+        decimals = max(decimals, sig - 1 - math.floor(math.log10(abs(full))))
+    return ["" if math.isnan(x) else f"{x:.{min(decimals, 15)}f}" for x in xs]
 
 
 def _r_pvalue_column(values: Any, digits: int = 4) -> list[str]:
@@ -428,6 +437,10 @@ def comparison_text(table: pd.DataFrame) -> str:
             out[name] = _r_pvalue_column(table[c])
         elif c == "npar":
             out[name] = [str(int(v)) for v in table[c]]
+        elif c == "chisq":  # print.anova's test column: round(x, digits - 1) first
+            out[name] = _r_column(table[c], 5, zap=4)
+        elif c == "df":  # not zapped
+            out[name] = _r_column(table[c], 5, zap=15)
         else:
             out[name] = _r_column(table[c], 5)
     return "\n".join(lines + _aligned(out, left=("",), lead=""))
