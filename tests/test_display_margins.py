@@ -204,6 +204,7 @@ def test_emmeans_text_holds_the_results_numbers(odd_fit):
         assert abs(float(row[7]) - float(r["p_value"])) <= 5e-5 + 1e-12
     r = repr(em)
     assert "\n" not in r and "array" not in r and len(r) < 200
+    assert repr(em.grid) == "ReferenceGrid(points=3, variables=('Days', 'phase'), factors=('phase',))"
     markup = em._repr_html_()
     assert "lo&lt;2 - mid&amp;x" in markup and "lo<2" not in markup
     p = _html(markup)

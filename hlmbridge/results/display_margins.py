@@ -152,7 +152,7 @@ def margins_text(m: Any) -> str:
     ci = f"[{m.level * 100:g}% conf. interval]"
     head = "dy/dx" if m.kind == "dydx" else "Margin"
     lines.append(f"{'':12} |{'Delta-method':>24}")
-    lines.append(f"{'':12} | {head:>10}  std. err.      z    P>|z|     {ci}")
+    lines.append(f"{'':12} | {head:>10}   std. err.      z    P>|z|     {ci}")
     lines.append("-" * 13 + "+" + "-" * 64)
     current: tuple[str, ...] | None = None
     for i, (headers, label, r) in enumerate(p["rows"]):

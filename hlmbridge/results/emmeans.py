@@ -240,6 +240,11 @@ class ReferenceGrid:
     counts: np.ndarray
     raw: pd.DataFrame = field(repr=False)
 
+    def __repr__(self) -> str:
+        from hlmbridge.results.display_margins import short_repr
+
+        return short_repr(self, points=len(self.frame), variables=tuple(self.levels), factors=self.factors)
+
 
 def _check_lmm(result: Any, what: str, glmm: bool = False) -> None:
     """Refuse what ``what`` cannot compute (a GLMM unless ``glmm``, no design, an offset, dropped columns)."""
