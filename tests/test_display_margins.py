@@ -218,6 +218,8 @@ ss <- sleepstudy
 ss$phase <- cut(ss$Days, c(-1, 2, 5, 9), labels = c("early", "mid", "late"))
 m1 <- lmer(Reaction ~ Days * phase + (1 | Subject), ss)
 m0 <- lmer(Reaction ~ Days + (1 | Subject), ss)
+n0 <- lmer(Reaction ~ 1 + (1 | Subject), ss)
+n2 <- lmer(Reaction ~ Days + I(Days^2) + (1 | Subject), ss)
 """
 
 
@@ -275,6 +277,11 @@ def test_emmeans_prints_as_r_emmeans_prints(r_env, lme4_fits):
             assert all(_agrees_at_printed_digits(x, y) for x, y in zip(ra, rb)), (ra, rb)
 
 
+def _legend(lines: list[str]) -> list[str]:
+    """R's legend quotes depend on its locale: compare them as ASCII."""
+    return [line.replace("\u2018", "'").replace("\u2019", "'") for line in lines]
+
+
 @pytest.mark.requires_r
 def test_anova_of_two_models_prints_as_lme4(r_env, lme4_fits):
     m0, m1 = lme4_fits
@@ -291,14 +298,30 @@ def test_anova_of_two_models_prints_as_lme4(r_env, lme4_fits):
 
 
 @pytest.mark.requires_r
-def test_pbmodcomp_prints_as_pbkrtest_summary(r_env):
+def test_anova_of_three_models_prints_stars_and_tiny_p_as_lme4(r_env):
+    df = _sleep(["early", "mid", "late"])
+    fits = [hlmbridge.fit(f, df, engine="lme4") for f in (
+        "Reaction ~ 1 + (1 | Subject)", "Reaction ~ Days + (1 | Subject)",
+        "Reaction ~ Days + I(Days^2) + (1 | Subject)")]
+    ours = [line.rstrip() for line in str(anova(*fits, names=("n0", "m0", "n2"))).splitlines()]
+    theirs = _r_print(r_env, "anova(n0, m0, n2)")
+    assert any("<2e-16 ***" in line for line in ours)
+    assert _legend(ours[1:]) == _legend(theirs[1:])
+
+
+@pytest.mark.requires_r
+@pytest.mark.parametrize(("large", "small", "ndf"), [("m1", "m0", 4), ("m0", "n0", 1)])
+def test_pbmodcomp_prints_as_pbkrtest_summary(r_env, large, small, ndf):
+    """pbkrtest's reference distribution and statistic in a PBModComp: its printed summary is R's."""
     ro, env = r_env
-    ro.r["eval"](ro.r["parse"](text="set.seed(3); pb <- PBmodcomp(m1, m0, nsim = 20)"), envir=env)
+    ro.r["eval"](ro.r["parse"](text=f"set.seed(3); pb <- PBmodcomp({large}, {small}, nsim = 20)"), envir=env)
     ref = [float(x) for x in ro.r["eval"](ro.r["parse"](text="as.numeric(pb$ref)"), envir=env)]
     tobs = float(ro.r["eval"](ro.r["parse"](text="as.numeric(pb$LRTstat['tobs'])"), envir=env)[0])
     ctime = float(ro.r["eval"](ro.r["parse"](text="as.numeric(pb$ctime)"), envir=env)[0])
-    pb = PBModComp(tobs, 4, tuple(ref), tuple(range(len(ref))), (), len(ref), 3, "lme4",
-                   "Reaction ~ Days * phase + (1 | Subject)", "Reaction ~ Days + (1 | Subject)", ctime)
+    formula = {n: str(ro.r["eval"](ro.r["parse"](text=f"deparse(formula({n}))"), envir=env)[0])
+               for n in (large, small)}
+    pb = PBModComp(tobs, ndf, tuple(ref), tuple(range(len(ref))), (), len(ref), 3, "lme4",
+                   formula[large], formula[small], ctime)
     ours = [line.rstrip() for line in str(pb).splitlines()]
     theirs = _r_print(r_env, "summary(pb)")
     assert ours[0] == theirs[0]  # Bootstrap test; time: ...; samples: 20; extremes: k;
@@ -311,6 +334,8 @@ def test_pbmodcomp_prints_as_pbkrtest_summary(r_env):
     for a, b in zip(table_ours[1:], table_theirs[1:], strict=True):
         assert a[0] == b[0] and len(a) == len(b), (a, b)
         assert all(_agrees_at_printed_digits(x, y) for x, y in zip(a[1:], b[1:])), (a, b)
+    assert _legend([line for line in ours if line.startswith(("---", "Signif."))]) == \
+        _legend([line for line in theirs if line.startswith(("---", "Signif."))])
     r = repr(pb)
     assert "\n" not in r and len(r) < 200 and "ref=" not in r
     _html(pb._repr_html_())

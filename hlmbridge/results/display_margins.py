@@ -334,7 +334,10 @@ def _pb_rows(pb: Any) -> pd.DataFrame:
     out["stat"] = [_r_num(v) for v in tab["stat"]]
     out["df"] = ["" if math.isnan(v) else _r_num(v) for v in tab["df"]]
     out["ddf"] = ["" if math.isnan(v) else _r_num(v) for v in tab["ddf"]]
-    out["p.value"] = [_r_num(v) for v in tab["p_value"]]
+    out["p.value"] = _r_pvalue_column(tab["p_value"])
+    stars = _stars(tab["p_value"])
+    if stars is not None:
+        out[" "] = stars
     return out
 
 
@@ -351,7 +354,8 @@ def _pb_head(pb: Any) -> list[str]:
 
 def pbmodcomp_text(pb: Any) -> str:
     """A :class:`~hlmbridge.inference.pbmodcomp.PBModComp` as pbkrtest's ``summary()`` prints it."""
-    lines = _pb_head(pb) + _aligned(_pb_rows(pb), left=("",), lead="")
+    rows = _pb_rows(pb)
+    lines = _pb_head(pb) + _aligned(rows, left=("",), lead="") + (list(SIGNIF_LEGEND) if " " in rows else [])
     if pb.n_failed:
         lines.append(f"Note: {pb.n_failed} of {pb.nsim} replicate(s) failed or did not converge and are left out")
     return "\n".join(lines)
@@ -387,18 +391,51 @@ def _r_column(values: Any, digits: int = 5, zap: int | None = None) -> list[str]
     return ["" if math.isnan(x) else f"{x:.{min(decimals, 15)}f}" for x in xs]
 
 
+def _sig_digits(x: float, digits: int) -> int:
+    """The significant digits (at most ``digits``) that show ``x`` as well as ``digits`` do."""
+    full = float(f"{x:.{digits - 1}e}")
+    return next(k for k in range(1, digits + 1) if float(f"{x:.{k - 1}e}") == full)
+
+
+_EPS = 2.220446049250313e-16  # R's .Machine$double.eps
+
+
 def _r_pvalue_column(values: Any, digits: int = 4) -> list[str]:
-    """R's ``format.pval`` with ``digits`` significant digits (``< 2.2e-16`` below eps); NaN blank."""
-    out = []
-    for v in values:
-        v = float(v)
-        if math.isnan(v):
-            out.append("")
-        elif v < 2.220446e-16:
-            out.append("< 2.2e-16")
-        else:
-            out.append(f"{v:.{digits}g}")
-    return out
+    """R's ``format.pval(p, digits)`` as ``printCoefmat`` calls it: the p-values of 1e-3 and
+    above in fixed notation with common decimals, smaller ones in e-notation, below machine
+    epsilon ``< 2.2e-16`` (``<2e-16`` beside short numbers, as R); NaN blank."""
+    xs = [float(v) for v in values]
+    shown = [x for x in xs if not math.isnan(x) and x >= _EPS]
+    fixed = [x for x in shown if x == 0 or math.floor(math.log10(x)) >= -3]
+    sci = [x for x in shown if x not in fixed]
+    decimals = max([max(0, _sig_digits(x, digits) - 1 - math.floor(math.log10(x))) for x in fixed if x > 0]
+                   or [0])
+    mant = max([_sig_digits(x, digits) for x in sci] or [1])
+    text = {x: f"{x:.{decimals}f}" for x in fixed}
+    text.update({x: f"{x:.{mant - 1}e}" for x in sci})
+    tiny = max(1, digits - 2)
+    sep = "" if tiny == 1 else " "
+    if shown:
+        nc = max(len(t) for t in text.values())
+        if tiny > 1 and tiny + 6 > nc:
+            tiny = max(1, nc - 7)
+        sep = "" if tiny == 1 and nc <= 6 else " "
+    below = "<" + sep + f"{_EPS:.{tiny - 1}e}"
+    return ["" if math.isnan(x) else below if x < _EPS else text[x] for x in xs]
+
+
+def _stars(values: Any) -> list[str] | None:
+    """R's significance stars (``printCoefmat``), or None when no p-value is below 0.1."""
+    ps = [float(v) for v in values]
+    if not any(p < 0.1 for p in ps if not math.isnan(p)):
+        return None
+    cuts = ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, "."), (math.inf, ""))
+    return [("" if math.isnan(p) else next(sym for cut, sym in cuts if p <= cut)).ljust(3) for p in ps]
+
+
+#: R's legend under a table with significance stars.
+SIGNIF_LEGEND = ("---", "Signif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 "
+                 "\u2018.\u2019 0.1 \u2018 \u2019 1")
 
 
 class ModelComparisonFrame(pd.DataFrame):
@@ -443,7 +480,10 @@ def comparison_text(table: pd.DataFrame) -> str:
             out[name] = _r_column(table[c], 5, zap=15)
         else:
             out[name] = _r_column(table[c], 5)
-    return "\n".join(lines + _aligned(out, left=("",), lead=""))
+    stars = _stars(table["p_value"])
+    if stars is not None:
+        out[" "] = stars
+    return "\n".join(lines + _aligned(out, left=("",), lead="") + (list(SIGNIF_LEGEND) if stars else []))
 
 
 def comparison_html(table: pd.DataFrame) -> str:
