@@ -11,7 +11,7 @@ Every number shown comes from the object displayed; nothing is recomputed here.
 - :func:`emmeans_text`: an :class:`~hlmbridge.results.emmeans.EMMResult` as R's emmeans prints
   it (``$emmeans``, the df and confidence-level notes, ``$contrasts`` and the P value
   adjustment note); the numbers with 7 significant digits (emmeans rounds to about 3), p-values
-  with 4 decimals (``<.0001`` below).
+  with 4 decimals (``<.0001`` where that shows 0).
 - :func:`pbmodcomp_text`: a :class:`~hlmbridge.inference.pbmodcomp.PBModComp` as pbkrtest's
   ``summary(PBmodcomp(...))`` prints it.
 - :func:`comparison_text`: ``hlmbridge.anova(m0, m1)`` as lme4's ``anova()`` prints it (the
@@ -219,11 +219,12 @@ def _r_num(x: Any) -> str:
 
 
 def _r_p(x: Any) -> str:
-    """emmeans' p-value: 4 decimals, ``<.0001`` below."""
+    """emmeans' p-value: 4 decimals, ``<.0001`` where that shows 0 (7e-5 shows as ``0.0001``)."""
     x = float(x)
     if math.isnan(x):
         return "NA"
-    return "<.0001" if x < 1e-4 else f"{x:.4f}"
+    text = f"{x:.4f}"
+    return "<.0001" if text == "0.0000" else text
 
 
 def _aligned(frame: pd.DataFrame, left: tuple[str, ...] = (), lead: str = " ") -> list[str]:
