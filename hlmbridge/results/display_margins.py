@@ -97,12 +97,11 @@ def _margins_parts(m: Any) -> dict[str, Any]:
     value = "dydx" if m.kind == "dydx" else "margin"
     at_lines = []
     if m.at:
-        for i, (_, row) in enumerate(t.drop_duplicates("_at").iterrows()):
+        for _, row in t.drop_duplicates("_at").iterrows():
             pad = " " * len(f"{int(row['_at'])}._at: ")
             for j, n in enumerate(m.at):
                 lead = f"{int(row['_at'])}._at: " if j == 0 else pad
                 at_lines.append(f"{lead}{n} = {_level(row[n])}")
-        del i
     # rows: (the header lines above the row, the row's label, the row)
     groups: list[str] = []
     if m.at:
@@ -365,7 +364,8 @@ def pbmodcomp_text(pb: Any) -> str:
 def pbmodcomp_html(pb: Any) -> str:
     """A :class:`~hlmbridge.inference.pbmodcomp.PBModComp` as HTML."""
     head = "".join(f"<tr><td>{_esc(line)}</td></tr>" for line in _pb_head(pb))
-    note = f"{pb.n_failed} of {pb.nsim} replicate(s) failed or did not converge and are left out" if pb.n_failed else None
+    note = (f"{pb.n_failed} of {pb.nsim} replicate(s) failed or did not converge and are left out"
+            if pb.n_failed else None)
     return _wrap(f"<table><caption>Parametric bootstrap test</caption><tbody>{head}</tbody></table>"
                  + frame_html(pb.table(), None, note, columns={"p_value": "p.value"}))
 
