@@ -263,7 +263,8 @@ def _con_frame(em: Any, c: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"contrast": [str(n) for n in c["contrast"]]})
     for n in em.by:
         out[n] = [_level(v) for v in c[n]]
-    out["ratio" if ratio else "estimate"] = [_r_num(v) for v in c["estimate"]]
+    odds = any(str(n).startswith("odds ratios") for n in c.attrs.get("notes", ()))
+    out[("odds.ratio" if odds else "ratio") if ratio else "estimate"] = [_r_num(v) for v in c["estimate"]]
     out["SE"] = [_r_num(v) for v in c["std_error"]]
     out["df"] = [_r_num(v) for v in c["df"]]
     out["z.ratio" if em.df_method == "asymptotic" else "t.ratio"] = [_r_num(v) for v in c["statistic"]]
@@ -317,7 +318,9 @@ def emmeans_html(em: Any) -> str:
     """An :class:`~hlmbridge.results.emmeans.EMMResult` as HTML: the means, then the contrasts."""
     est_name = _emm_frames(em)[1]
     t = em.emmeans
-    cols = {"emmean": est_name, "std_error": "SE", "conf_low": "lower.CL", "conf_high": "upper.CL",
+    asym = em.df_method == "asymptotic"
+    cols = {"emmean": est_name, "std_error": "SE", "conf_low": "asymp.LCL" if asym else "lower.CL",
+            "conf_high": "asymp.UCL" if asym else "upper.CL",
             "statistic": "t.ratio" if em.df_method != "asymptotic" else "z.ratio", "p_value": "p.value"}
     notes = list(em.notes) + [f"Degrees-of-freedom method: {em.df_method}", f"Confidence level used: {em.level:g}"]
     parts = [frame_html(t, "Estimated marginal means", "; ".join(notes), columns=cols)]
