@@ -101,9 +101,21 @@ class PBModComp:
         return summarize_reference(self.tobs, self.ndf, self.ref)
 
     def __str__(self) -> str:
-        head = (f"Bootstrap test; samples: {self.nsim}; used: {len(self.ref)}; failed: {self.n_failed}; "
-                f"time: {self.wall_time:.2f} sec\nlarge : {self.large}\nsmall : {self.small}")
-        return head + "\n" + self.table().to_string(index=False)
+        """pbkrtest's printed ``summary()`` (:func:`hlmbridge.results.display_margins.pbmodcomp_text`)."""
+        from hlmbridge.results.display_margins import pbmodcomp_text
+
+        return pbmodcomp_text(self)
+
+    def __repr__(self) -> str:
+        from hlmbridge.results.display_margins import short_repr
+
+        return short_repr(self, tobs=self.tobs, ndf=self.ndf, nsim=self.nsim, used=len(self.ref),
+                          failed=self.n_failed, seed=self.seed, engine=self.engine)
+
+    def _repr_html_(self) -> str:
+        from hlmbridge.results.display_margins import pbmodcomp_html
+
+        return pbmodcomp_html(self)
 
 
 def _ml(res: Any, frame: pd.DataFrame) -> Any:

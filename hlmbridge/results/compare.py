@@ -204,7 +204,9 @@ def anova(*models: Any, refit: bool = True, names: tuple[str, ...] | list[str] |
             df = float(k - npar[j])
             p = float("nan") if df == 0 else float(chi2_sf(chisq, df))
         rows.append((labels[i], k, -2 * ll + 2 * k, -2 * ll + k * np.log(n), ll, -2 * ll, chisq, df, p))
-    table = pd.DataFrame(rows, columns=list(ANOVA_LR_COLUMNS))
+    from hlmbridge.results.display_margins import ModelComparisonFrame  # prints as lme4's anova()
+
+    table = ModelComparisonFrame(rows, columns=list(ANOVA_LR_COLUMNS))
     table.attrs["heading"] = "Models:\n" + "\n".join(f"{labels[i]}: {_written(models_[i])}" for i in order)
     table.attrs["notes"] = tuple(notes)
     return table

@@ -240,6 +240,11 @@ class ReferenceGrid:
     counts: np.ndarray
     raw: pd.DataFrame = field(repr=False)
 
+    def __repr__(self) -> str:
+        from hlmbridge.results.display_margins import short_repr
+
+        return short_repr(self, points=len(self.frame), variables=tuple(self.levels), factors=self.factors)
+
 
 def _check_lmm(result: Any, what: str, glmm: bool = False) -> None:
     """Refuse what ``what`` cannot compute (a GLMM unless ``glmm``, no design, an offset, dropped columns)."""
@@ -519,6 +524,24 @@ class EMMResult:
                  level: float | None = None) -> pd.DataFrame:
         """emmeans' ``contrast(emm, method, adjust)`` within each by group (:func:`contrast`)."""
         return contrast(self, method, adjust, level)
+
+    def __str__(self) -> str:
+        """R's printed emmeans (:func:`hlmbridge.results.display_margins.emmeans_text`)."""
+        from hlmbridge.results.display_margins import emmeans_text
+
+        return emmeans_text(self)
+
+    def __repr__(self) -> str:
+        from hlmbridge.results.display_margins import short_repr
+
+        return short_repr(self, specs=self.specs, by=self.by, means=len(self.emmeans),
+                          contrasts=None if self.contrasts is None else len(self.contrasts),
+                          df_method=self.df_method, weights=self.weights, type=self.type)
+
+    def _repr_html_(self) -> str:
+        from hlmbridge.results.display_margins import emmeans_html
+
+        return emmeans_html(self)
 
 
 def emmeans(result: Any, specs: Any, by: Any = None, *, data: pd.DataFrame | None = None,

@@ -7,6 +7,9 @@ part (Stata's names, estimate, SE, CI) and the LR test versus the linear model. 
 heading (an ANOVA table: :class:`TitledFrame`) shows its heading above its rows; an
 :class:`~hlmbridge.LRTest` its statistic, df, p and note.
 
+Margins, emmeans, ``hlmbridge.anova(m0, m1)`` and PBmodcomp results are laid out by
+:mod:`hlmbridge.results.display_margins` with this module's table helpers.
+
 :class:`TitledFrame` is a pandas DataFrame whose ``attrs["heading"]`` (and ``attrs["note"]``)
 are shown with it; anything derived from it (a selection, a copy with changes) is a plain
 DataFrame.

@@ -110,7 +110,8 @@ class MarginsResult:
     response scale the Jacobian of the margins in the fixed effects); ``predict`` the prediction
     (:data:`PREDICTIONS`); ``kind``
     ``"margins"`` or ``"dydx"``; ``at``, ``over`` and ``variables`` as asked (for
-    :func:`hlmbridge.results.margins_plot.marginsplot`)."""
+    :func:`hlmbridge.results.margins_plot.marginsplot`); ``nobs`` the fit's number of
+    observations. ``str()`` is Stata's ``margins`` output, ``_repr_html_`` an HTML table."""
 
     table: pd.DataFrame
     L: np.ndarray
@@ -121,6 +122,24 @@ class MarginsResult:
     level: float
     notes: tuple[str, ...] = field(default=())
     predict: str = "xb"
+    nobs: int | None = None
+
+    def __str__(self) -> str:
+        """Stata's ``margins`` output (:func:`hlmbridge.results.display_margins.margins_text`)."""
+        from hlmbridge.results.display_margins import margins_text
+
+        return margins_text(self)
+
+    def __repr__(self) -> str:
+        from hlmbridge.results.display_margins import short_repr
+
+        return short_repr(self, kind=self.kind, rows=len(self.table), variables=self.variables, at=self.at,
+                          over=self.over, predict=self.predict, nobs=self.nobs)
+
+    def _repr_html_(self) -> str:
+        from hlmbridge.results.display_margins import margins_html
+
+        return margins_html(self)
 
     def plot(self, **kwargs: Any) -> Any:
         """:func:`hlmbridge.results.margins_plot.marginsplot` of this result."""
@@ -494,4 +513,4 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     if atmeans:
         notes.append("at: the other covariates at their means (atmeans)")
     return MarginsResult(table, W, kind, tuple(dydx_names or specs), tuple(at_names), tuple(over_names), level,
-                         tuple(notes), kind_of_prediction)
+                         tuple(notes), kind_of_prediction, int(result.nobs))
