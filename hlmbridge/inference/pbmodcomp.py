@@ -118,13 +118,14 @@ class PBModComp:
         return pbmodcomp_html(self)
 
 
-def _ml(res: Any, frame: pd.DataFrame) -> Any:
-    """The fit by ML on the same rows (a refit by its engine when it was fitted by REML)."""
+def _ml(res: Any, frame: pd.DataFrame, options: dict[str, Any]) -> Any:
+    """The fit by ML on the same rows (a refit by its engine, with the fit's weights/offset/subset
+    ``options``, when it was fitted by REML)."""
     if res.method == "ml":
         return res
     import hlmbridge
 
-    return hlmbridge.fit(res.spec.with_method("ml"), frame, engine=res.engine)
+    return hlmbridge.fit(res.spec.with_method("ml"), frame, engine=res.engine, **options)
 
 
 def pbmodcomp(large: Any, small: Any, data: pd.DataFrame, *, nsim: int = 1000, seed: int | None = None,
@@ -137,7 +138,7 @@ def pbmodcomp(large: Any, small: Any, data: pd.DataFrame, *, nsim: int = 1000, s
     ``if __name__ == "__main__":`` in a script (spawned workers import the script again).
     """
     from hlmbridge.inference.bootstrap import _refit_frame, simulate
-    from hlmbridge.parallel import fit_many, require_main_guard
+    from hlmbridge.parallel import FitJob, fit_many, require_main_guard
     from hlmbridge.results.compare import _check_result, _same_rows, _written
 
     require_main_guard("pbmodcomp")
@@ -159,19 +160,22 @@ def pbmodcomp(large: Any, small: Any, data: pd.DataFrame, *, nsim: int = 1000, s
         raise UsageError(f"pbmodcomp: the large model has {large.df} parameters, the small one {small.df}: give the "
                          "model with more parameters first")
     t0 = time.perf_counter()
-    frame = _refit_frame(small, small.design, data)
-    _refit_frame(large, large.design, data)  # the same checks for the large model
-    big_ml, small_ml = _ml(large, frame), _ml(small, frame)
+    # the refits' frame, the fit's rows in it and the keywords (weights=, offset=, subset=) that
+    # make each refit the same model; the two models' rows are the same (_same_rows above)
+    frame, rows, options = _refit_frame(small, small.design, data)
+    _, _, big_options = _refit_frame(large, large.design, data)
+    big_ml, small_ml = _ml(large, frame, big_options), _ml(small, frame, options)
     tobs = 2.0 * (float(big_ml.loglik) - float(small_ml.loglik))  # pbkrtest's getLRT (no max(0, .))
     ndf = int(big_ml.df - small_ml.df)
     response = small.spec.response
     children = np.random.SeedSequence(seed).spawn(int(nsim))
     jobs = []
     for child in children:
-        y = simulate(small_ml, np.random.default_rng(child))
-        sim = frame.assign(**{response: y})
-        jobs.append((big_ml.spec, sim, big_ml.engine))
-        jobs.append((small_ml.spec, sim, small_ml.engine))
+        col = frame[response].to_numpy(dtype=float, na_value=np.nan, copy=True)
+        col[rows] = simulate(small_ml, np.random.default_rng(child))
+        sim = frame.assign(**{response: col})
+        jobs.append(FitJob(big_ml.spec, sim, big_ml.engine, None, big_options))
+        jobs.append(FitJob(small_ml.spec, sim, small_ml.engine, None, options))
     fits = fit_many(jobs, executor, progress=progress, return_exceptions=True, max_workers=max_workers)
     ref, ids, failures = [], [], []
     for i in range(int(nsim)):
