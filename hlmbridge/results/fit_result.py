@@ -261,8 +261,11 @@ class FitResult:
         return random_sd(self)
 
     def icc(self) -> pd.DataFrame:
-        """Stata's ``estat icc``."""
-        self._lmm_only("icc() (estat icc)")
+        """Stata's ``estat icc`` (for a binomial GLMM on the latent scale of its link)."""
+        if self.spec.is_glmm:
+            from hlmbridge.results.glmm import latent_icc
+
+            return latent_icc(self)
         from hlmbridge.results.postestimation import icc
 
         return icc(self)
