@@ -175,9 +175,10 @@ _R_FAMILY = re.compile(r"\s*(?P<family>[A-Za-z_]+)\s*(?:\(\s*(?:(?:link\s*=\s*)?
 def _family_link(family: Any, link: Any) -> tuple[str, str | None]:
     """fit()'s family= (a name or R's family call as text) and link= as (family, link)."""
     m = _R_FAMILY.match(family) if isinstance(family, str) else None
-    if m is None or m.group("family") not in ("binomial", "poisson"):
-        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (links logit, probit, cloglog) or "
-                         "'poisson' (log link), as a name or as R writes it, e.g. 'binomial(link = \"probit\")'")
+    if m is None or m.group("family") not in ("binomial", "poisson", "negative_binomial"):
+        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (links logit, probit, cloglog), "
+                         "'poisson' (log link) or 'negative_binomial' (log link, lme4's glmer.nb), as a name or as R "
+                         "writes it, e.g. 'binomial(link = \"probit\")'")
     name, in_call = m.group("family"), m.group("link")
     if link is not None and not isinstance(link, str):
         raise UsageError(f"link= must be a link's name, got {link!r}")
@@ -349,7 +350,8 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         lr_kind, lr_p = "chibar2", 0.5 * chi2_sf(lr, 1)
     else:
         lr_kind, lr_p = "chi2", chi2_sf(lr, n_theta)
-    df = design.n_fixed + n_theta
+    ancillary = tuple(est.extra.get("ancillary", ()))  # a negative binomial's /lnalpha and alpha
+    df = design.n_fixed + n_theta + (1 if ancillary else 0)
     wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
     return FitResult(
         spec=design.spec, engine=engine, fixed_rows=_fixed_rows(design, est.beta, fixed_vcov),
@@ -363,7 +365,7 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
         dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata,
         integration=str(est.extra.get("integration", "")), engine_ranef=tuple(est.extra.get("ranef", ())),
-        design=design,
+        ancillary_rows=ancillary, design=design,
     )
 
 
