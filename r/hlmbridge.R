@@ -394,7 +394,11 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
                                rhoend = 1e-10, maxfun = 1e5, offset = NULL) {
   ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
                              tolPwrss = 1e-10, calc.derivs = FALSE)
-  prep <- hlmbridge_call_data(data, quote(lme4::glmer.nb(form, data = d, nAGQ = nagq, control = ctrl)),
+  ## glmer.nb's own search runs at bobyqa's and PIRLS' default tolerances (with rhoend = 1e-10
+  ## its quadrature fits on grouseticks fail, "pwrssUpdate did not converge"); the polish and
+  ## the refit below use ctrl.
+  ctrl0 <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), calc.derivs = FALSE)
+  prep <- hlmbridge_call_data(data, quote(lme4::glmer.nb(form, data = d, nAGQ = nagq, control = ctrl0)),
                               factors, rows, NULL, offset, contrasts)
   d <- prep$d
   form <- stats::as.formula(formula, env = hlmbridge_formula_env())
@@ -407,7 +411,7 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
   y <- lme4::getME(fit0, "y")
   nt <- length(lme4::getME(fit0, "theta"))
   nb <- length(lme4::fixef(fit0))
-  devfun <- stats::update(fit0, devFunOnly = TRUE)
+  devfun <- stats::update(fit0, devFunOnly = TRUE, control = ctrl)
   rho <- environment(devfun)
   saturated <- function(size) if (nagq <= 1) 0 else sum(stats::dnbinom(y, size = size, mu = y, log = TRUE))
   joint <- function(p) {
