@@ -66,6 +66,15 @@ one <- function(nagq) {
               se_beta = unname(se[nt + 1:nb]), var = unname(p[1]^2), se_var = unname(2 * p[1] * se[1]),
               lnalpha = unname(p[nt + nb + 1]), se_lnalpha = unname(se[nt + nb + 1]),
               glmer_nb_lnalpha = unname(p0[nt + nb + 1]), grad = max(abs(numDeriv::grad(f, p0))))
+  if (nagq == 1) {  # glmer at R's optimum: fitted values and residuals (glmer's, given alpha)
+    m2 <- update(m, family = negative.binomial(theta = exp(-p[nt + nb + 1])),
+                 start = list(theta = p[1:nt], fixef = p[nt + 1:nb]),
+                 control = glmerControl(optimizer = "bobyqa", tolPwrss = 1e-10,
+                                        optCtrl = list(rhoend = 1e-10, maxfun = 1e5)))
+    res$fitted <- unname(fitted(m2))
+    res$pearson <- unname(residuals(m2, type = "pearson"))
+    res$deviance <- unname(residuals(m2, type = "deviance"))
+  }
   if (nagq > 1) {  # the marginal likelihood by integrate(), brood by brood, at R's optimum
     X <- getME(m, "X"); eta <- as.numeric(X %*% p[nt + 1:nb]); size <- exp(-p[nt + nb + 1]); s <- p[1]
     res$loglik_integrate <- sum(vapply(split(seq_along(y), d$BROOD), function(i) {
@@ -150,6 +159,16 @@ def test_glmer_nb_laplace(reference):
     pd.testing.assert_frame_equal(again.ancillary, res.ancillary)
 
 
+def test_fitted_and_residuals_against_glmer(reference):
+    """fitted() and residuals() use the estimated alpha (families.negative_binomial): glmer's
+    at R's optimum, within the distance between the two optima (1e-6 relative)."""
+    data, ref = reference
+    res = hlmbridge.fit(FORMULA, data, family="negative_binomial", engine="lme4")
+    np.testing.assert_allclose(res.fitted().to_numpy(), ref["laplace"]["fitted"], rtol=1e-5)
+    for kind in ("pearson", "deviance"):
+        np.testing.assert_allclose(res.residuals(kind).to_numpy(), ref["laplace"][kind], rtol=1e-5, atol=1e-6)
+
+
 def test_glmer_nb_adaptive_quadrature(reference):
     """menbreg's default (7 points) on one random intercept: glmer.nb with nAGQ = 7 plus the
     saturated log likelihood, which depends on alpha (checked by integrate() in R)."""
@@ -165,6 +184,11 @@ def test_menbreg_spec_and_refusals():
     s = parse_any("menbreg y x, exposure(t) || g:, irr")
     assert (s.family, s.link, s.eform, s.exposure, s.intpoints) == ("negative_binomial", "log", "irr", "t", 7)
     assert parse_any(s.to_stata()) == s
+    from hlmbridge.spec.serialize import spec_from_dict, spec_to_dict
+
+    assert spec_from_dict(spec_to_dict(s)) == s
+    lm = parse_any("menbreg y x || g:, intmethod(laplace)").to_lme4()
+    assert lm.r_code().endswith("fit <- lme4::glmer.nb(y ~ 1 + x + (1 | g), data = data, nAGQ = 1)")
     assert parse_any("menbreg y x || g:, dispersion(mean)").family == "negative_binomial"
     with pytest.raises(SpecError, match=re.escape("dispersion(constant), var = mu(1 + delta), is another model")):
         parse_any("menbreg y x || g:, dispersion(constant)")
