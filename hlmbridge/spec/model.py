@@ -354,7 +354,8 @@ class ModelSpec:
         if self.offset is not None and self.exposure is not None:
             raise SpecError("offset() and exposure() cannot both be given (Stata allows one of them)")
         if self.exposure is not None and self.family not in ("poisson", "negative_binomial"):
-            raise SpecError(f"exposure() belongs to a count model (Poisson, negative binomial), not the {self.family} family (use offset())")
+            raise SpecError(f"exposure() belongs to a Poisson model (or a negative binomial one), not the "
+                            f"{self.family} family (use offset())")
 
     @property
     def is_glmm(self) -> bool:
