@@ -73,6 +73,10 @@ def summary(res: FitResult) -> str:
     lines.append(f"{left:<48}Number of obs     = {res.nobs:>10,}")
     if res.spec.family == "negative_binomial":
         lines.append("Overdispersion:                  mean")
+    if isinstance(res.spec.trials, str):  # Stata's header for binomial(varname) / binomial(#)
+        lines.append(f"Binomial variable: {res.spec.trials}")
+    elif res.spec.trials is not None:
+        lines.append(f"Binomial trials = {res.spec.trials:3.0f}")
     if len(res.groups) == 1:
         g = res.groups[0]
         lines.append(f"{'Group variable: ' + g.group:<48}Number of groups  = {g.n_groups:>10,}")
