@@ -106,13 +106,14 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
 
     ``family="binomial"`` (link ``"logit"``, ``"probit"`` or ``"cloglog"``: ``link=`` or R's
-    ``family='binomial(link = "probit")'``) or ``"poisson"`` (log link) fits a generalized
-    linear mixed model by ML (glmer on the lme4 engine). A binomial response is 0/1,
+    ``family='binomial(link = "probit")'``), ``"poisson"`` or ``"negative_binomial"`` (log
+    link; lme4's ``glmer.nb``, Stata's ``menbreg``) fits a generalized linear mixed model by
+    ML (glmer on the lme4 engine). A binomial response is 0/1,
     ``cbind(successes, failures)`` in the formula, or a proportion with the trials as
     ``weights=`` (glmer's way); a formula's ``offset(log(t))`` or ``offset=`` enter the linear
     predictor. ``nagq=`` (glmer's ``nAGQ=`` too) is glmer's number of quadrature points: 1
     (the default) Laplace, k > 1 adaptive Gauss-Hermite quadrature (one scalar random effect
-    only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``meglm`` and
+    only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``menbreg``, ``meglm`` and
     ``xtlogit``/``xtprobit``/``xtpoisson ..., re`` commands carry their family, link,
     ``binomial()``/``offset()``/``exposure()`` and integration.
     """
@@ -217,7 +218,7 @@ def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, na
         return base
     if family is None:
         what = "nagq=" if nagq is not None else "link="
-        raise UsageError(f"{what} applies to a GLMM: give family='binomial' or family='poisson' too")
+        raise UsageError(f"{what} applies to a GLMM: give family='binomial', 'poisson' or 'negative_binomial' too")
     name, chosen = _family_link(family, link)
     if base.formula is None and isinstance(model, str):
         raise UsageError("family= goes with an lme4 formula; for a Stata command write melogit, meprobit, mecloglog, "

@@ -236,7 +236,8 @@ class FitResult:
 
     @property
     def family(self) -> str:
-        """``"gaussian"`` (a linear mixed model), ``"binomial"`` or ``"poisson"`` (a GLMM)."""
+        """``"gaussian"`` (a linear mixed model), ``"binomial"``, ``"poisson"`` or
+        ``"negative_binomial"`` (a GLMM)."""
         return self.spec.family
 
     def _lmm_only(self, what: str) -> None:
