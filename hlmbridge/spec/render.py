@@ -135,6 +135,9 @@ class Lme4Model:
             else:
                 lines.append(f"{col} <- relevel(factor({col}), ref = {_r_base_ref(f'factor({col})', base)})")
         if self.family == "negative_binomial":
+            if self.nagq is not None and self.nagq > 1:
+                lines.append("# glmer.nb's search on theta with nAGQ > 1 leaves out the saturated log likelihood, which "
+                             "depends on theta: hlmbridge polishes (theta, beta, log alpha) jointly")
             lines.append(f"fit <- lme4::glmer.nb({self.formula}, data = {data}, nAGQ = {self.nagq})")
         elif self.family != "gaussian":
             lines.append(f"fit <- lme4::glmer({self.formula}, data = {data}, family = {self.family}, "
