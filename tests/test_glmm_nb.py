@@ -15,6 +15,8 @@ With ``nAGQ = 7`` (Stata's default, mvaghermite 7 points) R adds the saturated l
 glmer's quadrature deviance leaves out, and checks the result with ``integrate()`` of the
 marginal likelihood brood by brood.
 
+The same on mlmRev's Mmmec with the offset ``log(expected)`` (Stata's ``exposure()``), Laplace.
+
 Held to: log likelihood 1e-6 relative; fixed effects, the variance and /lnalpha within 1e-4 of
 their SE; SEs 1e-4 relative; the LR test against MASS::glm.nb's log likelihood (0.001 of chi2).
 """
@@ -46,8 +48,12 @@ d <- grouseticks
 write.csv(data.frame(TICKS = d$TICKS, YEAR = as.character(d$YEAR), year = as.integer(as.character(d$YEAR)),
                      cHEIGHT = d$cHEIGHT, BROOD = as.character(d$BROOD), brood = as.integer(as.character(d$BROOD))),
           file.path(out, "grouse.csv"), row.names = FALSE)
-one <- function(nagq) {
-  m <- glmer.nb(TICKS ~ YEAR + cHEIGHT + (1 | BROOD), data = d, nAGQ = nagq)
+data(Mmmec, package = "mlmRev")
+write.csv(data.frame(deaths = Mmmec$deaths, uvb = Mmmec$uvb, expected = Mmmec$expected,
+                     region = as.integer(Mmmec$region)), file.path(out, "mmmec.csv"), row.names = FALSE)
+mm <- data.frame(deaths = Mmmec$deaths, uvb = Mmmec$uvb, expected = Mmmec$expected, region = factor(Mmmec$region))
+one <- function(nagq, form = TICKS ~ YEAR + cHEIGHT + (1 | BROOD), dd = d, group = "BROOD") {
+  m <- glmer.nb(form, data = dd, nAGQ = nagq)
   dev <- update(m, devFunOnly = TRUE, control = glmerControl(tolPwrss = 1e-10))
   rho <- environment(dev)
   y <- getME(m, "y")
@@ -77,7 +83,7 @@ one <- function(nagq) {
   }
   if (nagq > 1) {  # the marginal likelihood by integrate(), brood by brood, at R's optimum
     X <- getME(m, "X"); eta <- as.numeric(X %*% p[nt + 1:nb]); size <- exp(-p[nt + nb + 1]); s <- p[1]
-    res$loglik_integrate <- sum(vapply(split(seq_along(y), d$BROOD), function(i) {
+    res$loglik_integrate <- sum(vapply(split(seq_along(y), dd[[group]]), function(i) {
       g <- function(u) vapply(u, function(b) exp(sum(dnbinom(y[i], size = size, mu = exp(eta[i] + s * b), log = TRUE))
                                                    + dnorm(b, log = TRUE)), 0)
       log(integrate(g, -Inf, Inf, rel.tol = 1e-10, abs.tol = 0)$value)   # the integrand is ~1e-13: no absolute tolerance
@@ -86,7 +92,10 @@ one <- function(nagq) {
   res
 }
 g <- glm.nb(TICKS ~ YEAR + cHEIGHT, data = d, control = glm.control(epsilon = 1e-12, maxit = 100))
-cat(jsonlite::toJSON(list(laplace = one(1), agq7 = one(7), glm_nb_loglik = as.numeric(logLik(g))),
+mmmec <- one(1, deaths ~ uvb + offset(log(expected)) + (1 | region), mm, "region")
+mmmec$glm_nb_loglik <- as.numeric(logLik(glm.nb(deaths ~ uvb + offset(log(expected)), data = mm,
+                                                control = glm.control(epsilon = 1e-12, maxit = 100))))
+cat(jsonlite::toJSON(list(laplace = one(1), agq7 = one(7), glm_nb_loglik = as.numeric(logLik(g)), mmmec = mmmec),
                      digits = NA, auto_unbox = TRUE), file = file.path(out, "ref.json"))
 """
 
@@ -101,6 +110,7 @@ def reference(tmp_path_factory):
                           timeout=480)
     assert proc.returncode == 0, proc.stderr
     data = pd.read_csv(out / "grouse.csv", dtype={"YEAR": str, "BROOD": str})
+    data.attrs["mmmec"] = pd.read_csv(out / "mmmec.csv")
     return data, json.loads((out / "ref.json").read_text())
 
 
@@ -167,6 +177,19 @@ def test_fitted_and_residuals_against_glmer(reference):
     np.testing.assert_allclose(res.fitted().to_numpy(), ref["laplace"]["fitted"], rtol=1e-5)
     for kind in ("pearson", "deviance"):
         np.testing.assert_allclose(res.residuals(kind).to_numpy(), ref["laplace"][kind], rtol=1e-5, atol=1e-6)
+
+
+def test_glmer_nb_with_an_offset(reference):
+    """mlmRev's Mmmec (deaths with the offset log(expected), regions): the formula's offset and
+    Stata's exposure(); the LR test against MASS::glm.nb with the same offset."""
+    data, ref = reference
+    mm = data.attrs["mmmec"]
+    res = hlmbridge.fit("deaths ~ uvb + offset(log(expected)) + (1 | region)", mm, family="negative_binomial",
+                        engine="lme4")
+    _compare(res, ref["mmmec"])
+    assert res.lr_chi2 == pytest.approx(2 * (res.loglik - ref["mmmec"]["glm_nb_loglik"]), abs=1e-3)
+    stata = hlmbridge.fit("menbreg deaths uvb, exposure(expected) || region:, intmethod(laplace)", mm, engine="lme4")
+    _compare(stata, ref["mmmec"])
 
 
 def test_glmer_nb_adaptive_quadrature(reference):
