@@ -189,3 +189,67 @@ def family(name: str, link: str | None = None) -> Family:
     if chosen not in links:
         raise SpecError(f"the {name} family takes the {' or '.join(links)} link, not {chosen!r}")
     return Family(name, LINK_FUNCTIONS[chosen])
+
+
+# ---- the negative binomial (lme4's glmer.nb, Stata's menbreg) ---------------------------------
+# Its variance and density need the dispersion alpha, which the result estimates: a
+# NegativeBinomialFamily carries it (negative_binomial(alpha)); family("negative_binomial") alone
+# is only its name and link.
+FAMILY_LINKS["negative_binomial"] = ("log",)
+
+
+@dataclass(frozen=True)
+class NegativeBinomialFamily(Family):
+    """The negative binomial with mean dispersion (NB2): var = mu + alpha mu^2, R's
+    ``MASS::negative.binomial(theta = 1 / alpha)`` and Stata's ``menbreg`` ``alpha``.
+
+    >>> import numpy as np
+    >>> nb = negative_binomial(0.5)
+    >>> float(nb.variance(np.array([2.0]))[0])   # 2 + 0.5 * 4
+    4.0
+    >>> round(float(np.exp(nb.loglik(np.array([0.0]), np.array([2.0]))[0])), 6)   # (1 / (1 + alpha mu))^(1/alpha)
+    0.25
+    """
+
+    alpha: float = float("nan")
+
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        """mu + alpha mu^2 (R's ``negative.binomial(theta)$variance``)."""
+        mu = np.asarray(mu, dtype=float)
+        return mu + self.alpha * mu**2
+
+    def loglik(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None,
+               *, binomial_constant: bool = True) -> np.ndarray:
+        """log dnbinom(y, size = 1 / alpha, mu = mu), times the prior weight (1 when None)."""
+        y = np.asarray(y, dtype=float)
+        mu = np.asarray(mu, dtype=float)
+        w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+        size = 1.0 / self.alpha
+        return w * (special.gammaln(y + size) - special.gammaln(size) - special.gammaln(y + 1)
+                    + size * np.log(size / (size + mu)) + special.xlogy(y, mu / (size + mu)))
+
+    def deviance_residuals(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """R's ``negative.binomial(theta)$dev.resids`` as signed square roots."""
+        y = np.asarray(y, dtype=float)
+        mu = np.asarray(mu, dtype=float)
+        w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+        size = 1.0 / self.alpha
+        d = 2 * w * (special.xlogy(y, y / mu) - (y + size) * np.log((y + size) / (mu + size)))
+        return np.sign(y - mu) * np.sqrt(np.maximum(d, 0.0))
+
+
+def negative_binomial(alpha: float, link: str = "log") -> NegativeBinomialFamily:
+    """The negative binomial family with dispersion ``alpha`` > 0 (only the log link, as glmer.nb).
+
+    >>> negative_binomial(0.3).link.name
+    'log'
+    >>> negative_binomial(-1.0)
+    Traceback (most recent call last):
+    ...
+    hlmbridge.errors.SpecError: the negative binomial's dispersion alpha must be a positive number, got -1.0
+    """
+    if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha > 0):
+        raise SpecError(f"the negative binomial's dispersion alpha must be a positive number, got {alpha!r}")
+    if link not in FAMILY_LINKS["negative_binomial"]:
+        raise SpecError(f"the negative_binomial family takes the log link, not {link!r}")
+    return NegativeBinomialFamily("negative_binomial", LINK_FUNCTIONS[link], float(alpha))

@@ -106,13 +106,14 @@ def fit(model: ModelSpec | str, data: pd.DataFrame, engine: str = "lme4", *, rem
     ``dfmethod()`` is read too) puts the fixed effects on t distributions (``result.with_df``).
 
     ``family="binomial"`` (link ``"logit"``, ``"probit"`` or ``"cloglog"``: ``link=`` or R's
-    ``family='binomial(link = "probit")'``) or ``"poisson"`` (log link) fits a generalized
-    linear mixed model by ML (glmer on the lme4 engine). A binomial response is 0/1,
+    ``family='binomial(link = "probit")'``), ``"poisson"`` or ``"negative_binomial"`` (log
+    link; lme4's ``glmer.nb``, Stata's ``menbreg``) fits a generalized linear mixed model by
+    ML (glmer on the lme4 engine). A binomial response is 0/1,
     ``cbind(successes, failures)`` in the formula, or a proportion with the trials as
     ``weights=`` (glmer's way); a formula's ``offset(log(t))`` or ``offset=`` enter the linear
     predictor. ``nagq=`` (glmer's ``nAGQ=`` too) is glmer's number of quadrature points: 1
     (the default) Laplace, k > 1 adaptive Gauss-Hermite quadrature (one scalar random effect
-    only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``meglm`` and
+    only). Stata's ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``menbreg``, ``meglm`` and
     ``xtlogit``/``xtprobit``/``xtpoisson ..., re`` commands carry their family, link,
     ``binomial()``/``offset()``/``exposure()`` and integration.
     ``residuals=`` gives an lme4 formula (or a Stata command without ``residuals()``) Stata's
@@ -193,9 +194,10 @@ _R_FAMILY = re.compile(r"\s*(?P<family>[A-Za-z_]+)\s*(?:\(\s*(?:(?:link\s*=\s*)?
 def _family_link(family: Any, link: Any) -> tuple[str, str | None]:
     """fit()'s family= (a name or R's family call as text) and link= as (family, link)."""
     m = _R_FAMILY.match(family) if isinstance(family, str) else None
-    if m is None or m.group("family") not in ("binomial", "poisson"):
-        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (links logit, probit, cloglog) or "
-                         "'poisson' (log link), as a name or as R writes it, e.g. 'binomial(link = \"probit\")'")
+    if m is None or m.group("family") not in ("binomial", "poisson", "negative_binomial"):
+        raise UsageError(f"family={family!r} is not supported: choose 'binomial' (links logit, probit, cloglog), "
+                         "'poisson' (log link) or 'negative_binomial' (log link, lme4's glmer.nb), as a name or as R "
+                         "writes it, e.g. 'binomial(link = \"probit\")'")
     name, in_call = m.group("family"), m.group("link")
     if link is not None and not isinstance(link, str):
         raise UsageError(f"link= must be a link's name, got {link!r}")
@@ -234,7 +236,7 @@ def _glmm_spec(model: ModelSpec | str, reml: bool | None, family: str | None, na
         return base
     if family is None:
         what = "nagq=" if nagq is not None else "link="
-        raise UsageError(f"{what} applies to a GLMM: give family='binomial' or family='poisson' too")
+        raise UsageError(f"{what} applies to a GLMM: give family='binomial', 'poisson' or 'negative_binomial' too")
     name, chosen = _family_link(family, link)
     if base.formula is None and isinstance(model, str):
         raise UsageError("family= goes with an lme4 formula; for a Stata command write melogit, meprobit, mecloglog, "
@@ -374,7 +376,8 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         lr_kind, lr_p = "chibar2", 0.5 * chi2_sf(lr, 1)
     else:
         lr_kind, lr_p = "chi2", chi2_sf(lr, n_theta)
-    df = design.n_fixed + n_theta
+    ancillary = tuple(est.extra.get("ancillary", ()))  # a negative binomial's /lnalpha and alpha
+    df = design.n_fixed + n_theta + (1 if ancillary else 0)
     wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
     return FitResult(
         spec=design.spec, engine=engine, fixed_rows=_fixed_rows(design, est.beta, fixed_vcov),
@@ -388,7 +391,7 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
         dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata,
         integration=str(est.extra.get("integration", "")), engine_ranef=tuple(est.extra.get("ranef", ())),
-        design=design,
+        ancillary_rows=ancillary, design=design,
     )
 
 

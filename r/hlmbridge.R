@@ -531,3 +531,108 @@ hlmbridge_versions <- function() {
     Matrix = as.character(utils::packageVersion("Matrix"))
   )
 }
+
+## A negative binomial GLMM (lme4::glmer.nb, log link; Stata's menbreg with mean dispersion).
+## glmer.nb (Laplace; see below for nAGQ > 1) alternates glmer fits at a fixed NB theta with a 1-D search on theta that stops
+## loosely (its tol 5e-5 on log theta; the joint gradient is left near 1e-2), so its estimates
+## are polished here: bobyqa on the joint deviance of (lme4 theta, beta, log alpha) from
+## glmer.nb's optimum (alpha = 1 / NB theta, set through the response module's setTheta), then
+## glmer is refitted at the polished alpha from the polished (theta, beta), so that every
+## quantity taken from the fit (VarCorr, ranef, logLik) belongs to the joint optimum. The
+## covariance of (theta, beta, log alpha) is twice the inverse Hessian of that joint deviance
+## (hlmbridge_hessian). With nAGQ > 1 glmer's deviance leaves out the saturated log likelihood,
+## which depends on alpha: it is added inside the joint deviance and returned as loglik_constant.
+hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NULL, contrasts = NULL,
+                               rhoend = 1e-10, maxfun = 1e5, offset = NULL) {
+  ctrl <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), optCtrl = list(rhoend = rhoend, maxfun = maxfun),
+                             tolPwrss = 1e-10, calc.derivs = FALSE)
+  ## glmer.nb's own search runs at bobyqa's and PIRLS' default tolerances (with rhoend = 1e-10
+  ## its quadrature fits on grouseticks fail, "pwrssUpdate did not converge"); the polish and
+  ## the refit below use ctrl.
+  ctrl0 <- lme4::glmerControl(optimizer = c("bobyqa", "bobyqa"), calc.derivs = FALSE)
+  ## With nAGQ > 1 glmer.nb's search on theta maximizes glmer's quadrature log likelihood, which
+  ## leaves out the saturated term, and that term depends on theta: on grouseticks it ends at
+  ## log alpha = 1.25 where the joint optimum is -1.19 (log likelihood -1016.7 against -889.6).
+  ## glmer.nb is therefore run with Laplace (nAGQ = 1), a start near the optimum, and the
+  ## quadrature deviance is polished from there.
+  prep <- hlmbridge_call_data(data, quote(lme4::glmer.nb(form, data = d, nAGQ = 1L, control = ctrl0)),
+                              factors, rows, NULL, offset, contrasts)
+  d <- prep$d
+  form <- stats::as.formula(formula, env = hlmbridge_formula_env())
+  t0 <- proc.time()[["elapsed"]]
+  got <- hlmbridge_collect(prep$call, environment())
+  fit0 <- got$value
+  if (inherits(fit0, "error")) {
+    return(list(error = conditionMessage(fit0), warnings = got$warnings, messages = got$messages))
+  }
+  y <- lme4::getME(fit0, "y")
+  nt <- length(lme4::getME(fit0, "theta"))
+  nb <- length(lme4::fixef(fit0))
+  devfun <- stats::update(fit0, devFunOnly = TRUE, control = ctrl, nAGQ = nagq)
+  rho <- environment(devfun)
+  saturated <- function(size) if (nagq <= 1) 0 else sum(stats::dnbinom(y, size = size, mu = y, log = TRUE))
+  joint <- function(p) {
+    size <- exp(-p[nt + nb + 1L])
+    rho$resp$setTheta(size)
+    devfun(p[seq_len(nt + nb)]) - 2 * saturated(size)
+  }
+  p0 <- c(lme4::getME(fit0, "theta"), lme4::fixef(fit0), -log(lme4::getME(fit0, "glmer.nb.theta")))
+  dev0 <- joint(p0)
+  opt <- minqa::bobyqa(p0, joint, lower = c(fit0@lower, rep(-Inf, nb + 1L)),
+                       control = list(rhobeg = 1e-3, rhoend = rhoend, maxfun = maxfun))
+  p1 <- if (opt$fval <= dev0) opt$par else p0
+  size <- exp(-p1[nt + nb + 1L])
+  refit <- quote(lme4::glmer(form, data = d, family = MASS::negative.binomial(theta = size), nAGQ = nagq,
+                             control = ctrl, start = list(theta = p1[seq_len(nt)], fixef = p1[nt + seq_len(nb)])))
+  prep2 <- hlmbridge_call_data(data, refit, factors, rows, NULL, offset, contrasts)
+  got2 <- hlmbridge_collect(prep2$call, environment())
+  fit <- got2$value
+  elapsed <- proc.time()[["elapsed"]] - t0
+  warns <- c(got$warnings, got2$warnings)
+  msgs <- c(got$messages, got2$messages)
+  if (inherits(fit, "error")) {
+    return(list(error = paste("glmer at glmer.nb's polished dispersion:", conditionMessage(fit)),
+                warnings = warns, messages = msgs))
+  }
+  theta <- lme4::getME(fit, "theta")
+  p <- c(theta, lme4::fixef(fit), p1[nt + nb + 1L])
+  derivs <- hlmbridge_hessian(joint, p)
+  H <- derivs$hessian
+  if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
+  out <- hlmbridge_summarise(fit, warns, msgs, elapsed, FALSE)
+  out$theta <- theta
+  out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
+  out$feval_before <- 0
+  out$vcov_full <- tryCatch(as.numeric(2 * solve(H)), error = function(e) rep(NA_real_, length(H)))
+  out$lnalpha <- p1[nt + nb + 1L]
+  out$nb_polish <- c(glmer.nb = -dev0 / 2, polished = -joint(p) / 2, evaluations = opt$feval,
+                     glmer_nb_lnalpha = p0[nt + nb + 1L], max_abs_gradient = max(abs(derivs$gradient)))
+  vc_of <- function(th) {
+    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
+                           names(fit@flist)[attr(fit@flist, "assign")])
+    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
+  }
+  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
+    e <- numeric(length(theta))
+    e[j] <- 1
+    (vc_of(theta + e) - vc_of(theta - e)) / 2
+  }, numeric(length(vc_of(theta)))))
+  ## Stata's comparison model: the negative binomial regression without random effects
+  X <- lme4::getME(fit, "X")
+  off <- fit@resp$offset
+  fm <- stats::as.formula("y ~ X - 1 + offset(off)",
+                          env = list2env(list(y = y, X = X, off = off), parent = asNamespace("stats")))
+  g <- hlmbridge_collect(quote(MASS::glm.nb(fm, control = stats::glm.control(epsilon = 1e-12, maxit = 100))),
+                         environment())
+  out$loglik_fixed_error <- if (inherits(g$value, "error")) conditionMessage(g$value) else ""
+  g <- g$value
+  out$loglik_fixed <- if (inherits(g, "error")) NA_real_ else as.numeric(stats::logLik(g))
+  out$loglik_constant <- saturated(size)
+  out$prior_weights_sum <- sum(fit@resp$weights)
+  out$offset_sum <- sum(off)
+  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
+  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
+  out$ranef_num <- c(re$condval, re$condsd)
+  out$nagq <- nagq
+  out
+}

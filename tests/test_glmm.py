@@ -175,7 +175,7 @@ def test_bad_responses(hospital):
 @pytest.mark.requires_r
 def test_linear_model_only_methods_refused(hospital):
     res = hlmbridge.fit(MELOGIT, hospital)
-    for call in (res.icc, res.recov, res.random_sd, res.tidy, res.coef):  # fitted/predict: test_glmm_postfit.py
+    for call in (res.recov, res.random_sd, res.tidy, res.coef):  # icc: test_glmm_icc.py; fitted/predict: test_glmm_postfit.py
         with pytest.raises(UnsupportedSpecError, match="linear mixed models only"):
             call()
     with pytest.raises(UnsupportedSpecError, match="linear mixed models only"):

@@ -61,11 +61,6 @@ def test_stata_glmm_commands(command, family, link, points, extra):
     assert spec_from_dict(spec_to_dict(spec)) == spec
 
 
-def test_menbreg_is_refused_by_name():
-    with pytest.raises(SpecError, match=re.escape("menbreg (a negative binomial GLMM; glmer.nb in R) is not read")):
-        parse_any("menbreg y x || g:")
-
-
 def test_glmer_call_of_stata_inputs():
     """Stata's binomial(), exposure() and offset() become glmer's cbind() and offset() terms."""
     lm = parse_any("meprobit y x, binomial(n) || g:, intmethod(laplace)").to_lme4()

@@ -533,6 +533,9 @@ class Lme4Engine:
             if engine_vcov:
                 raise UsageError("engine_vcov= applies to lmer fits: a GLMM's covariance is always glmer's own "
                                  "(the inverse of its Hessian in theta and beta)")
+            if design.spec.family == "negative_binomial":
+                return self._fit_glmer_nb(design, data, column_prints, _GLMER_RHOEND if rhoend is None else rhoend,
+                                          maxfun)
             return self._fit_glmer(design, data, column_prints, rhoend, maxfun)
         if rhoend is not None and not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
@@ -672,6 +675,101 @@ class Lme4Engine:
                               "loglik_fixed": float(items["loglik_fixed"][0]),
                               "vcov_note": "glmer's Hessian of the deviance in (theta, beta) at the optimum "
                                            "(lme4's finite differences, calc.derivs = TRUE)"})
+
+    def _fit_glmer_nb(self, design: Design, data: pd.DataFrame,
+                      column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float, maxfun: int) -> EngineFit:
+        """A negative binomial GLMM through ``hlmbridge_glmer_nb`` (r/hlmbridge.R): lme4's
+        ``glmer.nb`` (log link, var = mu (1 + alpha mu), Stata's ``menbreg``), its estimates
+        polished jointly in (theta, beta, log alpha) by bobyqa on the joint deviance and glmer
+        refitted at the polished alpha; the covariance of (theta, beta, log alpha) is twice the
+        inverse Hessian of that deviance. ``extra["ancillary"]`` holds Stata's ``/lnalpha`` and
+        ``alpha`` rows (alpha = 1 / glmer.nb's theta; its SE by the delta method, its CI the
+        exponentiated ``/lnalpha`` bounds), ``extra["nb_polish"]`` what the polish changed."""
+        spec = design.spec
+        nagq, integration = glmer_nagq(design)
+        if design.weights is not None:
+            raise UnsupportedSpecError("a negative binomial GLMM with weights", self.name, message=(
+                "hlmbridge does not fit a negative binomial GLMM with prior weights (glmer.nb's weighted log "
+                "likelihood is not a likelihood of the counts, and Stata's menbreg has no such weights)."))
+        y = design.y
+        if not np.all((y >= 0) & (y == np.round(y))):
+            bad = y[~((y >= 0) & (y == np.round(y)))][0]
+            raise DataError(f"a negative binomial GLMM needs a non-negative whole-number response; {spec.response!r} "
+                            f"has the value {bad:g}")
+        if not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
+            raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
+        session = _session()
+        ro = session.ro
+        if spec.formula is not None:
+            formula = spec.formula.r_formula()
+            group_vars: set[str] = set()
+        else:
+            formula = spec.to_lme4().formula
+            group_vars = {lv.group for lv in spec.levels}
+        n_data = design.n_data if design.n_data >= 0 else len(data)
+        with session.lock, session.converting():
+            rframe = _push(session, data, spec.variables, group_vars, column_prints,
+                           as_r_reads=spec.formula is not None)
+            rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
+            offset = ro.NULL
+            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
+                full = np.zeros(n_data)
+                full[design.rows] = design.offset_argument
+                offset = ro.FloatVector(full)
+            t0 = time.perf_counter()
+            raw = session.env["hlmbridge_glmer_nb"](rframe, formula, nagq, _r_factor_bases(design), rows,
+                                                    _r_contrasts(design), rhoend, maxfun, offset=offset)
+            seconds = time.perf_counter() - t0
+            out = _read_fit(raw)
+            items = _r_items(raw)
+        if isinstance(out, str):
+            raise FitError(f"glmer.nb failed: {out}", engine=self.name)
+        _check_design_parity(design, out)
+        _check_glmm_parity(design, items)
+        est = self._estimates(design, out, session.versions, seconds,
+                              f"glmer.nb nAGQ = {nagq}, then bobyqa on the joint deviance of (theta, beta, log alpha) "
+                              f"and glmer at the polished alpha; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
+                              f"maxfun={maxfun:g}")
+        theta_lme4 = _r_doubles(items["theta"])
+        n_t, p = len(theta_lme4), len(out.fixed_names)
+        full = _r_doubles(items["vcov_full"])
+        if full.size != (n_t + p + 1) ** 2:
+            raise FitError("glmer.nb did not return the Hessian of its deviance at the optimum", engine=self.name)
+        full = full.reshape((n_t + p + 1, n_t + p + 1), order="F")
+        idx = [out.fixed_names.index(t) for t in design.fixed_lme4]
+        fixed_vcov = full[np.ix_([n_t + i for i in idx], [n_t + i for i in idx])]
+        jac_vc = _r_doubles(items["vc_jacobian"]).reshape((-1, n_t), order="F")
+        jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
+        random_vcov = jac @ full[:n_t, :n_t] @ jac.T
+        lnalpha = float(_r_doubles(items["lnalpha"])[0])
+        se_ln = float(np.sqrt(full[-1, -1])) if full[-1, -1] > 0 else float("nan")
+        z = 1.959963984540054
+        alpha = float(np.exp(lnalpha))
+        ancillary = (("/lnalpha", lnalpha, se_ln, lnalpha - z * se_ln, lnalpha + z * se_ln),
+                     ("alpha", alpha, alpha * se_ln, float(np.exp(lnalpha - z * se_ln)),
+                      float(np.exp(lnalpha + z * se_ln))))
+        warns = est.warnings
+        if est.singular and not any("singular" in w for w in warns):
+            warns += ("boundary (singular) fit: see help('isSingular')",)
+        if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
+            warns += ("the Hessian of glmer.nb's deviance at the optimum is not positive definite: the standard "
+                      "errors are not reliable",)
+        constant = float(items["loglik_constant"][0])
+        ll_fixed = float(items["loglik_fixed"][0])
+        if not np.isfinite(ll_fixed):
+            raise FitError("MASS::glm.nb, the comparison model of the LR test, failed", engine=self.name)
+        polish = dict(zip(("glmer_nb_loglik", "polished_loglik", "evaluations", "glmer_nb_lnalpha",
+                           "max_abs_gradient"), map(float, _r_doubles(items["nb_polish"])), strict=True))
+        chr_ = [str(x) for x in items["ranef_chr"]]
+        num = _r_doubles(items["ranef_num"])
+        n = len(num) // 2
+        ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
+        return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
+                       extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
+                              "glmer_loglik": est.loglik, "loglik_constant": constant, "ranef": ranef,
+                              "loglik_fixed": ll_fixed, "ancillary": ancillary, "nb_polish": polish,
+                              "vcov_note": "twice the inverse Hessian of glmer.nb's deviance in (theta, beta, "
+                                           "log alpha) at the polished optimum"})
 
     def _variance_parameters(self, design: Design, out: _RFit, flat: np.ndarray) -> np.ndarray:
         """hlmbridge's variance parameters (no residual) from glmer's VarCorr blocks flattened

@@ -67,8 +67,16 @@ def summary(res: FitResult) -> str:
     glmm = res.spec.is_glmm
     model_name = {"logit": "logistic", "probit": "probit", "cloglog": "cloglog", "log": "Poisson"}.get(
         res.spec.link or "", "linear") if glmm else "linear"
+    if res.spec.family == "negative_binomial":
+        model_name = "nbinomial"
     left = f"Mixed-effects {model_name} regression" if glmm else f"Mixed-effects {method} regression"
     lines.append(f"{left:<48}Number of obs     = {res.nobs:>10,}")
+    if res.spec.family == "negative_binomial":
+        lines.append("Overdispersion:                  mean")
+    if isinstance(res.spec.trials, str):  # Stata's header for binomial(varname) / binomial(#)
+        lines.append(f"Binomial variable: {res.spec.trials}")
+    elif res.spec.trials is not None:
+        lines.append(f"Binomial trials = {res.spec.trials:3.0f}")
     if len(res.groups) == 1:
         g = res.groups[0]
         lines.append(f"{'Group variable: ' + g.group:<48}Number of groups  = {g.n_groups:>10,}")
@@ -129,6 +137,11 @@ def summary(res: FitResult) -> str:
             f"{f' {r.df:9.2f}' if small else ''} {r.statistic:8.2f}   "
             f"{r.p_value:.3f}  {format_g(r.conf_low, 11)}  {format_g(r.conf_high)}"
         )
+    if res.ancillary_rows:  # menbreg's /lnalpha (and alpha), below the coefficients as Stata prints them
+        lines.append("-" * 13 + "+" + "-" * 64)
+        for r in res.ancillary.itertuples(index=False):
+            lines.append(f"{r.stata_term[-12:]:>12} | {format_g(r.estimate)} {format_g(r.std_error)}"
+                         f"{'':19}{format_g(r.conf_low, 11)}  {format_g(r.conf_high)}")
     lines.append(_RULE)
     lines.append("")
     lines.append(_RULE)

@@ -123,7 +123,9 @@ def _unjson(x: Any) -> Any:
 
 #: Fields a result written by an older hlmbridge may lack (their defaults apply).
 _OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms",
-                    "integration", "engine_ranef")
+                    "integration", "engine_ranef", "ancillary_rows")
+#: The columns of a result's ancillary parameters (:attr:`FitResult.ancillary`).
+ANCILLARY_COLUMNS = ("stata_term", "estimate", "std_error", "conf_low", "conf_high")
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,9 @@ class FitResult:
     # A GLMM's random effects as the engine gives them (glmer's ranef(condVar = TRUE)): rows of
     # (grouping factor, level, lme4 term, conditional mode, conditional SD).
     engine_ranef: tuple[tuple[Any, ...], ...] = ()
+    # Ancillary parameters Stata prints between the fixed and the random table (a negative
+    # binomial's /lnalpha and alpha): rows of ANCILLARY_COLUMNS; empty for other models.
+    ancillary_rows: tuple[tuple[Any, ...], ...] = ()
     # The design the estimates belong to (not serialized, not compared): what post-fit
     # computations (df methods, predictions) need without a refit. None after from_dict.
     design: Any = field(default=None, compare=False, repr=False)
@@ -199,6 +204,12 @@ class FitResult:
         if self.df_method:
             out.insert(out.columns.get_loc("std_error") + 1, "df", list(self.fixed_df))
         return out
+
+    @property
+    def ancillary(self) -> pd.DataFrame:
+        """Ancillary parameters (a negative binomial GLMM's ``/lnalpha`` and ``alpha``, with SE
+        and CI as Stata's ``menbreg`` prints them); no rows for other models."""
+        return _frame(self.ancillary_rows, ANCILLARY_COLUMNS)
 
     @property
     def random(self) -> pd.DataFrame:
@@ -233,7 +244,8 @@ class FitResult:
 
     @property
     def family(self) -> str:
-        """``"gaussian"`` (a linear mixed model), ``"binomial"`` or ``"poisson"`` (a GLMM)."""
+        """``"gaussian"`` (a linear mixed model), ``"binomial"``, ``"poisson"`` or
+        ``"negative_binomial"`` (a GLMM)."""
         return self.spec.family
 
     def _lmm_only(self, what: str) -> None:
@@ -280,8 +292,11 @@ class FitResult:
         return random_sd(self)
 
     def icc(self) -> pd.DataFrame:
-        """Stata's ``estat icc``."""
-        self._lmm_only("icc() (estat icc)")
+        """Stata's ``estat icc`` (for a binomial GLMM on the latent scale of its link)."""
+        if self.spec.is_glmm:
+            from hlmbridge.results.glmm import latent_icc
+
+            return latent_icc(self)
         from hlmbridge.results.postestimation import icc
 
         return icc(self)
@@ -489,7 +504,7 @@ class FitResult:
             elif f.name == "fixed_df":
                 v = tuple(_unjson(x) for x in v)
             elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted",
-                            "engine_ranef"):
+                            "engine_ranef", "ancillary_rows"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
             elif f.name in ("warnings", "dropped_columns", "dropped_stata_terms"):
                 v = tuple(v)

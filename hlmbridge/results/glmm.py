@@ -8,7 +8,12 @@ Both are transformations of the result's own estimates and covariances (no refit
   ``sigma_u`` = exp(lnsig2u / 2) and ``rho`` = var / (var + v) (the latent intra-class
   correlation; v the variance of the latent residual: pi^2/3 for the logit, 1 for the probit,
   pi^2/6 for the cloglog, as xtlogit, xtprobit and xtcloglog print it), their SEs by the delta
-  method from ``/lnsig2u`` and their CIs the transformed ``/lnsig2u`` bounds.
+  method from ``/lnsig2u`` and their CIs the transformed ``/lnsig2u`` bounds;
+- :func:`latent_icc`: Stata's ``estat icc`` after ``melogit``/``meprobit``/``mecloglog``: at
+  each nested level, the sum of the random-intercept variances at and above it over that sum
+  plus v; its SE by the delta method from the variances' covariance, and its CI the
+  back-transformed logit(rho) -+ 1.96 se / (rho (1 - rho)), as ``estat icc`` after ``mixed``
+  (Stata's manual, [ME] estat icc; for one level the interval is xtlogit's rho interval).
 
 Examples
 --------
@@ -23,10 +28,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from hlmbridge.errors import UnsupportedSpecError
 
-__all__ = ["ENGINE_RANEF_SOURCE", "LATENT_VARIANCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "xt_parameters"]
+__all__ = ["ENGINE_RANEF_SOURCE", "LATENT_VARIANCE", "LOGISTIC_VARIANCE", "eform_table", "engine_ranef_frame", "latent_icc",
+           "xt_parameters"]
 
 #: What a GLMM's ranef() frame holds (its ``attrs["source"]``).
 ENGINE_RANEF_SOURCE = ("glmer's ranef(condVar = TRUE): conditional modes and conditional SDs, as the lme4 engine "
@@ -91,6 +98,62 @@ def xt_parameters(res: Any) -> pd.DataFrame:
         ("rho", rho, rho * (1 - rho) * se_ln, rho_of(lo), rho_of(hi)),
     ]
     return pd.DataFrame(rows, columns=["stata_term", "estimate", "std_error", "conf_low", "conf_high"])
+
+
+def latent_icc(res: Any) -> pd.DataFrame:
+    """Stata's ``estat icc`` for a binomial GLMM: the latent-scale intra-class correlation per
+    nested level (columns of :func:`hlmbridge.results.postestimation.icc`).
+
+    The latent residual's variance is :data:`LATENT_VARIANCE` of the link. Random slopes are
+    conditioned at zero (only ``var(_cons)`` enters), as Stata does; crossed factors and the
+    Poisson and negative binomial families are refused (Stata's ``estat icc`` is not available
+    after ``mepoisson``/``menbreg``: a count model has no latent residual variance).
+    """
+    from hlmbridge.errors import UsageError
+
+    _require_glmm(res, "icc() (estat icc)")
+    spec = res.spec
+    if spec.family != "binomial":
+        raise UnsupportedSpecError("icc() (estat icc)", res.engine, message=(
+            f"estat icc is defined for a binomial GLMM on the latent scale of its link (residual variance pi^2/3, "
+            f"1, pi^2/6); a {spec.family} model has no latent residual variance, and Stata's estat icc is not "
+            f"available after mepoisson or menbreg."))
+    if not all(lv.nested for lv in spec.levels):
+        raise UnsupportedSpecError("icc() (estat icc)", res.engine, message=(
+            "estat icc is for nested grouping levels; this model has crossed random effects (Stata does not "
+            "compute it for crossed-effects models either)."))
+    latent = LATENT_VARIANCE[spec.link]
+    rnd = res.random
+    theta = rnd["estimate"].to_numpy(dtype=float)
+    V = np.asarray(res.random_vcov, dtype=float)
+    cons = []
+    for g in res.groups:
+        hit = np.flatnonzero((rnd["group"] == g.group).to_numpy() & (rnd["stata_term"] == "var(_cons)").to_numpy())
+        if hit.size == 0:
+            raise UsageError(f"estat icc needs a random intercept at every level ({g.group!r} has none)")
+        cons.append(int(hit[0]))
+    total = float(theta[cons].sum()) + latent
+    rows = []
+    label: list[str] = []
+    for depth, g in enumerate(res.groups):
+        label.append(g.group)
+        num_idx = cons[: depth + 1]
+        num = float(theta[num_idx].sum())
+        rho = num / total
+        grad = np.zeros(len(theta))
+        for i in cons:
+            grad[i] = ((total if i in num_idx else 0.0) - num) / total**2
+        se = float(np.sqrt(grad @ V @ grad))
+        with np.errstate(divide="ignore", invalid="ignore"):  # rho = 0 on a boundary: no interval
+            half = _Z_95 * se / (rho * (1 - rho))
+            logit = np.log(rho) - np.log1p(-rho)
+            lo, hi = float(special.expit(logit - half)), float(special.expit(logit + half))
+        rows.append(("|".join(label), rho, se, lo, hi))
+    out = pd.DataFrame(rows, columns=["level", "estimate", "std_error", "conf_low", "conf_high"])
+    has_covariates = any(t != "_cons" for t in res.fixed["stata_term"])
+    out.attrs["title"] = "Residual intraclass correlation" if has_covariates else "Intraclass correlation"
+    out.attrs["scale"] = f"latent ({spec.link} link: residual variance {latent:.6g})"
+    return out
 
 
 def engine_ranef_frame(res: Any, level: float = 0.95) -> pd.DataFrame:

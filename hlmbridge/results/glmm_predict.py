@@ -53,6 +53,13 @@ _NO_RANDOM = ("~0", "~ 0", "NA", "na")
 def result_family(res: object) -> Family:
     """The :class:`~hlmbridge.families.Family` of a GLMM result (its spec's family and link)."""
     spec = res.spec  # type: ignore[attr-defined]
+    if spec.family == "negative_binomial":  # its variance and density need the estimated alpha
+        from hlmbridge.families import negative_binomial
+
+        anc = {row[0]: row[1] for row in res.ancillary_rows}  # type: ignore[attr-defined]
+        if "alpha" not in anc:
+            raise FitError("this negative binomial result holds no dispersion (alpha)")
+        return negative_binomial(float(anc["alpha"]), spec.link)
     return family(spec.family, spec.link)
 
 

@@ -34,7 +34,7 @@ from hlmbridge.spec.rformula import Formula
 
 CovStructure = Literal["identity", "independent", "exchangeable", "unstructured"]
 Method = Literal["ml", "reml"]
-Family = Literal["gaussian", "binomial", "poisson"]
+Family = Literal["gaussian", "binomial", "poisson", "negative_binomial"]
 IntMethod = Literal["laplace", "mcaghermite", "mvaghermite", "ghermite"]
 
 COV_STRUCTURES: tuple[str, ...] = get_args(CovStructure)
@@ -42,11 +42,11 @@ METHODS: tuple[str, ...] = get_args(Method)
 FAMILIES: tuple[str, ...] = get_args(Family)
 INT_METHODS: tuple[str, ...] = get_args(IntMethod)
 #: Each family's link (the canonical one, the default).
-LINKS: dict[str, str] = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
+LINKS: dict[str, str] = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log"}
 #: The links each family takes, its canonical link first (hlmbridge.families.FAMILY_LINKS holds the
 #: same table with the functions; written out here so that the spec does not import scipy).
 FAMILY_LINKS: dict[str, tuple[str, ...]] = {"gaussian": ("identity",), "binomial": ("logit", "probit", "cloglog"),
-                                            "poisson": ("log",)}
+                                            "poisson": ("log",), "negative_binomial": ("log",)}
 #: Why a GLMM has no REML (the sentence fit() and the spec give).
 GLMM_NO_REML = ("REML is not defined for a generalized linear mixed model: glmer and Stata's melogit/mepoisson "
                 "fit by maximum likelihood (Laplace or adaptive quadrature)")
@@ -310,9 +310,10 @@ class ModelSpec:
                             f"{' or '.join(repr(k) for k in FAMILY_LINKS[self.family])})")
         object.__setattr__(self, "link", link)
         if self.eform is not None and (self.eform, self.family, link) not in (("or", "binomial", "logit"),
-                                                                              ("irr", "poisson", "log")):
+                                                                              ("irr", "poisson", "log"),
+                                                                              ("irr", "negative_binomial", "log")):
             raise SpecError(f"the {self.eform!r} display option does not apply to the {self.family} family with "
-                            f"the {link} link (or: binomial with the logit link; irr: poisson)")
+                            f"the {link} link (or: binomial with the logit link; irr: poisson, negative_binomial)")
         self._check_glmm_inputs()
         if self.family == "gaussian":
             if self.intmethod is not None or self.intpoints is not None:
@@ -356,8 +357,9 @@ class ModelSpec:
             _check_name(value, f"the {name}() variable")
         if self.offset is not None and self.exposure is not None:
             raise SpecError("offset() and exposure() cannot both be given (Stata allows one of them)")
-        if self.exposure is not None and self.family != "poisson":
-            raise SpecError(f"exposure() belongs to a Poisson model, not the {self.family} family (use offset())")
+        if self.exposure is not None and self.family not in ("poisson", "negative_binomial"):
+            raise SpecError(f"exposure() belongs to a Poisson model (or a negative binomial one), not the "
+                            f"{self.family} family (use offset())")
 
     def _check_residuals(self) -> None:
         res = self.residuals

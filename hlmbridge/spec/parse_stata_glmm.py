@@ -1,5 +1,5 @@
-"""Stata's GLMM commands: ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``meglm``
-and ``xtlogit``/``xtprobit``/``xtpoisson ..., re``.
+"""Stata's GLMM commands: ``melogit``, ``meprobit``, ``mecloglog``, ``mepoisson``, ``menbreg``,
+``meglm`` and ``xtlogit``/``xtprobit``/``xtpoisson ..., re``.
 
 Each is read as the ``mixed`` command with the same fixed and random parts
 (:mod:`hlmbridge.spec.parse_stata`), plus a family, a link and the integration Stata uses:
@@ -12,6 +12,9 @@ Each is read as the ``mixed`` command with the same fixed and random parts
   ``mvaghermite`` by default (xt's ``intmethod(aghermite)`` is ``mcaghermite``);
   ``xtpoisson ..., re normal`` likewise (without ``normal`` its random effect is gamma, another
   model, refused);
+- ``menbreg``: the negative binomial model with mean dispersion (Stata's default,
+  ``dispersion(mean)``: var = mu (1 + alpha mu), lme4's ``glmer.nb``); ``dispersion(constant)``
+  (var = mu (1 + delta), another model) is refused;
 - ``binomial(varname|#)`` (trials; the response counts successes), ``offset(varname)`` and
   ``exposure(varname)`` (Poisson) are kept on the spec.
 
@@ -29,6 +32,8 @@ Examples
 'probit'
 >>> parse_stata_glmm("mepoisson y x, exposure(t) || g:").exposure
 't'
+>>> parse_stata_glmm("menbreg y x || g:, irr").family
+'negative_binomial'
 """
 
 from __future__ import annotations
@@ -47,13 +52,10 @@ GLMM_COMMANDS: dict[str, str] = {"melogit": "binomial", "meprobit": "binomial", 
                                  "mepoisson": "poisson", "meglm": "gaussian", "xtlogit": "binomial",
                                  "xtprobit": "binomial", "xtpoisson": "poisson", "menbreg": "negative_binomial"}
 #: Commands recognized but not fitted yet, with the sentence that refuses them.
-_NOT_YET: dict[str, str] = {
-    "menbreg": ("menbreg (a negative binomial GLMM; glmer.nb in R) is not read by hlmbridge yet: its dispersion "
-                "parameter (/lnalpha) has no place in the spec and result so far"),
-}
+_NOT_YET: dict[str, str] = {}
 #: Each command's link (meglm's comes from link()).
 _COMMAND_LINKS: dict[str, str] = {"melogit": "logit", "meprobit": "probit", "mecloglog": "cloglog",
-                                  "mepoisson": "log", "xtlogit": "logit", "xtprobit": "probit", "xtpoisson": "log"}
+                                  "mepoisson": "log", "menbreg": "log", "xtlogit": "logit", "xtprobit": "probit", "xtpoisson": "log"}
 _XT = ("xtlogit", "xtprobit", "xtpoisson")
 
 _HEAD = re.compile(r"\s*(?:\.(?=\s|$))?\s*(?:(?:qui|quie|quiet|quietl|quietly)(?=[\s:]|$)\s*(?::\s*)?)?"
@@ -188,6 +190,13 @@ def parse_stata_glmm(command: str) -> ModelSpec:
             elif word in _XT and low in ("fe", "pa", "be", "vce", "robust", "cluster"):
                 raise SpecError(f"{word} option {w!r}: hlmbridge reads only the random-effects model, "
                                 f"'{word} ..., i(panelvar) re'")
+            elif word == "menbreg" and _abbrev(low, "dispersion", 4):
+                kind = (arg or "").strip().lower()
+                if kind and "mean".startswith(kind):
+                    continue  # Stata's default: var = mu (1 + alpha mu), glmer.nb's model
+                raise SpecError(f"menbreg {om.group(0)}: hlmbridge fits the mean-dispersion model (Stata's default, "
+                                "var = mu(1 + alpha mu), lme4's glmer.nb); dispersion(constant), var = mu(1 + delta), "
+                                "is another model that glmer.nb does not fit")
             elif low == "binomial" and arg is not None:
                 if word not in ("melogit", "meprobit", "mecloglog"):
                     raise SpecError(f"{word} has no binomial() option"
@@ -209,14 +218,15 @@ def parse_stata_glmm(command: str) -> ModelSpec:
         raise SpecError(f"{word}: the {family} family with link({link}) is not supported (it takes "
                         f"{'|'.join(FAMILY_LINKS[family])})")
     if eform is not None:
-        want = {("binomial", "logit"): "or", ("poisson", "log"): "irr"}.get((family, link))
+        want = {("binomial", "logit"): "or", ("poisson", "log"): "irr",
+                ("negative_binomial", "log"): "irr"}.get((family, link))
         if want is None:
             raise SpecError(f"'{eform}' does not apply to {word} with the {family} family and the {link} link "
                             "(or: binomial with the logit link; irr: poisson)")
         if eform not in ("eform", want):
             raise SpecError(f"{word} takes '{want}', not '{eform}'")
         eform = want
-    if exposure is not None and family != "poisson":
+    if exposure is not None and family not in ("poisson", "negative_binomial"):
         raise SpecError(f"{word} has no exposure() option (it belongs to Poisson models; use offset())")
     if word in _XT:
         if xt_group is None:

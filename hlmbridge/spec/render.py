@@ -134,7 +134,12 @@ class Lme4Model:
                 lines.append(f"{col} <- factor({col})")
             else:
                 lines.append(f"{col} <- relevel(factor({col}), ref = {_r_base_ref(f'factor({col})', base)})")
-        if self.family != "gaussian":
+        if self.family == "negative_binomial":
+            if self.nagq is not None and self.nagq > 1:
+                lines.append("# glmer.nb's search on theta with nAGQ > 1 leaves out the saturated log likelihood, which "
+                             "depends on theta: hlmbridge polishes (theta, beta, log alpha) jointly")
+            lines.append(f"fit <- lme4::glmer.nb({self.formula}, data = {data}, nAGQ = {self.nagq})")
+        elif self.family != "gaussian":
             lines.append(f"fit <- lme4::glmer({self.formula}, data = {data}, family = {self.family}, "
                          f"nAGQ = {self.nagq})")
         else:
@@ -167,6 +172,8 @@ def _cbind_needs_binomial(spec: ModelSpec, engine: str) -> None:
 
 def _r_family(spec: ModelSpec) -> str:
     """R's family object for a GLMM spec: ``binomial``, ``binomial(link = "probit")``, ``poisson``."""
+    if spec.family == "negative_binomial":  # lme4::glmer.nb (its family's theta is estimated)
+        return spec.family
     canonical = {"binomial": "logit", "poisson": "log"}[spec.family]
     return spec.family if spec.link == canonical else f'{spec.family}(link = "{spec.link}")'
 
@@ -666,7 +673,8 @@ def to_stata(spec: ModelSpec) -> str:
     for name in spec.variables:
         _stata_name(name)
     command = {("gaussian", "identity"): "mixed", ("binomial", "logit"): "melogit", ("binomial", "probit"): "meprobit",
-               ("binomial", "cloglog"): "mecloglog", ("poisson", "log"): "mepoisson"}[(spec.family, spec.link or "")]
+               ("binomial", "cloglog"): "mecloglog", ("poisson", "log"): "mepoisson",
+               ("negative_binomial", "log"): "menbreg"}[(spec.family, spec.link or "")]
     head = [command, spec.response] + [t.stata_name for t in spec.fixed]
     out = " ".join(head)
     fe_options = [] if spec.constant else ["noconstant"]
