@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["RDesign", "RFit", "RReference", "REPO", "export_datasets", "load_dataset", "r_column"]
+__all__ = ["RDesign", "RFit", "RReference", "RScripts", "REPO", "export_datasets", "load_dataset", "r_column"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXPORT_SCRIPT = REPO / "r" / "export_datasets.R"
@@ -202,3 +202,40 @@ def r_column(ref: RReference, dataset: str, column: str) -> tuple[str, list[Any]
         return cls, [None if m else str(v) for v, m in zip(col, isna, strict=True)], None
     as_float = list(ro.r["as.numeric"](col))
     return cls, [None if m else float(v) for v, m in zip(as_float, isna, strict=True)], None
+
+
+class RScripts:
+    """R reference scripts sourced into one private R environment (never R's global one), with
+    pandas <-> R data frame conversion, R data sets cached by (package, name) through the
+    scripts' ``loader`` function, and a fit's variance components as the R scripts take them."""
+
+    def __init__(self, files: tuple[Path, ...] | list[Path], loader: str = "anova_reference_data") -> None:
+        import rpy2.robjects as ro
+
+        self.ro = ro
+        self.env = ro.Environment()
+        for f in files:
+            ro.r["sys.source"](str(f), envir=self.env)
+        self._loader = loader
+        self._data: dict[tuple[str, str], tuple] = {}
+
+    def conv(self, x: Any, to_r: bool) -> Any:
+        """A pandas frame as an R data frame (``to_r``), or back."""
+        from rpy2.robjects import pandas2ri
+        from rpy2.robjects.conversion import localconverter
+
+        with localconverter(self.ro.default_converter + pandas2ri.converter):
+            c = self.ro.conversion.get_conversion()
+            return c.py2rpy(x) if to_r else c.rpy2py(x)
+
+    def data(self, package: str, name: str) -> tuple:
+        """(R data frame, the same as pandas), made once per data set."""
+        if (package, name) not in self._data:
+            rd = self.env[self._loader](package, name)
+            self._data[(package, name)] = (rd, self.conv(rd, False))
+        return self._data[(package, name)]
+
+    def variance_rows(self, res: Any) -> Any:
+        """A fit's variance components in the columns the R scripts' refits at fixed values read."""
+        rows = res.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
+        return self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import hlmbridge
+from tests.r_reference import RScripts
 
 REPO = Path(__file__).resolve().parents[1]
 R_FILES = (REPO / "r" / "tests" / "df_reference.R", REPO / "r" / "tests" / "anova_reference.R")
@@ -24,30 +25,9 @@ RTOL = 1e-6
 P_ATOL = 1e-12  # a p-value's relative error is its F's times about F (tiny p-values)
 
 
-class _R:
+class _R(RScripts):
     def __init__(self) -> None:
-        import rpy2.robjects as ro
-
-        self.ro = ro
-        self.env = ro.Environment()
-        for f in R_FILES:
-            ro.r["sys.source"](str(f), envir=self.env)
-        self._data: dict[tuple[str, str], tuple] = {}
-
-    def _conv(self, x, to_r: bool):
-        from rpy2.robjects import pandas2ri
-        from rpy2.robjects.conversion import localconverter
-
-        with localconverter(self.ro.default_converter + pandas2ri.converter):
-            c = self.ro.conversion.get_conversion()
-            return c.py2rpy(x) if to_r else c.rpy2py(x)
-
-    def data(self, package: str, name: str) -> tuple:
-        """(R data frame, the same as pandas)."""
-        if (package, name) not in self._data:
-            rd = self.env["anova_reference_data"](package, name)
-            self._data[(package, name)] = (rd, self._conv(rd, False))
-        return self._data[(package, name)]
+        super().__init__(R_FILES)
 
     def fit(self, package: str, name: str, formula: str, reml: bool, at: hlmbridge.FitResult,
             contrasts: dict[str, str] | None, Lc: np.ndarray | None) -> dict:
@@ -58,9 +38,8 @@ class _R:
         """As :meth:`fit`, on an R data frame or a pandas one."""
         ro = self.ro
         if isinstance(data, pd.DataFrame):
-            data = self._conv(data, True)
-        rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
-        where = self._conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+            data = self.conv(data, True)
+        where = self.variance_rows(at)
         rc = ro.NULL if not contrasts else ro.ListVector({k: v for k, v in contrasts.items()})
         rL = ro.NULL if Lc is None else ro.r["matrix"](ro.FloatVector(Lc.ravel(order="F")), nrow=Lc.shape[0])
         out = self.env["anova_reference_fit"](data, formula, reml, where, rc, rL)

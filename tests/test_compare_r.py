@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import hlmbridge
+from tests.r_reference import RScripts
 from hlmbridge.errors import UnsupportedSpecError, UsageError
 from hlmbridge.results.compare import REFIT_NOTE, anova, drop1, kr_modcomp, ranova, sat_modcomp
 
@@ -28,33 +29,12 @@ RTOL = 1e-6
 LL_ATOL = 1e-8
 
 
-class _R:
+class _R(RScripts):
     def __init__(self) -> None:
-        import rpy2.robjects as ro
-
-        self.ro = ro
-        self.env = ro.Environment()
-        for f in R_FILES:
-            ro.r["sys.source"](str(f), envir=self.env)
-        self._data: dict = {}
-
-    def conv(self, x, to_r: bool):
-        from rpy2.robjects import pandas2ri
-        from rpy2.robjects.conversion import localconverter
-
-        with localconverter(self.ro.default_converter + pandas2ri.converter):
-            c = self.ro.conversion.get_conversion()
-            return c.py2rpy(x) if to_r else c.rpy2py(x)
-
-    def data(self, package: str, name: str):
-        if (package, name) not in self._data:
-            rd = self.env["anova_reference_data"](package, name)
-            self._data[(package, name)] = (rd, self.conv(rd, False))
-        return self._data[(package, name)]
+        super().__init__(R_FILES)
 
     def at(self, res: hlmbridge.FitResult):
-        rows = res.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
-        return self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+        return self.variance_rows(res)
 
     def call(self, fn: str, *args) -> dict:
         out = self.env[fn](*args)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import hlmbridge
+from tests.r_reference import RScripts
 from hlmbridge.results.emmeans import emmeans
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,34 +25,12 @@ RTOL = 1e-6
 P_ATOL = 1e-9
 
 
-class _R:
+class _R(RScripts):
     def __init__(self) -> None:
-        import rpy2.robjects as ro
-
-        self.ro = ro
-        self.env = ro.Environment()
-        for f in R_FILES:
-            ro.r["sys.source"](str(f), envir=self.env)
-        self._data: dict[tuple[str, str], tuple] = {}
-
-    def conv(self, x, to_r: bool):
-        from rpy2.robjects import pandas2ri
-        from rpy2.robjects.conversion import localconverter
-
-        with localconverter(self.ro.default_converter + pandas2ri.converter):
-            c = self.ro.conversion.get_conversion()
-            return c.py2rpy(x) if to_r else c.rpy2py(x)
-
-    def data(self, package: str, name: str) -> tuple:
-        """(R data frame, the same as pandas)."""
-        if (package, name) not in self._data:
-            rd = self.env["anova_reference_data"](package, name)
-            self._data[(package, name)] = (rd, self.conv(rd, False))
-        return self._data[(package, name)]
+        super().__init__(R_FILES)
 
     def model(self, rdata, formula: str, reml: bool, at: hlmbridge.FitResult):
-        rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
-        where = self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+        where = self.variance_rows(at)
         return self.env["anova_reference_model"](rdata, formula, reml, where, self.ro.NULL)
 
     def emmeans(self, fit, query: dict) -> dict:

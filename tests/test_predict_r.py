@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import hlmbridge
+from tests.r_reference import RScripts
 from hlmbridge.errors import UsageError
 
 pytestmark = pytest.mark.requires_r
@@ -58,22 +59,9 @@ def _engines(mid: str) -> tuple[str, ...]:
     return ("lme4",) if mid.endswith("crossed") else ENGINES
 
 
-class _R:
+class _R(RScripts):
     def __init__(self) -> None:
-        import rpy2.robjects as ro
-
-        self.ro = ro
-        self.env = ro.Environment()
-        for f in R_FILES:
-            ro.r["sys.source"](str(f), envir=self.env)
-
-    def conv(self, x, to_r: bool):
-        from rpy2.robjects import pandas2ri
-        from rpy2.robjects.conversion import localconverter
-
-        with localconverter(self.ro.default_converter + pandas2ri.converter):
-            c = self.ro.conversion.get_conversion()
-            return c.py2rpy(x) if to_r else c.rpy2py(x)
+        super().__init__(R_FILES)
 
     def data(self, package: str, name: str) -> tuple:
         """(R data frame, the same as pandas); ``hlmbridge`` data sets go from pandas to R."""
@@ -89,8 +77,7 @@ class _R:
         w = self.ro.NULL if weights is None else weights
         if at is None:
             return self.env["predict_reference_model"](rdata, formula, reml, self.ro.NULL, w)
-        rows = at.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
-        where = self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+        where = self.variance_rows(at)
         return self.env["predict_reference_model"](rdata, formula, reml, where, w)
 
     def predict(self, fit, newdata: pd.DataFrame, re_forms: tuple[str, ...]) -> dict:
