@@ -107,29 +107,12 @@ def glmm_modes(res: object) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def _n_levels(res: object, level: int | None) -> int:
-    n = len(res.design.levels)  # type: ignore[attr-defined]
-    if level is None:
-        return n
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= n:
-        raise UsageError(f"level must be None (every grouping factor), 0 (population level) or a number of "
-                         f"grouping factors up to {n}; got {level!r}")
-    return int(level)
-
-
 def _eta(res: object, level: int | None) -> np.ndarray:
-    from hlmbridge.results.random_effects import estimates_of, require_design
+    """The linear predictor on the fit's rows with the conditional modes of the first ``level``
+    grouping factors (every one when None)."""
+    from hlmbridge.results.prediction import linear_predictor
 
-    design = require_design(res, "fitted values")
-    k = _n_levels(res, level)
-    beta, _ = estimates_of(res)
-    eta = design.X @ beta
-    if design.offset is not None:
-        eta = eta + design.offset
-    if k:
-        for ld, modes in list(zip(design.levels, glmm_modes(res), strict=True))[:k]:
-            eta = eta + np.einsum("ij,ij->i", ld.Z, modes[ld.codes])
-    return eta
+    return linear_predictor(res, level, glmm_modes(res))
 
 
 def _index(res: object) -> pd.Index:

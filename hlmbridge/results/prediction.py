@@ -44,7 +44,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +109,10 @@ def _n_levels(res: object, level: int | None) -> int:
     return int(level)
 
 
-def _fitted_array(res: object, level: int | None) -> np.ndarray:
+def linear_predictor(res: object, level: int | None, modes: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """``X beta + offset`` on the fit's rows plus ``Z b`` of the first ``level`` grouping factors
+    (every one when None): ``b`` the fit's random effects (:func:`level_effects`), or ``modes``,
+    one array (groups x terms) per grouping factor (a GLMM's conditional modes)."""
     design = require_design(res, "fitted values")
     k = _n_levels(res, level)
     beta, _ = estimates_of(res)
@@ -117,9 +120,14 @@ def _fitted_array(res: object, level: int | None) -> np.ndarray:
     if design.offset is not None:
         mu = mu + design.offset
     if k:
-        for ld, le in list(zip(design.levels, level_effects(res), strict=True))[:k]:
-            mu = mu + np.einsum("ij,ij->i", ld.Z, le.modes[ld.codes])
+        per_level = [le.modes for le in level_effects(res)] if modes is None else modes
+        for ld, b in list(zip(design.levels, per_level, strict=True))[:k]:
+            mu = mu + np.einsum("ij,ij->i", ld.Z, b[ld.codes])
     return mu
+
+
+def _fitted_array(res: object, level: int | None) -> np.ndarray:
+    return linear_predictor(res, level)
 
 
 def fitted(res: object, level: int | None = None) -> pd.Series:
