@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from hlmbridge.errors import UnsupportedSpecError
 
@@ -132,23 +131,9 @@ def latent_icc(res: Any) -> pd.DataFrame:
         if hit.size == 0:
             raise UsageError(f"estat icc needs a random intercept at every level ({g.group!r} has none)")
         cons.append(int(hit[0]))
-    total = float(theta[cons].sum()) + latent
-    rows = []
-    label: list[str] = []
-    for depth, g in enumerate(res.groups):
-        label.append(g.group)
-        num_idx = cons[: depth + 1]
-        num = float(theta[num_idx].sum())
-        rho = num / total
-        grad = np.zeros(len(theta))
-        for i in cons:
-            grad[i] = ((total if i in num_idx else 0.0) - num) / total**2
-        se = float(np.sqrt(grad @ V @ grad))
-        with np.errstate(divide="ignore", invalid="ignore"):  # rho = 0 on a boundary: no interval
-            half = _Z_95 * se / (rho * (1 - rho))
-            logit = np.log(rho) - np.log1p(-rho)
-            lo, hi = float(special.expit(logit - half)), float(special.expit(logit + half))
-        rows.append(("|".join(label), rho, se, lo, hi))
+    from hlmbridge.results.postestimation import icc_rows
+
+    rows = icc_rows(res.groups, theta, V, cons, cons, constant=latent)
     out = pd.DataFrame(rows, columns=["level", "estimate", "std_error", "conf_low", "conf_high"])
     has_covariates = any(t != "_cons" for t in res.fixed["stata_term"])
     out.attrs["title"] = "Residual intraclass correlation" if has_covariates else "Intraclass correlation"

@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,27 +69,40 @@ def icc(res: FitResult) -> pd.DataFrame:
             cons.append(_index(rnd, g.group, "var(_cons)"))
         except UsageError as exc:
             raise UsageError(f"estat icc needs a random intercept at every level ({g.group!r} has none)") from exc
-    total_idx = cons + [res_i]
+    rows = icc_rows(res.groups, theta, V, cons, cons + [res_i])
+    out = pd.DataFrame(rows, columns=["level", "estimate", "std_error", "conf_low", "conf_high"])
+    has_covariates = any(t != "_cons" for t in res.fixed["stata_term"])
+    out.attrs["title"] = "Residual intraclass correlation" if has_covariates else "Intraclass correlation"
+    return out
+
+
+def icc_rows(groups: Any, theta: np.ndarray, V: np.ndarray, cons: list[int], total_idx: list[int],
+             constant: float = 0.0) -> list[tuple[str, float, float, float, float]]:
+    """Stata's ``estat icc`` rows, one per nested level: rho = the ``var(_cons)`` of that level and
+    the ones above it (``cons``, outermost first) over the sum of ``theta[total_idx]`` plus
+    ``constant`` (a GLMM's latent residual variance), its delta-method SE from ``V`` (the
+    covariance of ``theta``) and the CI on the logit scale, as Stata computes it (none at rho = 0).
+    Each row is (level, rho, se, low, high)."""
+    from scipy import special
+
+    total = float(theta[total_idx].sum()) + constant
     rows = []
-    label = []
-    for depth, _ in enumerate(res.groups):
-        label.append(res.groups[depth].group)
+    label: list[str] = []
+    for depth, g in enumerate(groups):
+        label.append(g.group)
         num_idx = cons[: depth + 1]
-        total = float(theta[total_idx].sum())
         num = float(theta[num_idx].sum())
         rho = num / total
         grad = np.zeros(len(theta))
         for i in total_idx:
             grad[i] = ((total if i in num_idx else 0.0) - num) / total**2
         se = float(np.sqrt(grad @ V @ grad))
-        half = _Z * se / (rho * (1 - rho))
-        logit = np.log(rho / (1 - rho))
-        lo, hi = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+        with np.errstate(divide="ignore", invalid="ignore"):  # rho = 0 on a boundary: no interval
+            half = _Z * se / (rho * (1 - rho))
+            logit = np.log(rho) - np.log1p(-rho)
+            lo, hi = float(special.expit(logit - half)), float(special.expit(logit + half))
         rows.append(("|".join(label), rho, se, lo, hi))
-    out = pd.DataFrame(rows, columns=["level", "estimate", "std_error", "conf_low", "conf_high"])
-    has_covariates = any(t != "_cons" for t in res.fixed["stata_term"])
-    out.attrs["title"] = "Residual intraclass correlation" if has_covariates else "Intraclass correlation"
-    return out
+    return rows
 
 
 def recov(res: FitResult, corr: bool = False) -> dict[str, pd.DataFrame]:
