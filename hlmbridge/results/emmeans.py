@@ -220,6 +220,25 @@ def _level_label(value: Any) -> str:
         return format_r_number(float(value))
     return str(value)
 
+def at_values(what: str, values: Any, factor_levels: Sequence[Any] | None) -> list[Any]:
+    """The values an ``at`` setting gives one variable, as a list: a factor's levels (matched by
+    their printed label, so ``"2"`` and ``2`` name the same level) or a covariate's numbers;
+    ``what`` names the setting in the errors."""
+    vals = list(values) if isinstance(values, (list, tuple, np.ndarray, pd.Series)) else [values]
+    if not vals:
+        raise UsageError(f"{what} gives no values")
+    if factor_levels is not None:
+        labels = {_level_label(x): x for x in factor_levels}
+        bad = [x for x in vals if _level_label(x) not in labels]
+        if bad:
+            raise UsageError(f"{what}: {bad} not among the factor's levels {list(labels)}")
+        return [labels[_level_label(x)] for x in vals]
+    try:
+        return [float(x) for x in vals]
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: a covariate takes numbers, got {vals!r}") from None
+
+
 
 # ---------------------------------------------------------------------------- the reference grid
 @dataclass(frozen=True, eq=False)
@@ -285,23 +304,7 @@ def reference_grid(result: Any, data: pd.DataFrame | None = None, at: Mapping[st
     levels: dict[str, list[Any]] = {}
     for c in v.frame.columns:
         if c in at:
-            vals = at[c]
-            vals = list(vals) if isinstance(vals, (list, tuple, np.ndarray, pd.Series)) else [vals]
-            if not vals:
-                raise UsageError(f"at={c!r} gives no values")
-            if c in v.factors:
-                labels = {_level_label(x): x for x in v.factors[c]}
-                bad = [x for x in vals if _level_label(x) not in labels]
-                if bad:
-                    raise UsageError(f"at={c!r}: {bad} not among the factor's levels "
-                                     f"{[_level_label(x) for x in v.factors[c]]}")
-                vals = [labels[_level_label(x)] for x in vals]
-            else:
-                try:
-                    vals = [float(x) for x in vals]
-                except (TypeError, ValueError):
-                    raise UsageError(f"at={c!r}: a covariate takes numbers, got {vals!r}") from None
-            levels[c] = vals
+            levels[c] = at_values(f"at={c!r}", at[c], v.factors.get(c))
         elif c in v.factors:
             levels[c] = list(v.factors[c])
         else:

@@ -369,6 +369,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     parameters in ``random`` order), cross-covariances included (Stata's ``e(V)``), for the
     delta method instead of the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
     from hlmbridge.results.emmeans import _check_lmm, _level_label
+    from hlmbridge.results.emmeans import at_values as at_setting  # margins has its own at_values
 
     kind_of_prediction = _prediction(result, predict)
     glm = kind_of_prediction != "xb"
@@ -400,21 +401,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     fr.check(list(at), "at()")
     at_values: dict[str, list[Any]] = {}
     for n, vals in at.items():
-        vals = list(vals) if isinstance(vals, (list, tuple, np.ndarray, pd.Series)) else [vals]
-        if not vals:
-            raise UsageError(f"at({n}=) gives no values")
-        if n in fr.factors:
-            labels = {_level_label(x): x for x in fr.factors[n]}
-            bad = [x for x in vals if _level_label(x) not in labels]
-            if bad:
-                raise UsageError(f"at({n}=): {bad} not among the factor's levels {list(labels)}")
-            vals = [labels[_level_label(x)] for x in vals]
-        else:
-            try:
-                vals = [float(x) for x in vals]
-            except (TypeError, ValueError):
-                raise UsageError(f"at({n}=): a covariate takes numbers, got {vals!r}") from None
-        at_values[n] = vals
+        at_values[n] = at_setting(f"at({n}=)", vals, fr.factors.get(n))
     at_names = list(at_values)
     clash = set(at_names) & (set(over_names) | set(dydx_names) | {p for s in specs for p in s.split("#")})
     if clash:
