@@ -3,13 +3,17 @@
 - against glmer run by ``Rscript r/tests/quadrature_reference.R`` (bobyqa, tolPwrss 1e-14, see
   there why): Laplace = glmer ``nAGQ = 1``, mode-curvature quadrature = glmer ``nAGQ = k``, on
   hospital (fixtures/glmm), grouseticks (Poisson; one and two grouping levels), mlmRev's
-  Contraception (a correlated random slope, Laplace) and Mmmec (Poisson with an offset): log
+  Contraception (a correlated random slope, Laplace), Mmmec (Poisson with an offset), lme4's
+  VerbAgg (crossed id and item, 316 + 24 effects) and a simulated crossed case of 2,540 effects
+  (sparse Laplace), and lme4's cbpp (binomial trials; logit and probit, Laplace and 9 points): log
   likelihood 1e-6 relative, estimates 1e-5 of their SE (numDeriv's Hessian of glmer's
   deviance), SEs 1e-4 relative, conditional modes and SDs (ranef) 1e-4 of a conditional SD;
 - against Stata's printed hospital ``xtlogit``/``melogit`` tables (fixtures/glmm/cases, 12-point
   mvaghermite) by ``validate``, with the same tolerances as the lme4 engine;
 - the integrals themselves against scipy's adaptive quadrature (no R), and convergence in the
-  number of points for a vector random effect (Contraception, urban slope, mvaghermite).
+  number of points for a vector random effect (Contraception, urban slope, mvaghermite);
+- binomial trials three ways (cbind, weights=, Stata's binomial()) and against the same data
+  with one 0/1 row per trial; the engine's posterior means against ``FitResult.ebmeans()``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Maximum likelihood for a GLMM on hlmbridge's own integrals, with the full observed information.
 
 The parameters are the fixed effects ``beta`` and the random effects' covariance ``G`` of one
-grouping level. The optimizer works on an unconstrained form of ``G``: the Cholesky factor of
+grouping level (of several, :class:`LevelsForm`: each level's covariance, Laplace's
+approximation by :mod:`hlmbridge.inference.glmm_levels`; there BFGS takes forward-difference
+gradients to a loose tolerance and the Newton steps, on central differences, finish). The optimizer works on an unconstrained form of ``G``: the Cholesky factor of
 each correlated block with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS
 on the marginal log likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`)
 with central-difference gradients (Laplace) or analytic ones with the quadrature points held
