@@ -5,7 +5,8 @@
   hospital (fixtures/glmm), grouseticks (Poisson; one and two grouping levels), mlmRev's
   Contraception (a correlated random slope, Laplace), Mmmec (Poisson with an offset), lme4's
   VerbAgg (crossed id and item, 316 + 24 effects) and a simulated crossed case of 2,540 effects
-  (sparse Laplace), and lme4's cbpp (binomial trials; logit and probit, Laplace and 9 points): log
+  (sparse Laplace), and lme4's cbpp (binomial trials; logit and probit, Laplace and 9 points;
+  cloglog, Laplace): log
   likelihood 1e-6 relative, estimates 1e-5 of their SE (numDeriv's Hessian of glmer's
   deviance), SEs 1e-4 relative, conditional modes and SDs (ranef) 1e-4 of a conditional SD;
 - against Stata's printed hospital ``xtlogit``/``melogit`` tables (fixtures/glmm/cases, 12-point
@@ -215,6 +216,7 @@ CASES = {
     "cbpp_agq9": ("cbpp.csv", CBPP_FORMULA, "binomial", 9),
     "cbpp_probit_laplace": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "probit")', 1),
     "cbpp_probit_agq9": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "probit")', 9),
+    "cbpp_cloglog_laplace": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "cloglog")', 1),
     "contraception_slope": ("contraception.csv", "use ~ urban + age + livch + (urban | district)", "binomial", 1),
     "mmmec_offset": ("mmmec.csv", "deaths ~ uvb + offset(log(expected)) + (1 | region)", "poisson", 9),
 }

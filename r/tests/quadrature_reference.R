@@ -21,7 +21,7 @@
 ##   verbagg: lme4::VerbAgg (r2 as 0/1; id and item crossed: 316 + 24 random intercepts)
 ##   crossed: simulated here (set.seed(24)): 12,000 counts, 2,500 x 40 crossed groups (2,540
 ##     random intercepts, more than the quadrature engine's former dense limit of 2,000)
-##   cbpp: lme4::cbpp (incidence of size, period as its labels; binomial trials, logit and probit)
+##   cbpp: lme4::cbpp (incidence of size, period as its labels; binomial trials, logit, probit, cloglog)
 suppressPackageStartupMessages({
   library(lme4)
   library(jsonlite)
@@ -83,6 +83,7 @@ cases <- list(
   cbpp_agq9 = list(data = cbpp, family = binomial, nagq = 9L, formula = cbpp_f),
   cbpp_probit_laplace = list(data = cbpp, family = binomial(link = "probit"), nagq = 1L, formula = cbpp_f),
   cbpp_probit_agq9 = list(data = cbpp, family = binomial(link = "probit"), nagq = 9L, formula = cbpp_f),
+  cbpp_cloglog_laplace = list(data = cbpp, family = binomial(link = "cloglog"), nagq = 1L, formula = cbpp_f),
   contraception_slope = list(data = contra, family = binomial, nagq = 1L,
                              formula = use ~ urban + age + livch + (urban | district))
 )
