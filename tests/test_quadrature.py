@@ -382,7 +382,8 @@ def test_binomial_trials_three_ways_and_as_bernoulli_rows(reference):
     assert np.allclose(st.fixed["estimate"].to_numpy(), np.roll(cb.fixed["estimate"].to_numpy(), -1), rtol=0, atol=1e-7)
     rows = []
     for _, r in stata.iterrows():
-        rows += [(r["per"], r["h"], 1)] * int(r["incidence"]) + [(r["per"], r["h"], 0)] * int(r["size"] - r["incidence"])
+        s = int(r["incidence"])
+        rows += [(r["per"], r["h"], 1)] * s + [(r["per"], r["h"], 0)] * (int(r["size"]) - s)
     bern = pd.DataFrame(rows, columns=["per", "h", "y"])
     log_choose = float(np.sum(special.gammaln(d["size"] + 1) - special.gammaln(d["incidence"] + 1)
                               - special.gammaln(d["size"] - d["incidence"] + 1)))

@@ -3,10 +3,10 @@
 The parameters are the fixed effects ``beta`` and the random effects' covariance ``G`` of one
 grouping level (of several, :class:`LevelsForm`: each level's covariance, Laplace's
 approximation by :mod:`hlmbridge.inference.glmm_levels`; there BFGS takes forward-difference
-gradients to a loose tolerance and the Newton steps, on central differences, finish). The optimizer works on an unconstrained form of ``G``: the Cholesky factor of
-each correlated block with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS
-on the marginal log likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`)
-with central-difference gradients (Laplace) or analytic ones with the quadrature points held
+gradients to a loose tolerance and the Newton steps, on central differences, finish). The
+optimizer works on an unconstrained form of ``G``: the Cholesky factor of each correlated block
+with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS on the marginal log
+likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`) with central-difference gradients (Laplace) or analytic ones with the quadrature points held
 (adaptive quadrature), and ends with Newton steps in the reported parameters. The standard
 errors come from the inverse of the observed information of ``(beta, variance parameters)``
 (in the variances and covariances hlmbridge reports), as Stata's and glmer's do: the full
@@ -226,9 +226,9 @@ def observed_information(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.
     return -H
 
 
-def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm, to_theta: Callable[[np.ndarray], np.ndarray],
-             from_theta: Callable[[np.ndarray], np.ndarray], beta0: np.ndarray, G0: np.ndarray, method: str,
-             points: int, stata_order: np.ndarray, max_iterations: int = 500) -> GlmmFit:
+def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm,
+             to_theta: Callable[[Any], np.ndarray], from_theta: Callable[[np.ndarray], Any], beta0: np.ndarray,
+             G0: Any, method: str, points: int, stata_order: np.ndarray, max_iterations: int = 500) -> GlmmFit:
     """Maximize the marginal log likelihood by ``method``: BFGS in the unconstrained form, then
     Newton steps in the reported parameters.
 
