@@ -6,7 +6,8 @@ approximation by :mod:`hlmbridge.inference.glmm_levels`; there BFGS takes forwar
 gradients to a loose tolerance and the Newton steps, on central differences, finish). The
 optimizer works on an unconstrained form of ``G``: the Cholesky factor of each correlated block
 with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS on the marginal log
-likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`) with central-difference gradients (Laplace) or analytic ones with the quadrature points held
+likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`) with
+central-difference gradients (Laplace) or analytic ones with the quadrature points held
 (adaptive quadrature), and ends with Newton steps in the reported parameters. The standard
 errors come from the inverse of the observed information of ``(beta, variance parameters)``
 (in the variances and covariances hlmbridge reports), as Stata's and glmer's do: the full
