@@ -423,3 +423,19 @@ def test_posterior_means_are_ebmeans(hospital):
         sd = eb["ebmean_sd"].to_numpy().reshape(ld.n_groups, q)
         assert np.max(np.abs(m.mean - eb["ebmean"].to_numpy().reshape(ld.n_groups, q)) / sd) < 1e-10, cmd
         assert np.max(np.abs(np.sqrt(np.einsum("jqq->jq", m.var)) / sd - 1)) < 1e-10, cmd
+
+
+@pytest.mark.requires_r
+def test_several_levels_variance_at_zero_reaches_the_boundary():
+    """Crossed intercepts where one factor has no effect (simulated): Laplace on several levels
+    takes its variance to 0 as glmer does (its log likelihood at least glmer's, within 1e-6
+    relative), and says the fit is singular, rather than stopping inside at a variance of 0.6."""
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(0, 40, 600), rng.integers(0, 6, 600)
+    y = (rng.random(600) < special.expit(0.2 + rng.normal(size=40)[a])).astype(int)
+    data = pd.DataFrame({"y": y, "a": a.astype(str), "b": b.astype(str)})
+    ours = hlmbridge.fit("y ~ 1 + (1 | a) + (1 | b)", data, engine="quadrature", family="binomial")
+    glmer = hlmbridge.fit("y ~ 1 + (1 | a) + (1 | b)", data, family="binomial")
+    assert ours.loglik >= glmer.loglik - 1e-6 * abs(glmer.loglik)
+    var_b = ours.random.set_index("lme4_group").loc["b", "estimate"]
+    assert var_b < 1e-4 and any("singular" in w for w in ours.warnings)

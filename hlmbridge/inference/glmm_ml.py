@@ -3,7 +3,7 @@
 The parameters are the fixed effects ``beta`` and the random effects' covariance ``G`` of one
 grouping level (of several, :class:`LevelsForm`: each level's covariance, Laplace's
 approximation by :mod:`hlmbridge.inference.glmm_levels`; there BFGS takes forward-difference
-gradients to a loose tolerance and the Newton steps, on central differences, finish). The
+gradients to a loose tolerance first, then central ones from there). The
 optimizer works on an unconstrained form of ``G``: the Cholesky factor of each correlated block
 with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS on the marginal log
 likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`) with
@@ -200,6 +200,16 @@ def _central_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.nda
     return g
 
 
+def _positive_definite(A: np.ndarray) -> np.ndarray | None:
+    """``A`` symmetrized when it is positive definite (a BFGS inverse Hessian to start from), else None."""
+    A = 0.5 * (A + A.T)
+    try:
+        np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        return None
+    return A if np.all(np.isfinite(A)) else None
+
+
 def _forward_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, f0: float) -> np.ndarray:
     g = np.empty(len(x))
     for i in range(len(x)):
@@ -253,8 +263,7 @@ def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm,
         return -val if np.isfinite(val) else np.inf
 
     def value_and_gradient(z: np.ndarray) -> tuple[float, np.ndarray]:
-        if levels:  # several levels (Laplace): forward differences and a loose gtol to approach the
-            # maximum at half the cost; the Newton steps below, on central differences, finish it
+        if levels and forward[0]:  # several levels (Laplace): first forward differences, half the cost
             f0 = negll(z)
             return f0, _forward_gradient(negll, z, 1e-7 * np.maximum(1.0, np.abs(z)), f0)
         if method in ("laplace", "ghermite"):  # the mode (the prior's points) moves at first order
@@ -271,9 +280,23 @@ def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm,
         assert isinstance(form, CovarianceForm)  # several levels are fitted by Laplace only
         return -m.loglik, -np.concatenate([m.grad_beta, form.chain(z[p:], m.grad_G)])
 
+    forward = [levels]
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
-                                options={"gtol": 1e-4 if levels else 1e-7, "maxiter": max_iterations})
+        if levels:
+            # several levels: forward differences to a loose tolerance (most of the way at half the
+            # cost), then central differences from there with BFGS's curvature so far, to the same
+            # tolerance as one level (which takes a variance that goes to 0 to the boundary)
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-4, "maxiter": max_iterations})
+            iterations += int(res.nit)
+            forward[0] = False
+            x = res.x
+            hess_inv0 = _positive_definite(np.asarray(res.hess_inv))
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-7, "maxiter": max_iterations, "hess_inv0": hess_inv0})
+        else:
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-7, "maxiter": max_iterations})
     evaluations += obj.evaluations
     iterations += int(res.nit)
     x = res.x
@@ -288,7 +311,11 @@ def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm,
         except (np.linalg.LinAlgError, FitError):
             return -np.inf
 
-    h2 = 1e-4 * np.maximum(np.abs(z), 0.1)
+    # the information's steps: on several levels the log likelihood carries ~1e-12 of rounding
+    # (PIRLS over hundreds of effects), which 1e-4 steps turn into 1e-4 errors of an SE where
+    # covariates are far from centred (VerbAgg's Anger and intercept); 1e-3 steps leave the
+    # second differences' own error below 1e-7 relative there
+    h2 = (1e-3 if levels else 1e-4) * np.maximum(np.abs(z), 0.1)
     h1 = 1e-5 * np.maximum(np.abs(z), 0.1)
     # each level's covariance with the columns of Z its effects multiply (one level: G itself)
     pairs = (list(zip(G, data.level_Z)) if isinstance(data, LevelsData) else [(G, data.Z)])
