@@ -3,13 +3,18 @@
 - against glmer run by ``Rscript r/tests/quadrature_reference.R`` (bobyqa, tolPwrss 1e-14, see
   there why): Laplace = glmer ``nAGQ = 1``, mode-curvature quadrature = glmer ``nAGQ = k``, on
   hospital (fixtures/glmm), grouseticks (Poisson; one and two grouping levels), mlmRev's
-  Contraception (a correlated random slope, Laplace) and Mmmec (Poisson with an offset): log
+  Contraception (a correlated random slope, Laplace), Mmmec (Poisson with an offset), lme4's
+  VerbAgg (crossed id and item, 316 + 24 effects) and a simulated crossed case of 2,540 effects
+  (sparse Laplace), and lme4's cbpp (binomial trials; logit and probit, Laplace and 9 points;
+  cloglog, Laplace): log
   likelihood 1e-6 relative, estimates 1e-5 of their SE (numDeriv's Hessian of glmer's
   deviance), SEs 1e-4 relative, conditional modes and SDs (ranef) 1e-4 of a conditional SD;
 - against Stata's printed hospital ``xtlogit``/``melogit`` tables (fixtures/glmm/cases, 12-point
   mvaghermite) by ``validate``, with the same tolerances as the lme4 engine;
 - the integrals themselves against scipy's adaptive quadrature (no R), and convergence in the
-  number of points for a vector random effect (Contraception, urban slope, mvaghermite).
+  number of points for a vector random effect (Contraception, urban slope, mvaghermite);
+- binomial trials three ways (cbind, weights=, Stata's binomial()) and against the same data
+  with one 0/1 row per trial; the engine's posterior means against ``FitResult.ebmeans()``.
 """
 
 from __future__ import annotations
@@ -118,11 +123,15 @@ def test_refusals(hospital):
     with pytest.raises(UnsupportedSpecError, match="it fits Laplace's approximation on several levels"):
         hlmbridge.fit("hosp ~ loginc + (1 | mother) + (1 | town)", two, engine="quadrature", family="binomial",
                       nagq=3)
-    small = two[two["mother"] <= 150]  # dense matrices over every effect: a small case
+    small = two[two["mother"] <= 150]
     laplace = hlmbridge.fit("melogit hosp loginc || town: || mother:, intmethod(laplace)", small, engine="quadrature")
     assert [g.group for g in laplace.groups] == ["town", "mother"] and "2 grouping levels" in laplace.integration
-    with pytest.raises(UnsupportedSpecError, match="does not fit GLMMs with weights="):
-        hlmbridge.fit(HOSP_FORMULA, hospital, engine="quadrature", family="binomial", weights=np.ones(len(hospital)))
+    with pytest.raises(UnsupportedSpecError, match="a Poisson GLMM's prior weights are not fitted"):
+        hlmbridge.fit("hosp ~ loginc + (1 | mother)", hospital, engine="quadrature", family="poisson",
+                      weights=np.ones(len(hospital)))
+    with pytest.raises(DataError, match="whole numbers of trials and successes"):
+        hlmbridge.fit(HOSP_FORMULA, hospital.assign(hosp=hospital["hosp"] * 0.5), engine="quadrature",
+                      family="binomial", weights=np.full(len(hospital), 3.0))
     with pytest.raises(UnsupportedSpecError, match=r"does not fit cov\(exchangeable\)"):
         hlmbridge.fit("melogit hosp loginc || mother: distance, cov(exchangeable)", hospital, engine="quadrature")
     with pytest.raises(DataError, match="a binomial GLMM needs a 0/1 response; 'hosp' has the value 2"):
@@ -193,6 +202,7 @@ def reference(tmp_path_factory):
     return out, json.loads((out / "quadrature_reference.json").read_text(encoding="utf-8"))
 
 
+CBPP_FORMULA = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 CASES = {
     "hospital_laplace": ("hospital.csv", HOSP_FORMULA, "binomial", 1),
     "hospital_agq12": ("hospital.csv", HOSP_FORMULA, "binomial", 12),
@@ -200,10 +210,18 @@ CASES = {
     "grouse_laplace": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD)", "poisson", 1),
     "grouse_agq9": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD)", "poisson", 9),
     "grouse_two_levels": ("grouseticks.csv", "TICKS ~ YEAR + H + (1 | BROOD) + (1 | LOCATION)", "poisson", 1),
+    "verbagg_crossed": ("verbagg.csv", "r2 ~ (Anger + Gender + btype + situ) + (1 | id) + (1 | item)", "binomial", 1),
+    "crossed_large": ("crossed.csv", "y ~ x + (1 | a) + (1 | b)", "poisson", 1),
+    "cbpp_laplace": ("cbpp.csv", CBPP_FORMULA, "binomial", 1),
+    "cbpp_agq9": ("cbpp.csv", CBPP_FORMULA, "binomial", 9),
+    "cbpp_probit_laplace": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "probit")', 1),
+    "cbpp_probit_agq9": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "probit")', 9),
+    "cbpp_cloglog_laplace": ("cbpp.csv", CBPP_FORMULA, 'binomial(link = "cloglog")', 1),
     "contraception_slope": ("contraception.csv", "use ~ urban + age + livch + (urban | district)", "binomial", 1),
     "mmmec_offset": ("mmmec.csv", "deaths ~ uvb + offset(log(expected)) + (1 | region)", "poisson", 9),
 }
-_DTYPES = {"YEAR": str, "BROOD": str, "LOCATION": str, "district": str, "livch": str, "region": str}
+_DTYPES = {"YEAR": str, "BROOD": str, "LOCATION": str, "district": str, "livch": str, "region": str, "id": str,
+           "item": str, "herd": str, "period": str, "a": str, "b": str}
 
 
 def _glmer_point_loglik(res, r) -> float:
@@ -215,16 +233,16 @@ def _glmer_point_loglik(res, r) -> float:
     d = res.design
     beta = np.array([r["fixef"][t] for t in d.fixed_lme4])
     if len(d.levels) > 1:  # scalar effects only here: every effect at once, as the engine integrates them
-        from hlmbridge.engines.quadrature import _expanded
+        from hlmbridge.inference.glmm_levels import levels_data, levels_laplace
 
         assert all(ld.Z.shape[1] == 1 for ld in d.levels)
         var = dict(zip(r["vc_groups"], np.atleast_1d(r["vc_entries"])))
-        G = np.diag(np.concatenate([np.full(ld.n_groups, var[ld.key]) for ld in d.levels]))
-        data = grouped_data(d.y, d.X, _expanded(d), np.zeros(d.nobs, dtype=np.int64), 1, family(res.spec.family),
-                            d.offset)
-        return marginal_loglik(data, beta, G, "laplace", 1).loglik
+        data = levels_data(d.y, d.X, [(ld.Z, ld.codes, ld.n_groups) for ld in d.levels],
+                           family(res.spec.family, res.spec.link), d.offset, d.weights)
+        return levels_laplace(data, beta, [np.array([[var[ld.key]]]) for ld in d.levels]).loglik
     ld = d.levels[0]
-    data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family(res.spec.family), d.offset)
+    data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family(res.spec.family, res.spec.link), d.offset,
+                        d.weights)
     q = ld.Z.shape[1]
     G = np.zeros((q, q))
     G[np.tril_indices(q)[::-1]] = r["vc_entries"]  # vech column by column = upper triangle row by row
@@ -329,7 +347,8 @@ def test_vector_random_effect_converges_in_the_points(reference):
 
 
 @pytest.mark.requires_r
-@pytest.mark.parametrize("case", ["hospital_laplace", "grouse_agq9", "contraception_slope"])
+@pytest.mark.parametrize("case", ["hospital_laplace", "grouse_agq9", "contraception_slope", "grouse_two_levels",
+                                  "verbagg_crossed"])
 def test_conditional_modes_are_glmers_ranef(reference, case):
     """ranef() of this engine: the conditional modes and conditional SDs glmer's ranef(condVar =
     TRUE) gives (at glmer's estimates within 1e-5 SE: 1e-4 of a conditional SD)."""
@@ -337,9 +356,86 @@ def test_conditional_modes_are_glmers_ranef(reference, case):
     csv, formula, fam, nagq = CASES[case]
     data = pd.read_csv(out / csv, dtype=_DTYPES)
     res = hlmbridge.fit(formula, data, engine="quadrature", family=fam, nAGQ=nagq)
-    got = res.ranef().set_index(["level", "term"])
-    want = pd.DataFrame(ref[case]["ranef"]).set_index(["grp", "term"])
+    got = res.ranef().set_index(["group", "level", "term"])
+    want = pd.DataFrame(ref[case]["ranef"]).set_index(["grpvar", "grp", "term"])
     assert len(got) == len(want) > 0
     for key, row in want.iterrows():
         assert abs(got.loc[key, "estimate"] - row["condval"]) <= 1e-4 * row["condsd"], key
         assert abs(got.loc[key, "std_error"] / row["condsd"] - 1) <= 1e-4, key
+
+
+@pytest.mark.requires_r
+def test_binomial_trials_three_ways_and_as_bernoulli_rows(reference):
+    """lme4's cbpp on this engine: cbind(s, f), a proportion with weights= and Stata's
+    binomial(size) are one model; and with every trial as its own 0/1 row (the same likelihood
+    but for the log binomial coefficients, which the trials' log likelihood includes, as glmer's)
+    the same estimates and the log likelihood less sum log C(n, s) (Laplace and 7-point mvaghermite)."""
+    out, _ = reference
+    d = pd.read_csv(out / "cbpp.csv", dtype=_DTYPES)
+    cb = hlmbridge.fit(CBPP_FORMULA, d, engine="quadrature", family="binomial")
+    prop = hlmbridge.fit("prop ~ period + (1 | herd)", d.assign(prop=d["incidence"] / d["size"]),
+                         engine="quadrature", family="binomial", weights=d["size"].to_numpy(float))
+    stata = d.assign(per=d["period"].astype(int), h=d["herd"].astype(int))
+    st = hlmbridge.fit("melogit incidence i.per || h:, binomial(size) intmethod(laplace)", stata, engine="quadrature")
+    assert abs(prop.loglik - cb.loglik) < 1e-9 and abs(st.loglik - cb.loglik) < 1e-9
+    # Stata lists the constant last
+    assert np.allclose(st.fixed["estimate"].to_numpy(), np.roll(cb.fixed["estimate"].to_numpy(), -1), rtol=0, atol=1e-7)
+    rows = []
+    for _, r in stata.iterrows():
+        s = int(r["incidence"])
+        rows += [(r["per"], r["h"], 1)] * s + [(r["per"], r["h"], 0)] * (int(r["size"]) - s)
+    bern = pd.DataFrame(rows, columns=["per", "h", "y"])
+    log_choose = float(np.sum(special.gammaln(d["size"] + 1) - special.gammaln(d["incidence"] + 1)
+                              - special.gammaln(d["size"] - d["incidence"] + 1)))
+    for method in ("intmethod(laplace)", "intpoints(7)"):
+        a = hlmbridge.fit(f"melogit incidence i.per || h:, binomial(size) {method}", stata, engine="quadrature")
+        b = hlmbridge.fit(f"melogit y i.per || h:, {method}", bern, engine="quadrature")
+        assert abs(a.loglik - (b.loglik + log_choose)) < 1e-8, method
+        se = b.fixed["std_error"].to_numpy()
+        assert np.all(np.abs(a.fixed["estimate"].to_numpy() - b.fixed["estimate"].to_numpy()) < 1e-5 * se), method
+        assert np.allclose(a.fixed["std_error"].to_numpy(), se, rtol=1e-4), method
+
+
+def test_posterior_means_are_ebmeans(hospital):
+    """The posterior means and SDs this engine's mvaghermite finds on the way equal
+    FitResult.ebmeans() (results/eb_means.py, the one implementation surfaced): hospital's scalar
+    intercept at 12 points, and a correlated random slope at 7 points (k^2 points) when both
+    take the square root of the adapting variance in the same order (the engine's own rule takes
+    Stata's order, slopes first: that moves the 7-point means by about 1e-5 of an SD)."""
+    from hlmbridge.engines.quadrature import QuadratureEngine
+    from hlmbridge.families import family
+    from hlmbridge.inference.glmm_pirls import grouped_data
+    from hlmbridge.inference.glmm_quadrature import marginal_loglik
+    from hlmbridge.inference.stata_parity import level_covariances
+
+    for cmd, frame, k in (("melogit hosp loginc distance dropout college || mother:, intpoints(12)", hospital, 12),
+                          ("melogit y x || g: x, cov(unstructured)", _slope_data(), 7)):
+        res = hlmbridge.fit(cmd, frame, engine="quadrature")
+        d = res.design
+        ld = d.levels[0]
+        q = ld.Z.shape[1]
+        fit = QuadratureEngine().fit_design(d)
+        G = level_covariances(d, np.append(fit.theta, 0.0))[0]
+        data = grouped_data(d.y, d.X, ld.Z, ld.codes, ld.n_groups, family("binomial"), d.offset)
+        m = marginal_loglik(data, fit.beta, G, "mvaghermite", k)
+        eb = res.ebmeans()
+        assert list(eb["term"][:q]) == list(ld.terms_lme4) and len(eb) == ld.n_groups * q
+        sd = eb["ebmean_sd"].to_numpy().reshape(ld.n_groups, q)
+        assert np.max(np.abs(m.mean - eb["ebmean"].to_numpy().reshape(ld.n_groups, q)) / sd) < 1e-10, cmd
+        assert np.max(np.abs(np.sqrt(np.einsum("jqq->jq", m.var)) / sd - 1)) < 1e-10, cmd
+
+
+@pytest.mark.requires_r
+def test_several_levels_variance_at_zero_reaches_the_boundary():
+    """Crossed intercepts where one factor has no effect (simulated): Laplace on several levels
+    takes its variance to 0 as glmer does (its log likelihood at least glmer's, within 1e-6
+    relative), and says the fit is singular, rather than stopping inside at a variance of 0.6."""
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(0, 40, 600), rng.integers(0, 6, 600)
+    y = (rng.random(600) < special.expit(0.2 + rng.normal(size=40)[a])).astype(int)
+    data = pd.DataFrame({"y": y, "a": a.astype(str), "b": b.astype(str)})
+    ours = hlmbridge.fit("y ~ 1 + (1 | a) + (1 | b)", data, engine="quadrature", family="binomial")
+    glmer = hlmbridge.fit("y ~ 1 + (1 | a) + (1 | b)", data, family="binomial")
+    assert ours.loglik >= glmer.loglik - 1e-6 * abs(glmer.loglik)
+    var_b = ours.random.set_index("lme4_group").loc["b", "estimate"]
+    assert var_b < 1e-4 and any("singular" in w for w in ours.warnings)

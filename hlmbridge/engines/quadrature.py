@@ -10,11 +10,13 @@ returns the covariance of ``(beta, theta)`` from the full observed information, 
 :func:`hlmbridge.fit` makes every number Stata prints from it.
 
 Two or more grouping levels (nested or crossed) are fitted by Laplace's approximation only,
-over every effect at once with dense matrices (up to 2,000 effects): quadrature on them is
+over every effect at once with a sparse Cholesky (:mod:`hlmbridge.inference.glmm_levels`): quadrature on them is
 refused, because Stata integrates nested levels one inside the other (for each point of an
 outer group's effects, the adaptive quadrature of each inner group's, ``k^q`` points per
 level) and crossed factors as one level ``_all`` with all their effects, which is not
-implemented here. Binomial responses with trials (weights, ``cbind()``) are refused too.
+implemented here. A binomial response may carry its trials (``cbind(s, f)``, a proportion
+with ``weights=``, Stata's ``binomial(n)``); the log likelihood then includes ``log C(n, s)``
+as glmer's does. Poisson prior weights are refused.
 
 Examples
 --------
@@ -85,19 +87,6 @@ def _reasons(spec: ModelSpec, n_levels: int | None = None) -> list[str]:
     return out
 
 
-def _expanded(design: Design) -> np.ndarray:
-    """Every level's random-effects columns expanded to one column per group and term (level by
-    level, group by group, terms within a group): the Z of all effects at once."""
-    cols = []
-    n = design.nobs
-    for ld in design.levels:
-        q = ld.Z.shape[1]
-        M = np.zeros((n, ld.n_groups * q))
-        M[np.arange(n)[:, None], ld.codes[:, None] * q + np.arange(q)[None, :]] = ld.Z
-        cols.append(M)
-    return np.hstack(cols)
-
-
 class QuadratureEngine:
     """hlmbridge's own GLMM engine (see the module docstring)."""
 
@@ -124,6 +113,7 @@ class QuadratureEngine:
 
         from hlmbridge.families import family
         from hlmbridge.inference.glmm_ml import CovarianceForm, LevelsForm, fit_glmm
+        from hlmbridge.inference.glmm_levels import levels_data
         from hlmbridge.inference.glmm_pirls import fixed_only_glm, grouped_data
         from hlmbridge.inference.stata_parity import level_covariances, theta_from_matrices, variance_parameters
 
@@ -133,9 +123,11 @@ class QuadratureEngine:
         reasons = _reasons(spec, len(design.levels))
         if reasons:
             raise UnsupportedSpecError("this model", _NAME, message=reasons[0])
-        if design.weights is not None:
-            raise UnsupportedSpecError("a GLMM with weights", _NAME, message=(
-                "The quadrature engine does not fit GLMMs with weights= (binomial trials or prior weights) yet."))
+        if design.weights is not None and spec.family != "binomial":
+            raise UnsupportedSpecError("a Poisson GLMM with weights", _NAME, message=(
+                "The quadrature engine takes weights only as a binomial response's numbers of trials (weights=, "
+                "cbind(successes, failures), Stata's binomial()); a Poisson GLMM's prior weights are not fitted."))
+        trials = design.weights
         fam = family(spec.family, spec.link)
         _check_response(design)
         forms, starts = [], []
@@ -153,26 +145,20 @@ class QuadratureEngine:
         method, points = spec.intmethod or "laplace", int(spec.intpoints or 1)
         several = len(design.levels) > 1
         form: CovarianceForm | LevelsForm
-        if several:  # Laplace over every effect at once (one "group"), dense
+        if several:  # Laplace over every effect at once, sparse
             lf = LevelsForm(tuple(forms), tuple(ld.n_groups for ld in design.levels))
-            n_effects = sum(f.q * J for f, J in zip(lf.forms, lf.groups))
-            if n_effects > 2000 or n_effects * design.nobs > 2e7:
-                raise UnsupportedSpecError("Laplace on several levels", _NAME, message=(
-                    f"The quadrature engine fits several grouping levels with dense matrices, and this model has "
-                    f"{n_effects} random effects on {design.nobs} rows (at most 2,000 and 2e7 cells); use the lme4 "
-                    "engine."))
             form = lf
-            stata_order = np.arange(n_effects)
+            stata_order = np.arange(max(f.q for f in forms))
 
-            def to_theta(G: np.ndarray) -> np.ndarray:
-                return theta_from_matrices(design, lf.levels_of(G), 0.0)[:-1]
+            def to_theta(G: Any) -> np.ndarray:
+                return theta_from_matrices(design, list(G), 0.0)[:-1]
 
-            def from_theta(theta: np.ndarray) -> np.ndarray:
-                return lf.expand(level_covariances(design, np.append(theta, 0.0)))
+            def from_theta(theta: np.ndarray) -> Any:
+                return level_covariances(design, np.append(theta, 0.0))
 
-            data_g = grouped_data(design.y, design.X, _expanded(design), np.zeros(design.nobs, dtype=np.int64), 1,
-                                  fam, design.offset)
-            G0 = lf.expand(starts)
+            data_g = levels_data(design.y, design.X, [(ld.Z, ld.codes, ld.n_groups) for ld in design.levels], fam,
+                                 design.offset, trials)
+            G0 = starts
         else:
             ld = design.levels[0]
             q = ld.Z.shape[1]
@@ -187,7 +173,7 @@ class QuadratureEngine:
             def from_theta(theta: np.ndarray) -> np.ndarray:
                 return level_covariances(design, np.append(theta, 0.0))[0]
 
-            data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset)
+            data_g = grouped_data(design.y, design.X, ld.Z, ld.codes, ld.n_groups, fam, design.offset, trials)
             G0 = starts[0]
         beta0, ll_fixed = fixed_only_glm(data_g)
         t0 = time.perf_counter()
@@ -204,7 +190,7 @@ class QuadratureEngine:
         if not res.converged:
             warns.append("the quadrature engine did not converge: its last Newton step was larger than 1e-6 of a "
                          "standard error")
-        ranef = _conditional_modes(design, res)
+        ranef = _conditional_modes(design, res, data_g if several else None)
         q_all = max(ld.Z.shape[1] for ld in design.levels)
         extra: dict[str, Any] = {
             "random_vcov": random_vcov, "nagq": points,
@@ -213,13 +199,13 @@ class QuadratureEngine:
             "loglik_fixed": ll_fixed, "ranef": ranef, "evaluations": res.evaluations,
             "gradient": res.gradient, "vcov_note": "the inverse of the observed information of (beta, theta): "
                                                    "central second differences of the log likelihood"}
-        m = res.marginal
-        if m.mean is not None and m.var is not None:
-            extra["ebmeans"] = m.mean
-            extra["ebsd"] = np.sqrt(np.maximum(np.einsum("jqq->jq", m.var), 0.0))
-        grads = ("central-difference" if method in ("laplace", "ghermite") else
-                 "analytic (quadrature points held)")
-        singular = bool(np.min(np.linalg.eigvalsh(res.G)) < 1e-8 * max(1.0, float(np.max(np.diag(res.G)))))
+        # The posterior means and SDs the quadrature found on the way (res.marginal.mean/var) are
+        # not passed on: FitResult.ebmeans() (results/eb_means.py) computes the same numbers for
+        # every engine (to 1e-13 with the same square root of the adapting variance).
+        grads = ("forward-difference (then central-difference)" if several else
+                 "central-difference" if method in ("laplace", "ghermite") else "analytic (quadrature points held)")
+        singular = any(bool(np.min(np.linalg.eigvalsh(Gl)) < 1e-8 * max(1.0, float(np.max(np.diag(Gl)))))
+                       for Gl in (res.G if several else [res.G]))
         if len(res.theta) != n_theta:
             raise FitError("internal: the variance parameters do not match the design", engine=_NAME)
         return EngineFit(
@@ -230,14 +216,21 @@ class QuadratureEngine:
             fixed_vcov=fixed_vcov, engine_seconds=seconds, extra=extra)
 
 
-def _conditional_modes(design: Design, res: Any) -> tuple[tuple[str, str, str, float, float], ...]:
+def _conditional_modes(design: Design, res: Any, levels: Any = None) -> tuple[tuple[str, str, str, float, float], ...]:
     """glmer's ``ranef(condVar = TRUE)`` from the fit: each effect's conditional mode and SD
-    (level by level; a level's terms one after another, all groups each, as glmer lists them)."""
-    lam = np.linalg.cholesky(res.G)
+    (level by level; a level's terms one after another, all groups each, as glmer lists them).
+    ``levels``: the several levels' data (:class:`~hlmbridge.inference.glmm_levels.LevelsData`)."""
     m = res.marginal
-    b = m.u @ lam.T
-    cond_var = lam[None] @ np.linalg.inv(m.H) @ lam.T[None]
-    sds = np.sqrt(np.maximum(np.diagonal(cond_var, axis1=1, axis2=2), 0.0))
+    if levels is not None:
+        from hlmbridge.inference.glmm_levels import conditional_variances, effects
+
+        b_all = effects(levels, res.G, m.u)
+        sd_all = np.sqrt(np.maximum(conditional_variances(levels, res.beta, res.G, m.u), 0.0))
+    else:
+        lam = np.linalg.cholesky(res.G)
+        b = m.u @ lam.T
+        cond_var = lam[None] @ np.linalg.inv(m.H) @ lam.T[None]
+        sds = np.sqrt(np.maximum(np.diagonal(cond_var, axis1=1, axis2=2), 0.0))
     out = []
     pos = 0
     for ld in design.levels:
@@ -245,19 +238,35 @@ def _conditional_modes(design: Design, res: Any) -> tuple[tuple[str, str, str, f
         labels = ld.group_labels or tuple(str(i) for i in range(ld.n_groups))
         for t in range(q):
             for j in range(ld.n_groups):
-                if len(design.levels) == 1:
+                if levels is None:
                     est, sd = b[j, t], sds[j, t]
                 else:
-                    est, sd = b[0, pos + j * q + t], sds[0, pos + j * q + t]
+                    est, sd = b_all[pos + j * q + t], sd_all[pos + j * q + t]
                 out.append((ld.key, labels[j], ld.terms_lme4[t], float(est), float(sd)))
         pos += ld.n_groups * q
     return tuple(out)
 
 
 def _check_response(design: Design) -> None:
-    """The response a GLMM family takes (DataError otherwise), as glmer checks it."""
+    """The response a GLMM family takes (DataError otherwise), as glmer checks it: 0/1, or a
+    proportion in [0, 1] with its trials (positive, finite) making whole numbers of successes."""
     y = design.y
     fam = design.spec.family
+    w = design.weights
+    if fam == "binomial" and w is not None:
+        if not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise DataError("a binomial GLMM's numbers of trials must be finite and positive on the quadrature engine")
+        if not np.all((y >= 0) & (y <= 1)):
+            bad = y[~((y >= 0) & (y <= 1))][0]
+            raise DataError(f"a binomial GLMM with trials needs a proportion in [0, 1]; {design.spec.response!r} "
+                            f"has the value {bad:g}")
+        s = y * w
+        off = np.abs(s - np.round(s)) > 1e-7 * np.maximum(1.0, np.abs(s))
+        if np.any(off) or np.any(np.abs(w - np.round(w)) > 1e-7 * w):
+            i = int(np.flatnonzero(off | (np.abs(w - np.round(w)) > 1e-7 * w))[0])
+            raise DataError(f"a binomial GLMM needs whole numbers of trials and successes (proportion x trials); "
+                            f"row {int(design.rows[i]) + 1} has {y[i]:g} x {w[i]:g} = {s[i]:g}")
+        return
     if fam == "binomial" and not np.all((y == 0) | (y == 1)):
         bad = y[~((y == 0) | (y == 1))][0]
         raise DataError(f"a binomial GLMM needs a 0/1 response; {design.spec.response!r} has the value {bad:g}")

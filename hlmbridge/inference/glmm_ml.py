@@ -1,10 +1,13 @@
 """Maximum likelihood for a GLMM on hlmbridge's own integrals, with the full observed information.
 
 The parameters are the fixed effects ``beta`` and the random effects' covariance ``G`` of one
-grouping level. The optimizer works on an unconstrained form of ``G``: the Cholesky factor of
-each correlated block with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS
-on the marginal log likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`)
-with central-difference gradients (Laplace) or analytic ones with the quadrature points held
+grouping level (of several, :class:`LevelsForm`: each level's covariance, Laplace's
+approximation by :mod:`hlmbridge.inference.glmm_levels`; there BFGS takes forward-difference
+gradients to a loose tolerance first, then central ones from there). The
+optimizer works on an unconstrained form of ``G``: the Cholesky factor of each correlated block
+with its diagonal on the log scale (:class:`CovarianceForm`), by BFGS on the marginal log
+likelihood (:func:`~hlmbridge.inference.glmm_quadrature.marginal_loglik`) with
+central-difference gradients (Laplace) or analytic ones with the quadrature points held
 (adaptive quadrature), and ends with Newton steps in the reported parameters. The standard
 errors come from the inverse of the observed information of ``(beta, variance parameters)``
 (in the variances and covariances hlmbridge reports), as Stata's and glmer's do: the full
@@ -38,6 +41,7 @@ import numpy as np
 from scipy import optimize
 
 from hlmbridge.errors import FitError
+from hlmbridge.inference.glmm_levels import LevelsData, levels_laplace
 from hlmbridge.inference.glmm_pirls import GroupedData
 from hlmbridge.inference.glmm_quadrature import Marginal, marginal_loglik
 
@@ -106,9 +110,9 @@ class CovarianceForm:
 
 @dataclass(frozen=True)
 class LevelsForm:
-    """Several grouping levels' covariances as one block-diagonal covariance of all their
-    effects, level by level, group by group, a level's terms within a group: ``kron(I_J, G_l)``
-    for each level (what Laplace's approximation over every effect at once needs)."""
+    """Several grouping levels' covariances, one ``q_l x q_l`` matrix per level (each repeated over
+    its level's groups: what Laplace's approximation over every effect at once integrates,
+    :mod:`hlmbridge.inference.glmm_levels`). The covariance is the list of the levels' matrices."""
 
     forms: tuple[CovarianceForm, ...]
     groups: tuple[int, ...]
@@ -118,36 +122,17 @@ class LevelsForm:
         """Free parameters."""
         return sum(f.n_params for f in self.forms)
 
-    def expand(self, mats: list[np.ndarray]) -> np.ndarray:
-        """The covariance of every effect from each level's q x q covariance."""
-        blocks = [np.kron(np.eye(J), G) for J, G in zip(self.groups, mats)]
-        size = sum(b.shape[0] for b in blocks)
-        out = np.zeros((size, size))
-        pos = 0
-        for b in blocks:
-            out[pos:pos + b.shape[0], pos:pos + b.shape[0]] = b
-            pos += b.shape[0]
-        return out
-
-    def levels_of(self, G: np.ndarray) -> list[np.ndarray]:
-        """Each level's q x q covariance (its first group's block) from the covariance of every effect."""
-        out, pos = [], 0
-        for f, J in zip(self.forms, self.groups):
-            out.append(G[pos:pos + f.q, pos:pos + f.q].copy())
-            pos += J * f.q
-        return out
-
-    def covariance(self, phi: np.ndarray) -> np.ndarray:
-        """The covariance of every effect from the unconstrained parameters."""
+    def covariance(self, phi: np.ndarray) -> list[np.ndarray]:
+        """Each level's covariance from the unconstrained parameters."""
         mats, pos = [], 0
         for f in self.forms:
             mats.append(f.covariance(phi[pos:pos + f.n_params]))
             pos += f.n_params
-        return self.expand(mats)
+        return mats
 
-    def from_covariance(self, G: np.ndarray) -> np.ndarray:
-        """The unconstrained parameters of a positive definite covariance of every effect."""
-        return np.concatenate([f.from_covariance(Gl) for f, Gl in zip(self.forms, self.levels_of(G))])
+    def from_covariance(self, G: list[np.ndarray]) -> np.ndarray:
+        """The unconstrained parameters of each level's positive definite covariance."""
+        return np.concatenate([f.from_covariance(Gl) for f, Gl in zip(self.forms, G)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +140,7 @@ class GlmmFit:
     """The maximum: estimates, the marginal at them, the covariance of (beta, theta) and how it went."""
 
     beta: np.ndarray
-    G: np.ndarray
+    G: np.ndarray | list[np.ndarray]  # several levels: each level's covariance
     theta: np.ndarray
     loglik: float
     marginal: Marginal
@@ -173,7 +158,7 @@ class _Objective:
     the previous evaluation ended; both iterate to their fixed point, so the value does not
     depend on the start beyond their tolerances)."""
 
-    def __init__(self, data: GroupedData, method: str, points: int, stata_order: np.ndarray) -> None:
+    def __init__(self, data: GroupedData | LevelsData, method: str, points: int, stata_order: np.ndarray) -> None:
         self.data, self.method, self.points, self.order = data, method, points, stata_order
         self.u: np.ndarray | None = None
         self.adapt: tuple[np.ndarray, np.ndarray] | None = None
@@ -188,6 +173,11 @@ class _Objective:
     def __call__(self, beta: np.ndarray, G: np.ndarray, gradient: bool = False, modes: bool = False,
                  hold: tuple[np.ndarray, np.ndarray] | None = None) -> Marginal:
         self.evaluations += 1
+        if isinstance(self.data, LevelsData):  # several levels: Laplace, sparse
+            m = levels_laplace(self.data, beta, G, u0=self.u)
+            if not self.anchored:
+                self.u = m.u
+            return m
         if hold is not None:  # the quadrature at these points, not iterated (nothing remembered)
             return marginal_loglik(self.data, beta, G, self.method, self.points, self.order, adapt0=hold,
                                    gradient=gradient, modes=False, hold=True)
@@ -210,6 +200,25 @@ def _central_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.nda
     return g
 
 
+def _positive_definite(A: np.ndarray) -> np.ndarray | None:
+    """``A`` symmetrized when it is positive definite (a BFGS inverse Hessian to start from), else None."""
+    A = 0.5 * (A + A.T)
+    try:
+        np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        return None
+    return A if np.all(np.isfinite(A)) else None
+
+
+def _forward_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, f0: float) -> np.ndarray:
+    g = np.empty(len(x))
+    for i in range(len(x)):
+        e = np.zeros(len(x))
+        e[i] = h[i]
+        g[i] = (f(x + e) - f0) / h[i]
+    return g
+
+
 def observed_information(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray,
                          f0: float | None = None) -> np.ndarray:
     """Minus the Hessian of ``f`` at ``x`` by central second differences with steps ``h``."""
@@ -228,9 +237,9 @@ def observed_information(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.
     return -H
 
 
-def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Callable[[np.ndarray], np.ndarray],
-             from_theta: Callable[[np.ndarray], np.ndarray], beta0: np.ndarray, G0: np.ndarray, method: str,
-             points: int, stata_order: np.ndarray, max_iterations: int = 500) -> GlmmFit:
+def fit_glmm(data: GroupedData | LevelsData, form: CovarianceForm | LevelsForm,
+             to_theta: Callable[[Any], np.ndarray], from_theta: Callable[[np.ndarray], Any], beta0: np.ndarray,
+             G0: Any, method: str, points: int, stata_order: np.ndarray, max_iterations: int = 500) -> GlmmFit:
     """Maximize the marginal log likelihood by ``method``: BFGS in the unconstrained form, then
     Newton steps in the reported parameters.
 
@@ -244,6 +253,7 @@ def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Cal
     iterations = 0
     x = np.concatenate([beta0, form.from_covariance(G0)])
     obj = _Objective(data, method, points, stata_order)
+    levels = isinstance(data, LevelsData)
 
     def negll(z: np.ndarray) -> float:
         try:
@@ -253,6 +263,9 @@ def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Cal
         return -val if np.isfinite(val) else np.inf
 
     def value_and_gradient(z: np.ndarray) -> tuple[float, np.ndarray]:
+        if levels and forward[0]:  # several levels (Laplace): first forward differences, half the cost
+            f0 = negll(z)
+            return f0, _forward_gradient(negll, z, 1e-7 * np.maximum(1.0, np.abs(z)), f0)
         if method in ("laplace", "ghermite"):  # the mode (the prior's points) moves at first order
             return negll(z), _central_gradient(negll, z, 1e-5 * np.maximum(1.0, np.abs(z)))
         # adaptive quadrature: the analytic gradient with the points held (their own effect is of
@@ -267,9 +280,23 @@ def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Cal
         assert isinstance(form, CovarianceForm)  # several levels are fitted by Laplace only
         return -m.loglik, -np.concatenate([m.grad_beta, form.chain(z[p:], m.grad_G)])
 
+    forward = [levels]
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
-                                options={"gtol": 1e-7, "maxiter": max_iterations})
+        if levels:
+            # several levels: forward differences to a loose tolerance (most of the way at half the
+            # cost), then central differences from there with BFGS's curvature so far, to the same
+            # tolerance as one level (which takes a variance that goes to 0 to the boundary)
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-4, "maxiter": max_iterations})
+            iterations += int(res.nit)
+            forward[0] = False
+            x = res.x
+            hess_inv0 = _positive_definite(np.asarray(res.hess_inv))
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-7, "maxiter": max_iterations, "hess_inv0": hess_inv0})
+        else:
+            res = optimize.minimize(value_and_gradient, x, jac=True, method="BFGS",
+                                    options={"gtol": 1e-7, "maxiter": max_iterations})
     evaluations += obj.evaluations
     iterations += int(res.nit)
     x = res.x
@@ -284,15 +311,24 @@ def fit_glmm(data: GroupedData, form: CovarianceForm | LevelsForm, to_theta: Cal
         except (np.linalg.LinAlgError, FitError):
             return -np.inf
 
-    h2 = 1e-4 * np.maximum(np.abs(z), 0.1)
+    # the information's steps: on several levels the log likelihood carries ~1e-12 of rounding
+    # (PIRLS over hundreds of effects), which 1e-4 steps turn into 1e-4 errors of an SE where
+    # covariates are far from centred (VerbAgg's Anger and intercept); 1e-3 steps leave the
+    # second differences' own error below 1e-7 relative there
+    h2 = (1e-3 if levels else 1e-4) * np.maximum(np.abs(z), 0.1)
     h1 = 1e-5 * np.maximum(np.abs(z), 0.1)
-    sd = np.sqrt(np.diag(G))
-    reach = sd * np.max(np.abs(data.Z), axis=0)  # the largest move of the linear predictor a SD makes
-    corr_min = float(np.linalg.eigvalsh(G / np.outer(sd, sd))[0]) if np.all(sd > 0) else 0.0
-    if np.any(reach < 1e-4) or corr_min < 1e-6:
-        return _boundary_fit(obj, form, beta, G, to_theta, res, t0, evaluations, iterations, warns)
+    # each level's covariance with the columns of Z its effects multiply (one level: G itself)
+    pairs = (list(zip(G, data.level_Z)) if isinstance(data, LevelsData) else [(G, data.Z)])
+    floor = np.inf
+    for Gl, Zl in pairs:
+        sd = np.sqrt(np.diag(Gl))
+        reach = sd * np.max(np.abs(Zl), axis=0)  # the largest move of the linear predictor a SD makes
+        corr_min = float(np.linalg.eigvalsh(Gl / np.outer(sd, sd))[0]) if np.all(sd > 0) else 0.0
+        if np.any(reach < 1e-4) or corr_min < 1e-6:
+            return _boundary_fit(obj, form, beta, G, to_theta, res, t0, evaluations, iterations, warns)
+        floor = min(floor, float(np.linalg.eigvalsh(Gl)[0]))
     # variance steps that keep G positive definite (each pattern has eigenvalues within [-1, 1])
-    floor = 0.01 * float(np.linalg.eigvalsh(G)[0])
+    floor = 0.01 * floor
     h2[p:] = np.minimum(h2[p:], floor)
     h1[p:] = np.minimum(h1[p:], floor)
     held = method == "mvaghermite"

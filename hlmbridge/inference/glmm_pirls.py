@@ -34,7 +34,7 @@ from hlmbridge.errors import FitError
 from hlmbridge.families import Family
 
 __all__ = ["GroupedData", "conditional_modes", "fixed_only_glm", "grouped_data", "penalized_objective",
-           "row_loglik", "score_and_weight"]
+           "row_constant", "row_loglik", "score_and_weight"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +58,9 @@ class GroupedData:
     #: With one group holding every effect (several grouping levels at once): Z as a sparse
     #: matrix (a row has one non-zero per level and term), for Z'WZ without dense products.
     Z_sparse: Any = None
+    #: A binomial response's numbers of trials (``y`` is then the proportion of successes);
+    #: None for one trial a row (0/1) and for Poisson counts.
+    weights: np.ndarray | None = None
 
     @property
     def q(self) -> int:
@@ -70,8 +73,10 @@ class GroupedData:
 
 
 def grouped_data(y: np.ndarray, X: np.ndarray, Z: np.ndarray, codes: np.ndarray, n_groups: int, fam: Family,
-                 offset: np.ndarray | None = None) -> GroupedData:
-    """Sort a GLMM's rows by group (stable, so rows keep their order within a group)."""
+                 offset: np.ndarray | None = None, trials: np.ndarray | None = None) -> GroupedData:
+    """Sort a GLMM's rows by group (stable, so rows keep their order within a group).
+
+    ``trials``: a binomial response's numbers of trials (``y`` the proportion of successes)."""
     codes = np.asarray(codes, dtype=np.int64)
     sizes = np.bincount(codes, minlength=n_groups)
     if np.any(sizes == 0):
@@ -80,10 +85,8 @@ def grouped_data(y: np.ndarray, X: np.ndarray, Z: np.ndarray, codes: np.ndarray,
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     ys = np.asarray(y, dtype=float)[order]
     off = np.zeros(len(ys)) if offset is None else np.asarray(offset, dtype=float)[order]
-    if fam.name == "poisson":
-        constant = -special.gammaln(ys + 1)
-    else:
-        constant = np.zeros(len(ys))
+    n_trials = None if trials is None else np.asarray(trials, dtype=float)[order]
+    constant = row_constant(fam, ys, n_trials)
     Zs = np.ascontiguousarray(np.asarray(Z, dtype=float)[order])
     sparse_z = None
     if n_groups == 1 and Zs.shape[1] > 1:
@@ -91,7 +94,25 @@ def grouped_data(y: np.ndarray, X: np.ndarray, Z: np.ndarray, codes: np.ndarray,
 
         sparse_z = sparse.csr_matrix(Zs)
     return GroupedData(ys, np.ascontiguousarray(np.asarray(X, dtype=float)[order]), Zs, off, codes[order], starts,
-                       int(n_groups), fam, order, constant, sparse_z)
+                       int(n_groups), fam, order, constant, sparse_z, n_trials)
+
+
+def row_constant(fam: Family, y: np.ndarray, trials: np.ndarray | None) -> np.ndarray:
+    """The part of each row's log density free of eta: ``-log y!`` (Poisson), the log binomial
+    coefficient ``log C(n, s)`` with ``n`` trials and ``s = y n`` successes (as R's
+    ``binomial()$aic`` and so glmer's log likelihood count it; 0 for a 0/1 response).
+
+    >>> import numpy as np
+    >>> from hlmbridge.families import family
+    >>> round(float(np.exp(row_constant(family("binomial"), np.array([0.4]), np.array([5.0]))[0])), 10)  # C(5, 2)
+    10.0
+    """
+    if fam.name == "poisson":
+        return -special.gammaln(y + 1)
+    if trials is None:
+        return np.zeros(len(y))
+    s = np.round(y * trials)
+    return special.gammaln(trials + 1) - special.gammaln(s + 1) - special.gammaln(trials - s + 1)
 
 
 def _canonical(fam: Family) -> str | None:
@@ -102,26 +123,36 @@ def _canonical(fam: Family) -> str | None:
     return None
 
 
+def _trials(data: Any, like: np.ndarray) -> np.ndarray | float:
+    w = getattr(data, "weights", None)
+    return 1.0 if w is None else w.reshape(like.shape)
+
+
 def row_loglik(data: GroupedData, eta: np.ndarray) -> np.ndarray:
     """log f(y_i | eta) for each row (``eta`` rows first; further axes, e.g. quadrature points, broadcast)."""
     y = data.y.reshape((-1,) + (1,) * (eta.ndim - 1))
     const = data.constant.reshape(y.shape)
+    n = _trials(data, y)
     kind = _canonical(data.family)
     if kind == "logit":  # y eta - log(1 + e^eta), stably (np.logaddexp is three times slower)
-        return y * eta - np.maximum(eta, 0.0) - np.log1p(np.exp(-np.abs(eta)))
+        out = y * eta - np.maximum(eta, 0.0) - np.log1p(np.exp(-np.abs(eta)))
+        return out if data.weights is None else n * out + const
     if kind == "log":
         return y * eta - np.exp(np.minimum(eta, 700.0)) + const
-    return data.family.loglik(np.broadcast_to(y, eta.shape), data.family.link.linkinv(eta))
+    w = None if data.weights is None else np.broadcast_to(n, eta.shape)
+    return data.family.loglik(np.broadcast_to(y, eta.shape), data.family.link.linkinv(eta), w,
+                              binomial_constant=False) + const
 
 
 def score_and_weight(data: GroupedData, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """d log f / d eta and the Fisher weight mu_eta^2 / V(mu) of each row (``eta`` rows first;
-    further axes broadcast)."""
+    """d log f / d eta and the Fisher weight mu_eta^2 / V(mu) of each row, times its trials
+    (``eta`` rows first; further axes broadcast)."""
     y = data.y.reshape((-1,) + (1,) * (eta.ndim - 1))
+    n = _trials(data, y)
     kind = _canonical(data.family)
     if kind == "logit":
         mu = special.expit(eta)
-        return y - mu, mu * (1 - mu)
+        return n * (y - mu), n * (mu * (1 - mu))
     if kind == "log":
         mu = np.exp(np.minimum(eta, 700.0))
         return y - mu, mu
@@ -129,7 +160,7 @@ def score_and_weight(data: GroupedData, eta: np.ndarray) -> tuple[np.ndarray, np
     mu = link.linkinv(eta)
     d = link.mu_eta(eta)
     v = data.family.variance(mu)
-    return (y - mu) * d / v, d * d / v
+    return n * ((y - mu) * d / v), n * (d * d / v)
 
 
 def penalized_objective(data: GroupedData, fixed: np.ndarray, zl: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -230,7 +261,12 @@ def fixed_only_glm(data: GroupedData, tol: float = 1e-12, max_iter: int = 100) -
     X = data.X
     beta = np.zeros(X.shape[1])
     fam = data.family
-    start = np.clip(data.y, 0.05, 0.95) if fam.name == "binomial" else data.y + 0.5
+    if fam.name == "binomial" and data.weights is not None:  # R's binomial mustart, (n y + 1/2) / (n + 1)
+        start = (data.weights * data.y + 0.5) / (data.weights + 1)
+    elif fam.name == "binomial":
+        start = np.clip(data.y, 0.05, 0.95)
+    else:
+        start = data.y + 0.5
     eta = fam.link.linkfun(start)  # R's mustart: the first step is the least-squares fit of the linked response
     beta = np.linalg.lstsq(X, eta - data.offset, rcond=None)[0]
     ll = float(np.sum(row_loglik(data, X @ beta + data.offset)))
