@@ -377,6 +377,8 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
     else:
         lr_kind, lr_p = "chi2", chi2_sf(lr, n_theta)
     ancillary = tuple(est.extra.get("ancillary", ()))  # a negative binomial's /lnalpha and alpha
+    cross = est.extra.get("fixed_random_vcov")  # cov(beta, variance parameters), when the engine has it
+    cross_rows = () if cross is None else tuple(map(tuple, np.asarray(cross, dtype=float).tolist()))
     df = design.n_fixed + n_theta + (1 if ancillary else 0)
     wall = time.perf_counter() - wall_start if wall_start is not None else float("nan")
     return FitResult(
@@ -391,7 +393,7 @@ def _glmm_result(design: Design, est: EngineFit, engine: str, wall_start: float 
         wall_time=wall, engine_loglik=float(est.extra.get("glmer_loglik", est.loglik)),
         dropped_columns=design.dropped_lme4, dropped_stata_terms=design.dropped_stata,
         integration=str(est.extra.get("integration", "")), engine_ranef=tuple(est.extra.get("ranef", ())),
-        ancillary_rows=ancillary, design=design,
+        ancillary_rows=ancillary, fixed_random_vcov=cross_rows, design=design,
     )
 
 

@@ -51,7 +51,8 @@ def reference(tmp_path_factory):
 
 def at_glmer(res: FitResult, r: dict) -> FitResult:
     """``res`` at glmer's estimates and covariance: fixed effects, the random-intercept variance,
-    the beta block and the variance's variance of R's covariance of (variance, beta)."""
+    the beta block, the variance's variance and their cross-covariance, from R's covariance of
+    (variance, beta)."""
     V = np.asarray(r["vcov_full"], dtype=float)
     fixed = tuple((row[0], row[1], r["fixef"][row[0]], *row[3:]) for row in res.fixed_rows)
     assert len(res.random_rows) == 1
@@ -59,7 +60,8 @@ def at_glmer(res: FitResult, r: dict) -> FitResult:
     order = [list(r["fixef"]).index(row[0]) + 1 for row in res.fixed_rows]
     return dataclasses.replace(res, fixed_rows=fixed, random_rows=random,
                                fixed_vcov=tuple(map(tuple, V[np.ix_(order, order)].tolist())),
-                               random_vcov=((float(V[0, 0]),),))
+                               random_vcov=((float(V[0, 0]),),),
+                               fixed_random_vcov=tuple(map(tuple, V[np.ix_(order, [0])].tolist())))
 
 
 def full_vcov(res: FitResult, r: dict) -> np.ndarray:
@@ -127,15 +129,20 @@ def test_marginal_margins_match_integrate(reference, fits, case):
     res = fits(case)
     got = TABLES[case](res, points=40)
     close(got["margin"], r["estimate"], 1e-9, 1e-12, f"{case}: margins")
-    close(got["std_error"], r["se_block"], 1e-6, 0, f"{case}: SE (block-diagonal covariance)")
-    close(got["statistic"], np.asarray(r["estimate"]) / np.asarray(r["se_block"]), 1e-6, 0, f"{case}: z")
+    # the result carries cov(beta, variance) (fixed_random_vcov): Stata's full e(V) SEs
+    close(got["std_error"], r["se_full"], 1e-6, 0, f"{case}: SE (the result's full covariance)")
+    close(got["statistic"], np.asarray(r["estimate"]) / np.asarray(r["se_full"]), 1e-6, 0, f"{case}: z")
     default = TABLES[case](res)
     assert np.all(np.abs(default["margin"] - r["estimate"]) <= 1e-4 * np.asarray(r["se_block"])), \
         f"{case}: margins at the fit's points"
     assert default.shape[0] == len(r["names"])
     m = margins(res)
     assert m.predict == "mu" and "Marginal predicted mean" in m.notes[1]
-    assert any("cross-covariance" in n for n in m.notes)
+    assert not any("cross-covariance" in n for n in m.notes)
+    # a result without the cross block (e.g. read from JSON written before it existed): block SEs, said
+    old_res = dataclasses.replace(res, fixed_random_vcov=())
+    close(TABLES[case](old_res, points=40)["std_error"], r["se_block"], 1e-6, 0, f"{case}: SE (block diagonal)")
+    assert any("cross-covariance" in n for n in margins(old_res).notes)
 
 
 @pytest.mark.requires_r
@@ -252,5 +259,6 @@ def test_marginal_margins_at_a_zero_variance(fits):
     p = 1 / (1 + np.exp(-(X @ beta)))
     jb = (p * (1 - p)) @ X / len(p)
     dv = float(np.mean(p * (1 - p) * (1 - 2 * p))) / 2
-    want = np.sqrt(jb @ np.asarray(zero.fixed_vcov) @ jb + dv**2 * zero.random_vcov[0][0])
+    cross = np.asarray(zero.fixed_random_vcov)[:, 0]  # cov(beta, variance)
+    want = np.sqrt(jb @ np.asarray(zero.fixed_vcov) @ jb + dv**2 * zero.random_vcov[0][0] + 2 * dv * jb @ cross)
     close(got.table["std_error"], [want], 1e-6, 0, "SE at variance 0 (one-sided difference in the variance)")

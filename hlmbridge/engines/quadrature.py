@@ -193,7 +193,7 @@ class QuadratureEngine:
         ranef = _conditional_modes(design, res, data_g if several else None)
         q_all = max(ld.Z.shape[1] for ld in design.levels)
         extra: dict[str, Any] = {
-            "random_vcov": random_vcov, "nagq": points,
+            "random_vcov": random_vcov, "fixed_random_vcov": vcov[:p, p:], "nagq": points,
             "integration": integration_sentence(method, points, q_all) + (
                 f", over the {len(design.levels)} grouping levels' effects at once" if several else ""),
             "loglik_fixed": ll_fixed, "ranef": ranef, "evaluations": res.evaluations,

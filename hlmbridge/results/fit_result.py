@@ -123,7 +123,7 @@ def _unjson(x: Any) -> Any:
 
 #: Fields a result written by an older hlmbridge may lack (their defaults apply).
 _OPTIONAL_FIELDS = ("df_method", "fixed_df", "fixed_vcov_adjusted", "dropped_columns", "dropped_stata_terms",
-                    "integration", "engine_ranef", "ancillary_rows")
+                    "integration", "engine_ranef", "ancillary_rows", "fixed_random_vcov")
 #: The columns of a result's ancillary parameters (:attr:`FitResult.ancillary`).
 ANCILLARY_COLUMNS = ("stata_term", "estimate", "std_error", "conf_low", "conf_high")
 
@@ -188,6 +188,11 @@ class FitResult:
     # Ancillary parameters Stata prints between the fixed and the random table (a negative
     # binomial's /lnalpha and alpha): rows of ANCILLARY_COLUMNS; empty for other models.
     ancillary_rows: tuple[tuple[Any, ...], ...] = ()
+    # A GLMM's covariance of the fixed effects (rows, ``fixed`` order) with the variance
+    # parameters (columns, ``random`` order), from the same full observed information as
+    # ``fixed_vcov`` and ``random_vcov`` (Stata's e(V) holds it; margins' delta method uses it);
+    # empty for a linear model, whose two blocks are independent at the optimum.
+    fixed_random_vcov: tuple[tuple[float, ...], ...] = ()
     # The design the estimates belong to (not serialized, not compared): what post-fit
     # computations (df methods, predictions) need without a refit. None after from_dict.
     design: Any = field(default=None, compare=False, repr=False)
@@ -504,7 +509,7 @@ class FitResult:
             elif f.name == "fixed_df":
                 v = tuple(_unjson(x) for x in v)
             elif f.name in ("fixed_rows", "random_rows", "fixed_vcov", "random_vcov", "fixed_vcov_adjusted",
-                            "engine_ranef", "ancillary_rows"):
+                            "engine_ranef", "ancillary_rows", "fixed_random_vcov"):
                 v = tuple(tuple(_unjson(x) for x in row) for row in v)
             elif f.name in ("warnings", "dropped_columns", "dropped_stata_terms"):
                 v = tuple(v)

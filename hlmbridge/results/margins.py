@@ -59,9 +59,11 @@ row's ``d x'b / dx``); of a factor the discrete change of the predictive margins
 the delta method's with the Jacobian of the margins in (beta, variance parameters), by central
 differences. Stata's ``margins`` differentiates with respect to all of ``e(b)`` and uses the full
 ``e(V)``, cross-covariances of beta and the variances included; hlmbridge's result carries only
-the two blocks (``fixed_vcov``, ``random_vcov``), so by default the SEs of ``"mu"`` leave the cross
-terms out (a note says so; measured on the hospital fit: the overall margin's SE 0.01744 against
-0.01448 with them). Pass the full covariance as ``vcov=`` to include them. ``"mu_fixedonly"``
+the two blocks (``fixed_vcov``, ``random_vcov``) and their cross-covariance
+(``fixed_random_vcov``, from the engine's full observed information), and uses all three; a
+result without the cross block (one read from an older JSON file) leaves the cross terms out and
+a note says so (measured on the hospital fit: the overall margin's SE 0.01744 without them,
+0.01448 with them). ``vcov=`` replaces the whole matrix. ``"mu_fixedonly"``
 and ``"xb"`` depend on beta only: their SEs are Stata's. ``atmeans`` sets the fixed-effect row
 to the means (factors' indicators at their proportions) before the link, as Stata does.
 
@@ -288,7 +290,7 @@ def _response_margins(result: Any, recipes: list[list[tuple[float, np.ndarray, n
 
     The parameters are beta and the random table's estimates (variances on the variance scale);
     the margins' Jacobian in them is a central difference (one-sided at a variance's boundary 0),
-    the covariance ``vcov`` or else the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
+    the covariance ``vcov`` or else the result's ``fixed_vcov``, ``random_vcov`` and ``fixed_random_vcov``."""
     from hlmbridge.results.glmm_predict import result_family
     from hlmbridge.results.population_averaged import normal_quadrature
 
@@ -344,6 +346,14 @@ def _response_margins(result: Any, recipes: list[list[tuple[float, np.ndarray, n
                 f"margins: the result's covariance of the variance parameters is {rv.shape}, not one row per "
                 f"variance parameter ({q}); the marginal mean's standard errors need it"))
         V[p:, p:] = rv
+        cross = np.asarray(result.fixed_random_vcov, dtype=float)
+        if cross.size:  # Stata's e(V): the covariances of beta with the variance parameters too
+            if cross.shape != (p, q):
+                raise UnsupportedSpecError("margins", result.engine, message=(
+                    f"margins: the result's covariance of the fixed effects with the variance parameters is "
+                    f"{cross.shape}, not ({p}, {q})"))
+            V[:p, p:] = cross
+            V[p:, :p] = cross.T
     if vcov is not None:
         full = np.asarray(vcov, dtype=float)
         n = p + len(variances)
@@ -367,7 +377,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     ``points``: Gauss-Hermite points of the integral (``"mu"`` only; default the fit's).
     ``vcov`` (GLMMs only): the full covariance of (fixed effects in ``fixed`` order, variance
     parameters in ``random`` order), cross-covariances included (Stata's ``e(V)``), for the
-    delta method instead of the block diagonal of ``fixed_vcov`` and ``random_vcov``."""
+    delta method instead of the result's own blocks."""
     from hlmbridge.results.emmeans import _check_lmm, _level_label
     from hlmbridge.results.emmeans import at_values as at_setting  # margins has its own at_values
 
@@ -493,7 +503,7 @@ def margins(result: Any, variables: Any = None, *, at: Mapping[str, Any] | None 
     else:
         notes = ["Delta-method standard errors; z statistics (Stata's margins after melogit/mepoisson)",
                  f"Expression: {EXPRESSIONS[kind_of_prediction]}"]
-        if kind_of_prediction == "mu" and vcov is None:
+        if kind_of_prediction == "mu" and vcov is None and not np.asarray(result.fixed_random_vcov).size:
             notes.append(f"The random effects integrated out by {k_points}-point Gauss-Hermite quadrature; SEs from "
                          "the fixed effects' and the variance parameters' covariances, without their cross-covariance "
                          "(the result does not carry it; Stata's e(V) does)")
