@@ -241,11 +241,31 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
-  theta <- lme4::getME(fit, "theta")
+  tight_steps <- 0L
   if (is.null(derivs)) {
+    ## the tight path: glmer's bobyqa optimum is the optimum of its deviance with PIRLS started
+    ## from the first stage's linear predictor; restarted at the optimum's own (the exact
+    ## Laplace/AGQ deviance, hlmbridge_glmer_restart) and finished by Newton steps there,
+    ## except on the boundary, where only the Hessian is taken at glmer's optimum.
     devfun <- stats::update(fit, devFunOnly = TRUE)
-    derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
+    x <- c(lme4::getME(fit, "theta"), lme4::fixef(fit))
+    hlmbridge_glmer_restart(devfun, x)
+    polished <- if (lme4::isSingular(fit)) NULL else hlmbridge_glmer_polish(devfun, x)
+    if (is.null(polished)) {
+      derivs <- hlmbridge_hessian(function(p) hlmbridge_glmer_restart(devfun, p), x)
+      hlmbridge_glmer_restart(devfun, x)  # the state (conditional modes) at x, exact
+      fit <- hlmbridge_glmer_mermod(prep$call, environment(), environment(devfun), x, derivs$value,
+                                    fit@optinfo, 0L, "glmer's bobyqa optimum, PIRLS restarted there")
+    } else {
+      derivs <- polished
+      tight_steps <- polished$steps
+      fit <- hlmbridge_glmer_mermod(prep$call, environment(), environment(devfun), polished$x, polished$value,
+                                    fit@optinfo, polished$evals,
+                                    sprintf("bobyqa, then %d Newton step(s) on the exact deviance", polished$steps))
+    }
+    if (inherits(fit, "error")) return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
+  theta <- lme4::getME(fit, "theta")
   H <- derivs$hessian
   ## lme4 skips these checks on a boundary (singular) fit, which it reports itself
   if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
@@ -285,6 +305,8 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   ## 0: the tight optimizer's optimum (rhoend given, or the polish refused); k > 0: glmer's
   ## default optimizers and k Newton steps
   out$polish_steps <- polish_steps
+  ## Newton steps after the tight optimizer (0: none, the boundary or the polish refused)
+  out$tight_steps <- tight_steps
   out
 }
 
@@ -345,6 +367,7 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
   opt <- got$value
   lower <- rho$lower[seq_along(rho$pp$theta)]
   if (any(opt$par[seq_along(lower)][lower == 0] < 1e-4)) return(NULL)
+  hlmbridge_glmer_restart(devfun, opt$par)
   out <- hlmbridge_glmer_polish(devfun, opt$par)
   if (is.null(out)) return(NULL)
   ## the deviance function's state is at the polished optimum (its last evaluation)
@@ -356,6 +379,52 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
   mc$formula <- glmod$formula
   out$fit <- lme4::mkMerMod(rho, polished, glmod$reTrms, fr = glmod$fr, mc = mc)
   out
+}
+
+## The merMod of a glmer fit whose deviance function (environment `rho`, its state at `x`, the
+## last evaluation) hlmbridge has finished: lme4::mkMerMod with the model frame and terms of
+## lme4::glFormula on glmer's `call` (evaluated in `env`), `optinfo` the fit's own (its
+## optimizer and evaluation count, plus `evals`), `value` the deviance at x. An error object
+## where glFormula fails.
+hlmbridge_glmer_mermod <- function(call, env, rho, x, value, optinfo, evals, message) {
+  gcall <- call
+  gcall[[1L]] <- quote(lme4::glFormula)
+  glmod <- tryCatch(eval(gcall, env), error = function(e) e)
+  if (inherits(glmod, "error")) return(glmod)
+  rho$resp$setOffset(rho$baseOffset)
+  opt <- list(par = x, fval = value, conv = 0L, feval = optinfo$feval + evals, message = message)
+  attr(opt, "optimizer") <- optinfo$optimizer
+  attr(opt, "control") <- optinfo$control
+  attr(opt, "warnings") <- optinfo$warnings
+  mc <- match.call(lme4::glmer, call)
+  mc$formula <- glmod$formula
+  lme4::mkMerMod(rho, opt, glmod$reTrms, fr = glmod$fr, mc = mc)
+}
+
+## glmer's deviance function evaluates at every point from the same start of its inner
+## iterations (PIRLS): the linear predictor `lp0` of the end of glmer's first stage. PIRLS stops
+## short of its fixpoint (tolPwrss is relative to the penalized weighted RSS), and where it
+## stops depends on that start: on VerbAgg's crossed Laplace fit the deviance at glmer's
+## optimum is 8151.400478 from the first stage's start and 8151.399729 at the fixpoint, which
+## moves the standard errors by 2e-3 relative. This points the start at `x`'s own linear
+## predictor (X beta + Z Lambda u at x's conditional modes, offset excluded), re-evaluating
+## until the deviance no longer changes (1e-14 relative, `max_rounds` at most; one restart
+## from a nearby start is the rule, so two evaluations): the deviance at x is then the exact
+## Laplace (or AGQ) deviance, PIRLS's fixpoint, reproducible to rounding, which the Hessian's
+## differences need (with the first stage's start, or a neighbour's, PIRLS's stopping error,
+## 1e-9 and more, is not small against the second differences, 1e-6: SEs 2e-3 off). Used as
+## the deviance of the polish and of every Hessian; costs twice glmer's evaluations. Returns
+## the deviance at x, with devfun's state (conditional modes, lp0) left at x.
+hlmbridge_glmer_restart <- function(devfun, x, max_rounds = 6L) {
+  rho <- environment(devfun)
+  value <- devfun(x)
+  for (i in seq_len(max_rounds)) {
+    rho$lp0 <- as.numeric(rho$resp$eta - rho$baseOffset)
+    last <- value
+    value <- devfun(x)
+    if (abs(value - last) <= 1e-14 * abs(value)) break
+  }
+  value
 }
 
 ## Newton's method on glmer's deviance in c(theta, beta) (`devfun`, the second stage's) from
@@ -379,7 +448,7 @@ hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-4) {
   evals <- 0L
   f <- function(p) {
     evals <<- evals + 1L
-    devfun(p)
+    hlmbridge_glmer_restart(devfun, p)  # the exact deviance (PIRLS restarted at p itself)
   }
   for (k in seq_len(max_steps)) {
     d <- hlmbridge_hessian(f, x)
