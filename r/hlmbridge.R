@@ -389,6 +389,7 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
 hlmbridge_glmer_mermod <- function(call, env, rho, x, value, optinfo, evals, message) {
   gcall <- call
   gcall[[1L]] <- quote(lme4::glFormula)
+  gcall$start <- NULL
   glmod <- tryCatch(eval(gcall, env), error = function(e) e)
   if (inherits(glmod, "error")) return(glmod)
   rho$resp$setOffset(rho$baseOffset)
@@ -606,8 +607,10 @@ hlmbridge_versions <- function() {
 ## loosely (its tol 5e-5 on log theta; the joint gradient is left near 1e-2), so its estimates
 ## are polished here: bobyqa on the joint deviance of (lme4 theta, beta, log alpha) from
 ## glmer.nb's optimum (alpha = 1 / NB theta, set through the response module's setTheta), then
-## glmer is refitted at the polished alpha from the polished (theta, beta), so that every
-## quantity taken from the fit (VarCorr, ranef, logLik) belongs to the joint optimum. The
+## the merMod is built at the polished (theta, beta) for the polished alpha (glmer's deviance
+## function for that family, lme4::mkMerMod), so that every quantity taken from the fit
+## (VarCorr, ranef, logLik) belongs to the joint optimum. The joint deviance is the exact one
+## (PIRLS restarted at each point, hlmbridge_glmer_restart). The
 ## covariance of (theta, beta, log alpha) is twice the inverse Hessian of that joint deviance
 ## (hlmbridge_hessian). With nAGQ > 1 glmer's deviance leaves out the saturated log likelihood,
 ## which depends on alpha: it is added inside the joint deviance and returned as loglik_constant.
@@ -643,7 +646,8 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
   joint <- function(p) {
     size <- exp(-p[nt + nb + 1L])
     rho$resp$setTheta(size)
-    devfun(p[seq_len(nt + nb)]) - 2 * saturated(size)
+    ## the exact deviance: PIRLS restarted at p (hlmbridge_glmer_restart)
+    hlmbridge_glmer_restart(devfun, p[seq_len(nt + nb)]) - 2 * saturated(size)
   }
   p0 <- c(lme4::getME(fit0, "theta"), lme4::fixef(fit0), -log(lme4::getME(fit0, "glmer.nb.theta")))
   dev0 <- joint(p0)
@@ -651,14 +655,27 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
                        control = list(rhobeg = 1e-3, rhoend = rhoend, maxfun = maxfun))
   p1 <- if (opt$fval <= dev0) opt$par else p0
   size <- exp(-p1[nt + nb + 1L])
+  ## the merMod at the polished (theta, beta) for the polished alpha: glmer's deviance function
+  ## for that family (devFunOnly = TRUE), evaluated there with PIRLS restarted, and
+  ## lme4::mkMerMod (a glmer refit from p1 would move to the optimum of glmer's own deviance,
+  ## whose PIRLS starts from its first stage)
   refit <- quote(lme4::glmer(form, data = d, family = MASS::negative.binomial(theta = size), nAGQ = nagq,
                              control = ctrl, start = list(theta = p1[seq_len(nt)], fixef = p1[nt + seq_len(nb)])))
   prep2 <- hlmbridge_call_data(data, refit, factors, rows, NULL, offset, contrasts)
-  got2 <- hlmbridge_collect(prep2$call, environment())
+  dcall <- prep2$call
+  dcall$devFunOnly <- TRUE
+  got2 <- hlmbridge_collect(dcall, environment())
   fit <- got2$value
-  elapsed <- proc.time()[["elapsed"]] - t0
   warns <- c(got$warnings, got2$warnings)
   msgs <- c(got$messages, got2$messages)
+  if (!inherits(fit, "error")) {
+    x1 <- p1[seq_len(nt + nb)]
+    value1 <- hlmbridge_glmer_restart(fit, x1)
+    info <- list(feval = opt$feval, optimizer = "bobyqa", control = list(rhoend = rhoend), warnings = list())
+    fit <- hlmbridge_glmer_mermod(prep2$call, environment(), environment(fit), x1, value1, info, 0L,
+                                  "glmer.nb, then bobyqa on the joint deviance with PIRLS restarted")
+  }
+  elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
     return(list(error = paste("glmer at glmer.nb's polished dispersion:", conditionMessage(fit)),
                 warnings = warns, messages = msgs))

@@ -688,8 +688,8 @@ class Lme4Engine:
                       column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float, maxfun: int) -> EngineFit:
         """A negative binomial GLMM through ``hlmbridge_glmer_nb`` (r/hlmbridge.R): lme4's
         ``glmer.nb`` (log link, var = mu (1 + alpha mu), Stata's ``menbreg``), its estimates
-        polished jointly in (theta, beta, log alpha) by bobyqa on the joint deviance and glmer
-        refitted at the polished alpha; the covariance of (theta, beta, log alpha) is twice the
+        polished jointly in (theta, beta, log alpha) by bobyqa on the joint deviance (exact: PIRLS
+        restarted at each point) and glmer's merMod built at the polished point; the covariance of (theta, beta, log alpha) is twice the
         inverse Hessian of that deviance. ``extra["ancillary"]`` holds Stata's ``/lnalpha`` and
         ``alpha`` rows (alpha = 1 / glmer.nb's theta; its SE by the delta method, its CI the
         exponentiated ``/lnalpha`` bounds), ``extra["nb_polish"]`` what the polish changed."""
@@ -736,7 +736,7 @@ class Lme4Engine:
         _check_glmm_parity(design, items)
         est = self._estimates(design, out, session.versions, seconds,
                               f"glmer.nb nAGQ = {nagq}, then bobyqa on the joint deviance of (theta, beta, log alpha) "
-                              f"and glmer at the polished alpha; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
+                              f"with PIRLS restarted at each point, glmer's merMod at the polished point; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
                               f"maxfun={maxfun:g}")
         theta_lme4 = _r_doubles(items["theta"])
         n_t, p = len(theta_lme4), len(out.fixed_names)
