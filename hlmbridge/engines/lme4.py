@@ -429,6 +429,8 @@ def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: 
     "glmer nAGQ = 12; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, maxfun=100000, then 1 Newton step on its deviance"
     >>> _glmer_settings(1, None, 100000, 0)
     "glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000 (the Newton polish could not finish the default optimizers' optimum: a boundary fit, a warning, or no convergence)"
+    >>> _glmer_settings(1, 1e-10, 100000, 0, 2)
+    'glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000, then 2 Newton steps on its deviance with PIRLS restarted'
     """
     if polish_steps > 0:
         return (f"glmer nAGQ = {nagq}; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, "
