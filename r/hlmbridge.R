@@ -241,11 +241,31 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   if (inherits(fit, "error")) {
     return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
-  theta <- lme4::getME(fit, "theta")
+  tight_steps <- 0L
   if (is.null(derivs)) {
+    ## the tight path: glmer's bobyqa optimum is the optimum of its deviance with PIRLS started
+    ## from the first stage's linear predictor; restarted at the optimum's own (the exact
+    ## Laplace/AGQ deviance, hlmbridge_glmer_restart) and finished by Newton steps there,
+    ## except on the boundary, where only the Hessian is taken at glmer's optimum.
     devfun <- stats::update(fit, devFunOnly = TRUE)
-    derivs <- hlmbridge_hessian(devfun, c(theta, lme4::fixef(fit)))
+    x <- c(lme4::getME(fit, "theta"), lme4::fixef(fit))
+    hlmbridge_glmer_restart(devfun, x)
+    polished <- if (lme4::isSingular(fit)) NULL else hlmbridge_glmer_polish(devfun, x)
+    if (is.null(polished)) {
+      derivs <- hlmbridge_hessian(function(p) hlmbridge_glmer_restart(devfun, p), x)
+      hlmbridge_glmer_restart(devfun, x)  # the state (conditional modes) at x, exact
+      fit <- hlmbridge_glmer_mermod(prep$call, environment(), environment(devfun), x, derivs$value,
+                                    fit@optinfo, 0L, "glmer's bobyqa optimum, PIRLS restarted there")
+    } else {
+      derivs <- polished
+      tight_steps <- polished$steps
+      fit <- hlmbridge_glmer_mermod(prep$call, environment(), environment(devfun), polished$x, polished$value,
+                                    fit@optinfo, polished$evals,
+                                    sprintf("bobyqa, then %d Newton step(s) on the exact deviance", polished$steps))
+    }
+    if (inherits(fit, "error")) return(list(error = conditionMessage(fit), warnings = warns, messages = msgs))
   }
+  theta <- lme4::getME(fit, "theta")
   H <- derivs$hessian
   ## lme4 skips these checks on a boundary (singular) fit, which it reports itself
   if (!lme4::isSingular(fit)) warns <- c(warns, hlmbridge_check_conv(derivs$gradient, H))
@@ -285,6 +305,8 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   ## 0: the tight optimizer's optimum (rhoend given, or the polish refused); k > 0: glmer's
   ## default optimizers and k Newton steps
   out$polish_steps <- polish_steps
+  ## Newton steps after the tight optimizer (0: none, the boundary or the polish refused)
+  out$tight_steps <- tight_steps
   out
 }
 
@@ -345,6 +367,7 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
   opt <- got$value
   lower <- rho$lower[seq_along(rho$pp$theta)]
   if (any(opt$par[seq_along(lower)][lower == 0] < 1e-4)) return(NULL)
+  hlmbridge_glmer_restart(devfun, opt$par)
   out <- hlmbridge_glmer_polish(devfun, opt$par)
   if (is.null(out)) return(NULL)
   ## the deviance function's state is at the polished optimum (its last evaluation)
@@ -356,6 +379,53 @@ hlmbridge_glmer_default <- function(call, env, nagq) {
   mc$formula <- glmod$formula
   out$fit <- lme4::mkMerMod(rho, polished, glmod$reTrms, fr = glmod$fr, mc = mc)
   out
+}
+
+## The merMod of a glmer fit whose deviance function (environment `rho`, its state at `x`, the
+## last evaluation) hlmbridge has finished: lme4::mkMerMod with the model frame and terms of
+## lme4::glFormula on glmer's `call` (evaluated in `env`), `optinfo` the fit's own (its
+## optimizer and evaluation count, plus `evals`), `value` the deviance at x. An error object
+## where glFormula fails.
+hlmbridge_glmer_mermod <- function(call, env, rho, x, value, optinfo, evals, message) {
+  gcall <- call
+  gcall[[1L]] <- quote(lme4::glFormula)
+  gcall$start <- NULL
+  glmod <- tryCatch(eval(gcall, env), error = function(e) e)
+  if (inherits(glmod, "error")) return(glmod)
+  rho$resp$setOffset(rho$baseOffset)
+  opt <- list(par = x, fval = value, conv = 0L, feval = optinfo$feval + evals, message = message)
+  attr(opt, "optimizer") <- optinfo$optimizer
+  attr(opt, "control") <- optinfo$control
+  attr(opt, "warnings") <- optinfo$warnings
+  mc <- match.call(lme4::glmer, call)
+  mc$formula <- glmod$formula
+  lme4::mkMerMod(rho, opt, glmod$reTrms, fr = glmod$fr, mc = mc)
+}
+
+## glmer's deviance function evaluates at every point from the same start of its inner
+## iterations (PIRLS): the linear predictor `lp0` of the end of glmer's first stage. PIRLS stops
+## short of its fixpoint (tolPwrss is relative to the penalized weighted RSS), and where it
+## stops depends on that start: on VerbAgg's crossed Laplace fit the deviance at glmer's
+## optimum is 8151.400478 from the first stage's start and 8151.399729 at the fixpoint, which
+## moves the standard errors by 2e-3 relative. This points the start at `x`'s own linear
+## predictor (X beta + Z Lambda u at x's conditional modes, offset excluded), re-evaluating
+## until the deviance no longer changes (1e-14 relative, `max_rounds` at most; one restart
+## from a nearby start is the rule, so two evaluations): the deviance at x is then the exact
+## Laplace (or AGQ) deviance, PIRLS's fixpoint, reproducible to rounding, which the Hessian's
+## differences need (with the first stage's start, or a neighbour's, PIRLS's stopping error,
+## 1e-9 and more, is not small against the second differences, 1e-6: SEs 2e-3 off). Used as
+## the deviance of the polish and of every Hessian; costs twice glmer's evaluations. Returns
+## the deviance at x, with devfun's state (conditional modes, lp0) left at x.
+hlmbridge_glmer_restart <- function(devfun, x, max_rounds = 6L) {
+  rho <- environment(devfun)
+  value <- devfun(x)
+  for (i in seq_len(max_rounds)) {
+    rho$lp0 <- as.numeric(rho$resp$eta - rho$baseOffset)
+    last <- value
+    value <- devfun(x)
+    if (abs(value - last) <= 1e-14 * abs(value)) break
+  }
+  value
 }
 
 ## Newton's method on glmer's deviance in c(theta, beta) (`devfun`, the second stage's) from
@@ -379,7 +449,7 @@ hlmbridge_glmer_polish <- function(devfun, x, max_steps = 4L, settle = 1e-4) {
   evals <- 0L
   f <- function(p) {
     evals <<- evals + 1L
-    devfun(p)
+    hlmbridge_glmer_restart(devfun, p)  # the exact deviance (PIRLS restarted at p itself)
   }
   for (k in seq_len(max_steps)) {
     d <- hlmbridge_hessian(f, x)
@@ -537,8 +607,10 @@ hlmbridge_versions <- function() {
 ## loosely (its tol 5e-5 on log theta; the joint gradient is left near 1e-2), so its estimates
 ## are polished here: bobyqa on the joint deviance of (lme4 theta, beta, log alpha) from
 ## glmer.nb's optimum (alpha = 1 / NB theta, set through the response module's setTheta), then
-## glmer is refitted at the polished alpha from the polished (theta, beta), so that every
-## quantity taken from the fit (VarCorr, ranef, logLik) belongs to the joint optimum. The
+## the merMod is built at the polished (theta, beta) for the polished alpha (glmer's deviance
+## function for that family, lme4::mkMerMod), so that every quantity taken from the fit
+## (VarCorr, ranef, logLik) belongs to the joint optimum. The joint deviance is the exact one
+## (PIRLS restarted at each point, hlmbridge_glmer_restart). The
 ## covariance of (theta, beta, log alpha) is twice the inverse Hessian of that joint deviance
 ## (hlmbridge_hessian). With nAGQ > 1 glmer's deviance leaves out the saturated log likelihood,
 ## which depends on alpha: it is added inside the joint deviance and returned as loglik_constant.
@@ -574,7 +646,8 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
   joint <- function(p) {
     size <- exp(-p[nt + nb + 1L])
     rho$resp$setTheta(size)
-    devfun(p[seq_len(nt + nb)]) - 2 * saturated(size)
+    ## the exact deviance: PIRLS restarted at p (hlmbridge_glmer_restart)
+    hlmbridge_glmer_restart(devfun, p[seq_len(nt + nb)]) - 2 * saturated(size)
   }
   p0 <- c(lme4::getME(fit0, "theta"), lme4::fixef(fit0), -log(lme4::getME(fit0, "glmer.nb.theta")))
   dev0 <- joint(p0)
@@ -582,14 +655,27 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
                        control = list(rhobeg = 1e-3, rhoend = rhoend, maxfun = maxfun))
   p1 <- if (opt$fval <= dev0) opt$par else p0
   size <- exp(-p1[nt + nb + 1L])
+  ## the merMod at the polished (theta, beta) for the polished alpha: glmer's deviance function
+  ## for that family (devFunOnly = TRUE), evaluated there with PIRLS restarted, and
+  ## lme4::mkMerMod (a glmer refit from p1 would move to the optimum of glmer's own deviance,
+  ## whose PIRLS starts from its first stage)
   refit <- quote(lme4::glmer(form, data = d, family = MASS::negative.binomial(theta = size), nAGQ = nagq,
                              control = ctrl, start = list(theta = p1[seq_len(nt)], fixef = p1[nt + seq_len(nb)])))
   prep2 <- hlmbridge_call_data(data, refit, factors, rows, NULL, offset, contrasts)
-  got2 <- hlmbridge_collect(prep2$call, environment())
+  dcall <- prep2$call
+  dcall$devFunOnly <- TRUE
+  got2 <- hlmbridge_collect(dcall, environment())
   fit <- got2$value
-  elapsed <- proc.time()[["elapsed"]] - t0
   warns <- c(got$warnings, got2$warnings)
   msgs <- c(got$messages, got2$messages)
+  if (!inherits(fit, "error")) {
+    x1 <- p1[seq_len(nt + nb)]
+    value1 <- hlmbridge_glmer_restart(fit, x1)
+    info <- list(feval = opt$feval, optimizer = "bobyqa", control = list(rhoend = rhoend), warnings = list())
+    fit <- hlmbridge_glmer_mermod(prep2$call, environment(), environment(fit), x1, value1, info, 0L,
+                                  "glmer.nb, then bobyqa on the joint deviance with PIRLS restarted")
+  }
+  elapsed <- proc.time()[["elapsed"]] - t0
   if (inherits(fit, "error")) {
     return(list(error = paste("glmer at glmer.nb's polished dispersion:", conditionMessage(fit)),
                 warnings = warns, messages = msgs))

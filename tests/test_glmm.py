@@ -252,12 +252,13 @@ def test_differential_vs_glmer(reference, case):
     fx = res.fixed.set_index("term")
     for term, b in r["fixef"].items():
         assert abs(fx.loc[term, "estimate"] - b) <= 1e-5 * max(abs(b), fx.loc[term, "std_error"]), term
-        # SEs from the full observed information: numDeriv's extrapolated Hessian of glmer's deviance
-        # (1e-5); glmer's own vcov(use.hessian = TRUE) rests on lme4's one-step deriv12, 1e-5 to 3e-5
-        # relative off on these data (r/hlmbridge.R), so it is held to 1e-4.
+        # SEs from the full observed information: numDeriv's extrapolated Hessian of glmer's exact
+        # deviance (PIRLS restarted at each point; r/tests/glmm_reference.R), 1e-5. glmer's own
+        # vcov(use.hessian = TRUE) (r["se"]) differentiates its deviance with PIRLS started from
+        # its first stage's linear predictor, which moves it (1.1e-4 relative on hospital Laplace,
+        # 1.6e-3 on Contraception's slope): kept in the reference, not held.
         se = r["se_numderiv"][term]
         assert abs(fx.loc[term, "std_error"] - se) <= 1e-5 * se, term
-        assert abs(fx.loc[term, "std_error"] - r["se"][term]) <= 1e-4 * se, term
     rnd = res.random
     for group, mat in r["varcorr"].items():
         mat = np.atleast_2d(np.asarray(mat, dtype=float))

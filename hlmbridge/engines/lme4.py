@@ -417,23 +417,32 @@ def _trials_in_formula(design: Design) -> bool:
     return spec.formula is not None and spec.formula.response.kind == "call" and spec.formula.response.value == "cbind"
 
 
-def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: int) -> str:
+def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: int, tight_steps: int = 0) -> str:
     """The optimizer path of a glmer fit, in words (``result.optimizer``): glmer's default
     optimizers and ``polish_steps`` Newton steps on its deviance (``hlmbridge_glmer_polish`` in
-    r/hlmbridge.R), or bobyqa in both stages to ``rhoend`` (given, or the polish's fallback).
+    r/hlmbridge.R), or bobyqa in both stages to ``rhoend`` (given, or the polish's fallback),
+    then ``tight_steps`` Newton steps (0 on the boundary). The deviance polished is the exact
+    Laplace/AGQ deviance: PIRLS restarted at the point's own linear predictor
+    (``hlmbridge_glmer_restart``), not at glmer's first stage's.
 
     >>> _glmer_settings(12, None, 100000, 1)
     "glmer nAGQ = 12; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, maxfun=100000, then 1 Newton step on its deviance"
     >>> _glmer_settings(1, None, 100000, 0)
     "glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000 (the Newton polish could not finish the default optimizers' optimum: a boundary fit, a warning, or no convergence)"
+    >>> _glmer_settings(1, 1e-10, 100000, 0, 2)
+    'glmer nAGQ = 1; bobyqa in both stages, rhoend=1e-10, tolPwrss=1e-10, maxfun=100000, then 2 Newton steps on its deviance with PIRLS restarted'
     """
     if polish_steps > 0:
         return (f"glmer nAGQ = {nagq}; glmer's default optimizers (bobyqa, Nelder-Mead), tolPwrss=1e-10, "
                 f"maxfun={maxfun:g}, then {polish_steps} Newton step{'s' if polish_steps != 1 else ''} on its deviance")
     tight = f"glmer nAGQ = {nagq}; bobyqa in both stages, rhoend={_GLMER_RHOEND if rhoend is None else rhoend:g}, " \
             f"tolPwrss=1e-10, maxfun={maxfun:g}"
-    return tight if rhoend is not None else tight + (" (the Newton polish could not finish the default optimizers' "
-                                                     "optimum: a boundary fit, a warning, or no convergence)")
+    if rhoend is None:
+        tight += (" (the Newton polish could not finish the default optimizers' optimum: a boundary fit, a warning, "
+                  "or no convergence)")
+    if tight_steps > 0:
+        tight += f", then {tight_steps} Newton step{'s' if tight_steps != 1 else ''} on its deviance with PIRLS restarted"
+    return tight
 
 
 def _check_glmm_response(design: Design) -> None:
@@ -640,7 +649,8 @@ class Lme4Engine:
         _check_design_parity(design, out)
         _check_glmm_parity(design, items)
         est = self._estimates(design, out, session.versions, seconds,
-                              _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0])))
+                              _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0]),
+                                              int(items["tight_steps"][0])))
         theta_lme4 = _r_doubles(items["theta"])
         n_t, p = len(theta_lme4), len(out.fixed_names)
         full = _r_doubles(items["vcov_full"])
@@ -680,8 +690,8 @@ class Lme4Engine:
                       column_prints: Mapping[str, tuple[Any, ...]] | None, rhoend: float, maxfun: int) -> EngineFit:
         """A negative binomial GLMM through ``hlmbridge_glmer_nb`` (r/hlmbridge.R): lme4's
         ``glmer.nb`` (log link, var = mu (1 + alpha mu), Stata's ``menbreg``), its estimates
-        polished jointly in (theta, beta, log alpha) by bobyqa on the joint deviance and glmer
-        refitted at the polished alpha; the covariance of (theta, beta, log alpha) is twice the
+        polished jointly in (theta, beta, log alpha) by bobyqa on the joint deviance (exact: PIRLS
+        restarted at each point) and glmer's merMod built at the polished point; the covariance of (theta, beta, log alpha) is twice the
         inverse Hessian of that deviance. ``extra["ancillary"]`` holds Stata's ``/lnalpha`` and
         ``alpha`` rows (alpha = 1 / glmer.nb's theta; its SE by the delta method, its CI the
         exponentiated ``/lnalpha`` bounds), ``extra["nb_polish"]`` what the polish changed."""
@@ -728,7 +738,7 @@ class Lme4Engine:
         _check_glmm_parity(design, items)
         est = self._estimates(design, out, session.versions, seconds,
                               f"glmer.nb nAGQ = {nagq}, then bobyqa on the joint deviance of (theta, beta, log alpha) "
-                              f"and glmer at the polished alpha; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
+                              f"with PIRLS restarted at each point, glmer's merMod at the polished point; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
                               f"maxfun={maxfun:g}")
         theta_lme4 = _r_doubles(items["theta"])
         n_t, p = len(theta_lme4), len(out.fixed_names)

@@ -1,11 +1,15 @@
 ## R's reference for hlmbridge's GLMM differential suite (tests/test_glmm_differential.py), run as
 ##   Rscript r/tests/glmm_differential_reference.R OUTDIR
 ## It writes the data the tests fit (CSV, every double at 17 significant digits, factors as
-## their labels) and, per case, glmer's own fit (JSON): log likelihood, fixed effects, their
-## SEs from numDeriv's Richardson-extrapolated Hessian of glmer's deviance in (theta, beta)
-## (update(fit, devFunOnly = TRUE): another implementation than hlmbridge's), VarCorr and the
-## conditional modes with conditional SDs (ranef(condVar = TRUE)). The fits use another
-## optimizer than hlmbridge's engine (nloptwrap to tight tolerances, not bobyqa).
+## their labels) and, per case, the fit (JSON) at the exact optimum of glmer's deviance: glmer
+## (another optimizer than hlmbridge's engine: nloptwrap to tight tolerances), then Newton steps
+## on glmer's deviance with PIRLS restarted at each point (exact_devfun below; glmer's own
+## deviance depends on where PIRLS starts), with numDeriv's Richardson-extrapolated gradient and
+## Hessian (another implementation than hlmbridge's): log likelihood, fixed effects, their SEs
+## from numDeriv's Hessian there, VarCorr and the conditional modes with conditional SDs
+## (ranef(condVar = TRUE)) of the merMod at that point. glmer's plain log likelihood, fixed
+## effects and SEs (numDeriv on update(fit, devFunOnly = TRUE) at glmer's optimum) are kept
+## beside them (glmer_loglik, glmer_fixef, glmer_se_numderiv).
 ## For a scalar random effect fitted with nAGQ > 1 it also integrates the marginal likelihood
 ## at glmer's estimates with R's integrate() (`loglik_direct`), which checks the log
 ## likelihood's constant (glmer's nAGQ > 1 deviance leaves out the saturated log likelihood).
@@ -100,6 +104,43 @@ direct_loglik <- function(m) {
   }, 0))
 }
 
+## glmer's deviance function (update(m, devFunOnly = TRUE)) starts its inner iterations (PIRLS)
+## at every evaluation from the linear predictor of glmer's first stage, and PIRLS stops short
+## of its fixpoint, so its value depends on that start (VerbAgg: 7.5e-4 in the deviance at
+## glmer's optimum, 2e-3 in an SE). The exact Laplace/AGQ deviance restarts PIRLS at the point
+## itself: the linear predictor of an evaluation at p (X beta + Z Lambda u, without the offset)
+## becomes the start, and p is evaluated again until the deviance no longer changes. Written
+## here apart from r/hlmbridge.R (hlmbridge_glmer_restart), which the engine uses.
+exact_devfun <- function(dev) {
+  rho <- environment(dev)
+  function(p) {
+    value <- dev(p)
+    for (i in 1:6) {
+      rho$lp0 <- as.numeric(rho$resp$eta - rho$baseOffset)
+      last <- value
+      value <- dev(p)
+      if (abs(value - last) <= 1e-14 * abs(value)) break
+    }
+    value
+  }
+}
+
+## The exact optimum from glmer's: Newton steps with numDeriv's gradient and (once, at glmer's
+## optimum) Hessian of the exact deviance, until no parameter moves by 1e-6 of its SE (an error after 20); then
+## numDeriv's Hessian there. Returns list(par, value, hessian, steps).
+exact_optimum <- function(f, x) {
+  args <- list(d = 0.01, r = 4)
+  H <- numDeriv::hessian(f, x, method.args = args)
+  se <- sqrt(diag(2 * solve(H)))
+  for (k in 1:20) {
+    step <- solve(H, numDeriv::grad(f, x, method.args = list(r = 4)))
+    x <- x - step
+    if (max(abs(step) / se) <= 1e-6) break
+  }
+  if (k == 20L) stop("the Newton steps on the exact deviance did not converge")
+  list(par = x, value = f(x), hessian = numDeriv::hessian(f, x, method.args = args), steps = k)
+}
+
 res <- lapply(cases, function(k) {
   d <- k$data
   t0 <- proc.time()[["elapsed"]]
@@ -108,18 +149,39 @@ res <- lapply(cases, function(k) {
     glmer(k$formula, data = d, family = k$family, nAGQ = k$nagq, control = ctrl, weights = .w)
   }
   seconds <- proc.time()[["elapsed"]] - t0
-  vc <- lme4::VarCorr(m)
+  ## glmer's own numbers: numDeriv's SEs on glmer's deviance as glmer evaluates it (PIRLS from
+  ## the first stage's linear predictor), kept beside the exact ones to show the difference
   dev <- stats::update(m, devFunOnly = TRUE)
   th <- lme4::getME(m, "theta")
   H <- numDeriv::hessian(dev, c(th, lme4::fixef(m)), method.args = list(d = 0.01, r = 4))
-  se_nd <- sqrt(diag(2 * solve(H)))[-seq_along(th)]
+  se_glmer <- sqrt(diag(2 * solve(H)))[-seq_along(th)]
+  names(se_glmer) <- names(lme4::fixef(m))
+  glmer_loglik <- as.numeric(logLik(m))
+  glmer_fixef <- lme4::fixef(m)
+  ## the exact optimum, and the merMod there (lme4::mkMerMod on the deviance function's state
+  ## at the optimum, so that VarCorr, ranef and logLik are lme4's at that point)
+  f <- exact_devfun(dev)
+  ex <- exact_optimum(f, c(th, lme4::fixef(m)))
+  f(ex$par)
+  rho <- environment(dev)
+  rho$resp$setOffset(rho$baseOffset)
+  opt <- list(par = ex$par, fval = ex$value, conv = 0L, feval = m@optinfo$feval, message = "exact optimum")
+  for (a in c("optimizer", "control", "warnings")) attr(opt, a) <- m@optinfo[[a]]
+  gl <- if (is.null(k$weights)) glFormula(k$formula, data = d, family = k$family) else
+    glFormula(k$formula, data = d, family = k$family, weights = .w)
+  warns <- as.character(unlist(m@optinfo$conv$lme4$messages))
+  m <- lme4::mkMerMod(rho, opt, gl$reTrms, fr = gl$fr, mc = m@call)
+  vc <- lme4::VarCorr(m)
+  se_nd <- sqrt(diag(2 * solve(ex$hessian)))[-seq_along(th)]
   names(se_nd) <- names(lme4::fixef(m))
   list(loglik = as.numeric(logLik(m)), loglik_direct = direct_loglik(m), se_numderiv = as.list(se_nd),
+       glmer_loglik = glmer_loglik, glmer_se_numderiv = as.list(se_glmer), glmer_fixef = as.list(glmer_fixef),
+       exact_newton_steps = ex$steps,
        fixef = as.list(lme4::fixef(m)), nobs = stats::nobs(m), glmer_seconds = seconds,
        ranef = as.data.frame(lme4::ranef(m, condVar = TRUE))[, c("grpvar", "grp", "term", "condval", "condsd")],
        varcorr = lapply(vc, function(x) { x <- unclass(x); attr(x, "stddev") <- NULL
                                           attr(x, "correlation") <- NULL; x }),
-       nagq = k$nagq, warnings = as.character(unlist(m@optinfo$conv$lme4$messages)))
+       nagq = k$nagq, warnings = warns)
 })
 writeLines(toJSON(res, digits = NA, auto_unbox = TRUE, matrix = "rowmajor"),
            file.path(out, "glmm_differential_reference.json"))

@@ -1,13 +1,15 @@
 ## R's reference for hlmbridge's GLMM tests (tests/test_glmm.py), run as
 ##   Rscript r/tests/glmm_reference.R OUTDIR
-## It writes the data the tests fit (CSV) and, per case, glmer's own fit (JSON): log
-## likelihood, fixed effects with two SEs: `se` from vcov(fit, use.hessian = TRUE) (glmer's
-## default covariance, lme4's deriv12 Hessian of the deviance in (theta, beta): central
-## differences with step 1e-4, 1e-5 to 3e-5 relative off) and `se_numderiv` from numDeriv's
-## Richardson-extrapolated Hessian of the same deviance function (update(fit, devFunOnly =
-## TRUE); another implementation than hlmbridge's), and VarCorr. The fits use another
-## optimizer than hlmbridge's engine (nloptwrap with tight tolerances, not bobyqa), so the
-## two agree only where both reached the optimum.
+## It writes the data the tests fit (CSV) and, per case, the fit (JSON) at the exact optimum
+## of glmer's deviance: glmer (nloptwrap with tight tolerances, another optimizer than
+## hlmbridge's bobyqa), then Newton steps with numDeriv's gradient and Hessian on glmer's
+## deviance function (update(fit, devFunOnly = TRUE)) with PIRLS restarted at each point
+## (exact_devfun below: glmer's own deviance depends on where PIRLS starts). Log likelihood,
+## fixed effects with two SEs: `se_numderiv` from numDeriv's Richardson-extrapolated Hessian of
+## the exact deviance at that optimum (another implementation than hlmbridge's) and `se`,
+## glmer's own vcov(fit, use.hessian = TRUE) at glmer's optimum (lme4's deriv12 of glmer's
+## deviance: central differences with step 1e-4), VarCorr and ranef(condVar = TRUE) of the
+## merMod at the exact optimum; `glmer_loglik` is glmer's own.
 ##   hospital: fixtures/glmm/hospital.dat (Lillard & Panis; see fixtures/glmm/README.md)
 ##   grouseticks: lme4::grouseticks (Elston et al. 2001)
 ##   contraception: mlmRev::Contraception (use and urban as 0/1)
@@ -46,8 +48,60 @@ cases <- list(
 )
 ctrl <- glmerControl(optimizer = "nloptwrap", tolPwrss = 1e-10,
                      optCtrl = list(xtol_abs = 1e-12, ftol_abs = 1e-14, xtol_rel = 0, ftol_rel = 0, maxeval = 1e5))
+## glmer's deviance function (update(m, devFunOnly = TRUE)) starts its inner iterations (PIRLS)
+## at every evaluation from the linear predictor of glmer's first stage, and PIRLS stops short
+## of its fixpoint, so its value depends on that start (VerbAgg: 7.5e-4 in the deviance at
+## glmer's optimum, 2e-3 in an SE). The exact Laplace/AGQ deviance restarts PIRLS at the point
+## itself: the linear predictor of an evaluation at p (X beta + Z Lambda u, without the offset)
+## becomes the start, and p is evaluated again until the deviance no longer changes. Written
+## here apart from r/hlmbridge.R (hlmbridge_glmer_restart), which the engine uses.
+exact_devfun <- function(dev) {
+  rho <- environment(dev)
+  function(p) {
+    value <- dev(p)
+    for (i in 1:6) {
+      rho$lp0 <- as.numeric(rho$resp$eta - rho$baseOffset)
+      last <- value
+      value <- dev(p)
+      if (abs(value - last) <= 1e-14 * abs(value)) break
+    }
+    value
+  }
+}
+
+## The exact optimum from glmer's: Newton steps with numDeriv's gradient and (once, at glmer's
+## optimum) Hessian of the exact deviance, until no parameter moves by 1e-6 of its SE (an error after 20); then
+## numDeriv's Hessian there. Returns list(par, value, hessian, steps).
+exact_optimum <- function(f, x) {
+  args <- list(d = 0.01, r = 4)
+  H <- numDeriv::hessian(f, x, method.args = args)
+  se <- sqrt(diag(2 * solve(H)))
+  for (k in 1:20) {
+    step <- solve(H, numDeriv::grad(f, x, method.args = list(r = 4)))
+    x <- x - step
+    if (max(abs(step) / se) <= 1e-6) break
+  }
+  if (k == 20L) stop("the Newton steps on the exact deviance did not converge")
+  list(par = x, value = f(x), hessian = numDeriv::hessian(f, x, method.args = args), steps = k)
+}
+
 res <- lapply(cases, function(k) {
   m <- glmer(k$formula, data = k$data, family = k$family, nAGQ = k$nagq, control = ctrl)
+  se_glmer <- sqrt(diag(as.matrix(vcov(m, use.hessian = TRUE))))
+  names(se_glmer) <- names(lme4::fixef(m))
+  glmer_loglik <- as.numeric(logLik(m))
+  ## the exact optimum (PIRLS restarted at each point) and the merMod there
+  dev <- stats::update(m, devFunOnly = TRUE)
+  th <- lme4::getME(m, "theta")
+  f <- exact_devfun(dev)
+  ex <- exact_optimum(f, c(th, lme4::fixef(m)))
+  f(ex$par)
+  rho <- environment(dev)
+  rho$resp$setOffset(rho$baseOffset)
+  opt <- list(par = ex$par, fval = ex$value, conv = 0L, feval = m@optinfo$feval, message = "exact optimum")
+  for (a in c("optimizer", "control", "warnings")) attr(opt, a) <- m@optinfo[[a]]
+  gl <- glFormula(k$formula, data = k$data, family = k$family)
+  m <- lme4::mkMerMod(rho, opt, gl$reTrms, fr = gl$fr, mc = m@call)
   vc <- lme4::VarCorr(m)
   ## The marginal log likelihood at glmer's estimates by R's integrate(), one group at a time
   ## (one scalar random effect only): an independent check of the log likelihood's constant.
@@ -68,12 +122,10 @@ res <- lapply(cases, function(k) {
                            rel.tol = 1e-12)$value) + top
     }, 0))
   }
-  dev <- stats::update(m, devFunOnly = TRUE)
-  H <- numDeriv::hessian(dev, c(lme4::getME(m, "theta"), lme4::fixef(m)), method.args = list(d = 0.01, r = 4))
-  se_nd <- sqrt(diag(2 * solve(H)))[-seq_along(lme4::getME(m, "theta"))]
+  se_nd <- sqrt(diag(2 * solve(ex$hessian)))[-seq_along(th)]
   names(se_nd) <- names(lme4::fixef(m))
   list(loglik = as.numeric(logLik(m)), loglik_direct = direct, se_numderiv = as.list(se_nd), fixef = as.list(lme4::fixef(m)),
-       se = as.list(sqrt(diag(as.matrix(vcov(m, use.hessian = TRUE))))),
+       se = as.list(se_glmer), glmer_loglik = glmer_loglik,
        ranef = as.data.frame(lme4::ranef(m, condVar = TRUE))[, c("grp", "term", "condval", "condsd")],
        varcorr = lapply(vc, function(x) { x <- unclass(x); attr(x, "stddev") <- NULL;
                                           attr(x, "correlation") <- NULL; x }),
