@@ -91,15 +91,7 @@ def test_lme4_optimum_is_the_exact_laplace(datadir, case):
     assert move.max() <= 1e-5, (case, move.to_list())
 
 
-#: hlmbridge's own engine's SEs on VerbAgg: the intercept's is 0.406454 where numDeriv's Hessian of
-#: glmer's exact deviance (PIRLS restarted at every point; r/tests/glmm_differential_reference.R) gives
-#: 0.406557 and the lme4 engine 0.406553 (2.5e-4 off: the quadrature engine's Hessian, not owned here).
-_QUAD_SE = pytest.mark.xfail(strict=True, reason="the quadrature engine's SE on VerbAgg is 2.5e-4 relative off "
-                             "numDeriv's on the exact deviance")
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[_QUAD_SE] if c == "verbagg_crossed" else [])
-                                  for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_lme4_standard_errors_are_the_exact_laplaces(datadir, case):
     r, q = _fits(datadir, case)
     a, b = r.fixed.set_index("term"), q.fixed.set_index("term")
@@ -107,3 +99,15 @@ def test_lme4_standard_errors_are_the_exact_laplaces(datadir, case):
     assert rel.max() <= 1e-4, (case, rel.to_dict())
     rel = (r.random["std_error"].to_numpy() / q.random["std_error"].to_numpy() - 1)
     assert np.abs(rel).max() <= 1e-4, (case, rel)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_both_engines_carry_the_same_covariance_of_beta_with_the_variances(datadir, case):
+    """``fixed_random_vcov`` (Stata's e(V) off-diagonal block, which margins' delta method uses),
+    from each engine's own full observed information, on the correlation scale to 1e-4."""
+    r, q = _fits(datadir, case)
+    a, b = np.asarray(r.fixed_random_vcov), np.asarray(q.fixed_random_vcov)
+    p, k = len(r.fixed), len(r.random)
+    assert a.shape == b.shape == (p, k), (a.shape, b.shape)
+    scale = np.outer(q.fixed["std_error"], q.random["std_error"])
+    assert np.abs(a / scale - b / scale).max() <= 1e-4, (case, np.abs(a / scale - b / scale).max())

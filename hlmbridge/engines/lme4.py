@@ -651,19 +651,7 @@ class Lme4Engine:
         est = self._estimates(design, out, session.versions, seconds,
                               _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0]),
                                               int(items["tight_steps"][0])))
-        theta_lme4 = _r_doubles(items["theta"])
-        n_t, p = len(theta_lme4), len(out.fixed_names)
-        full = _r_doubles(items["vcov_full"])
-        if full.size != (n_t + p) ** 2:
-            raise FitError("glmer did not return the Hessian of its deviance at the optimum", engine=self.name)
-        full = full.reshape((n_t + p, n_t + p), order="F")
-        idx = [out.fixed_names.index(t) for t in design.fixed_lme4]
-        fixed_vcov = full[np.ix_([n_t + i for i in idx], [n_t + i for i in idx])]
-        # d(variance parameters)/d(lme4 theta): glmer's VarCorr entries mapped to hlmbridge's
-        # parameters exactly as the estimates are (the map is linear in the covariance matrices).
-        jac_vc = _r_doubles(items["vc_jacobian"]).reshape((-1, n_t), order="F")
-        jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
-        random_vcov = jac @ full[:n_t, :n_t] @ jac.T
+        full, fixed_vcov, random_vcov, cross = self._glmer_covariances(design, out, items, "glmer", 0)
         warns = est.warnings
         if est.singular and not any("singular" in w for w in warns):
             # glmer with its default checks says so (check.conv.singular, a message); with
@@ -680,7 +668,8 @@ class Lme4Engine:
         n = len(num) // 2
         ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
         return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
-                       extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
+                       extra={**est.extra, "random_vcov": random_vcov, "fixed_random_vcov": cross, "nagq": nagq,
+                              "integration": integration,
                               "glmer_loglik": est.loglik, "loglik_constant": constant, "ranef": ranef,
                               "loglik_fixed": float(items["loglik_fixed"][0]),
                               "vcov_note": "glmer's Hessian of the deviance in (theta, beta) at the optimum "
@@ -740,17 +729,7 @@ class Lme4Engine:
                               f"glmer.nb nAGQ = {nagq}, then bobyqa on the joint deviance of (theta, beta, log alpha) "
                               f"with PIRLS restarted at each point, glmer's merMod at the polished point; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
                               f"maxfun={maxfun:g}")
-        theta_lme4 = _r_doubles(items["theta"])
-        n_t, p = len(theta_lme4), len(out.fixed_names)
-        full = _r_doubles(items["vcov_full"])
-        if full.size != (n_t + p + 1) ** 2:
-            raise FitError("glmer.nb did not return the Hessian of its deviance at the optimum", engine=self.name)
-        full = full.reshape((n_t + p + 1, n_t + p + 1), order="F")
-        idx = [out.fixed_names.index(t) for t in design.fixed_lme4]
-        fixed_vcov = full[np.ix_([n_t + i for i in idx], [n_t + i for i in idx])]
-        jac_vc = _r_doubles(items["vc_jacobian"]).reshape((-1, n_t), order="F")
-        jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
-        random_vcov = jac @ full[:n_t, :n_t] @ jac.T
+        full, fixed_vcov, random_vcov, cross = self._glmer_covariances(design, out, items, "glmer.nb", 1)
         lnalpha = float(_r_doubles(items["lnalpha"])[0])
         se_ln = float(np.sqrt(full[-1, -1])) if full[-1, -1] > 0 else float("nan")
         z = 1.959963984540054
@@ -775,11 +754,31 @@ class Lme4Engine:
         n = len(num) // 2
         ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
         return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
-                       extra={**est.extra, "random_vcov": random_vcov, "nagq": nagq, "integration": integration,
+                       extra={**est.extra, "random_vcov": random_vcov, "fixed_random_vcov": cross, "nagq": nagq,
+                              "integration": integration,
                               "glmer_loglik": est.loglik, "loglik_constant": constant, "ranef": ranef,
                               "loglik_fixed": ll_fixed, "ancillary": ancillary, "nb_polish": polish,
                               "vcov_note": "twice the inverse Hessian of glmer.nb's deviance in (theta, beta, "
                                            "log alpha) at the polished optimum"})
+
+    def _glmer_covariances(self, design: Design, out: _RFit, items: Mapping[str, Any], what: str,
+                           n_extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The covariance of (lme4 theta, beta[, ``n_extra`` more]) R returned (2 H^-1 of the
+        deviance), and from it the fixed effects' (hlmbridge's order), the variance parameters'
+        (by the Jacobian of glmer's VarCorr entries in lme4's theta, mapped to hlmbridge's
+        parameters exactly as the estimates are: the map is linear in the covariance matrices) and
+        their cross-covariance (fixed rows, variance columns)."""
+        n_t, p = len(_r_doubles(items["theta"])), len(out.fixed_names)
+        n = n_t + p + n_extra
+        full = _r_doubles(items["vcov_full"])
+        if full.size != n * n:
+            raise FitError(f"{what} did not return the Hessian of its deviance at the optimum", engine=self.name)
+        full = full.reshape((n, n), order="F")
+        fixed = [n_t + out.fixed_names.index(t) for t in design.fixed_lme4]
+        jac_vc = _r_doubles(items["vc_jacobian"]).reshape((-1, n_t), order="F")
+        jac = np.column_stack([self._variance_parameters(design, out, jac_vc[:, j]) for j in range(n_t)])
+        return (full, full[np.ix_(fixed, fixed)], jac @ full[:n_t, :n_t] @ jac.T,
+                full[np.ix_(fixed, range(n_t))] @ jac.T)
 
     def _variance_parameters(self, design: Design, out: _RFit, flat: np.ndarray) -> np.ndarray:
         """hlmbridge's variance parameters (no residual) from glmer's VarCorr blocks flattened
