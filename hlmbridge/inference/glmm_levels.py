@@ -41,7 +41,7 @@ from scipy import sparse
 
 from hlmbridge.errors import FitError
 from hlmbridge.families import Family
-from hlmbridge.inference.glmm_pirls import row_constant, row_loglik, score_and_weight
+from hlmbridge.inference.glmm_pirls import newton_with_halving, row_constant, row_loglik, score_and_weight
 from hlmbridge.inference.glmm_quadrature import Marginal
 
 __all__ = ["LevelsData", "conditional_variances", "effects", "levels_data", "levels_laplace"]
@@ -218,23 +218,11 @@ def levels_laplace(data: LevelsData, beta: np.ndarray, mats: list[np.ndarray], u
     def objective(v: np.ndarray) -> float:
         return float(np.sum(row_loglik(data, fixed + data.times(zl, v)))) - 0.5 * float(v @ v)  # type: ignore[arg-type]
 
-    obj = objective(u)
-    for _ in range(max_iter):
-        s, w = score_and_weight(data, fixed + data.times(zl, u))  # type: ignore[arg-type]
-        lu = _factor(data.curvature(zl, w))
-        step = lu.solve(data.transposed(zl, s) - u)
-        t = 1.0
-        for _half in range(40):
-            new = u + t * step
-            obj_new = objective(new)
-            if obj_new >= obj - 1e-13 * abs(obj):
-                break
-            t *= 0.5
-        u, obj = new, obj_new
-        if float(np.max(np.abs(t * step))) < tol:
-            break
-    else:
-        raise FitError(f"PIRLS did not find the conditional modes in {max_iter} iterations", engine="quadrature")
+    def direction(v: np.ndarray) -> np.ndarray:
+        s, w = score_and_weight(data, fixed + data.times(zl, v))  # type: ignore[arg-type]
+        return _factor(data.curvature(zl, w)).solve(data.transposed(zl, s) - v)
+
+    u, obj = newton_with_halving(u, objective, direction, tol, max_iter)
     # log|H| at the mode itself (the factor of the last step is at u before a step of 1e-11,
     # which moves log|H| by up to 1e-10 over hundreds of effects: visible in the second
     # differences the observed information is taken by)

@@ -24,6 +24,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,6 +219,29 @@ def conditional_modes(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: 
     return u, curvature(w), obj
 
 
+def newton_with_halving(u: np.ndarray, objective: Callable[[np.ndarray], float],
+                        direction: Callable[[np.ndarray], np.ndarray], tol: float,
+                        max_iter: int) -> tuple[np.ndarray, float]:
+    """PIRLS's iteration for the conditional modes: from ``u``, Newton steps ``direction(u)``
+    on the penalized log likelihood ``objective``, each halved (up to 40 times) until the
+    objective does not fall, until a step moves no effect by ``tol``. Returns the modes and the
+    objective there; FitError after ``max_iter`` steps."""
+    obj = objective(u)
+    for _ in range(max_iter):
+        step = direction(u)
+        t = 1.0
+        for _half in range(40):
+            new = u + t * step
+            obj_new = objective(new)
+            if obj_new >= obj - 1e-13 * abs(obj):
+                break
+            t *= 0.5
+        u, obj = new, obj_new
+        if float(np.max(np.abs(t * step))) < tol:
+            return u, obj
+    raise FitError(f"PIRLS did not find the conditional modes in {max_iter} iterations", engine="quadrature")
+
+
 def _modes_one_group(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: np.ndarray | None, tol: float,
                      max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`conditional_modes` for one group holding every effect, with the sparse Z."""
@@ -233,22 +258,11 @@ def _modes_one_group(data: GroupedData, beta: np.ndarray, lam: np.ndarray, u0: n
         ztwz = (Z.T @ Z.multiply(w[:, None])).toarray()
         return lam.T @ ztwz @ lam + eye
 
-    obj = objective(u)
-    for _ in range(max_iter):
-        s, w = score_and_weight(data, fixed + Z @ (lam @ u))
-        step = np.linalg.solve(curvature(w), lam.T @ (Z.T @ s) - u)
-        t = 1.0
-        for _half in range(40):
-            new = u + t * step
-            obj_new = objective(new)
-            if obj_new >= obj - 1e-13 * abs(obj):
-                break
-            t *= 0.5
-        u, obj = new, obj_new
-        if float(np.max(np.abs(t * step))) < tol:
-            break
-    else:
-        raise FitError(f"PIRLS did not find the conditional modes in {max_iter} iterations", engine="quadrature")
+    def direction(v: np.ndarray) -> np.ndarray:
+        s, w = score_and_weight(data, fixed + Z @ (lam @ v))
+        return np.linalg.solve(curvature(w), lam.T @ (Z.T @ s) - v)
+
+    u, obj = newton_with_halving(u, objective, direction, tol, max_iter)
     _, w = score_and_weight(data, fixed + Z @ (lam @ u))
     return u[None, :], curvature(w)[None], np.array([obj])
 
