@@ -239,3 +239,17 @@ class RScripts:
         """A fit's variance components in the columns the R scripts' refits at fixed values read."""
         rows = res.random.rename(columns={"group": "stata_group", "lme4_group": "group"})
         return self.conv(rows[["group", "kind", "term1", "term2", "estimate"]].fillna({"term2": ""}), True)
+
+    def arrays(self, out: Any) -> dict[str, np.ndarray]:
+        """An R named list as numpy arrays by name (NULL elements left out); a matrix keeps its
+        shape (R stores it column-major)."""
+        res = {}
+        for key, val in zip(out.names, out):
+            if val is self.ro.NULL:
+                continue
+            arr = np.array(val)
+            dim = self.ro.r["dim"](val)
+            if dim is not self.ro.NULL and len(dim) == 2 and arr.ndim == 1:
+                arr = arr.reshape(tuple(dim), order="F")
+            res[key] = arr
+        return res

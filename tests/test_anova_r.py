@@ -42,17 +42,7 @@ class _R(RScripts):
         where = self.variance_rows(at)
         rc = ro.NULL if not contrasts else ro.ListVector({k: v for k, v in contrasts.items()})
         rL = ro.NULL if Lc is None else ro.r["matrix"](ro.FloatVector(Lc.ravel(order="F")), nrow=Lc.shape[0])
-        out = self.env["anova_reference_fit"](data, formula, reml, where, rc, rL)
-        res = {}
-        for key, val in zip(out.names, out):
-            if val is ro.NULL:
-                continue
-            arr = np.array(val)
-            dim = ro.r["dim"](val)
-            if dim is not ro.NULL and len(dim) == 2:
-                arr = np.array(val, dtype=float).reshape(tuple(dim), order="F") if arr.ndim == 1 else arr
-            res[key] = arr
-        return res
+        return self.arrays(self.env["anova_reference_fit"](data, formula, reml, where, rc, rL))
 
 
 @pytest.fixture(scope="module")

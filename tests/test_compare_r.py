@@ -22,7 +22,8 @@ from hlmbridge.errors import UnsupportedSpecError, UsageError
 from hlmbridge.results.compare import REFIT_NOTE, anova, drop1, kr_modcomp, ranova, sat_modcomp
 
 REPO = Path(__file__).resolve().parents[1]
-R_FILES = tuple(REPO / "r" / "tests" / f for f in ("df_reference.R", "anova_reference.R", "compare_reference.R"))
+R_FILES = tuple(REPO / "r" / "tests" / f for f in ("df_reference.R", "anova_reference.R", "glmm_exact.R",
+                                                   "compare_reference.R"))
 RTOL = 1e-6
 # Two optima (R's tight bobyqa and an engine's) agree in the log likelihood to about 1e-10 absolute (measured: at most 6e-11);
 # a chi-square is a difference of two of them.
@@ -37,15 +38,7 @@ class _R(RScripts):
         return self.variance_rows(res)
 
     def call(self, fn: str, *args) -> dict:
-        out = self.env[fn](*args)
-        res = {}
-        for key, val in zip(out.names, out):
-            dim = self.ro.r["dim"](val)
-            arr = np.array(val)
-            if dim is not self.ro.NULL and len(dim) == 2:
-                arr = np.array(val, dtype=float).reshape(tuple(dim), order="F")
-            res[key] = arr
-        return res
+        return self.arrays(self.env[fn](*args))
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +324,8 @@ def test_anova_refits_a_singular_reml_fit_by_ml(rref: _R, engine: str) -> None:
 
 @pytest.mark.requires_r
 def test_anova_of_two_glmms_matches_lme4(rref: _R) -> None:
-    """GLMMs (glmer, Laplace) are ML fits: no refit, lme4's table as it is."""
+    """GLMMs (glmer, Laplace) are ML fits: no refit, lme4's table as it is, at each fit's exact
+    Laplace optimum (glmer's own log likelihood depends on its PIRLS path: r/tests/glmm_exact.R)."""
     import pandas as pd
 
     from hlmbridge.datasets import resource_path

@@ -48,15 +48,7 @@ class _R(RScripts):
             kw["method"] = method
         if query.get("level") is not None:
             kw["level"] = query["level"]
-        out = self.env["emmeans_reference"](fit, ro.StrVector(query["specs"]), **kw)
-        res = {}
-        for key, val in zip(out.names, out):
-            arr = np.array(val)
-            if key in ("emm", "con"):
-                dim = tuple(ro.r["dim"](val))
-                arr = np.array(val, dtype=float).reshape(dim, order="F") if arr.ndim == 1 else arr
-            res[key] = arr
-        return res
+        return self.arrays(self.env["emmeans_reference"](fit, ro.StrVector(query["specs"]), **kw))
 
 
 @pytest.fixture(scope="module")

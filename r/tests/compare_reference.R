@@ -77,12 +77,21 @@ compare_reference_pbmodcomp <- function(data, large, small, nsim, seed) {
        npos = unname(s$samples["npos"]), ref = as.numeric(pb$ref))
 }
 
-## lme4's anova(m1, m2, ...) of binomial glmer fits (Laplace, tight bobyqa): the numeric table.
+## lme4's anova(m1, m2, ...) of binomial glmer fits (Laplace, tight bobyqa): the numeric table,
+## with each fit's log likelihood at its exact Laplace optimum (exact_fit, r/tests/glmm_exact.R,
+## sourced beside this file: glmer's own is PIRLS-path dependent, 1e-4 on the hospital data) and
+## the columns that follow from it as lme4's anova computes them.
 compare_reference_glmer_anova <- function(data, formulas) {
   ctrl <- lme4::glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5))
   fits <- lapply(formulas, function(f) lme4::glmer(stats::as.formula(f), data = data, family = stats::binomial,
                                                   control = ctrl))
   av <- do.call(stats::anova, c(unname(fits), list(model.names = paste0("m", seq_along(fits)))))
-  list(models = rownames(av),
-       table = unname(as.matrix(av[, c("npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)")])))
+  ll <- vapply(fits, function(m) exact_fit(m)$loglik, 0)[match(rownames(av), paste0("m", seq_along(fits)))]
+  npar <- av[["npar"]]
+  n <- stats::nobs(fits[[1]])
+  chisq <- c(NA, 2 * diff(ll))
+  df <- c(NA, diff(npar))
+  tab <- cbind(npar, -2 * ll + 2 * npar, -2 * ll + log(n) * npar, ll, -2 * ll, chisq, df,
+               stats::pchisq(chisq, df, lower.tail = FALSE))
+  list(models = rownames(av), table = unname(tab), glmer_loglik = av[["logLik"]])
 }
