@@ -602,8 +602,8 @@ class Lme4Engine:
         a number bobyqa to ``rhoend`` in both stages; and the covariance of (theta, beta) from
         the Hessian of glmer's deviance at the optimum.
 
-        What differs from an lmer fit: the Newton polish runs in R on glmer's own deviance
-        (hlmbridge has no GLMM likelihood of its own yet), the fixed effects' covariance and the variance parameters' come from
+        What differs from an lmer fit: the Newton polish runs in R on glmer's own deviance, made
+        exact (PIRLS restarted at each evaluated point), the fixed effects' covariance and the variance parameters' come from
         glmer's full Hessian (``EngineFit.extra["random_vcov"]``, on the variance scale by the
         delta method), and the fixed-only GLM's log likelihood comes back for the LR test."""
         spec = design.spec
@@ -617,37 +617,13 @@ class Lme4Engine:
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
         session = _session()
         ro = session.ro
-        if spec.formula is not None:
-            formula = spec.formula.r_formula()
-            group_vars: set[str] = set()
-        else:
-            formula = _lme4_model(spec).formula
-            group_vars = {lv.group for lv in spec.levels}
-        n_data = design.n_data if design.n_data >= 0 else len(data)
-        with session.lock, session.converting():
-            rframe = _push(session, data, spec.variables, group_vars, column_prints,
-                           as_r_reads=spec.formula is not None)
-            rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
-            weights = offset = ro.NULL
-            if design.weights is not None and not _trials_in_formula(design):  # a proportion's trials
-                full = np.ones(n_data)
-                full[design.rows] = design.weights
-                weights = ro.FloatVector(full)
-            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
-                full = np.zeros(n_data)
-                full[design.rows] = design.offset_argument
-                offset = ro.FloatVector(full)
-            t0 = time.perf_counter()
-            raw = session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
-                                _r_contrasts(design), ro.NULL if rhoend is None else rhoend, maxfun,
-                                link=spec.link, weights=weights, offset=offset)
-            seconds = time.perf_counter() - t0
-            out = _read_fit(raw)
-            items = _r_items(raw)
-        if isinstance(out, str):
-            raise FitError(f"glmer failed: {out}", engine=self.name)
-        _check_design_parity(design, out)
-        _check_glmm_parity(design, items)
+
+        def call(rframe: Any, formula: str, rows: Any, weights: Any, offset: Any) -> Any:
+            return session.glmer(rframe, formula, spec.family, nagq, _r_factor_bases(design), rows,
+                                 _r_contrasts(design), ro.NULL if rhoend is None else rhoend, maxfun,
+                                 link=spec.link, weights=weights, offset=offset)
+
+        out, items, seconds = self._run_glmm(session, design, data, column_prints, "glmer", call)
         est = self._estimates(design, out, session.versions, seconds,
                               _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0]),
                                               int(items["tight_steps"][0])))
@@ -698,33 +674,12 @@ class Lme4Engine:
         if not (isinstance(rhoend, (int, float)) and 0 < rhoend < 1):
             raise FitError(f"rhoend must be a number between 0 and 1, got {rhoend!r}", engine=self.name)
         session = _session()
-        ro = session.ro
-        if spec.formula is not None:
-            formula = spec.formula.r_formula()
-            group_vars: set[str] = set()
-        else:
-            formula = spec.to_lme4().formula
-            group_vars = {lv.group for lv in spec.levels}
-        n_data = design.n_data if design.n_data >= 0 else len(data)
-        with session.lock, session.converting():
-            rframe = _push(session, data, spec.variables, group_vars, column_prints,
-                           as_r_reads=spec.formula is not None)
-            rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
-            offset = ro.NULL
-            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
-                full = np.zeros(n_data)
-                full[design.rows] = design.offset_argument
-                offset = ro.FloatVector(full)
-            t0 = time.perf_counter()
-            raw = session.env["hlmbridge_glmer_nb"](rframe, formula, nagq, _r_factor_bases(design), rows,
-                                                    _r_contrasts(design), rhoend, maxfun, offset=offset)
-            seconds = time.perf_counter() - t0
-            out = _read_fit(raw)
-            items = _r_items(raw)
-        if isinstance(out, str):
-            raise FitError(f"glmer.nb failed: {out}", engine=self.name)
-        _check_design_parity(design, out)
-        _check_glmm_parity(design, items)
+
+        def call(rframe: Any, formula: str, rows: Any, weights: Any, offset: Any) -> Any:
+            return session.env["hlmbridge_glmer_nb"](rframe, formula, nagq, _r_factor_bases(design), rows,
+                                                     _r_contrasts(design), rhoend, maxfun, offset=offset)
+
+        out, items, seconds = self._run_glmm(session, design, data, column_prints, "glmer.nb", call)
         est = self._estimates(design, out, session.versions, seconds,
                               f"glmer.nb nAGQ = {nagq}, then bobyqa on the joint deviance of (theta, beta, log alpha) "
                               f"with PIRLS restarted at each point, glmer's merMod at the polished point; bobyqa, rhoend={rhoend:g}, tolPwrss=1e-10, "
@@ -760,6 +715,46 @@ class Lme4Engine:
                               "loglik_fixed": ll_fixed, "ancillary": ancillary, "nb_polish": polish,
                               "vcov_note": "twice the inverse Hessian of glmer.nb's deviance in (theta, beta, "
                                            "log alpha) at the polished optimum"})
+
+    def _run_glmm(self, session: _RSession, design: Design, data: pd.DataFrame,
+                  column_prints: Mapping[str, tuple[Any, ...]] | None, what: str,
+                  call: Any) -> tuple[_RFit, dict[str, Any], float]:
+        """One GLMM fit in R: the data frame pushed (each column once), the fit's rows, prior
+        weights (a proportion's trials; trials written in the model stay there) and offset
+        argument as R vectors over the frame, ``call(rframe, formula, rows, weights, offset)`` timed,
+        R's answer read and checked against hlmbridge's design. Returns (fit, items, seconds)."""
+        ro = session.ro
+        spec = design.spec
+        if spec.formula is not None:
+            formula = spec.formula.r_formula()
+            group_vars: set[str] = set()
+        else:
+            formula = _lme4_model(spec).formula
+            group_vars = {lv.group for lv in spec.levels}
+        n_data = design.n_data if design.n_data >= 0 else len(data)
+        with session.lock, session.converting():
+            rframe = _push(session, data, spec.variables, group_vars, column_prints,
+                           as_r_reads=spec.formula is not None)
+            rows = ro.NULL if design.nobs == n_data else ro.IntVector((design.rows + 1).tolist())
+            weights = offset = ro.NULL
+            if design.weights is not None and not _trials_in_formula(design):  # a proportion's trials
+                full = np.ones(n_data)
+                full[design.rows] = design.weights
+                weights = ro.FloatVector(full)
+            if design.offset_argument is not None:  # offset() terms stay in the formula, for R
+                full = np.zeros(n_data)
+                full[design.rows] = design.offset_argument
+                offset = ro.FloatVector(full)
+            t0 = time.perf_counter()
+            raw = call(rframe, formula, rows, weights, offset)
+            seconds = time.perf_counter() - t0
+            out = _read_fit(raw)
+            items = _r_items(raw)
+        if isinstance(out, str):
+            raise FitError(f"{what} failed: {out}", engine=self.name)
+        _check_design_parity(design, out)
+        _check_glmm_parity(design, items)
+        return out, items, seconds
 
     def _glmer_covariances(self, design: Design, out: _RFit, items: Mapping[str, Any], what: str,
                            n_extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
