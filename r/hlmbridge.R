@@ -177,6 +177,27 @@ hlmbridge_fit <- function(data, formula, reml, factors = list(), rows = NULL,
   out
 }
 
+## What a GLMM fit (glmer, glmer.nb) adds to hlmbridge_summarise's answer about its random
+## part: vc_jacobian, d(VarCorr entries)/d(theta) at `theta` (the entries are quadratic in theta,
+## so the central difference with step 1 is exact), and glmer's conditional modes and
+## conditional SDs (ranef(condVar = TRUE)) in long form, ranef_chr and ranef_num.
+hlmbridge_glmm_random_parts <- function(out, fit, theta) {
+  vc_of <- function(th) {
+    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
+                           names(fit@flist)[attr(fit@flist, "assign")])
+    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
+  }
+  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
+    e <- numeric(length(theta))
+    e[j] <- 1
+    (vc_of(theta + e) - vc_of(theta - e)) / 2
+  }, numeric(length(vc_of(theta)))))
+  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
+  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
+  out$ranef_num <- c(re$condval, re$condsd)
+  out
+}
+
 ## Fit one generalized linear mixed model with glmer: `family` "binomial" or "poisson" (its
 ## canonical link), `nagq` glmer's nAGQ (1 = Laplace; k > 1 = adaptive Gauss-Hermite
 ## quadrature at the conditional modes, k points, for one scalar random effect). Other
@@ -274,16 +295,7 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
   out$dropped <- as.character(names(attr(lme4::getME(fit, "X"), "col.dropped")))
   out$feval_before <- 0
   out$vcov_full <- tryCatch(as.numeric(2 * solve(H)), error = function(e) rep(NA_real_, length(H)))
-  vc_of <- function(th) {
-    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
-                           names(fit@flist)[attr(fit@flist, "assign")])
-    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
-  }
-  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
-    e <- numeric(length(theta))
-    e[j] <- 1
-    (vc_of(theta + e) - vc_of(theta - e)) / 2
-  }, numeric(length(vc_of(theta)))))
+  out <- hlmbridge_glmm_random_parts(out, fit, theta)
   X <- lme4::getME(fit, "X")
   y <- lme4::getME(fit, "y")
   pw <- fit@resp$weights  # prior weights: a binomial proportion's trials (1 for a 0/1 response)
@@ -297,10 +309,6 @@ hlmbridge_glmer <- function(data, formula, family, nagq, factors = list(), rows 
     sum(stats::dbinom(round(pw * y), round(pw), y, log = TRUE))
   out$prior_weights_sum <- sum(pw)
   out$offset_sum <- sum(fit@resp$offset)
-  ## glmer's conditional modes and conditional SDs (ranef(condVar = TRUE)), long form.
-  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
-  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
-  out$ranef_num <- c(re$condval, re$condsd)
   out$nagq <- nagq
   ## 0: the tight optimizer's optimum (rhoend given, or the polish refused); k > 0: glmer's
   ## default optimizers and k Newton steps
@@ -693,16 +701,7 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
   out$lnalpha <- p1[nt + nb + 1L]
   out$nb_polish <- c(glmer.nb = -dev0 / 2, polished = -joint(p) / 2, evaluations = opt$feval,
                      glmer_nb_lnalpha = p0[nt + nb + 1L], max_abs_gradient = max(abs(derivs$gradient)))
-  vc_of <- function(th) {
-    vc <- lme4:::mkVarCorr(1, fit@cnms, lengths(fit@cnms), th,
-                           names(fit@flist)[attr(fit@flist, "assign")])
-    unlist(lapply(vc, function(m) as.numeric(unclass(m)[seq_len(nrow(m)), seq_len(nrow(m))])), use.names = FALSE)
-  }
-  out$vc_jacobian <- as.numeric(vapply(seq_along(theta), function(j) {
-    e <- numeric(length(theta))
-    e[j] <- 1
-    (vc_of(theta + e) - vc_of(theta - e)) / 2
-  }, numeric(length(vc_of(theta)))))
+  out <- hlmbridge_glmm_random_parts(out, fit, theta)
   ## Stata's comparison model: the negative binomial regression without random effects
   X <- lme4::getME(fit, "X")
   off <- fit@resp$offset
@@ -716,9 +715,6 @@ hlmbridge_glmer_nb <- function(data, formula, nagq, factors = list(), rows = NUL
   out$loglik_constant <- saturated(size)
   out$prior_weights_sum <- sum(fit@resp$weights)
   out$offset_sum <- sum(off)
-  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
-  out$ranef_chr <- c(as.character(re$grpvar), as.character(re$term), as.character(re$grp))
-  out$ranef_num <- c(re$condval, re$condsd)
   out$nagq <- nagq
   out
 }

@@ -445,6 +445,27 @@ def _glmer_settings(nagq: int, rhoend: float | None, maxfun: int, polish_steps: 
     return tight
 
 
+def _glmm_ranef(items: Mapping[str, Any]) -> tuple[tuple[Any, ...], ...]:
+    """glmer's ranef(condVar = TRUE) as R sent it (hlmbridge_glmm_random_parts): rows of
+    (grouping factor, level, term, conditional mode, conditional SD)."""
+    chr_ = [str(x) for x in items["ranef_chr"]]
+    num = _r_doubles(items["ranef_num"])
+    n = len(num) // 2
+    return tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
+
+
+def _glmm_warnings(est: EngineFit, full: np.ndarray, hessian: str) -> tuple[str, ...]:
+    """The fit's warnings plus lme4's singular-fit message (glmer with its default checks gives
+    it, check.conv.singular; with calc.derivs = FALSE it stays silent, so it is put back) and a
+    warning when ``hessian``'s inverse ``full`` is not positive definite."""
+    warns = tuple(est.warnings)
+    if est.singular and not any("singular" in w for w in warns):
+        warns += ("boundary (singular) fit: see help('isSingular')",)
+    if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
+        warns += (f"{hessian} is not positive definite: the standard errors are not reliable",)
+    return warns
+
+
 def _check_glmm_response(design: Design) -> None:
     """The response a GLMM family takes, as glmer checks it (DataError otherwise): a binomial
     proportion in [0, 1] whose successes (proportion x trials) are whole numbers (glmer only
@@ -628,21 +649,11 @@ class Lme4Engine:
                               _glmer_settings(nagq, rhoend, maxfun, int(items["polish_steps"][0]),
                                               int(items["tight_steps"][0])))
         full, fixed_vcov, random_vcov, cross = self._glmer_covariances(design, out, items, "glmer", 0)
-        warns = est.warnings
-        if est.singular and not any("singular" in w for w in warns):
-            # glmer with its default checks says so (check.conv.singular, a message); with
-            # calc.derivs = FALSE it stays silent, so the message is put back here.
-            warns += ("boundary (singular) fit: see help('isSingular')",)
-        if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
-            warns += ("glmer's Hessian at the optimum is not positive definite: the standard errors are not "
-                      "reliable",)
+        warns = _glmm_warnings(est, full, "glmer's Hessian at the optimum")
         # glmer's nAGQ > 1 deviance leaves out the saturated log likelihood (r/hlmbridge.R): added back,
         # so that the log likelihood is the one Laplace's and Stata's include (engine_loglik keeps glmer's).
         constant = float(items["loglik_constant"][0])
-        chr_ = [str(x) for x in items["ranef_chr"]]
-        num = _r_doubles(items["ranef_num"])
-        n = len(num) // 2
-        ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
+        ranef = _glmm_ranef(items)
         return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
                        extra={**est.extra, "random_vcov": random_vcov, "fixed_random_vcov": cross, "nagq": nagq,
                               "integration": integration,
@@ -692,22 +703,14 @@ class Lme4Engine:
         ancillary = (("/lnalpha", lnalpha, se_ln, lnalpha - z * se_ln, lnalpha + z * se_ln),
                      ("alpha", alpha, alpha * se_ln, float(np.exp(lnalpha - z * se_ln)),
                       float(np.exp(lnalpha + z * se_ln))))
-        warns = est.warnings
-        if est.singular and not any("singular" in w for w in warns):
-            warns += ("boundary (singular) fit: see help('isSingular')",)
-        if not np.all(np.isfinite(full)) or np.any(np.diag(full) <= 0):
-            warns += ("the Hessian of glmer.nb's deviance at the optimum is not positive definite: the standard "
-                      "errors are not reliable",)
+        warns = _glmm_warnings(est, full, "the Hessian of glmer.nb's deviance at the optimum")
         constant = float(items["loglik_constant"][0])
         ll_fixed = float(items["loglik_fixed"][0])
         if not np.isfinite(ll_fixed):
             raise FitError("MASS::glm.nb, the comparison model of the LR test, failed", engine=self.name)
         polish = dict(zip(("glmer_nb_loglik", "polished_loglik", "evaluations", "glmer_nb_lnalpha",
                            "max_abs_gradient"), map(float, _r_doubles(items["nb_polish"])), strict=True))
-        chr_ = [str(x) for x in items["ranef_chr"]]
-        num = _r_doubles(items["ranef_num"])
-        n = len(num) // 2
-        ranef = tuple((chr_[i], chr_[2 * n + i], chr_[n + i], float(num[i]), float(num[n + i])) for i in range(n))
+        ranef = _glmm_ranef(items)
         return replace(est, theta=est.theta[:-1], fixed_vcov=fixed_vcov, warnings=warns, loglik=est.loglik + constant,
                        extra={**est.extra, "random_vcov": random_vcov, "fixed_random_vcov": cross, "nagq": nagq,
                               "integration": integration,
