@@ -31,13 +31,10 @@ out <- if (length(args)) args[[1]] else tempdir()
 cbpp <- lme4::cbpp
 cbpp <- data.frame(incidence = cbpp$incidence, size = cbpp$size, period = as.character(cbpp$period),
                    herd = as.character(cbpp$herd), prop = cbpp$incidence / cbpp$size)
-gt <- lme4::grouseticks
-grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)),
-                     BROOD = as.character(gt$BROOD), INDEX = as.character(gt$INDEX),
-                     LOCATION = as.character(gt$LOCATION))
-cn <- mlmRev::Contraception
-contra <- data.frame(use = as.integer(cn$use == "Y"), urban = as.integer(cn$urban == "Y"), age = cn$age,
-                     livch = as.character(cn$livch), district = as.character(cn$district))
+source(file.path(dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[[1]]))),
+                 "glmm_data.R"))
+grouse <- glmm_grouseticks()[c("TICKS", "YEAR", "H", "BROOD", "INDEX", "LOCATION")]
+contra <- glmm_contraception()[c("use", "urban", "age", "livch", "district")]
 va <- lme4::VerbAgg
 verb <- data.frame(r2 = as.integer(va$r2 == "Y"), Anger = va$Anger, Gender = as.character(va$Gender),
                    btype = as.character(va$btype), situ = as.character(va$situ), id = as.character(va$id),

@@ -23,14 +23,10 @@ out <- if (length(args)) args[[1]] else tempdir()
 repo <- normalizePath(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
                                 "..", ".."))
 
-hosp <- read.table(file.path(repo, "fixtures", "glmm", "hospital.dat"),
-                   col.names = c("hosp", "loginc", "distance", "dropout", "college", "mother"))
-gt <- lme4::grouseticks
-grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)), HEIGHT = gt$HEIGHT,
-                     BROOD = as.character(gt$BROOD), LOCATION = as.character(gt$LOCATION))
-cn <- mlmRev::Contraception
-contra <- data.frame(use = as.integer(cn$use == "Y"), urban = as.integer(cn$urban == "Y"), age = cn$age,
-                     district = as.character(cn$district))
+source(file.path(repo, "r", "tests", "glmm_data.R"))
+hosp <- glmm_hospital(repo)
+grouse <- glmm_grouseticks()[c("TICKS", "YEAR", "H", "HEIGHT", "BROOD", "LOCATION")]
+contra <- glmm_contraception()[c("use", "urban", "age", "district")]
 write.csv(hosp, file.path(out, "hospital.csv"), row.names = FALSE)
 write.csv(grouse, file.path(out, "grouseticks.csv"), row.names = FALSE)
 write.csv(contra, file.path(out, "contraception.csv"), row.names = FALSE)

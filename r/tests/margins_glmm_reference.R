@@ -25,11 +25,9 @@ out <- if (length(args)) args[[1]] else tempdir()
 repo <- normalizePath(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
                                 "..", ".."))
 
-hosp <- read.table(file.path(repo, "fixtures", "glmm", "hospital.dat"),
-                   col.names = c("hosp", "loginc", "distance", "dropout", "college", "mother"))
-gt <- lme4::grouseticks
-grouse <- data.frame(TICKS = gt$TICKS, YEAR = as.character(gt$YEAR), H = as.numeric(scale(gt$HEIGHT)),
-                     BROOD = as.character(gt$BROOD))
+source(file.path(repo, "r", "tests", "glmm_data.R"))
+hosp <- glmm_hospital(repo)
+grouse <- glmm_grouseticks()[c("TICKS", "YEAR", "H", "BROOD")]
 write.csv(hosp, file.path(out, "hospital.csv"), row.names = FALSE)
 write.csv(grouse, file.path(out, "grouse.csv"), row.names = FALSE)
 
